@@ -1,0 +1,202 @@
+//! End-to-end replay throughput: sessions/s, MB/s and peak RSS of `slawatch replay`'s pipeline
+//! over generated streams, against two baselines measured on the same file in the same run:
+//! reading lines only, and parsing every line into a `serde_json::Value`.
+//!
+//! `cargo bench --bench throughput -- --sessions 1000000,5000000`
+//!
+//! Streams are generated once into `target/bench-data/` at a fixed rate (100k sessions/hour),
+//! so a longer stream means more hours, not denser windows: peak RSS must stay flat as N grows.
+//! Each measurement runs in a child process so its peak RSS (VmHWM) is its own. Under
+//! `cargo test` (no `--bench` argument) it runs a small smoke check instead.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use slawatch::catalog::Catalog;
+use slawatch::cli::replay_stream;
+use slawatch::ingest::{DeadLetters, LinesSource, Source};
+use slawatch::pipeline::{Pipeline, PipelineConfig};
+use slawatch::simulate::{SimConfig, Simulator};
+
+const RATE_PER_HOUR: f64 = 100_000.0;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let mode = &args[i + 1];
+        let file = PathBuf::from(&args[i + 2]);
+        child(mode, &file);
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        smoke();
+        return;
+    }
+    let sizes: Vec<u64> = args
+        .iter()
+        .position(|a| a == "--sessions")
+        .map(|i| {
+            args[i + 1]
+                .split(',')
+                .map(|s| s.parse().expect("--sessions N[,N]"))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![1_000_000, 5_000_000]);
+    println!("| stream | mode | seconds | sessions/s | MB/s | peak RSS MB | vs parse-only |");
+    println!("|---|---|---|---|---|---|---|");
+    for n in sizes {
+        let file = generate(n);
+        let mut parse_rate = None;
+        for mode in ["read", "parse", "pipeline"] {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["--child", mode, file.to_str().unwrap()])
+                .output()
+                .expect("run child");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line = String::from_utf8(out.stdout).unwrap();
+            let f: Vec<f64> = line
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            let (secs, records, bytes, rss_kb) = (f[0], f[1], f[2], f[3]);
+            let rate = records / secs;
+            if mode == "parse" {
+                parse_rate = Some(rate);
+            }
+            let ratio = parse_rate.map_or("—".to_owned(), |p| format!("{:.2}×", rate / p));
+            println!(
+                "| {n} | {mode} | {secs:.2} | {:.0} | {:.0} | {:.0} | {ratio} |",
+                rate,
+                bytes / secs / 1e6,
+                rss_kb / 1024.0
+            );
+        }
+    }
+}
+
+fn spec_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sla-specs")
+}
+
+fn generate(n: u64) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("stream-{n}.jsonl"));
+    if path.exists() {
+        return path;
+    }
+    let started = Instant::now();
+    let cfg = SimConfig {
+        seed: 42,
+        sessions_per_hour: RATE_PER_HOUR,
+        duration_ms: i64::MAX / 4,
+        max_sessions: Some(n),
+        ..SimConfig::default()
+    };
+    let tmp = path.with_extension("tmp");
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).unwrap());
+    let mut sim = Simulator::new(cfg).unwrap();
+    let mut line = Vec::new();
+    while {
+        line.clear();
+        sim.write_next(&mut line)
+    } {
+        w.write_all(&line).unwrap();
+        w.write_all(b"\n").unwrap();
+    }
+    w.flush().unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    eprintln!(
+        "generated {n} sessions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    path
+}
+
+/// Runs one measurement and prints `seconds records bytes peak_rss_kb`.
+fn child(mode: &str, file: &Path) {
+    let started = Instant::now();
+    let mut src = LinesSource::open(file).unwrap();
+    let (records, bytes) = match mode {
+        "read" => {
+            let mut n = 0u64;
+            while src.next_record().unwrap().is_some() {
+                n += 1;
+            }
+            (n, src.bytes_read())
+        }
+        "parse" => {
+            let mut n = 0u64;
+            while let Some(r) = src.next_record().unwrap() {
+                let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
+                std::hint::black_box(v);
+                n += 1;
+            }
+            (n, src.bytes_read())
+        }
+        "pipeline" => {
+            let report = run_pipeline(&mut src);
+            (report.0, report.1)
+        }
+        other => panic!("unknown mode {other}"),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    println!("{secs} {records} {bytes} {}", peak_rss_kb());
+}
+
+fn run_pipeline(src: &mut dyn Source) -> (u64, u64) {
+    let specs = slawatch::cli::load_specs(&[spec_dir()]).unwrap();
+    let mut pipeline = Pipeline::new(
+        specs,
+        Arc::new(Catalog::embedded()),
+        &PipelineConfig::default(),
+    );
+    let mut findings = 0u64;
+    let report = replay_stream(
+        src,
+        &mut pipeline,
+        &mut DeadLetters::discard(),
+        None,
+        &mut |_| {
+            findings += 1;
+            Ok(())
+        },
+    )
+    .unwrap();
+    std::hint::black_box(findings);
+    (report.ingest.records, src.bytes_read())
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `cargo test` runs benches once: check the harness works on a small stream.
+fn smoke() {
+    let cfg = SimConfig {
+        seed: 1,
+        max_sessions: Some(20_000),
+        sessions_per_hour: RATE_PER_HOUR,
+        ..SimConfig::default()
+    };
+    let mut bytes = Vec::new();
+    slawatch::simulate::write_jsonl(&cfg, &mut bytes).unwrap();
+    let mut src = LinesSource::new(&bytes[..], "smoke".into());
+    let (records, read) = run_pipeline(&mut src);
+    assert_eq!(records, 20_000);
+    assert_eq!(read, bytes.len() as u64);
+}

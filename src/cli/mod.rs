@@ -1,0 +1,186 @@
+//! The command line: arguments parsed into validated options, then one function per command.
+//!
+//! Everything here is the I/O edge: it reads files, prints, and decides exit codes. The work is
+//! done by the pipeline and the pure core.
+
+mod replay;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::catalog::Catalog;
+use crate::spec;
+
+pub use replay::{ReplayReport, replay_stream};
+
+/// slawatch — SLA, drift and governance monitoring for AI agents in production.
+#[derive(Debug, Parser)]
+#[command(name = "slawatch", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check SLA spec files: every error at once, with file:line:col and a hint.
+    Validate(ValidateArgs),
+    /// Explain what a spec's objectives measure, with its burn-rate table.
+    Explain(ExplainArgs),
+    /// Run the whole pipeline over a recorded stream and summarise every objective.
+    Replay(ReplayArgs),
+    /// The service: consume sessions, keep state in sled, send alert mail.
+    Run(RunArgs),
+    /// Generate a realistic session stream, optionally with injected incidents.
+    Simulate(crate::simulate::SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Spec files or directories of `*.yaml`.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Treat warnings (lints) as errors.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A spec file (or directory).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Options shared by the commands that run the pipeline.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Directory (or file) of SLA specs.
+    #[arg(long, default_value = "sla-specs")]
+    pub specs: Vec<PathBuf>,
+    /// Model catalog directory or file (default: the catalog built into the binary).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Rejected records are appended here with their reason and original bytes.
+    #[arg(long)]
+    pub dead_letters: Option<PathBuf>,
+    /// Records larger than this many bytes are rejected.
+    #[arg(long, default_value_t = crate::ingest::decode::DEFAULT_MAX_RECORD_BYTES)]
+    pub max_record_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// JSON Lines file of session records, or `-` for stdin.
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Write every finding here as JSON Lines.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not draw a progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// JSON Lines file of session records, or `-` for stdin.
+    #[arg(long, default_value = "-")]
+    pub input: PathBuf,
+    /// State directory: sled store, outbox, dead letters.
+    #[arg(long, default_value = "slawatch-data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Sender of alert mail.
+    #[arg(long, default_value = "slawatch@localhost", env = "SLAWATCH_MAIL_FROM")]
+    pub mail_from: String,
+    /// Recipients of alert mail (until a notification policy routes it).
+    #[arg(long, default_value = "oncall@localhost", env = "SLAWATCH_MAIL_TO")]
+    pub mail_to: Vec<String>,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(a) => validate(&a),
+        Command::Explain(a) => explain(&a),
+        Command::Replay(a) => replay::replay(&a),
+        Command::Run(a) => replay::run(&a),
+        Command::Simulate(a) => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(args: &ValidateArgs) -> Result<ExitCode> {
+    let (specs, mut diags) = spec::load_paths(&args.paths);
+    if args.strict {
+        spec::make_strict(&mut diags);
+    }
+    if !diags.is_empty() {
+        eprint!("{}", spec::render_all(&diags));
+    }
+    if spec::has_errors(&diags) {
+        eprintln!("{}", spec::summary(&diags));
+        return Ok(ExitCode::FAILURE);
+    }
+    let objectives: usize = specs.iter().map(|s| s.objectives.len()).sum();
+    println!(
+        "ok: {} spec(s), {} objective(s){}",
+        specs.len(),
+        objectives,
+        if diags.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", spec::summary(&diags))
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn explain(args: &ExplainArgs) -> Result<ExitCode> {
+    let specs = load_specs(&args.paths)?;
+    for (i, s) in specs.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print!("{}", spec::explain(s));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads specs, failing with every diagnostic when any has an error.
+pub fn load_specs(paths: &[PathBuf]) -> Result<Vec<spec::Spec>> {
+    let (specs, diags) = spec::load_paths(paths);
+    if spec::has_errors(&diags) {
+        bail!(
+            "the specs are not valid:\n{}{}",
+            spec::render_all(&diags),
+            spec::summary(&diags)
+        );
+    }
+    if specs.is_empty() {
+        bail!("no spec found in {paths:?}");
+    }
+    Ok(specs)
+}
+
+/// The model catalog: a directory or file given by the user, or the embedded one.
+pub fn load_catalog(path: Option<&PathBuf>) -> Result<Arc<Catalog>> {
+    Ok(Arc::new(match path {
+        Some(p) => Catalog::load(p).with_context(|| format!("loading the model catalog {p:?}"))?,
+        None => Catalog::embedded(),
+    }))
+}

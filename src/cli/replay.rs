@@ -1,0 +1,295 @@
+//! `slawatch replay` and `slawatch run`: drive the pipeline over a stream, write findings,
+//! dead letters and mail, and print a summary people can read.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{PipelineArgs, ReplayArgs, RunArgs, load_catalog, load_specs};
+use crate::alerts::{Notifier, Outbox};
+use crate::evaluate::{ObjectiveStats, fmt_value};
+use crate::finding::{Finding, Verdict};
+use crate::ingest::{DeadLetters, IngestStats, LinesSource, Source};
+use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
+use crate::spec::model::{Dimension, Severity};
+use crate::store::Store;
+
+/// What a replay did.
+#[derive(Debug, Clone)]
+pub struct ReplayReport {
+    pub ingest: IngestStats,
+    /// Per objective: spec, objective, dimension, statistics.
+    pub objectives: Vec<(String, String, Dimension, ObjectiveStats)>,
+    pub findings: u64,
+    pub elapsed_s: f64,
+}
+
+/// Runs a whole stream through a pipeline. Every finding is handed to `on_finding`; rejected
+/// records go to `dead_letters`.
+pub fn replay_stream(
+    source: &mut dyn Source,
+    pipeline: &mut Pipeline,
+    dead_letters: &mut DeadLetters,
+    progress: Option<&ProgressBar>,
+    on_finding: &mut dyn FnMut(&Finding) -> Result<()>,
+) -> Result<ReplayReport> {
+    let started = Instant::now();
+    let mut found = Vec::new();
+    let mut findings = 0u64;
+    while let Some(record) = source.next_record().context("reading the input")? {
+        if let Outcome::Rejected {
+            reason,
+            dead_letter: true,
+        } = pipeline.process(&record, &mut found)
+        {
+            dead_letters
+                .write(&record, &reason)
+                .context("writing a dead letter")?;
+        }
+        for f in found.drain(..) {
+            findings += 1;
+            on_finding(&f)?;
+        }
+        if let Some(bar) = progress
+            && pipeline.stats().records % 4096 == 0
+        {
+            bar.set_position(source.bytes_read());
+        }
+    }
+    pipeline.finish(&mut found);
+    for f in found.drain(..) {
+        findings += 1;
+        on_finding(&f)?;
+    }
+    dead_letters.flush().context("writing dead letters")?;
+    let objectives = pipeline
+        .runtimes()
+        .iter()
+        .flat_map(|rt| {
+            let spec = rt.spec();
+            rt.stats()
+                .iter()
+                .zip(&spec.objectives)
+                .map(|(st, o)| (spec.name.clone(), o.name.clone(), o.dimension, st.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok(ReplayReport {
+        ingest: pipeline.stats().clone(),
+        objectives,
+        findings,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn open_source(input: &Path) -> Result<Box<dyn Source>> {
+    if input == Path::new("-") {
+        Ok(Box::new(LinesSource::stdin()))
+    } else {
+        Ok(Box::new(
+            LinesSource::open(input).with_context(|| format!("opening {}", input.display()))?,
+        ))
+    }
+}
+
+fn build_pipeline(args: &PipelineArgs) -> Result<Pipeline> {
+    let specs = load_specs(&args.specs)?;
+    let catalog = load_catalog(args.models.as_ref())?;
+    Ok(Pipeline::new(
+        specs,
+        catalog,
+        &PipelineConfig {
+            max_record_bytes: args.max_record_bytes,
+            ..PipelineConfig::default()
+        },
+    ))
+}
+
+fn progress_bar(input: &Path, hidden: bool) -> Option<ProgressBar> {
+    if hidden || input == Path::new("-") || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let len = std::fs::metadata(input).ok()?.len();
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+        )
+        .ok()?,
+    );
+    Some(bar)
+}
+
+pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    let mut pipeline = build_pipeline(&args.pipeline)?;
+    let mut source = open_source(&args.input)?;
+    let mut dead = match &args.pipeline.dead_letters {
+        Some(p) => DeadLetters::to_file(p).with_context(|| format!("opening {}", p.display()))?,
+        None => DeadLetters::discard(),
+    };
+    let mut out = match &args.out {
+        Some(p) => Some(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let bar = progress_bar(&args.input, args.no_progress);
+    let report = replay_stream(
+        source.as_mut(),
+        &mut pipeline,
+        &mut dead,
+        bar.as_ref(),
+        &mut |f| {
+            if let Some(w) = &mut out {
+                serde_json::to_writer(&mut *w, f)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(mut w) = out {
+        w.flush()?;
+    }
+    print!(
+        "{}",
+        render_summary(&report, args.pipeline.dead_letters.as_deref())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let mut pipeline = build_pipeline(&args.pipeline)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store = Store::open(&args.data_dir)?;
+    let outbox_dir = args.data_dir.join("outbox");
+    let mut outbox = Outbox::new(&outbox_dir, &args.mail_from, &args.mail_to)?;
+    let dead_path = args
+        .pipeline
+        .dead_letters
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("dead-letters.jsonl"));
+    let mut dead = DeadLetters::to_file(&dead_path)
+        .with_context(|| format!("opening {}", dead_path.display()))?;
+    let mut source = open_source(&args.input)?;
+    let (mut new_findings, mut mailed) = (0u64, 0u64);
+    let report = replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut |f| {
+        // A finding already in the store was produced by an earlier run over the same input:
+        // it was notified then, so it is not mailed again.
+        if store.put_finding(f)? {
+            new_findings += 1;
+            if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket {
+                outbox.notify(f)?;
+                mailed += 1;
+            }
+        }
+        Ok(())
+    })?;
+    store.flush()?;
+    print!("{}", render_summary(&report, Some(&dead_path)));
+    println!(
+        "state: {} new finding(s) stored in {}; {} alert mail(s) written to {}",
+        new_findings,
+        args.data_dir.join("state").display(),
+        mailed,
+        outbox_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human summary: ingest counters, then one line per objective.
+pub fn render_summary(r: &ReplayReport, dead_letters: Option<&Path>) -> String {
+    let i = &r.ingest;
+    let mut s = String::new();
+    let rate = i.records as f64 / r.elapsed_s.max(1e-9);
+    let _ = writeln!(
+        s,
+        "Replayed {} records ({:.1} MB) in {:.2} s — {:.0} records/s",
+        i.records,
+        i.bytes as f64 / 1e6,
+        r.elapsed_s,
+        rate
+    );
+    let _ = write!(
+        s,
+        "  accepted {} · duplicates {} · unmatched {} · rejected {}",
+        i.accepted,
+        i.duplicates,
+        i.unmatched,
+        i.rejected_total()
+    );
+    if !i.rejected.is_empty() {
+        let reasons: Vec<String> = i.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = write!(s, " ({})", reasons.join(", "));
+    }
+    let _ = writeln!(s);
+    if let Some(p) = dead_letters.filter(|_| i.rejected_total() > 0) {
+        let _ = writeln!(s, "  dead letters: {}", p.display());
+    }
+    let _ = writeln!(s, "  findings: {}", r.findings);
+    let mut current_spec = "";
+    for (spec, objective, dim, st) in &r.objectives {
+        if spec != current_spec {
+            current_spec = spec;
+            let _ = writeln!(s, "\nspec {spec}");
+            let _ = writeln!(
+                s,
+                "  {:<18} {:<12} {:>7} {:>5} {:>6} {:>5} {:>6}  worst window",
+                "objective", "dimension", "windows", "page", "ticket", "info", "no-data"
+            );
+        }
+        let count = |sev| st.breaches.get(&sev).copied().unwrap_or(0);
+        let worst = st.worst.as_ref().map_or_else(
+            || "—".to_owned(),
+            |f| {
+                format!(
+                    "{}..{} {}{} {} (target {} {})",
+                    &f.window_start[..16].replace('T', " "),
+                    &f.window_end[11..16],
+                    short_key(f),
+                    f.segment
+                        .as_deref()
+                        .map(|x| format!(" [{x}]"))
+                        .unwrap_or_default(),
+                    fmt_value(f.observed, &f.unit),
+                    match f.comparator {
+                        crate::finding::Comparator::AtMost => "≤",
+                        crate::finding::Comparator::AtLeast => "≥",
+                    },
+                    fmt_value(f.target, &f.unit),
+                )
+            },
+        );
+        let _ = writeln!(
+            s,
+            "  {:<18} {:<12} {:>7} {:>5} {:>6} {:>5} {:>6}  {}",
+            objective,
+            format!("{dim:?}").to_lowercase(),
+            st.windows_evaluated,
+            count(Severity::Page),
+            count(Severity::Ticket),
+            count(Severity::Info),
+            st.insufficient_data,
+            worst
+        );
+    }
+    s
+}
+
+fn short_key(f: &Finding) -> String {
+    f.key
+        .iter()
+        .filter(|(k, _)| k != "agent")
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join("/")
+}

@@ -1,0 +1,922 @@
+//! Scores closed windows against a spec's objectives and produces findings.
+//!
+//! A [`SpecRuntime`] owns everything one spec needs while a stream flows: its open windows
+//! (per key and segment), the SLI timelines behind error budgets and burn rates, and per-
+//! objective statistics for summaries. It is a plain synchronous state machine —
+//! `observe(session)`, `advance(watermark)` → findings — so the same input always gives the same
+//! findings, byte for byte. Never reads the wall clock, never does I/O.
+
+pub mod measure;
+pub mod slo;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::finding::{BurnRate, Comparator, Finding, Verdict};
+use crate::glob::glob_match;
+use crate::session::{EpochMs, Session};
+use crate::spec::model::{Bound, KeyField, NumericField, Objective, ObjectiveKind, Severity, Spec};
+use crate::time::format_rfc3339_ms;
+use crate::windowing::{ClosedWindow, Late, WindowConfig, Windows};
+use measure::{CompiledMeasures, MeasureState, SpecSummary};
+use slo::{SliTimeline, budget_consumed, evaluate_tiers, worst_firing};
+
+/// The label of the segment that collects values beyond `maxSegments`.
+pub const OTHER_SEGMENT: &str = "other";
+
+/// Which windows a summary belongs to: a key, and optionally one segment of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    /// `agent=…,prompt_version=…,model=…`
+    pub key: Arc<str>,
+    /// `channel=web`, or `None` for the whole key.
+    pub segment: Option<Arc<str>>,
+}
+
+/// What happened to one objective over a run, for summaries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObjectiveStats {
+    /// Windows (per key and segment) that got a verdict.
+    pub windows_evaluated: u64,
+    pub insufficient_data: u64,
+    /// Breach findings by severity.
+    pub breaches: BTreeMap<Severity, u64>,
+    /// The worst breach seen: most severe, then furthest from target.
+    pub worst: Option<Finding>,
+}
+
+/// One spec's live state.
+pub struct SpecRuntime {
+    spec: Arc<Spec>,
+    measures: CompiledMeasures,
+    windows: Windows<GroupKey, SpecSummary>,
+    /// SLO objectives: (objective index, ratio measure index, target).
+    slos: Vec<(usize, usize, f64)>,
+    timelines: HashMap<GroupKey, Vec<SliTimeline>>,
+    timeline_bucket_ms: i64,
+    timeline_span_ms: i64,
+    key_parts: HashMap<Arc<str>, Vec<(String, String)>>,
+    interned: HashMap<Box<str>, Arc<str>>,
+    segments: HashMap<Arc<str>, Vec<Arc<str>>>,
+    stats: Vec<ObjectiveStats>,
+    late: u64,
+    scratch: String,
+}
+
+impl SpecRuntime {
+    pub fn new(spec: Arc<Spec>) -> SpecRuntime {
+        let measures = CompiledMeasures::compile(&spec);
+        let slos = spec
+            .objectives
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| {
+                let target = o.kind.slo_target()?;
+                Some((i, measures.objectives[i].ratio?, target))
+            })
+            .collect();
+        let w = spec.window;
+        let mut bucket = w.step_ms.min(60_000 * 5);
+        for t in &spec.alerting.burn_rates {
+            bucket = gcd(gcd(bucket, t.long_ms), t.short_ms);
+        }
+        let bucket = bucket.max(60_000);
+        let span = spec
+            .alerting
+            .burn_rates
+            .iter()
+            .map(|t| t.long_ms)
+            .max()
+            .unwrap_or(0)
+            .max(spec.period_ms);
+        SpecRuntime {
+            windows: Windows::new(WindowConfig {
+                size_ms: w.size_ms,
+                step_ms: w.step_ms,
+                allowed_lateness_ms: w.allowed_lateness_ms,
+            }),
+            stats: vec![ObjectiveStats::default(); spec.objectives.len()],
+            spec,
+            measures,
+            slos,
+            timelines: HashMap::new(),
+            timeline_bucket_ms: bucket,
+            timeline_span_ms: span,
+            key_parts: HashMap::new(),
+            interned: HashMap::new(),
+            segments: HashMap::new(),
+            late: 0,
+            scratch: String::new(),
+        }
+    }
+
+    pub fn spec(&self) -> &Arc<Spec> {
+        &self.spec
+    }
+
+    /// Per-objective statistics, indexed like `spec.objectives`.
+    pub fn stats(&self) -> &[ObjectiveStats] {
+        &self.stats
+    }
+
+    /// Records rejected as late by this spec.
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// Pane summaries and timelines held: stays flat however long the stream (memory tests).
+    pub fn state_size(&self) -> (usize, usize) {
+        (self.windows.open_summaries(), self.timelines.len())
+    }
+
+    /// Whether the spec's selector covers this session.
+    pub fn selects(&self, s: &Session) -> bool {
+        let sel = &self.spec.selector;
+        (sel.agents.is_empty() || sel.agents.iter().any(|a| glob_match(a, &s.agent)))
+            && sel
+                .attributes
+                .iter()
+                .all(|(k, v)| s.attribute(k).is_some_and(|a| a.label() == *v))
+    }
+
+    /// Adds a session the selector covers to its windows and timelines. A late session touches
+    /// nothing and is counted.
+    pub fn observe(&mut self, s: &Session) -> Result<(), Late> {
+        if let Err(late) = self.windows.check(s.event_time) {
+            self.late += 1;
+            return Err(late);
+        }
+        let key = self.key_of(s);
+        let segment = self.segment_of(&key, s);
+        let groups = [
+            Some(GroupKey {
+                key: key.clone(),
+                segment: None,
+            }),
+            segment.map(|seg| GroupKey {
+                key,
+                segment: Some(seg),
+            }),
+        ];
+        for group in groups.into_iter().flatten() {
+            let measures = &self.measures;
+            self.windows
+                .observe(
+                    s.event_time,
+                    &group,
+                    || measures.empty_summary(),
+                    |sum| measures.observe(sum, s),
+                )
+                .expect("checked above");
+            if !self.slos.is_empty() {
+                let (bucket, span) = (self.timeline_bucket_ms, self.timeline_span_ms);
+                let n = self.slos.len();
+                let timelines = self
+                    .timelines
+                    .entry(group)
+                    .or_insert_with(|| vec![SliTimeline::new(bucket, span); n]);
+                for ((_, m, _), tl) in self.slos.iter().zip(timelines.iter_mut()) {
+                    let (eligible, good) = self.measures.ratio_outcome(*m, s);
+                    if eligible {
+                        tl.add(s.event_time, good);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the watermark and evaluates every window that closes.
+    pub fn advance(&mut self, max_event_time: EpochMs) -> Vec<Finding> {
+        let closed = self.windows.advance(max_event_time);
+        if closed.is_empty() {
+            return Vec::new();
+        }
+        let out = self.evaluate_all(closed);
+        self.forget_idle_timelines();
+        out
+    }
+
+    /// End of a finite stream: closes and evaluates every window holding data.
+    pub fn flush(&mut self) -> Vec<Finding> {
+        let closed = self.windows.flush();
+        self.evaluate_all(closed)
+    }
+
+    fn evaluate_all(&mut self, closed: Vec<ClosedWindow<GroupKey, SpecSummary>>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for w in &closed {
+            for i in 0..self.spec.objectives.len() {
+                let before = out.len();
+                let evaluated = self.evaluate(i, w, &mut out);
+                let stats = &mut self.stats[i];
+                if evaluated {
+                    stats.windows_evaluated += 1;
+                }
+                for f in &out[before..] {
+                    match f.verdict {
+                        Verdict::InsufficientData => stats.insufficient_data += 1,
+                        Verdict::Breach => {
+                            *stats.breaches.entry(f.severity).or_default() += 1;
+                            if stats.worst.as_ref().is_none_or(|w| worse(f, w)) {
+                                stats.worst = Some(f.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Timelines of keys that have been quiet for longer than every lookback are dropped.
+    fn forget_idle_timelines(&mut self) {
+        if let Some(wm) = self.windows.watermark() {
+            let span = self.timeline_span_ms;
+            self.timelines.retain(|_, tls| {
+                tls.iter()
+                    .any(|t| t.newest_end().is_some_and(|end| end + span > wm))
+            });
+        }
+    }
+
+    fn key_of(&mut self, s: &Session) -> Arc<str> {
+        let buf = &mut self.scratch;
+        buf.clear();
+        buf.push_str("agent=");
+        buf.push_str(&s.agent);
+        for f in &self.spec.key_by {
+            buf.push(',');
+            push_field(buf, f, s);
+        }
+        if let Some(k) = self.interned.get(buf.as_str()) {
+            return k.clone();
+        }
+        let key: Arc<str> = Arc::from(buf.as_str());
+        let mut parts = vec![("agent".to_owned(), s.agent.clone())];
+        for f in &self.spec.key_by {
+            let mut one = String::new();
+            push_field(&mut one, f, s);
+            let (name, value) = one.split_once('=').expect("push_field writes name=value");
+            parts.push((name.to_owned(), value.to_owned()));
+        }
+        self.key_parts.insert(key.clone(), parts);
+        self.interned.insert(Box::from(buf.as_str()), key.clone());
+        key
+    }
+
+    fn segment_of(&mut self, key: &Arc<str>, s: &Session) -> Option<Arc<str>> {
+        if self.spec.segment_by.is_empty() {
+            return None;
+        }
+        let mut label = String::new();
+        for (i, f) in self.spec.segment_by.iter().enumerate() {
+            if i > 0 {
+                label.push(',');
+            }
+            push_field(&mut label, f, s);
+        }
+        let admitted = self.segments.entry(key.clone()).or_default();
+        if let Some(seg) = admitted.iter().find(|a| ***a == *label) {
+            return Some(seg.clone());
+        }
+        // Segments are admitted in order of first appearance up to the cap; the rest share
+        // one `other` segment so a high-cardinality attribute cannot grow memory.
+        if admitted.len() < self.spec.max_segments {
+            let seg: Arc<str> = Arc::from(label);
+            admitted.push(seg.clone());
+            Some(seg)
+        } else {
+            Some(Arc::from(OTHER_SEGMENT))
+        }
+    }
+
+    /// Evaluates objective `i` on one closed window; pushes findings; returns whether the
+    /// objective reached a verdict (including "fine") for the window.
+    fn evaluate(
+        &self,
+        i: usize,
+        w: &ClosedWindow<GroupKey, SpecSummary>,
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        let o = &self.spec.objectives[i];
+        let om = &self.measures.objectives[i];
+        let min = self.spec.min_sessions;
+        let enough = w.summary.sessions >= min;
+        let ctx = Ctx { rt: self, o, w };
+        match &o.kind {
+            ObjectiveKind::Drift(_) => false,
+            ObjectiveKind::Ratio { .. }
+            | ObjectiveKind::Threshold { .. }
+            | ObjectiveKind::Fallback(_) => {
+                let target = o.kind.slo_target().expect("SLO kinds have a target");
+                let judged = self.evaluate_slo(&ctx, i, target, om.ratio, out);
+                if let (ObjectiveKind::Fallback(f), Some(m)) = (&o.kind, om.fallback_rate)
+                    && let Some(max) = f.max_rate
+                    && enough
+                {
+                    let (good, total) = ratio(&w.summary, m);
+                    if total > 0 {
+                        let observed = good as f64 / total as f64;
+                        if observed > max {
+                            out.push(ctx.finding(FindingParts {
+                                check: "max_rate",
+                                verdict: Verdict::Breach,
+                                severity: o.severity,
+                                sessions: w.summary.sessions,
+                                observed,
+                                comparator: Comparator::AtMost,
+                                target: max,
+                                unit: "ratio",
+                                message: format!(
+                                    "{} of sessions fell back, above the {} bound",
+                                    pct(observed),
+                                    pct(max)
+                                ),
+                                ..FindingParts::default()
+                            }));
+                        }
+                    }
+                }
+                judged
+            }
+            ObjectiveKind::Percentile { field, p, bound } => {
+                let Some(m) = om.quantiles else { return false };
+                let MeasureState::Quantiles(q) = &w.summary.states[m] else {
+                    unreachable!()
+                };
+                self.window_check(
+                    &ctx,
+                    out,
+                    WindowCheck {
+                        check: "percentile",
+                        enough,
+                        observed: q.quantile(p / 100.0),
+                        bound: *bound,
+                        unit: unit_of(field),
+                        what: format!("p{} {}", trim_float(*p), field_name(field)),
+                    },
+                )
+            }
+            ObjectiveKind::Mean { field, bound } => {
+                let Some(m) = om.sum else { return false };
+                let (count, sum) = w.summary.states[m].sum().expect("sum state");
+                self.window_check(
+                    &ctx,
+                    out,
+                    WindowCheck {
+                        check: "mean",
+                        enough,
+                        observed: (count > 0).then(|| sum / count as f64),
+                        bound: *bound,
+                        unit: unit_of(field),
+                        what: format!("mean {}", field_name(field)),
+                    },
+                )
+            }
+            ObjectiveKind::Rate { of, bound } => {
+                let Some(m) = om.ratio else { return false };
+                let (good, total) = ratio(&w.summary, m);
+                self.window_check(
+                    &ctx,
+                    out,
+                    WindowCheck {
+                        check: "rate",
+                        enough: enough && total >= min.min(w.summary.sessions),
+                        observed: (total > 0).then(|| good as f64 / total as f64),
+                        bound: *bound,
+                        unit: "ratio",
+                        what: format!("{} rate", signal_name(of)),
+                    },
+                )
+            }
+            ObjectiveKind::Spend(sp) => {
+                let mut judged = false;
+                if let (Some(m), Some(cap)) = (om.violations, sp.per_session_max_usd) {
+                    judged |= self.violation_check(&ctx, out, m, "hard_cap", Severity::Page, |n| {
+                        format!("{n} session(s) cost more than the ${cap} hard cap")
+                    });
+                }
+                if let (Some(m), Some(cap)) = (om.soft_violations, sp.per_session_soft_usd) {
+                    judged |= self.violation_check(&ctx, out, m, "soft_cap", o.severity, |n| {
+                        format!("{n} session(s) cost more than the ${cap} soft cap")
+                    });
+                }
+                if let (Some(m), Some((p, max))) = (om.quantiles, sp.percentile) {
+                    let MeasureState::Quantiles(q) = &w.summary.states[m] else {
+                        unreachable!()
+                    };
+                    judged |= self.window_check(
+                        &ctx,
+                        out,
+                        WindowCheck {
+                            check: "percentile",
+                            enough,
+                            observed: q.quantile(p / 100.0),
+                            bound: Bound::Max(max),
+                            unit: "usd",
+                            what: format!("p{} session cost", trim_float(p)),
+                        },
+                    );
+                }
+                if let (Some(m), Some(budget)) = (om.sum, sp.window_budget_usd) {
+                    let (_, sum) = w.summary.states[m].sum().expect("sum state");
+                    judged |= self.window_check(
+                        &ctx,
+                        out,
+                        WindowCheck {
+                            check: "window_budget",
+                            enough: true,
+                            observed: Some(sum),
+                            bound: Bound::Max(budget),
+                            unit: "usd",
+                            what: "spend in the window".to_owned(),
+                        },
+                    );
+                }
+                judged
+            }
+            ObjectiveKind::Pii(_) | ObjectiveKind::Tools(_) => {
+                let Some(m) = om.violations else { return false };
+                let severity = if o.zero_tolerance {
+                    Severity::Page
+                } else {
+                    o.severity
+                };
+                let pii = matches!(o.kind, ObjectiveKind::Pii(_));
+                self.violation_check(&ctx, out, m, "violation", severity, |n| {
+                    if pii {
+                        format!("{n} session(s) sent personal data where the policy forbids it")
+                    } else {
+                        format!("{n} session(s) broke the tool-use policy")
+                    }
+                })
+            }
+        }
+    }
+
+    /// SLO objectives: burn-rate tiers over the timeline, and the window's own SLI.
+    fn evaluate_slo(
+        &self,
+        ctx: &Ctx<'_>,
+        i: usize,
+        target: f64,
+        ratio_measure: Option<usize>,
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        let Some(m) = ratio_measure else { return false };
+        let w = ctx.w;
+        let min = self.spec.min_sessions;
+        let (good, total) = ratio(&w.summary, m);
+        let slo_index = self.slos.iter().position(|(o, _, _)| *o == i);
+        let timeline = slo_index.and_then(|s| self.timelines.get(&w.key).map(|t| &t[s]));
+        let mut burn_rates = Vec::new();
+        let mut firing = None;
+        let mut consumed = None;
+        if let Some(tl) = timeline {
+            let outcomes = evaluate_tiers(tl, &self.spec.alerting.burn_rates, target, w.end, min);
+            firing = worst_firing(&outcomes).cloned();
+            consumed = budget_consumed(tl.sum(w.end - self.spec.period_ms, w.end), target);
+            burn_rates = outcomes
+                .iter()
+                .map(|o| BurnRate {
+                    tier: o.tier.name.clone(),
+                    factor: o.tier.factor,
+                    long_window: crate::duration::format_duration_ms(o.tier.long_ms),
+                    long_rate: o.long_rate.unwrap_or(0.0),
+                    short_window: crate::duration::format_duration_ms(o.tier.short_ms),
+                    short_rate: o.short_rate.unwrap_or(0.0),
+                })
+                .collect();
+        }
+        let what = match &ctx.o.kind {
+            ObjectiveKind::Threshold {
+                field, threshold, ..
+            } => format!(
+                "share of sessions with {} ≤ {}",
+                field_name(field),
+                fmt_value(*threshold, unit_of(field))
+            ),
+            ObjectiveKind::Fallback(_) => {
+                "share of failed sessions with an allowed fallback".into()
+            }
+            _ => "success ratio".into(),
+        };
+        let budget_note = consumed
+            .map(|c| {
+                format!(
+                    "; {} of the {} error budget used",
+                    pct(c),
+                    period_name(self.spec.period_ms)
+                )
+            })
+            .unwrap_or_default();
+        if let Some(f) = firing {
+            let observed = f.long.good as f64 / f.long.total.max(1) as f64;
+            out.push(ctx.finding(FindingParts {
+                check: "burn_rate",
+                verdict: Verdict::Breach,
+                severity: f.tier.severity,
+                sessions: w.summary.sessions,
+                observed,
+                comparator: Comparator::AtLeast,
+                target,
+                unit: "ratio",
+                budget_consumed: consumed,
+                burn_rates,
+                exemplars: bad_exemplars(&w.summary, m),
+                message: format!(
+                    "{what} {} over the last {} (target {}): error budget burning {:.1}× over {} and {:.1}× over {} — the `{}` tier fires at {}×{budget_note}",
+                    pct(observed),
+                    crate::duration::format_duration_ms(f.tier.long_ms),
+                    pct(target),
+                    f.long_rate.unwrap_or(0.0),
+                    crate::duration::format_duration_ms(f.tier.long_ms),
+                    f.short_rate.unwrap_or(0.0),
+                    crate::duration::format_duration_ms(f.tier.short_ms),
+                    f.tier.name,
+                    f.tier.factor,
+                ),
+                ..FindingParts::default()
+            }));
+            return true;
+        }
+        if w.summary.sessions < min {
+            if w.key.segment.is_none() {
+                out.push(ctx.insufficient(min));
+            }
+            return false;
+        }
+        if total < min {
+            // Enough sessions, but too few eligible ones (e.g. failures for fallback
+            // coverage) to judge this window alone; the burn rates above still cover it.
+            return true;
+        }
+        let observed = good as f64 / total as f64;
+        if observed < target {
+            out.push(ctx.finding(FindingParts {
+                check: "window",
+                verdict: Verdict::Breach,
+                severity: Severity::Info,
+                sessions: w.summary.sessions,
+                observed,
+                comparator: Comparator::AtLeast,
+                target,
+                unit: "ratio",
+                budget_consumed: consumed,
+                burn_rates,
+                exemplars: bad_exemplars(&w.summary, m),
+                message: format!(
+                    "{what} {} in this window is below the {} target; no burn-rate tier fires{budget_note}",
+                    pct(observed),
+                    pct(target)
+                ),
+                ..FindingParts::default()
+            }));
+        }
+        true
+    }
+
+    fn window_check(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>, c: WindowCheck) -> bool {
+        if !c.enough {
+            if ctx.w.key.segment.is_none() && ctx.w.summary.sessions < self.spec.min_sessions {
+                out.push(ctx.insufficient(self.spec.min_sessions));
+            }
+            return false;
+        }
+        let Some(observed) = c.observed else {
+            return false;
+        };
+        if !c.bound.holds(observed) {
+            let (comparator, word) = match c.bound {
+                Bound::Max(_) => (Comparator::AtMost, "above"),
+                Bound::Min(_) => (Comparator::AtLeast, "below"),
+            };
+            let exemplars = match c.unit {
+                "usd" => top_ids(&ctx.w.summary.costliest),
+                "ms" => top_ids(&ctx.w.summary.slowest),
+                _ => Vec::new(),
+            };
+            out.push(ctx.finding(FindingParts {
+                check: c.check,
+                verdict: Verdict::Breach,
+                severity: ctx.o.severity,
+                sessions: ctx.w.summary.sessions,
+                observed,
+                comparator,
+                target: c.bound.value(),
+                unit: c.unit,
+                exemplars,
+                message: format!(
+                    "{} is {}, {word} the {} limit ({} sessions)",
+                    c.what,
+                    fmt_value(observed, c.unit),
+                    fmt_value(c.bound.value(), c.unit),
+                    ctx.w.summary.sessions
+                ),
+                ..FindingParts::default()
+            }));
+        }
+        true
+    }
+
+    /// Per-session violations in the window's newest step, so each is reported once. The
+    /// observed value is the number of violating sessions; the target is zero.
+    fn violation_check(
+        &self,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Finding>,
+        m: usize,
+        check: &'static str,
+        severity: Severity,
+        message: impl Fn(u64) -> String,
+    ) -> bool {
+        let MeasureState::Violations {
+            sessions,
+            exemplars,
+            details,
+        } = &ctx.w.newest_step.states[m]
+        else {
+            unreachable!()
+        };
+        if *sessions > 0 {
+            let step = self.spec.window.step_ms;
+            out.push(ctx.finding(FindingParts {
+                check,
+                verdict: Verdict::Breach,
+                severity,
+                sessions: ctx.w.newest_step.sessions,
+                observed: *sessions as f64,
+                comparator: Comparator::AtMost,
+                target: 0.0,
+                unit: "count",
+                exemplars: exemplars.ids(),
+                details: details.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                message: message(*sessions),
+                window_start: Some(ctx.w.end - step),
+                ..FindingParts::default()
+            }));
+        }
+        true
+    }
+}
+
+fn worse(a: &Finding, b: &Finding) -> bool {
+    let distance = |f: &Finding| {
+        if f.target == 0.0 {
+            f.observed
+        } else {
+            ((f.observed - f.target) / f.target).abs()
+        }
+    };
+    (a.severity, distance(a)) > (b.severity, distance(b))
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a.abs() } else { gcd(b, a % b) }
+}
+
+fn ratio(summary: &SpecSummary, m: usize) -> (u64, u64) {
+    summary.states[m].ratio().expect("ratio state")
+}
+
+fn bad_exemplars(summary: &SpecSummary, m: usize) -> Vec<String> {
+    match &summary.states[m] {
+        MeasureState::Ratio { bad, .. } => bad.ids(),
+        _ => Vec::new(),
+    }
+}
+
+fn top_ids(top: &crate::sketch::TopK) -> Vec<String> {
+    top.items()
+        .iter()
+        .take(measure::EXEMPLARS)
+        .map(|r| r.session_id.clone())
+        .collect()
+}
+
+fn push_field(buf: &mut String, f: &KeyField, s: &Session) {
+    match f {
+        KeyField::PromptVersion => {
+            buf.push_str("prompt_version=");
+            buf.push_str(&s.prompt_version);
+        }
+        KeyField::Model => {
+            buf.push_str("model=");
+            buf.push_str(&s.model);
+        }
+        KeyField::Provider => {
+            buf.push_str("provider=");
+            buf.push_str(s.provider.as_deref().unwrap_or("(none)"));
+        }
+        KeyField::Attribute(name) => {
+            buf.push_str(name);
+            buf.push('=');
+            match s.attribute(name) {
+                Some(v) => buf.push_str(&v.label()),
+                None => buf.push_str("(none)"),
+            }
+        }
+    }
+}
+
+struct WindowCheck {
+    check: &'static str,
+    enough: bool,
+    observed: Option<f64>,
+    bound: Bound,
+    unit: &'static str,
+    what: String,
+}
+
+#[derive(Default)]
+struct FindingParts {
+    check: &'static str,
+    verdict: Verdict,
+    severity: Severity,
+    sessions: u64,
+    observed: f64,
+    comparator: Comparator,
+    target: f64,
+    unit: &'static str,
+    budget_consumed: Option<f64>,
+    burn_rates: Vec<BurnRate>,
+    exemplars: Vec<String>,
+    details: Vec<(String, u64)>,
+    message: String,
+    /// Overrides the window start (violations report the newest step only).
+    window_start: Option<EpochMs>,
+}
+
+struct Ctx<'a> {
+    rt: &'a SpecRuntime,
+    o: &'a Objective,
+    w: &'a ClosedWindow<GroupKey, SpecSummary>,
+}
+
+impl Ctx<'_> {
+    fn finding(&self, p: FindingParts) -> Finding {
+        let spec = &self.rt.spec;
+        let key = self
+            .rt
+            .key_parts
+            .get(&self.w.key.key)
+            .cloned()
+            .unwrap_or_default();
+        let segment = self.w.key.segment.as_deref().map(str::to_owned);
+        let start = format_rfc3339_ms(p.window_start.unwrap_or(self.w.start));
+        let end = format_rfc3339_ms(self.w.end);
+        Finding {
+            id: Finding::make_id(
+                &spec.name,
+                &self.o.name,
+                p.check,
+                &key,
+                segment.as_deref(),
+                &start,
+                &end,
+            ),
+            spec: spec.name.clone(),
+            objective: self.o.name.clone(),
+            check: p.check.to_owned(),
+            dimension: self.o.dimension,
+            verdict: p.verdict,
+            severity: p.severity,
+            key,
+            segment,
+            window_start: start,
+            window_end: end,
+            sessions: p.sessions,
+            observed: round9(p.observed),
+            comparator: p.comparator,
+            target: p.target,
+            unit: p.unit.to_owned(),
+            budget_consumed: p.budget_consumed.map(round9),
+            burn_rates: p
+                .burn_rates
+                .into_iter()
+                .map(|b| BurnRate {
+                    long_rate: round9(b.long_rate),
+                    short_rate: round9(b.short_rate),
+                    ..b
+                })
+                .collect(),
+            exemplars: p.exemplars,
+            details: p.details,
+            message: p.message,
+            runbook: self.o.runbook.clone().or_else(|| spec.runbook.clone()),
+        }
+    }
+
+    fn insufficient(&self, min: u64) -> Finding {
+        self.finding(FindingParts {
+            check: "window",
+            verdict: Verdict::InsufficientData,
+            severity: Severity::Info,
+            sessions: self.w.summary.sessions,
+            observed: self.w.summary.sessions as f64,
+            comparator: Comparator::AtLeast,
+            target: min as f64,
+            unit: "count",
+            message: format!(
+                "only {} sessions in this window; {} are needed for a verdict (minSessions)",
+                self.w.summary.sessions, min
+            ),
+            ..FindingParts::default()
+        })
+    }
+}
+
+/// Rounds to 9 significant digits so floating noise never shows in findings.
+fn round9(v: f64) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let digits = 9 - v.abs().log10().ceil() as i32;
+    let scale = 10f64.powi(digits);
+    (v * scale).round() / scale
+}
+
+/// The unit findings use for a numeric field.
+pub fn unit_of(field: &NumericField) -> &'static str {
+    match field {
+        NumericField::DurationMs => "ms",
+        NumericField::CostUsd => "usd",
+        NumericField::InputTokens | NumericField::OutputTokens | NumericField::ContextTokensMax => {
+            "tokens"
+        }
+        NumericField::Turns | NumericField::ToolCalls => "count",
+        NumericField::QualityScore => "score",
+        NumericField::OutputChars => "chars",
+        NumericField::ContextUtilisation => "ratio",
+        NumericField::Attribute(_) => "",
+    }
+}
+
+/// The record field name of a numeric field.
+pub fn field_name(field: &NumericField) -> String {
+    match field {
+        NumericField::DurationMs => "duration_ms".into(),
+        NumericField::CostUsd => "cost_usd".into(),
+        NumericField::InputTokens => "input_tokens".into(),
+        NumericField::OutputTokens => "output_tokens".into(),
+        NumericField::Turns => "turns".into(),
+        NumericField::ToolCalls => "tool_calls".into(),
+        NumericField::QualityScore => "quality.score".into(),
+        NumericField::OutputChars => "output_chars".into(),
+        NumericField::ContextTokensMax => "context_tokens_max".into(),
+        NumericField::ContextUtilisation => "context_utilisation".into(),
+        NumericField::Attribute(a) => format!("attributes.{a}"),
+    }
+}
+
+fn signal_name(s: &crate::spec::model::BoolSignal) -> String {
+    use crate::spec::model::BoolSignal;
+    match s {
+        BoolSignal::Resolved => "resolved".into(),
+        BoolSignal::Refusal => "refusal".into(),
+        BoolSignal::FallbackTriggered => "fallback".into(),
+        BoolSignal::Status(st) => format!("{} status", st.as_str()),
+    }
+}
+
+/// A value in its unit, for people.
+pub fn fmt_value(v: f64, unit: &str) -> String {
+    match unit {
+        "ms" if v >= 1000.0 => format!("{:.1} s", v / 1000.0),
+        "ms" => format!("{v:.0} ms"),
+        "usd" => format!("${}", trim_float(round_sig(v, 3))),
+        "ratio" => pct(v),
+        "score" => format!("{v:.3}"),
+        _ => trim_float(round_sig(v, 4)),
+    }
+}
+
+/// A ratio as a percentage: one decimal, more near 100% where they matter (99.95%).
+pub fn pct(v: f64) -> String {
+    let p = v * 100.0;
+    let decimals = if (99.0..100.0).contains(&p) { 3 } else { 1 };
+    let s = format!("{p:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
+    format!("{s}%")
+}
+
+fn round_sig(v: f64, sig: i32) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let scale = 10f64.powi(sig - v.abs().log10().ceil() as i32);
+    (v * scale).round() / scale
+}
+
+fn trim_float(v: f64) -> String {
+    format!("{v}")
+}
+
+fn period_name(ms: i64) -> String {
+    crate::duration::format_duration_ms(ms)
+}

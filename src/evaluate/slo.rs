@@ -1,0 +1,265 @@
+//! Error budgets and multiwindow burn rates over a bounded timeline of good/total counts.
+//!
+//! A [`SliTimeline`] keeps counts in fixed buckets (the gcd of every burn window and the spec's
+//! step, at least one minute) for as long as the longest lookback needs — the error-budget
+//! period or the longest burn window — and no longer, so memory is bounded per key. Burn rate
+//! over a lookback = (bad / total) / (1 − target). No I/O, no clock: "now" is a window end.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::session::EpochMs;
+use crate::spec::model::BurnRateTier;
+
+/// Counts of one bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub good: u64,
+    pub total: u64,
+}
+
+impl Counts {
+    pub fn bad(&self) -> u64 {
+        self.total - self.good
+    }
+
+    /// Burn rate against a target, or `None` with no events.
+    pub fn burn_rate(&self, target: f64) -> Option<f64> {
+        (self.total > 0).then(|| (self.bad() as f64 / self.total as f64) / (1.0 - target))
+    }
+}
+
+/// Good/total counts of one SLI in time buckets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SliTimeline {
+    bucket_ms: i64,
+    /// Bucket number (`t / bucket_ms`) of `buckets[0]`.
+    first: i64,
+    buckets: VecDeque<Counts>,
+    capacity: usize,
+    /// Earliest event time ever counted: how much history the rates can stand on.
+    first_seen: Option<EpochMs>,
+}
+
+impl SliTimeline {
+    /// A timeline keeping `span_ms` of history in buckets of `bucket_ms`.
+    pub fn new(bucket_ms: i64, span_ms: i64) -> SliTimeline {
+        let capacity = (span_ms / bucket_ms + 1).max(1) as usize;
+        SliTimeline {
+            bucket_ms,
+            first: 0,
+            buckets: VecDeque::new(),
+            capacity,
+            first_seen: None,
+        }
+    }
+
+    /// Counts one eligible event at `t`.
+    pub fn add(&mut self, t: EpochMs, good: bool) {
+        self.first_seen = Some(self.first_seen.map_or(t, |f| f.min(t)));
+        let b = t.div_euclid(self.bucket_ms);
+        if self.buckets.is_empty() {
+            self.first = b;
+        }
+        if b < self.first {
+            // Older than the history we keep, or before the first bucket: grow backwards
+            // while there is room, otherwise it is beyond every lookback.
+            let missing = (self.first - b) as usize;
+            if self.buckets.len() + missing > self.capacity {
+                return;
+            }
+            for _ in 0..missing {
+                self.buckets.push_front(Counts::default());
+            }
+            self.first = b;
+        }
+        let idx = (b - self.first) as usize;
+        if idx >= self.buckets.len() {
+            self.buckets.resize(idx + 1, Counts::default());
+        }
+        let c = &mut self.buckets[idx];
+        c.total += 1;
+        if good {
+            c.good += 1;
+        }
+        while self.buckets.len() > self.capacity {
+            self.buckets.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// Sum over `[from, to)`.
+    pub fn sum(&self, from: EpochMs, to: EpochMs) -> Counts {
+        let (fb, tb) = (
+            from.div_euclid(self.bucket_ms),
+            to.div_euclid(self.bucket_ms),
+        );
+        let lo = (fb - self.first).max(0) as usize;
+        let hi = ((tb - self.first).max(0) as usize).min(self.buckets.len());
+        let mut out = Counts::default();
+        for c in self.buckets.range(lo.min(hi)..hi) {
+            out.good += c.good;
+            out.total += c.total;
+        }
+        out
+    }
+
+    /// Earliest event time counted.
+    pub fn first_seen(&self) -> Option<EpochMs> {
+        self.first_seen
+    }
+
+    /// End of the newest bucket holding data.
+    pub fn newest_end(&self) -> Option<EpochMs> {
+        (!self.buckets.is_empty())
+            .then(|| (self.first + self.buckets.len() as i64) * self.bucket_ms)
+    }
+}
+
+/// The outcome of one tier at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierOutcome {
+    pub tier: BurnRateTier,
+    pub long: Counts,
+    pub short: Counts,
+    pub long_rate: Option<f64>,
+    pub short_rate: Option<f64>,
+    /// Both windows burn at least `factor`, the long window has enough events, and the
+    /// history spans at least the short window.
+    pub fires: bool,
+}
+
+/// Evaluates every tier at `now` (a window end).
+///
+/// A tier is only judged once the timeline's history is at least as long as the tier's short
+/// window: a key that appeared ten minutes ago cannot show a six-hour burn. Until the history
+/// covers the long window, the long rate is the rate over the history there is, so a new prompt
+/// version that fails every session still pages within the hour.
+pub fn evaluate_tiers(
+    timeline: &SliTimeline,
+    tiers: &[BurnRateTier],
+    target: f64,
+    now: EpochMs,
+    min_events: u64,
+) -> Vec<TierOutcome> {
+    tiers
+        .iter()
+        .map(|tier| {
+            let long = timeline.sum(now - tier.long_ms, now);
+            let short = timeline.sum(now - tier.short_ms, now);
+            let (long_rate, short_rate) = (long.burn_rate(target), short.burn_rate(target));
+            let history_ok = timeline
+                .first_seen()
+                .is_some_and(|first| now - first >= tier.short_ms);
+            let fires = history_ok
+                && long.total >= min_events
+                && long_rate.is_some_and(|r| r >= tier.factor)
+                && short_rate.is_some_and(|r| r >= tier.factor);
+            TierOutcome {
+                tier: tier.clone(),
+                long,
+                short,
+                long_rate,
+                short_rate,
+                fires,
+            }
+        })
+        .collect()
+}
+
+/// The most severe firing tier (the first in list order among equals).
+pub fn worst_firing(outcomes: &[TierOutcome]) -> Option<&TierOutcome> {
+    outcomes
+        .iter()
+        .filter(|o| o.fires)
+        .fold(None, |best: Option<&TierOutcome>, o| match best {
+            Some(b) if b.tier.severity >= o.tier.severity => Some(b),
+            _ => Some(o),
+        })
+}
+
+/// Share of the error budget consumed by `counts` at `target` (1.0 = all of it).
+pub fn budget_consumed(counts: Counts, target: f64) -> Option<f64> {
+    (counts.total > 0).then(|| counts.bad() as f64 / (counts.total as f64 * (1.0 - target)))
+}
+
+/// Time until the budget is exhausted when burning at `rate`, from the share already used.
+pub fn time_to_exhaustion_ms(period_ms: i64, consumed: f64, rate: f64) -> Option<i64> {
+    (rate > 0.0).then(|| (((1.0 - consumed).max(0.0)) * period_ms as f64 / rate) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn timeline_sums_ranges_and_forgets_beyond_span() {
+        let mut t = SliTimeline::new(5 * MIN, 60 * MIN);
+        for i in 0..120 {
+            // one event per minute for two hours; minute 100..110 all bad
+            t.add(i * MIN, !(100..110).contains(&i));
+        }
+        assert_eq!(
+            t.sum(110 * MIN, 120 * MIN),
+            Counts {
+                good: 10,
+                total: 10
+            }
+        );
+        assert_eq!(t.sum(100 * MIN, 110 * MIN), Counts { good: 0, total: 10 });
+        // The first hour is gone (span 60 min + one bucket).
+        assert_eq!(t.sum(0, 50 * MIN).total, 0);
+        assert_eq!(t.newest_end(), Some(120 * MIN));
+    }
+
+    #[test]
+    fn sre_workbook_fast_tier_fires_on_both_windows_only() {
+        let target = 0.99;
+        let mut t = SliTimeline::new(5 * MIN, 72 * 60 * MIN);
+        // 1000 events over the last hour, 20% bad in the last 5 minutes only: short burns,
+        // long does not reach 14.4x.
+        for i in 0..1000 {
+            let at = i * 60 * MIN / 1000;
+            t.add(at, !(at >= 55 * MIN && i % 5 == 0));
+        }
+        let tiers = BurnRateTier::sre_workbook();
+        let out = evaluate_tiers(&t, &tiers, target, 60 * MIN, 50);
+        assert!(out[0].short_rate.unwrap() >= 14.4);
+        assert!(!out[0].fires);
+        // Now make the whole hour 20% bad: burn = 0.2 / 0.01 = 20 ≥ 14.4 on both windows.
+        let mut t2 = SliTimeline::new(5 * MIN, 72 * 60 * MIN);
+        for i in 0..1000 {
+            t2.add(i * 60 * MIN / 1000, i % 5 != 0);
+        }
+        let out2 = evaluate_tiers(&t2, &tiers, target, 60 * MIN, 50);
+        assert!(out2[0].fires, "{out2:?}");
+        assert!((out2[0].long_rate.unwrap() - 20.0).abs() < 1e-9);
+        assert_eq!(worst_firing(&out2).unwrap().tier.name, "fast");
+    }
+
+    #[test]
+    fn min_events_gates_the_long_window() {
+        let mut t = SliTimeline::new(5 * MIN, 60 * MIN);
+        for i in 0..10 {
+            t.add(i * MIN, false);
+        }
+        let out = evaluate_tiers(&t, &BurnRateTier::sre_workbook(), 0.99, 10 * MIN, 50);
+        assert!(out.iter().all(|o| !o.fires));
+    }
+
+    #[test]
+    fn budget_math() {
+        let c = Counts {
+            good: 990,
+            total: 1000,
+        };
+        assert!((budget_consumed(c, 0.99).unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(
+            time_to_exhaustion_ms(28 * 86_400_000, 0.5, 14.4),
+            Some((0.5 * 28.0 * 86_400_000.0 / 14.4) as i64)
+        );
+    }
+}

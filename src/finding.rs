@@ -1,0 +1,128 @@
+//! A finding: one verdict of one objective about one key, segment and window.
+//!
+//! Findings are the output of evaluation and the input of alerting. They carry session ids
+//! as exemplars, PII *types* and counts — never personal data. Every finding has a
+//! deterministic id (same input → same id), so consumers can drop redelivered copies.
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::spec::model::{Dimension, Severity};
+
+/// What a finding says about its objective.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The objective was violated.
+    #[default]
+    Breach,
+    /// Too few sessions to judge (`minSessions`, or a drift test's `minSamples`).
+    InsufficientData,
+}
+
+/// How the observed value compares with the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparator {
+    #[default]
+    #[serde(rename = "<=")]
+    AtMost,
+    #[serde(rename = ">=")]
+    AtLeast,
+}
+
+/// A burn rate over a long and a short window, and the tier it was checked against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurnRate {
+    pub tier: String,
+    pub factor: f64,
+    pub long_window: String,
+    pub long_rate: f64,
+    pub short_window: String,
+    pub short_rate: f64,
+}
+
+/// One verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Deterministic id: a hash of spec, objective, check, key, segment and window.
+    pub id: String,
+    pub spec: String,
+    pub objective: String,
+    /// Which check of the objective: `window`, `burn_rate`, `hard_cap`, `soft_cap`,
+    /// `percentile`, `window_budget`, `violation`, `max_rate`, …
+    pub check: String,
+    pub dimension: Dimension,
+    pub verdict: Verdict,
+    pub severity: Severity,
+    /// The window key: agent plus the spec's `keyBy` fields, as `name=value` pairs.
+    pub key: Vec<(String, String)>,
+    /// The segment (`channel=web`), or `None` for the whole key.
+    pub segment: Option<String>,
+    /// Window start, RFC 3339.
+    pub window_start: String,
+    /// Window end (exclusive), RFC 3339.
+    pub window_end: String,
+    /// Sessions in the window for this key and segment.
+    pub sessions: u64,
+    pub observed: f64,
+    pub comparator: Comparator,
+    pub target: f64,
+    /// `ratio`, `ms`, `usd`, `count`, `score`, `tokens`…
+    pub unit: String,
+    /// Share of the period's error budget used so far (SLO objectives).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub budget_consumed: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub burn_rates: Vec<BurnRate>,
+    /// Up to N session ids that show the problem.
+    pub exemplars: Vec<String>,
+    /// Counts behind the verdict, e.g. `{"card_number→tool:update_address": 3}`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub details: Vec<(String, u64)>,
+    /// One sentence for people.
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub runbook: Option<String>,
+}
+
+impl Finding {
+    /// The deterministic id of a finding with these coordinates.
+    pub fn make_id(
+        spec: &str,
+        objective: &str,
+        check: &str,
+        key: &[(String, String)],
+        segment: Option<&str>,
+        window_start: &str,
+        window_end: &str,
+    ) -> String {
+        let mut text = String::with_capacity(128);
+        for part in [spec, objective, check] {
+            text.push_str(part);
+            text.push('\u{1f}');
+        }
+        for (k, v) in key {
+            text.push_str(k);
+            text.push('=');
+            text.push_str(v);
+            text.push('\u{1f}');
+        }
+        text.push_str(segment.unwrap_or(""));
+        text.push('\u{1f}');
+        text.push_str(window_start);
+        text.push('\u{1f}');
+        text.push_str(window_end);
+        format!("{:032x}", xxh3_128(text.as_bytes()))
+    }
+
+    /// The key as `agent=support-bot,prompt_version=sp-v1,model=m-2026-09`.
+    pub fn key_label(&self) -> String {
+        self.key
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

@@ -1,0 +1,184 @@
+//! `slawatch simulate`: command-line options and the runner that writes a stream to a file or
+//! stdout.
+//!
+//! Only translates options into a [`SimConfig`] and streams the result; prints nothing itself
+//! (the caller reports the returned [`Stats`]). Never reads the clock.
+
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::ArgAction;
+
+use super::{
+    AgentProfile, DEFAULT_START_MS, IncidentSpec, SimConfig, Simulator, Stats, demo_incidents, pump,
+};
+use crate::duration::parse_duration_ms;
+
+/// Options of `slawatch simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// Seed of the random streams: the same seed and options give the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Start of the stream (RFC 3339).
+    #[arg(long, default_value = "2026-11-01T00:00:00Z", value_parser = parse_start)]
+    pub start: i64,
+
+    /// Length of the stream, e.g. 48h, 30m, 2d, 1h30m [default: 24h, 48h with --demo,
+    /// unbounded with --sessions].
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<i64>,
+
+    /// Mean sessions per hour (200 ≈ 4800 a day).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+
+    /// Stop after N sessions (duplicates and dirty lines not counted).
+    #[arg(long, value_name = "N")]
+    pub sessions: Option<u64>,
+
+    /// Inject an incident: NAME@OFFSET[+DURATION][:key=value,...], e.g. latency-tail@26h+2h,
+    /// error-burst@10h+1h:fallback_rate=0.1, prompt-change@24h (no +DURATION = permanent).
+    /// Names: latency-tail, error-burst, pii-leak, cost-spike, prompt-change, model-swap,
+    /// denied-tool, tool-loop. Repeatable.
+    #[arg(long = "incident", value_name = "SPEC")]
+    pub incidents: Vec<IncidentSpec>,
+
+    /// Add the demo incidents (one per dimension across 48 h, see `demo_incidents`).
+    #[arg(long)]
+    pub demo: bool,
+
+    /// An agent as NAME[:PROMPT_VERSION[:MODEL]] (defaults sp-v1, m-2026-09); repeatable,
+    /// sessions split evenly [default: support-bot:sp-v1:m-2026-09 on acme-llm].
+    #[arg(long = "agent", value_name = "NAME[:PROMPT[:MODEL]]")]
+    pub agents: Vec<String>,
+
+    /// Fraction of records delivered 15 s – 5 min late, out of ended_at order.
+    #[arg(long, default_value_t = 0.01)]
+    pub late_fraction: f64,
+
+    /// Fraction of records delivered twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_fraction: f64,
+
+    /// Fraction of sessions followed by a malformed line (every kind, oversized ones capped at 2).
+    #[arg(long, default_value_t = 0.0)]
+    pub dirty_fraction: f64,
+
+    /// Fraction of records without usage.cost_usd (derived from the model catalog instead).
+    #[arg(long, default_value_t = 0.1)]
+    pub omit_cost_fraction: f64,
+
+    /// Gentle day/night modulation of the rate (±30 %, peak 15:00 UTC).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub diurnal: bool,
+
+    /// Output file [default: stdout].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_start(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("expected an RFC 3339 time like 2026-11-01T00:00:00Z: {e}"))
+}
+
+fn parse_duration_arg(s: &str) -> Result<i64, String> {
+    parse_duration_ms(s).map_err(|e| e.to_string())
+}
+
+impl Default for SimulateArgs {
+    /// The CLI defaults.
+    fn default() -> SimulateArgs {
+        SimulateArgs {
+            seed: 1,
+            start: DEFAULT_START_MS,
+            duration: None,
+            rate: 200.0,
+            sessions: None,
+            incidents: Vec::new(),
+            demo: false,
+            agents: Vec::new(),
+            late_fraction: 0.01,
+            duplicate_fraction: 0.0,
+            dirty_fraction: 0.0,
+            omit_cost_fraction: 0.1,
+            diurnal: true,
+            out: None,
+        }
+    }
+}
+
+impl SimulateArgs {
+    /// The simulation these options describe (validated).
+    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+        let duration_ms = match (self.duration, self.sessions) {
+            (Some(d), _) => d,
+            (None, Some(_)) => i64::MAX,
+            (None, None) if self.demo => 48 * 3_600_000,
+            (None, None) => 24 * 3_600_000,
+        };
+        let mut agents = Vec::new();
+        for spec in &self.agents {
+            let mut parts = spec.split(':');
+            let name = parts.next().unwrap_or_default();
+            let prompt = parts.next().unwrap_or("sp-v1");
+            let model = parts.next().unwrap_or("m-2026-09");
+            if name.is_empty() || prompt.is_empty() || model.is_empty() || parts.next().is_some() {
+                anyhow::bail!("invalid --agent {spec:?}: expected NAME[:PROMPT_VERSION[:MODEL]]");
+            }
+            agents.push(AgentProfile::new(name, prompt, model));
+        }
+        if agents.is_empty() {
+            agents.push(AgentProfile::default());
+        }
+        let mut incidents = if self.demo {
+            demo_incidents(self.start)
+        } else {
+            Vec::new()
+        };
+        incidents.extend(self.incidents.iter().map(|s| s.at(self.start)));
+        let cfg = SimConfig {
+            seed: self.seed,
+            start_ms: self.start,
+            duration_ms,
+            max_sessions: self.sessions,
+            sessions_per_hour: self.rate,
+            agents,
+            incidents,
+            diurnal: self.diurnal,
+            late_fraction: self.late_fraction,
+            duplicate_fraction: self.duplicate_fraction,
+            dirty_fraction: self.dirty_fraction,
+            omit_cost_fraction: self.omit_cost_fraction,
+            ..SimConfig::default()
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Runs `slawatch simulate`: writes the stream to `--out` (or stdout) and returns its counts.
+/// A closed stdout (`| head`) ends the stream early without error.
+pub fn run(args: &SimulateArgs) -> anyhow::Result<Stats> {
+    let sim = Simulator::new(args.to_config()?)?;
+    match &args.out {
+        Some(path) => {
+            let file =
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let mut w = BufWriter::with_capacity(1 << 16, file);
+            pump(sim, &mut w)
+                .map_err(|(e, _)| e)
+                .with_context(|| format!("writing {}", path.display()))
+        }
+        None => match pump(sim, &mut io::stdout().lock()) {
+            Ok(stats) => Ok(stats),
+            Err((e, stats)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(stats),
+            Err((e, _)) => Err(e).context("writing to stdout"),
+        },
+    }
+}

@@ -1,0 +1,98 @@
+//! Durable state in sled: findings by id, and what later issues add (baselines, offsets,
+//! the notification log). The only module that imports sled, so the store can be swapped.
+
+use std::path::Path;
+
+use crate::finding::Finding;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled store at {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored value is not valid: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// The state directory of one slawatch instance.
+pub struct Store {
+    db: sled::Db,
+    findings: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir.join("state"))
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        Store::with_db(db)
+    }
+
+    /// A store that lives in a temporary directory and vanishes on drop (tests).
+    pub fn temporary() -> Result<Store, StoreError> {
+        Store::with_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn with_db(db: sled::Db) -> Result<Store, StoreError> {
+        let findings = db.open_tree("findings/v1")?;
+        Ok(Store { db, findings })
+    }
+
+    /// Records a finding; returns false when a finding with its id was already stored (a
+    /// replayed or redelivered input), so the caller does not notify twice.
+    pub fn put_finding(&self, f: &Finding) -> Result<bool, StoreError> {
+        let value = serde_json::to_vec(f)?;
+        let previous =
+            self.findings
+                .compare_and_swap(f.id.as_bytes(), None as Option<&[u8]>, Some(value))?;
+        Ok(previous.is_ok())
+    }
+
+    /// Every stored finding, ordered by id.
+    pub fn findings(&self) -> Result<Vec<Finding>, StoreError> {
+        self.findings
+            .iter()
+            .values()
+            .map(|v| Ok(serde_json::from_slice(&v?)?))
+            .collect()
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_are_stored_once_by_id_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let f: Finding = serde_json::from_str(
+            r#"{"id":"abc","spec":"s","objective":"o","check":"window","dimension":"availability",
+            "verdict":"breach","severity":"page","key":[["agent","a"]],"segment":null,
+            "window_start":"2026-11-01T00:00:00.000Z","window_end":"2026-11-01T01:00:00.000Z",
+            "sessions":10,"observed":0.5,"comparator":">=","target":0.99,"unit":"ratio",
+            "exemplars":[],"message":"m"}"#,
+        )
+        .unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(store.put_finding(&f).unwrap());
+            assert!(!store.put_finding(&f).unwrap());
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.findings().unwrap(), vec![f]);
+    }
+}
