@@ -1,0 +1,304 @@
+//! Every objective type: breached when it should be, silent when it should be, gated by
+//! `minSessions` where it must be.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use slawatch::catalog::Catalog;
+use slawatch::evaluate::SpecRuntime;
+use slawatch::finding::{Finding, Verdict};
+use slawatch::ingest::decode::Decoder;
+use slawatch::session::Session;
+use slawatch::spec::model::{Dimension, Severity};
+
+/// 2026-11-01T00:00:00Z
+const T0: i64 = 1_793_491_200_000;
+const MIN: i64 = 60_000;
+
+fn spec(objectives: &str) -> Arc<slawatch::spec::Spec> {
+    let yaml = format!(
+        "apiVersion: slawatch/v1\nkind: AgentSLA\nmetadata: {{name: t}}\nspec:\n  selector: {{agent: bot}}\n  window: {{size: 1h, step: 1h, allowedLateness: 0s}}\n  minSessions: 10\n  period: {{rolling: 28d}}\n  objectives:\n{objectives}"
+    );
+    let (mut specs, diags) = slawatch::spec::parse_str(&yaml, "test.yaml");
+    assert!(
+        !slawatch::spec::has_errors(&diags),
+        "{}",
+        slawatch::spec::render_all(&diags)
+    );
+    Arc::new(specs.remove(0))
+}
+
+/// A valid session `i` ending at `T0 + i * 30 s`, with `extra` fields merged over the defaults.
+fn session(i: usize, extra: Value) -> Session {
+    let mut v = json!({
+        "session_id": format!("s-{i:04}"),
+        "agent": "bot",
+        "prompt_version": "p1",
+        "model": "m-2026-09",
+        "ended_at": slawatch::time::format_rfc3339_ms(T0 + i as i64 * 30_000),
+        "duration_ms": 2000.0,
+        "status": "success",
+        "usage": {"input_tokens": 1000, "output_tokens": 200, "cost_usd": 0.001},
+        "quality": {"score": 0.9, "resolved": true, "refusal": false},
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    Decoder::new(Arc::new(Catalog::embedded()))
+        .decode(&serde_json::to_vec(&v).unwrap())
+        .unwrap()
+}
+
+/// 100 sessions over 50 minutes; `bad(i)` gives the fields of session i.
+fn run(spec: Arc<slawatch::spec::Spec>, n: usize, fields: impl Fn(usize) -> Value) -> Vec<Finding> {
+    let mut rt = SpecRuntime::new(spec);
+    let mut out = Vec::new();
+    for i in 0..n {
+        let s = session(i, fields(i));
+        rt.observe(&s).unwrap();
+        out.extend(rt.advance(s.event_time));
+    }
+    out.extend(rt.flush());
+    out
+}
+
+fn breaches<'a>(fs: &'a [Finding], objective: &str) -> Vec<&'a Finding> {
+    fs.iter()
+        .filter(|f| f.objective == objective && f.verdict == Verdict::Breach)
+        .collect()
+}
+
+#[test]
+fn success_ratio_pages_on_a_fast_burn_and_stays_silent_when_healthy() {
+    let s = spec("    - {name: success, ratio: {good: {status: [success]}}, target: 99%}\n");
+    let healthy = run(s.clone(), 100, |_| json!({}));
+    assert!(breaches(&healthy, "success").is_empty(), "{healthy:?}");
+    let bad = run(s, 100, |i| {
+        if i % 5 == 0 {
+            json!({"status": "error"})
+        } else {
+            json!({})
+        }
+    });
+    let b = breaches(&bad, "success");
+    assert_eq!(b.len(), 1, "{b:?}");
+    let f = b[0];
+    assert_eq!(
+        (f.severity, f.check.as_str(), f.dimension),
+        (Severity::Page, "burn_rate", Dimension::Availability)
+    );
+    assert!((f.observed - 0.8).abs() < 1e-9);
+    let fast = &f.burn_rates[0];
+    assert_eq!(fast.tier, "fast");
+    assert!((fast.long_rate - 20.0).abs() < 1e-6, "{fast:?}");
+    assert_eq!(
+        f.exemplars,
+        ["s-0000", "s-0005", "s-0010", "s-0015", "s-0020"]
+    );
+    assert!((f.budget_consumed.unwrap() - 20.0).abs() < 1e-6);
+}
+
+#[test]
+fn latency_threshold_is_an_slo_on_the_share_under_t() {
+    let s = spec("    - {name: fast, latency: {field: duration_ms, threshold: 8s}, target: 99%}\n");
+    let f = run(
+        s,
+        100,
+        |i| json!({"duration_ms": if i % 3 == 0 { 9000.0 } else { 1000.0 }}),
+    );
+    let b = breaches(&f, "fast");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].severity, Severity::Page);
+    assert!(
+        (b[0].observed - 66.0 / 100.0).abs() < 1e-9,
+        "{}",
+        b[0].observed
+    );
+}
+
+#[test]
+fn percentile_bound_breaches_with_the_slowest_sessions_as_exemplars() {
+    let s = spec("    - {name: p99, percentile: {field: duration_ms, p: 99, max: 20s}}\n");
+    let ok = run(s.clone(), 100, |_| json!({}));
+    assert!(breaches(&ok, "p99").is_empty());
+    let f = run(
+        s,
+        100,
+        |i| json!({"duration_ms": if i >= 97 { 60_000.0 } else { 2000.0 }}),
+    );
+    let b = breaches(&f, "p99");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].severity, Severity::Ticket);
+    // ±1% sketch accuracy.
+    assert!(
+        (b[0].observed - 60_000.0).abs() / 60_000.0 < 0.011,
+        "{}",
+        b[0].observed
+    );
+    assert_eq!(b[0].exemplars[..3], ["s-0097", "s-0098", "s-0099"]);
+}
+
+#[test]
+fn mean_bound_on_quality_score() {
+    let s = spec("    - {name: quality, mean: {field: quality.score, min: 0.7}}\n");
+    let f = run(
+        s,
+        40,
+        |i| json!({"quality": {"score": if i % 2 == 0 { 0.4 } else { 0.8 }}}),
+    );
+    let b = breaches(&f, "quality");
+    assert_eq!(b.len(), 1);
+    assert!((b[0].observed - 0.6).abs() < 1e-9);
+}
+
+#[test]
+fn rate_bounds_and_the_min_sessions_gate() {
+    let s = spec(
+        "    - {name: refusals, rate: {of: quality.refusal, max: 3%}}\n    - {name: resolved, dimension: behavior, rate: {of: quality.resolved, min: 70%}}\n",
+    );
+    let f = run(
+        s.clone(),
+        50,
+        |i| json!({"quality": {"refusal": i % 10 == 0, "resolved": i % 2 == 0}}),
+    );
+    let r = breaches(&f, "refusals");
+    assert_eq!(r.len(), 1);
+    assert!((r[0].observed - 0.1).abs() < 1e-9);
+    assert_eq!(r[0].dimension, Dimension::Behavior);
+    assert_eq!(breaches(&f, "resolved").len(), 1);
+    // Five sessions are below minSessions (10): no verdict, an insufficient_data finding.
+    let thin = run(s, 5, |_| json!({"quality": {"refusal": true}}));
+    assert!(breaches(&thin, "refusals").is_empty());
+    assert!(thin.iter().any(|f| f.objective == "refusals"
+        && f.verdict == Verdict::InsufficientData
+        && f.severity == Severity::Info));
+}
+
+#[test]
+fn spend_caps_percentile_and_window_budget() {
+    let s = spec(
+        "    - {name: spend, spend: {perSessionSoftUsd: 0.10, perSessionMaxUsd: 0.50, p99Usd: 0.05, windowBudgetUsd: 1}}\n",
+    );
+    let f = run(s, 100, |i| {
+        let cost = match i {
+            10 => 0.9,
+            20 | 21 => 0.2,
+            _ => 0.001,
+        };
+        json!({"usage": {"input_tokens": 10, "output_tokens": 10, "cost_usd": cost}})
+    });
+    let b = breaches(&f, "spend");
+    let by_check = |c: &str| {
+        b.iter()
+            .find(|f| f.check == c)
+            .unwrap_or_else(|| panic!("no {c}: {b:?}"))
+    };
+    let hard = by_check("hard_cap");
+    assert_eq!((hard.severity, hard.observed), (Severity::Page, 1.0));
+    assert_eq!(hard.exemplars, ["s-0010"]);
+    let soft = by_check("soft_cap");
+    assert_eq!((soft.severity, soft.observed), (Severity::Ticket, 3.0));
+    assert!(by_check("percentile").observed > 0.05);
+    let budget = by_check("window_budget");
+    assert!((budget.observed - (0.9 + 0.4 + 97.0 * 0.001)).abs() < 1e-9);
+    assert!(b.iter().all(|f| f.dimension == Dimension::Governance));
+}
+
+#[test]
+fn pii_handling_per_destination_is_zero_tolerance() {
+    let s = spec(
+        "    - name: pii\n      zeroTolerance: true\n      pii:\n        allowPassThroughTo: [model]\n        rules: [{destination: log, allow: [redacted, masked]}]\n",
+    );
+    let allowed = run(s.clone(), 20, |_| {
+        json!({"pii": [
+            {"type": "email", "handling": "passed_through", "destination": "model"},
+            {"type": "phone", "handling": "redacted", "destination": "log"},
+            {"type": "card_number", "handling": "masked", "destination": "tool:update_address"}
+        ]})
+    });
+    assert!(breaches(&allowed, "pii").is_empty(), "{allowed:?}");
+    let leak = run(s, 20, |i| {
+        if i == 7 {
+            json!({"pii": [{"type": "card_number", "handling": "passed_through", "destination": "tool:update_address"},
+                           {"type": "email", "handling": "blocked", "destination": "log"}]})
+        } else {
+            json!({})
+        }
+    });
+    let b = breaches(&leak, "pii");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].severity, Severity::Page);
+    assert_eq!(b[0].exemplars, ["s-0007"]);
+    assert_eq!(
+        b[0].details,
+        [
+            (
+                "card_number passed_through→tool:update_address".to_owned(),
+                1
+            ),
+            ("email blocked→log".to_owned(), 1)
+        ]
+    );
+}
+
+#[test]
+fn tool_deny_list_call_limit_and_loops() {
+    let s = spec(
+        "    - {name: tools, zeroTolerance: true, tools: {deny: [delete_*], maxCallsPerSession: 4, maxConsecutiveCalls: 2}}\n",
+    );
+    let call = |n: &str| json!({"name": n, "status": "ok", "duration_ms": 10.0});
+    let f = run(s, 20, |i| match i {
+        1 => json!({"tool_calls": [call("search_kb"), call("delete_account")]}),
+        2 => json!({"tool_calls": [call("a"), call("b"), call("a"), call("b"), call("a")]}),
+        3 => json!({"tool_calls": [call("a"), call("a"), call("a")]}),
+        _ => json!({"tool_calls": [call("a"), call("a"), call("b")]}),
+    });
+    let b = breaches(&f, "tools");
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].exemplars, ["s-0001", "s-0002", "s-0003"]);
+    let labels: Vec<_> = b[0].details.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "a called more than 2 times in a row",
+            "denied tool delete_account",
+            "more than 4 tool calls"
+        ]
+    );
+}
+
+#[test]
+fn failures_without_an_allowed_fallback_and_the_fallback_rate_bound() {
+    let s = spec(
+        "    - name: fallback\n      fallback: {requiredOn: [error, timeout], allowedKinds: [handoff_human], maxRate: 10%}\n      target: 95%\n",
+    );
+    // 20 failures, all handed to a human: covered, but 20% fell back (> 10%).
+    let covered = run(s.clone(), 100, |i| {
+        if i % 5 == 0 {
+            json!({"status": "error", "fallback": {"triggered": true, "kind": "handoff_human"}})
+        } else {
+            json!({})
+        }
+    });
+    let c = breaches(&covered, "fallback");
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].check, "max_rate");
+    // The same failures with a kind that is not allowed: coverage burns (page).
+    let uncovered = run(s, 100, |i| {
+        if i % 5 == 0 {
+            json!({"status": "timeout", "fallback": {"triggered": true, "kind": "retry_smaller_model"}})
+        } else {
+            json!({})
+        }
+    });
+    let u = breaches(&uncovered, "fallback");
+    let burn = u
+        .iter()
+        .find(|f| f.check == "burn_rate")
+        .expect("coverage burn");
+    assert_eq!(
+        (burn.severity, burn.dimension),
+        (Severity::Page, Dimension::Fallback)
+    );
+    assert_eq!(burn.observed, 0.0);
+}
