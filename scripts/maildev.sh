@@ -121,7 +121,7 @@ cmd_start() {
             [ "$web" != "$smtp" ] || web="$(free_ports | cut -d' ' -f2)"
         fi
         for p in "$smtp" "$web"; do
-            [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -ge 1 ] && [ "$p" -le 65535 ] || die "bad port '$p'"
+            if ! [[ "$p" =~ ^[0-9]+$ ]] || [ "$p" -lt 1 ] || [ "$p" -gt 65535 ]; then die "bad port '$p'"; fi
             port_free "$p" || die "port $p on 127.0.0.1 is in use"
         done
         [ "$smtp" != "$web" ] || die "SMTP and web ports must differ"
@@ -158,7 +158,7 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local pid i
+    local pid
     if ! [ -f "$PID_FILE" ]; then
         echo "maildev not running (no $PID_FILE)" >&2
         return 0
@@ -170,14 +170,14 @@ cmd_stop() {
         return 0
     fi
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 100); do          # it shuts down gracefully in about 1 s
+    for _ in $(seq 100); do          # it shuts down gracefully in about 1 s
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
         echo "maildev (pid $pid) ignored SIGTERM for 10 s; sending SIGKILL" >&2
         kill -KILL "$pid" 2>/dev/null || true
-        for i in $(seq 50); do
+        for _ in $(seq 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done

@@ -135,7 +135,7 @@ cmd_start() {
     rm -f "$PID_FILE" "$PORT_FILE"
     if [ -n "${1:-}" ]; then
         port="$1"
-        [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "bad port '$port'"
+        if ! [[ "$port" =~ ^[0-9]+$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then die "bad port '$port'"; fi
         port_free "$port" || die "port $port on 127.0.0.1 is in use"
     else
         port="$(free_port)"
@@ -182,15 +182,14 @@ cmd_stop() {
         return 0
     fi
     kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for i in $(seq 100); do          # up to 10 s for a clean exit
+    for _ in $(seq 100); do          # up to 10 s for a clean exit
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
         echo "tansu (pid $pid) ignored SIGTERM for 10 s; sending SIGKILL" >&2
         kill -KILL "$pid" 2>/dev/null || true
-        for i in $(seq 50); do
+        for _ in $(seq 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done

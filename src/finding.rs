@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
+use crate::session::EpochMs;
 use crate::spec::model::{Dimension, Severity};
 
 /// What a finding says about its objective.
@@ -85,6 +86,47 @@ pub struct Finding {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub runbook: Option<String>,
+    /// Data for a chart in alert mail, when the finding has a picture worth a thousand words.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub chart: Option<Chart>,
+}
+
+/// What an alert mail can draw for a finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Chart {
+    /// Reference vs current distribution of a drifted feature, on shared bins: `edges` has one
+    /// more entry than each count list; counts are shares (sum 1).
+    Distribution {
+        feature: String,
+        edges: Vec<f64>,
+        reference: Vec<f64>,
+        current: Vec<f64>,
+    },
+    /// Reference vs current shares of categories (tool mix, status mix).
+    Categories {
+        feature: String,
+        labels: Vec<String>,
+        reference: Vec<f64>,
+        current: Vec<f64>,
+    },
+    /// Error budget consumed over the period: `(time, share consumed)` points, oldest first,
+    /// with the period's end for projections.
+    Budget {
+        points: Vec<(EpochMs, f64)>,
+        period_ms: i64,
+    },
+}
+
+/// One objective judged on one key, segment and window with no alert-worthy breach: what lets
+/// an incident resolve. Emitted for every evaluation that produced no ticket or page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clear {
+    pub spec: String,
+    pub objective: String,
+    pub key: Vec<(String, String)>,
+    pub segment: Option<String>,
+    pub window_end: String,
 }
 
 impl Finding {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::evaluate::SpecRuntime;
-use crate::finding::Finding;
+use crate::finding::{Clear, Finding};
 use crate::ingest::decode::{Decoder, RejectReason};
 use crate::ingest::{Dedupe, IngestStats, RawRecord};
 use crate::session::{EpochMs, Session};
@@ -160,6 +160,14 @@ impl Pipeline {
         for rt in &mut self.runtimes {
             out.extend(rt.advance(t));
         }
+    }
+
+    /// Takes the clears of every spec produced since the last call.
+    pub fn drain_clears(&mut self) -> Vec<Clear> {
+        self.runtimes
+            .iter_mut()
+            .flat_map(SpecRuntime::drain_clears)
+            .collect()
     }
 
     /// End of a finite stream: evaluates every window still open.

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::catalog::Catalog;
 use crate::spec;
 
-pub use replay::{ReplayReport, replay_stream};
+pub use replay::{ReplayReport, Sink, replay_stream};
 
 /// slawatch — SLA, drift and governance monitoring for AI agents in production.
 #[derive(Debug, Parser)]

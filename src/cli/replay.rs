@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{PipelineArgs, ReplayArgs, RunArgs, load_catalog, load_specs};
 use crate::alerts::{Notifier, Outbox};
 use crate::evaluate::{ObjectiveStats, fmt_value};
-use crate::finding::{Finding, Verdict};
+use crate::finding::{Clear, Finding, Verdict};
 use crate::ingest::{DeadLetters, IngestStats, LinesSource, Source};
 use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
 use crate::spec::model::{Dimension, Severity};
@@ -30,14 +30,30 @@ pub struct ReplayReport {
     pub elapsed_s: f64,
 }
 
-/// Runs a whole stream through a pipeline. Every finding is handed to `on_finding`; rejected
-/// records go to `dead_letters`.
+/// Where a replay's output goes: every finding, and (optionally) every clear.
+pub trait Sink {
+    fn finding(&mut self, f: &Finding) -> Result<()>;
+    /// An objective judged without a ticket or page; ignored unless overridden.
+    fn clear(&mut self, _c: &Clear) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<F: FnMut(&Finding) -> Result<()>> Sink for F {
+    fn finding(&mut self, f: &Finding) -> Result<()> {
+        self(f)
+    }
+}
+
+/// Runs a whole stream through a pipeline. Findings and clears go to `sink`, in the order the
+/// windows closed (clears of a batch after its findings); rejected records go to
+/// `dead_letters`.
 pub fn replay_stream(
     source: &mut dyn Source,
     pipeline: &mut Pipeline,
     dead_letters: &mut DeadLetters,
     progress: Option<&ProgressBar>,
-    on_finding: &mut dyn FnMut(&Finding) -> Result<()>,
+    sink: &mut dyn Sink,
 ) -> Result<ReplayReport> {
     let started = Instant::now();
     let mut found = Vec::new();
@@ -52,9 +68,14 @@ pub fn replay_stream(
                 .write(&record, &reason)
                 .context("writing a dead letter")?;
         }
-        for f in found.drain(..) {
-            findings += 1;
-            on_finding(&f)?;
+        if !found.is_empty() {
+            for f in found.drain(..) {
+                findings += 1;
+                sink.finding(&f)?;
+            }
+            for c in pipeline.drain_clears() {
+                sink.clear(&c)?;
+            }
         }
         if let Some(bar) = progress
             && pipeline.stats().records % 4096 == 0
@@ -65,7 +86,10 @@ pub fn replay_stream(
     pipeline.finish(&mut found);
     for f in found.drain(..) {
         findings += 1;
-        on_finding(&f)?;
+        sink.finding(&f)?;
+    }
+    for c in pipeline.drain_clears() {
+        sink.clear(&c)?;
     }
     dead_letters.flush().context("writing dead letters")?;
     let objectives = pipeline
@@ -145,7 +169,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         &mut pipeline,
         &mut dead,
         bar.as_ref(),
-        &mut |f| {
+        &mut |f: &Finding| {
             if let Some(w) = &mut out {
                 serde_json::to_writer(&mut *w, f)?;
                 w.write_all(b"\n")?;
@@ -182,18 +206,24 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .with_context(|| format!("opening {}", dead_path.display()))?;
     let mut source = open_source(&args.input)?;
     let (mut new_findings, mut mailed) = (0u64, 0u64);
-    let report = replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut |f| {
-        // A finding already in the store was produced by an earlier run over the same input:
-        // it was notified then, so it is not mailed again.
-        if store.put_finding(f)? {
-            new_findings += 1;
-            if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket {
-                outbox.notify(f)?;
-                mailed += 1;
+    let report = replay_stream(
+        source.as_mut(),
+        &mut pipeline,
+        &mut dead,
+        None,
+        &mut |f: &Finding| {
+            // A finding already in the store was produced by an earlier run over the same input:
+            // it was notified then, so it is not mailed again.
+            if store.put_finding(f)? {
+                new_findings += 1;
+                if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket {
+                    outbox.notify(f)?;
+                    mailed += 1;
+                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     store.flush()?;
     print!("{}", render_summary(&report, Some(&dead_path)));
     println!(

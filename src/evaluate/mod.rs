@@ -12,7 +12,7 @@ pub mod slo;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::finding::{BurnRate, Comparator, Finding, Verdict};
+use crate::finding::{BurnRate, Clear, Comparator, Finding, Verdict};
 use crate::glob::glob_match;
 use crate::session::{EpochMs, Session};
 use crate::spec::model::{Bound, KeyField, NumericField, Objective, ObjectiveKind, Severity, Spec};
@@ -59,6 +59,8 @@ pub struct SpecRuntime {
     interned: HashMap<Box<str>, Arc<str>>,
     segments: HashMap<Arc<str>, Vec<Arc<str>>>,
     stats: Vec<ObjectiveStats>,
+    /// Objectives judged without a ticket or page since the last drain.
+    clears: Vec<Clear>,
     late: u64,
     scratch: String,
 }
@@ -105,6 +107,7 @@ impl SpecRuntime {
             key_parts: HashMap::new(),
             interned: HashMap::new(),
             segments: HashMap::new(),
+            clears: Vec::new(),
             late: 0,
             scratch: String::new(),
         }
@@ -117,6 +120,12 @@ impl SpecRuntime {
     /// Per-objective statistics, indexed like `spec.objectives`.
     pub fn stats(&self) -> &[ObjectiveStats] {
         &self.stats
+    }
+
+    /// Takes the clears produced since the last call: objectives judged on a key, segment and
+    /// window without a ticket or page (what resolves an incident).
+    pub fn drain_clears(&mut self) -> Vec<Clear> {
+        std::mem::take(&mut self.clears)
     }
 
     /// Records rejected as late by this spec.
@@ -209,6 +218,18 @@ impl SpecRuntime {
             for i in 0..self.spec.objectives.len() {
                 let before = out.len();
                 let evaluated = self.evaluate(i, w, &mut out);
+                let alerted = out[before..]
+                    .iter()
+                    .any(|f| f.verdict == Verdict::Breach && f.severity >= Severity::Ticket);
+                if evaluated && !alerted {
+                    self.clears.push(Clear {
+                        spec: self.spec.name.clone(),
+                        objective: self.spec.objectives[i].name.clone(),
+                        key: self.key_parts.get(&w.key.key).cloned().unwrap_or_default(),
+                        segment: w.key.segment.as_deref().map(str::to_owned),
+                        window_end: format_rfc3339_ms(w.end),
+                    });
+                }
                 let stats = &mut self.stats[i];
                 if evaluated {
                     stats.windows_evaluated += 1;
@@ -474,7 +495,7 @@ impl SpecRuntime {
         let mut firing = None;
         let mut consumed = None;
         if let Some(tl) = timeline {
-            let outcomes = evaluate_tiers(tl, &self.spec.alerting.burn_rates, target, w.end, min);
+            let outcomes = evaluate_tiers(tl, &self.spec.alerting.burn_rates, target, w.end);
             firing = worst_firing(&outcomes).cloned();
             consumed = budget_consumed(tl.sum(w.end - self.spec.period_ms, w.end), target);
             burn_rates = outcomes
@@ -805,6 +826,7 @@ impl Ctx<'_> {
             details: p.details,
             message: p.message,
             runbook: self.o.runbook.clone().or_else(|| spec.runbook.clone()),
+            chart: None,
         }
     }
 

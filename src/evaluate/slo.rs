@@ -28,6 +28,30 @@ impl Counts {
     pub fn burn_rate(&self, target: f64) -> Option<f64> {
         (self.total > 0).then(|| (self.bad() as f64 / self.total as f64) / (1.0 - target))
     }
+
+    /// The one-sided 95% lower confidence bound of the burn rate (Wilson score interval of
+    /// the bad ratio): the burn we are confident is at least this high. One bad event out of
+    /// one is a 100% bad ratio but only a 27% lower bound, so a tier cannot fire on a single
+    /// unlucky session; 40 bad out of 40 bounds at 94%.
+    pub fn burn_rate_lower_bound(&self, target: f64) -> Option<f64> {
+        (self.total > 0).then(|| wilson_lower(self.bad(), self.total) / (1.0 - target))
+    }
+}
+
+/// z of a one-sided 95% bound.
+const Z_95: f64 = 1.644_853_626_951_472_2;
+
+/// Lower bound of the Wilson score interval for `k` successes out of `n`.
+pub fn wilson_lower(k: u64, n: u64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let (k, n) = (k as f64, n as f64);
+    let p = k / n;
+    let z2 = Z_95 * Z_95;
+    let centre = p + z2 / (2.0 * n);
+    let margin = Z_95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - margin) / (1.0 + z2 / n)).max(0.0)
 }
 
 /// Good/total counts of one SLI in time buckets.
@@ -125,23 +149,28 @@ pub struct TierOutcome {
     pub short: Counts,
     pub long_rate: Option<f64>,
     pub short_rate: Option<f64>,
-    /// Both windows burn at least `factor`, the long window has enough events, and the
-    /// history spans at least the short window.
+    /// The 95% lower confidence bound of the long window's burn rate.
+    pub long_rate_lower: Option<f64>,
+    /// The long window's burn is confidently (95% lower bound) at least `factor`, the short
+    /// window still burns at least `factor`, and the history spans at least the short window.
     pub fires: bool,
 }
 
 /// Evaluates every tier at `now` (a window end).
 ///
-/// A tier is only judged once the timeline's history is at least as long as the tier's short
-/// window: a key that appeared ten minutes ago cannot show a six-hour burn. Until the history
-/// covers the long window, the long rate is the rate over the history there is, so a new prompt
-/// version that fails every session still pages within the hour.
+/// This is the SRE workbook's multiwindow, multi-burn-rate alert with one refinement against
+/// false pages on thin traffic: the long window must burn at least `factor` *with 95%
+/// confidence* (Wilson lower bound), not just as a point estimate. A key with one failed
+/// session out of one is not paged; forty failures out of forty are. A tier is only judged
+/// once the timeline's history is at least as long as the tier's short window: a key that
+/// appeared ten minutes ago cannot show a six-hour burn. Until the history covers the long
+/// window, the long rate is the rate over the history there is, so a new prompt version that
+/// fails every session still pages within the hour.
 pub fn evaluate_tiers(
     timeline: &SliTimeline,
     tiers: &[BurnRateTier],
     target: f64,
     now: EpochMs,
-    min_events: u64,
 ) -> Vec<TierOutcome> {
     tiers
         .iter()
@@ -149,12 +178,12 @@ pub fn evaluate_tiers(
             let long = timeline.sum(now - tier.long_ms, now);
             let short = timeline.sum(now - tier.short_ms, now);
             let (long_rate, short_rate) = (long.burn_rate(target), short.burn_rate(target));
+            let long_rate_lower = long.burn_rate_lower_bound(target);
             let history_ok = timeline
                 .first_seen()
                 .is_some_and(|first| now - first >= tier.short_ms);
             let fires = history_ok
-                && long.total >= min_events
-                && long_rate.is_some_and(|r| r >= tier.factor)
+                && long_rate_lower.is_some_and(|r| r >= tier.factor)
                 && short_rate.is_some_and(|r| r >= tier.factor);
             TierOutcome {
                 tier: tier.clone(),
@@ -162,6 +191,7 @@ pub fn evaluate_tiers(
                 short,
                 long_rate,
                 short_rate,
+                long_rate_lower,
                 fires,
             }
         })
@@ -226,7 +256,7 @@ mod tests {
             t.add(at, !(at >= 55 * MIN && i % 5 == 0));
         }
         let tiers = BurnRateTier::sre_workbook();
-        let out = evaluate_tiers(&t, &tiers, target, 60 * MIN, 50);
+        let out = evaluate_tiers(&t, &tiers, target, 60 * MIN);
         assert!(out[0].short_rate.unwrap() >= 14.4);
         assert!(!out[0].fires);
         // Now make the whole hour 20% bad: burn = 0.2 / 0.01 = 20 ≥ 14.4 on both windows.
@@ -234,20 +264,44 @@ mod tests {
         for i in 0..1000 {
             t2.add(i * 60 * MIN / 1000, i % 5 != 0);
         }
-        let out2 = evaluate_tiers(&t2, &tiers, target, 60 * MIN, 50);
+        let out2 = evaluate_tiers(&t2, &tiers, target, 60 * MIN);
         assert!(out2[0].fires, "{out2:?}");
         assert!((out2[0].long_rate.unwrap() - 20.0).abs() < 1e-9);
         assert_eq!(worst_firing(&out2).unwrap().tier.name, "fast");
     }
 
     #[test]
-    fn min_events_gates_the_long_window() {
-        let mut t = SliTimeline::new(5 * MIN, 60 * MIN);
-        for i in 0..10 {
-            t.add(i * MIN, false);
+    fn one_bad_session_of_one_cannot_page_but_forty_of_forty_do() {
+        let tiers = BurnRateTier::sre_workbook();
+        let mut one = SliTimeline::new(5 * MIN, 60 * MIN);
+        one.add(0, false);
+        one.add(9 * MIN, true);
+        one.add(10 * MIN, false);
+        // Two of three bad: point burn 66.7x at 99%, but the lower bound is far below 14.4x.
+        let out = evaluate_tiers(&one, &tiers, 0.99, 11 * MIN);
+        assert!(out[0].long_rate.unwrap() > 14.4 && !out[0].fires, "{out:?}");
+        let mut forty = SliTimeline::new(5 * MIN, 60 * MIN);
+        for i in 0..40 {
+            forty.add(i * MIN / 4, false);
         }
-        let out = evaluate_tiers(&t, &BurnRateTier::sre_workbook(), 0.99, 10 * MIN, 50);
-        assert!(out.iter().all(|o| !o.fires));
+        let out = evaluate_tiers(&forty, &tiers, 0.95, 11 * MIN);
+        assert!(out[0].fires, "{out:?}");
+    }
+
+    #[test]
+    fn wilson_lower_bound_equals_statsmodels() {
+        // Generated by scripts/wilson_reference.py (statsmodels' Wilson interval).
+        let reference: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/wilson_reference.json")).unwrap();
+        for case in reference["cases"].as_array().unwrap() {
+            let (k, n) = (case["k"].as_u64().unwrap(), case["n"].as_u64().unwrap());
+            let want = case["lower"].as_f64().unwrap();
+            let got = wilson_lower(k, n);
+            assert!(
+                (got - want).abs() <= 1e-12 + 1e-9 * want.abs(),
+                "wilson_lower({k}, {n}) = {got}, statsmodels {want}"
+            );
+        }
     }
 
     #[test]

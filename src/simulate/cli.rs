@@ -16,7 +16,8 @@ use super::{
 };
 use crate::duration::parse_duration_ms;
 
-/// Options of `slawatch simulate`.
+/// Writes a seeded, realistic agent-session stream (JSON Lines) with injected incidents:
+/// the options of `slawatch simulate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
     /// Seed of the random streams: the same seed and options give the same bytes.
@@ -40,20 +41,30 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "N")]
     pub sessions: Option<u64>,
 
-    /// Inject an incident: NAME@OFFSET[+DURATION][:key=value,...], e.g. latency-tail@26h+2h,
-    /// error-burst@10h+1h:fallback_rate=0.1, prompt-change@24h (no +DURATION = permanent).
-    /// Names: latency-tail, error-burst, pii-leak, cost-spike, prompt-change, model-swap,
-    /// denied-tool, tool-loop. Repeatable.
-    #[arg(long = "incident", value_name = "SPEC")]
+    /// Incidents to inject, as `NAME@OFFSET[+DURATION][:key=value,...]` specs.
+    #[arg(
+        long = "incident",
+        value_name = "SPEC",
+        help = "Inject an incident: NAME@OFFSET[+DURATION][:key=value,...], e.g. \
+                latency-tail@26h+2h, error-burst@10h+1h:fallback_rate=0.1, prompt-change@24h \
+                (no +DURATION = permanent). Names: latency-tail, error-burst, pii-leak, \
+                cost-spike, prompt-change, model-swap, denied-tool, tool-loop. Repeatable"
+    )]
     pub incidents: Vec<IncidentSpec>,
 
-    /// Add the demo incidents (one per dimension across 48 h, see `demo_incidents`).
+    /// Add the demo incidents, one per dimension across 48 h: error burst at 10h, cost spike at
+    /// 20h, prompt change at 24h, latency tail at 26h, PII leak at 30h, model swap at 36h.
     #[arg(long)]
     pub demo: bool,
 
-    /// An agent as NAME[:PROMPT_VERSION[:MODEL]] (defaults sp-v1, m-2026-09); repeatable,
-    /// sessions split evenly [default: support-bot:sp-v1:m-2026-09 on acme-llm].
-    #[arg(long = "agent", value_name = "NAME[:PROMPT[:MODEL]]")]
+    /// Agents, as `NAME[:PROMPT_VERSION[:MODEL]]`.
+    #[arg(
+        long = "agent",
+        value_name = "NAME[:PROMPT[:MODEL]]",
+        help = "An agent as NAME[:PROMPT_VERSION[:MODEL]] (defaults sp-v1, m-2026-09); \
+                repeatable, sessions split evenly [default: support-bot:sp-v1:m-2026-09 on \
+                acme-llm]"
+    )]
     pub agents: Vec<String>,
 
     /// Fraction of records delivered 15 s – 5 min late, out of ended_at order.

@@ -314,7 +314,7 @@ impl Compiled {
         })
     }
 
-    /// Number of incidents, for the per-incident counters.
+    /// Kind names of the incidents, in config order.
     pub(crate) fn incident_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.incidents.iter().map(|i| i.name)
     }

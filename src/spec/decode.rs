@@ -165,15 +165,20 @@ const DRIFT_KEYS: &[&str] = &["features", "pValue", "minSamples", "test", "effec
 /// A position in the file: 1-based line and column, and how many characters to underline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Loc {
+    /// 1-based line (0 = unknown).
     pub line: u32,
+    /// 1-based column in characters (0 = unknown).
     pub col: u32,
+    /// Characters to underline.
     pub width: u32,
 }
 
 /// A position together with the property path it belongs to (for lints).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Spot {
+    /// Where.
     pub loc: Loc,
+    /// Property path, e.g. `spec.window.step`.
     pub path: String,
 }
 
@@ -214,15 +219,20 @@ pub struct ObjectiveSpans {
 /// Where one burn-rate tier was written.
 #[derive(Debug, Clone, Default)]
 pub struct TierSpans {
+    /// `factor` (the `burnRates` value for presets).
     pub factor: Spot,
+    /// `long` (the `burnRates` value for presets).
     pub long: Spot,
+    /// `short`, when given explicitly.
     pub short: Option<Spot>,
 }
 
 /// A successfully decoded document.
 #[derive(Debug, Clone)]
 pub struct Decoded {
+    /// The valid spec.
     pub spec: Spec,
+    /// Where its parts were written.
     pub spans: SpecSpans,
 }
 
@@ -893,6 +903,9 @@ fn fmt_num(v: f64) -> String {
 
 fn duration_hint(s: &str) -> String {
     let t = s.trim();
+    if t.starts_with('-') {
+        return "durations cannot be negative".to_owned();
+    }
     let digits: String = t
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '.')
@@ -940,6 +953,12 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// A hint with a valid spelling of an invalid name, when one is obvious.
+fn name_hint(s: &str) -> Option<String> {
+    let slug = slug(s);
+    (s.is_ascii() && !slug.is_empty()).then(|| format!("e.g. `{slug}`"))
+}
+
 fn slug(s: &str) -> String {
     let mut out = String::new();
     for c in s.trim().chars() {
@@ -962,9 +981,8 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
     )?;
 
     // apiVersion and kind first: a document of another kind is not checked any further.
-    let api = doc.get("apiVersion").map(|n| (n, n.value.clone()));
-    let kind = doc.get("kind").map(|n| (n, n.value.clone()));
-    if let (Some((an, Node::Str(a))), Some((_, Node::Str(k)))) = (&api, &kind)
+    if let (Some(an), Some(kn)) = (doc.get("apiVersion"), doc.get("kind"))
+        && let (Node::Str(a), Node::Str(k)) = (&an.value, &kn.value)
         && a != API_VERSION
         && k != KIND
         && !a.starts_with("slawatch")
@@ -1068,7 +1086,7 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
                         loc,
                         "metadata.name",
                         format!("invalid name `{s}`: use letters, digits, `-`, `_` and `.` only"),
-                        Some(format!("e.g. `{}`", slug(&s))),
+                        name_hint(&s),
                     );
                 }
             }
@@ -1618,7 +1636,7 @@ fn decode_objective(
                         loc,
                         &f.path("name"),
                         format!("invalid objective name `{s}`: use letters, digits, `-`, `_` and `.` only"),
-                        Some(format!("e.g. `{}`", slug(&s))),
+                        name_hint(&s),
                     );
                     None
                 }
@@ -1685,7 +1703,11 @@ fn decode_objective(
     };
 
     let target_node = f.get("target");
-    let target = target_node.and_then(|t| {
+    // Only an SLO's target is checked as a fraction: on other checks it is an error anyway.
+    let target_applies = kind_key
+        .as_deref()
+        .is_none_or(|k| matches!(k, "ratio" | "latency" | "fallback"));
+    let target = target_node.filter(|_| target_applies).and_then(|t| {
         spans.target = Some(Spot {
             loc: ctx.loc(t),
             path: f.path("target"),
@@ -1694,7 +1716,7 @@ fn decode_objective(
         if v <= 0.0 || v >= 1.0 {
             let loc = ctx.loc(t);
             let hint = if v >= 1.0 {
-                "a 100% target leaves no error budget, so burn rates are undefined: use e.g. `99.9%`, or a `rate` check with `max: 0%` and `zeroTolerance: true` for a hard rule"
+                "a 100% target leaves no error budget, so burn rates are undefined: use e.g. `99.9%`"
             } else {
                 "a target is the share of sessions that must be good, e.g. `99%`"
             };

@@ -255,7 +255,7 @@ fn describe(spec: &Spec, o: &Objective) -> Vec<String> {
             let scope = if pii.types.is_empty() {
                 "Personal data".to_owned()
             } else {
-                format!("Personal data of type {}", pii.types.join(", "))
+                format!("Personal data of type {}", joined(&pii.types, "or"))
             };
             if pii.allow_pass_through_to.is_empty() {
                 s.push(format!(

@@ -82,6 +82,8 @@ fn syntax_hint(message: &str, src: &str, line: u32, col: u32) -> Option<String> 
         Some("close the quote on the same line".into())
     } else if m.contains("unclosed bracket") || m.contains("flow") {
         Some("close the `{` or `[` of this flow mapping/list".into())
+    } else if m.contains("non-finite") {
+        Some("`.nan` and `.inf` are not allowed here: write a finite number".into())
     } else if m.contains("duplicate") {
         Some("keep one of the two keys".into())
     } else {

@@ -13,7 +13,6 @@ use slawatch::spec::model::{Dimension, Severity};
 
 /// 2026-11-01T00:00:00Z
 const T0: i64 = 1_793_491_200_000;
-const MIN: i64 = 60_000;
 
 fn spec(objectives: &str) -> Arc<slawatch::spec::Spec> {
     let yaml = format!(

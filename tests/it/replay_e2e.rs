@@ -28,7 +28,7 @@ pub fn replay_bytes(bytes: &[u8]) -> (Vec<Finding>, ReplayReport) {
         &mut pipeline,
         &mut DeadLetters::discard(),
         None,
-        &mut |f| {
+        &mut |f: &Finding| {
             findings.push(f.clone());
             Ok(())
         },

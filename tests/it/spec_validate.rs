@@ -237,7 +237,7 @@ fn shipped_support_bot_spec_values() {
     match by_name("refusals") {
         ObjectiveKind::Rate { of, bound } => {
             assert_eq!(*of, spec::BoolSignal::Refusal);
-            assert_eq!(*bound, spec::Bound::Max(0.03));
+            assert_eq!(*bound, spec::Bound::Max(0.05));
         }
         other => panic!("refusals is {other:?}"),
     }
@@ -383,11 +383,13 @@ fn unreadable_paths_are_reported() {
 #[test]
 fn explain_reads_well_in_100_columns() {
     let (specs, _) = shipped();
+    for s in &specs {
+        for line in spec::explain(s).lines() {
+            assert!(line.chars().count() <= 100, "too wide: {line}");
+        }
+    }
     let s = specs.iter().find(|s| s.name == "support-bot-prod").unwrap();
     let text = spec::explain(s);
-    for line in text.lines() {
-        assert!(line.chars().count() <= 100, "too wide: {line}");
-    }
     assert!(text.contains("The share of sessions with status success must be at least 99%"));
     assert!(text.contains("Error budget: 1% of sessions (1 in 100)"));
     // fast tier: 14.4 × 1h / 28d = 2.14% of the budget; exhausted after 28d / 14.4.
