@@ -89,6 +89,57 @@ pub struct Finding {
     /// Data for a chart in alert mail, when the finding has a picture worth a thousand words.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub chart: Option<Chart>,
+    /// For drift findings: every feature tested, and the baseline compared against.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub drift: Option<DriftReport>,
+}
+
+/// What a drift evaluation compared and found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftReport {
+    /// The baseline compared against (`spec/objective/agent/prompt/model[/segment]`).
+    pub baseline: String,
+    /// True when the key has no frozen baseline of its own yet and was compared with the
+    /// baseline of the version it replaced (a prompt update or a model swap).
+    pub predecessor: bool,
+    /// `auto`, `evidently`, or a fixed test.
+    pub rule: String,
+    pub features: Vec<FeatureResult>,
+}
+
+/// One feature's test in one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureResult {
+    pub feature: String,
+    /// `ks`, `z`, `chisquare`, `psi`, `wasserstein`, `jensenshannon`, `hellinger`,
+    /// `pca_reconstruction`, `cluster_mix`, `cusum`, `page_hinkley`.
+    pub test: String,
+    pub statistic: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub p_value: Option<f64>,
+    /// Benjamini–Hochberg adjusted over every feature × segment tested in the window.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub p_adjusted: Option<f64>,
+    /// Effect size and what it is (`wasserstein/σ`, `cohen_h`, `js_distance`, …).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub effect_size: Option<f64>,
+    pub effect: String,
+    /// Reference vs current summary, e.g. `median 300` → `median 405`.
+    pub reference: String,
+    pub current: String,
+    pub n_reference: u64,
+    pub n_current: u64,
+    pub verdict: FeatureVerdict,
+}
+
+/// A feature's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureVerdict {
+    Drift,
+    NoDrift,
+    /// Fewer than `minSamples` on either side: never reported as "no drift".
+    InsufficientData,
 }
 
 /// What an alert mail can draw for a finding.

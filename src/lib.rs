@@ -1,20 +1,36 @@
 //! slawatch: tells teams running AI agents in production when their agents break their
 //! promises.
 //!
-//! Modules in data-flow order:
-pub mod alerts; // mail: the only module that imports lettre
-pub mod catalog; // model prices and context windows (models/)
+//! The data flow, module by module:
+//!
+//! 1. [`ingest`] — sources (file, stdin; Kafka next), [`ingest::decode`] against contract
+//!    `agent-session/v1` ([`session`], [`time`], [`catalog`]) with a reason for every reject,
+//!    dedupe by session id, dead letters.
+//! 2. [`windowing`] — event-time windows made of mergeable pane summaries ([`sketch`]), the
+//!    watermark and lateness.
+//! 3. [`evaluate`] — every closed window scored against the [`spec`]s' objectives: error
+//!    budgets and burn rates, thresholds, governance violations; [`drift`] compares behaviour
+//!    with baselines. The output is [`finding`]s.
+//! 4. [`pipeline`] wires 1–3; [`store`] (sled) keeps state; [`alerts`] turns findings into
+//!    mail; [`cli`] is the command line; [`simulate`] generates streams for demos and tests.
+//!
+//! The core (windowing, evaluate, drift, spec parsing) never does I/O and never reads the wall
+//! clock: same input, same findings.
+
+pub mod alerts;
+pub mod catalog;
 pub mod cli;
-pub mod duration; // `15m`, `28d` ⇄ ms
-pub mod evaluate; // windows × objectives → findings; error budgets and burn rates
-pub mod finding; // the verdict type
-pub mod glob; // `*` wildcards in specs and the catalog
-pub mod ingest; // sources, decoding with reject reasons, dedupe, dead letters
-pub mod pipeline; // wires decode → dedupe → windows → findings
-pub mod session; // a decoded session record (contract agent-session/v1)
-pub mod simulate; // seeded session streams with incidents
-pub mod sketch; // bounded mergeable summaries: quantiles, top-k, exemplars
-pub mod spec; // YAML SLA specs: model, parsing with diagnostics, lints, explain
-pub mod store; // sled: the only module that imports it
-pub mod time; // RFC 3339 ⇄ epoch ms, no wall clock
-pub mod windowing; // event-time windows, watermark, lateness // the command line
+pub mod drift;
+pub mod duration;
+pub mod evaluate;
+pub mod finding;
+pub mod glob;
+pub mod ingest;
+pub mod pipeline;
+pub mod session;
+pub mod simulate;
+pub mod sketch;
+pub mod spec;
+pub mod store;
+pub mod time;
+pub mod windowing;

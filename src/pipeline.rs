@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
+use crate::drift::baseline::Baseline;
 use crate::evaluate::SpecRuntime;
 use crate::finding::{Clear, Finding};
 use crate::ingest::decode::{Decoder, RejectReason};
@@ -168,6 +169,21 @@ impl Pipeline {
             .iter_mut()
             .flat_map(SpecRuntime::drain_clears)
             .collect()
+    }
+
+    /// Baselines changed since the last call, to persist.
+    pub fn take_dirty_baselines(&mut self) -> Vec<Baseline> {
+        self.runtimes
+            .iter_mut()
+            .flat_map(SpecRuntime::take_dirty_baselines)
+            .collect()
+    }
+
+    /// Installs stored baselines (each goes to the spec and objective it belongs to).
+    pub fn restore_baselines(&mut self, baselines: &[Baseline]) {
+        for rt in &mut self.runtimes {
+            rt.restore_baselines(baselines);
+        }
     }
 
     /// End of a finite stream: evaluates every window still open.

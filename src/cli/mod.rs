@@ -3,6 +3,7 @@
 //! Everything here is the I/O edge: it reads files, prints, and decides exit codes. The work is
 //! done by the pipeline and the pure core.
 
+mod baseline;
 mod replay;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// The service: consume sessions, keep state in sled, send alert mail.
     Run(RunArgs),
+    /// Inspect and steer drift baselines: list, show, pin, reset, export.
+    Baseline(baseline::BaselineArgs),
     /// Generate a realistic session stream, optionally with injected incidents.
     Simulate(crate::simulate::SimulateArgs),
 }
@@ -113,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Explain(a) => explain(&a),
         Command::Replay(a) => replay::replay(&a),
         Command::Run(a) => replay::run(&a),
+        Command::Baseline(a) => baseline::baseline(&a),
         Command::Simulate(a) => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),
     };
     match result {

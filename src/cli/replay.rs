@@ -37,6 +37,12 @@ pub trait Sink {
     fn clear(&mut self, _c: &Clear) -> Result<()> {
         Ok(())
     }
+
+    /// Called after the findings and clears of windows that closed together: the moment to
+    /// persist what changed (baselines). Ignored unless overridden.
+    fn windows_closed(&mut self, _pipeline: &mut Pipeline) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl<F: FnMut(&Finding) -> Result<()>> Sink for F {
@@ -76,6 +82,7 @@ pub fn replay_stream(
             for c in pipeline.drain_clears() {
                 sink.clear(&c)?;
             }
+            sink.windows_closed(pipeline)?;
         }
         if let Some(bar) = progress
             && pipeline.stats().records % 4096 == 0
@@ -91,6 +98,7 @@ pub fn replay_stream(
     for c in pipeline.drain_clears() {
         sink.clear(&c)?;
     }
+    sink.windows_closed(pipeline)?;
     dead_letters.flush().context("writing dead letters")?;
     let objectives = pipeline
         .runtimes()
@@ -205,25 +213,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut dead = DeadLetters::to_file(&dead_path)
         .with_context(|| format!("opening {}", dead_path.display()))?;
     let mut source = open_source(&args.input)?;
-    let (mut new_findings, mut mailed) = (0u64, 0u64);
-    let report = replay_stream(
-        source.as_mut(),
-        &mut pipeline,
-        &mut dead,
-        None,
-        &mut |f: &Finding| {
-            // A finding already in the store was produced by an earlier run over the same input:
-            // it was notified then, so it is not mailed again.
-            if store.put_finding(f)? {
-                new_findings += 1;
-                if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket {
-                    outbox.notify(f)?;
-                    mailed += 1;
-                }
-            }
-            Ok(())
-        },
-    )?;
+    // Baselines survive restarts: comparisons continue where the last run left off.
+    pipeline.restore_baselines(&store.baselines()?);
+    let mut sink = RunSink {
+        store: &store,
+        outbox: &mut outbox,
+        new_findings: 0,
+        mailed: 0,
+    };
+    let report = replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?;
+    let (new_findings, mailed) = (sink.new_findings, sink.mailed);
     store.flush()?;
     print!("{}", render_summary(&report, Some(&dead_path)));
     println!(
@@ -234,6 +233,37 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         outbox_dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `run` does with the pipeline's output: findings into sled (each once, by id) and mail;
+/// changed baselines into sled after every batch of closed windows.
+struct RunSink<'a> {
+    store: &'a Store,
+    outbox: &'a mut Outbox,
+    new_findings: u64,
+    mailed: u64,
+}
+
+impl Sink for RunSink<'_> {
+    fn finding(&mut self, f: &Finding) -> Result<()> {
+        // A finding already in the store was produced by an earlier run over the same input:
+        // it was notified then, so it is not mailed again.
+        if self.store.put_finding(f)? {
+            self.new_findings += 1;
+            if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket {
+                self.outbox.notify(f)?;
+                self.mailed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn windows_closed(&mut self, pipeline: &mut Pipeline) -> Result<()> {
+        for b in pipeline.take_dirty_baselines() {
+            self.store.put_baseline(&b)?;
+        }
+        Ok(())
+    }
 }
 
 /// The human summary: ingest counters, then one line per objective.

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drift::WINDOW_ROWS;
+use crate::drift::features::{FeatureSample, FeatureSet};
 use crate::glob::glob_match;
 use crate::session::{PiiHandling, Session, Status};
 use crate::sketch::{Exemplars, Quantiles, TopK};
@@ -56,6 +58,8 @@ pub enum Measure {
     Quantiles(NumericField),
     Sum(NumericField),
     Violations(ViolationRule),
+    /// A bounded sample of the drift objective's features.
+    Drift(FeatureSet),
 }
 
 /// The measures of one objective, by role.
@@ -73,6 +77,8 @@ pub struct ObjectiveMeasures {
     pub soft_violations: Option<usize>,
     /// Share of all sessions that fell back (fallback `maxRate`).
     pub fallback_rate: Option<usize>,
+    /// The feature sample of a drift objective.
+    pub drift: Option<usize>,
 }
 
 /// A spec's objectives compiled into measures.
@@ -148,7 +154,9 @@ impl CompiledMeasures {
                             )));
                         }
                     }
-                    ObjectiveKind::Drift(_) => {}
+                    ObjectiveKind::Drift(d) => {
+                        om.drift = add(Measure::Drift(FeatureSet::from_names(&d.features)));
+                    }
                 }
                 om
             })
@@ -260,6 +268,7 @@ pub enum MeasureState {
         /// What was violated, e.g. `card_number→tool:update_address`, with session counts.
         details: BTreeMap<String, u64>,
     },
+    Drift(FeatureSample),
 }
 
 impl MeasureState {
@@ -277,6 +286,7 @@ impl MeasureState {
                 exemplars: Exemplars::new(EXEMPLARS),
                 details: BTreeMap::new(),
             },
+            Measure::Drift(set) => MeasureState::Drift(FeatureSample::new(set, WINDOW_ROWS)),
         }
     }
 
@@ -294,6 +304,7 @@ impl MeasureState {
                 exemplars: Exemplars::new(EXEMPLARS),
                 details: BTreeMap::new(),
             },
+            MeasureState::Drift(sample) => MeasureState::Drift(sample.empty_like()),
         }
     }
 
@@ -338,6 +349,7 @@ impl MeasureState {
                     }
                 }
             }
+            (Measure::Drift(set), MeasureState::Drift(sample)) => sample.observe(set, s),
             _ => unreachable!("states are built from their measures"),
         }
     }
@@ -379,6 +391,7 @@ impl MeasureState {
                     add_detail(details, label.clone(), *n);
                 }
             }
+            (MeasureState::Drift(a), MeasureState::Drift(b)) => a.merge(b),
             _ => unreachable!("summaries of one spec have the same shape"),
         }
     }

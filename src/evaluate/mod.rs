@@ -12,7 +12,13 @@ pub mod slo;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::finding::{BurnRate, Clear, Comparator, Finding, Verdict};
+use crate::drift::baseline::{Baseline, BaselineKey};
+use crate::drift::engine::DriftConfig;
+use crate::drift::features::FeatureSample;
+use crate::drift::{DriftInput, DriftRuntime};
+use crate::finding::{
+    BurnRate, Clear, Comparator, FeatureResult, FeatureVerdict, Finding, Verdict,
+};
 use crate::glob::glob_match;
 use crate::session::{EpochMs, Session};
 use crate::spec::model::{Bound, KeyField, NumericField, Objective, ObjectiveKind, Severity, Spec};
@@ -61,6 +67,8 @@ pub struct SpecRuntime {
     stats: Vec<ObjectiveStats>,
     /// Objectives judged without a ticket or page since the last drain.
     clears: Vec<Clear>,
+    /// Drift objectives: (objective index, their runtime with its baselines).
+    drift: Vec<(usize, DriftRuntime)>,
     late: u64,
     scratch: String,
 }
@@ -91,6 +99,15 @@ impl SpecRuntime {
             .max()
             .unwrap_or(0)
             .max(spec.period_ms);
+        let drift = spec
+            .objectives
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| match &o.kind {
+                ObjectiveKind::Drift(d) => Some((i, DriftRuntime::new(DriftConfig::new(d)))),
+                _ => None,
+            })
+            .collect();
         SpecRuntime {
             windows: Windows::new(WindowConfig {
                 size_ms: w.size_ms,
@@ -108,6 +125,7 @@ impl SpecRuntime {
             interned: HashMap::new(),
             segments: HashMap::new(),
             clears: Vec::new(),
+            drift,
             late: 0,
             scratch: String::new(),
         }
@@ -214,6 +232,7 @@ impl SpecRuntime {
 
     fn evaluate_all(&mut self, closed: Vec<ClosedWindow<GroupKey, SpecSummary>>) -> Vec<Finding> {
         let mut out = Vec::new();
+        self.evaluate_drift(&closed, &mut out);
         for w in &closed {
             for i in 0..self.spec.objectives.len() {
                 let before = out.len();
@@ -222,13 +241,7 @@ impl SpecRuntime {
                     .iter()
                     .any(|f| f.verdict == Verdict::Breach && f.severity >= Severity::Ticket);
                 if evaluated && !alerted {
-                    self.clears.push(Clear {
-                        spec: self.spec.name.clone(),
-                        objective: self.spec.objectives[i].name.clone(),
-                        key: self.key_parts.get(&w.key.key).cloned().unwrap_or_default(),
-                        segment: w.key.segment.as_deref().map(str::to_owned),
-                        window_end: format_rfc3339_ms(w.end),
-                    });
+                    self.clears.push(self.clear_for(i, w));
                 }
                 let stats = &mut self.stats[i];
                 if evaluated {
@@ -248,6 +261,216 @@ impl SpecRuntime {
             }
         }
         out
+    }
+
+    /// Drift objectives, per batch of windows closing at the same instant (the family that
+    /// Benjamini–Hochberg corrects over).
+    fn evaluate_drift(
+        &mut self,
+        closed: &[ClosedWindow<GroupKey, SpecSummary>],
+        out: &mut Vec<Finding>,
+    ) {
+        let step = self.spec.window.step_ms;
+        for d in 0..self.drift.len() {
+            let oi = self.drift[d].0;
+            let Some(m) = self.measures.objectives[oi].drift else {
+                continue;
+            };
+            let mut start = 0;
+            while start < closed.len() {
+                let end = closed[start].end;
+                let stop = start + closed[start..].iter().take_while(|w| w.end == end).count();
+                let batch = &closed[start..stop];
+                let inputs: Vec<DriftInput<'_>> = batch
+                    .iter()
+                    .map(|w| DriftInput {
+                        key: self.baseline_key(oi, &w.key),
+                        end,
+                        step_ms: step,
+                        window: drift_sample(&w.summary, m),
+                        newest_step: drift_sample(&w.newest_step, m),
+                    })
+                    .collect();
+                let results = self.drift[d].1.evaluate(&inputs);
+                for r in results {
+                    self.drift_finding(oi, &batch[r.window], r, out);
+                }
+                start = stop;
+            }
+        }
+    }
+
+    fn baseline_key(&self, objective: usize, group: &GroupKey) -> BaselineKey {
+        let parts = self.key_parts.get(&group.key);
+        let part = |name: &str| {
+            parts
+                .and_then(|p| p.iter().find(|(k, _)| k == name))
+                .map_or_else(|| "*".to_owned(), |(_, v)| v.clone())
+        };
+        BaselineKey {
+            spec: self.spec.name.clone(),
+            objective: self.spec.objectives[objective].name.clone(),
+            agent: part("agent"),
+            prompt_version: part("prompt_version"),
+            model: part("model"),
+            segment: group.segment.as_deref().map(str::to_owned),
+        }
+    }
+
+    fn drift_finding(
+        &mut self,
+        oi: usize,
+        w: &ClosedWindow<GroupKey, SpecSummary>,
+        r: crate::drift::WindowDrift,
+        out: &mut Vec<Finding>,
+    ) {
+        let o = &self.spec.objectives[oi];
+        let ctx = Ctx { rt: self, o, w };
+        let whole_key = w.key.segment.is_none();
+        let mut produced = None;
+        let mut evaluated = false;
+        match &r.report {
+            None => {
+                if whole_key {
+                    let (learned, min) = r.learning.unwrap_or((0, 0));
+                    produced = Some(ctx.finding(FindingParts {
+                        check: "drift",
+                        verdict: Verdict::InsufficientData,
+                        severity: Severity::Info,
+                        sessions: w.summary.sessions,
+                        observed: learned as f64,
+                        comparator: Comparator::AtLeast,
+                        target: min as f64,
+                        unit: "sessions",
+                        message: format!(
+                            "no baseline to compare with yet: this key's baseline is learning ({learned} of {min} sessions) and no other version of the agent has a frozen one"
+                        ),
+                        ..FindingParts::default()
+                    }));
+                }
+            }
+            Some(report) => {
+                let drifted: Vec<&FeatureResult> = report
+                    .features
+                    .iter()
+                    .filter(|f| f.verdict == FeatureVerdict::Drift)
+                    .collect();
+                let all_thin = report
+                    .features
+                    .iter()
+                    .all(|f| f.verdict == FeatureVerdict::InsufficientData);
+                evaluated = !all_thin;
+                if !drifted.is_empty() {
+                    let sequential_only = drifted.iter().all(|f| is_sequential(f));
+                    let moved = drifted
+                        .iter()
+                        .map(|f| describe_feature(f))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let against = if report.predecessor {
+                        format!(
+                            "the baseline of the version it replaced ({})",
+                            report.baseline
+                        )
+                    } else {
+                        format!("its baseline ({})", report.baseline)
+                    };
+                    let mut f = ctx.finding(FindingParts {
+                        check: if sequential_only {
+                            "drift_signal"
+                        } else {
+                            "drift"
+                        },
+                        verdict: Verdict::Breach,
+                        // Sequential detectors and PCA are worth a look, not a ticket, until a
+                        // calibrated window test agrees.
+                        severity: if sequential_only {
+                            Severity::Info
+                        } else {
+                            o.severity
+                        },
+                        sessions: w.summary.sessions,
+                        observed: drifted.len() as f64,
+                        comparator: Comparator::AtMost,
+                        target: 0.0,
+                        unit: "features",
+                        message: format!("behaviour changed compared with {against}: {moved}"),
+                        ..FindingParts::default()
+                    });
+                    f.drift = Some(report.clone());
+                    f.chart = r.chart.clone();
+                    produced = Some(f);
+                } else if all_thin && whole_key {
+                    let mut f = ctx.insufficient(o_min_samples(o));
+                    f.check = "drift".into();
+                    f.message = format!(
+                        "fewer than {} sessions on one side for every feature: no verdict (never \"no drift\")",
+                        o_min_samples(o)
+                    );
+                    f.drift = Some(report.clone());
+                    produced = Some(f);
+                }
+            }
+        }
+        let stats = &mut self.stats[oi];
+        if evaluated {
+            stats.windows_evaluated += 1;
+        }
+        match produced {
+            Some(f) => {
+                match f.verdict {
+                    Verdict::InsufficientData => stats.insufficient_data += 1,
+                    Verdict::Breach => {
+                        *stats.breaches.entry(f.severity).or_default() += 1;
+                        if stats.worst.as_ref().is_none_or(|x| worse(&f, x)) {
+                            stats.worst = Some(f.clone());
+                        }
+                    }
+                }
+                if !(f.verdict == Verdict::Breach && f.severity >= Severity::Ticket) && evaluated {
+                    self.clears.push(self.clear_for(oi, w));
+                }
+                out.push(f);
+            }
+            None if evaluated => self.clears.push(self.clear_for(oi, w)),
+            None => {}
+        }
+    }
+
+    fn clear_for(&self, oi: usize, w: &ClosedWindow<GroupKey, SpecSummary>) -> Clear {
+        Clear {
+            spec: self.spec.name.clone(),
+            objective: self.spec.objectives[oi].name.clone(),
+            key: self.key_parts.get(&w.key.key).cloned().unwrap_or_default(),
+            segment: w.key.segment.as_deref().map(str::to_owned),
+            window_end: format_rfc3339_ms(w.end),
+        }
+    }
+
+    /// Baselines changed since the last call, to persist.
+    pub fn take_dirty_baselines(&mut self) -> Vec<Baseline> {
+        self.drift
+            .iter_mut()
+            .flat_map(|(_, d)| d.take_dirty())
+            .collect()
+    }
+
+    /// Installs stored baselines that belong to this spec's drift objectives.
+    pub fn restore_baselines(&mut self, baselines: &[Baseline]) {
+        for (oi, d) in &mut self.drift {
+            let objective = &self.spec.objectives[*oi].name;
+            d.restore(
+                baselines
+                    .iter()
+                    .filter(|b| b.key.spec == self.spec.name && &b.key.objective == objective)
+                    .cloned(),
+            );
+        }
+    }
+
+    /// The drift runtimes (for `slawatch baseline`).
+    pub fn drift_runtimes(&self) -> impl Iterator<Item = &DriftRuntime> {
+        self.drift.iter().map(|(_, d)| d)
     }
 
     /// Timelines of keys that have been quiet for longer than every lookback are dropped.
@@ -682,6 +905,60 @@ impl SpecRuntime {
     }
 }
 
+/// Supporting signals: the sequential detectors and PCA reconstruction error. Their thresholds
+/// are not calibrated p-values on heavy-tailed behaviour data (a 3σ band of mean errors alarms
+/// on one runaway session), so on their own they make an info finding; a ticket needs a
+/// calibrated, corrected window test (KS, z, χ², cluster mix) to agree.
+fn is_sequential(f: &FeatureResult) -> bool {
+    matches!(
+        f.test.as_str(),
+        "cusum" | "page_hinkley" | "pca_reconstruction"
+    )
+}
+
+fn o_min_samples(o: &Objective) -> u64 {
+    match &o.kind {
+        ObjectiveKind::Drift(d) => d.min_samples,
+        _ => 0,
+    }
+}
+
+fn drift_sample(summary: &SpecSummary, m: usize) -> &FeatureSample {
+    match &summary.states[m] {
+        MeasureState::Drift(s) => s,
+        _ => unreachable!("drift measures hold drift samples"),
+    }
+}
+
+/// `output_tokens median 300 → 405 (ks, p=1e-9 corrected, wasserstein/σ 0.52)`
+fn describe_feature(f: &FeatureResult) -> String {
+    let mut stats = vec![f.test.clone()];
+    if let Some(p) = f.p_adjusted.or(f.p_value) {
+        stats.push(format!(
+            "p={p:.1e}{}",
+            if f.p_adjusted.is_some() {
+                " corrected"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(e) = f.effect_size
+        && !f.effect.is_empty()
+    {
+        stats.push(format!("{} {e:.2}", f.effect));
+    } else if !f.effect.is_empty() {
+        stats.push(f.effect.clone());
+    }
+    format!(
+        "{} {} → {} ({})",
+        f.feature,
+        f.reference,
+        f.current,
+        stats.join(", ")
+    )
+}
+
 fn worse(a: &Finding, b: &Finding) -> bool {
     let distance = |f: &Finding| {
         if f.target == 0.0 {
@@ -827,6 +1104,7 @@ impl Ctx<'_> {
             message: p.message,
             runbook: self.o.runbook.clone().or_else(|| spec.runbook.clone()),
             chart: None,
+            drift: None,
         }
     }
 

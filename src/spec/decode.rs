@@ -160,7 +160,19 @@ const PII_KEYS: &[&str] = &["allowPassThroughTo", "rules", "types"];
 const PII_RULE_KEYS: &[&str] = &["destination", "allow"];
 const TOOLS_KEYS: &[&str] = &["deny", "allow", "maxCallsPerSession", "maxConsecutiveCalls"];
 const FALLBACK_KEYS: &[&str] = &["requiredOn", "allowedKinds", "maxRate"];
-const DRIFT_KEYS: &[&str] = &["features", "pValue", "minSamples", "test", "effectSize"];
+const DRIFT_KEYS: &[&str] = &[
+    "features",
+    "pValue",
+    "minSamples",
+    "test",
+    "effectSize",
+    "baseline",
+    "multivariate",
+    "sequential",
+];
+const DRIFT_BASELINE_KEYS: &[&str] = &["minDuration", "relearnEvery"];
+/// Default `drift.baseline.minDuration`: a baseline learns for at least 6 hours.
+pub const DEFAULT_BASELINE_MIN_DURATION_MS: i64 = 6 * 3_600_000;
 
 /// A position in the file: 1-based line and column, and how many characters to underline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -2605,11 +2617,41 @@ fn decode_drift(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<DriftSpec> {
         Some(x) => ctx.positive(x, &f.path("effectSize"), "an effect size like `0.1`", false),
         None => Some(DEFAULT_DRIFT_EFFECT_SIZE),
     };
+    let (mut min_duration, mut relearn) = (Some(DEFAULT_BASELINE_MIN_DURATION_MS), Some(None));
+    if let Some(b) = f.get("baseline") {
+        let bp = f.path("baseline");
+        if let Some(bf) = ctx.fields(
+            b,
+            &bp,
+            "a mapping like `{minDuration: 6h, relearnEvery: 7d}`",
+            DRIFT_BASELINE_KEYS,
+            "drift.baseline",
+        ) {
+            if let Some(x) = bf.get("minDuration") {
+                min_duration = ctx.duration(x, &bf.path("minDuration"), true);
+            }
+            if let Some(x) = bf.get("relearnEvery") {
+                relearn = ctx.duration(x, &bf.path("relearnEvery"), false).map(Some);
+            }
+        }
+    }
+    let multivariate = match f.get("multivariate") {
+        Some(x) => ctx.bool(x, &f.path("multivariate")),
+        None => Some(true),
+    };
+    let sequential = match f.get("sequential") {
+        Some(x) => ctx.bool(x, &f.path("sequential")),
+        None => Some(true),
+    };
     Some(DriftSpec {
         features: features?,
         p_value: p_value?,
         min_samples: min_samples?,
         test: test?,
         effect_size: effect_size?,
+        baseline_min_duration_ms: min_duration?,
+        relearn_every_ms: relearn?,
+        multivariate: multivariate?,
+        sequential: sequential?,
     })
 }

@@ -305,6 +305,17 @@ pub struct DriftSpec {
     pub test: String,
     /// `effectSize`: minimum effect size at large n (default 0.1).
     pub effect_size: f64,
+    /// `baseline.minDuration`: a key's baseline learns at least this long (and `minSamples`
+    /// sessions) before it freezes (default 6h).
+    pub baseline_min_duration_ms: i64,
+    /// `baseline.relearnEvery`: a frozen baseline is re-learned from recent traffic this often
+    /// (default: never — frozen until `slawatch baseline reset`).
+    pub relearn_every_ms: Option<i64>,
+    /// `multivariate`: also run PCA reconstruction error and the behaviour-cluster mix
+    /// (default true).
+    pub multivariate: bool,
+    /// `sequential`: also run CUSUM and Page–Hinkley per feature over windows (default true).
+    pub sequential: bool,
 }
 
 /// `spec.alerting`.

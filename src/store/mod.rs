@@ -1,8 +1,10 @@
 //! Durable state in sled: findings by id, and what later issues add (baselines, offsets,
 //! the notification log). The only module that imports sled, so the store can be swapped.
 
+
 use std::path::Path;
 
+use crate::drift::baseline::{self, Baseline};
 use crate::finding::Finding;
 
 /// Errors of the store.
@@ -14,12 +16,15 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored value is not valid: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Baseline(#[from] baseline::BaselineFormatError),
 }
 
 /// The state directory of one slawatch instance.
 pub struct Store {
     db: sled::Db,
     findings: sled::Tree,
+    baselines: sled::Tree,
 }
 
 impl Store {
@@ -42,7 +47,12 @@ impl Store {
 
     fn with_db(db: sled::Db) -> Result<Store, StoreError> {
         let findings = db.open_tree("findings/v1")?;
-        Ok(Store { db, findings })
+        let baselines = db.open_tree("baselines")?;
+        Ok(Store {
+            db,
+            findings,
+            baselines,
+        })
     }
 
     /// Records a finding; returns false when a finding with its id was already stored (a
@@ -62,6 +72,27 @@ impl Store {
             .values()
             .map(|v| Ok(serde_json::from_slice(&v?)?))
             .collect()
+    }
+
+    /// Stores (replaces) a baseline under its key label, in the versioned format.
+    pub fn put_baseline(&self, b: &Baseline) -> Result<(), StoreError> {
+        self.baselines
+            .insert(b.key.label().as_bytes(), baseline::encode(b))?;
+        Ok(())
+    }
+
+    /// Every stored baseline, by key label.
+    pub fn baselines(&self) -> Result<Vec<Baseline>, StoreError> {
+        self.baselines
+            .iter()
+            .values()
+            .map(|v| Ok(baseline::decode(&v?)?))
+            .collect()
+    }
+
+    /// Deletes a baseline; returns whether it existed.
+    pub fn delete_baseline(&self, label: &str) -> Result<bool, StoreError> {
+        Ok(self.baselines.remove(label.as_bytes())?.is_some())
     }
 
     /// Makes everything written so far durable.

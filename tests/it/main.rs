@@ -1,8 +1,12 @@
 //! The one integration-test binary: each module pins one area.
 
 mod decode;
+mod drift_e2e;
+mod multivariate;
 mod objectives;
 mod replay_e2e;
+mod sequential_arl;
 mod simulate;
 mod spec_validate;
+mod stats_scipy;
 mod windowing;

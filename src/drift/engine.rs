@@ -1,0 +1,619 @@
+//! The drift evaluation of one window batch: which baseline each key is compared against, the
+//! test per feature, Benjamini–Hochberg across every feature × segment of the batch, effect-size
+//! floors, sequential detectors, and the resulting findings.
+//!
+//! Rules (`drift.test`):
+//! - `auto` (slawatch's default): numeric features by two-sample KS, rates by a two-proportion
+//!   z-test, categories by χ²; p-values are BH-corrected across the window's whole family of
+//!   tests. A feature drifts when its corrected p-value is below `pValue` **and** its effect
+//!   size reaches a floor (normalised Wasserstein ≥ `effectSize`; Cohen's h ≥ 2·`effectSize`,
+//!   Cohen's "small"; Jensen–Shannon ≥ `effectSize`) — at large n every trivial shift is
+//!   "significant", the top complaint about drift tools, and across the hundreds of windows of
+//!   a day a significance level alone alarms on noise.
+//! - `evidently`: Evidently's default rule, for comparison: reference ≤ 1000 values → KS for
+//!   numeric with > 5 distinct values, χ² otherwise, or z for rates, at p < 0.05 uncorrected;
+//!   larger → normalised Wasserstein ≥ 0.1 for numeric, Jensen–Shannon ≥ 0.1 otherwise.
+//! - a fixed test (`ks`, `chisquare`, `z`, `psi`, `wasserstein`, `jensenshannon`,
+//!   `hellinger`) for the features it applies to; the others use `auto`.
+//!
+//! Below `minSamples` on either side a feature is `insufficient_data`, never "no drift".
+//! No I/O, no clock.
+
+use std::collections::BTreeMap;
+
+use crate::drift::baseline::{Baseline, BaselineKey, Lifecycle};
+use crate::drift::features::{FeatureSample, FeatureSet};
+use crate::drift::stats::{
+    SortedSample, bh_adjust, chi2_contingency, hellinger, js_distance, js_distance_binned,
+    ks_2samp_sorted, psi_sorted, two_proportion_ztest, wasserstein_sorted,
+};
+use crate::finding::{FeatureResult, FeatureVerdict};
+use crate::spec::model::DriftSpec;
+
+/// Reference sizes up to this use the small-sample branch of each rule (Evidently's cut-off).
+pub const SMALL_REFERENCE: usize = 1000;
+/// Bins of the shared histogram behind Jensen–Shannon/Hellinger on numeric features.
+const NUMERIC_BINS: usize = 20;
+
+/// How one drift objective compares.
+#[derive(Debug, Clone)]
+pub struct DriftConfig {
+    pub set: FeatureSet,
+    pub spec: DriftSpec,
+    pub life: Lifecycle,
+}
+
+impl DriftConfig {
+    pub fn new(spec: &DriftSpec) -> DriftConfig {
+        DriftConfig {
+            set: FeatureSet::from_names(&spec.features),
+            life: Lifecycle {
+                min_samples: spec.min_samples,
+                min_duration_ms: spec.baseline_min_duration_ms,
+                relearn_every_ms: spec.relearn_every_ms,
+                multivariate: spec.multivariate,
+                sequential: spec.sequential,
+            },
+            spec: spec.clone(),
+        }
+    }
+}
+
+/// All baselines of a process, by key.
+pub type Baselines = BTreeMap<BaselineKey, Baseline>;
+
+/// The baseline a key is compared against: its own once frozen; before that, the most recently
+/// frozen baseline of another version (prompt or model) of the same agent — the version it
+/// replaced — so the first windows after a prompt update already answer "did behaviour change".
+pub fn reference_for<'a>(
+    baselines: &'a Baselines,
+    key: &BaselineKey,
+) -> Option<(&'a Baseline, bool)> {
+    if let Some(own) = baselines.get(key).filter(|b| b.is_reference()) {
+        return Some((own, false));
+    }
+    baselines
+        .values()
+        .filter(|b| b.is_reference() && key.is_predecessor_candidate(&b.key))
+        .max_by_key(|b| (b.frozen_at, b.last_event))
+        .map(|b| (b, true))
+}
+
+/// A test result before multiple-testing correction.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub result: FeatureResult,
+    /// Decide after BH: `(alpha, needs effect floor, floor)`; `None` = decided already.
+    pub rule: Option<PendingRule>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PendingRule {
+    pub alpha: f64,
+    /// The effect floor that must also be reached (large references only).
+    pub floor: Option<f64>,
+    /// Whether the p-value joins the BH family (not under the `evidently` rule).
+    pub corrected: bool,
+}
+
+/// Compares a window's sample against a reference, feature by feature (before correction).
+pub fn compare(
+    cfg: &DriftConfig,
+    reference: &FeatureSample,
+    current: &FeatureSample,
+) -> Vec<Pending> {
+    let mut out = Vec::new();
+    let rule = cfg.spec.test.as_str();
+    let min = cfg.spec.min_samples;
+    let alpha = cfg.spec.p_value;
+    let floor = cfg.spec.effect_size;
+    for (col, f) in cfg.set.numeric.iter().enumerate() {
+        let name = f.name().to_owned();
+        let (r, c) = (reference.column(col), current.column(col));
+        out.push(numeric(name, &r, &c, rule, min, alpha, floor));
+    }
+    for (i, f) in cfg.set.binary.iter().enumerate() {
+        let (rt, rn) = reference.binary[i];
+        let (ct, cn) = current.binary[i];
+        out.push(binary(
+            f.name().to_owned(),
+            (rt, rn),
+            (ct, cn),
+            rule,
+            min,
+            alpha,
+            floor,
+        ));
+    }
+    for (i, f) in cfg.set.categorical.iter().enumerate() {
+        out.push(categorical(
+            f.name(),
+            &reference.categorical[i],
+            &current.categorical[i],
+            reference.sessions,
+            current.sessions,
+            rule,
+            min,
+            alpha,
+            floor,
+        ));
+    }
+    out
+}
+
+fn insufficient(feature: String, test: &str, n_ref: u64, n_cur: u64) -> Pending {
+    Pending {
+        result: FeatureResult {
+            feature,
+            test: test.to_owned(),
+            statistic: 0.0,
+            p_value: None,
+            p_adjusted: None,
+            effect_size: None,
+            effect: String::new(),
+            reference: format!("{n_ref} values"),
+            current: format!("{n_cur} values"),
+            n_reference: n_ref,
+            n_current: n_cur,
+            verdict: FeatureVerdict::InsufficientData,
+        },
+        rule: None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decided_or_pending(
+    feature: String,
+    test: &str,
+    statistic: f64,
+    p_value: Option<f64>,
+    effect: (&str, Option<f64>),
+    summaries: (String, String),
+    n: (u64, u64),
+    verdict_now: Option<bool>,
+    rule: Option<PendingRule>,
+) -> Pending {
+    Pending {
+        result: FeatureResult {
+            feature,
+            test: test.to_owned(),
+            statistic,
+            p_value,
+            p_adjusted: None,
+            effect_size: effect.1,
+            effect: effect.0.to_owned(),
+            reference: summaries.0,
+            current: summaries.1,
+            n_reference: n.0,
+            n_current: n.1,
+            verdict: match verdict_now {
+                Some(true) => FeatureVerdict::Drift,
+                _ => FeatureVerdict::NoDrift,
+            },
+        },
+        rule: if verdict_now.is_some() { None } else { rule },
+    }
+}
+
+fn numeric(
+    name: String,
+    r: &[f64],
+    c: &[f64],
+    rule: &str,
+    min: u64,
+    alpha: f64,
+    floor: f64,
+) -> Pending {
+    let (nr, nc) = (r.len() as u64, c.len() as u64);
+    if nr < min || nc < min {
+        return insufficient(name, "ks", nr, nc);
+    }
+    let (Some(rs), Some(cs)) = (SortedSample::new(r), SortedSample::new(c)) else {
+        return insufficient(name, "ks", nr, nc);
+    };
+    let sd = crate::drift::stats::std(r).unwrap_or(0.0);
+    let w = wasserstein_sorted(&rs, &cs).unwrap_or(0.0);
+    let w_norm = if sd > 0.0 {
+        w / sd
+    } else if w == 0.0 {
+        0.0
+    } else {
+        f64::INFINITY
+    };
+    let summaries = (
+        format!("median {}", fmt_num(rs.median().unwrap_or(f64::NAN))),
+        format!("median {}", fmt_num(cs.median().unwrap_or(f64::NAN))),
+    );
+    let small = r.len() <= SMALL_REFERENCE;
+    match rule {
+        "evidently" if small => {
+            let distinct = distinct_count(rs.as_slice());
+            if distinct > 5 {
+                let ks = ks_2samp_sorted(&rs, &cs);
+                let p = ks.as_ref().map(|k| k.p_value);
+                decided_or_pending(
+                    name,
+                    "ks",
+                    ks.map_or(0.0, |k| k.statistic),
+                    p,
+                    ("wasserstein/σ", Some(w_norm)),
+                    summaries,
+                    (nr, nc),
+                    Some(p.is_some_and(|p| p < 0.05)),
+                    None,
+                )
+            } else {
+                let (labels_r, labels_c) =
+                    (value_counts(rs.as_slice()), value_counts(cs.as_slice()));
+                let chi = chi2_of(&labels_r, &labels_c);
+                let p = chi.map(|x| x.1);
+                decided_or_pending(
+                    name,
+                    "chisquare",
+                    chi.map_or(0.0, |x| x.0),
+                    p,
+                    ("wasserstein/σ", Some(w_norm)),
+                    summaries,
+                    (nr, nc),
+                    Some(p.is_some_and(|p| p < 0.05)),
+                    None,
+                )
+            }
+        }
+        "evidently" => decided_or_pending(
+            name,
+            "wasserstein",
+            w_norm,
+            None,
+            ("wasserstein/σ", Some(w_norm)),
+            summaries,
+            (nr, nc),
+            Some(w_norm >= 0.1),
+            None,
+        ),
+        "psi" => {
+            let psi = psi_sorted(&rs, &cs);
+            let drift = psi.as_ref().is_some_and(|p| p.psi >= p.threshold);
+            decided_or_pending(
+                name,
+                "psi",
+                psi.as_ref().map_or(0.0, |p| p.psi),
+                None,
+                ("psi threshold", psi.map(|p| p.threshold)),
+                summaries,
+                (nr, nc),
+                Some(drift),
+                None,
+            )
+        }
+        "wasserstein" => decided_or_pending(
+            name,
+            "wasserstein",
+            w_norm,
+            None,
+            ("wasserstein/σ", Some(w_norm)),
+            summaries,
+            (nr, nc),
+            Some(w_norm >= floor),
+            None,
+        ),
+        "jensenshannon" | "hellinger" => {
+            let d = if rule == "hellinger" {
+                crate::drift::stats::shared_histogram(r, c, NUMERIC_BINS).and_then(|h| {
+                    hellinger(
+                        &crate::drift::shares(&h.reference),
+                        &crate::drift::shares(&h.current),
+                    )
+                })
+            } else {
+                js_distance_binned(r, c, NUMERIC_BINS)
+            };
+            decided_or_pending(
+                name,
+                rule,
+                d.unwrap_or(0.0),
+                None,
+                (rule, d),
+                summaries,
+                (nr, nc),
+                Some(d.is_some_and(|d| d >= floor)),
+                None,
+            )
+        }
+        _ => {
+            let ks = ks_2samp_sorted(&rs, &cs);
+            decided_or_pending(
+                name,
+                "ks",
+                ks.as_ref().map_or(0.0, |k| k.statistic),
+                ks.as_ref().map(|k| k.p_value),
+                ("wasserstein/σ", Some(w_norm)),
+                summaries,
+                (nr, nc),
+                ks.is_none().then_some(false),
+                Some(PendingRule {
+                    alpha,
+                    floor: Some(floor),
+                    corrected: true,
+                }),
+            )
+        }
+    }
+}
+
+fn binary(
+    name: String,
+    (rt, rn): (u64, u64),
+    (ct, cn): (u64, u64),
+    rule: &str,
+    min: u64,
+    alpha: f64,
+    floor: f64,
+) -> Pending {
+    if rn < min || cn < min {
+        return insufficient(name, "z", rn, cn);
+    }
+    let (pr, pc) = (rt as f64 / rn as f64, ct as f64 / cn as f64);
+    let h = (2.0 * pc.sqrt().asin() - 2.0 * pr.sqrt().asin()).abs();
+    let summaries = (crate::evaluate::pct(pr), crate::evaluate::pct(pc));
+    let z = two_proportion_ztest(ct as f64, cn as f64, rt as f64, rn as f64);
+    let small = rn as usize <= SMALL_REFERENCE;
+    match rule {
+        "evidently" if small => {
+            let p = z.map(|z| z.p_value);
+            decided_or_pending(
+                name,
+                "z",
+                z.map_or(0.0, |z| z.z),
+                p,
+                ("cohen_h", Some(h)),
+                summaries,
+                (rn, cn),
+                Some(p.is_some_and(|p| p < 0.05)),
+                None,
+            )
+        }
+        "evidently" | "jensenshannon" | "hellinger" => {
+            let (p, q) = ([1.0 - pr, pr], [1.0 - pc, pc]);
+            let (test, d) = if rule == "hellinger" {
+                ("hellinger", hellinger(&p, &q))
+            } else {
+                ("jensenshannon", js_distance(&p, &q))
+            };
+            let limit = if rule == "evidently" { 0.1 } else { floor };
+            decided_or_pending(
+                name,
+                test,
+                d.unwrap_or(0.0),
+                None,
+                (test, d),
+                summaries,
+                (rn, cn),
+                Some(d.is_some_and(|d| d >= limit)),
+                None,
+            )
+        }
+        _ => decided_or_pending(
+            name,
+            "z",
+            z.map_or(0.0, |z| z.z),
+            Some(z.map_or(1.0, |z| z.p_value)),
+            ("cohen_h", Some(h)),
+            summaries,
+            (rn, cn),
+            None,
+            Some(PendingRule {
+                alpha,
+                floor: Some(2.0 * floor),
+                corrected: true,
+            }),
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn categorical(
+    name: String,
+    r: &BTreeMap<String, u64>,
+    c: &BTreeMap<String, u64>,
+    r_sessions: u64,
+    c_sessions: u64,
+    rule: &str,
+    min: u64,
+    alpha: f64,
+    floor: f64,
+) -> Pending {
+    if r_sessions < min || c_sessions < min {
+        return insufficient(name, "chisquare", r_sessions, c_sessions);
+    }
+    let labels: Vec<&String> = r
+        .keys()
+        .chain(c.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rv: Vec<f64> = labels
+        .iter()
+        .map(|l| *r.get(*l).unwrap_or(&0) as f64)
+        .collect();
+    let cv: Vec<f64> = labels
+        .iter()
+        .map(|l| *c.get(*l).unwrap_or(&0) as f64)
+        .collect();
+    let (rs, cs): (f64, f64) = (rv.iter().sum(), cv.iter().sum());
+    if rs == 0.0 || cs == 0.0 {
+        return insufficient(name, "chisquare", rs as u64, cs as u64);
+    }
+    let p: Vec<f64> = rv.iter().map(|v| v / rs).collect();
+    let q: Vec<f64> = cv.iter().map(|v| v / cs).collect();
+    let js = js_distance(&p, &q);
+    let summaries = (top_shares(&labels, &p), top_shares(&labels, &q));
+    let chi = chi2_contingency(&[rv.clone(), cv.clone()], true);
+    let small = r_sessions as usize <= SMALL_REFERENCE;
+    let n = (rs as u64, cs as u64);
+    match rule {
+        "evidently" if small => {
+            let pv = chi.as_ref().map(|c| c.p_value);
+            decided_or_pending(
+                name,
+                "chisquare",
+                chi.as_ref().map_or(0.0, |c| c.statistic),
+                pv,
+                ("js_distance", js),
+                summaries,
+                n,
+                Some(pv.is_some_and(|p| p < 0.05)),
+                None,
+            )
+        }
+        "evidently" => decided_or_pending(
+            name,
+            "jensenshannon",
+            js.unwrap_or(0.0),
+            None,
+            ("js_distance", js),
+            summaries,
+            n,
+            Some(js.is_some_and(|d| d >= 0.1)),
+            None,
+        ),
+        "jensenshannon" => decided_or_pending(
+            name,
+            "jensenshannon",
+            js.unwrap_or(0.0),
+            None,
+            ("js_distance", js),
+            summaries,
+            n,
+            Some(js.is_some_and(|d| d >= floor)),
+            None,
+        ),
+        "hellinger" => {
+            let d = hellinger(&p, &q);
+            decided_or_pending(
+                name,
+                "hellinger",
+                d.unwrap_or(0.0),
+                None,
+                ("hellinger", d),
+                summaries,
+                n,
+                Some(d.is_some_and(|d| d >= floor)),
+                None,
+            )
+        }
+        _ => decided_or_pending(
+            name,
+            "chisquare",
+            chi.as_ref().map_or(0.0, |c| c.statistic),
+            Some(chi.as_ref().map_or(1.0, |c| c.p_value)),
+            ("js_distance", js),
+            summaries,
+            n,
+            None,
+            Some(PendingRule {
+                alpha,
+                floor: Some(floor),
+                corrected: true,
+            }),
+        ),
+    }
+}
+
+/// Applies Benjamini–Hochberg across every pending corrected test of a window batch, then the
+/// effect floors; returns the decided results in the same order.
+pub fn decide(batch: &mut [Vec<Pending>]) {
+    let mut ps = Vec::new();
+    for p in batch.iter().flatten() {
+        if let Some(r) = p.rule
+            && r.corrected
+        {
+            ps.push(p.result.p_value.unwrap_or(1.0));
+        }
+    }
+    let adjusted = bh_adjust(&ps).unwrap_or_else(|| vec![1.0; ps.len()]);
+    let mut next = adjusted.into_iter();
+    for p in batch.iter_mut().flatten() {
+        let Some(rule) = p.rule.take() else { continue };
+        let p_value = p.result.p_value.unwrap_or(1.0);
+        let judged = if rule.corrected {
+            let adj = next.next().unwrap_or(1.0);
+            p.result.p_adjusted = Some(adj);
+            adj
+        } else {
+            p_value
+        };
+        let effect_ok = match rule.floor {
+            Some(f) => p.result.effect_size.is_some_and(|e| e >= f),
+            None => true,
+        };
+        p.result.verdict = if judged < rule.alpha && effect_ok {
+            FeatureVerdict::Drift
+        } else {
+            FeatureVerdict::NoDrift
+        };
+    }
+}
+
+/// The z-statistic of a window step's mean under the baseline: `(mean − μ) / (σ / √n)`.
+pub fn step_z(values: &[f64], mean: f64, std: f64) -> Option<f64> {
+    let m = crate::drift::stats::mean(values)?;
+    (std > 0.0).then(|| (m - mean) / (std / (values.len() as f64).sqrt()))
+}
+
+fn distinct_count(sorted: &[f64]) -> usize {
+    let mut n = 0;
+    let mut prev = None;
+    for &v in sorted {
+        if prev != Some(v) {
+            n += 1;
+            prev = Some(v);
+        }
+    }
+    n
+}
+
+fn value_counts(sorted: &[f64]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for v in sorted {
+        *m.entry(fmt_num(*v)).or_default() += 1;
+    }
+    m
+}
+
+fn chi2_of(r: &BTreeMap<String, u64>, c: &BTreeMap<String, u64>) -> Option<(f64, f64)> {
+    let labels: std::collections::BTreeSet<&String> = r.keys().chain(c.keys()).collect();
+    let rv: Vec<f64> = labels
+        .iter()
+        .map(|l| *r.get(*l).unwrap_or(&0) as f64)
+        .collect();
+    let cv: Vec<f64> = labels
+        .iter()
+        .map(|l| *c.get(*l).unwrap_or(&0) as f64)
+        .collect();
+    chi2_contingency(&[rv, cv], true).map(|x| (x.statistic, x.p_value))
+}
+
+fn top_shares(labels: &[&String], shares: &[f64]) -> String {
+    let mut pairs: Vec<(&String, f64)> =
+        labels.iter().copied().zip(shares.iter().copied()).collect();
+    pairs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    pairs
+        .iter()
+        .take(4)
+        .map(|(l, s)| format!("{l} {}", crate::evaluate::pct(*s)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A number for summaries: integers plainly, others with 3 significant digits.
+pub fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return "—".into();
+    }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{v:.0}");
+    }
+    let digits = (3 - v.abs().log10().ceil() as i32).max(0) as usize;
+    format!("{v:.digits$}")
+}

@@ -1,0 +1,346 @@
+//! Agent-behaviour features taken from each session, and the bounded mergeable sample of them
+//! that windows and baselines keep.
+//!
+//! Numeric and binary features go into one row per session (binary as 0/1, missing as NaN);
+//! categorical features (tool mix, tool transitions, status mix, string attributes) are exact
+//! counts. Rows are kept as a *bottom-k sample by hash of the session id*: the k sessions with
+//! the smallest hashes. That choice is deterministic, unbiased, and mergeable —
+//! `merge(sample(a), sample(b)) == sample(a ∪ b)` — so window panes and baselines combine
+//! without ever holding more than k rows. No I/O, no clock.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::session::Session;
+
+/// A numeric per-session feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NumericFeature {
+    OutputTokens,
+    InputTokens,
+    DurationMs,
+    CostUsd,
+    Turns,
+    ToolCalls,
+    QualityScore,
+    OutputChars,
+    ContextUtilisation,
+}
+
+/// A yes/no per-session feature, compared as a rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BinaryFeature {
+    Refusal,
+    Resolved,
+    Fallback,
+}
+
+/// A categorical feature, compared as a distribution over labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CategoricalFeature {
+    /// Which tools are called (every call counts).
+    ToolMix,
+    /// Which tool follows which (`search_kb→get_order`; `start→x` for the first call).
+    ToolTransitions,
+    /// How sessions end.
+    StatusMix,
+    /// `attributes.<name>` as labels.
+    Attribute(String),
+}
+
+/// The features one drift objective compares, in spec order within each kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSet {
+    pub numeric: Vec<NumericFeature>,
+    pub binary: Vec<BinaryFeature>,
+    pub categorical: Vec<CategoricalFeature>,
+}
+
+/// Distinct labels kept per categorical feature; the rest are counted as `other`.
+pub const MAX_CATEGORIES: usize = 64;
+
+impl FeatureSet {
+    /// Builds the set from the spec's feature names (already validated by the spec parser).
+    pub fn from_names(names: &[String]) -> FeatureSet {
+        let mut set = FeatureSet {
+            numeric: Vec::new(),
+            binary: Vec::new(),
+            categorical: Vec::new(),
+        };
+        for name in names {
+            match name.as_str() {
+                "output_tokens" => set.numeric.push(NumericFeature::OutputTokens),
+                "input_tokens" => set.numeric.push(NumericFeature::InputTokens),
+                "duration_ms" => set.numeric.push(NumericFeature::DurationMs),
+                "cost_usd" => set.numeric.push(NumericFeature::CostUsd),
+                "turns" => set.numeric.push(NumericFeature::Turns),
+                "tool_calls" => set.numeric.push(NumericFeature::ToolCalls),
+                "quality.score" => set.numeric.push(NumericFeature::QualityScore),
+                "output_chars" => set.numeric.push(NumericFeature::OutputChars),
+                "context_utilisation" => set.numeric.push(NumericFeature::ContextUtilisation),
+                "quality.refusal" => set.binary.push(BinaryFeature::Refusal),
+                "quality.resolved" => set.binary.push(BinaryFeature::Resolved),
+                "fallback" => set.binary.push(BinaryFeature::Fallback),
+                "tool_mix" => set.categorical.push(CategoricalFeature::ToolMix),
+                "tool_transitions" => set.categorical.push(CategoricalFeature::ToolTransitions),
+                "status_mix" => set.categorical.push(CategoricalFeature::StatusMix),
+                other => {
+                    let attr = other.strip_prefix("attributes.").unwrap_or(other);
+                    set.categorical
+                        .push(CategoricalFeature::Attribute(attr.to_owned()));
+                }
+            }
+        }
+        set
+    }
+
+    /// Columns of a row: numeric features, then binary ones.
+    pub fn columns(&self) -> usize {
+        self.numeric.len() + self.binary.len()
+    }
+
+    /// Column names, as the spec writes them.
+    pub fn column_names(&self) -> Vec<String> {
+        self.numeric
+            .iter()
+            .map(|f| f.name().to_owned())
+            .chain(self.binary.iter().map(|f| f.name().to_owned()))
+            .collect()
+    }
+
+    /// One session's row: numeric values then 0/1 for binary features; NaN when missing.
+    pub fn row(&self, s: &Session) -> Vec<f64> {
+        let mut row = Vec::with_capacity(self.columns());
+        for f in &self.numeric {
+            row.push(f.value(s).unwrap_or(f64::NAN));
+        }
+        for f in &self.binary {
+            row.push(match f.value(s) {
+                Some(true) => 1.0,
+                Some(false) => 0.0,
+                None => f64::NAN,
+            });
+        }
+        row
+    }
+}
+
+impl NumericFeature {
+    pub fn name(self) -> &'static str {
+        match self {
+            NumericFeature::OutputTokens => "output_tokens",
+            NumericFeature::InputTokens => "input_tokens",
+            NumericFeature::DurationMs => "duration_ms",
+            NumericFeature::CostUsd => "cost_usd",
+            NumericFeature::Turns => "turns",
+            NumericFeature::ToolCalls => "tool_calls",
+            NumericFeature::QualityScore => "quality.score",
+            NumericFeature::OutputChars => "output_chars",
+            NumericFeature::ContextUtilisation => "context_utilisation",
+        }
+    }
+
+    pub fn value(self, s: &Session) -> Option<f64> {
+        match self {
+            NumericFeature::OutputTokens => s.output_tokens.map(|v| v as f64),
+            NumericFeature::InputTokens => s.input_tokens.map(|v| v as f64),
+            NumericFeature::DurationMs => s.duration_ms,
+            NumericFeature::CostUsd => s.cost_usd,
+            NumericFeature::Turns => s.turns.map(|v| v as f64),
+            NumericFeature::ToolCalls => Some(s.tool_calls.len() as f64),
+            NumericFeature::QualityScore => s.quality.score,
+            NumericFeature::OutputChars => s.output_chars.map(|v| v as f64),
+            NumericFeature::ContextUtilisation => s.context_utilisation,
+        }
+    }
+}
+
+impl BinaryFeature {
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryFeature::Refusal => "quality.refusal",
+            BinaryFeature::Resolved => "quality.resolved",
+            BinaryFeature::Fallback => "fallback",
+        }
+    }
+
+    pub fn value(self, s: &Session) -> Option<bool> {
+        match self {
+            BinaryFeature::Refusal => s.quality.refusal,
+            BinaryFeature::Resolved => s.quality.resolved,
+            BinaryFeature::Fallback => Some(s.fell_back()),
+        }
+    }
+}
+
+impl CategoricalFeature {
+    pub fn name(&self) -> String {
+        match self {
+            CategoricalFeature::ToolMix => "tool_mix".into(),
+            CategoricalFeature::ToolTransitions => "tool_transitions".into(),
+            CategoricalFeature::StatusMix => "status_mix".into(),
+            CategoricalFeature::Attribute(a) => format!("attributes.{a}"),
+        }
+    }
+
+    /// The labels one session contributes.
+    fn labels(&self, s: &Session, out: &mut Vec<String>) {
+        match self {
+            CategoricalFeature::ToolMix => out.extend(s.tool_calls.iter().map(|c| c.name.clone())),
+            CategoricalFeature::ToolTransitions => {
+                let mut prev = "start";
+                for c in &s.tool_calls {
+                    out.push(format!("{prev}→{}", c.name));
+                    prev = &c.name;
+                }
+            }
+            CategoricalFeature::StatusMix => out.push(s.status.as_str().to_owned()),
+            CategoricalFeature::Attribute(a) => {
+                if let Some(v) = s.attribute(a) {
+                    out.push(v.label());
+                }
+            }
+        }
+    }
+}
+
+/// One session's row in a sample, ranked by the hash of its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub hash: u64,
+    pub values: Vec<f64>,
+}
+
+/// A bounded, mergeable sample of a feature set over many sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSample {
+    /// Sessions seen (not only those kept as rows).
+    pub sessions: u64,
+    /// Capacity of `rows`.
+    pub capacity: usize,
+    /// The bottom-k rows by hash, sorted by hash.
+    pub rows: Vec<Row>,
+    /// Exact `(true, known)` counts per binary feature.
+    pub binary: Vec<(u64, u64)>,
+    /// Exact label counts per categorical feature.
+    pub categorical: Vec<BTreeMap<String, u64>>,
+}
+
+impl FeatureSample {
+    pub fn new(set: &FeatureSet, capacity: usize) -> FeatureSample {
+        FeatureSample {
+            sessions: 0,
+            capacity,
+            rows: Vec::new(),
+            binary: vec![(0, 0); set.binary.len()],
+            categorical: vec![BTreeMap::new(); set.categorical.len()],
+        }
+    }
+
+    /// An empty sample of the same shape.
+    pub fn empty_like(&self) -> FeatureSample {
+        FeatureSample {
+            sessions: 0,
+            capacity: self.capacity,
+            rows: Vec::new(),
+            binary: vec![(0, 0); self.binary.len()],
+            categorical: vec![BTreeMap::new(); self.categorical.len()],
+        }
+    }
+
+    /// Adds one session.
+    pub fn observe(&mut self, set: &FeatureSet, s: &Session) {
+        self.sessions += 1;
+        let hash = xxh3_64(s.session_id.as_bytes());
+        if self.rows.len() < self.capacity || self.rows.last().is_some_and(|r| hash < r.hash) {
+            self.insert_row(Row {
+                hash,
+                values: set.row(s),
+            });
+        }
+        for (f, counts) in set.binary.iter().zip(&mut self.binary) {
+            if let Some(v) = f.value(s) {
+                counts.1 += 1;
+                counts.0 += u64::from(v);
+            }
+        }
+        let mut labels = Vec::new();
+        for (f, counts) in set.categorical.iter().zip(&mut self.categorical) {
+            labels.clear();
+            f.labels(s, &mut labels);
+            for l in labels.drain(..) {
+                add_label(counts, l, 1);
+            }
+        }
+    }
+
+    fn insert_row(&mut self, row: Row) {
+        let pos = self.rows.partition_point(|r| r.hash < row.hash);
+        if self.rows.get(pos).is_some_and(|r| r.hash == row.hash) {
+            return;
+        }
+        self.rows.insert(pos, row);
+        self.rows.truncate(self.capacity);
+    }
+
+    /// Merges another sample of the same feature set into this one.
+    pub fn merge(&mut self, other: &FeatureSample) {
+        self.sessions += other.sessions;
+        if !other.rows.is_empty() {
+            let mut merged =
+                Vec::with_capacity((self.rows.len() + other.rows.len()).min(self.capacity));
+            let (mut a, mut b) = (self.rows.iter().peekable(), other.rows.iter().peekable());
+            while merged.len() < self.capacity {
+                let next = match (a.peek(), b.peek()) {
+                    (Some(x), Some(y)) if x.hash == y.hash => {
+                        b.next();
+                        a.next()
+                    }
+                    (Some(x), Some(y)) => {
+                        if x.hash < y.hash {
+                            a.next()
+                        } else {
+                            b.next()
+                        }
+                    }
+                    (Some(_), None) => a.next(),
+                    (None, Some(_)) => b.next(),
+                    (None, None) => None,
+                };
+                match next {
+                    Some(r) => merged.push(r.clone()),
+                    None => break,
+                }
+            }
+            self.rows = merged;
+        }
+        for (a, b) in self.binary.iter_mut().zip(&other.binary) {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+        for (a, b) in self.categorical.iter_mut().zip(&other.categorical) {
+            for (label, n) in b {
+                add_label(a, label.clone(), *n);
+            }
+        }
+    }
+
+    /// The non-missing values of row column `col`.
+    pub fn column(&self, col: usize) -> Vec<f64> {
+        self.rows
+            .iter()
+            .map(|r| r.values[col])
+            .filter(|v| !v.is_nan())
+            .collect()
+    }
+}
+
+fn add_label(counts: &mut BTreeMap<String, u64>, label: String, n: u64) {
+    if counts.len() >= MAX_CATEGORIES && !counts.contains_key(&label) {
+        *counts.entry("other".to_owned()).or_default() += n;
+    } else {
+        *counts.entry(label).or_default() += n;
+    }
+}
