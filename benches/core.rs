@@ -81,17 +81,13 @@ fn evaluation(c: &mut Criterion) {
     let decoder = Decoder::new(Arc::new(Catalog::embedded()));
     let sessions = sessions(&decoder);
     let spec = spec();
-    let mut loaded = SpecRuntime::new(spec);
-    for s in &sessions {
-        let _ = loaded.observe(s);
-    }
     let mut g = c.benchmark_group("evaluation");
     // Close and evaluate every window of a day at once (96 closes x keys x segments x 11
     // objectives).
     g.bench_function("flush_sample_day", |b| {
         b.iter_batched(
             || {
-                let mut rt = SpecRuntime::new(loaded.spec().clone());
+                let mut rt = SpecRuntime::new(spec.clone());
                 for s in &sessions {
                     let _ = rt.observe(s);
                 }

@@ -2,11 +2,12 @@
 //! over generated streams, against two baselines measured on the same file in the same run:
 //! reading lines only, and parsing every line into a `serde_json::Value`.
 //!
-//! `cargo bench --bench throughput -- --sessions 1000000,5000000`
+//! `cargo bench --bench throughput -- --sessions 1000000,5000000 [--repeat 3]`
 //!
 //! Streams are generated once into `target/bench-data/` at a fixed rate (100k sessions/hour),
 //! so a longer stream means more hours, not denser windows: peak RSS must stay flat as N grows.
-//! Each measurement runs in a child process so its peak RSS (VmHWM) is its own. Under
+//! Each measurement runs in a child process so its peak RSS (VmHWM) is its own; with
+//! `--repeat R` each mode runs R times and the best time is reported (peak RSS: the largest). Under
 //! `cargo test` (no `--bench` argument) it runs a small smoke check instead.
 
 use std::io::{BufWriter, Write};
@@ -45,40 +46,63 @@ fn main() {
                 .collect()
         })
         .unwrap_or_else(|| vec![1_000_000, 5_000_000]);
-    println!("| stream | mode | seconds | sessions/s | MB/s | peak RSS MB | vs parse-only |");
-    println!("|---|---|---|---|---|---|---|");
+    let repeat: usize = args
+        .iter()
+        .position(|a| a == "--repeat")
+        .map_or(1, |i| args[i + 1].parse().expect("--repeat R"));
+    println!(
+        "| stream | mode | seconds (best of {repeat}) | median s | sessions/s | MB/s | peak RSS MB \
+         | vs read-only | vs parse-only |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let file = generate(n);
-        let mut parse_rate = None;
+        // Untimed pass so the first timed mode does not pay for a cold page cache.
+        run_child("read", &file);
+        let (mut read_rate, mut parse_rate) = (None, None);
         for mode in ["read", "parse", "pipeline"] {
-            let out = Command::new(std::env::current_exe().unwrap())
-                .args(["--child", mode, file.to_str().unwrap()])
-                .output()
-                .expect("run child");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let line = String::from_utf8(out.stdout).unwrap();
-            let f: Vec<f64> = line
-                .split_whitespace()
-                .map(|x| x.parse().unwrap())
-                .collect();
-            let (secs, records, bytes, rss_kb) = (f[0], f[1], f[2], f[3]);
+            let mut runs: Vec<[f64; 4]> = (0..repeat).map(|_| run_child(mode, &file)).collect();
+            runs.sort_by(|a, b| a[0].total_cmp(&b[0]));
+            let [secs, records, bytes, _] = runs[0];
+            let median = runs[runs.len() / 2][0];
+            let rss_kb = runs.iter().map(|r| r[3]).fold(0.0, f64::max);
             let rate = records / secs;
-            if mode == "parse" {
-                parse_rate = Some(rate);
+            match mode {
+                "read" => read_rate = Some(rate),
+                "parse" => parse_rate = Some(rate),
+                _ => {}
             }
-            let ratio = parse_rate.map_or("—".to_owned(), |p| format!("{:.2}×", rate / p));
+            let ratio =
+                |base: Option<f64>| base.map_or("—".to_owned(), |p| format!("{:.3}×", rate / p));
             println!(
-                "| {n} | {mode} | {secs:.2} | {:.0} | {:.0} | {:.0} | {ratio} |",
+                "| {n} | {mode} | {secs:.2} | {median:.2} | {:.0} | {:.0} | {:.0} | {} | {} |",
                 rate,
                 bytes / secs / 1e6,
-                rss_kb / 1024.0
+                rss_kb / 1024.0,
+                ratio(read_rate),
+                ratio(parse_rate),
             );
         }
     }
+}
+
+/// Runs one measurement in a child process: `[seconds, records, bytes, peak_rss_kb]`.
+fn run_child(mode: &str, file: &Path) -> [f64; 4] {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--child", mode, file.to_str().unwrap()])
+        .output()
+        .expect("run child");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    [f[0], f[1], f[2], f[3]]
 }
 
 fn spec_dir() -> PathBuf {

@@ -5,14 +5,17 @@
 //! same findings and counters, byte for byte. `replay` drives it over a file; `run` drives it
 //! and persists what it produces. The Kafka source plugs in through the same `process` call.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::drift::baseline::Baseline;
-use crate::evaluate::SpecRuntime;
+use crate::evaluate::{RuntimeState, SpecRuntime};
 use crate::finding::{Clear, Finding};
 use crate::ingest::decode::{Decoder, RejectReason};
-use crate::ingest::{Dedupe, IngestStats, RawRecord};
+use crate::ingest::{Dedupe, IngestStats, Position, RawRecord};
 use crate::session::{EpochMs, Session};
 use crate::spec::model::{LatePolicy, Spec};
 use crate::time::format_rfc3339_ms;
@@ -54,7 +57,25 @@ pub struct Pipeline {
     dedupe: Dedupe,
     runtimes: Vec<SpecRuntime>,
     stats: IngestStats,
-    max_event_time: Option<EpochMs>,
+    /// Newest event time seen per source partition (a file or stdin is partition 0).
+    partitions: BTreeMap<i32, EpochMs>,
+    /// Partitions the shell declared idle: they do not hold the watermark back.
+    idle: BTreeSet<i32>,
+    /// Partitions assigned to this process: until one has delivered a record (or is idle) the
+    /// watermark waits for it, so the first partition read cannot make the others late.
+    assigned: BTreeSet<i32>,
+    /// The stream watermark windows were last advanced to.
+    advanced_to: Option<EpochMs>,
+}
+
+/// What a crash-safe restart restores: every runtime's state, dedupe, counters, watermarks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineState {
+    pub runtimes: Vec<RuntimeState>,
+    pub dedupe: Dedupe,
+    pub stats: IngestStats,
+    pub partitions: BTreeMap<i32, EpochMs>,
+    pub advanced_to: Option<EpochMs>,
 }
 
 impl Pipeline {
@@ -74,7 +95,10 @@ impl Pipeline {
                 .map(|s| SpecRuntime::new(Arc::new(s)))
                 .collect(),
             stats: IngestStats::default(),
-            max_event_time: None,
+            partitions: BTreeMap::new(),
+            idle: BTreeSet::new(),
+            assigned: BTreeSet::new(),
+            advanced_to: None,
         }
     }
 
@@ -95,14 +119,18 @@ impl Pipeline {
     pub fn process(&mut self, record: &RawRecord, out: &mut Vec<Finding>) -> Outcome {
         self.stats.records += 1;
         self.stats.bytes += record.bytes.len() as u64;
+        let partition = match record.position {
+            Position::Kafka { partition, .. } => partition,
+            Position::Line { .. } => 0,
+        };
         match self.decoder.decode(&record.bytes) {
-            Ok(session) => self.accept(&session, out),
+            Ok(session) => self.accept(&session, partition, out),
             Err(reason) => self.reject(reason, true),
         }
     }
 
-    /// Processes an already decoded session (simulations and benchmarks of later stages).
-    pub fn accept(&mut self, session: &Session, out: &mut Vec<Finding>) -> Outcome {
+    /// Processes an already decoded session from a source partition.
+    pub fn accept(&mut self, session: &Session, partition: i32, out: &mut Vec<Finding>) -> Outcome {
         if !self
             .dedupe
             .first_time(&session.session_id, session.event_time)
@@ -128,7 +156,13 @@ impl Pipeline {
         if !matched {
             self.stats.unmatched += 1;
         }
-        self.advance_to(session.event_time, out);
+        let newest = self
+            .partitions
+            .entry(partition)
+            .or_insert(session.event_time);
+        *newest = (*newest).max(session.event_time);
+        self.idle.remove(&partition);
+        self.advance(out);
         match late_policy {
             None => {
                 self.stats.accepted += 1;
@@ -145,22 +179,102 @@ impl Pipeline {
     }
 
     fn reject(&mut self, reason: RejectReason, dead_letter: bool) -> Outcome {
-        *self.stats.rejected.entry(reason.code()).or_default() += 1;
+        *self
+            .stats
+            .rejected
+            .entry(reason.code().to_owned())
+            .or_default() += 1;
         Outcome::Rejected {
             reason,
             dead_letter,
         }
     }
 
-    fn advance_to(&mut self, t: EpochMs, out: &mut Vec<Finding>) {
-        if self.max_event_time.is_some_and(|m| m >= t) {
+    /// The stream's event-time frontier: the minimum over partitions that are not idle of the
+    /// newest event time each has delivered (all partitions idle: the newest overall).
+    pub fn stream_time(&self) -> Option<EpochMs> {
+        let waiting = self
+            .assigned
+            .iter()
+            .any(|p| !self.idle.contains(p) && !self.partitions.contains_key(p));
+        if waiting {
+            return None;
+        }
+        let active = self
+            .partitions
+            .iter()
+            .filter(|(p, _)| !self.idle.contains(p))
+            .map(|(_, t)| *t)
+            .min();
+        active.or_else(|| self.partitions.values().copied().max())
+    }
+
+    /// Marks a partition idle (no records for the idle timeout) or active again.
+    pub fn set_idle(&mut self, partition: i32, idle: bool, out: &mut Vec<Finding>) {
+        let changed = if idle {
+            self.idle.insert(partition)
+        } else {
+            self.idle.remove(&partition)
+        };
+        if changed {
+            self.advance(out);
+        }
+    }
+
+    /// A partition assigned to this process (rebalance).
+    pub fn assign_partition(&mut self, partition: i32) {
+        self.assigned.insert(partition);
+    }
+
+    /// Forgets a partition this process no longer owns (rebalance).
+    pub fn drop_partition(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+        self.idle.remove(&partition);
+        self.assigned.remove(&partition);
+    }
+
+    fn advance(&mut self, out: &mut Vec<Finding>) {
+        let Some(t) = self.stream_time() else { return };
+        if self.advanced_to.is_some_and(|a| a >= t) {
             return;
         }
-        self.max_event_time = Some(t);
+        self.advanced_to = Some(t);
         self.dedupe.expire(t);
         for rt in &mut self.runtimes {
             out.extend(rt.advance(t));
         }
+    }
+
+    /// Everything to persist for a crash-safe restart.
+    pub fn snapshot(&self) -> PipelineState {
+        PipelineState {
+            runtimes: self.runtimes.iter().map(SpecRuntime::snapshot).collect(),
+            dedupe: self.dedupe.clone(),
+            stats: self.stats.clone(),
+            partitions: self.partitions.clone(),
+            advanced_to: self.advanced_to,
+        }
+    }
+
+    /// Restores a snapshot taken with the same specs; false (nothing changed) otherwise.
+    pub fn restore(&mut self, state: PipelineState) -> bool {
+        if state.runtimes.len() != self.runtimes.len()
+            || self
+                .runtimes
+                .iter()
+                .zip(&state.runtimes)
+                .any(|(rt, st)| SpecRuntime::fingerprint(rt.spec()) != st.spec_fingerprint)
+        {
+            return false;
+        }
+        for (rt, st) in self.runtimes.iter_mut().zip(state.runtimes) {
+            rt.restore(st);
+        }
+        self.dedupe = state.dedupe;
+        self.stats = state.stats;
+        self.partitions = state.partitions;
+        self.advanced_to = state.advanced_to;
+        true
     }
 
     /// Takes the clears of every spec produced since the last call.

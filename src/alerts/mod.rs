@@ -1,19 +1,38 @@
-//! Turns findings into mail. The only module that imports lettre.
+//! Turns findings into incidents and incidents into alert mail that on-call engineers and
+//! non-technical stakeholders trust. The only module that imports lettre.
 //!
-//! With no SMTP server configured (the embedded default), mails are written as `.eml` files to
-//! an outbox directory by lettre's file transport. Mails carry session ids, PII types and
-//! counts only — never personal data.
+//! - [`policy`]: the `kind: NotificationPolicy` file (receivers, routes, timings, inhibition),
+//!   validated with positioned diagnostics like SLA specs.
+//! - [`incident`]: the pure [`AlertEngine`] — findings and clears in, [`Notification`]s out;
+//!   incidents grouped by `(spec, objective, severity)` into threads, with group wait,
+//!   interval, repeat, cooldown, silences and inhibition, all in event time.
+//! - [`render`] and [`chart`]: subjects, 80-column text, HTML with an inline PNG chart, for
+//!   two audiences (on-call and stakeholders).
+//! - [`deliver`] and [`smtp`]: the I/O shell — the durable notification log in sled
+//!   (`store::notify_log`), retries with backoff, SMTP (STARTTLS by default) or `.eml` files
+//!   in an outbox directory when no SMTP server is configured.
+//!
+//! Mails carry ids, PII types, counts and labels only — never personal data.
 
-use std::path::{Path, PathBuf};
+pub mod chart;
+pub mod deliver;
+pub mod incident;
+pub mod policy;
+pub mod render;
+pub mod smtp;
 
-use lettre::message::{Mailbox, header::ContentType};
-use lettre::{FileTransport, Message, Transport};
+pub use deliver::{
+    AlertService, Backoff, Clock, Deliverer, DeliveryReport, MailSettings, MailTransport,
+    OutboxDir, SendError, SystemClock,
+};
+pub use incident::{
+    AlertEngine, ClearSynthesizer, EngineState, Incident, IncidentKey, IncidentStatus,
+    Notification, NotificationKind, Silence,
+};
+pub use policy::{Audience, Matcher, Policy, PolicyError, load_policy, parse_policy};
+pub use smtp::{SmtpConfig, SmtpMailer, TlsMode};
 
-use crate::evaluate::fmt_value;
-use crate::finding::Finding;
-use crate::spec::model::Severity;
-
-/// Errors sending a notification.
+/// Errors of the alerting shell.
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
     #[error("bad address `{address}`: {source}")]
@@ -23,34 +42,53 @@ pub enum AlertError {
     },
     #[error("building mail: {0}")]
     Build(#[from] lettre::error::Error),
-    #[error("writing to the outbox {dir}: {source}")]
-    Outbox {
-        dir: String,
-        source: lettre::transport::file::Error,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
     },
-    #[error("creating the outbox {dir}: {source}")]
-    CreateDir { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("SMTP configuration: {0}")]
+    SmtpConfig(String),
+    #[error("the notification log is corrupt: {0}")]
+    Corrupt(String),
 }
 
-/// Sends findings somewhere people read them.
+// ------------------------------------------------------------------ legacy --
+// The lead's first placeholder API, kept because `cli/service.rs` still uses it: one plain
+// `.eml` per finding, no grouping, no threads. New code uses [`AlertService`].
+
+use std::path::{Path, PathBuf};
+
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::{FileTransport, Message, Transport};
+
+use crate::finding::Finding;
+
+/// Sends findings somewhere people read them (legacy: use [`AlertService`]).
 pub trait Notifier {
     /// Notifies about one finding worth a mail (page or ticket).
     fn notify(&mut self, finding: &Finding) -> Result<(), AlertError>;
 }
 
-/// Writes one `.eml` file per notification into a directory.
+/// Writes one `.eml` file per finding (legacy: use [`AlertService`]).
 pub struct Outbox {
     dir: PathBuf,
     transport: FileTransport,
     from: Mailbox,
     to: Vec<Mailbox>,
+    /// Mails written so far.
     pub sent: u64,
 }
 
 impl Outbox {
+    /// An outbox in `dir` sending from `from` to `to`.
     pub fn new(dir: &Path, from: &str, to: &[String]) -> Result<Outbox, AlertError> {
-        std::fs::create_dir_all(dir).map_err(|source| AlertError::CreateDir {
-            dir: dir.display().to_string(),
+        std::fs::create_dir_all(dir).map_err(|source| AlertError::Io {
+            what: format!("creating the outbox {}", dir.display()),
             source,
         })?;
         let parse = |a: &str| {
@@ -73,88 +111,31 @@ impl Notifier for Outbox {
     fn notify(&mut self, f: &Finding) -> Result<(), AlertError> {
         let mut builder = Message::builder()
             .from(self.from.clone())
-            .subject(subject(f))
+            .subject(format!(
+                "[{}] {}/{} — {}",
+                policy::severity_name(f.severity).to_uppercase(),
+                f.spec,
+                f.objective,
+                f.message
+            ))
             .header(ContentType::TEXT_PLAIN);
         for to in &self.to {
             builder = builder.to(to.clone());
         }
-        let mail = builder.body(text_body(f))?;
-        self.transport
-            .send(&mail)
-            .map_err(|source| AlertError::Outbox {
-                dir: self.dir.display().to_string(),
-                source,
-            })?;
+        let mail = builder.body(format!(
+            "{}\n\nKey {}, segment {}, window {} .. {}\nFinding {}\n",
+            f.message,
+            f.key_label(),
+            f.segment.as_deref().unwrap_or("(all)"),
+            f.window_start,
+            f.window_end,
+            f.id
+        ))?;
+        self.transport.send(&mail).map_err(|e| AlertError::Io {
+            what: format!("writing to the outbox {}", self.dir.display()),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         self.sent += 1;
         Ok(())
     }
-}
-
-/// `[PAGE] support-bot-prod/latency-p99 breached on agent=…`
-pub fn subject(f: &Finding) -> String {
-    let sev = match f.severity {
-        Severity::Page => "PAGE",
-        Severity::Ticket => "TICKET",
-        Severity::Info => "INFO",
-    };
-    let segment = f
-        .segment
-        .as_deref()
-        .map(|s| format!(" [{s}]"))
-        .unwrap_or_default();
-    format!(
-        "[{sev}] {}/{} breached for {}{segment}",
-        f.spec,
-        f.objective,
-        f.key_label()
-    )
-}
-
-/// A plain-text body that reads well in 80 columns.
-pub fn text_body(f: &Finding) -> String {
-    let mut out = String::new();
-    out.push_str(&f.message);
-    out.push_str("\n\n");
-    let rows = [
-        (
-            "Objective",
-            format!("{} / {} ({:?})", f.spec, f.objective, f.dimension),
-        ),
-        ("Key", f.key_label()),
-        (
-            "Segment",
-            f.segment.clone().unwrap_or_else(|| "(all)".into()),
-        ),
-        ("Window", format!("{} .. {}", f.window_start, f.window_end)),
-        (
-            "Observed",
-            format!(
-                "{} (target {} {})",
-                fmt_value(f.observed, &f.unit),
-                match f.comparator {
-                    crate::finding::Comparator::AtMost => "<=",
-                    crate::finding::Comparator::AtLeast => ">=",
-                },
-                fmt_value(f.target, &f.unit)
-            ),
-        ),
-        ("Sessions", f.sessions.to_string()),
-    ];
-    for (k, v) in rows {
-        out.push_str(&format!("{k:<10} {v}\n"));
-    }
-    if let Some(b) = f.budget_consumed {
-        out.push_str(&format!("{:<10} {}\n", "Budget", crate::evaluate::pct(b)));
-    }
-    if !f.exemplars.is_empty() {
-        out.push_str(&format!("{:<10} {}\n", "Examples", f.exemplars.join(", ")));
-    }
-    for (label, n) in &f.details {
-        out.push_str(&format!("{:<10} {label}: {n}\n", ""));
-    }
-    if let Some(r) = &f.runbook {
-        out.push_str(&format!("{:<10} {r}\n", "Runbook"));
-    }
-    out.push_str(&format!("\nFinding id {}\n", f.id));
-    out
 }

@@ -5,6 +5,7 @@
 
 mod baseline;
 mod replay;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +107,8 @@ pub struct RunArgs {
     /// Recipients of alert mail (until a notification policy routes it).
     #[arg(long, default_value = "oncall@localhost", env = "SLAWATCH_MAIL_TO")]
     pub mail_to: Vec<String>,
+    #[command(flatten)]
+    pub kafka: service::KafkaArgs,
 }
 
 /// Parses the command line and runs it.
@@ -115,7 +118,11 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => validate(&a),
         Command::Explain(a) => explain(&a),
         Command::Replay(a) => replay::replay(&a),
-        Command::Run(a) => replay::run(&a),
+        Command::Run(a) => match service::kafka_config(&a.kafka) {
+            Ok(Some(kafka)) => service::run_kafka(&a, kafka),
+            Ok(None) => replay::run(&a),
+            Err(e) => Err(e),
+        },
         Command::Baseline(a) => baseline::baseline(&a),
         Command::Simulate(a) => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),
     };

@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{PipelineArgs, ReplayArgs, RunArgs, load_catalog, load_specs};
-use crate::alerts::{Notifier, Outbox};
+use crate::alerts::{AlertService, MailSettings, Policy};
 use crate::evaluate::{ObjectiveStats, fmt_value};
-use crate::finding::{Clear, Finding, Verdict};
+use crate::finding::{Clear, Finding};
 use crate::ingest::{DeadLetters, IngestStats, LinesSource, Source};
 use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
 use crate::spec::model::{Dimension, Severity};
@@ -204,7 +204,25 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = Store::open(&args.data_dir)?;
     let outbox_dir = args.data_dir.join("outbox");
-    let mut outbox = Outbox::new(&outbox_dir, &args.mail_from, &args.mail_to)?;
+    // TODO(lead): `--policy FILE` and `SmtpArgs` (see cli/alerts.rs); until then the embedded
+    // policy routes mail, `--mail-to` receives on-call mail nobody else is routed, and mail
+    // goes to `.eml` files in the outbox.
+    let specs = load_specs(&args.pipeline.specs)?;
+    let policy = std::sync::Arc::new(Policy::embedded());
+    for problem in policy.check_specs(&specs) {
+        eprintln!("warning: {problem}");
+    }
+    let mut alerts = AlertService::open_default(
+        &store,
+        policy,
+        &specs,
+        None,
+        &outbox_dir,
+        MailSettings {
+            from: args.mail_from.clone(),
+            fallback_to: args.mail_to.clone(),
+        },
+    )?;
     let dead_path = args
         .pipeline
         .dead_letters
@@ -217,12 +235,22 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     pipeline.restore_baselines(&store.baselines()?);
     let mut sink = RunSink {
         store: &store,
-        outbox: &mut outbox,
+        alerts: &mut alerts,
         new_findings: 0,
-        mailed: 0,
+        batch_end: None,
     };
     let report = replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?;
-    let (new_findings, mailed) = (sink.new_findings, sink.mailed);
+    let new_findings = sink.new_findings;
+    alerts.checkpoint()?;
+    let delivery = alerts.drain(std::time::Duration::from_secs(30))?;
+    if delivery.pending > 0 {
+        eprintln!(
+            "warning: {} alert mail(s) not delivered yet; they stay queued in the store and \
+             are retried by the next run",
+            delivery.pending
+        );
+    }
+    let mailed = alerts.recorded();
     store.flush()?;
     print!("{}", render_summary(&report, Some(&dead_path)));
     println!(
@@ -235,32 +263,49 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `run` does with the pipeline's output: findings into sled (each once, by id) and mail;
-/// changed baselines into sled after every batch of closed windows.
+/// What `run` does with the pipeline's output: findings into sled (each once, by id); findings
+/// and clears into the alert engine, which advances (and mails) after every batch of closed
+/// windows; changed baselines into sled.
 struct RunSink<'a> {
     store: &'a Store,
-    outbox: &'a mut Outbox,
+    alerts: &'a mut AlertService,
     new_findings: u64,
-    mailed: u64,
+    /// Newest window end of the current batch.
+    batch_end: Option<i64>,
+}
+
+impl RunSink<'_> {
+    fn note(&mut self, window_end: &str) {
+        if let Some(t) = crate::time::parse_rfc3339_ms(window_end) {
+            self.batch_end = Some(self.batch_end.map_or(t, |b| b.max(t)));
+        }
+    }
 }
 
 impl Sink for RunSink<'_> {
     fn finding(&mut self, f: &Finding) -> Result<()> {
         // A finding already in the store was produced by an earlier run over the same input:
-        // it was notified then, so it is not mailed again.
+        // the alert engine saw it then, so it is not fed again.
         if self.store.put_finding(f)? {
             self.new_findings += 1;
-            if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket {
-                self.outbox.notify(f)?;
-                self.mailed += 1;
-            }
+            self.alerts.on_finding(f);
         }
+        self.note(&f.window_end);
+        Ok(())
+    }
+
+    fn clear(&mut self, c: &Clear) -> Result<()> {
+        self.alerts.on_clear(c);
+        self.note(&c.window_end);
         Ok(())
     }
 
     fn windows_closed(&mut self, pipeline: &mut Pipeline) -> Result<()> {
         for b in pipeline.take_dirty_baselines() {
             self.store.put_baseline(&b)?;
+        }
+        if let Some(t) = self.batch_end {
+            self.alerts.advance(t)?;
         }
         Ok(())
     }

@@ -12,6 +12,8 @@ pub mod slo;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::drift::baseline::{Baseline, BaselineKey};
 use crate::drift::engine::DriftConfig;
 use crate::drift::features::FeatureSample;
@@ -31,7 +33,7 @@ use slo::{SliTimeline, budget_consumed, evaluate_tiers, worst_firing};
 pub const OTHER_SEGMENT: &str = "other";
 
 /// Which windows a summary belongs to: a key, and optionally one segment of it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GroupKey {
     /// `agent=…,prompt_version=…,model=…`
     pub key: Arc<str>,
@@ -40,7 +42,7 @@ pub struct GroupKey {
 }
 
 /// What happened to one objective over a run, for summaries.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ObjectiveStats {
     /// Windows (per key and segment) that got a verdict.
     pub windows_evaluated: u64,
@@ -49,6 +51,23 @@ pub struct ObjectiveStats {
     pub breaches: BTreeMap<Severity, u64>,
     /// The worst breach seen: most severe, then furthest from target.
     pub worst: Option<Finding>,
+}
+
+/// Everything a [`SpecRuntime`] learned from the stream so far: what a crash-safe restart must
+/// restore. Derived data (compiled measures, interned keys) is rebuilt instead.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeState {
+    /// Fingerprint of the spec the state was built under: state of another spec is not used.
+    pub spec_fingerprint: String,
+    pub windows: Windows<GroupKey, SpecSummary>,
+    #[serde(with = "crate::snapshot::pairs")]
+    pub timelines: HashMap<GroupKey, Vec<SliTimeline>>,
+    pub key_parts: HashMap<Arc<str>, Vec<(String, String)>>,
+    pub segments: HashMap<Arc<str>, Vec<Arc<str>>>,
+    pub stats: Vec<ObjectiveStats>,
+    pub late: u64,
+    /// Per drift objective (in objective order), its baselines.
+    pub baselines: Vec<Vec<Baseline>>,
 }
 
 /// One spec's live state.
@@ -138,6 +157,56 @@ impl SpecRuntime {
     /// Per-objective statistics, indexed like `spec.objectives`.
     pub fn stats(&self) -> &[ObjectiveStats] {
         &self.stats
+    }
+
+    /// A fingerprint of a spec: snapshots are only restored into the same spec.
+    pub fn fingerprint(spec: &Spec) -> String {
+        let text = serde_json::to_string(spec).expect("specs serialize");
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+    }
+
+    /// The state to persist for a crash-safe restart.
+    pub fn snapshot(&self) -> RuntimeState {
+        RuntimeState {
+            spec_fingerprint: SpecRuntime::fingerprint(&self.spec),
+            windows: self.windows.clone(),
+            timelines: self.timelines.clone(),
+            key_parts: self.key_parts.clone(),
+            segments: self.segments.clone(),
+            stats: self.stats.clone(),
+            late: self.late,
+            baselines: self
+                .drift
+                .iter()
+                .map(|(_, d)| d.baselines().values().cloned().collect())
+                .collect(),
+        }
+    }
+
+    /// Restores a snapshot taken under the same spec; returns false (and changes nothing) for
+    /// a snapshot of another spec or shape.
+    pub fn restore(&mut self, state: RuntimeState) -> bool {
+        if state.spec_fingerprint != SpecRuntime::fingerprint(&self.spec)
+            || state.stats.len() != self.stats.len()
+            || state.baselines.len() != self.drift.len()
+        {
+            return false;
+        }
+        self.windows = state.windows;
+        self.timelines = state.timelines;
+        self.interned = state
+            .key_parts
+            .keys()
+            .map(|k| (Box::from(&**k), k.clone()))
+            .collect();
+        self.key_parts = state.key_parts;
+        self.segments = state.segments;
+        self.stats = state.stats;
+        self.late = state.late;
+        for ((_, d), baselines) in self.drift.iter_mut().zip(state.baselines) {
+            d.restore(baselines);
+        }
+        true
     }
 
     /// Takes the clears produced since the last call: objectives judged on a key, segment and

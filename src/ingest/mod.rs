@@ -6,6 +6,7 @@
 //! every rejected record's original bytes with its reason.
 
 pub mod decode;
+pub mod kafka;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -14,7 +15,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use base64::Engine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::session::EpochMs;
@@ -167,7 +168,7 @@ impl<R: Read> Source for LinesSource<R> {
 
 /// A hasher for keys that are already hashes.
 #[derive(Default)]
-struct IdentityHasher(u64);
+pub struct IdentityHasher(u64);
 
 impl Hasher for IdentityHasher {
     fn finish(&self) -> u64 {
@@ -183,7 +184,7 @@ impl Hasher for IdentityHasher {
     }
 }
 
-type HashSet64 = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
+pub type HashSet64 = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
 
 /// Drops sessions whose `session_id` was already seen, with bounded memory.
 ///
@@ -192,7 +193,7 @@ type HashSet64 = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
 /// horizon are forgotten (records that old are late for every window anyway), and a hard cap
 /// on ids drops the oldest bucket early — counted, never silent. Ids are stored as 64-bit
 /// hashes: with a million ids in memory the chance of any false duplicate is about 3e-8.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Dedupe {
     bucket_ms: i64,
     horizon_ms: i64,
@@ -258,7 +259,7 @@ impl Dedupe {
 }
 
 /// Counts of what happened to records, by outcome and reject reason.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IngestStats {
     pub records: u64,
     pub bytes: u64,
@@ -267,7 +268,7 @@ pub struct IngestStats {
     /// Accepted sessions no spec selected.
     pub unmatched: u64,
     /// Rejects by reason code.
-    pub rejected: BTreeMap<&'static str, u64>,
+    pub rejected: BTreeMap<String, u64>,
 }
 
 impl IngestStats {

@@ -90,6 +90,15 @@ pub struct SimulateArgs {
     /// Output file [default: stdout].
     #[arg(long, short)]
     pub out: Option<PathBuf>,
+    /// Publish to Kafka instead (bootstrap servers), keyed by session id.
+    #[arg(long, requires = "topic")]
+    pub brokers: Option<String>,
+    /// Topic to publish to (with --brokers).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// At most this many records per second when publishing (default: as fast as possible).
+    #[arg(long)]
+    pub rate_limit: Option<f64>,
 }
 
 fn parse_start(s: &str) -> Result<i64, String> {
@@ -120,6 +129,9 @@ impl Default for SimulateArgs {
             omit_cost_fraction: 0.1,
             diurnal: true,
             out: None,
+            brokers: None,
+            topic: None,
+            rate_limit: None,
         }
     }
 }
@@ -176,7 +188,17 @@ impl SimulateArgs {
 /// Runs `slawatch simulate`: writes the stream to `--out` (or stdout) and returns its counts.
 /// A closed stdout (`| head`) ends the stream early without error.
 pub fn run(args: &SimulateArgs) -> anyhow::Result<Stats> {
-    let sim = Simulator::new(args.to_config()?)?;
+    let mut sim = Simulator::new(args.to_config()?)?;
+    if let (Some(brokers), Some(topic)) = (&args.brokers, &args.topic) {
+        let mut line = Vec::new();
+        let lines = std::iter::from_fn(|| {
+            line.clear();
+            sim.write_next(&mut line).then(|| line.clone())
+        });
+        crate::ingest::kafka::publish_lines(brokers, topic, lines, args.rate_limit)
+            .with_context(|| format!("publishing to {topic} on {brokers}"))?;
+        return Ok(sim.into_stats());
+    }
     match &args.out {
         Some(path) => {
             let file =

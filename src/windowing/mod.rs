@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+use serde::{Deserialize, Serialize};
+
 use crate::session::EpochMs;
 
 /// A summary of the sessions of one pane or window. `merge` must be associative and
@@ -27,7 +29,7 @@ pub trait Summary: Clone {
 }
 
 /// Window geometry and lateness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowConfig {
     pub size_ms: i64,
     pub step_ms: i64,
@@ -80,10 +82,15 @@ pub struct Late {
 }
 
 /// Open windows of one spec, per key `K`, as pane summaries `S`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "K: Serialize + Eq + Hash, S: Serialize",
+    deserialize = "K: Deserialize<'de> + Eq + Hash, S: Deserialize<'de>"
+))]
 pub struct Windows<K, S> {
     config: WindowConfig,
     pane_ms: i64,
+    #[serde(with = "crate::snapshot::nested_pairs")]
     panes: BTreeMap<EpochMs, HashMap<K, S>>,
     /// End of the last closed window; records before it are late.
     closed_until: Option<EpochMs>,

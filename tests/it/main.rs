@@ -1,7 +1,10 @@
 //! The one integration-test binary: each module pins one area.
 
+mod alerts;
+mod alerts_smtp;
 mod decode;
 mod drift_e2e;
+mod kafka_e2e;
 mod multivariate;
 mod objectives;
 mod replay_e2e;
@@ -9,4 +12,5 @@ mod sequential_arl;
 mod simulate;
 mod spec_validate;
 mod stats_scipy;
+mod support;
 mod windowing;

@@ -1,0 +1,1466 @@
+//! The alert engine: findings and clears in, notifications out — incidents, groups, threads,
+//! silences and inhibition as a pure, serializable state machine in event time.
+//!
+//! An *incident* is one objective failing on one key and segment
+//! (`spec, objective, key, segment`): pending → firing → resolved. Incidents are gathered into
+//! *groups* by `(spec, objective, severity)`; each group episode is one mail *thread* with a
+//! stable `Message-ID`, whose mails list every segment and key of the group:
+//!
+//! - the first mail waits `groupWait` (to collect the other segments of the same window),
+//!   except for zero-tolerance governance findings (a `page` from a `violation` or `hard_cap`
+//!   check), which go out at once;
+//! - incidents that join later are announced at most every `groupInterval`;
+//! - a group that keeps firing is re-sent every `repeatInterval`;
+//! - an incident resolves after `keepFiringFor` without a breach (default: the first clean
+//!   window); once every incident of a group is resolved and the group has stayed clean for
+//!   `cooldown`, a resolved notice closes the thread. A re-breach inside the cooldown continues
+//!   the same thread without a fresh mail until `repeatInterval` — a flapping objective gets one
+//!   mail, its repeats, and one resolved notice;
+//! - stakeholders get a plain-language notice in their own thread when an SLA is breached or
+//!   projected to be breached before its period ends, and a notice when it is over.
+//!
+//! Silences (label matchers with an expiry) and inhibition rules hold mail back; info findings
+//! never notify. Time is event time only (window ends), so a replay always yields the same
+//! notifications, and every [`Notification`] has a deterministic id: the hash of its thread and
+//! its place in the thread's sequence. Never reads the clock, never does I/O, never renders.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::policy::{Audience, Labels, Matcher, Policy, dimension_name, severity_name};
+use crate::finding::{Clear, Finding, Verdict};
+use crate::session::EpochMs;
+use crate::spec::model::{Dimension, Severity, Spec};
+use crate::time::parse_rfc3339_ms;
+
+/// Version of [`EngineState`]'s layout; a snapshot of another version is not loaded.
+pub const STATE_VERSION: u32 = 1;
+
+/// What the engine needs to know about a spec (not part of its state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecInfo {
+    pub name: String,
+    /// `metadata.labels`.
+    pub labels: Vec<(String, String)>,
+    /// Error-budget period, ms.
+    pub period_ms: i64,
+    /// `alerting.notify` receiver names.
+    pub notify: Vec<String>,
+    /// `alerting.stakeholders` receiver names.
+    pub stakeholders: Vec<String>,
+    /// `selector.agent` patterns.
+    pub agents: Vec<String>,
+    /// Window geometry: size, step and allowed lateness, ms.
+    pub window: (i64, i64, i64),
+    /// Objectives by name.
+    pub objectives: Vec<ObjectiveInfo>,
+}
+
+/// What the engine and the renderer need to know about an objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectiveInfo {
+    pub name: String,
+    pub dimension: Dimension,
+    /// `description`, in plain words.
+    pub description: Option<String>,
+    /// The SLO target of objectives with an error budget.
+    pub slo_target: Option<f64>,
+    /// The YAML key of the check (`ratio`, `percentile`, `pii`, …).
+    pub kind: String,
+}
+
+impl SpecInfo {
+    /// Extracts what alerting needs from a validated spec.
+    pub fn from_spec(s: &Spec) -> SpecInfo {
+        SpecInfo {
+            name: s.name.clone(),
+            labels: s.labels.clone(),
+            period_ms: s.period_ms,
+            notify: s.alerting.notify.clone(),
+            stakeholders: s.alerting.stakeholders.clone(),
+            agents: s.selector.agents.clone(),
+            window: (
+                s.window.size_ms,
+                s.window.step_ms,
+                s.window.allowed_lateness_ms,
+            ),
+            objectives: s
+                .objectives
+                .iter()
+                .map(|o| ObjectiveInfo {
+                    name: o.name.clone(),
+                    dimension: o.dimension,
+                    description: o.description.clone(),
+                    slo_target: o.kind.slo_target(),
+                    kind: o.kind.yaml_key().to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The objective called `name`.
+    pub fn objective(&self, name: &str) -> Option<&ObjectiveInfo> {
+        self.objectives.iter().find(|o| o.name == name)
+    }
+}
+
+/// What an incident is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IncidentKey {
+    pub spec: String,
+    pub objective: String,
+    pub key: Vec<(String, String)>,
+    pub segment: Option<String>,
+}
+
+impl IncidentKey {
+    /// The incident coordinates of a finding.
+    pub fn of_finding(f: &Finding) -> IncidentKey {
+        IncidentKey {
+            spec: f.spec.clone(),
+            objective: f.objective.clone(),
+            key: f.key.clone(),
+            segment: f.segment.clone(),
+        }
+    }
+
+    /// The incident coordinates of a clear.
+    pub fn of_clear(c: &Clear) -> IncidentKey {
+        IncidentKey {
+            spec: c.spec.clone(),
+            objective: c.objective.clone(),
+            key: c.key.clone(),
+            segment: c.segment.clone(),
+        }
+    }
+
+    /// A stable id: 32 hex digits.
+    pub fn id(&self) -> String {
+        let mut s = format!("{}\u{1f}{}\u{1f}", self.spec, self.objective);
+        for (k, v) in &self.key {
+            s.push_str(k);
+            s.push('=');
+            s.push_str(v);
+            s.push('\u{1f}');
+        }
+        s.push_str(self.segment.as_deref().unwrap_or(""));
+        format!("{:032x}", xxh3_128(s.as_bytes()))
+    }
+
+    /// The key as `agent=…,prompt_version=…`.
+    pub fn key_label(&self) -> String {
+        self.key
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// How mails about an incident group are grouped.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupKey {
+    pub spec: String,
+    pub objective: String,
+    pub severity: Severity,
+}
+
+impl GroupKey {
+    /// `spec/objective/severity`.
+    pub fn id(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.spec,
+            self.objective,
+            severity_name(self.severity)
+        )
+    }
+}
+
+/// Where an incident is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    /// Breaching, not announced yet (waiting for its group).
+    Pending,
+    /// Breaching and announced.
+    Firing,
+    /// No breach for `keepFiringFor`.
+    Resolved,
+}
+
+/// One objective failing on one key and segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    /// [`IncidentKey::id`].
+    pub id: String,
+    pub key: IncidentKey,
+    pub dimension: Dimension,
+    /// The highest severity seen while the incident lives.
+    pub severity: Severity,
+    pub status: IncidentStatus,
+    /// Window start of the first breach.
+    pub since: EpochMs,
+    /// Window end of the first breach: when it was detected.
+    pub detected: EpochMs,
+    /// When it last became pending/firing (window end of that breach).
+    pub active_since: EpochMs,
+    /// Window end of the latest breach.
+    pub last_breach: EpochMs,
+    /// Newest window end applied (older findings and clears are stale).
+    pub last_event: EpochMs,
+    /// First clean window end after the last breach.
+    pub clean_since: Option<EpochMs>,
+    pub resolved_at: Option<EpochMs>,
+    /// Windows that breached.
+    pub breaches: u32,
+    /// Times it came back after resolving, within its thread.
+    pub reopened: u32,
+    /// A `page` from a `violation` or `hard_cap` check: mailed without waiting.
+    pub zero_tolerance: bool,
+    /// The most recent breach finding.
+    pub latest: Finding,
+    /// The worst breach finding (furthest from target).
+    pub peak: Finding,
+}
+
+impl Incident {
+    fn is_active(&self) -> bool {
+        self.status != IncidentStatus::Resolved
+    }
+}
+
+/// The stakeholder side of a group episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaLevel {
+    /// At the rate so far, the error budget runs out before the period ends.
+    Projected,
+    /// The promise is broken: budget exhausted, or a zero-tolerance page.
+    Breached,
+}
+
+/// One group episode's mail thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thread {
+    /// The incident-group id: also the root `Message-ID`'s local part.
+    pub id: String,
+    pub opened_at: EpochMs,
+    /// When the first mail is due.
+    pub due: EpochMs,
+    pub root_sent: bool,
+    /// On-call mails emitted in this thread.
+    pub seq: u32,
+    /// Incidents already announced in this thread.
+    pub announced: BTreeSet<String>,
+    pub last_mail_at: Option<EpochMs>,
+    pub last_firing_at: Option<EpochMs>,
+    /// The highest SLA level told to stakeholders, and their mails so far.
+    pub stakeholder_level: Option<SlaLevel>,
+    pub stakeholder_seq: u32,
+}
+
+/// Incidents of one `(spec, objective, severity)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub key: GroupKey,
+    pub dimension: Dimension,
+    /// Incident ids.
+    pub members: BTreeSet<String>,
+    /// Incidents that moved on to a more severe group, with when.
+    pub escalated: BTreeMap<String, EpochMs>,
+    pub thread: Option<Thread>,
+}
+
+/// Mail held back for incidents whose labels match, between two event times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub matchers: Vec<Matcher>,
+    pub starts_at: EpochMs,
+    pub ends_at: EpochMs,
+    pub comment: String,
+    pub created_by: String,
+}
+
+impl Silence {
+    /// Whether the silence holds at `t`.
+    pub fn active_at(&self, t: EpochMs) -> bool {
+        self.starts_at <= t && t < self.ends_at
+    }
+
+    /// Whether the silence covers an incident with these labels at `t`.
+    pub fn covers(&self, labels: &Labels, t: EpochMs) -> bool {
+        self.active_at(t) && self.matchers.iter().all(|m| m.matches(labels))
+    }
+}
+
+/// What a notification announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// On-call: the first mail of a thread.
+    Firing,
+    /// On-call: incidents joined the group.
+    Update,
+    /// On-call: still firing after `repeatInterval`.
+    Repeat,
+    /// On-call: every incident resolved and stayed clean for the cooldown.
+    Resolved,
+    /// On-call: every incident moved on to a more severe group.
+    Escalated,
+    /// Stakeholder: the SLA is breached.
+    Breach,
+    /// Stakeholder: the SLA will be breached before the period ends at this rate.
+    ProjectedBreach,
+    /// Stakeholder: it is over.
+    Recovered,
+}
+
+impl NotificationKind {
+    /// A short lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::Firing => "firing",
+            NotificationKind::Update => "update",
+            NotificationKind::Repeat => "repeat",
+            NotificationKind::Resolved => "resolved",
+            NotificationKind::Escalated => "escalated",
+            NotificationKind::Breach => "breach",
+            NotificationKind::ProjectedBreach => "projected_breach",
+            NotificationKind::Recovered => "recovered",
+        }
+    }
+}
+
+/// How an incident stands in a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewStatus {
+    Firing,
+    Silenced,
+    Inhibited,
+    Resolved,
+    Escalated,
+}
+
+/// One incident as a notification shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentView {
+    pub id: String,
+    pub key: Vec<(String, String)>,
+    pub segment: Option<String>,
+    pub status: ViewStatus,
+    /// First announced in this notification.
+    pub new: bool,
+    /// Window start of the first breach.
+    pub since: EpochMs,
+    /// Window end of the first breach (when it was detected).
+    pub detected: EpochMs,
+    pub last_breach: EpochMs,
+    pub resolved_at: Option<EpochMs>,
+    pub breaches: u32,
+    pub reopened: u32,
+    pub latest: Finding,
+    pub peak: Finding,
+}
+
+/// Error budget and projection of the group's headline incident (SLO objectives).
+///
+/// A finding's `budget_consumed` is bad events over the budget of the events seen so far in
+/// the period, so early in a period it already extrapolates. The share of the *whole period's*
+/// budget spent so far is `used = budget_consumed × elapsed / period`; the SLA is breached when
+/// `used ≥ 1`, and projected to be breached when `used × period / elapsed ≥ 1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetView {
+    /// Share of the whole period's error budget spent so far (may exceed 1).
+    pub consumed: f64,
+    /// The finding's `budget_consumed`: relative to the traffic seen so far.
+    pub consumed_so_far_rate: f64,
+    /// `consumed × period / elapsed`: the share spent by the period's end at the rate so far.
+    pub projected: Option<f64>,
+    /// When the budget runs out at the current burn rate (absent when exhausted or not
+    /// burning faster than sustainable).
+    pub exhaustion_at: Option<EpochMs>,
+    /// The burn rate used for `exhaustion_at` (1 = sustainable).
+    pub burn_rate: Option<f64>,
+    pub period_ms: i64,
+    pub elapsed_ms: i64,
+}
+
+/// Everything a mail about a group needs, self-contained (it is rendered later, perhaps after
+/// a restart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Deterministic: hash of thread id, audience, sequence number and kind.
+    pub id: String,
+    pub kind: NotificationKind,
+    pub audience: Audience,
+    /// Event time the notification was due.
+    pub at: EpochMs,
+    pub group: GroupKey,
+    pub dimension: Dimension,
+    /// The incident-group (thread) id.
+    pub thread_id: String,
+    /// `<…@slawatch>`: the root's is `<thread_id@slawatch>` (on-call).
+    pub message_id: String,
+    /// The thread root's `Message-ID`, on every mail but the root.
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    /// Position in the audience's thread (0 = root).
+    pub seq: u32,
+    pub receivers: Vec<String>,
+    pub recipients: Vec<String>,
+    pub opened_at: EpochMs,
+    /// Incidents of the episode: active ones first, worst first.
+    pub incidents: Vec<IncidentView>,
+    pub objective: Option<ObjectiveInfo>,
+    pub spec_labels: Vec<(String, String)>,
+    pub agents: Vec<String>,
+    pub budget: Option<BudgetView>,
+    pub sla_level: Option<SlaLevel>,
+}
+
+/// Counters for summaries and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    pub findings: u64,
+    pub clears: u64,
+    pub stale: u64,
+    pub info_ignored: u64,
+    pub notifications: u64,
+    pub inhibited: u64,
+    pub silenced: u64,
+}
+
+/// The engine's whole state: serializable, so a restart neither re-sends nor forgets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineState {
+    pub version: u32,
+    pub now: Option<EpochMs>,
+    /// Earliest window start seen per spec (elapsed part of the budget period).
+    pub first_seen: BTreeMap<String, EpochMs>,
+    pub incidents: BTreeMap<String, Incident>,
+    pub groups: BTreeMap<String, Group>,
+    pub silences: Vec<Silence>,
+    /// Emitted, not yet taken by [`AlertEngine::advance`].
+    pub outbox: Vec<Notification>,
+    pub stats: EngineStats,
+}
+
+impl Default for EngineState {
+    fn default() -> Self {
+        EngineState {
+            version: STATE_VERSION,
+            now: None,
+            first_seen: BTreeMap::new(),
+            incidents: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            silences: Vec::new(),
+            outbox: Vec::new(),
+            stats: EngineStats::default(),
+        }
+    }
+}
+
+/// The pure alerting core. See the module docs.
+#[derive(Debug, Clone)]
+pub struct AlertEngine {
+    policy: Arc<Policy>,
+    specs: BTreeMap<String, SpecInfo>,
+    state: EngineState,
+}
+
+fn thread_id(group: &GroupKey, opened_at: EpochMs) -> String {
+    let s = format!(
+        "thread\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{opened_at}",
+        group.spec,
+        group.objective,
+        severity_name(group.severity)
+    );
+    format!("{:032x}", xxh3_128(s.as_bytes()))
+}
+
+fn notification_id(thread: &str, audience: Audience, seq: u32, kind: NotificationKind) -> String {
+    let s = format!(
+        "notification\u{1f}{thread}\u{1f}{}\u{1f}{seq}\u{1f}{}",
+        audience.as_str(),
+        kind.as_str()
+    );
+    format!("{:032x}", xxh3_128(s.as_bytes()))
+}
+
+/// How far a finding is from its target, for ordering (larger is worse).
+pub fn distance(f: &Finding) -> f64 {
+    if f.target == 0.0 {
+        f.observed
+    } else {
+        ((f.observed - f.target) / f.target).abs()
+    }
+}
+
+fn is_zero_tolerance(f: &Finding) -> bool {
+    f.severity == Severity::Page && matches!(f.check.as_str(), "violation" | "hard_cap")
+}
+
+impl AlertEngine {
+    /// A fresh engine for a policy and the loaded specs.
+    pub fn new(policy: Arc<Policy>, specs: &[Spec]) -> AlertEngine {
+        AlertEngine::with_state(policy, specs, EngineState::default())
+    }
+
+    /// An engine resuming from a snapshot (a snapshot of another layout version starts
+    /// fresh).
+    pub fn with_state(policy: Arc<Policy>, specs: &[Spec], state: EngineState) -> AlertEngine {
+        let state = if state.version == STATE_VERSION {
+            state
+        } else {
+            EngineState::default()
+        };
+        AlertEngine {
+            policy,
+            specs: specs
+                .iter()
+                .map(|s| (s.name.clone(), SpecInfo::from_spec(s)))
+                .collect(),
+            state,
+        }
+    }
+
+    /// The state, for snapshots.
+    pub fn state(&self) -> &EngineState {
+        &self.state
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// What the engine knows about a spec.
+    pub fn spec_info(&self, name: &str) -> Option<&SpecInfo> {
+        self.specs.get(name)
+    }
+
+    /// Event time the engine has reached.
+    pub fn now(&self) -> Option<EpochMs> {
+        self.state.now
+    }
+
+    /// Every live incident, ordered by id.
+    pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
+        self.state.incidents.values()
+    }
+
+    /// Every group, ordered by `spec/objective/severity`.
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.state.groups.values()
+    }
+
+    /// Replaces the silences (e.g. after `slawatch silence add` changed the store).
+    pub fn set_silences(&mut self, mut silences: Vec<Silence>) {
+        silences.sort_by(|a, b| a.id.cmp(&b.id));
+        self.state.silences = silences;
+    }
+
+    /// Applies a finding. Breaches of severity ticket or page open or extend an incident; info
+    /// breaches count as clean; insufficient-data findings change nothing.
+    pub fn on_finding(&mut self, f: &Finding) {
+        let Some(end) = parse_rfc3339_ms(&f.window_end) else {
+            return;
+        };
+        let start = parse_rfc3339_ms(&f.window_start).unwrap_or(end);
+        // Whatever fell due before this event happens first; what is due at its own time
+        // waits for `advance`, so findings of one window close are applied together.
+        self.tick(end - 1);
+        self.note_first_seen(&f.spec, start);
+        if f.verdict != Verdict::Breach {
+            return;
+        }
+        if f.severity == Severity::Info {
+            self.state.stats.info_ignored += 1;
+            self.apply_clean(&IncidentKey::of_finding(f), end);
+            return;
+        }
+        self.state.stats.findings += 1;
+        let ik = IncidentKey::of_finding(f);
+        let id = ik.id();
+        match self.state.incidents.get_mut(&id) {
+            Some(inc) => {
+                if end < inc.last_event {
+                    self.state.stats.stale += 1;
+                    return;
+                }
+                let old_severity = inc.severity;
+                inc.last_event = end;
+                if end > inc.last_breach {
+                    inc.breaches += 1;
+                    inc.last_breach = end;
+                }
+                if end > parse_rfc3339_ms(&inc.latest.window_end).unwrap_or(0)
+                    || f.severity > inc.latest.severity
+                {
+                    inc.latest = f.clone();
+                }
+                if (f.severity, distance(f)) > (inc.peak.severity, distance(&inc.peak)) {
+                    inc.peak = f.clone();
+                }
+                inc.clean_since = None;
+                inc.zero_tolerance |= is_zero_tolerance(f);
+                if inc.status == IncidentStatus::Resolved {
+                    inc.status = IncidentStatus::Pending;
+                    inc.resolved_at = None;
+                    inc.reopened += 1;
+                    inc.active_since = end;
+                }
+                inc.severity = inc.severity.max(f.severity);
+                let new_severity = inc.severity;
+                let dimension = inc.dimension;
+                if new_severity != old_severity {
+                    let old = GroupKey {
+                        spec: ik.spec.clone(),
+                        objective: ik.objective.clone(),
+                        severity: old_severity,
+                    };
+                    if let Some(g) = self.state.groups.get_mut(&old.id()) {
+                        g.members.remove(&id);
+                        g.escalated.insert(id.clone(), end);
+                    }
+                    if let Some(inc) = self.state.incidents.get_mut(&id) {
+                        inc.status = IncidentStatus::Pending;
+                        inc.active_since = end;
+                    }
+                    self.join_group(&ik, new_severity, dimension, &id);
+                } else if let Some(inc) = self.state.incidents.get(&id) {
+                    // A re-opened incident whose announcement is already in the thread is
+                    // firing again, not pending.
+                    let group = GroupKey {
+                        spec: ik.spec.clone(),
+                        objective: ik.objective.clone(),
+                        severity: inc.severity,
+                    };
+                    let announced = self
+                        .state
+                        .groups
+                        .get(&group.id())
+                        .and_then(|g| g.thread.as_ref())
+                        .is_some_and(|t| t.announced.contains(&id));
+                    if announced && inc.status == IncidentStatus::Pending {
+                        self.state.incidents.get_mut(&id).expect("present").status =
+                            IncidentStatus::Firing;
+                    }
+                }
+            }
+            None => {
+                let inc = Incident {
+                    id: id.clone(),
+                    key: ik.clone(),
+                    dimension: f.dimension,
+                    severity: f.severity,
+                    status: IncidentStatus::Pending,
+                    since: start,
+                    detected: end,
+                    active_since: end,
+                    last_breach: end,
+                    last_event: end,
+                    clean_since: None,
+                    resolved_at: None,
+                    breaches: 1,
+                    reopened: 0,
+                    zero_tolerance: is_zero_tolerance(f),
+                    latest: f.clone(),
+                    peak: f.clone(),
+                };
+                self.state.incidents.insert(id.clone(), inc);
+                self.join_group(&ik, f.severity, f.dimension, &id);
+            }
+        }
+    }
+
+    /// Applies a clear: the objective was judged on this key, segment and window with no
+    /// ticket or page breach.
+    pub fn on_clear(&mut self, c: &Clear) {
+        let Some(end) = parse_rfc3339_ms(&c.window_end) else {
+            return;
+        };
+        self.tick(end - 1);
+        self.state.stats.clears += 1;
+        self.apply_clean(&IncidentKey::of_clear(c), end);
+    }
+
+    /// Moves event time to `now` and returns every notification due by then, in order.
+    pub fn advance(&mut self, now: EpochMs) -> Vec<Notification> {
+        self.tick(now);
+        std::mem::take(&mut self.state.outbox)
+    }
+
+    fn note_first_seen(&mut self, spec: &str, start: EpochMs) {
+        let e = self
+            .state
+            .first_seen
+            .entry(spec.to_owned())
+            .or_insert(start);
+        *e = (*e).min(start);
+    }
+
+    fn join_group(&mut self, ik: &IncidentKey, severity: Severity, dimension: Dimension, id: &str) {
+        let key = GroupKey {
+            spec: ik.spec.clone(),
+            objective: ik.objective.clone(),
+            severity,
+        };
+        let g = self.state.groups.entry(key.id()).or_insert_with(|| Group {
+            key,
+            dimension,
+            members: BTreeSet::new(),
+            escalated: BTreeMap::new(),
+            thread: None,
+        });
+        g.escalated.remove(id);
+        g.members.insert(id.to_owned());
+    }
+
+    fn apply_clean(&mut self, ik: &IncidentKey, end: EpochMs) {
+        let keep = self.policy.timing.keep_firing_for_ms;
+        let Some(inc) = self.state.incidents.get_mut(&ik.id()) else {
+            return;
+        };
+        if end < inc.last_event || end <= inc.last_breach {
+            self.state.stats.stale += 1;
+            return;
+        }
+        inc.last_event = end;
+        if inc.status == IncidentStatus::Resolved {
+            return;
+        }
+        let clean = *inc.clean_since.get_or_insert(end);
+        if end - inc.last_breach >= keep {
+            inc.status = IncidentStatus::Resolved;
+            inc.resolved_at = Some(clean.max(inc.last_breach + keep));
+        }
+    }
+
+    fn labels(&self, inc: &Incident) -> Labels {
+        let mut l = Labels::default();
+        l.set("spec", &inc.key.spec);
+        l.set("objective", &inc.key.objective);
+        l.set("dimension", dimension_name(inc.dimension));
+        l.set("severity", severity_name(inc.severity));
+        l.set("check", &inc.latest.check);
+        l.set("key", inc.key.key_label());
+        l.set("segment", inc.key.segment.clone().unwrap_or_default());
+        for (k, v) in &inc.key.key {
+            l.set(k, v);
+        }
+        if let Some(s) = self.specs.get(&inc.key.spec) {
+            for (k, v) in &s.labels {
+                l.set(k, v);
+            }
+        }
+        l
+    }
+
+    fn group_labels(&self, g: &Group) -> Labels {
+        let mut l = Labels::default();
+        l.set("spec", &g.key.spec);
+        l.set("objective", &g.key.objective);
+        l.set("dimension", dimension_name(g.dimension));
+        l.set("severity", severity_name(g.key.severity));
+        if let Some(s) = self.specs.get(&g.key.spec) {
+            for (k, v) in &s.labels {
+                l.set(k, v);
+            }
+        }
+        l
+    }
+
+    fn silenced(&self, inc: &Incident, t: EpochMs) -> bool {
+        if self.state.silences.is_empty() {
+            return false;
+        }
+        let labels = self.labels(inc);
+        self.state.silences.iter().any(|s| s.covers(&labels, t))
+    }
+
+    fn inhibited(&self, inc: &Incident) -> bool {
+        if self.policy.inhibit_rules.is_empty() {
+            return false;
+        }
+        let labels = self.labels(inc);
+        for rule in &self.policy.inhibit_rules {
+            if !rule.target.iter().all(|m| m.matches(&labels)) {
+                continue;
+            }
+            for src in self.state.incidents.values() {
+                if src.id == inc.id || !src.is_active() {
+                    continue;
+                }
+                let sl = self.labels(src);
+                if rule.source.iter().all(|m| m.matches(&sl))
+                    && rule.equal.iter().all(|e| sl.get(e) == labels.get(e))
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Since when an incident that is mailable at `now` has been mailable: it became active,
+    /// and no silence or inhibiting incident held it back after that.
+    fn notifiable_since(&self, inc: &Incident, now: EpochMs) -> EpochMs {
+        let mut since = inc.active_since;
+        if !self.state.silences.is_empty() {
+            let labels = self.labels(inc);
+            for s in &self.state.silences {
+                if s.ends_at <= now
+                    && s.ends_at > since
+                    && s.starts_at < s.ends_at
+                    && s.matchers.iter().all(|m| m.matches(&labels))
+                {
+                    since = s.ends_at;
+                }
+            }
+        }
+        if !self.policy.inhibit_rules.is_empty() {
+            let labels = self.labels(inc);
+            for rule in &self.policy.inhibit_rules {
+                if !rule.target.iter().all(|m| m.matches(&labels)) {
+                    continue;
+                }
+                for src in self.state.incidents.values() {
+                    let Some(r) = src.resolved_at else { continue };
+                    if src.id == inc.id || r > now || r <= since {
+                        continue;
+                    }
+                    let sl = self.labels(src);
+                    if rule.source.iter().all(|m| m.matches(&sl))
+                        && rule.equal.iter().all(|e| sl.get(e) == labels.get(e))
+                    {
+                        since = r;
+                    }
+                }
+            }
+        }
+        since
+    }
+
+    fn tick(&mut self, t: EpochMs) {
+        let now = match self.state.now {
+            Some(n) if n >= t => n,
+            _ => t,
+        };
+        self.state.now = Some(now);
+        // keepFiringFor elapsed without a breach.
+        let keep = self.policy.timing.keep_firing_for_ms;
+        for inc in self.state.incidents.values_mut() {
+            if inc.is_active()
+                && let Some(clean) = inc.clean_since
+                && now - inc.last_breach >= keep
+            {
+                inc.status = IncidentStatus::Resolved;
+                inc.resolved_at = Some(clean.max(inc.last_breach + keep));
+            }
+        }
+        let ids: Vec<String> = self.state.groups.keys().cloned().collect();
+        for gid in ids {
+            // Bounded: each step emits a mail or changes the thread; a handful per tick.
+            for _ in 0..64 {
+                if !self.step_group(&gid, now) {
+                    break;
+                }
+            }
+        }
+        self.collect_garbage();
+    }
+
+    /// Removes resolved incidents outside any open thread, and empty groups.
+    fn collect_garbage(&mut self) {
+        let mut drop_ids = Vec::new();
+        for g in self.state.groups.values_mut() {
+            if g.thread.is_some() {
+                continue;
+            }
+            let resolved: Vec<String> = g
+                .members
+                .iter()
+                .filter(|id| self.state.incidents.get(*id).is_none_or(|i| !i.is_active()))
+                .cloned()
+                .collect();
+            for id in resolved {
+                g.members.remove(&id);
+                drop_ids.push(id);
+            }
+            g.escalated.clear();
+        }
+        self.state
+            .groups
+            .retain(|_, g| g.thread.is_some() || !g.members.is_empty());
+        let live: BTreeSet<&String> = self
+            .state
+            .groups
+            .values()
+            .flat_map(|g| g.members.iter().chain(g.escalated.keys()))
+            .collect();
+        let orphans: Vec<String> = self
+            .state
+            .incidents
+            .keys()
+            .filter(|id| !live.contains(id))
+            .cloned()
+            .collect();
+        for id in drop_ids.into_iter().chain(orphans) {
+            if !live.contains(&id) {
+                self.state.incidents.remove(&id);
+            }
+        }
+    }
+
+    /// One step of a group's thread at `now`; returns whether something changed.
+    fn step_group(&mut self, gid: &str, now: EpochMs) -> bool {
+        let Some(g) = self.state.groups.get(gid) else {
+            return false;
+        };
+        let severity = g.key.severity;
+        let active: Vec<&Incident> = g
+            .members
+            .iter()
+            .filter_map(|id| self.state.incidents.get(id))
+            .filter(|i| i.is_active() && i.severity == severity)
+            .collect();
+        let notifiable: Vec<&Incident> = active
+            .iter()
+            .copied()
+            .filter(|i| !self.silenced(i, now) && !self.inhibited(i))
+            .collect();
+        let earliest = notifiable
+            .iter()
+            .map(|i| self.notifiable_since(i, now))
+            .min();
+        let any_zt = notifiable.iter().any(|i| i.zero_tolerance);
+        let notifiable_ids: Vec<String> = notifiable.iter().map(|i| i.id.clone()).collect();
+        let active_empty = active.is_empty();
+        let timing = self.policy.timing;
+
+        let Some(thread) = &g.thread else {
+            let Some(opened_at) = earliest else {
+                return false;
+            };
+            let key = g.key.clone();
+            let due = if any_zt {
+                opened_at
+            } else {
+                opened_at + timing.group_wait_ms
+            };
+            let g = self.state.groups.get_mut(gid).expect("present");
+            g.thread = Some(Thread {
+                id: thread_id(&key, opened_at),
+                opened_at,
+                due,
+                root_sent: false,
+                seq: 0,
+                announced: BTreeSet::new(),
+                last_mail_at: None,
+                last_firing_at: None,
+                stakeholder_level: None,
+                stakeholder_seq: 0,
+            });
+            return true;
+        };
+
+        if !thread.root_sent {
+            if now < thread.due {
+                return false;
+            }
+            let Some(first) = earliest else {
+                if active_empty {
+                    // Everything resolved (or was held back) before anyone was told.
+                    self.state.groups.get_mut(gid).expect("present").thread = None;
+                    return true;
+                }
+                return false;
+            };
+            let at = thread.due.max(first);
+            self.announce(gid, &notifiable_ids, at);
+            self.emit(
+                gid,
+                NotificationKind::Firing,
+                Audience::Oncall,
+                at,
+                &notifiable_ids,
+            );
+            return true;
+        }
+
+        // Root sent.
+        if active_empty {
+            let stakeholders_told = thread.stakeholder_level.is_some();
+            let members_resolved: Vec<EpochMs> = g
+                .members
+                .iter()
+                .filter_map(|id| self.state.incidents.get(id))
+                .filter_map(|i| i.resolved_at)
+                .collect();
+            if members_resolved.is_empty() {
+                // Every incident escalated to a more severe group.
+                let at = g.escalated.values().copied().max().unwrap_or(now);
+                if !g.escalated.is_empty() {
+                    self.emit(gid, NotificationKind::Escalated, Audience::Oncall, at, &[]);
+                }
+                self.close_thread(gid);
+                return true;
+            }
+            let quiet_since = members_resolved.into_iter().max().unwrap_or(now);
+            let at = quiet_since + timing.cooldown_ms;
+            if now < at {
+                return false;
+            }
+            if self.policy.resolved_notices {
+                self.emit(gid, NotificationKind::Resolved, Audience::Oncall, at, &[]);
+                if stakeholders_told {
+                    self.emit(
+                        gid,
+                        NotificationKind::Recovered,
+                        Audience::Stakeholder,
+                        at,
+                        &[],
+                    );
+                }
+            }
+            self.close_thread(gid);
+            return true;
+        }
+
+        let last_mail = thread.last_mail_at.unwrap_or(thread.due);
+        let last_firing = thread.last_firing_at.unwrap_or(thread.due);
+        let new: Vec<&Incident> = notifiable
+            .iter()
+            .copied()
+            .filter(|i| !thread.announced.contains(&i.id))
+            .collect();
+        if let Some(first_new) = new.iter().map(|i| self.notifiable_since(i, now)).min() {
+            let at = first_new.max(last_mail + timing.group_interval_ms);
+            if now >= at {
+                let ids: Vec<String> = new.iter().map(|i| i.id.clone()).collect();
+                self.announce(gid, &ids, at);
+                self.emit(gid, NotificationKind::Update, Audience::Oncall, at, &ids);
+                return true;
+            }
+        }
+        if let Some(first) = earliest {
+            let at = (last_firing + timing.repeat_interval_ms).max(first);
+            if now >= at {
+                self.announce(gid, &notifiable_ids, at);
+                self.emit(gid, NotificationKind::Repeat, Audience::Oncall, at, &[]);
+                return true;
+            }
+        }
+        // Stakeholders hear after on-call, at most once per level and thread.
+        if let Some((level, learned_at)) = self.sla_level(gid, &notifiable_ids)
+            && thread.stakeholder_level.is_none_or(|l| l < level)
+        {
+            let kind = match level {
+                SlaLevel::Breached => NotificationKind::Breach,
+                SlaLevel::Projected => NotificationKind::ProjectedBreach,
+            };
+            let at = learned_at.max(last_mail);
+            let g = self.state.groups.get_mut(gid).expect("present");
+            g.thread.as_mut().expect("open").stakeholder_level = Some(level);
+            let has_receivers = !self.stakeholder_recipients(gid).is_empty();
+            if has_receivers {
+                self.emit(gid, kind, Audience::Stakeholder, at, &[]);
+            }
+            return true;
+        }
+        false
+    }
+
+    fn announce(&mut self, gid: &str, ids: &[String], at: EpochMs) {
+        let g = self.state.groups.get_mut(gid).expect("present");
+        let t = g.thread.as_mut().expect("open");
+        t.root_sent = true;
+        t.last_mail_at = Some(at);
+        t.last_firing_at = Some(at);
+        for id in ids {
+            t.announced.insert(id.clone());
+            if let Some(inc) = self.state.incidents.get_mut(id)
+                && inc.status == IncidentStatus::Pending
+            {
+                inc.status = IncidentStatus::Firing;
+            }
+        }
+    }
+
+    fn close_thread(&mut self, gid: &str) {
+        let g = self.state.groups.get_mut(gid).expect("present");
+        g.thread = None;
+        g.escalated.clear();
+    }
+
+    /// The SLA level stakeholders should know about (if notices of that level are on), and
+    /// the event time it was learned: the window end of the finding that showed it.
+    fn sla_level(&self, gid: &str, notifiable: &[String]) -> Option<(SlaLevel, EpochMs)> {
+        let g = self.state.groups.get(gid)?;
+        let sn = self.policy.stakeholder_notices;
+        let mut best: Option<(SlaLevel, EpochMs)> = None;
+        for id in notifiable {
+            let Some(inc) = self.state.incidents.get(id) else {
+                continue;
+            };
+            let learned = parse_rfc3339_ms(&inc.latest.window_end).unwrap_or(inc.active_since);
+            let level = match self.budget_view(inc, learned) {
+                Some(v) if v.consumed >= 1.0 => Some(SlaLevel::Breached),
+                Some(v) => v
+                    .projected
+                    .filter(|p| *p >= 1.0)
+                    .map(|_| SlaLevel::Projected),
+                None if g.key.severity == Severity::Page => Some(SlaLevel::Breached),
+                None => None,
+            };
+            let Some(level) = level.filter(|l| match l {
+                SlaLevel::Breached => sn.on_breach,
+                SlaLevel::Projected => sn.on_projected_breach,
+            }) else {
+                continue;
+            };
+            let better = match best {
+                None => true,
+                Some((l, t)) => level > l || (level == l && learned < t),
+            };
+            if better {
+                best = Some((level, learned));
+            }
+        }
+        best
+    }
+
+    /// The budget view of an incident's latest finding, if it has an error budget.
+    pub fn budget_view(&self, inc: &Incident, now: EpochMs) -> Option<BudgetView> {
+        let f = &inc.latest;
+        let rate = f.budget_consumed?;
+        let spec = self.specs.get(&inc.key.spec);
+        let period = spec.map_or(28 * 86_400_000, |s| s.period_ms).max(1);
+        let first = self
+            .state
+            .first_seen
+            .get(&inc.key.spec)
+            .copied()
+            .unwrap_or(inc.since);
+        let elapsed = (now - first).clamp(0, period);
+        let consumed = rate * elapsed as f64 / period as f64;
+        let projected = (elapsed > 0).then(|| consumed * period as f64 / elapsed as f64);
+        // The most recent view of the burn: the tier with the shortest long window.
+        let burn = f
+            .burn_rates
+            .iter()
+            .min_by_key(|b| crate::duration::parse_duration_ms(&b.long_window).unwrap_or(i64::MAX))
+            .map(|b| b.long_rate);
+        let exhaustion_at = match burn {
+            Some(r) if r > 1.0 && consumed < 1.0 => {
+                Some(now + ((1.0 - consumed) * period as f64 / r) as i64)
+            }
+            _ => None,
+        };
+        Some(BudgetView {
+            consumed,
+            consumed_so_far_rate: rate,
+            projected,
+            exhaustion_at,
+            burn_rate: burn,
+            period_ms: period,
+            elapsed_ms: elapsed,
+        })
+    }
+
+    fn oncall_recipients(&self, gid: &str) -> (Vec<String>, Vec<String>) {
+        let Some(g) = self.state.groups.get(gid) else {
+            return (Vec::new(), Vec::new());
+        };
+        let spec_receivers = self
+            .specs
+            .get(&g.key.spec)
+            .map(|s| s.notify.clone())
+            .unwrap_or_default();
+        let receivers = self
+            .policy
+            .route(&self.group_labels(g), Audience::Oncall, &spec_receivers);
+        let recipients = self.policy.recipients(&receivers);
+        (receivers, recipients)
+    }
+
+    fn stakeholder_recipients(&self, gid: &str) -> Vec<String> {
+        let Some(g) = self.state.groups.get(gid) else {
+            return Vec::new();
+        };
+        let spec_receivers = self
+            .specs
+            .get(&g.key.spec)
+            .map(|s| s.stakeholders.clone())
+            .unwrap_or_default();
+        let receivers = self.policy.route(
+            &self.group_labels(g),
+            Audience::Stakeholder,
+            &spec_receivers,
+        );
+        self.policy.recipients(&receivers)
+    }
+
+    fn view(&self, g: &Group, new: &[String], now: EpochMs) -> Vec<IncidentView> {
+        let mut out: Vec<IncidentView> = Vec::new();
+        let ids = g.members.iter().chain(g.escalated.keys());
+        for id in ids {
+            let Some(inc) = self.state.incidents.get(id) else {
+                continue;
+            };
+            let status = if g.escalated.contains_key(id) {
+                ViewStatus::Escalated
+            } else if !inc.is_active() {
+                ViewStatus::Resolved
+            } else if self.silenced(inc, now) {
+                ViewStatus::Silenced
+            } else if self.inhibited(inc) {
+                ViewStatus::Inhibited
+            } else {
+                ViewStatus::Firing
+            };
+            out.push(IncidentView {
+                id: id.clone(),
+                key: inc.key.key.clone(),
+                segment: inc.key.segment.clone(),
+                status,
+                new: new.contains(id),
+                since: inc.since,
+                detected: inc.detected,
+                last_breach: inc.last_breach,
+                resolved_at: inc.resolved_at,
+                breaches: inc.breaches,
+                reopened: inc.reopened,
+                latest: inc.latest.clone(),
+                peak: inc.peak.clone(),
+            });
+        }
+        out.sort_by(|a, b| {
+            a.status
+                .cmp(&b.status)
+                .then(a.segment.is_some().cmp(&b.segment.is_some()))
+                .then(
+                    distance(&b.latest)
+                        .partial_cmp(&distance(&a.latest))
+                        .unwrap_or(std::cmp::Ordering::Equal),
+                )
+                .then(a.key.cmp(&b.key))
+                .then(a.segment.cmp(&b.segment))
+        });
+        out
+    }
+
+    fn emit(
+        &mut self,
+        gid: &str,
+        kind: NotificationKind,
+        audience: Audience,
+        at: EpochMs,
+        new: &[String],
+    ) {
+        let (receivers, recipients) = match audience {
+            Audience::Oncall => self.oncall_recipients(gid),
+            Audience::Stakeholder => {
+                let g = self.state.groups.get(gid).expect("present");
+                let spec_receivers = self
+                    .specs
+                    .get(&g.key.spec)
+                    .map(|s| s.stakeholders.clone())
+                    .unwrap_or_default();
+                let r = self.policy.route(
+                    &self.group_labels(g),
+                    Audience::Stakeholder,
+                    &spec_receivers,
+                );
+                let a = self.policy.recipients(&r);
+                (r, a)
+            }
+        };
+        let g = self.state.groups.get(gid).expect("present");
+        let thread = g.thread.as_ref().expect("open");
+        let seq = match audience {
+            Audience::Oncall => thread.seq,
+            Audience::Stakeholder => thread.stakeholder_seq,
+        };
+        let root = match audience {
+            Audience::Oncall => format!("<{}@slawatch>", thread.id),
+            Audience::Stakeholder => format!("<{}.stakeholder@slawatch>", thread.id),
+        };
+        let message_id = if seq == 0 {
+            root.clone()
+        } else {
+            match audience {
+                Audience::Oncall => format!("<{}.{seq}@slawatch>", thread.id),
+                Audience::Stakeholder => format!("<{}.stakeholder.{seq}@slawatch>", thread.id),
+            }
+        };
+        let incidents = self.view(g, new, at);
+        let headline = incidents
+            .iter()
+            .filter(|v| v.status == ViewStatus::Firing)
+            .chain(incidents.iter())
+            .next()
+            .and_then(|v| self.state.incidents.get(&v.id));
+        let budget = headline.and_then(|i| self.budget_view(i, at));
+        let spec = self.specs.get(&g.key.spec);
+        let n = Notification {
+            id: notification_id(&thread.id, audience, seq, kind),
+            kind,
+            audience,
+            at,
+            group: g.key.clone(),
+            dimension: g.dimension,
+            thread_id: thread.id.clone(),
+            in_reply_to: (seq > 0).then(|| root.clone()),
+            references: if seq > 0 { vec![root] } else { Vec::new() },
+            message_id,
+            seq,
+            receivers,
+            recipients,
+            opened_at: thread.opened_at,
+            incidents,
+            objective: spec.and_then(|s| s.objective(&g.key.objective)).cloned(),
+            spec_labels: spec.map(|s| s.labels.clone()).unwrap_or_default(),
+            agents: spec.map(|s| s.agents.clone()).unwrap_or_default(),
+            budget,
+            sla_level: thread.stakeholder_level,
+        };
+        let g = self.state.groups.get_mut(gid).expect("present");
+        let t = g.thread.as_mut().expect("open");
+        match audience {
+            Audience::Oncall => t.seq += 1,
+            Audience::Stakeholder => t.stakeholder_seq += 1,
+        }
+        self.state.stats.notifications += 1;
+        self.state.outbox.push(n);
+    }
+}
+
+/// Derives [`Clear`]s from findings and window closes while the pipeline has no clear stream
+/// of its own: an incident coordinate that breached (ticket or page) in a window is clear at a
+/// later window of its spec that closed without a breach finding for it.
+///
+/// Two ways to learn that windows closed: [`ClearSynthesizer::tick`] with the newest event
+/// time (exact: the spec's windows up to the watermark have been evaluated), or, without
+/// ticks, a finding of the same spec with a later window end. Pure; never reads the clock.
+#[derive(Debug, Clone, Default)]
+pub struct ClearSynthesizer {
+    /// Spec → (size, step, lateness).
+    windows: BTreeMap<String, (i64, i64, i64)>,
+    /// Breaching coordinates → window end of their latest ticket/page breach.
+    open: BTreeMap<IncidentKey, EpochMs>,
+    /// Spec → newest window end seen in a finding.
+    current: BTreeMap<String, EpochMs>,
+}
+
+impl ClearSynthesizer {
+    /// A synthesizer for these specs' window geometries.
+    pub fn new(specs: &[Spec]) -> ClearSynthesizer {
+        ClearSynthesizer {
+            windows: specs
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        (
+                            s.window.size_ms,
+                            s.window.step_ms,
+                            s.window.allowed_lateness_ms,
+                        ),
+                    )
+                })
+                .collect(),
+            ..ClearSynthesizer::default()
+        }
+    }
+
+    fn clears_before(&mut self, spec: &str, end: EpochMs) -> Vec<Clear> {
+        let due: Vec<IncidentKey> = self
+            .open
+            .iter()
+            .filter(|(k, last)| k.spec == spec && **last < end)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let window_end = crate::time::format_rfc3339_ms(end);
+        due.into_iter()
+            .map(|k| {
+                self.open.remove(&k);
+                Clear {
+                    spec: k.spec,
+                    objective: k.objective,
+                    key: k.key,
+                    segment: k.segment,
+                    window_end: window_end.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Notes a finding; returns clears for windows of its spec that are now known to have
+    /// closed clean (those before the finding's window end).
+    pub fn observe(&mut self, f: &Finding) -> Vec<Clear> {
+        let Some(end) = parse_rfc3339_ms(&f.window_end) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let prev = self.current.get(&f.spec).copied();
+        if let Some(p) = prev
+            && end > p
+        {
+            out = self.clears_before(&f.spec, p);
+        }
+        if prev.is_none_or(|p| end > p) {
+            self.current.insert(f.spec.clone(), end);
+        }
+        if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket {
+            let e = self.open.entry(IncidentKey::of_finding(f)).or_insert(end);
+            *e = (*e).max(end);
+        }
+        out
+    }
+
+    /// The pipeline has seen records up to `max_event_time`: every window whose end the
+    /// watermark passed has been evaluated. Returns clears for coordinates that did not breach
+    /// in the newest such window.
+    pub fn tick(&mut self, max_event_time: EpochMs) -> Vec<Clear> {
+        let mut out = Vec::new();
+        let specs: Vec<(String, (i64, i64, i64))> =
+            self.windows.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for (spec, (size, step, lateness)) in specs {
+            let wm = max_event_time - lateness;
+            if wm < size {
+                continue;
+            }
+            let closed_end = (wm - size).div_euclid(step) * step + size;
+            out.extend(self.clears_before(&spec, closed_end));
+        }
+        out
+    }
+
+    /// Coordinates currently believed to be breaching.
+    pub fn open(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The state worth keeping across a restart: breaching coordinates and the newest window
+    /// end per spec.
+    pub fn export(&self) -> (Vec<(IncidentKey, EpochMs)>, Vec<(String, EpochMs)>) {
+        (
+            self.open.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            self.current.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        )
+    }
+
+    /// Restores what [`ClearSynthesizer::export`] returned.
+    pub fn restore(&mut self, open: Vec<(IncidentKey, EpochMs)>, current: Vec<(String, EpochMs)>) {
+        self.open = open.into_iter().collect();
+        self.current = current.into_iter().collect();
+    }
+}

@@ -1,0 +1,170 @@
+//! `slawatch run` with a Kafka source: configuration from `slawatch.yaml`, environment and
+//! flags (flags win), signals, and the outputs of the service.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Deserialize;
+
+use super::{RunArgs, load_catalog, load_specs};
+use crate::alerts::{Notifier, Outbox};
+use crate::finding::{Finding, Verdict};
+use crate::ingest::DeadLetters;
+use crate::ingest::kafka::KafkaConfig;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::service::{Output, ServiceOptions};
+use crate::spec::model::Severity;
+use crate::store::Store;
+
+/// Kafka options of `slawatch run`; any of them turns the Kafka source on.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Service configuration file (`kafka:` section; see README).
+    #[arg(long, env = "SLAWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers (overrides the config file).
+    #[arg(long, env = "SLAWATCH_KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// Topic(s) of session records.
+    #[arg(long = "topic", env = "SLAWATCH_KAFKA_TOPICS", value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// Consumer group id.
+    #[arg(long = "group", env = "SLAWATCH_KAFKA_GROUP")]
+    pub group_id: Option<String>,
+    /// Topic for rejected records.
+    #[arg(long, env = "SLAWATCH_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// Topic for findings.
+    #[arg(long, env = "SLAWATCH_FINDINGS_TOPIC")]
+    pub findings_topic: Option<String>,
+    /// Checkpoint interval, e.g. `2s`.
+    #[arg(long)]
+    pub checkpoint_interval: Option<String>,
+    /// Stop when every assigned partition is at its end, evaluating the windows still open.
+    #[arg(long)]
+    pub exit_at_eof: bool,
+    /// Extra librdkafka properties, `key=value` (repeatable).
+    #[arg(long = "kafka-property", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .ok_or_else(|| format!("expected key=value, found `{s}`"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    kafka: Option<KafkaConfig>,
+}
+
+/// The Kafka configuration of a run, or `None` for a file/stdin run.
+pub fn kafka_config(args: &KafkaArgs) -> Result<Option<KafkaConfig>> {
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let file: ConfigFile = serde_saphyr::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            file.kafka
+        }
+        None => None,
+    };
+    if let Some(brokers) = &args.brokers {
+        cfg.get_or_insert_with(|| KafkaConfig::new(brokers)).brokers = brokers.clone();
+    }
+    let Some(mut cfg) = cfg else { return Ok(None) };
+    if !args.topics.is_empty() {
+        cfg.topics = args.topics.clone();
+    }
+    if let Some(g) = &args.group_id {
+        cfg.group_id = g.clone();
+    }
+    if let Some(t) = &args.dead_letter_topic {
+        cfg.dead_letter_topic = Some(t.clone());
+    }
+    if let Some(t) = &args.findings_topic {
+        cfg.findings_topic = Some(t.clone());
+    }
+    if let Some(i) = &args.checkpoint_interval {
+        cfg.checkpoint_interval_ms = crate::duration::parse_duration_ms(i)
+            .map_err(|e| anyhow::anyhow!("--checkpoint-interval: {e}"))?;
+    }
+    for (k, v) in &args.properties {
+        cfg.properties.insert(k.clone(), v.clone());
+    }
+    Ok(Some(cfg))
+}
+
+/// Findings into sled (each once) and alert mail.
+struct ServiceOutput {
+    store: Arc<Store>,
+    outbox: Outbox,
+}
+
+impl Output for ServiceOutput {
+    fn finding(&mut self, f: &Finding) -> Result<()> {
+        if self.store.put_finding(f)?
+            && f.verdict == Verdict::Breach
+            && f.severity >= Severity::Ticket
+        {
+            self.outbox.notify(f)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
+    let specs = load_specs(&args.pipeline.specs)?;
+    let catalog = load_catalog(args.pipeline.models.as_ref())?;
+    let pipeline = Pipeline::new(
+        specs,
+        catalog,
+        &PipelineConfig {
+            max_record_bytes: args.pipeline.max_record_bytes,
+            ..PipelineConfig::default()
+        },
+    );
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let store = Arc::new(Store::open(&args.data_dir)?);
+    let dead_path = args
+        .pipeline
+        .dead_letters
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("dead-letters.jsonl"));
+    let dead = DeadLetters::to_file(&dead_path)?;
+    let outbox = Outbox::new(
+        &args.data_dir.join("outbox"),
+        &args.mail_from,
+        &args.mail_to,
+    )?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
+    }
+    let report = crate::service::run(
+        ServiceOptions {
+            kafka,
+            exit_at_eof: args.kafka.exit_at_eof,
+            shutdown,
+            shutdown_timeout: Duration::from_secs(10),
+        },
+        pipeline,
+        store.clone(),
+        dead,
+        Box::new(ServiceOutput {
+            store: store.clone(),
+            outbox,
+        }),
+    )?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(ExitCode::SUCCESS)
+}

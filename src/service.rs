@@ -1,0 +1,427 @@
+//! `slawatch run` on Kafka: a consumer-group service that never loses a record, never counts
+//! one twice, and never stops because of one.
+//!
+//! One thread polls the consumer and runs the pipeline synchronously, so a slow evaluation
+//! slows consumption instead of growing a queue (librdkafka's prefetch queue is bounded by
+//! `queued.max.messages.kbytes`). Delivery is at-least-once with exactly-once *effects*:
+//!
+//! 1. every record is applied to the pipeline in partition order; its offset is remembered as
+//!    *applied* but not committed;
+//! 2. a checkpoint — dead letters and findings flushed to Kafka, then the whole pipeline state
+//!    and the applied offsets written to sled in one value and flushed — happens every
+//!    `checkpointInterval` / `checkpointRecords`, before a partition is revoked, and at shutdown;
+//! 3. only then are the offsets committed to Kafka.
+//!
+//! After a crash the state is restored from the last checkpoint and consumption resumes from
+//! the committed offsets; a redelivered record at or below a partition's applied offset is
+//! skipped, so nothing is counted twice and findings are identical to a run without failure.
+//! Findings emitted after the last checkpoint are emitted again with the same ids (consumers of
+//! the findings topic drop copies by id).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::finding::{Clear, Finding};
+use crate::ingest::DeadLetters;
+use crate::ingest::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext};
+use crate::pipeline::{Outcome, Pipeline, PipelineState};
+use crate::store::Store;
+
+/// What is persisted atomically at a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    pipeline: PipelineState,
+    /// Last applied offset per (topic, partition).
+    applied: Vec<((String, i32), i64)>,
+}
+
+/// Where the service's findings and clears go besides Kafka (sled, mail).
+pub trait Output: Send {
+    fn finding(&mut self, f: &Finding) -> Result<()>;
+    fn clear(&mut self, _c: &Clear) -> Result<()> {
+        Ok(())
+    }
+    /// After a checkpoint: everything before it is durable.
+    fn checkpointed(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Options of one service run.
+pub struct ServiceOptions {
+    pub kafka: KafkaConfig,
+    /// Stop when every assigned partition has reached its end, evaluating the windows still
+    /// open (backfills and tests).
+    pub exit_at_eof: bool,
+    /// Set by SIGTERM/SIGINT: drain, checkpoint, commit, exit 0.
+    pub shutdown: Arc<AtomicBool>,
+    /// Shutdown must finish within this.
+    pub shutdown_timeout: Duration,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceReport {
+    pub records: u64,
+    pub skipped_redelivered: u64,
+    pub findings: u64,
+    pub dead_letters: u64,
+    pub checkpoints: u64,
+    pub restored: bool,
+}
+
+struct State {
+    pipeline: Pipeline,
+    store: Arc<Store>,
+    sink: kafka::Sink,
+    dead_file: DeadLetters,
+    output: Box<dyn Output>,
+    applied: BTreeMap<(String, i32), i64>,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    report: ServiceReport,
+    topics: Vec<String>,
+    found: Vec<Finding>,
+}
+
+impl State {
+    /// The pipeline's partition number of a (topic, partition).
+    fn pid(&self, topic: &str, partition: i32) -> i32 {
+        let t = self.topics.iter().position(|x| x == topic).unwrap_or(0) as i32;
+        t * 1_000_000 + partition
+    }
+
+    fn apply(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+        let key = (m.topic().to_owned(), m.partition());
+        if self.applied.get(&key).is_some_and(|a| m.offset() <= *a) {
+            // Already reflected in the restored state: a redelivery after a crash.
+            self.report.skipped_redelivered += 1;
+            return Ok(());
+        }
+        let mut record = kafka::raw_record(m);
+        // The pipeline counts partitions by number; topics are folded into it.
+        if let crate::ingest::Position::Kafka { partition, .. } = &mut record.position {
+            let pid = self.pid(m.topic(), *partition);
+            *partition = pid;
+        }
+        let outcome = self.pipeline.process(&record, &mut self.found);
+        if let Outcome::Rejected {
+            reason,
+            dead_letter: true,
+        } = &outcome
+        {
+            // Headers name the original partition, not the folded one.
+            let original = kafka::raw_record(m);
+            self.sink.dead_letter(&original, m.key(), reason)?;
+            self.dead_file.write(&original, reason)?;
+            self.report.dead_letters += 1;
+        }
+        self.applied.insert(key, m.offset());
+        self.report.records += 1;
+        self.since_checkpoint += 1;
+        self.emit()
+    }
+
+    fn emit(&mut self) -> Result<()> {
+        if self.found.is_empty() {
+            return Ok(());
+        }
+        for f in std::mem::take(&mut self.found) {
+            self.report.findings += 1;
+            self.sink.finding(&f)?;
+            self.output.finding(&f)?;
+        }
+        for c in self.pipeline.drain_clears() {
+            self.output.clear(&c)?;
+        }
+        for b in self.pipeline.take_dirty_baselines() {
+            self.store.put_baseline(&b)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
+        self.emit()?;
+        // Dead letters and findings first: offsets are never committed past a record whose
+        // outputs are not delivered.
+        self.sink.flush()?;
+        self.dead_file.flush()?;
+        let cp = Checkpoint {
+            pipeline: self.pipeline.snapshot(),
+            applied: self.applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        };
+        self.store
+            .put_checkpoint(&serde_json::to_vec(&cp).expect("checkpoints serialize"))?;
+        self.store.flush()?;
+        self.output.checkpointed()?;
+        kafka::commit(consumer, &self.applied).context("committing offsets")?;
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        self.report.checkpoints += 1;
+        Ok(())
+    }
+}
+
+/// Every partition of the topics, from the broker's metadata (retried until it answers).
+fn topic_partitions(
+    consumer: &BaseConsumer<SourceContext>,
+    topics: &[String],
+) -> Result<BTreeSet<(String, i32)>> {
+    let mut out = BTreeSet::new();
+    for topic in topics {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                Ok(meta) if meta.topics().iter().any(|t| !t.partitions().is_empty()) => {
+                    for t in meta.topics() {
+                        out.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
+                    }
+                    break;
+                }
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                Ok(_) => anyhow::bail!("topic `{topic}` has no partitions (does it exist?)"),
+                Err(e) => return Err(e).context(format!("reading the metadata of `{topic}`")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether every partition of the topics that is not assigned to us has its committed offset
+/// at its end (another member finished it).
+fn others_done(
+    consumer: &BaseConsumer<SourceContext>,
+    topics: &[String],
+    assigned: &BTreeSet<(String, i32)>,
+) -> bool {
+    let timeout = Duration::from_secs(5);
+    for topic in topics {
+        let Ok(meta) = consumer.fetch_metadata(Some(topic), timeout) else {
+            return false;
+        };
+        for t in meta.topics() {
+            for p in t.partitions() {
+                if assigned.contains(&(topic.clone(), p.id())) {
+                    continue;
+                }
+                let Ok((_, high)) = consumer.fetch_watermarks(topic, p.id(), timeout) else {
+                    return false;
+                };
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                tpl.add_partition(topic, p.id());
+                let committed = consumer
+                    .committed_offsets(tpl, timeout)
+                    .ok()
+                    .and_then(|c| c.find_partition(topic, p.id()).map(|e| e.offset()));
+                match committed {
+                    Some(rdkafka::Offset::Offset(o)) if o >= high => {}
+                    _ if high == 0 => {}
+                    _ => return false,
+                }
+            }
+        }
+    }
+    true
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the service until shutdown (or end of input with `exit_at_eof`).
+pub fn run(
+    opts: ServiceOptions,
+    mut pipeline: Pipeline,
+    store: Arc<Store>,
+    dead_file: DeadLetters,
+    output: Box<dyn Output>,
+) -> Result<ServiceReport> {
+    let mut report = ServiceReport::default();
+    let mut applied = BTreeMap::new();
+    if let Some(bytes) = store.checkpoint()? {
+        let cp: Checkpoint =
+            serde_json::from_slice(&bytes).context("reading the checkpoint in the data dir")?;
+        if pipeline.restore(cp.pipeline) {
+            applied = cp.applied.into_iter().collect();
+            report.restored = true;
+            tracing::info!(
+                partitions = applied.len(),
+                "restored state from the checkpoint"
+            );
+        } else {
+            tracing::warn!(
+                "the specs changed since the last checkpoint: starting with fresh state"
+            );
+        }
+    } else {
+        pipeline.restore_baselines(&store.baselines()?);
+    }
+    let sink = opts
+        .kafka
+        .producer()
+        .context("creating the Kafka producer")?;
+    let state = Arc::new(Mutex::new(State {
+        pipeline,
+        store,
+        sink,
+        dead_file,
+        output,
+        applied,
+        since_checkpoint: 0,
+        last_checkpoint: Instant::now(),
+        report,
+        topics: opts.kafka.topics.clone(),
+        found: Vec::new(),
+    }));
+    let revoke_state = state.clone();
+    let context = SourceContext {
+        events: Mutex::default(),
+        on_revoke: Some(Box::new(move |consumer, revoked| {
+            // Persist and commit before the partitions go to another member.
+            let mut st = lock(&revoke_state);
+            if let Err(e) = st.checkpoint(consumer) {
+                tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
+            }
+            for (topic, p) in revoked {
+                let pid = st.pid(topic, *p);
+                st.pipeline.drop_partition(pid);
+            }
+        })),
+    };
+    let consumer = opts
+        .kafka
+        .consumer(context)
+        .context("creating the Kafka consumer")?;
+
+    // Every partition of the topics holds the watermark back until it has delivered, reached
+    // its end, or stayed quiet (or unassigned) for the idle timeout: after a crash, partitions
+    // still held by the dead member come back once its session expires, and their records
+    // must not be late by then.
+    let expected = topic_partitions(&consumer, &opts.kafka.topics)?;
+    let mut unassigned_since: BTreeMap<(String, i32), Instant> = expected
+        .iter()
+        .map(|p| (p.clone(), Instant::now()))
+        .collect();
+    {
+        let mut st = lock(&state);
+        for (topic, p) in &expected {
+            let pid = st.pid(topic, *p);
+            st.pipeline.assign_partition(pid);
+        }
+    }
+    let mut assigned: BTreeSet<(String, i32)> = BTreeSet::new();
+    let mut at_eof: BTreeSet<i32> = BTreeSet::new();
+    let mut last_seen: BTreeMap<i32, Instant> = BTreeMap::new();
+    let idle_after = Duration::from_millis(opts.kafka.idle_timeout_ms.max(0) as u64);
+    let interval = Duration::from_millis(opts.kafka.checkpoint_interval_ms.max(0) as u64);
+    let mut last_done_check = Instant::now();
+    loop {
+        if opts.shutdown.load(Ordering::Relaxed) {
+            let deadline = Instant::now() + opts.shutdown_timeout;
+            let mut st = lock(&state);
+            st.checkpoint(&consumer)?;
+            drop(st);
+            consumer.unsubscribe();
+            // Let the leave-group go out, but never past the deadline.
+            while Instant::now() < deadline && consumer.poll(Duration::from_millis(50)).is_some() {}
+            break;
+        }
+        let polled = consumer.poll(Duration::from_millis(100));
+        for ev in consumer
+            .context()
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            match ev {
+                RebalanceEvent::Assigned(ps) => {
+                    let mut st = lock(&state);
+                    for (topic, p) in &ps {
+                        let pid = st.pid(topic, *p);
+                        st.pipeline.assign_partition(pid);
+                        unassigned_since.remove(&(topic.clone(), *p));
+                        last_seen.entry(*p).or_insert_with(Instant::now);
+                    }
+                    drop(st);
+                    assigned.extend(ps);
+                }
+                RebalanceEvent::Revoked(ps) => {
+                    for p in &ps {
+                        assigned.remove(p);
+                        at_eof.remove(&p.1);
+                        unassigned_since.insert(p.clone(), Instant::now());
+                    }
+                }
+            }
+        }
+        match polled {
+            Some(Ok(m)) => {
+                at_eof.remove(&m.partition());
+                last_seen.insert(m.partition(), Instant::now());
+                lock(&state).apply(&m)?;
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_eof.insert(p);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+            None => {}
+        }
+        let mut st = lock(&state);
+        // Partitions quiet for the idle timeout (or at their end) stop holding the watermark.
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (topic, p) in &expected {
+            let idle = if assigned.contains(&(topic.clone(), *p)) {
+                at_eof.contains(p)
+                    || last_seen
+                        .get(p)
+                        .is_some_and(|t| now.duration_since(*t) >= idle_after)
+            } else {
+                unassigned_since
+                    .get(&(topic.clone(), *p))
+                    .is_some_and(|t| now.duration_since(*t) >= idle_after)
+            };
+            let pid = st.pid(topic, *p);
+            st.pipeline.set_idle(pid, idle, &mut out);
+        }
+        st.found.extend(out);
+        st.emit()?;
+        if st.since_checkpoint >= opts.kafka.checkpoint_records
+            || (st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= interval)
+        {
+            st.checkpoint(&consumer)?;
+        }
+        if opts.exit_at_eof
+            && !assigned.is_empty()
+            && assigned.iter().all(|(_, p)| at_eof.contains(p))
+            && last_done_check.elapsed() >= Duration::from_millis(500)
+            && {
+                last_done_check = Instant::now();
+                // The rest of the topic must be done too: partitions still held by a member
+                // that crashed come back to us after its session times out.
+                others_done(&consumer, &opts.kafka.topics, &assigned)
+            }
+        {
+            let mut out = Vec::new();
+            st.pipeline.finish(&mut out);
+            st.found.extend(out);
+            st.checkpoint(&consumer)?;
+            drop(st);
+            consumer.unsubscribe();
+            break;
+        }
+    }
+    let st = lock(&state);
+    let mut report = st.report.clone();
+    report.restored = st.report.restored;
+    Ok(report)
+}

@@ -1,0 +1,65 @@
+//! Serde helpers for state snapshots: maps whose keys are not strings (window keys, baseline
+//! keys) are written as lists of pairs, so a snapshot is plain JSON.
+
+/// A `HashMap`/`BTreeMap` with any key, as a list of `[key, value]` pairs.
+pub mod pairs {
+    use serde::de::Deserialize;
+    use serde::ser::{SerializeSeq, Serializer};
+    use serde::{Deserializer, Serialize};
+
+    pub fn serialize<'a, M, K, V, S>(map: &'a M, s: S) -> Result<S::Ok, S::Error>
+    where
+        &'a M: IntoIterator<Item = (&'a K, &'a V)>,
+        K: Serialize + 'a,
+        V: Serialize + 'a,
+        S: Serializer,
+    {
+        let mut seq = s.serialize_seq(None)?;
+        for (k, v) in map {
+            seq.serialize_element(&(k, v))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, M, K, V, D>(d: D) -> Result<M, D::Error>
+    where
+        M: FromIterator<(K, V)>,
+        K: Deserialize<'de>,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        let v: Vec<(K, V)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().collect())
+    }
+}
+
+/// A `BTreeMap<i64, HashMap<K, V>>` with any inner key, as nested lists of pairs.
+pub mod nested_pairs {
+    use std::collections::{BTreeMap, HashMap};
+    use std::hash::Hash;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K, V, S>(map: &BTreeMap<i64, HashMap<K, V>>, s: S) -> Result<S::Ok, S::Error>
+    where
+        K: Serialize,
+        V: Serialize,
+        S: Serializer,
+    {
+        let v: Vec<(i64, Vec<(&K, &V)>)> =
+            map.iter().map(|(p, m)| (*p, m.iter().collect())).collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<i64, HashMap<K, V>>, D::Error>
+    where
+        K: Deserialize<'de> + Eq + Hash,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        let v: Vec<(i64, Vec<(K, V)>)> = Vec::deserialize(d)?;
+        Ok(v.into_iter()
+            .map(|(p, kv)| (p, kv.into_iter().collect()))
+            .collect())
+    }
+}
