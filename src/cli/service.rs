@@ -168,3 +168,51 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slawatch.yaml");
+        std::fs::write(&path, include_str!("../../slawatch.example.yaml")).unwrap();
+        let args = KafkaArgs {
+            config: Some(path),
+            brokers: Some("10.0.0.1:9092".into()),
+            topics: Vec::new(),
+            group_id: Some("other".into()),
+            dead_letter_topic: None,
+            findings_topic: None,
+            checkpoint_interval: Some("500ms".into()),
+            exit_at_eof: false,
+            properties: vec![("client.id".into(), "x".into())],
+        };
+        let cfg = kafka_config(&args).unwrap().unwrap();
+        assert_eq!(cfg.brokers, "10.0.0.1:9092");
+        assert_eq!(cfg.topics, ["agent-sessions"]);
+        assert_eq!(cfg.group_id, "other");
+        assert_eq!(cfg.dead_letter_topic.as_deref(), Some("agent-sessions.dlq"));
+        assert_eq!(cfg.idle_timeout_ms, 30_000);
+        assert_eq!(cfg.checkpoint_interval_ms, 500);
+        assert_eq!(cfg.properties["queued.max.messages.kbytes"], "65536");
+        assert_eq!(cfg.properties["client.id"], "x");
+    }
+
+    #[test]
+    fn no_brokers_anywhere_means_file_input() {
+        let args = KafkaArgs {
+            config: None,
+            brokers: None,
+            topics: vec!["t".into()],
+            group_id: None,
+            dead_letter_topic: None,
+            findings_topic: None,
+            checkpoint_interval: None,
+            exit_at_eof: false,
+            properties: Vec::new(),
+        };
+        assert!(kafka_config(&args).unwrap().is_none());
+    }
+}

@@ -40,10 +40,14 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub findings_topic: Option<String>,
     /// A partition with no record for this long stops holding the watermark back.
-    #[serde(default = "default_idle", with = "duration_str")]
+    #[serde(default = "default_idle", with = "duration_str", rename = "idleTimeout")]
     pub idle_timeout_ms: i64,
     /// Checkpoint (state + offsets, durable in sled) at least this often…
-    #[serde(default = "default_checkpoint_interval", with = "duration_str")]
+    #[serde(
+        default = "default_checkpoint_interval",
+        with = "duration_str",
+        rename = "checkpointInterval"
+    )]
     pub checkpoint_interval_ms: i64,
     /// …and after this many records.
     #[serde(default = "default_checkpoint_records")]
