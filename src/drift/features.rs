@@ -214,18 +214,35 @@ pub struct Row {
 }
 
 /// A bounded, mergeable sample of a feature set over many sessions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FeatureSample {
     /// Sessions seen (not only those kept as rows).
     pub sessions: u64,
     /// Capacity of `rows`.
     pub capacity: usize,
-    /// The bottom-k rows by hash, sorted by hash.
+    /// Candidate rows: after [`FeatureSample::compact`], exactly the bottom-k by hash, sorted.
+    /// Between compactions up to `2k` candidates accumulate, so an insert costs O(1) instead of
+    /// shifting a sorted array (amortised O(log k) per row).
     pub rows: Vec<Row>,
+    /// Rows with a hash at or above this cannot be among the bottom k (largest kept hash at the
+    /// last compaction while full).
+    threshold: u64,
     /// Exact `(true, known)` counts per binary feature.
     pub binary: Vec<(u64, u64)>,
     /// Exact label counts per categorical feature.
     pub categorical: Vec<BTreeMap<String, u64>>,
+}
+
+impl PartialEq for FeatureSample {
+    fn eq(&self, other: &Self) -> bool {
+        let (mut a, mut b) = (self.clone(), other.clone());
+        a.compact();
+        b.compact();
+        a.sessions == b.sessions
+            && a.rows == b.rows
+            && a.binary == b.binary
+            && a.categorical == b.categorical
+    }
 }
 
 impl FeatureSample {
@@ -234,6 +251,7 @@ impl FeatureSample {
             sessions: 0,
             capacity,
             rows: Vec::new(),
+            threshold: u64::MAX,
             binary: vec![(0, 0); set.binary.len()],
             categorical: vec![BTreeMap::new(); set.categorical.len()],
         }
@@ -245,6 +263,7 @@ impl FeatureSample {
             sessions: 0,
             capacity: self.capacity,
             rows: Vec::new(),
+            threshold: u64::MAX,
             binary: vec![(0, 0); self.binary.len()],
             categorical: vec![BTreeMap::new(); self.categorical.len()],
         }
@@ -254,11 +273,14 @@ impl FeatureSample {
     pub fn observe(&mut self, set: &FeatureSet, s: &Session) {
         self.sessions += 1;
         let hash = xxh3_64(s.session_id.as_bytes());
-        if self.rows.len() < self.capacity || self.rows.last().is_some_and(|r| hash < r.hash) {
-            self.insert_row(Row {
+        if hash < self.threshold {
+            self.rows.push(Row {
                 hash,
                 values: set.row(s),
             });
+            if self.rows.len() >= 2 * self.capacity.max(1) {
+                self.shrink();
+            }
         }
         for (f, counts) in set.binary.iter().zip(&mut self.binary) {
             if let Some(v) = f.value(s) {
@@ -276,46 +298,46 @@ impl FeatureSample {
         }
     }
 
-    fn insert_row(&mut self, row: Row) {
-        let pos = self.rows.partition_point(|r| r.hash < row.hash);
-        if self.rows.get(pos).is_some_and(|r| r.hash == row.hash) {
+    /// Keeps the k smallest candidates (unsorted) and tightens the threshold: O(n) per call.
+    fn shrink(&mut self) {
+        let k = self.capacity;
+        if k == 0 {
+            self.rows.clear();
             return;
         }
-        self.rows.insert(pos, row);
-        self.rows.truncate(self.capacity);
+        if self.rows.len() > k {
+            self.rows.select_nth_unstable_by_key(k - 1, |r| r.hash);
+            self.rows.truncate(k);
+        }
+        if self.rows.len() == k {
+            self.threshold = self.rows.iter().map(|r| r.hash).max().unwrap_or(u64::MAX);
+        }
+    }
+
+    /// Reduces the candidates to the bottom-k rows by hash, sorted by hash (one row per
+    /// session: equal hashes are the same session).
+    pub fn compact(&mut self) {
+        let k = self.capacity;
+        if self.rows.len() > k && k > 0 {
+            self.rows.select_nth_unstable_by_key(k, |r| r.hash);
+        }
+        self.rows.sort_unstable_by_key(|r| r.hash);
+        self.rows.dedup_by_key(|r| r.hash);
+        self.rows.truncate(k);
+        if self.rows.len() == k
+            && let Some(last) = self.rows.last()
+        {
+            self.threshold = last.hash;
+        }
     }
 
     /// Merges another sample of the same feature set into this one.
     pub fn merge(&mut self, other: &FeatureSample) {
         self.sessions += other.sessions;
-        if !other.rows.is_empty() {
-            let mut merged =
-                Vec::with_capacity((self.rows.len() + other.rows.len()).min(self.capacity));
-            let (mut a, mut b) = (self.rows.iter().peekable(), other.rows.iter().peekable());
-            while merged.len() < self.capacity {
-                let next = match (a.peek(), b.peek()) {
-                    (Some(x), Some(y)) if x.hash == y.hash => {
-                        b.next();
-                        a.next()
-                    }
-                    (Some(x), Some(y)) => {
-                        if x.hash < y.hash {
-                            a.next()
-                        } else {
-                            b.next()
-                        }
-                    }
-                    (Some(_), None) => a.next(),
-                    (None, Some(_)) => b.next(),
-                    (None, None) => None,
-                };
-                match next {
-                    Some(r) => merged.push(r.clone()),
-                    None => break,
-                }
-            }
-            self.rows = merged;
-        }
+        let threshold = self.threshold;
+        self.rows
+            .extend(other.rows.iter().filter(|r| r.hash < threshold).cloned());
+        self.compact();
         for (a, b) in self.binary.iter_mut().zip(&other.binary) {
             a.0 += b.0;
             a.1 += b.1;
@@ -327,8 +349,9 @@ impl FeatureSample {
         }
     }
 
-    /// The non-missing values of row column `col`.
+    /// The non-missing values of row column `col` (of the bottom-k rows).
     pub fn column(&self, col: usize) -> Vec<f64> {
+        debug_assert!(self.rows.len() <= self.capacity, "read after compact()");
         self.rows
             .iter()
             .map(|r| r.values[col])

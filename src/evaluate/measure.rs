@@ -236,6 +236,14 @@ impl Summary for SpecSummary {
         self.costliest.merge(&other.costliest);
     }
 
+    fn seal(&mut self) {
+        for st in &mut self.states {
+            if let MeasureState::Drift(sample) = st {
+                sample.compact();
+            }
+        }
+    }
+
     fn empty_like(&self) -> Self {
         SpecSummary {
             sessions: 0,

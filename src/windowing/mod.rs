@@ -26,6 +26,9 @@ pub trait Summary: Clone {
     /// An empty summary of the same shape (for a window whose newest step had no sessions of
     /// a key).
     fn empty_like(&self) -> Self;
+    /// Called on a closed window's summaries before they are handed out: the moment to put
+    /// lazily maintained parts in their final form.
+    fn seal(&mut self) {}
 }
 
 /// Window geometry and lateness.
@@ -223,9 +226,12 @@ impl<K: Clone + Eq + Hash + Ord, S: Summary> Windows<K, S> {
                     }
                 }
             }
-            for (key, (summary, newest_step)) in merged {
+            for (key, (mut summary, newest_step)) in merged {
+                let mut newest_step = newest_step.unwrap_or_else(|| summary.empty_like());
+                summary.seal();
+                newest_step.seal();
                 out.push(ClosedWindow {
-                    newest_step: newest_step.unwrap_or_else(|| summary.empty_like()),
+                    newest_step,
                     key,
                     start,
                     end,
