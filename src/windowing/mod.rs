@@ -192,10 +192,7 @@ impl<K: Clone + Eq + Hash + Ord, S: Summary> Windows<K, S> {
     fn close_through(&mut self, watermark: EpochMs) -> Vec<ClosedWindow<K, S>> {
         let (size, step) = (self.config.size_ms, self.config.step_ms);
         let mut out = Vec::new();
-        loop {
-            let Some(&first_pane) = self.panes.keys().next() else {
-                break;
-            };
+        while let Some(&first_pane) = self.panes.keys().next() {
             // The first window end after what is already closed that contains any open pane.
             let first_end = (first_pane.div_euclid(step) + 1) * step;
             let end = match self.closed_until {

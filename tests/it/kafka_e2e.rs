@@ -201,12 +201,11 @@ fn assert_same(got: &BTreeMap<String, Finding>, want: &BTreeMap<String, Finding>
     }
 }
 
+/// A consumed message: key, payload, headers.
+type Consumed = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
+
 /// Every message of a topic (all partitions, from the beginning).
-fn drain(
-    broker: &Tansu,
-    topic: &str,
-    expect_at_least: usize,
-) -> Vec<(Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>)> {
+fn drain(broker: &Tansu, topic: &str, expect_at_least: usize) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", format!("drain-{topic}"))
