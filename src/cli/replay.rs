@@ -75,14 +75,7 @@ pub fn replay_stream(
                 .context("writing a dead letter")?;
         }
         if !found.is_empty() {
-            for f in found.drain(..) {
-                findings += 1;
-                sink.finding(&f)?;
-            }
-            for c in pipeline.drain_clears() {
-                sink.clear(&c)?;
-            }
-            sink.windows_closed(pipeline)?;
+            findings += deliver(&mut found, pipeline, sink)?;
         }
         if let Some(bar) = progress
             && pipeline.stats().records % 4096 == 0
@@ -91,14 +84,7 @@ pub fn replay_stream(
         }
     }
     pipeline.finish(&mut found);
-    for f in found.drain(..) {
-        findings += 1;
-        sink.finding(&f)?;
-    }
-    for c in pipeline.drain_clears() {
-        sink.clear(&c)?;
-    }
-    sink.windows_closed(pipeline)?;
+    findings += deliver(&mut found, pipeline, sink)?;
     dead_letters.flush().context("writing dead letters")?;
     let objectives = pipeline
         .runtimes()
@@ -118,6 +104,20 @@ pub fn replay_stream(
         findings,
         elapsed_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Hands a batch of findings, then the clears of the same windows, to the sink; returns how
+/// many findings there were.
+fn deliver(found: &mut Vec<Finding>, pipeline: &mut Pipeline, sink: &mut dyn Sink) -> Result<u64> {
+    let n = found.len() as u64;
+    for f in found.drain(..) {
+        sink.finding(&f)?;
+    }
+    for c in pipeline.drain_clears() {
+        sink.clear(&c)?;
+    }
+    sink.windows_closed(pipeline)?;
+    Ok(n)
 }
 
 fn open_source(input: &Path) -> Result<Box<dyn Source>> {
