@@ -299,6 +299,8 @@ fn sample(set: &FeatureSet, sessions: &[Session], capacity: usize) -> FeatureSam
     for s in sessions {
         sample.observe(set, s);
     }
+    // As the runtime does before reading a sample: the bottom-k rows, sorted by hash.
+    sample.compact();
     sample
 }
 
@@ -374,6 +376,20 @@ fn whole_window(c: &mut Criterion) {
         );
     }
 
+    // The same with a window of 9,500 sessions: unequal sizes take KS's exact lattice
+    // recursion (`max(n1, n2) <= 10,000`), whose cost grows with n·D.
+    let current_9500 = sample(&w.cfg.set, &cur_sessions[..n - n / 20], n);
+    if measuring() {
+        for (label, cur) in [("10k vs 10k", &w.current), ("10k vs 9.5k", &current_9500)] {
+            let ks: Vec<String> = compare(&w.cfg, &w.reference, cur)
+                .iter()
+                .filter(|p| p.result.test == "ks")
+                .map(|p| format!("{} D={:.3}", p.result.feature, p.result.statistic))
+                .collect();
+            eprintln!("KS statistics, {label}: {}", ks.join(", "));
+        }
+    }
+
     let mut g = c.benchmark_group("drift_window");
     g.sample_size(30).measurement_time(Duration::from_secs(10));
     // Univariate: 20 tests + BH + effect floors.
@@ -388,9 +404,6 @@ fn whole_window(c: &mut Criterion) {
             batch
         })
     });
-    // The same with a window of 9,500 sessions: unequal sizes take KS's exact lattice
-    // recursion (`max(n1, n2) <= 10,000`), whose cost grows with n·D.
-    let current_9500 = sample(&w.cfg.set, &cur_sessions[..n - n / 20], n);
     g.bench_function("compare_decide_20_features_unequal", |b| {
         b.iter(|| {
             let mut batch = vec![compare(
@@ -437,7 +450,8 @@ fn whole_window(c: &mut Criterion) {
             })
         });
     }
-    // Filling a window's sample (per-session cost of `FeatureSample::observe`, 20 features).
+    // Filling a window's sample (per-session cost of `FeatureSample::observe`, 20 features,
+    // then the `compact` that precedes every read).
     g.bench_function("observe_window_sessions", |b| {
         b.iter_batched(
             || FeatureSample::new(&w.cfg.set, n),
@@ -445,6 +459,7 @@ fn whole_window(c: &mut Criterion) {
                 for x in &cur_sessions {
                     s.observe(&w.cfg.set, x);
                 }
+                s.compact();
                 s
             },
             BatchSize::LargeInput,

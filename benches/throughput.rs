@@ -1,6 +1,7 @@
 //! End-to-end replay throughput: sessions/s, MB/s and peak RSS of `slawatch replay`'s pipeline
 //! over generated streams, against two baselines measured on the same file in the same run:
-//! reading lines only, and parsing every line into a `serde_json::Value`.
+//! reading lines only, and parsing every line into a `serde_json::Value`; `decode` (the
+//! pipeline's typed decoder alone) shows how the pipeline's time splits.
 //!
 //! `cargo bench --bench throughput -- --sessions 1000000,5000000 [--repeat 3]`
 //!
@@ -18,6 +19,7 @@ use std::time::Instant;
 
 use slawatch::catalog::Catalog;
 use slawatch::cli::replay_stream;
+use slawatch::ingest::decode::Decoder;
 use slawatch::ingest::{DeadLetters, LinesSource, Source};
 use slawatch::pipeline::{Pipeline, PipelineConfig};
 use slawatch::simulate::{SimConfig, Simulator};
@@ -60,7 +62,7 @@ fn main() {
         // Untimed pass so the first timed mode does not pay for a cold page cache.
         run_child("read", &file);
         let (mut read_rate, mut parse_rate) = (None, None);
-        for mode in ["read", "parse", "pipeline"] {
+        for mode in ["read", "parse", "decode", "pipeline"] {
             let mut runs: Vec<[f64; 4]> = (0..repeat).map(|_| run_child(mode, &file)).collect();
             runs.sort_by(|a, b| a[0].total_cmp(&b[0]));
             let [secs, records, bytes, _] = runs[0];
@@ -161,6 +163,16 @@ fn child(mode: &str, file: &Path) {
             while let Some(r) = src.next_record().unwrap() {
                 let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
                 std::hint::black_box(v);
+                n += 1;
+            }
+            (n, src.bytes_read())
+        }
+        "decode" => {
+            // The pipeline's own decoder (typed, catalog lookups), without windows.
+            let decoder = Decoder::new(Arc::new(Catalog::embedded()));
+            let mut n = 0u64;
+            while let Some(r) = src.next_record().unwrap() {
+                std::hint::black_box(decoder.decode(&r.bytes).ok());
                 n += 1;
             }
             (n, src.bytes_read())

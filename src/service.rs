@@ -61,6 +61,10 @@ pub trait Output: Send {
     fn clear(&mut self, _c: &Clear) -> Result<()> {
         Ok(())
     }
+    /// After the findings and clears of windows that closed together.
+    fn batch_done(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// After a checkpoint: everything before it is durable.
     fn checkpointed(&mut self) -> Result<()> {
         Ok(())
@@ -143,7 +147,8 @@ impl State {
     }
 
     fn emit(&mut self) -> Result<()> {
-        if self.found.is_empty() {
+        let clears = self.pipeline.drain_clears();
+        if self.found.is_empty() && clears.is_empty() {
             return Ok(());
         }
         for f in std::mem::take(&mut self.found) {
@@ -151,9 +156,10 @@ impl State {
             self.sink.finding(&f)?;
             self.output.finding(&f)?;
         }
-        for c in self.pipeline.drain_clears() {
-            self.output.clear(&c)?;
+        for c in &clears {
+            self.output.clear(c)?;
         }
+        self.output.batch_done()?;
         for b in self.pipeline.take_dirty_baselines() {
             self.store.put_baseline(&b)?;
         }
@@ -457,7 +463,10 @@ mod tests {
     #[test]
     fn a_checkpoint_restores_the_pipeline_exactly() {
         let mut text = String::new();
-        for (i, line) in include_str!("../tests/data/sample-sessions.jsonl").lines().enumerate() {
+        for (i, line) in include_str!("../tests/data/sample-sessions.jsonl")
+            .lines()
+            .enumerate()
+        {
             if i % 7 == 0 {
                 // Missing optional fields: NaN feature values, empty sketches.
                 let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -483,12 +492,20 @@ mod tests {
 
         let mut whole = Vec::new();
         let mut p = pipeline();
-        run(&mut p, &mut LinesSource::new(text.as_bytes(), "t".into()), &mut whole);
+        run(
+            &mut p,
+            &mut LinesSource::new(text.as_bytes(), "t".into()),
+            &mut whole,
+        );
         p.finish(&mut whole);
 
         let mut split = Vec::new();
         let mut first = pipeline();
-        run(&mut first, &mut LinesSource::new(a.as_bytes(), "t".into()), &mut split);
+        run(
+            &mut first,
+            &mut LinesSource::new(a.as_bytes(), "t".into()),
+            &mut split,
+        );
         let bytes = encode_checkpoint(&Checkpoint {
             pipeline: first.snapshot(),
             applied: Vec::new(),
@@ -496,7 +513,11 @@ mod tests {
         drop(first);
         let mut second = pipeline();
         assert!(second.restore(decode_checkpoint(&bytes).unwrap().pipeline));
-        run(&mut second, &mut LinesSource::new(b.as_bytes(), "t".into()), &mut split);
+        run(
+            &mut second,
+            &mut LinesSource::new(b.as_bytes(), "t".into()),
+            &mut split,
+        );
         second.finish(&mut split);
         assert!(whole.len() > 50);
         assert_eq!(split, whole);

@@ -42,7 +42,9 @@ const BLUE: RGBColor = RGBColor(0x15, 0x65, 0xc0);
 pub struct ChartImage {
     /// PNG bytes.
     pub png: Vec<u8>,
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
     /// Alternative text: what the chart shows, in words.
     pub alt: String,
@@ -770,7 +772,7 @@ pub mod png {
             assert_eq!(bit(1), 1);
             assert_eq!(bit(2), 1);
             let mut out: Vec<u8> = Vec::new();
-            let mut read_msb = |bit: &mut dyn FnMut(u32) -> u32, len: u32| {
+            let read_msb = |bit: &mut dyn FnMut(u32) -> u32, len: u32| {
                 let mut v = 0;
                 for _ in 0..len {
                     v = (v << 1) | bit(1);

@@ -66,6 +66,7 @@ impl Clock for SystemClock {
 pub struct SendError {
     /// Retrying will not help (e.g. 5xx: every recipient rejected).
     pub permanent: bool,
+    /// What the transport said.
     pub message: String,
 }
 
@@ -132,7 +133,9 @@ impl OutboxDir {
 /// Retry delays: `random(0, min(cap, base × 2^attempts))` (full jitter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// Delay bound of the first retry, ms.
     pub base_ms: u64,
+    /// Upper bound of any delay, ms.
     pub cap_ms: u64,
 }
 
@@ -159,8 +162,11 @@ impl Backoff {
 /// What one delivery round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
+    /// Mails the transport accepted.
     pub sent: u64,
+    /// Mails that failed and wait for a retry.
     pub retried: u64,
+    /// Mails given up after a permanent error.
     pub failed: u64,
     /// Still pending after the round.
     pub pending: u64,

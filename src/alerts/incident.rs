@@ -42,6 +42,7 @@ pub const STATE_VERSION: u32 = 1;
 /// What the engine needs to know about a spec (not part of its state).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpecInfo {
+    /// `metadata.name`.
     pub name: String,
     /// `metadata.labels`.
     pub labels: Vec<(String, String)>,
@@ -62,7 +63,9 @@ pub struct SpecInfo {
 /// What the engine and the renderer need to know about an objective.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectiveInfo {
+    /// `name`.
     pub name: String,
+    /// `dimension`.
     pub dimension: Dimension,
     /// `description`, in plain words.
     pub description: Option<String>,
@@ -110,9 +113,13 @@ impl SpecInfo {
 /// What an incident is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct IncidentKey {
+    /// Spec name.
     pub spec: String,
+    /// Objective name.
     pub objective: String,
+    /// The window key: agent plus `keyBy` fields.
     pub key: Vec<(String, String)>,
+    /// The segment, or `None` for the whole key.
     pub segment: Option<String>,
 }
 
@@ -163,8 +170,11 @@ impl IncidentKey {
 /// How mails about an incident group are grouped.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct GroupKey {
+    /// Spec name.
     pub spec: String,
+    /// Objective name.
     pub objective: String,
+    /// Severity the group's incidents have.
     pub severity: Severity,
 }
 
@@ -197,10 +207,13 @@ pub enum IncidentStatus {
 pub struct Incident {
     /// [`IncidentKey::id`].
     pub id: String,
+    /// What it is about.
     pub key: IncidentKey,
+    /// The objective's dimension.
     pub dimension: Dimension,
     /// The highest severity seen while the incident lives.
     pub severity: Severity,
+    /// Where it is in its life.
     pub status: IncidentStatus,
     /// Window start of the first breach.
     pub since: EpochMs,
@@ -214,6 +227,7 @@ pub struct Incident {
     pub last_event: EpochMs,
     /// First clean window end after the last breach.
     pub clean_since: Option<EpochMs>,
+    /// When it resolved (event time), while resolved.
     pub resolved_at: Option<EpochMs>,
     /// Windows that breached.
     pub breaches: u32,
@@ -248,41 +262,58 @@ pub enum SlaLevel {
 pub struct Thread {
     /// The incident-group id: also the root `Message-ID`'s local part.
     pub id: String,
+    /// Event time the first incident of the episode became mailable.
     pub opened_at: EpochMs,
     /// When the first mail is due.
     pub due: EpochMs,
+    /// Whether the first mail went out.
     pub root_sent: bool,
+    /// Event time of the first mail.
+    #[serde(default)]
+    pub root_at: Option<EpochMs>,
     /// On-call mails emitted in this thread.
     pub seq: u32,
     /// Incidents already announced in this thread.
     pub announced: BTreeSet<String>,
+    /// Event time of the last on-call mail.
     pub last_mail_at: Option<EpochMs>,
+    /// Event time of the last mail announcing firing incidents (for repeats).
     pub last_firing_at: Option<EpochMs>,
     /// The highest SLA level told to stakeholders, and their mails so far.
     pub stakeholder_level: Option<SlaLevel>,
+    /// Stakeholder mails emitted in this thread.
     pub stakeholder_seq: u32,
 }
 
 /// Incidents of one `(spec, objective, severity)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
+    /// `(spec, objective, severity)`.
     pub key: GroupKey,
+    /// The objective's dimension.
     pub dimension: Dimension,
     /// Incident ids.
     pub members: BTreeSet<String>,
     /// Incidents that moved on to a more severe group, with when.
     pub escalated: BTreeMap<String, EpochMs>,
+    /// The open episode's thread, if any.
     pub thread: Option<Thread>,
 }
 
 /// Mail held back for incidents whose labels match, between two event times.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Silence {
+    /// Short id, e.g. `s-1a2b3c4d`.
     pub id: String,
+    /// Every matcher must match an incident's labels.
     pub matchers: Vec<Matcher>,
+    /// Start, event time (ms).
     pub starts_at: EpochMs,
+    /// End (exclusive), event time (ms).
     pub ends_at: EpochMs,
+    /// Why.
     pub comment: String,
+    /// Who added it.
     pub created_by: String,
 }
 
@@ -340,19 +371,28 @@ impl NotificationKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ViewStatus {
+    /// Breaching and mailed.
     Firing,
+    /// Breaching, held back by a silence.
     Silenced,
+    /// Breaching, held back by an inhibition rule.
     Inhibited,
+    /// No longer breaching.
     Resolved,
+    /// Moved on to a more severe group.
     Escalated,
 }
 
 /// One incident as a notification shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncidentView {
+    /// [`IncidentKey::id`].
     pub id: String,
+    /// The window key.
     pub key: Vec<(String, String)>,
+    /// The segment, or `None` for the whole key.
     pub segment: Option<String>,
+    /// How it stands now.
     pub status: ViewStatus,
     /// First announced in this notification.
     pub new: bool,
@@ -360,11 +400,17 @@ pub struct IncidentView {
     pub since: EpochMs,
     /// Window end of the first breach (when it was detected).
     pub detected: EpochMs,
+    /// Window end of the latest breach.
     pub last_breach: EpochMs,
+    /// When it resolved, if it did.
     pub resolved_at: Option<EpochMs>,
+    /// Windows that breached.
     pub breaches: u32,
+    /// Times it came back after resolving.
     pub reopened: u32,
+    /// The most recent breach finding.
     pub latest: Finding,
+    /// The worst breach finding.
     pub peak: Finding,
 }
 
@@ -387,7 +433,9 @@ pub struct BudgetView {
     pub exhaustion_at: Option<EpochMs>,
     /// The burn rate used for `exhaustion_at` (1 = sustainable).
     pub burn_rate: Option<f64>,
+    /// The error-budget period, ms.
     pub period_ms: i64,
+    /// How much of the period the data covers so far, ms.
     pub elapsed_ms: i64,
 }
 
@@ -397,11 +445,15 @@ pub struct BudgetView {
 pub struct Notification {
     /// Deterministic: hash of thread id, audience, sequence number and kind.
     pub id: String,
+    /// What it announces.
     pub kind: NotificationKind,
+    /// Who reads it.
     pub audience: Audience,
     /// Event time the notification was due.
     pub at: EpochMs,
+    /// The group it is about.
     pub group: GroupKey,
+    /// The objective's dimension.
     pub dimension: Dimension,
     /// The incident-group (thread) id.
     pub thread_id: String,
@@ -409,45 +461,63 @@ pub struct Notification {
     pub message_id: String,
     /// The thread root's `Message-ID`, on every mail but the root.
     pub in_reply_to: Option<String>,
+    /// `References`: the thread root, on every mail but the root.
     pub references: Vec<String>,
     /// Position in the audience's thread (0 = root).
     pub seq: u32,
+    /// Receiver names the policy routed to.
     pub receivers: Vec<String>,
+    /// Their addresses (empty: no receiver; the shell may use fallback recipients).
     pub recipients: Vec<String>,
+    /// Event time the thread opened.
     pub opened_at: EpochMs,
     /// Incidents of the episode: active ones first, worst first.
     pub incidents: Vec<IncidentView>,
+    /// The objective, as the spec describes it.
     pub objective: Option<ObjectiveInfo>,
+    /// The spec's `metadata.labels`.
     pub spec_labels: Vec<(String, String)>,
+    /// The spec's `selector.agent` patterns.
     pub agents: Vec<String>,
+    /// Error budget of the headline incident (SLO objectives).
     pub budget: Option<BudgetView>,
+    /// What stakeholders have been told in this thread.
     pub sla_level: Option<SlaLevel>,
 }
 
 /// Counters for summaries and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineStats {
+    /// Ticket and page breaches applied.
     pub findings: u64,
+    /// Clears applied.
     pub clears: u64,
+    /// Findings and clears older than what an incident already knew.
     pub stale: u64,
+    /// Info breaches (counted as clean).
     pub info_ignored: u64,
+    /// Notifications emitted.
     pub notifications: u64,
-    pub inhibited: u64,
-    pub silenced: u64,
 }
 
 /// The engine's whole state: serializable, so a restart neither re-sends nor forgets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineState {
+    /// [`STATE_VERSION`] when written.
     pub version: u32,
+    /// Event time reached.
     pub now: Option<EpochMs>,
     /// Earliest window start seen per spec (elapsed part of the budget period).
     pub first_seen: BTreeMap<String, EpochMs>,
+    /// Live incidents by id.
     pub incidents: BTreeMap<String, Incident>,
+    /// Groups by `spec/objective/severity`.
     pub groups: BTreeMap<String, Group>,
+    /// Silences in force or to come.
     pub silences: Vec<Silence>,
     /// Emitted, not yet taken by [`AlertEngine::advance`].
     pub outbox: Vec<Notification>,
+    /// Counters.
     pub stats: EngineStats,
 }
 
@@ -961,6 +1031,7 @@ impl AlertEngine {
                 opened_at,
                 due,
                 root_sent: false,
+                root_at: None,
                 seq: 0,
                 announced: BTreeSet::new(),
                 last_mail_at: None,
@@ -1005,8 +1076,29 @@ impl AlertEngine {
                 .filter_map(|i| i.resolved_at)
                 .collect();
             if members_resolved.is_empty() {
-                // Every incident escalated to a more severe group.
-                let at = g.escalated.values().copied().max().unwrap_or(now);
+                // Every incident escalated to a more severe group: say so once that group's
+                // thread has announced them, so the notice never precedes the page.
+                let mut at = g.escalated.values().copied().max().unwrap_or(now);
+                for id in g.escalated.keys() {
+                    let Some(inc) = self.state.incidents.get(id) else {
+                        continue;
+                    };
+                    let severe = GroupKey {
+                        spec: g.key.spec.clone(),
+                        objective: g.key.objective.clone(),
+                        severity: inc.severity,
+                    };
+                    match self
+                        .state
+                        .groups
+                        .get(&severe.id())
+                        .and_then(|x| x.thread.as_ref())
+                    {
+                        Some(t) if t.root_sent => at = at.max(t.root_at.unwrap_or(at)),
+                        Some(_) => return false,
+                        None => {}
+                    }
+                }
                 if !g.escalated.is_empty() {
                     self.emit(gid, NotificationKind::Escalated, Audience::Oncall, at, &[]);
                 }
@@ -1081,6 +1173,9 @@ impl AlertEngine {
     fn announce(&mut self, gid: &str, ids: &[String], at: EpochMs) {
         let g = self.state.groups.get_mut(gid).expect("present");
         let t = g.thread.as_mut().expect("open");
+        if !t.root_sent {
+            t.root_at = Some(at);
+        }
         t.root_sent = true;
         t.last_mail_at = Some(at);
         t.last_firing_at = Some(at);
@@ -1343,6 +1438,10 @@ impl AlertEngine {
     }
 }
 
+/// What [`ClearSynthesizer::export`] keeps: breaching coordinates with the window end of their
+/// latest breach, and the newest window end per spec.
+pub type SynthesizerState = (Vec<(IncidentKey, EpochMs)>, Vec<(String, EpochMs)>);
+
 /// Derives [`Clear`]s from findings and window closes while the pipeline has no clear stream
 /// of its own: an incident coordinate that breached (ticket or page) in a window is clear at a
 /// later window of its spec that closed without a breach finding for it.
@@ -1451,7 +1550,7 @@ impl ClearSynthesizer {
 
     /// The state worth keeping across a restart: breaching coordinates and the newest window
     /// end per spec.
-    pub fn export(&self) -> (Vec<(IncidentKey, EpochMs)>, Vec<(String, EpochMs)>) {
+    pub fn export(&self) -> SynthesizerState {
         (
             self.open.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             self.current.iter().map(|(k, v)| (k.clone(), *v)).collect(),

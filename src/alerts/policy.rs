@@ -102,8 +102,11 @@ pub enum MatchOp {
 /// One label matcher: `spec=support-bot-prod`, `key~=*sp-v1*`, `segment!=channel=web`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Matcher {
+    /// Label name.
     pub label: String,
+    /// How to compare.
     pub op: MatchOp,
+    /// Value or pattern.
     pub value: String,
 }
 
@@ -189,10 +192,15 @@ impl Labels {
 /// `spec` and `objective` accept `*` globs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RouteMatch {
+    /// Any of these severities.
     pub severity: Vec<Severity>,
+    /// Any of these dimensions.
     pub dimension: Vec<Dimension>,
+    /// Any of these spec names (globs).
     pub spec: Vec<String>,
+    /// Any of these objective names (globs).
     pub objective: Vec<String>,
+    /// Every one of these spec labels (values may be globs).
     pub labels: Vec<(String, String)>,
 }
 
@@ -243,8 +251,11 @@ pub struct Route {
 /// `target` with the same values of the `equal` labels are not mailed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InhibitRule {
+    /// Incidents that inhibit.
     pub source: Vec<Matcher>,
+    /// Incidents that are inhibited.
     pub target: Vec<Matcher>,
+    /// Labels whose values must be equal on both.
     pub equal: Vec<String>,
 }
 
@@ -281,13 +292,19 @@ pub struct Policy {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read the notification policy {path}: {source}")]
+    /// The file cannot be read.
     Read {
+        /// The file, as given.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
     #[error("the notification policy is not valid:\n{rendered}")]
+    /// The file has errors.
     Invalid {
+        /// Every diagnostic, rendered for people, with a summary line.
         rendered: String,
+        /// Every diagnostic (errors and warnings).
         diagnostics: Vec<Diagnostic>,
     },
 }

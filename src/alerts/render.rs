@@ -33,11 +33,13 @@ pub const TEXT_WIDTH: usize = 80;
 /// A rendered mail, before it becomes MIME.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedMail {
+    /// The `Subject:` line.
     pub subject: String,
     /// Plain text, lines of at most [`TEXT_WIDTH`] characters.
     pub text: String,
     /// HTML; the chart, if any, is referenced as `cid:` + [`RenderedMail::chart_cid`].
     pub html: String,
+    /// The inline chart, if there is something to draw.
     pub chart: Option<ChartImage>,
     /// Content-ID of the chart (without angle brackets).
     pub chart_cid: String,
@@ -705,6 +707,10 @@ fn budget_rows(n: &Notification) -> Vec<(String, String)> {
             b.consumed_so_far_rate
         ),
     ));
+    if n.kind == NotificationKind::Resolved {
+        // Nothing burns any more: exhaustion and projections would only be noise.
+        return out;
+    }
     match (b.exhaustion_at, b.burn_rate) {
         _ if b.consumed >= 1.0 => out.push((
             "Exhaustion".into(),
@@ -872,7 +878,7 @@ fn oncall_text(n: &Notification, t: &Timing) -> String {
         for (k, v) in budget_rows(n) {
             row(&mut o, &k, &v);
         }
-        if let Some(b) = burn_row(f) {
+        if let Some(b) = burn_row(f).filter(|_| n.kind != NotificationKind::Resolved) {
             row(&mut o, "Burn rates", &b);
         }
         row(
@@ -889,8 +895,8 @@ fn oncall_text(n: &Notification, t: &Timing) -> String {
     let _ = writeln!(o, "Affected, worst first");
     let _ = writeln!(
         o,
-        "  {:<22} {:>10} {:>10}  {:<11} {}",
-        "SEGMENT", "OBSERVED", "TARGET", "DETECTED", "STATUS"
+        "  {:<22} {:>10} {:>10}  {:<11} STATUS",
+        "SEGMENT", "OBSERVED", "TARGET", "DETECTED"
     );
     for v in n.incidents.iter().take(12) {
         let f = if n.kind == NotificationKind::Resolved {
@@ -1100,6 +1106,8 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
             &h.latest
         };
         let (color, _, _) = status_colors(n);
+        let resolved = n.kind == NotificationKind::Resolved;
+        let color = if resolved { "#263238" } else { color };
         let mut cells = vec![
             (
                 if n.kind == NotificationKind::Resolved {
@@ -1133,15 +1141,23 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
                     "#263238"
                 },
             ));
-            cells.push((
-                "Runs out in".to_owned(),
-                match bv.exhaustion_at {
-                    _ if bv.consumed >= 1.0 => "exhausted".to_owned(),
-                    Some(x) => human_duration(x - n.at),
-                    None => "—".to_owned(),
-                },
-                "#263238",
-            ));
+            cells.push(if resolved {
+                (
+                    "Lasted".to_owned(),
+                    human_duration(resolved_at(n).unwrap_or(n.at) - n.opened_at),
+                    "#263238",
+                )
+            } else {
+                (
+                    "Runs out in".to_owned(),
+                    match bv.exhaustion_at {
+                        _ if bv.consumed >= 1.0 => "exhausted".to_owned(),
+                        Some(x) => human_duration(x - n.at),
+                        None => "—".to_owned(),
+                    },
+                    "#263238",
+                )
+            });
         } else {
             cells.push((
                 "Detected".to_owned(),
@@ -1220,7 +1236,7 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
         for (k, v) in budget_rows(n) {
             facts.push((k, v));
         }
-        if let Some(br) = burn_row(f) {
+        if let Some(br) = burn_row(f).filter(|_| n.kind != NotificationKind::Resolved) {
             facts.push(("Burn rates".into(), br));
         }
         facts.push((

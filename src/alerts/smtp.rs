@@ -57,9 +57,13 @@ impl TlsMode {
 /// Where and how to send mail.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SmtpConfig {
+    /// Server host name or IP address.
     pub host: String,
+    /// Server port.
     pub port: u16,
+    /// How the connection is protected.
     pub tls: TlsMode,
+    /// User for AUTH PLAIN/LOGIN, if any.
     pub user: Option<String>,
     /// Never printed (see the `Debug` impl).
     pub password: Option<String>,
@@ -259,13 +263,21 @@ pub fn test_message(
 /// The stages of one SMTP delivery, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The host name resolves.
     DnsResolution,
+    /// A TCP connection opens.
     TcpConnect,
+    /// The server greets (`220`) and answers EHLO.
     Greeting,
+    /// TLS is negotiated (STARTTLS or implicit).
     TlsHandshake,
+    /// The credentials are accepted.
     Authentication,
+    /// `MAIL FROM` is accepted.
     SenderAccepted,
+    /// `RCPT TO` is accepted.
     RecipientAccepted,
+    /// The message itself is accepted after `DATA`.
     MessageAccepted,
 }
 
@@ -288,10 +300,13 @@ impl Stage {
 /// One stage's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageResult {
+    /// Which stage.
     pub stage: Stage,
+    /// Whether it passed.
     pub ok: bool,
     /// What happened (the server's answer, the addresses, …).
     pub detail: String,
+    /// How long it took.
     pub elapsed: Duration,
 }
 

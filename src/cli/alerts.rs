@@ -122,9 +122,9 @@ fn hint(stage: Stage, cfg: &SmtpConfig) -> String {
                                 certificate error, the server's certificate must be valid for \
                                 the host name in --smtp-url"
             .into(),
-        Stage::Authentication => format!(
-            "check --smtp-user and the password (--smtp-password-file or {PASSWORD_ENV})"
-        ),
+        Stage::Authentication => {
+            format!("check --smtp-user and the password (--smtp-password-file or {PASSWORD_ENV})")
+        }
         Stage::SenderAccepted => {
             "the server refuses the sender: use a --mail-from it lets you send as".into()
         }
@@ -301,7 +301,14 @@ pub fn silence(args: &SilenceArgs) -> Result<ExitCode> {
             list.sort_by_key(|s| (s.starts_at, s.id.clone()));
             let shown: Vec<&Silence> = list.iter().filter(|s| *all || s.ends_at > now).collect();
             if shown.is_empty() {
-                println!("no silences{}", if *all { "" } else { " (--all shows expired ones)" });
+                println!(
+                    "no silences{}",
+                    if *all {
+                        ""
+                    } else {
+                        " (--all shows expired ones)"
+                    }
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
@@ -339,7 +346,10 @@ pub fn silence(args: &SilenceArgs) -> Result<ExitCode> {
                 bail!("no silence `{id}` (see `slawatch silence list --all`)");
             };
             if s.ends_at <= now {
-                println!("silence {id} already ended at {}", format_rfc3339_ms(s.ends_at));
+                println!(
+                    "silence {id} already ended at {}",
+                    format_rfc3339_ms(s.ends_at)
+                );
             } else {
                 s.ends_at = now.max(s.starts_at);
                 log.put_silence(id, &s)?;

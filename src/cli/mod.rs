@@ -3,6 +3,7 @@
 //! Everything here is the I/O edge: it reads files, prints, and decides exit codes. The work is
 //! done by the pipeline and the pure core.
 
+pub mod alerts;
 mod baseline;
 mod replay;
 mod service;
@@ -37,6 +38,10 @@ pub enum Command {
     Replay(ReplayArgs),
     /// The service: consume sessions, keep state in sled, send alert mail.
     Run(RunArgs),
+    /// Send one test mail and report which SMTP stage fails.
+    SmtpTest(alerts::SmtpTestArgs),
+    /// Hold back alert mail for matching incidents: add | list | expire.
+    Silence(alerts::SilenceArgs),
     /// Inspect and steer drift baselines: list, show, pin, reset, export.
     Baseline(baseline::BaselineArgs),
     /// Generate a realistic session stream, optionally with injected incidents.
@@ -101,12 +106,16 @@ pub struct RunArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
-    /// Sender of alert mail.
-    #[arg(long, default_value = "slawatch@localhost", env = "SLAWATCH_MAIL_FROM")]
-    pub mail_from: String,
-    /// Recipients of alert mail (until a notification policy routes it).
+    /// Recipients of on-call mail that no route of the policy sends elsewhere.
     #[arg(long, default_value = "oncall@localhost", env = "SLAWATCH_MAIL_TO")]
     pub mail_to: Vec<String>,
+    /// Notification policy (`kind: NotificationPolicy`; default: the embedded one, see
+    /// policies/README.md).
+    #[arg(long, env = "SLAWATCH_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// SMTP server; without one, mail is written as `.eml` files to `<data-dir>/outbox`.
+    #[command(flatten)]
+    pub smtp: alerts::SmtpArgs,
     #[command(flatten)]
     pub kafka: service::KafkaArgs,
 }
@@ -124,6 +133,8 @@ pub fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Baseline(a) => baseline::baseline(&a),
+        Command::SmtpTest(a) => alerts::smtp_test(&a),
+        Command::Silence(a) => alerts::silence(&a),
         Command::Simulate(a) => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),
     };
     match result {

@@ -74,9 +74,9 @@ pub fn replay_stream(
                 .write(&record, &reason)
                 .context("writing a dead letter")?;
         }
-        if !found.is_empty() {
-            findings += deliver(&mut found, pipeline, sink)?;
-        }
+        // Windows that close clean produce clears but no finding: hand them over at once so
+        // incidents resolve on time.
+        findings += deliver(&mut found, pipeline, sink)?;
         if let Some(bar) = progress
             && pipeline.stats().records % 4096 == 0
         {
@@ -109,12 +109,16 @@ pub fn replay_stream(
 /// Hands a batch of findings, then the clears of the same windows, to the sink; returns how
 /// many findings there were.
 fn deliver(found: &mut Vec<Finding>, pipeline: &mut Pipeline, sink: &mut dyn Sink) -> Result<u64> {
+    let clears = pipeline.drain_clears();
+    if found.is_empty() && clears.is_empty() {
+        return Ok(0);
+    }
     let n = found.len() as u64;
     for f in found.drain(..) {
         sink.finding(&f)?;
     }
-    for c in pipeline.drain_clears() {
-        sink.clear(&c)?;
+    for c in &clears {
+        sink.clear(c)?;
     }
     sink.windows_closed(pipeline)?;
     Ok(n)
@@ -204,25 +208,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = Store::open(&args.data_dir)?;
     let outbox_dir = args.data_dir.join("outbox");
-    // TODO(lead): `--policy FILE` and `SmtpArgs` (see cli/alerts.rs); until then the embedded
-    // policy routes mail, `--mail-to` receives on-call mail nobody else is routed, and mail
-    // goes to `.eml` files in the outbox.
     let specs = load_specs(&args.pipeline.specs)?;
-    let policy = std::sync::Arc::new(Policy::embedded());
-    for problem in policy.check_specs(&specs) {
-        eprintln!("warning: {problem}");
-    }
-    let mut alerts = AlertService::open_default(
-        &store,
-        policy,
-        &specs,
-        None,
-        &outbox_dir,
-        MailSettings {
-            from: args.mail_from.clone(),
-            fallback_to: args.mail_to.clone(),
-        },
-    )?;
+    let mut alerts = open_alerts(args, &store, &specs)?;
     let dead_path = args
         .pipeline
         .dead_letters
@@ -261,6 +248,34 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         outbox_dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The alert engine of `run`: the policy (`--policy` or the embedded one), SMTP when
+/// configured, else the outbox directory.
+pub(crate) fn open_alerts(
+    args: &RunArgs,
+    store: &Store,
+    specs: &[crate::spec::Spec],
+) -> Result<AlertService> {
+    let policy = std::sync::Arc::new(match &args.policy {
+        Some(p) => crate::alerts::policy::load_policy(p)?,
+        None => Policy::embedded(),
+    });
+    for problem in policy.check_specs(specs) {
+        eprintln!("warning: {problem}");
+    }
+    let smtp = args.smtp.config()?;
+    Ok(AlertService::open_default(
+        store,
+        policy,
+        specs,
+        smtp.as_ref(),
+        &args.data_dir.join("outbox"),
+        MailSettings {
+            from: args.smtp.mail_from.clone(),
+            fallback_to: args.mail_to.clone(),
+        },
+    )?)
 }
 
 /// What `run` does with the pipeline's output: findings into sled (each once, by id); findings

@@ -12,13 +12,12 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::{RunArgs, load_catalog, load_specs};
-use crate::alerts::{Notifier, Outbox};
-use crate::finding::{Finding, Verdict};
+use crate::alerts::deliver::AlertService;
+use crate::finding::{Clear, Finding};
 use crate::ingest::DeadLetters;
 use crate::ingest::kafka::KafkaConfig;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::service::{Output, ServiceOptions};
-use crate::spec::model::Severity;
 use crate::store::Store;
 
 /// Kafka options of `slawatch run`; any of them turns the Kafka source on.
@@ -103,20 +102,48 @@ pub fn kafka_config(args: &KafkaArgs) -> Result<Option<KafkaConfig>> {
     Ok(Some(cfg))
 }
 
-/// Findings into sled (each once) and alert mail.
+/// Findings into sled (each once, by id); findings and clears into the alert engine, which
+/// advances with the event time of every batch of closed windows and delivers mail.
 struct ServiceOutput {
     store: Arc<Store>,
-    outbox: Outbox,
+    alerts: AlertService,
+    batch_end: Option<i64>,
+}
+
+impl ServiceOutput {
+    fn note(&mut self, window_end: &str) {
+        if let Some(t) = crate::time::parse_rfc3339_ms(window_end) {
+            self.batch_end = Some(self.batch_end.map_or(t, |b| b.max(t)));
+        }
+    }
 }
 
 impl Output for ServiceOutput {
     fn finding(&mut self, f: &Finding) -> Result<()> {
-        if self.store.put_finding(f)?
-            && f.verdict == Verdict::Breach
-            && f.severity >= Severity::Ticket
-        {
-            self.outbox.notify(f)?;
+        // A finding already stored was seen before a crash: the engine's snapshot has it.
+        if self.store.put_finding(f)? {
+            self.alerts.on_finding(f);
         }
+        self.note(&f.window_end);
+        Ok(())
+    }
+
+    fn clear(&mut self, c: &Clear) -> Result<()> {
+        self.alerts.on_clear(c);
+        self.note(&c.window_end);
+        Ok(())
+    }
+
+    fn batch_done(&mut self) -> Result<()> {
+        if let Some(t) = self.batch_end {
+            self.alerts.advance(t)?;
+        }
+        Ok(())
+    }
+
+    fn checkpointed(&mut self) -> Result<()> {
+        self.alerts.checkpoint()?;
+        self.alerts.deliver()?;
         Ok(())
     }
 }
@@ -141,11 +168,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| args.data_dir.join("dead-letters.jsonl"));
     let dead = DeadLetters::to_file(&dead_path)?;
-    let outbox = Outbox::new(
-        &args.data_dir.join("outbox"),
-        &args.mail_from,
-        &args.mail_to,
-    )?;
+    let alerts = super::replay::open_alerts(args, &store, &load_specs(&args.pipeline.specs)?)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
@@ -162,7 +185,8 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
         dead,
         Box::new(ServiceOutput {
             store: store.clone(),
-            outbox,
+            alerts,
+            batch_end: None,
         }),
     )?;
     println!("{}", serde_json::to_string(&report)?);

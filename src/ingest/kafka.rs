@@ -40,7 +40,11 @@ pub struct KafkaConfig {
     #[serde(default)]
     pub findings_topic: Option<String>,
     /// A partition with no record for this long stops holding the watermark back.
-    #[serde(default = "default_idle", with = "duration_str", rename = "idleTimeout")]
+    #[serde(
+        default = "default_idle",
+        with = "duration_str",
+        rename = "idleTimeout"
+    )]
     pub idle_timeout_ms: i64,
     /// Checkpoint (state + offsets, durable in sled) at least this often…
     #[serde(

@@ -23,9 +23,17 @@ pub enum MailStatus {
     /// Recorded, not yet accepted by the transport.
     Pending,
     /// Accepted by the transport at `at` (wall-clock ms).
-    Sent { at: i64 },
+    Sent {
+        /// Wall-clock ms.
+        at: i64,
+    },
     /// Given up after a permanent error (e.g. every recipient rejected); kept for audit.
-    Failed { at: i64, reason: String },
+    Failed {
+        /// Wall-clock ms.
+        at: i64,
+        /// The transport's last word.
+        reason: String,
+    },
 }
 
 /// One alert mail as recorded before sending.
@@ -64,8 +72,11 @@ pub struct MailRecord {
 /// Counts of mails by status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogCounts {
+    /// Recorded, not yet accepted.
     pub pending: u64,
+    /// Accepted by the transport.
     pub sent: u64,
+    /// Given up.
     pub failed: u64,
 }
 

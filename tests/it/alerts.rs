@@ -11,11 +11,11 @@ use slawatch::alerts::policy::{Audience, Policy, parse_policy};
 use slawatch::alerts::render;
 use slawatch::catalog::Catalog;
 use slawatch::cli::load_specs;
-use slawatch::finding::{Clear, Comparator, Finding, Verdict};
+use slawatch::finding::{Clear, Finding};
 use slawatch::ingest::{LinesSource, Source};
 use slawatch::pipeline::{Pipeline, PipelineConfig};
 use slawatch::simulate::{Incident, IncidentKind, SimConfig, write_jsonl};
-use slawatch::spec::model::{Dimension, Severity, Spec};
+use slawatch::spec::model::Spec;
 use slawatch::time::{format_rfc3339_ms, parse_rfc3339_ms};
 
 pub const MIN: i64 = 60_000;
@@ -338,6 +338,7 @@ fn kinds(ns: &[&Notification]) -> Vec<NotificationKind> {
 }
 
 /// Feeds events in order, advancing to each event's time; returns every notification.
+#[allow(clippy::large_enum_variant)]
 enum Ev {
     F(Finding),
     C(Clear),
@@ -435,7 +436,7 @@ fn a_flapping_objective_gets_one_mail_its_repeats_and_one_resolved_notice() {
     for n in &on[1..] {
         assert_eq!(n.thread_id, on[0].thread_id);
         assert_eq!(n.in_reply_to.as_deref(), Some(root.as_str()));
-        assert_eq!(n.references, [root.clone()]);
+        assert_eq!(n.references, std::slice::from_ref(&root));
         assert_ne!(n.message_id, root);
     }
     assert!(render::subject(on[2]).starts_with("[RESOLVED] support-bot-prod/latency-p99 — "));
@@ -1093,21 +1094,6 @@ fn the_shipped_policy_file_is_valid_and_knows_every_receiver_the_specs_name() {
     );
 }
 
-#[test]
-fn the_severity_enum_matches_dimension_names() {
-    // Guards the label names routes and inhibition rules match on.
-    assert_eq!(
-        slawatch::alerts::policy::severity_name(Severity::Page),
-        "page"
-    );
-    assert_eq!(
-        slawatch::alerts::policy::dimension_name(Dimension::Behavior),
-        "behavior"
-    );
-    let _ = Verdict::Breach;
-    let _ = Comparator::AtLeast;
-}
-
 /// Findings only, clears derived by the synthesizer (for sources without a clear stream).
 struct SynthSink {
     inner: EngineSink,
@@ -1199,4 +1185,43 @@ fn mail_previews() {
         "{}",
         describe(&ns)
     );
+}
+
+#[test]
+fn an_escalation_moves_the_incident_to_the_page_thread_and_closes_the_ticket_thread() {
+    let mut e = engine(test_policy());
+    let t = T0 + HOUR;
+    let ns = run(
+        &mut e,
+        vec![
+            Ev::F(finding("success", "burn_rate", "ticket", None, t)),
+            Ev::Advance(t + MIN),
+            Ev::F(finding("success", "burn_rate", "page", None, t + 15 * MIN)),
+            Ev::Advance(t + 16 * MIN),
+        ],
+    );
+    let got: Vec<(NotificationKind, String)> =
+        oncall(&ns).iter().map(|n| (n.kind, n.group.id())).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                NotificationKind::Firing,
+                "support-bot-prod/success/ticket".to_owned()
+            ),
+            (
+                NotificationKind::Firing,
+                "support-bot-prod/success/page".to_owned()
+            ),
+            (
+                NotificationKind::Escalated,
+                "support-bot-prod/success/ticket".to_owned()
+            ),
+        ],
+        "{}",
+        describe(&ns)
+    );
+    let escalated = oncall(&ns)[2];
+    assert_eq!(escalated.thread_id, oncall(&ns)[0].thread_id);
+    assert!(render::subject(escalated).starts_with("[ESCALATED] support-bot-prod/success — "));
 }
