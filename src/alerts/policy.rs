@@ -16,7 +16,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::duration::parse_duration_ms;
 use crate::glob::glob_match;
 use crate::spec::decode::{Ctx, Loc};
 use crate::spec::diagnostic::{Diagnostic, did_you_mean, has_errors, one_of};
@@ -537,25 +536,11 @@ struct Decoder<'c, 'a> {
 
 impl Decoder<'_, '_> {
     fn key_loc(&self, k: &Spanned<String>) -> Loc {
-        let l = &k.referenced;
-        if l.line() == 0 {
-            return Loc::default();
-        }
-        Loc {
-            line: u32::try_from(l.line()).unwrap_or(u32::MAX) + self.ctx.line_offset,
-            col: u32::try_from(l.column()).unwrap_or(u32::MAX),
-            width: u32::try_from(l.span().len()).unwrap_or(1).max(1),
-        }
+        self.ctx.key_loc(k)
     }
 
     fn type_error(&mut self, n: &SNode, path: &str, expected: &str, hint: Option<String>) {
-        let loc = self.ctx.loc(n);
-        self.ctx.error(
-            loc,
-            path,
-            format!("expected {expected}, found {}", n.value.describe()),
-            hint,
-        );
+        self.ctx.type_error(n, path, expected, hint);
     }
 
     /// A mapping with known keys: reports unknown (with did-you-mean) and duplicate keys.
@@ -657,82 +642,15 @@ impl Decoder<'_, '_> {
     }
 
     fn bool(&mut self, n: &SNode, path: &str) -> Option<bool> {
-        match &n.value {
-            Node::Bool(b) => Some(*b),
-            Node::Str(s) => {
-                let hint = match s.to_ascii_lowercase().as_str() {
-                    "yes" | "on" | "y" => "write `true`",
-                    "no" | "off" | "n" => "write `false`",
-                    _ => "write `true` or `false`",
-                };
-                self.type_error(n, path, "`true` or `false`", Some(hint.into()));
-                None
-            }
-            _ => {
-                self.type_error(n, path, "`true` or `false`", None);
-                None
-            }
-        }
+        self.ctx.bool(n, path)
     }
 
     fn duration(&mut self, n: &SNode, path: &str, allow_zero: bool) -> Option<i64> {
-        let expected = "a duration like `30s`, `5m` or `4h`";
-        match &n.value {
-            Node::Str(s) => match parse_duration_ms(s.trim()) {
-                Ok(ms) if ms > 0 || (ms == 0 && allow_zero) => Some(ms),
-                Ok(_) => {
-                    let loc = self.ctx.loc(n);
-                    self.ctx.error(loc, path, "must be longer than 0", None);
-                    None
-                }
-                Err(_) => {
-                    let loc = self.ctx.loc(n);
-                    self.ctx.error(
-                        loc,
-                        path,
-                        format!("invalid duration `{s}`"),
-                        Some(
-                            "write a number and a unit (`ms`, `s`, `m`, `h`, `d`), e.g. `30s`, \
-                             `5m` or `4h`"
-                                .into(),
-                        ),
-                    );
-                    None
-                }
-            },
-            Node::Int(0) if allow_zero => Some(0),
-            Node::Int(i) => {
-                self.type_error(
-                    n,
-                    path,
-                    expected,
-                    Some(format!("durations need a unit, e.g. `{i}s` or `{i}m`")),
-                );
-                None
-            }
-            _ => {
-                self.type_error(n, path, expected, None);
-                None
-            }
-        }
+        self.ctx.duration(n, path, allow_zero)
     }
 
     fn enum_value(&mut self, n: &SNode, path: &str, what: &str, valid: &[&str]) -> Option<usize> {
-        let Node::Str(s) = &n.value else {
-            self.type_error(n, path, &format!("a {what}: {}", one_of(valid)), None);
-            return None;
-        };
-        if let Some(i) = valid.iter().position(|v| v == s) {
-            return Some(i);
-        }
-        let hint = match did_you_mean(s, valid) {
-            Some(m) => format!("did you mean `{m}`?"),
-            None => format!("valid values: {}", one_of(valid)),
-        };
-        let loc = self.ctx.loc(n);
-        self.ctx
-            .error(loc, path, format!("unknown {what} `{s}`"), Some(hint));
-        None
+        self.ctx.enum_value(n, path, what, valid)
     }
 
     fn enum_list(

@@ -428,11 +428,11 @@ impl<'a> Ctx<'a> {
         self.loc_of(l, width)
     }
 
-    fn key_loc(&self, k: &Spanned<String>) -> Loc {
+    pub fn key_loc(&self, k: &Spanned<String>) -> Loc {
         self.loc_of(&k.referenced, k.referenced.span().len())
     }
 
-    fn type_error(&mut self, n: &SNode, path: &str, expected: &str, hint: Option<String>) {
+    pub fn type_error(&mut self, n: &SNode, path: &str, expected: &str, hint: Option<String>) {
         let hint = hint.or_else(|| match &n.value {
             Node::Str(s) if s.trim().parse::<f64>().is_ok() => {
                 Some(format!("remove the quotes: `{}`", s.trim()))
@@ -618,7 +618,7 @@ impl<'a> Ctx<'a> {
         ok.then_some(out)
     }
 
-    fn bool(&mut self, n: &SNode, path: &str) -> Option<bool> {
+    pub fn bool(&mut self, n: &SNode, path: &str) -> Option<bool> {
         match &n.value {
             Node::Bool(b) => Some(*b),
             Node::Str(s) => {
@@ -813,7 +813,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// A duration string (`90s`, `15m`, `1h30m`, `28d`) in ms.
-    fn duration(&mut self, n: &SNode, path: &str, allow_zero: bool) -> Option<i64> {
+    pub fn duration(&mut self, n: &SNode, path: &str, allow_zero: bool) -> Option<i64> {
         let loc = self.loc(n);
         let expected = "a duration like `90s`, `15m`, `1h` or `28d`";
         let ms = match &n.value {
@@ -854,7 +854,13 @@ impl<'a> Ctx<'a> {
         Some(ms)
     }
 
-    fn enum_value(&mut self, n: &SNode, path: &str, what: &str, valid: &[&str]) -> Option<usize> {
+    pub fn enum_value(
+        &mut self,
+        n: &SNode,
+        path: &str,
+        what: &str,
+        valid: &[&str],
+    ) -> Option<usize> {
         let s = match &n.value {
             Node::Str(s) => s.as_str(),
             _ => {

@@ -1040,11 +1040,11 @@ policies/bad.yaml:9:12: error: spec.timing.groupWiat: unknown key `groupWiat`
   |            ^^^^^^^^^
   = hint: did you mean `groupWait`?
 
-policies/bad.yaml:9:44: error: spec.timing.repeatInterval: expected a duration like `30s`, `5m` or `4h`, found integer `4`
+policies/bad.yaml:9:44: error: spec.timing.repeatInterval: expected a duration like `90s`, `15m`, `1h` or `28d`, found integer `4`
   |
 9 |   timing: {groupWiat: 30s, repeatInterval: 4}
   |                                            ^
-  = hint: durations need a unit, e.g. `4s` or `4m`
+  = hint: durations need a unit, e.g. `4s` or `4ms`
 
 ";
     assert_eq!(got, want, "got:\n{got}");
