@@ -428,3 +428,44 @@ fn two_consumers_split_the_partitions_and_account_for_every_record() {
         "every record processed by exactly one member"
     );
 }
+
+#[test]
+fn sigterm_drains_commits_and_exits_zero_in_bounded_time() {
+    let broker = Tansu::start();
+    let sessions = 60_000;
+    broker.create_topic("term", 2);
+    broker.create_topic("term.dlq", 1);
+    broker.create_topic("term.findings", 1);
+    publish(&broker, "term", sessions, false);
+    let data = tempfile::tempdir().unwrap();
+    let args = run_args(&broker, "term", "term", data.path(), false);
+    let child = spawn(&args);
+    // Let it join the group and consume for a while, then ask it to stop.
+    std::thread::sleep(Duration::from_secs(8));
+    let asked = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stdout = finish(child, Duration::from_secs(15));
+    eprintln!("SIGTERM to exit: {:?}", asked.elapsed());
+    let first: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(first["checkpoints"].as_u64().unwrap() >= 1, "{first}");
+    // A restart continues from the checkpoint and ends with the replay's findings.
+    let second: serde_json::Value = serde_json::from_str(
+        finish(
+            spawn(&run_args(&broker, "term", "term", data.path(), true)),
+            Duration::from_secs(300),
+        )
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(second["restored"], true, "{second}");
+    assert_eq!(
+        first["records"].as_u64().unwrap() + second["records"].as_u64().unwrap(),
+        sessions,
+        "nothing lost, nothing counted twice: {first} then {second}"
+    );
+    assert_same(&stored_findings(data.path()), &replay_findings(sessions, false));
+}
