@@ -92,6 +92,10 @@ pub struct ServiceReport {
     pub dead_letters: u64,
     pub checkpoints: u64,
     pub restored: bool,
+    /// Seconds from the first record applied to the end of the run.
+    pub consume_seconds: f64,
+    /// Peak resident memory of the process, kB (Linux).
+    pub peak_rss_kb: u64,
 }
 
 struct State {
@@ -339,6 +343,7 @@ pub fn run(
     let idle_after = Duration::from_millis(opts.kafka.idle_timeout_ms.max(0) as u64);
     let interval = Duration::from_millis(opts.kafka.checkpoint_interval_ms.max(0) as u64);
     let mut last_done_check = Instant::now();
+    let mut first_record: Option<Instant> = None;
     loop {
         if opts.shutdown.load(Ordering::Relaxed) {
             let deadline = Instant::now() + opts.shutdown_timeout;
@@ -381,6 +386,7 @@ pub fn run(
         }
         match polled {
             Some(Ok(m)) => {
+                first_record.get_or_insert_with(Instant::now);
                 at_eof.remove(&m.partition());
                 last_seen.insert(m.partition(), Instant::now());
                 lock(&state).apply(&m)?;
@@ -438,8 +444,21 @@ pub fn run(
     }
     let st = lock(&state);
     let mut report = st.report.clone();
-    report.restored = st.report.restored;
+    report.consume_seconds = first_record.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    report.peak_rss_kb = peak_rss_kb();
     Ok(report)
+}
+
+/// VmHWM of this process from /proc (0 where there is none).
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

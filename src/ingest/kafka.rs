@@ -70,11 +70,13 @@ fn default_group() -> String {
 fn default_idle() -> i64 {
     30_000
 }
+// A checkpoint snapshots the whole state (tens of MB at high rates), so it is taken every few
+// seconds, not every few thousand records; a crash replays at most that much.
 fn default_checkpoint_interval() -> i64 {
-    2_000
+    10_000
 }
 fn default_checkpoint_records() -> u64 {
-    50_000
+    1_000_000
 }
 
 mod duration_str {
