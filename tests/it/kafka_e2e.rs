@@ -467,5 +467,8 @@ fn sigterm_drains_commits_and_exits_zero_in_bounded_time() {
         sessions,
         "nothing lost, nothing counted twice: {first} then {second}"
     );
-    assert_same(&stored_findings(data.path()), &replay_findings(sessions, false));
+    assert_same(
+        &stored_findings(data.path()),
+        &replay_findings(sessions, false),
+    );
 }
