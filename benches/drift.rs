@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
@@ -304,22 +303,6 @@ fn sample(set: &FeatureSet, sessions: &[Session], capacity: usize) -> FeatureSam
     sample
 }
 
-/// The sample as the runtime hands it to the multivariate model (`drift::to_matrix`, which is
-/// private: `ln(1 + x)` of every non-negative value).
-fn to_matrix(sample: &FeatureSample) -> Array2<f64> {
-    let cols = sample.rows[0].values.len();
-    let flat: Vec<f64> = sample
-        .rows
-        .iter()
-        .flat_map(|r| {
-            r.values
-                .iter()
-                .map(|v| if *v >= 0.0 { v.ln_1p() } else { *v })
-        })
-        .collect();
-    Array2::from_shape_vec((sample.rows.len(), cols), flat).unwrap()
-}
-
 struct Window {
     cfg: DriftConfig,
     reference: FeatureSample,
@@ -417,13 +400,20 @@ fn whole_window(c: &mut Criterion) {
     });
     // Multivariate: matrix of the window + PCA reconstruction error + cluster mix χ².
     g.bench_function("multivariate_score", |b| {
-        b.iter(|| w.model.score(&to_matrix(black_box(&w.current))).unwrap())
+        b.iter(|| {
+            w.model
+                .score(&slawatch::drift::to_matrix(black_box(&w.current)).unwrap())
+                .unwrap()
+        })
     });
     // Everything `DriftRuntime::evaluate` computes for one window before findings are built.
     g.bench_function("compare_score_decide", |b| {
         b.iter(|| {
             let tests = compare(&w.cfg, black_box(&w.reference), black_box(&w.current));
-            let r = w.model.score(&to_matrix(&w.current)).unwrap();
+            let r = w
+                .model
+                .score(&slawatch::drift::to_matrix(&w.current).unwrap())
+                .unwrap();
             let mut batch = vec![tests];
             decide(&mut batch);
             (batch, r)

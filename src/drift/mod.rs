@@ -49,7 +49,7 @@ pub fn multivariate_fit(
 /// The sample's rows as a matrix for the multivariate detectors. Token counts, durations and
 /// costs are heavy-tailed; `ln(1 + x)` keeps one runaway session from dominating a window's
 /// mean reconstruction error (every feature here is ≥ 0; 0/1 columns map to 0/ln 2).
-fn to_matrix(sample: &FeatureSample) -> Option<Array2<f64>> {
+pub fn to_matrix(sample: &FeatureSample) -> Option<Array2<f64>> {
     let cols = sample.rows.first()?.values.len();
     if cols == 0 {
         return None;
