@@ -37,14 +37,29 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
+    ///
+    /// sled releases its file lock only after its background flusher stops, a moment after the
+    /// previous `Db` was dropped (spacejam/sled#1234), so a lock held by a store that is closing
+    /// is waited for (up to 10 s) instead of failing the reopen.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.join("state"))
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.display().to_string(),
-                source,
-            })?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::Config::new().path(dir.join("state")).open() {
+                Ok(db) => break db,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
+                        path: dir.display().to_string(),
+                        source,
+                    });
+                }
+            }
+        };
         let mut store = Store::with_db(db)?;
         store.dir = Some(dir.to_path_buf());
         Ok(store)
