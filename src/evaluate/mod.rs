@@ -53,6 +53,21 @@ pub struct ObjectiveStats {
     pub worst: Option<Finding>,
 }
 
+impl ObjectiveStats {
+    /// Counts one finding; keeps it as the worst when it is.
+    fn record(&mut self, f: &Finding) {
+        match f.verdict {
+            Verdict::InsufficientData => self.insufficient_data += 1,
+            Verdict::Breach => {
+                *self.breaches.entry(f.severity).or_default() += 1;
+                if self.worst.as_ref().is_none_or(|w| worse(f, w)) {
+                    self.worst = Some(f.clone());
+                }
+            }
+        }
+    }
+}
+
 /// Everything a [`SpecRuntime`] learned from the stream so far: what a crash-safe restart must
 /// restore. Derived data (compiled measures, interned keys) is rebuilt instead.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -317,15 +332,7 @@ impl SpecRuntime {
                     stats.windows_evaluated += 1;
                 }
                 for f in &out[before..] {
-                    match f.verdict {
-                        Verdict::InsufficientData => stats.insufficient_data += 1,
-                        Verdict::Breach => {
-                            *stats.breaches.entry(f.severity).or_default() += 1;
-                            if stats.worst.as_ref().is_none_or(|w| worse(f, w)) {
-                                stats.worst = Some(f.clone());
-                            }
-                        }
-                    }
+                    stats.record(f);
                 }
             }
         }
@@ -487,15 +494,7 @@ impl SpecRuntime {
         }
         match produced {
             Some(f) => {
-                match f.verdict {
-                    Verdict::InsufficientData => stats.insufficient_data += 1,
-                    Verdict::Breach => {
-                        *stats.breaches.entry(f.severity).or_default() += 1;
-                        if stats.worst.as_ref().is_none_or(|x| worse(&f, x)) {
-                            stats.worst = Some(f.clone());
-                        }
-                    }
-                }
+                stats.record(&f);
                 if !(f.verdict == Verdict::Breach && f.severity >= Severity::Ticket) && evaluated {
                     self.clears.push(self.clear_for(oi, w));
                 }

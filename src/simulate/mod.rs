@@ -58,22 +58,15 @@ pub const DEFAULT_TOOL_MIX: [(&str, f64); 4] = [
     ("update_address", 0.05),
 ];
 
-/// USD per million (input, output) tokens of a model id, from a built-in copy of the embedded
-/// model catalog (`models/catalog.yaml`): `m-2026-09` (0.25, 2.00), `m-2026-11` (0.30, 2.40),
-/// `m-small-*` (0.05, 0.40), `gpt-4o-mini*` (0.15, 0.60), `gpt-4o*` (2.50, 10.00),
-/// `claude-*-haiku*` (0.80, 4.00), `claude-*-sonnet*` (3.00, 15.00); anything else is priced
-/// like `m-2026-09`.
+/// USD per million (input, output) tokens of a model id, from the embedded model catalog
+/// (`models/catalog.yaml`, the one slawatch prices records with); a model the catalog does not
+/// know is priced like `m-2026-09`.
 pub fn catalog_price(model: &str) -> (f64, f64) {
-    match model {
-        "m-2026-09" => (0.25, 2.00),
-        "m-2026-11" => (0.30, 2.40),
-        m if m.starts_with("m-small-") => (0.05, 0.40),
-        m if m.starts_with("gpt-4o-mini") => (0.15, 0.60),
-        m if m.starts_with("gpt-4o") => (2.50, 10.00),
-        m if m.starts_with("claude-") && m.contains("-haiku") => (0.80, 4.00),
-        m if m.starts_with("claude-") && m.contains("-sonnet") => (3.00, 15.00),
-        _ => (0.25, 2.00),
-    }
+    crate::catalog::Catalog::embedded()
+        .lookup(model)
+        .map_or((0.25, 2.00), |m| {
+            (m.input_usd_per_m_tok, m.output_usd_per_m_tok)
+        })
 }
 
 /// One agent (with its prompt version and model) and its steady behaviour.
