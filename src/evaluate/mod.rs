@@ -339,8 +339,10 @@ impl SpecRuntime {
         out
     }
 
-    /// Drift objectives, per batch of windows closing at the same instant (the family that
-    /// Benjamini–Hochberg corrects over).
+    /// Drift objectives, per family of windows Benjamini–Hochberg corrects over: one key's
+    /// windows (the whole key and each of its segments) closing at the same instant. A family
+    /// never spans keys, so findings do not depend on which other keys share the process — a
+    /// key's verdicts are the same whether one instance or many evaluate the stream.
     fn evaluate_drift(
         &mut self,
         closed: &[ClosedWindow<GroupKey, SpecSummary>],
@@ -354,8 +356,12 @@ impl SpecRuntime {
             };
             let mut start = 0;
             while start < closed.len() {
-                let end = closed[start].end;
-                let stop = start + closed[start..].iter().take_while(|w| w.end == end).count();
+                let (end, key) = (closed[start].end, &closed[start].key.key);
+                let stop = start
+                    + closed[start..]
+                        .iter()
+                        .take_while(|w| w.end == end && w.key.key == *key)
+                        .count();
                 let batch = &closed[start..stop];
                 let inputs: Vec<DriftInput<'_>> = batch
                     .iter()
