@@ -66,6 +66,9 @@ pub struct Pipeline {
     assigned: BTreeSet<i32>,
     /// The stream watermark windows were last advanced to.
     advanced_to: Option<EpochMs>,
+    /// What [`Pipeline::fresh`] builds another pipeline from.
+    catalog: Arc<Catalog>,
+    config: PipelineConfig,
 }
 
 /// What a crash-safe restart restores: every runtime's state, dedupe, counters, watermarks.
@@ -75,6 +78,9 @@ pub struct PipelineState {
     pub dedupe: Dedupe,
     pub stats: IngestStats,
     pub partitions: BTreeMap<i32, EpochMs>,
+    /// Partitions idle at the snapshot (a repartitioned stage learns this only from marks).
+    #[serde(default)]
+    pub idle: BTreeSet<i32>,
     pub advanced_to: Option<EpochMs>,
 }
 
@@ -88,7 +94,7 @@ impl Pipeline {
             .max()
             .unwrap_or(3_600_000);
         Pipeline {
-            decoder: Decoder::new(catalog).with_max_bytes(config.max_record_bytes),
+            decoder: Decoder::new(catalog.clone()).with_max_bytes(config.max_record_bytes),
             dedupe: Dedupe::new(horizon, config.dedupe_max_ids),
             runtimes: specs
                 .into_iter()
@@ -99,7 +105,52 @@ impl Pipeline {
             idle: BTreeSet::new(),
             assigned: BTreeSet::new(),
             advanced_to: None,
+            catalog,
+            config: config.clone(),
         }
+    }
+
+    /// A pipeline of the same specs, catalog and tunables, with no state.
+    pub fn fresh(&self) -> Pipeline {
+        Pipeline::new(
+            self.runtimes
+                .iter()
+                .map(|rt| (**rt.spec()).clone())
+                .collect(),
+            self.catalog.clone(),
+            &self.config,
+        )
+    }
+
+    /// Decodes a record without counting or keeping anything.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Session, RejectReason> {
+        self.decoder.decode(bytes)
+    }
+
+    /// Whether any spec's selector covers the session.
+    pub fn selects_any(&self, session: &Session) -> bool {
+        self.runtimes.iter().any(|rt| rt.selects(session))
+    }
+
+    /// Progress of a source partition reported by whoever consumes it (the repartitioned
+    /// topology): the newest event time it has delivered and whether it is idle.
+    pub fn source_progress(
+        &mut self,
+        partition: i32,
+        newest: Option<EpochMs>,
+        idle: bool,
+        out: &mut Vec<Finding>,
+    ) {
+        if let Some(t) = newest {
+            let n = self.partitions.entry(partition).or_insert(t);
+            *n = (*n).max(t);
+        }
+        if idle {
+            self.idle.insert(partition);
+        } else {
+            self.idle.remove(&partition);
+        }
+        self.advance(out);
     }
 
     pub fn runtimes(&self) -> &[SpecRuntime] {
@@ -252,6 +303,7 @@ impl Pipeline {
             dedupe: self.dedupe.clone(),
             stats: self.stats.clone(),
             partitions: self.partitions.clone(),
+            idle: self.idle.clone(),
             advanced_to: self.advanced_to,
         }
     }
@@ -273,6 +325,7 @@ impl Pipeline {
         self.dedupe = state.dedupe;
         self.stats = state.stats;
         self.partitions = state.partitions;
+        self.idle = state.idle;
         self.advanced_to = state.advanced_to;
         true
     }

@@ -44,6 +44,8 @@ pub enum Command {
     Silence(alerts::SilenceArgs),
     /// Inspect and steer drift baselines: list, show, pin, reset, export.
     Baseline(baseline::BaselineArgs),
+    /// Findings stored by `run`, oldest window first, as JSON Lines.
+    Findings(FindingsArgs),
     /// Generate a realistic session stream, optionally with injected incidents.
     Simulate(crate::simulate::SimulateArgs),
 }
@@ -133,6 +135,7 @@ pub fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Baseline(a) => baseline::baseline(&a),
+        Command::Findings(a) => findings(&a),
         Command::SmtpTest(a) => alerts::smtp_test(&a),
         Command::Silence(a) => alerts::silence(&a),
         Command::Simulate(a) => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),
@@ -205,4 +208,26 @@ pub fn load_catalog(path: Option<&PathBuf>) -> Result<Arc<Catalog>> {
         Some(p) => Catalog::load(p).with_context(|| format!("loading the model catalog {p:?}"))?,
         None => Catalog::embedded(),
     }))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FindingsArgs {
+    /// State directory of `slawatch run`.
+    #[arg(long, default_value = "slawatch-data")]
+    pub data_dir: PathBuf,
+}
+
+/// `slawatch findings`: every stored finding as one JSON line, by window end then id.
+fn findings(args: &FindingsArgs) -> Result<ExitCode> {
+    use std::io::Write as _;
+    let store = crate::store::Store::open(&args.data_dir)
+        .with_context(|| format!("opening the state in {}", args.data_dir.display()))?;
+    let mut all = store.findings()?;
+    all.sort_by(|a, b| (&a.window_end, &a.id).cmp(&(&b.window_end, &b.id)));
+    let mut out = std::io::stdout().lock();
+    for f in &all {
+        serde_json::to_writer(&mut out, f)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

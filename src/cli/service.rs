@@ -15,7 +15,7 @@ use super::{RunArgs, load_catalog, load_specs};
 use crate::alerts::deliver::AlertService;
 use crate::finding::{Clear, Finding};
 use crate::ingest::DeadLetters;
-use crate::ingest::kafka::KafkaConfig;
+use crate::ingest::kafka::{KafkaConfig, Topology};
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::service::{Output, ServiceOptions};
 use crate::store::Store;
@@ -47,6 +47,10 @@ pub struct KafkaArgs {
     /// Stop when every assigned partition is at its end, evaluating the windows still open.
     #[arg(long)]
     pub exit_at_eof: bool,
+    /// How instances share the work: `partitioned` (any number of instances, the findings
+    /// of one) or `single` (one instance only, no internal topics).
+    #[arg(long, value_enum, env = "SLAWATCH_TOPOLOGY")]
+    pub topology: Option<Topology>,
     /// Extra librdkafka properties, `key=value` (repeatable).
     #[arg(long = "kafka-property", value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
@@ -95,6 +99,9 @@ pub fn kafka_config(args: &KafkaArgs) -> Result<Option<KafkaConfig>> {
     if let Some(i) = &args.checkpoint_interval {
         cfg.checkpoint_interval_ms = crate::duration::parse_duration_ms(i)
             .map_err(|e| anyhow::anyhow!("--checkpoint-interval: {e}"))?;
+    }
+    if let Some(t) = args.topology {
+        cfg.topology = t;
     }
     for (k, v) in &args.properties {
         cfg.properties.insert(k.clone(), v.clone());
@@ -211,6 +218,7 @@ mod tests {
             findings_topic: None,
             checkpoint_interval: Some("500ms".into()),
             exit_at_eof: false,
+            topology: Some(Topology::Single),
             properties: vec![("client.id".into(), "x".into())],
         };
         let cfg = kafka_config(&args).unwrap().unwrap();
@@ -222,6 +230,8 @@ mod tests {
         assert_eq!(cfg.checkpoint_interval_ms, 500);
         assert_eq!(cfg.properties["queued.max.messages.kbytes"], "65536");
         assert_eq!(cfg.properties["client.id"], "x");
+        assert_eq!(cfg.topology, Topology::Single);
+        assert_eq!(cfg.repartition_topic_name(), "other.repartition");
     }
 
     #[test]
@@ -235,6 +245,7 @@ mod tests {
             findings_topic: None,
             checkpoint_interval: None,
             exit_at_eof: false,
+            topology: None,
             properties: Vec::new(),
         };
         assert!(kafka_config(&args).unwrap().is_none());

@@ -10,10 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Deserialize;
 
@@ -56,9 +59,41 @@ pub struct KafkaConfig {
     /// …and after this many records.
     #[serde(default = "default_checkpoint_records")]
     pub checkpoint_records: u64,
+    /// How instances share the work: `partitioned` (default) repartitions records by agent so
+    /// any number of instances in the group produce the findings of one; `single` evaluates
+    /// in the consuming instance (one instance only: fastest, no internal topics).
+    #[serde(default)]
+    pub topology: Topology,
+    /// `partitioned`: the internal topic records are re-keyed to (default `<groupId>.repartition`).
+    #[serde(default)]
+    pub repartition_topic: Option<String>,
+    /// `partitioned`: the internal topic of evaluation-state snapshots (default
+    /// `<groupId>.state`).
+    #[serde(default)]
+    pub state_topic: Option<String>,
+    /// `partitioned`: partitions of the internal topics when slawatch creates them (default:
+    /// those of the input topics). Fixed once created: it decides which instance owns an agent.
+    #[serde(default)]
+    pub internal_partitions: Option<i32>,
+    /// Replication factor of internal topics slawatch creates (-1: the broker's default).
+    #[serde(default = "default_replication")]
+    pub internal_replication: i32,
     /// librdkafka properties passed through as they are (security, SASL, timeouts…).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// How instances of one consumer group share the work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "camelCase")]
+pub enum Topology {
+    /// Stage 1 (any instance) validates records and re-keys them by agent into the repartition
+    /// topic; stage 2 (the instance owning that partition) evaluates; state moves between
+    /// instances through the state topic.
+    #[default]
+    Partitioned,
+    /// One instance consumes every partition and evaluates directly.
+    Single,
 }
 
 fn default_topics() -> Vec<String> {
@@ -77,6 +112,9 @@ fn default_checkpoint_interval() -> i64 {
 }
 fn default_checkpoint_records() -> u64 {
     1_000_000
+}
+fn default_replication() -> i32 {
+    -1
 }
 
 mod duration_str {
@@ -100,8 +138,27 @@ impl KafkaConfig {
             idle_timeout_ms: default_idle(),
             checkpoint_interval_ms: default_checkpoint_interval(),
             checkpoint_records: default_checkpoint_records(),
+            topology: Topology::default(),
+            repartition_topic: None,
+            state_topic: None,
+            internal_partitions: None,
+            internal_replication: default_replication(),
             properties: BTreeMap::new(),
         }
+    }
+
+    /// The repartition topic of the `partitioned` topology.
+    pub fn repartition_topic_name(&self) -> String {
+        self.repartition_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.repartition", self.group_id))
+    }
+
+    /// The state topic of the `partitioned` topology.
+    pub fn state_topic_name(&self) -> String {
+        self.state_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.state", self.group_id))
     }
 
     fn client(&self) -> ClientConfig {
@@ -118,8 +175,18 @@ impl KafkaConfig {
         &self,
         context: SourceContext,
     ) -> Result<BaseConsumer<SourceContext>, KafkaError> {
+        self.consumer_of(&self.group_id, &self.topics, context)
+    }
+
+    /// A consumer of `topics` in group `group`, configured like [`KafkaConfig::consumer`].
+    pub fn consumer_of(
+        &self,
+        group: &str,
+        topics: &[String],
+        context: SourceContext,
+    ) -> Result<BaseConsumer<SourceContext>, KafkaError> {
         let mut c = self.client();
-        c.set("group.id", &self.group_id)
+        c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -136,9 +203,81 @@ impl KafkaConfig {
             }
         }
         let consumer: BaseConsumer<SourceContext> = c.create_with_context(context)?;
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(consumer)
+    }
+
+    /// An admin client whose metadata requests never create a topic by asking for it (brokers
+    /// that auto-create would make it with their default partition count).
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+        let mut c = self.client();
+        c.set("allow.auto.create.topics", "false");
+        c.create()
+    }
+
+    /// Partitions of `topic`, or `None` when the broker does not know it.
+    pub fn partition_count(&self, topic: &str) -> Result<Option<i32>, KafkaError> {
+        let admin = self.admin()?;
+        let meta = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        Ok(meta
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len() as i32)
+            .filter(|n| *n > 0))
+    }
+
+    /// Creates the topics that do not exist yet (`(name, partitions)`); returns each topic's
+    /// actual partition count, which for an existing topic may differ from the one asked for.
+    pub fn ensure_topics(&self, topics: &[(String, i32)]) -> Result<Vec<i32>, KafkaError> {
+        let admin = self.admin()?;
+        let missing: Vec<NewTopic<'_>> = topics
+            .iter()
+            .filter(|(name, _)| !matches!(self.partition_count(name), Ok(Some(_))))
+            .map(|(name, n)| {
+                NewTopic::new(name, *n, TopicReplication::Fixed(self.internal_replication))
+            })
+            .collect();
+        if !missing.is_empty() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|_| KafkaError::ClientCreation("a runtime for the admin client".into()))?;
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            for result in runtime.block_on(admin.create_topics(&missing, &opts))? {
+                match result {
+                    Ok(name) => tracing::info!(topic = %name, "created internal topic"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => {
+                        return Err(KafkaError::AdminOp(code)).inspect_err(
+                            |_| tracing::error!(topic = %name, "creating the topic failed"),
+                        );
+                    }
+                }
+            }
+        }
+        // A topic just created may take a moment to show up in the metadata.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut counts = Vec::with_capacity(topics.len());
+        for (name, _) in topics {
+            loop {
+                match self.partition_count(name)? {
+                    Some(n) => break counts.push(n),
+                    None if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    None => {
+                        return Err(KafkaError::MetadataFetch(
+                            RDKafkaErrorCode::UnknownTopicOrPartition,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(counts)
     }
 
     /// A producer for dead letters and findings; delivery failures are counted so a checkpoint
@@ -172,6 +311,10 @@ pub struct SourceContext {
     #[allow(clippy::type_complexity)]
     pub on_revoke:
         Option<Box<dyn Fn(&BaseConsumer<SourceContext>, &[(String, i32)]) + Send + Sync>>,
+    /// Called when partitions are assigned, before any of their records is delivered.
+    #[allow(clippy::type_complexity)]
+    pub on_assign:
+        Option<Box<dyn Fn(&BaseConsumer<SourceContext>, &[(String, i32)]) + Send + Sync>>,
 }
 
 /// A partition assignment change.
@@ -188,7 +331,33 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .collect()
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+}
+
+/// Logs a client error; the end of a partition is an event the caller handles, not an error
+/// (it arrives here when reached during a call other than `poll`).
+fn log_client_error(error: KafkaError, reason: &str) {
+    if !matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    ) {
+        tracing::error!("librdkafka: {error}: {reason}");
+    }
+}
+
+/// The context of a [`Reader`]: no group, errors logged like the service consumers'.
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -204,12 +373,16 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn post_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            let assigned = partitions(tpl);
+            if let Some(f) = &self.on_assign {
+                f(consumer, &assigned);
+            }
             self.events
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(RebalanceEvent::Assigned(partitions(tpl)));
+                .push(RebalanceEvent::Assigned(assigned));
         }
     }
 }
@@ -348,15 +521,38 @@ impl Sink {
         self.send(topic, r)
     }
 
+    /// Publishes to one partition of a topic, with text headers.
+    pub fn send_to(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(), SinkError> {
+        let mut h = OwnedHeaders::new_with_capacity(headers.len());
+        for (k, v) in headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .partition(partition)
+            .payload(payload)
+            .headers(h);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        self.send(topic, r)
+    }
+
     fn send(&self, topic: &str, mut r: BaseRecord<'_, [u8], [u8]>) -> Result<(), SinkError> {
         // A full local queue is backpressure: wait for deliveries, then retry.
         loop {
             match self.producer.send(r) {
                 Ok(()) => return Ok(()),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     r = back;
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -430,4 +626,270 @@ pub fn header<'a>(m: &'a BorrowedMessage<'_>, key: &str) -> Option<&'a str> {
         .iter()
         .find(|h| h.key == key)
         .and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
+/// Largest chunk of a state snapshot (brokers reject messages over ~1 MB by default).
+const STATE_CHUNK_BYTES: usize = 512 * 1024;
+
+/// Evaluation-state snapshots kept in a Kafka topic — one stream of snapshots per partition
+/// of the repartition topic, so whichever instance owns that partition next can restore it.
+///
+/// A snapshot is its chunks followed by a manifest (size, chunk count, xxh3 of the bytes), all
+/// in the same partition from one idempotent producer, so the chunks sit right before their
+/// manifest. Keys are `<p>/<slot>/<i>` and `<p>/manifest` with slots alternating: under log
+/// compaction an interrupted snapshot overwrites only the other slot, never the chunks of the
+/// last complete one.
+pub struct StateTopic {
+    topic: String,
+    reader: Reader,
+}
+
+/// Reads partitions outside any group (`assign` only, nothing committed): end offsets and
+/// messages at given offsets.
+pub struct Reader {
+    consumer: BaseConsumer<ReaderContext>,
+}
+
+/// A message read by [`Reader::read_range`]: its text headers and payload.
+pub struct ReadMessage {
+    pub offset: i64,
+    pub headers: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+impl Reader {
+    pub fn new(cfg: &KafkaConfig) -> Result<Reader, KafkaError> {
+        let mut c = cfg.client();
+        c.set("group.id", format!("{}.reader", cfg.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            // Answers at the end of a partition at once instead of after the usual long poll.
+            .set("fetch.wait.max.ms", "10");
+        Ok(Reader {
+            consumer: c.create_with_context(ReaderContext)?,
+        })
+    }
+
+    /// The offset after the last message of a partition.
+    ///
+    /// Read rather than trusted from the broker's high watermark: tansu reports the base offset
+    /// of the newest record batch plus one, which misses the rest of that batch.
+    pub fn end_offset(&self, topic: &str, partition: i32) -> anyhow::Result<i64> {
+        Ok(self.tail(topic, partition)?.0)
+    }
+
+    /// The end offset of a partition and its last message, if it has one.
+    pub fn tail(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, Option<ReadMessage>)> {
+        let (low, high) =
+            self.consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+        if high <= low {
+            return Ok((high, None));
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(high - 1))?;
+        self.consumer.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut last: Option<ReadMessage> = None;
+        loop {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "timed out reading the end of {topic}/{partition}"
+            );
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m))
+                    if m.topic() == topic
+                        && m.partition() == partition
+                        && m.offset() >= high - 1
+                        && last.as_ref().is_none_or(|l| m.offset() > l.offset) =>
+                {
+                    last = Some(read_message(&m));
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) if p == partition && last.is_some() => {
+                    let end = last.as_ref().map_or(high, |l| l.offset + 1).max(high);
+                    return Ok((end, last));
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | Some(Ok(_)) | None => {}
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// `count` messages of a partition from `offset` on, in order.
+    pub fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        count: usize,
+    ) -> anyhow::Result<Vec<ReadMessage>> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        self.consumer.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "timed out reading {topic}/{partition} at offset {offset}"
+            );
+            let m = match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => m,
+                Some(Err(KafkaError::PartitionEOF(_))) | None => continue,
+                Some(Err(e)) => return Err(e.into()),
+            };
+            // Only the expected offsets, in order (a fetch of the previous assignment may
+            // still be delivered).
+            if m.topic() != topic
+                || m.partition() != partition
+                || m.offset() != offset + out.len() as i64
+            {
+                continue;
+            }
+            out.push(read_message(&m));
+        }
+        Ok(out)
+    }
+}
+
+fn read_message(m: &BorrowedMessage<'_>) -> ReadMessage {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .filter_map(|h| {
+                    Some((
+                        h.key.to_owned(),
+                        std::str::from_utf8(h.value?).ok()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ReadMessage {
+        offset: m.offset(),
+        headers,
+        payload: m.payload().unwrap_or_default().to_vec(),
+    }
+}
+
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct Manifest {
+    id: u64,
+    chunks: u32,
+    bytes: u64,
+    xxh3: u64,
+}
+
+impl StateTopic {
+    pub fn new(cfg: &KafkaConfig, topic: String) -> Result<StateTopic, KafkaError> {
+        Ok(StateTopic {
+            topic,
+            reader: Reader::new(cfg)?,
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Sends snapshot `id` of `partition` (durable once `sink.flush()` returns).
+    pub fn write(
+        &self,
+        sink: &Sink,
+        partition: i32,
+        id: u64,
+        bytes: &[u8],
+    ) -> Result<(), SinkError> {
+        let chunks: Vec<&[u8]> = if bytes.is_empty() {
+            vec![bytes]
+        } else {
+            bytes.chunks(STATE_CHUNK_BYTES).collect()
+        };
+        let id_text = id.to_string();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let key = format!("{partition}/{}/{i}", id % 2);
+            let index = i.to_string();
+            sink.send_to(
+                &self.topic,
+                partition,
+                Some(key.as_bytes()),
+                chunk,
+                &[
+                    ("slawatch.state", "chunk"),
+                    ("slawatch.state.id", &id_text),
+                    ("slawatch.state.index", &index),
+                ],
+            )?;
+        }
+        let manifest = serde_json::to_vec(&Manifest {
+            id,
+            chunks: chunks.len() as u32,
+            bytes: bytes.len() as u64,
+            xxh3: xxhash_rust::xxh3::xxh3_64(bytes),
+        })
+        .expect("manifests serialize");
+        sink.send_to(
+            &self.topic,
+            partition,
+            Some(format!("{partition}/manifest").as_bytes()),
+            &manifest,
+            &[
+                ("slawatch.state", "manifest"),
+                ("slawatch.state.id", &id_text),
+            ],
+        )
+    }
+
+    /// The newest complete snapshot of `partition` and its id, if there is one.
+    pub fn read_latest(&self, partition: i32) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        let topic = &self.topic;
+        let Some(last) = self.reader.tail(topic, partition)?.1 else {
+            return Ok(None);
+        };
+        let kind = |m: &ReadMessage| m.headers.get("slawatch.state").cloned();
+        let header = |m: &ReadMessage, k: &str| m.headers.get(k).cloned().unwrap_or_default();
+        let mut at = last.offset;
+        let found = if kind(&last).as_deref() == Some("manifest") {
+            last
+        } else {
+            // An interrupted snapshot: its first chunk follows the previous manifest.
+            let index: i64 = header(&last, "slawatch.state.index").parse().unwrap_or(-1);
+            at = at - index - 1;
+            if index < 0 || at < 0 {
+                return Ok(None);
+            }
+            self.reader.read_range(topic, partition, at, 1)?.remove(0)
+        };
+        anyhow::ensure!(
+            kind(&found).as_deref() == Some("manifest"),
+            "state topic {topic}/{partition}: offset {at} is not a snapshot manifest"
+        );
+        let manifest: Manifest = serde_json::from_slice(&found.payload)?;
+        let first = at - i64::from(manifest.chunks);
+        let mut bytes = Vec::with_capacity(manifest.bytes as usize);
+        for (i, m) in self
+            .reader
+            .read_range(topic, partition, first, manifest.chunks as usize)?
+            .into_iter()
+            .enumerate()
+        {
+            anyhow::ensure!(
+                kind(&m).as_deref() == Some("chunk")
+                    && header(&m, "slawatch.state.index") == i.to_string()
+                    && header(&m, "slawatch.state.id") == manifest.id.to_string(),
+                "state topic {topic}/{partition}: snapshot {} is not contiguous",
+                manifest.id
+            );
+            bytes.extend_from_slice(&m.payload);
+        }
+        anyhow::ensure!(
+            bytes.len() as u64 == manifest.bytes
+                && xxhash_rust::xxh3::xxh3_64(&bytes) == manifest.xxh3,
+            "state topic {topic}/{partition}: snapshot {} is corrupt",
+            manifest.id
+        );
+        Ok(Some((manifest.id, bytes)))
+    }
 }

@@ -31,9 +31,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::finding::{Clear, Finding};
 use crate::ingest::DeadLetters;
-use crate::ingest::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext};
+use crate::ingest::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, Topology};
 use crate::pipeline::{Outcome, Pipeline, PipelineState};
 use crate::store::Store;
+
+pub mod partitioned;
 
 /// What is persisted atomically at a checkpoint.
 #[derive(Serialize, Deserialize)]
@@ -45,13 +47,13 @@ struct Checkpoint {
 
 /// CBOR rather than JSON: summaries hold NaN (a missing feature value) and ±∞ (an empty
 /// sketch's bounds), which JSON cannot represent.
-fn encode_checkpoint(cp: &Checkpoint) -> Vec<u8> {
+fn encode_cbor<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
-    ciborium::into_writer(cp, &mut out).expect("checkpoints serialize");
+    ciborium::into_writer(value, &mut out).expect("checkpoints serialize");
     out
 }
 
-fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint> {
+fn decode_cbor<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     ciborium::from_reader(bytes).map_err(|e| anyhow::anyhow!("invalid checkpoint: {e}"))
 }
 
@@ -87,6 +89,8 @@ pub struct ServiceOptions {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ServiceReport {
     pub records: u64,
+    /// Records and marks applied from the repartition topic (`partitioned` topology).
+    pub repartitioned: u64,
     pub skipped_redelivered: u64,
     pub findings: u64,
     pub dead_letters: u64,
@@ -180,7 +184,7 @@ impl State {
             pipeline: self.pipeline.snapshot(),
             applied: self.applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         };
-        self.store.put_checkpoint(&encode_checkpoint(&cp))?;
+        self.store.put_checkpoint(&encode_cbor(&cp))?;
         self.store.flush()?;
         self.output.checkpointed()?;
         kafka::commit(consumer, &self.applied).context("committing offsets")?;
@@ -220,6 +224,7 @@ fn topic_partitions(
 /// at its end (another member finished it).
 fn others_done(
     consumer: &BaseConsumer<SourceContext>,
+    reader: &kafka::Reader,
     topics: &[String],
     assigned: &BTreeSet<(String, i32)>,
 ) -> bool {
@@ -233,7 +238,7 @@ fn others_done(
                 if assigned.contains(&(topic.clone(), p.id())) {
                     continue;
                 }
-                let Ok((_, high)) = consumer.fetch_watermarks(topic, p.id(), timeout) else {
+                let Ok(high) = reader.end_offset(topic, p.id()) else {
                     return false;
                 };
                 let mut tpl = rdkafka::TopicPartitionList::new();
@@ -253,12 +258,27 @@ fn others_done(
     true
 }
 
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+fn lock<T>(state: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs the service until shutdown (or end of input with `exit_at_eof`).
+/// Runs the service until shutdown (or end of input with `exit_at_eof`) in the configured
+/// topology.
 pub fn run(
+    opts: ServiceOptions,
+    pipeline: Pipeline,
+    store: Arc<Store>,
+    dead_file: DeadLetters,
+    output: Box<dyn Output>,
+) -> Result<ServiceReport> {
+    match opts.kafka.topology {
+        Topology::Partitioned => partitioned::run(opts, pipeline, store, dead_file, output),
+        Topology::Single => run_single(opts, pipeline, store, dead_file, output),
+    }
+}
+
+/// The `single` topology: this instance consumes every partition and evaluates directly.
+fn run_single(
     opts: ServiceOptions,
     mut pipeline: Pipeline,
     store: Arc<Store>,
@@ -268,7 +288,8 @@ pub fn run(
     let mut report = ServiceReport::default();
     let mut applied = BTreeMap::new();
     if let Some(bytes) = store.checkpoint()? {
-        let cp = decode_checkpoint(&bytes).context("reading the checkpoint in the data dir")?;
+        let cp =
+            decode_cbor::<Checkpoint>(&bytes).context("reading the checkpoint in the data dir")?;
         if pipeline.restore(cp.pipeline) {
             applied = cp.applied.into_iter().collect();
             report.restored = true;
@@ -315,6 +336,7 @@ pub fn run(
                 st.pipeline.drop_partition(pid);
             }
         })),
+        on_assign: None,
     };
     let consumer = opts
         .kafka
@@ -326,6 +348,7 @@ pub fn run(
     // still held by the dead member come back once its session expires, and their records
     // must not be late by then.
     let expected = topic_partitions(&consumer, &opts.kafka.topics)?;
+    let reader = kafka::Reader::new(&opts.kafka).context("creating the Kafka reader")?;
     let mut unassigned_since: BTreeMap<(String, i32), Instant> = expected
         .iter()
         .map(|p| (p.clone(), Instant::now()))
@@ -430,7 +453,7 @@ pub fn run(
                 last_done_check = Instant::now();
                 // The rest of the topic must be done too: partitions still held by a member
                 // that crashed come back to us after its session times out.
-                others_done(&consumer, &opts.kafka.topics, &assigned)
+                others_done(&consumer, &reader, &opts.kafka.topics, &assigned)
             }
         {
             let mut out = Vec::new();
@@ -470,7 +493,7 @@ mod tests {
 
     fn pipeline() -> Pipeline {
         let (specs, diags) = crate::spec::parse_str(
-            include_str!("../sla-specs/support-bot.yaml"),
+            include_str!("../../sla-specs/support-bot.yaml"),
             "sla-specs/support-bot.yaml",
         );
         assert!(!crate::spec::has_errors(&diags));
@@ -482,7 +505,7 @@ mod tests {
     #[test]
     fn a_checkpoint_restores_the_pipeline_exactly() {
         let mut text = String::new();
-        for (i, line) in include_str!("../tests/data/sample-sessions.jsonl")
+        for (i, line) in include_str!("../../tests/data/sample-sessions.jsonl")
             .lines()
             .enumerate()
         {
@@ -525,13 +548,13 @@ mod tests {
             &mut LinesSource::new(a.as_bytes(), "t".into()),
             &mut split,
         );
-        let bytes = encode_checkpoint(&Checkpoint {
+        let bytes = encode_cbor(&Checkpoint {
             pipeline: first.snapshot(),
             applied: Vec::new(),
         });
         drop(first);
         let mut second = pipeline();
-        assert!(second.restore(decode_checkpoint(&bytes).unwrap().pipeline));
+        assert!(second.restore(decode_cbor::<Checkpoint>(&bytes).unwrap().pipeline));
         run(
             &mut second,
             &mut LinesSource::new(b.as_bytes(), "t".into()),

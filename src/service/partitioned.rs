@@ -1,0 +1,701 @@
+//! The `partitioned` topology: any number of `slawatch run` instances in one consumer group
+//! produce the findings of one instance (the Kafka Streams repartition pattern).
+//!
+//! Records arrive keyed by session id, so every window key spans all input partitions. Work is
+//! therefore split in two stages, each a consumer group of its own:
+//!
+//! * **Stage 1** (group `<groupId>`, the input topics): validates each record — rejects go to
+//!   the dead letters with their reason — and forwards the original bytes of every record some
+//!   spec selects to the repartition topic, to partition `xxh3(agent) mod n` (every window key
+//!   starts with the agent, so one stage-2 partition sees all of a key's sessions). Headers name
+//!   the source topic, partition and offset. It also sends every stage-2 partition a
+//!   *progress mark* per source partition (newest event time, idle) whenever that advances by
+//!   a minute of event time or turns idle/active, so stage 2 computes the same watermark — the
+//!   minimum over source partitions — that a single instance would. Its offsets are committed
+//!   once what it forwarded is delivered; it keeps no other state.
+//! * **Stage 2** (group `<groupId>.repartition`, the repartition topic): one [`Pipeline`] per
+//!   owned partition. A record is skipped when its source offset is at or below the last one
+//!   applied from that source partition (a stage-1 redelivery after a crash or a rebalance).
+//!   At a checkpoint each changed partition's state is written to the state topic
+//!   ([`StateTopic`]) and, once delivered with the findings and dead letters, the offsets are
+//!   committed. A partition assigned to an instance is restored from its newest snapshot, so
+//!   state follows the partition from instance to instance.
+//!
+//! Findings are identical to the single topology's: windows, lateness and drift families are
+//! per key, and a key lives in exactly one stage-2 partition.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Output, ServiceOptions, ServiceReport, decode_cbor, encode_cbor, lock, others_done,
+    peak_rss_kb, topic_partitions,
+};
+use crate::drift::baseline::Baseline;
+use crate::finding::Finding;
+use crate::ingest::kafka::{self, RebalanceEvent, SourceContext, StateTopic, header};
+use crate::ingest::{DeadLetters, Position, RawRecord};
+use crate::pipeline::{Outcome, Pipeline, PipelineState};
+use crate::session::EpochMs;
+use crate::store::Store;
+
+/// Stage 1 marks a source partition's progress at least every this much event time.
+const MARK_TICK_MS: i64 = 60_000;
+/// Header naming what a repartition-topic message is: `record` or `mark`.
+const KIND: &str = "slawatch.kind";
+const SOURCE_ID: &str = "slawatch.source.id";
+const SOURCE_TOPIC: &str = "slawatch.source.topic";
+const SOURCE_PARTITION: &str = "slawatch.source.partition";
+const SOURCE_OFFSET: &str = "slawatch.source.offset";
+
+/// A source partition's progress, as stage 1 reports it to every stage-2 partition.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Mark {
+    /// The source partition (topic index × 1,000,000 + partition).
+    src: i32,
+    newest: Option<EpochMs>,
+    idle: bool,
+}
+
+/// What the state topic holds for one stage-2 partition.
+#[derive(Serialize, Deserialize)]
+struct PartSnapshot {
+    pipeline: PipelineState,
+    /// Last applied offset of the repartition partition.
+    applied: Option<i64>,
+    /// Last applied source offset per source partition.
+    sources: Vec<(i32, i64)>,
+}
+
+/// The stage-2 partition an agent's sessions go to.
+pub fn route(agent: &str, partitions: i32) -> i32 {
+    (xxhash_rust::xxh3::xxh3_64(agent.as_bytes()) % partitions.max(1) as u64) as i32
+}
+
+/// One owned stage-2 partition.
+struct Part {
+    pipeline: Pipeline,
+    applied: Option<i64>,
+    sources: BTreeMap<i32, i64>,
+    dirty: bool,
+    snapshot_id: u64,
+}
+
+struct State {
+    /// Decodes and selects for stage 1; what stage-2 pipelines are made from.
+    template: Pipeline,
+    store: Arc<Store>,
+    sink: kafka::Sink,
+    dead_file: DeadLetters,
+    output: Box<dyn Output>,
+    state_topic: StateTopic,
+    repartition: String,
+    internal_partitions: i32,
+    input_topics: Vec<String>,
+    /// Every source partition (folded ids): each holds stage 2's watermark back.
+    sources: Vec<i32>,
+    // Stage 1.
+    input_applied: BTreeMap<(String, i32), i64>,
+    newest: BTreeMap<i32, EpochMs>,
+    marked: BTreeMap<i32, (Option<EpochMs>, bool)>,
+    // Stage 2.
+    parts: BTreeMap<i32, Part>,
+    found: Vec<Finding>,
+    report: ServiceReport,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+}
+
+impl State {
+    fn pid(&self, topic: &str, partition: i32) -> i32 {
+        let t = self
+            .input_topics
+            .iter()
+            .position(|x| x == topic)
+            .unwrap_or(0) as i32;
+        t * 1_000_000 + partition
+    }
+
+    /// Stage 1: validate, dead-letter or forward, mark progress.
+    fn ingest(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        let pid = self.pid(m.topic(), m.partition());
+        let payload = m.payload().unwrap_or_default();
+        match self.template.decode(payload) {
+            Ok(session) => {
+                if self.template.selects_any(&session) {
+                    let p = route(&session.agent, self.internal_partitions);
+                    let (src, part, off) = (
+                        pid.to_string(),
+                        m.partition().to_string(),
+                        m.offset().to_string(),
+                    );
+                    self.sink.send_to(
+                        &self.repartition,
+                        p,
+                        Some(session.agent.as_bytes()),
+                        payload,
+                        &[
+                            (KIND, "record"),
+                            (SOURCE_ID, &src),
+                            (SOURCE_TOPIC, m.topic()),
+                            (SOURCE_PARTITION, &part),
+                            (SOURCE_OFFSET, &off),
+                        ],
+                    )?;
+                }
+                let n = self.newest.entry(pid).or_insert(session.event_time);
+                *n = (*n).max(session.event_time);
+                self.mark(pid, false)?;
+            }
+            Err(reason) => {
+                let record = kafka::raw_record(m);
+                self.sink.dead_letter(&record, m.key(), &reason)?;
+                self.dead_file.write(&record, &reason)?;
+                self.report.dead_letters += 1;
+            }
+        }
+        self.input_applied
+            .insert((m.topic().to_owned(), m.partition()), m.offset());
+        self.report.records += 1;
+        self.since_checkpoint += 1;
+        Ok(())
+    }
+
+    /// Sends every stage-2 partition the progress of source `pid` when it moved on by a tick
+    /// of event time or its idleness changed.
+    fn mark(&mut self, pid: i32, idle: bool) -> Result<()> {
+        let newest = self.newest.get(&pid).copied();
+        let due = match self.marked.get(&pid) {
+            None => newest.is_some() || idle,
+            Some(&(last, was_idle)) => {
+                was_idle != idle
+                    || match (newest, last) {
+                        (Some(n), Some(l)) => n >= l + MARK_TICK_MS,
+                        (Some(_), None) => true,
+                        _ => false,
+                    }
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        let payload = serde_json::to_vec(&Mark {
+            src: pid,
+            newest,
+            idle,
+        })
+        .expect("marks serialize");
+        for p in 0..self.internal_partitions {
+            self.sink
+                .send_to(&self.repartition, p, None, &payload, &[(KIND, "mark")])?;
+        }
+        self.marked.insert(pid, (newest, idle));
+        // A checkpoint follows, so the exit check (nothing pending) also covers marks.
+        self.since_checkpoint += 1;
+        Ok(())
+    }
+
+    /// Stage 2: apply a forwarded record or a progress mark to its partition's pipeline.
+    fn evaluate(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        let p = m.partition();
+        let Some(part) = self.parts.get_mut(&p) else {
+            tracing::warn!(partition = p, "a record of a partition not assigned here");
+            return Ok(());
+        };
+        if part.applied.is_some_and(|a| m.offset() <= a) {
+            self.report.skipped_redelivered += 1;
+            return Ok(());
+        }
+        part.applied = Some(m.offset());
+        part.dirty = true;
+        self.report.repartitioned += 1;
+        self.since_checkpoint += 1;
+        let payload = m.payload().unwrap_or_default();
+        if header(m, KIND) == Some("mark") {
+            match serde_json::from_slice::<Mark>(payload) {
+                Ok(mark) => {
+                    part.pipeline
+                        .source_progress(mark.src, mark.newest, mark.idle, &mut self.found)
+                }
+                Err(e) => tracing::warn!(error = %e, offset = m.offset(), "an unreadable mark"),
+            }
+            return self.emit();
+        }
+        let num = |k: &str| header(m, k).and_then(|v| v.parse::<i64>().ok());
+        let (Some(src), Some(src_partition), Some(src_offset)) =
+            (num(SOURCE_ID), num(SOURCE_PARTITION), num(SOURCE_OFFSET))
+        else {
+            tracing::warn!(
+                offset = m.offset(),
+                "a repartitioned record without its source"
+            );
+            return Ok(());
+        };
+        let src = src as i32;
+        if part.sources.get(&src).is_some_and(|a| src_offset <= *a) {
+            // Forwarded again by stage 1 after a crash or rebalance: already applied.
+            self.report.skipped_redelivered += 1;
+            return Ok(());
+        }
+        part.sources.insert(src, src_offset);
+        let topic = header(m, SOURCE_TOPIC).unwrap_or_default().to_owned();
+        let mut record = RawRecord {
+            bytes: payload.to_vec(),
+            position: Position::Kafka {
+                topic,
+                partition: src,
+                offset: src_offset,
+            },
+        };
+        let outcome = part.pipeline.process(&record, &mut self.found);
+        if let Outcome::Rejected {
+            reason,
+            dead_letter: true,
+        } = &outcome
+        {
+            if let Position::Kafka { partition, .. } = &mut record.position {
+                *partition = src_partition as i32;
+            }
+            self.sink.dead_letter(&record, None, reason)?;
+            self.dead_file.write(&record, reason)?;
+            self.report.dead_letters += 1;
+        }
+        self.emit()
+    }
+
+    fn emit(&mut self) -> Result<()> {
+        let clears: Vec<_> = self
+            .parts
+            .values_mut()
+            .flat_map(|p| p.pipeline.drain_clears())
+            .collect();
+        if self.found.is_empty() && clears.is_empty() {
+            return Ok(());
+        }
+        for f in std::mem::take(&mut self.found) {
+            self.report.findings += 1;
+            self.sink.finding(&f)?;
+            self.output.finding(&f)?;
+        }
+        for c in &clears {
+            self.output.clear(c)?;
+        }
+        self.output.batch_done()?;
+        for part in self.parts.values_mut() {
+            for b in part.pipeline.take_dirty_baselines() {
+                self.store.put_baseline(&b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable: state snapshots of changed stage-2 partitions,
+    /// findings, forwarded records and dead letters delivered. Offsets may be committed after.
+    fn persist(&mut self) -> Result<()> {
+        self.emit()?;
+        let started = Instant::now();
+        let mut bytes_written = 0;
+        for (p, part) in &mut self.parts {
+            if !part.dirty {
+                continue;
+            }
+            part.snapshot_id += 1;
+            let snapshot = PartSnapshot {
+                pipeline: part.pipeline.snapshot(),
+                applied: part.applied,
+                sources: part.sources.iter().map(|(k, v)| (*k, *v)).collect(),
+            };
+            let bytes = encode_cbor(&snapshot);
+            bytes_written += bytes.len();
+            tracing::debug!(
+                partition = p,
+                snapshot = part.snapshot_id,
+                bytes = bytes.len(),
+                applied = part.applied,
+                "writing a stage-2 snapshot"
+            );
+            self.state_topic
+                .write(&self.sink, *p, part.snapshot_id, &bytes)?;
+        }
+        let encoded = started.elapsed();
+        self.sink.flush()?;
+        tracing::debug!(
+            bytes = bytes_written,
+            encode_ms = encoded.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            stage1 = self.report.records,
+            stage2 = self.report.repartitioned,
+            "state snapshots written"
+        );
+        self.dead_file.flush()?;
+        self.store.flush()?;
+        self.output.checkpointed()?;
+        for part in self.parts.values_mut() {
+            part.dirty = false;
+        }
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        self.report.checkpoints += 1;
+        Ok(())
+    }
+
+    fn commit_input(&self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
+        kafka::commit(consumer, &self.input_applied).context("committing input offsets")
+    }
+
+    fn commit_parts(&self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
+        let applied: BTreeMap<(String, i32), i64> = self
+            .parts
+            .iter()
+            .filter_map(|(p, part)| Some(((self.repartition.clone(), *p), part.applied?)))
+            .collect();
+        kafka::commit(consumer, &applied).context("committing repartition offsets")
+    }
+
+    /// A stage-2 partition from its newest snapshot, or fresh (with the stored baselines of
+    /// the agents routed to it).
+    fn load_part(&self, p: i32) -> Result<Part> {
+        let mut part = Part {
+            pipeline: self.template.fresh(),
+            applied: None,
+            sources: BTreeMap::new(),
+            dirty: false,
+            snapshot_id: 0,
+        };
+        match self.state_topic.read_latest(p)? {
+            Some((id, bytes)) => {
+                let snapshot: PartSnapshot = decode_cbor(&bytes).with_context(|| {
+                    format!("reading snapshot {id} of {}/{p}", self.state_topic.topic())
+                })?;
+                part.snapshot_id = id;
+                tracing::debug!(
+                    partition = p,
+                    snapshot = id,
+                    bytes = bytes.len(),
+                    applied = snapshot.applied,
+                    "restoring a stage-2 partition"
+                );
+                if part.pipeline.restore(snapshot.pipeline) {
+                    part.applied = snapshot.applied;
+                    part.sources = snapshot.sources.into_iter().collect();
+                } else {
+                    tracing::warn!(
+                        partition = p,
+                        "the specs changed since the last snapshot: starting with fresh state"
+                    );
+                }
+            }
+            None => {
+                let own: Vec<Baseline> = self
+                    .store
+                    .baselines()?
+                    .into_iter()
+                    .filter(|b| route(&b.key.agent, self.internal_partitions) == p)
+                    .collect();
+                part.pipeline.restore_baselines(&own);
+            }
+        }
+        for src in &self.sources {
+            part.pipeline.assign_partition(*src);
+        }
+        Ok(part)
+    }
+}
+
+/// Runs the partitioned service until shutdown (or end of input with `exit_at_eof`).
+pub fn run(
+    opts: ServiceOptions,
+    template: Pipeline,
+    store: Arc<Store>,
+    dead_file: DeadLetters,
+    output: Box<dyn Output>,
+) -> Result<ServiceReport> {
+    let cfg = &opts.kafka;
+    let repartition = cfg.repartition_topic_name();
+    let state_name = cfg.state_topic_name();
+    let mut input_partitions = 0;
+    for t in &cfg.topics {
+        input_partitions += cfg
+            .partition_count(t)
+            .with_context(|| format!("reading the metadata of `{t}`"))?
+            .unwrap_or(0);
+    }
+    let wanted = cfg.internal_partitions.unwrap_or(input_partitions).max(1);
+    let counts = cfg
+        .ensure_topics(&[(repartition.clone(), wanted), (state_name.clone(), wanted)])
+        .context("creating the internal topics")?;
+    anyhow::ensure!(
+        counts[0] == counts[1],
+        "`{repartition}` has {} partitions but `{state_name}` has {}: they must match",
+        counts[0],
+        counts[1]
+    );
+    tracing::info!(
+        input_partitions,
+        repartition = %repartition,
+        partitions = counts[0],
+        "partitioned topology: internal topics ready"
+    );
+    let sink = cfg.producer().context("creating the Kafka producer")?;
+    let state_topic = StateTopic::new(cfg, state_name).context("creating the state reader")?;
+    let state = Arc::new(Mutex::new(State {
+        template,
+        store,
+        sink,
+        dead_file,
+        output,
+        state_topic,
+        repartition: repartition.clone(),
+        internal_partitions: counts[0],
+        input_topics: cfg.topics.clone(),
+        sources: Vec::new(),
+        input_applied: BTreeMap::new(),
+        newest: BTreeMap::new(),
+        marked: BTreeMap::new(),
+        parts: BTreeMap::new(),
+        found: Vec::new(),
+        report: ServiceReport::default(),
+        since_checkpoint: 0,
+        last_checkpoint: Instant::now(),
+    }));
+
+    let (s1, s1_revoke) = (state.clone(), state.clone());
+    let input = cfg
+        .consumer_of(
+            &cfg.group_id,
+            &cfg.topics,
+            SourceContext {
+                events: Mutex::default(),
+                on_revoke: Some(Box::new(move |consumer, revoked| {
+                    let mut st = lock(&s1_revoke);
+                    if let Err(e) = st.persist().and_then(|()| st.commit_input(consumer)) {
+                        tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
+                    }
+                    for (topic, p) in revoked {
+                        st.input_applied.remove(&(topic.clone(), *p));
+                        let pid = st.pid(topic, *p);
+                        st.newest.remove(&pid);
+                        st.marked.remove(&pid);
+                    }
+                })),
+                on_assign: None,
+            },
+        )
+        .context("creating the Kafka consumer")?;
+    drop(s1);
+    let (s2_assign, s2_revoke) = (state.clone(), state.clone());
+    let stage2 = cfg
+        .consumer_of(
+            &format!("{}.repartition", cfg.group_id),
+            std::slice::from_ref(&repartition),
+            SourceContext {
+                events: Mutex::default(),
+                on_revoke: Some(Box::new(move |consumer, revoked| {
+                    let mut st = lock(&s2_revoke);
+                    if let Err(e) = st.persist().and_then(|()| st.commit_parts(consumer)) {
+                        tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
+                    }
+                    for (_, p) in revoked {
+                        st.parts.remove(p);
+                    }
+                })),
+                on_assign: Some(Box::new(move |_, assigned| {
+                    // Restored before any record of the partition is delivered.
+                    let mut st = lock(&s2_assign);
+                    for (_, p) in assigned {
+                        if st.parts.contains_key(p) {
+                            continue;
+                        }
+                        match st.load_part(*p) {
+                            Ok(part) => {
+                                st.report.restored |= part.applied.is_some();
+                                st.parts.insert(*p, part);
+                            }
+                            Err(e) => {
+                                // Never evaluate on partial state: stop, the group rebalances.
+                                tracing::error!(error = format!("{e:#}"), partition = p, "cannot restore the partition's state");
+                                std::process::exit(3);
+                            }
+                        }
+                    }
+                })),
+            },
+        )
+        .context("creating the repartition consumer")?;
+
+    let expected = topic_partitions(&input, &cfg.topics)?;
+    let reader = kafka::Reader::new(cfg).context("creating the Kafka reader")?;
+    {
+        let mut st = lock(&state);
+        st.sources = expected.iter().map(|(t, p)| st.pid(t, *p)).collect();
+    }
+    let mut assigned_in: BTreeSet<(String, i32)> = BTreeSet::new();
+    let mut assigned_r: BTreeSet<(String, i32)> = BTreeSet::new();
+    let mut eof_in: BTreeSet<i32> = BTreeSet::new();
+    let mut last_seen: BTreeMap<i32, Instant> = BTreeMap::new();
+    let idle_after = Duration::from_millis(cfg.idle_timeout_ms.max(0) as u64);
+    let interval = Duration::from_millis(cfg.checkpoint_interval_ms.max(0) as u64);
+    let mut last_done_check = Instant::now();
+    let mut first_record: Option<Instant> = None;
+    let r_topics = vec![repartition.clone()];
+    let drain_events = |c: &BaseConsumer<SourceContext>, assigned: &mut BTreeSet<_>| {
+        let events: Vec<_> = c
+            .context()
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        let mut revoked = Vec::new();
+        for ev in events {
+            match ev {
+                RebalanceEvent::Assigned(ps) => assigned.extend(ps),
+                RebalanceEvent::Revoked(ps) => {
+                    for p in ps {
+                        assigned.remove(&p);
+                        revoked.push(p);
+                    }
+                }
+            }
+        }
+        revoked
+    };
+    loop {
+        if opts.shutdown.load(Ordering::Relaxed) {
+            let deadline = Instant::now() + opts.shutdown_timeout;
+            let mut st = lock(&state);
+            st.persist()?;
+            st.commit_input(&input)?;
+            st.commit_parts(&stage2)?;
+            drop(st);
+            input.unsubscribe();
+            stage2.unsubscribe();
+            while Instant::now() < deadline
+                && (input.poll(Duration::from_millis(25)).is_some()
+                    || stage2.poll(Duration::from_millis(25)).is_some())
+            {}
+            break;
+        }
+        let mut busy = false;
+        // Stage 1 and stage 2 take turns, a bounded batch each.
+        for _ in 0..4096 {
+            let polled = input.poll(Duration::ZERO);
+            for (_, p) in drain_events(&input, &mut assigned_in) {
+                eof_in.remove(&p);
+            }
+            match polled {
+                Some(Ok(m)) => {
+                    busy = true;
+                    first_record.get_or_insert_with(Instant::now);
+                    eof_in.remove(&m.partition());
+                    last_seen.insert(m.partition(), Instant::now());
+                    lock(&state).ingest(&m)?;
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    eof_in.insert(p);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                None => break,
+            }
+        }
+        for _ in 0..4096 {
+            let polled = stage2.poll(Duration::ZERO);
+            drain_events(&stage2, &mut assigned_r);
+            match polled {
+                Some(Ok(m)) => {
+                    busy = true;
+                    lock(&state).evaluate(&m)?;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                None => break,
+            }
+        }
+        if !busy {
+            // Nothing to do: wait for either consumer without spinning.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut st = lock(&state);
+        // Owned source partitions at their end or quiet for the idle timeout stop holding the
+        // watermark back.
+        let now = Instant::now();
+        for (topic, p) in &assigned_in {
+            let seen = *last_seen.entry(*p).or_insert(now);
+            let idle = eof_in.contains(p) || now.duration_since(seen) >= idle_after;
+            let pid = st.pid(topic, *p);
+            st.mark(pid, idle)?;
+        }
+        if st.since_checkpoint >= cfg.checkpoint_records
+            || (st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= interval)
+        {
+            st.persist()?;
+            st.commit_input(&input)?;
+            st.commit_parts(&stage2)?;
+        }
+        // The end of a finite input is asked of the broker only when there is nothing to do
+        // (the questions take round trips): every input partition, ours or not, consumed and
+        // committed — so everything was forwarded — then every repartition partition drained:
+        // ours up to its current end, the others committed at theirs.
+        if opts.exit_at_eof
+            && !busy
+            && st.since_checkpoint == 0
+            && (!assigned_in.is_empty() || !assigned_r.is_empty())
+            && assigned_in.iter().all(|(_, p)| eof_in.contains(p))
+            && last_done_check.elapsed() >= Duration::from_millis(500)
+            && {
+                last_done_check = Instant::now();
+                others_done(&input, &reader, &cfg.topics, &BTreeSet::new())
+                    && assigned_r.iter().all(|(t, p)| {
+                        let applied = st.parts.get(p).and_then(|x| x.applied);
+                        reader
+                            .end_offset(t, *p)
+                            .is_ok_and(|end| end == 0 || applied.is_some_and(|a| a + 1 >= end))
+                    })
+                    && others_done(&stage2, &reader, &r_topics, &assigned_r)
+            }
+        {
+            let mut out = Vec::new();
+            for part in st.parts.values_mut() {
+                part.pipeline.finish(&mut out);
+                part.dirty = true;
+            }
+            st.found.extend(out);
+            st.persist()?;
+            st.commit_input(&input)?;
+            st.commit_parts(&stage2)?;
+            drop(st);
+            input.unsubscribe();
+            stage2.unsubscribe();
+            break;
+        }
+    }
+    let st = lock(&state);
+    let mut report = st.report.clone();
+    report.consume_seconds = first_record.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    report.peak_rss_kb = peak_rss_kb();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_is_stable_and_covers_the_partitions() {
+        // The route decides which instance owns an agent: it must never change between
+        // versions, or state would be restored into the wrong partition.
+        assert_eq!(route("support-bot", 4), route("support-bot", 4));
+        let hit: BTreeSet<i32> = (0..200).map(|i| route(&format!("agent-{i}"), 4)).collect();
+        assert_eq!(hit, (0..4).collect());
+        assert_eq!(route("anything", 1), 0);
+        assert_eq!(route("anything", 0), 0);
+    }
+}
