@@ -7,7 +7,7 @@
 //! `tests/it/kafka_e2e.rs`.
 
 #[path = "../tests/it/support/servers.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod servers;
 
 use std::process::Command;
@@ -52,49 +52,63 @@ fn main() {
     );
 
     let (bare_n, bare_s) = bare(&broker.bootstrap(), partitions as usize);
-    let data = tempfile::tempdir().unwrap();
-    let specs = concat!(env!("CARGO_MANIFEST_DIR"), "/sla-specs");
-    let out = Command::new(BIN)
-        .args([
-            "run",
-            "--brokers",
-            &broker.bootstrap(),
-            "--topic",
-            "bench",
-            "--group",
-            "slawatch",
-        ])
-        .args([
-            "--dead-letter-topic",
-            "bench.dlq",
-            "--findings-topic",
-            "bench.findings",
-        ])
-        .args(["--exit-at-eof", "--specs", specs, "--data-dir"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    let n = report["records"].as_f64().unwrap();
-    let s = report["consume_seconds"].as_f64().unwrap();
-    let rss = report["peak_rss_kb"].as_f64().unwrap() / 1024.0;
+    let bare_rate = bare_n as f64 / bare_s;
     println!("| consumer | records | seconds | records/s | peak RSS MB | vs bare |");
     println!("|---|---|---|---|---|---|");
     println!(
-        "| bare rdkafka (poll + count) | {bare_n} | {bare_s:.2} | {:.0} | — | 1.00× |",
-        bare_n as f64 / bare_s
+        "| bare rdkafka (poll + count) | {bare_n} | {bare_s:.2} | {bare_rate:.0} | — | 1.00× |"
     );
-    println!(
-        "| slawatch run (decode, windows, evaluation, checkpoints) | {n} | {s:.2} | {:.0} | {rss:.0} | {:.2}× |",
-        n / s,
-        (n / s) / (bare_n as f64 / bare_s)
-    );
+    for (topology, instances) in [("single", 1), ("partitioned", 1), ("partitioned", 2)] {
+        let (n, s, rss) = slawatch_run(&broker.bootstrap(), topology, instances);
+        println!(
+            "| slawatch run, {topology}, {instances} instance(s) | {n} | {s:.2} | {:.0} | {rss:.0} | {:.2}× |",
+            n / s,
+            (n / s) / bare_rate
+        );
+    }
+}
+
+/// `instances` processes of `slawatch run --exit-at-eof` in one new group: records consumed
+/// (all instances), seconds from the first record to the last instance's end, the largest
+/// peak RSS (MB).
+fn slawatch_run(bootstrap: &str, topology: &str, instances: usize) -> (f64, f64, f64) {
+    let group = format!("slawatch-{topology}-{instances}");
+    let specs = concat!(env!("CARGO_MANIFEST_DIR"), "/sla-specs");
+    let dirs: Vec<_> = (0..instances)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|data| {
+            Command::new(BIN)
+                .args(["run", "--brokers", bootstrap, "--topic", "bench"])
+                .args(["--group", &group, "--topology", topology])
+                .args(["--dead-letter-topic", "bench.dlq"])
+                .args(["--findings-topic", "bench.findings"])
+                .args(["--exit-at-eof", "--specs", specs, "--data-dir"])
+                .arg(data.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let (mut n, mut s, mut rss) = (0.0, 0.0f64, 0.0f64);
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+        eprintln!("{topology} × {instances}: {report}");
+        n += report["records"].as_f64().unwrap();
+        s = s.max(report["consume_seconds"].as_f64().unwrap());
+        rss = rss.max(report["peak_rss_kb"].as_f64().unwrap() / 1024.0);
+    }
+    (n, s, rss)
 }
 
 /// Consumes every partition to its end with a bare rdkafka consumer; timed from the first

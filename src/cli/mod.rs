@@ -37,7 +37,7 @@ pub enum Command {
     /// Run the whole pipeline over a recorded stream and summarise every objective.
     Replay(ReplayArgs),
     /// The service: consume sessions, keep state in sled, send alert mail.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Send one test mail and report which SMTP stage fails.
     SmtpTest(alerts::SmtpTestArgs),
     /// Hold back alert mail for matching incidents: add | list | expire.

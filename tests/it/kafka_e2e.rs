@@ -1,7 +1,7 @@
 //! `slawatch run` against a real Kafka-protocol broker (tansu, started by the fixture on a free
 //! port): findings equal a replay of the same records; SIGKILLs at random points change
-//! nothing; dirty input lands in the dead-letter topic with its reason; two consumers split the
-//! partitions and account for every record once.
+//! nothing; dirty input lands in the dead-letter topic with its reason; two consumers (also one
+//! joining mid-stream) split the work and together find exactly what one finds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -76,6 +76,20 @@ fn publish(broker: &Tansu, topic: &str, sessions: u64, dirty: bool) {
         topic.into(),
     ]);
     slawatch(&a);
+}
+
+/// Records in the test stream (with `dirty`, malformed ones and duplicates included).
+fn stream_lines(sessions: u64, dirty: bool) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.jsonl");
+    let mut a = sim_args(sessions, dirty);
+    a.extend(["--out".into(), file.display().to_string()]);
+    slawatch(&a);
+    std::fs::read(&file)
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64
 }
 
 /// Findings of `slawatch replay` over the same records, by id.
@@ -402,8 +416,21 @@ fn dirty_records_go_to_the_dead_letter_topic_with_their_reason() {
     assert!(!stored_findings(data.path()).is_empty());
 }
 
+/// Findings stored by several runs (each keeps those of the keys it evaluated).
+fn union_of(dirs: &[&Path]) -> BTreeMap<String, Finding> {
+    let mut all = BTreeMap::new();
+    for d in dirs {
+        for (id, f) in stored_findings(d) {
+            if let Some(before) = all.insert(id.clone(), f.clone()) {
+                assert_eq!(before, f, "two instances stored finding {id} differently");
+            }
+        }
+    }
+    all
+}
+
 #[test]
-fn two_consumers_split_the_partitions_and_account_for_every_record() {
+fn two_consumers_split_the_work_and_find_what_one_finds() {
     let broker = Tansu::start();
     let sessions = 40_000;
     broker.create_topic("pair", 4);
@@ -421,11 +448,50 @@ fn two_consumers_split_the_partitions_and_account_for_every_record() {
         ra["records"].as_u64().unwrap(),
         rb["records"].as_u64().unwrap(),
     );
-    eprintln!("two consumers: {na} + {nb} records");
+    eprintln!("two consumers: {na} + {nb} records; {ra} / {rb}");
     assert_eq!(
         na + nb,
         sessions,
-        "every record processed by exactly one member"
+        "every record validated by exactly one member"
+    );
+    assert!(na > 0 && nb > 0, "both members took input partitions");
+    let want = replay_findings(sessions, false);
+    assert_same(&union_of(&[a.path(), b.path()]), &want);
+    let published: BTreeSet<String> = drain(&broker, "pair.findings", want.len())
+        .iter()
+        .map(|(_, v, _)| serde_json::from_slice::<Finding>(v).unwrap().id)
+        .collect();
+    assert_eq!(published, want.keys().cloned().collect());
+}
+
+/// A second member joins while the first is consuming: partitions (and the state of the
+/// repartitioned ones) move to it mid-stream, and the findings are still those of one run.
+#[test]
+fn a_member_joining_mid_stream_takes_over_state_and_changes_no_finding() {
+    let broker = Tansu::start();
+    let sessions = 80_000;
+    broker.create_topic("join", 4);
+    broker.create_topic("join.dlq", 1);
+    broker.create_topic("join.findings", 1);
+    publish(&broker, "join", sessions, true);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = spawn(&run_args(&broker, "join", "join", a.path(), true));
+    // The first member owns everything and has consumed part of the stream.
+    std::thread::sleep(Duration::from_secs(4));
+    let second = spawn(&run_args(&broker, "join", "join", b.path(), true));
+    let ra: serde_json::Value =
+        serde_json::from_str(finish(first, Duration::from_secs(300)).trim()).unwrap();
+    let rb: serde_json::Value =
+        serde_json::from_str(finish(second, Duration::from_secs(300)).trim()).unwrap();
+    eprintln!("member joining mid-stream: {ra} / {rb}");
+    assert_eq!(
+        ra["records"].as_u64().unwrap() + rb["records"].as_u64().unwrap(),
+        stream_lines(sessions, true),
+        "every record (dirty ones and duplicates included) validated by exactly one member"
+    );
+    assert_same(
+        &union_of(&[a.path(), b.path()]),
+        &replay_findings(sessions, true),
     );
 }
 
@@ -437,8 +503,19 @@ fn sigterm_drains_commits_and_exits_zero_in_bounded_time() {
     broker.create_topic("term.dlq", 1);
     broker.create_topic("term.findings", 1);
     publish(&broker, "term", sessions, false);
+    for topology in ["partitioned", "single"] {
+        sigterm_then_restart(&broker, topology, sessions);
+    }
+}
+
+fn sigterm_then_restart(broker: &Tansu, topology: &str, sessions: u64) {
     let data = tempfile::tempdir().unwrap();
-    let args = run_args(&broker, "term", "term", data.path(), false);
+    let group = format!("term-{topology}");
+    let with_topology = |mut a: Vec<String>| {
+        a.extend(["--topology".to_owned(), topology.to_owned()]);
+        a
+    };
+    let args = with_topology(run_args(broker, "term", &group, data.path(), false));
     let child = spawn(&args);
     // Let it join the group and consume for a while, then ask it to stop.
     std::thread::sleep(Duration::from_secs(8));
@@ -449,13 +526,19 @@ fn sigterm_drains_commits_and_exits_zero_in_bounded_time() {
         .unwrap();
     assert!(status.success());
     let stdout = finish(child, Duration::from_secs(15));
-    eprintln!("SIGTERM to exit: {:?}", asked.elapsed());
+    eprintln!("{topology}: SIGTERM to exit: {:?}", asked.elapsed());
     let first: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert!(first["checkpoints"].as_u64().unwrap() >= 1, "{first}");
     // A restart continues from the checkpoint and ends with the replay's findings.
     let second: serde_json::Value = serde_json::from_str(
         finish(
-            spawn(&run_args(&broker, "term", "term", data.path(), true)),
+            spawn(&with_topology(run_args(
+                broker,
+                "term",
+                &group,
+                data.path(),
+                true,
+            ))),
             Duration::from_secs(300),
         )
         .trim(),
