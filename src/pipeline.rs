@@ -168,13 +168,23 @@ impl Pipeline {
 
     /// Processes one record; findings of windows it closes are appended to `out`.
     pub fn process(&mut self, record: &RawRecord, out: &mut Vec<Finding>) -> Outcome {
-        self.stats.records += 1;
-        self.stats.bytes += record.bytes.len() as u64;
         let partition = match record.position {
             Position::Kafka { partition, .. } => partition,
             Position::Line { .. } => 0,
         };
-        match self.decoder.decode(&record.bytes) {
+        self.process_bytes(&record.bytes, partition, out)
+    }
+
+    /// Processes one record's bytes from a source partition.
+    pub fn process_bytes(
+        &mut self,
+        bytes: &[u8],
+        partition: i32,
+        out: &mut Vec<Finding>,
+    ) -> Outcome {
+        self.stats.records += 1;
+        self.stats.bytes += bytes.len() as u64;
+        match self.decoder.decode(bytes) {
             Ok(session) => self.accept(&session, partition, out),
             Err(reason) => self.reject(reason, true),
         }

@@ -168,14 +168,16 @@ impl State {
             self.output.clear(c)?;
         }
         self.output.batch_done()?;
-        for b in self.pipeline.take_dirty_baselines() {
-            self.store.put_baseline(&b)?;
-        }
         Ok(())
     }
 
     fn checkpoint(&mut self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
         self.emit()?;
+        // Baselines are in the checkpoint; the copies in sled (for `slawatch baseline` and a
+        // start without a checkpoint) follow at the same pace rather than at every window.
+        for b in self.pipeline.take_dirty_baselines() {
+            self.store.put_baseline(&b)?;
+        }
         // Dead letters and findings first: offsets are never committed past a record whose
         // outputs are not delivered.
         self.sink.flush()?;

@@ -47,14 +47,45 @@ use crate::pipeline::{Outcome, Pipeline, PipelineState};
 use crate::session::EpochMs;
 use crate::store::Store;
 
-/// Stage 1 marks a source partition's progress at least every this much event time.
+/// Stage 1 marks a source partition's progress when it moved on by this much event time…
 const MARK_TICK_MS: i64 = 60_000;
-/// Header naming what a repartition-topic message is: `record` or `mark`.
+/// …and at most this often.
+const MARK_EVERY: Duration = Duration::from_millis(100);
+/// Header naming what a repartition-topic message is: `records` (a [`RecordBatch`]) or `mark`.
 const KIND: &str = "slawatch.kind";
 const SOURCE_ID: &str = "slawatch.source.id";
 const SOURCE_TOPIC: &str = "slawatch.source.topic";
 const SOURCE_PARTITION: &str = "slawatch.source.partition";
-const SOURCE_OFFSET: &str = "slawatch.source.offset";
+/// Stage 1 sends a source partition's records for one stage-2 partition in batches of about
+/// this many bytes (fewer, larger messages: the broker's cost is per message).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Records of one source partition for one stage-2 partition, in source order: each framed as
+/// its source offset (i64 LE), length (u32 LE) and original bytes.
+#[derive(Default)]
+struct RecordBatch {
+    bytes: Vec<u8>,
+}
+
+impl RecordBatch {
+    fn push(&mut self, offset: i64, record: &[u8]) {
+        self.bytes.extend_from_slice(&offset.to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(record.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(record);
+    }
+
+    /// The (source offset, record) pairs of a batch; stops at a truncated frame.
+    fn iter(mut bytes: &[u8]) -> impl Iterator<Item = (i64, &[u8])> {
+        std::iter::from_fn(move || {
+            let offset = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+            let len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+            let record = bytes.get(12..12 + len)?;
+            bytes = &bytes[12 + len..];
+            Some((offset, record))
+        })
+    }
+}
 
 /// A source partition's progress, as stage 1 reports it to every stage-2 partition.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -105,7 +136,9 @@ struct State {
     // Stage 1.
     input_applied: BTreeMap<(String, i32), i64>,
     newest: BTreeMap<i32, EpochMs>,
-    marked: BTreeMap<i32, (Option<EpochMs>, bool)>,
+    marked: BTreeMap<i32, (Option<EpochMs>, bool, Instant)>,
+    /// Records not sent yet, per (stage-2 partition, source partition).
+    batches: BTreeMap<(i32, i32), RecordBatch>,
     // Stage 2.
     parts: BTreeMap<i32, Part>,
     found: Vec<Finding>,
@@ -132,24 +165,11 @@ impl State {
             Ok(session) => {
                 if self.template.selects_any(&session) {
                     let p = route(&session.agent, self.internal_partitions);
-                    let (src, part, off) = (
-                        pid.to_string(),
-                        m.partition().to_string(),
-                        m.offset().to_string(),
-                    );
-                    self.sink.send_to(
-                        &self.repartition,
-                        p,
-                        Some(session.agent.as_bytes()),
-                        payload,
-                        &[
-                            (KIND, "record"),
-                            (SOURCE_ID, &src),
-                            (SOURCE_TOPIC, m.topic()),
-                            (SOURCE_PARTITION, &part),
-                            (SOURCE_OFFSET, &off),
-                        ],
-                    )?;
+                    let batch = self.batches.entry((p, pid)).or_default();
+                    batch.push(m.offset(), payload);
+                    if batch.bytes.len() >= BATCH_BYTES {
+                        self.flush_batch(p, pid)?;
+                    }
                 }
                 let n = self.newest.entry(pid).or_insert(session.event_time);
                 *n = (*n).max(session.event_time);
@@ -169,16 +189,54 @@ impl State {
         Ok(())
     }
 
-    /// Sends every stage-2 partition the progress of source `pid` when it moved on by a tick
-    /// of event time or its idleness changed.
+    /// Sends the records buffered for stage-2 partition `p` from source `pid` as one message.
+    fn flush_batch(&mut self, p: i32, pid: i32) -> Result<()> {
+        let Some(batch) = self.batches.remove(&(p, pid)) else {
+            return Ok(());
+        };
+        let topic = &self.input_topics[(pid / 1_000_000) as usize];
+        let (src, partition) = (pid.to_string(), (pid % 1_000_000).to_string());
+        self.sink.send_to(
+            &self.repartition,
+            p,
+            None,
+            &batch.bytes,
+            &[
+                (KIND, "records"),
+                (SOURCE_ID, &src),
+                (SOURCE_TOPIC, topic),
+                (SOURCE_PARTITION, &partition),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Sends every buffered batch (of one source partition, or all).
+    fn flush_batches(&mut self, only: Option<i32>) -> Result<()> {
+        let keys: Vec<(i32, i32)> = self
+            .batches
+            .keys()
+            .filter(|(_, pid)| only.is_none_or(|o| o == *pid))
+            .copied()
+            .collect();
+        for (p, pid) in keys {
+            self.flush_batch(p, pid)?;
+        }
+        Ok(())
+    }
+
+    /// Sends every stage-2 partition the progress of source `pid` when its idleness changed,
+    /// or when it moved on by a tick of event time — at most every [`MARK_EVERY`] of wall time
+    /// while catching up, so a backfill sends a few marks per second, not one per minute of
+    /// history. (A mark only lets windows close; a later one never changes what they hold.)
     fn mark(&mut self, pid: i32, idle: bool) -> Result<()> {
         let newest = self.newest.get(&pid).copied();
         let due = match self.marked.get(&pid) {
             None => newest.is_some() || idle,
-            Some(&(last, was_idle)) => {
+            Some(&(last, was_idle, at)) => {
                 was_idle != idle
                     || match (newest, last) {
-                        (Some(n), Some(l)) => n >= l + MARK_TICK_MS,
+                        (Some(n), Some(l)) => n >= l + MARK_TICK_MS && at.elapsed() >= MARK_EVERY,
                         (Some(_), None) => true,
                         _ => false,
                     }
@@ -187,6 +245,8 @@ impl State {
         if !due {
             return Ok(());
         }
+        // A mark covers every record of its source before it: those go first.
+        self.flush_batches(Some(pid))?;
         let payload = serde_json::to_vec(&Mark {
             src: pid,
             newest,
@@ -197,7 +257,7 @@ impl State {
             self.sink
                 .send_to(&self.repartition, p, None, &payload, &[(KIND, "mark")])?;
         }
-        self.marked.insert(pid, (newest, idle));
+        self.marked.insert(pid, (newest, idle, Instant::now()));
         // A checkpoint follows, so the exit check (nothing pending) also covers marks.
         self.since_checkpoint += 1;
         Ok(())
@@ -230,43 +290,39 @@ impl State {
             return self.emit();
         }
         let num = |k: &str| header(m, k).and_then(|v| v.parse::<i64>().ok());
-        let (Some(src), Some(src_partition), Some(src_offset)) =
-            (num(SOURCE_ID), num(SOURCE_PARTITION), num(SOURCE_OFFSET))
-        else {
+        let (Some(src), Some(src_partition)) = (num(SOURCE_ID), num(SOURCE_PARTITION)) else {
             tracing::warn!(
                 offset = m.offset(),
-                "a repartitioned record without its source"
+                "repartitioned records without their source"
             );
             return Ok(());
         };
         let src = src as i32;
-        if part.sources.get(&src).is_some_and(|a| src_offset <= *a) {
-            // Forwarded again by stage 1 after a crash or rebalance: already applied.
-            self.report.skipped_redelivered += 1;
-            return Ok(());
-        }
-        part.sources.insert(src, src_offset);
-        let topic = header(m, SOURCE_TOPIC).unwrap_or_default().to_owned();
-        let mut record = RawRecord {
-            bytes: payload.to_vec(),
-            position: Position::Kafka {
-                topic,
-                partition: src,
-                offset: src_offset,
-            },
-        };
-        let outcome = part.pipeline.process(&record, &mut self.found);
-        if let Outcome::Rejected {
-            reason,
-            dead_letter: true,
-        } = &outcome
-        {
-            if let Position::Kafka { partition, .. } = &mut record.position {
-                *partition = src_partition as i32;
+        for (src_offset, bytes) in RecordBatch::iter(payload) {
+            if part.sources.get(&src).is_some_and(|a| src_offset <= *a) {
+                // Forwarded again by stage 1 after a crash or rebalance: already applied.
+                self.report.skipped_redelivered += 1;
+                continue;
             }
-            self.sink.dead_letter(&record, None, reason)?;
-            self.dead_file.write(&record, reason)?;
-            self.report.dead_letters += 1;
+            part.sources.insert(src, src_offset);
+            let outcome = part.pipeline.process_bytes(bytes, src, &mut self.found);
+            if let Outcome::Rejected {
+                reason,
+                dead_letter: true,
+            } = &outcome
+            {
+                let record = RawRecord {
+                    bytes: bytes.to_vec(),
+                    position: Position::Kafka {
+                        topic: header(m, SOURCE_TOPIC).unwrap_or_default().to_owned(),
+                        partition: src_partition as i32,
+                        offset: src_offset,
+                    },
+                };
+                self.sink.dead_letter(&record, None, reason)?;
+                self.dead_file.write(&record, reason)?;
+                self.report.dead_letters += 1;
+            }
         }
         self.emit()
     }
@@ -289,18 +345,21 @@ impl State {
             self.output.clear(c)?;
         }
         self.output.batch_done()?;
-        for part in self.parts.values_mut() {
-            for b in part.pipeline.take_dirty_baselines() {
-                self.store.put_baseline(&b)?;
-            }
-        }
         Ok(())
     }
 
     /// Makes everything applied so far durable: state snapshots of changed stage-2 partitions,
     /// findings, forwarded records and dead letters delivered. Offsets may be committed after.
     fn persist(&mut self) -> Result<()> {
+        self.flush_batches(None)?;
         self.emit()?;
+        // Baselines are in the snapshots; the copies in sled (for `slawatch baseline` and a
+        // partition without a snapshot) follow at the same pace rather than at every window.
+        for part in self.parts.values_mut() {
+            for b in part.pipeline.take_dirty_baselines() {
+                self.store.put_baseline(&b)?;
+            }
+        }
         let started = Instant::now();
         let mut bytes_written = 0;
         for (p, part) in &mut self.parts {
@@ -363,6 +422,7 @@ impl State {
     /// A stage-2 partition from its newest snapshot, or fresh (with the stored baselines of
     /// the agents routed to it).
     fn load_part(&self, p: i32) -> Result<Part> {
+        let started = Instant::now();
         let mut part = Part {
             pipeline: self.template.fresh(),
             applied: None,
@@ -406,6 +466,11 @@ impl State {
         for src in &self.sources {
             part.pipeline.assign_partition(*src);
         }
+        tracing::debug!(
+            partition = p,
+            ms = started.elapsed().as_millis() as u64,
+            "stage-2 partition ready"
+        );
         Ok(part)
     }
 }
@@ -460,6 +525,7 @@ pub fn run(
         input_applied: BTreeMap::new(),
         newest: BTreeMap::new(),
         marked: BTreeMap::new(),
+        batches: BTreeMap::new(),
         parts: BTreeMap::new(),
         found: Vec::new(),
         report: ServiceReport::default(),
@@ -594,7 +660,10 @@ pub fn run(
             match polled {
                 Some(Ok(m)) => {
                     busy = true;
-                    first_record.get_or_insert_with(Instant::now);
+                    first_record.get_or_insert_with(|| {
+                        tracing::debug!("first input record");
+                        Instant::now()
+                    });
                     eof_in.remove(&m.partition());
                     last_seen.insert(m.partition(), Instant::now());
                     lock(&state).ingest(&m)?;
@@ -606,6 +675,8 @@ pub fn run(
                 None => break,
             }
         }
+        // What stage 1 forwarded this round goes out now, not when a batch fills.
+        lock(&state).flush_batches(None)?;
         for _ in 0..4096 {
             let polled = stage2.poll(Duration::ZERO);
             drain_events(&stage2, &mut assigned_r);
@@ -687,6 +758,21 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_batches_frame_offsets_and_bytes() {
+        let mut b = RecordBatch::default();
+        b.push(7, b"{\"a\":1}");
+        b.push(9, b"");
+        b.push(i64::MAX, b"x");
+        let got: Vec<(i64, &[u8])> = RecordBatch::iter(&b.bytes).collect();
+        assert_eq!(
+            got,
+            vec![(7, &b"{\"a\":1}"[..]), (9, &b""[..]), (i64::MAX, &b"x"[..])]
+        );
+        // A truncated frame ends the batch instead of reading past it.
+        assert_eq!(RecordBatch::iter(&b.bytes[..b.bytes.len() - 1]).count(), 2);
+    }
 
     #[test]
     fn routing_is_stable_and_covers_the_partitions() {
