@@ -111,8 +111,8 @@ impl FeatureSet {
     }
 
     /// One session's row: numeric values then 0/1 for binary features; NaN when missing.
-    pub fn row(&self, s: &Session) -> Vec<f64> {
-        let mut row = Vec::with_capacity(self.columns());
+    pub fn row(&self, s: &Session) -> RowValues {
+        let mut row = RowValues::with_capacity(self.columns());
         for f in &self.numeric {
             row.push(f.value(s).unwrap_or(f64::NAN));
         }
@@ -211,11 +211,19 @@ impl CategoricalFeature {
     }
 }
 
+/// The values of one row. Up to [`INLINE_COLUMNS`] columns are stored in the row itself:
+/// samples are cloned, merged and dropped at every window close, and one heap allocation per
+/// sampled session was most of that cost. Serialized as a plain list, like a `Vec<f64>`.
+pub type RowValues = smallvec::SmallVec<[f64; INLINE_COLUMNS]>;
+
+/// Row columns kept inline (more spill to the heap).
+pub const INLINE_COLUMNS: usize = 6;
+
 /// One session's row in a sample, ranked by the hash of its id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub hash: u64,
-    pub values: Vec<f64>,
+    pub values: RowValues,
 }
 
 /// A bounded, mergeable sample of a feature set over many sessions.
