@@ -110,7 +110,7 @@ pub fn compare(
     for (col, f) in cfg.set.numeric.iter().enumerate() {
         let name = f.name().to_owned();
         let (r, c) = (reference.column(col), current.column(col));
-        out.push(numeric(name, &r, &c, rule, min, alpha, floor));
+        out.push(numeric(name, r, c, rule, min, alpha, floor));
     }
     for (i, f) in cfg.set.binary.iter().enumerate() {
         let (rt, rn) = reference.binary[i];
@@ -195,10 +195,12 @@ fn decided_or_pending(
     }
 }
 
+/// `r` and `c` are freshly extracted columns: they are sorted in place, after everything
+/// that reads them in sample order (the pairwise sums of `std`, the binned distances).
 fn numeric(
     name: String,
-    r: &[f64],
-    c: &[f64],
+    r: Vec<f64>,
+    c: Vec<f64>,
     rule: &str,
     min: u64,
     alpha: f64,
@@ -208,10 +210,26 @@ fn numeric(
     if nr < min || nc < min {
         return insufficient(name, "ks", nr, nc);
     }
-    let (Some(rs), Some(cs)) = (SortedSample::new(r), SortedSample::new(c)) else {
+    if r.iter().chain(&c).any(|v| v.is_nan()) {
+        return insufficient(name, "ks", nr, nc);
+    }
+    let small = r.len() <= SMALL_REFERENCE;
+    let sd = crate::drift::stats::std(&r).unwrap_or(0.0);
+    let binned = match rule {
+        "hellinger" => Some(
+            crate::drift::stats::shared_histogram(&r, &c, NUMERIC_BINS).and_then(|h| {
+                hellinger(
+                    &crate::drift::shares(&h.reference),
+                    &crate::drift::shares(&h.current),
+                )
+            }),
+        ),
+        "jensenshannon" => Some(js_distance_binned(&r, &c, NUMERIC_BINS)),
+        _ => None,
+    };
+    let (Some(rs), Some(cs)) = (SortedSample::from_vec(r), SortedSample::from_vec(c)) else {
         return insufficient(name, "ks", nr, nc);
     };
-    let sd = crate::drift::stats::std(r).unwrap_or(0.0);
     let w = wasserstein_sorted(&rs, &cs).unwrap_or(0.0);
     let w_norm = if sd > 0.0 {
         w / sd
@@ -224,7 +242,6 @@ fn numeric(
         format!("median {}", fmt_num(rs.median().unwrap_or(f64::NAN))),
         format!("median {}", fmt_num(cs.median().unwrap_or(f64::NAN))),
     );
-    let small = r.len() <= SMALL_REFERENCE;
     match rule {
         "evidently" if small => {
             let distinct = distinct_count(rs.as_slice());
@@ -298,16 +315,7 @@ fn numeric(
             None,
         ),
         "jensenshannon" | "hellinger" => {
-            let d = if rule == "hellinger" {
-                crate::drift::stats::shared_histogram(r, c, NUMERIC_BINS).and_then(|h| {
-                    hellinger(
-                        &crate::drift::shares(&h.reference),
-                        &crate::drift::shares(&h.current),
-                    )
-                })
-            } else {
-                js_distance_binned(r, c, NUMERIC_BINS)
-            };
+            let d = binned.flatten();
             decided_or_pending(
                 name,
                 rule,

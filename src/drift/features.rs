@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::session::Session;
+use crate::session::{AttrValue, Session};
 
 /// A numeric per-session feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -111,8 +111,8 @@ impl FeatureSet {
     }
 
     /// One session's row: numeric values then 0/1 for binary features; NaN when missing.
-    pub fn row(&self, s: &Session) -> Vec<f64> {
-        let mut row = Vec::with_capacity(self.columns());
+    pub fn row(&self, s: &Session) -> RowValues {
+        let mut row = RowValues::with_capacity(self.columns());
         for f in &self.numeric {
             row.push(f.value(s).unwrap_or(f64::NAN));
         }
@@ -185,32 +185,45 @@ impl CategoricalFeature {
         }
     }
 
-    /// The labels one session contributes.
-    fn labels(&self, s: &Session, out: &mut Vec<String>) {
+    /// Calls `add` with each label one session contributes; `buf` is scratch space, so that
+    /// labels are borrowed, never allocated (only a label new to a count map is).
+    fn each_label(&self, s: &Session, buf: &mut String, mut add: impl FnMut(&str)) {
         match self {
-            CategoricalFeature::ToolMix => out.extend(s.tool_calls.iter().map(|c| c.name.clone())),
+            CategoricalFeature::ToolMix => s.tool_calls.iter().for_each(|c| add(&c.name)),
             CategoricalFeature::ToolTransitions => {
                 let mut prev = "start";
                 for c in &s.tool_calls {
-                    out.push(format!("{prev}→{}", c.name));
+                    buf.clear();
+                    buf.push_str(prev);
+                    buf.push('→');
+                    buf.push_str(&c.name);
+                    add(buf);
                     prev = &c.name;
                 }
             }
-            CategoricalFeature::StatusMix => out.push(s.status.as_str().to_owned()),
-            CategoricalFeature::Attribute(a) => {
-                if let Some(v) = s.attribute(a) {
-                    out.push(v.label());
-                }
-            }
+            CategoricalFeature::StatusMix => add(s.status.as_str()),
+            CategoricalFeature::Attribute(a) => match s.attribute(a) {
+                Some(AttrValue::Str(v)) => add(v),
+                Some(v) => add(&v.label()),
+                None => {}
+            },
         }
     }
 }
+
+/// The values of one row. Up to [`INLINE_COLUMNS`] columns are stored in the row itself:
+/// samples are cloned, merged and dropped at every window close, and one heap allocation per
+/// sampled session was most of that cost. Serialized as a plain list, like a `Vec<f64>`.
+pub type RowValues = smallvec::SmallVec<[f64; INLINE_COLUMNS]>;
+
+/// Row columns kept inline (more spill to the heap).
+pub const INLINE_COLUMNS: usize = 6;
 
 /// One session's row in a sample, ranked by the hash of its id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub hash: u64,
-    pub values: Vec<f64>,
+    pub values: RowValues,
 }
 
 /// A bounded, mergeable sample of a feature set over many sessions.
@@ -231,6 +244,11 @@ pub struct FeatureSample {
     pub binary: Vec<(u64, u64)>,
     /// Exact label counts per categorical feature.
     pub categorical: Vec<BTreeMap<String, u64>>,
+    /// Whether `rows` is in compacted form (bottom-k, sorted by hash, distinct), so that
+    /// [`FeatureSample::compact`] has nothing to do and a merge of two compacted samples is
+    /// one linear pass. Derived: not stored, and a restored sample is compacted again once.
+    #[serde(skip)]
+    compacted: bool,
 }
 
 impl PartialEq for FeatureSample {
@@ -254,6 +272,7 @@ impl FeatureSample {
             threshold: u64::MAX,
             binary: vec![(0, 0); set.binary.len()],
             categorical: vec![BTreeMap::new(); set.categorical.len()],
+            compacted: true,
         }
     }
 
@@ -266,6 +285,7 @@ impl FeatureSample {
             threshold: u64::MAX,
             binary: vec![(0, 0); self.binary.len()],
             categorical: vec![BTreeMap::new(); self.categorical.len()],
+            compacted: true,
         }
     }
 
@@ -278,6 +298,7 @@ impl FeatureSample {
                 hash,
                 values: set.row(s),
             });
+            self.compacted = false;
             if self.rows.len() >= 2 * self.capacity.max(1) {
                 self.shrink();
             }
@@ -288,13 +309,9 @@ impl FeatureSample {
                 counts.0 += u64::from(v);
             }
         }
-        let mut labels = Vec::new();
+        let mut buf = String::new();
         for (f, counts) in set.categorical.iter().zip(&mut self.categorical) {
-            labels.clear();
-            f.labels(s, &mut labels);
-            for l in labels.drain(..) {
-                add_label(counts, l, 1);
-            }
+            f.each_label(s, &mut buf, |l| add_label(counts, l, 1));
         }
     }
 
@@ -317,6 +334,10 @@ impl FeatureSample {
     /// Reduces the candidates to the bottom-k rows by hash, sorted by hash (one row per
     /// session: equal hashes are the same session).
     pub fn compact(&mut self) {
+        if self.compacted {
+            return;
+        }
+        self.compacted = true;
         let k = self.capacity;
         if self.rows.len() > k && k > 0 {
             self.rows.select_nth_unstable_by_key(k, |r| r.hash);
@@ -334,18 +355,57 @@ impl FeatureSample {
     /// Merges another sample of the same feature set into this one.
     pub fn merge(&mut self, other: &FeatureSample) {
         self.sessions += other.sessions;
-        let threshold = self.threshold;
-        self.rows
-            .extend(other.rows.iter().filter(|r| r.hash < threshold).cloned());
-        self.compact();
+        if self.compacted && other.compacted {
+            self.merge_compacted(&other.rows);
+        } else {
+            let threshold = self.threshold;
+            self.rows
+                .extend(other.rows.iter().filter(|r| r.hash < threshold).cloned());
+            self.compacted = false;
+            self.compact();
+        }
         for (a, b) in self.binary.iter_mut().zip(&other.binary) {
             a.0 += b.0;
             a.1 += b.1;
         }
         for (a, b) in self.categorical.iter_mut().zip(&other.categorical) {
             for (label, n) in b {
-                add_label(a, label.clone(), *n);
+                add_label(a, label, *n);
             }
+        }
+    }
+
+    /// Merges the rows of another compacted sample into this compacted one: the bottom k of
+    /// two hash-sorted lists is a prefix of their merge, so no sort is needed. Equal hashes are
+    /// the same session; the row already here is kept.
+    fn merge_compacted(&mut self, other: &[Row]) {
+        let k = self.capacity;
+        if other.is_empty() {
+            return;
+        }
+        let mine = std::mem::take(&mut self.rows);
+        let mut rows = Vec::with_capacity(k.min(mine.len() + other.len()));
+        let (mut a, mut b) = (mine.into_iter().peekable(), other.iter().peekable());
+        while rows.len() < k {
+            let row = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if y.hash < x.hash => b.next().cloned(),
+                (Some(x), Some(y)) if y.hash == x.hash => {
+                    b.next();
+                    a.next()
+                }
+                (Some(_), _) => a.next(),
+                (None, _) => b.next().cloned(),
+            };
+            match row {
+                Some(r) => rows.push(r),
+                None => break,
+            }
+        }
+        self.rows = rows;
+        if self.rows.len() == k
+            && let Some(last) = self.rows.last()
+        {
+            self.threshold = last.hash;
         }
     }
 
@@ -360,10 +420,12 @@ impl FeatureSample {
     }
 }
 
-fn add_label(counts: &mut BTreeMap<String, u64>, label: String, n: u64) {
-    if counts.len() >= MAX_CATEGORIES && !counts.contains_key(&label) {
+fn add_label(counts: &mut BTreeMap<String, u64>, label: &str, n: u64) {
+    if let Some(c) = counts.get_mut(label) {
+        *c += n;
+    } else if counts.len() >= MAX_CATEGORIES {
         *counts.entry("other".to_owned()).or_default() += n;
     } else {
-        *counts.entry(label).or_default() += n;
+        counts.insert(label.to_owned(), n);
     }
 }

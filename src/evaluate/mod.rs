@@ -96,7 +96,10 @@ pub struct SpecRuntime {
     timeline_bucket_ms: i64,
     timeline_span_ms: i64,
     key_parts: HashMap<Arc<str>, Vec<(String, String)>>,
-    interned: HashMap<Box<str>, Arc<str>>,
+    /// Formatted key → interned key, probed once per session. Fx, not SipHash: the probe is on
+    /// the hot path and keys are short. (Fx is not collision-resistant; keys are the `keyBy`
+    /// fields of the producers' own records, and the map is bounded by their cardinality.)
+    interned: HashMap<Box<str>, Arc<str>, rustc_hash::FxBuildHasher>,
     segments: HashMap<Arc<str>, Vec<Arc<str>>>,
     stats: Vec<ObjectiveStats>,
     /// Objectives judged without a ticket or page since the last drain.
@@ -156,7 +159,7 @@ impl SpecRuntime {
             timeline_bucket_ms: bucket,
             timeline_span_ms: span,
             key_parts: HashMap::new(),
-            interned: HashMap::new(),
+            interned: HashMap::default(),
             segments: HashMap::new(),
             clears: Vec::new(),
             drift,

@@ -163,7 +163,13 @@ impl Decoder {
                 limit: self.max_bytes,
             });
         }
-        match serde_json::from_slice::<Wire<'_>>(bytes) {
+        // Validating UTF-8 once for the whole record is cheaper than serde_json's check of
+        // every string; invalid UTF-8 takes the slice path, which reports it as before.
+        let parsed = match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str::<Wire<'_>>(text),
+            Err(_) => serde_json::from_slice::<Wire<'_>>(bytes),
+        };
+        match parsed {
             Ok(wire) => self.check(wire),
             Err(e) => Err(diagnose(bytes, &e)),
         }
@@ -414,26 +420,26 @@ fn truncate(s: &str, max_chars: usize) -> String {
 
 #[derive(Deserialize)]
 struct Wire<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     schema: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     session_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     agent: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     prompt_version: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     model: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     provider: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     started_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     ended_at: Option<Cow<'a, str>>,
     duration_ms: Option<f64>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     status: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     error_type: Option<Cow<'a, str>>,
     turns: Option<f64>,
     usage: Option<WireUsage>,
@@ -458,9 +464,9 @@ struct WireUsage {
 
 #[derive(Deserialize)]
 struct WireToolCall<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     status: Option<Cow<'a, str>>,
     duration_ms: Option<f64>,
 }
@@ -468,19 +474,19 @@ struct WireToolCall<'a> {
 #[derive(Deserialize)]
 struct WireFallback<'a> {
     triggered: Option<bool>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 struct WirePii<'a> {
-    #[serde(borrow, rename = "type")]
+    #[serde(borrow, rename = "type", default, deserialize_with = "borrowed_str")]
     kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     handling: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     destination: Option<Cow<'a, str>>,
 }
 
@@ -489,6 +495,40 @@ struct WireQuality {
     score: Option<f64>,
     resolved: Option<bool>,
     refusal: Option<bool>,
+}
+
+/// An optional string that borrows from the input when it has no escapes.
+///
+/// `#[serde(borrow)]` alone does not borrow an `Option<Cow<str>>` (serde-rs/serde#2016): every
+/// string field would be allocated, including those only parsed and dropped (`schema`, the
+/// timestamps, `status`).
+fn borrowed_str<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct StrVisitor;
+    impl<'de> Visitor<'de> for StrVisitor {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: de::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(StrVisitor)
+        }
+    }
+    d.deserialize_option(StrVisitor)
 }
 
 /// `attributes`: string → string | number | bool, kept in record order.

@@ -13,6 +13,7 @@ use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,8 @@ use decode::RejectReason;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Position {
     /// A line of a JSON Lines file or of stdin (1-based).
-    Line { source: String, line: u64 },
+    /// `source` is shared by every record of a file, so a record does not copy its name.
+    Line { source: Arc<str>, line: u64 },
     /// A Kafka message.
     Kafka {
         topic: String,
@@ -68,7 +70,7 @@ pub trait Source {
 /// decoder rejects it as too large either way) so one giant line cannot exhaust memory.
 pub struct LinesSource<R> {
     reader: BufReader<R>,
-    name: String,
+    name: Arc<str>,
     line: u64,
     bytes_read: u64,
     max_line_bytes: usize,
@@ -97,7 +99,7 @@ impl<R: Read> LinesSource<R> {
     pub fn new(reader: R, name: String) -> LinesSource<R> {
         LinesSource {
             reader: BufReader::with_capacity(1 << 20, reader),
-            name,
+            name: name.into(),
             line: 0,
             bytes_read: 0,
             max_line_bytes: MAX_KEPT_LINE_BYTES,
@@ -118,7 +120,7 @@ impl<R: Read> LinesSource<R> {
                 return Ok(any);
             }
             any = true;
-            let (chunk, used, done) = match memchr(b'\n', available) {
+            let (chunk, used, done) = match memchr::memchr(b'\n', available) {
                 Some(i) => (&available[..i], i + 1, true),
                 None => (available, available.len(), false),
             };
@@ -131,10 +133,6 @@ impl<R: Read> LinesSource<R> {
             }
         }
     }
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
 }
 
 impl<R: Read> Source for LinesSource<R> {

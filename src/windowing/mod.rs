@@ -26,8 +26,9 @@ pub trait Summary: Clone {
     /// An empty summary of the same shape (for a window whose newest step had no sessions of
     /// a key).
     fn empty_like(&self) -> Self;
-    /// Called on a closed window's summaries before they are handed out: the moment to put
-    /// lazily maintained parts in their final form.
+    /// Called on a closed window's summaries before they are handed out, and on the panes of a
+    /// window about to close before they are merged: the moment to put lazily maintained parts
+    /// in their final form. Must not change what the summary represents.
     fn seal(&mut self) {}
 }
 
@@ -203,6 +204,12 @@ impl<K: Clone + Eq + Hash + Ord, S: Summary> Windows<K, S> {
                 break;
             }
             let start = end - size;
+            // These panes take no more records (they are before `end`, which becomes the
+            // closed limit), and each is merged into up to `size / step` windows: seal it
+            // once here rather than in every merge.
+            for keys in self.panes.range_mut(start..end).map(|(_, keys)| keys) {
+                keys.values_mut().for_each(S::seal);
+            }
             let mut merged: BTreeMap<K, (S, Option<S>)> = BTreeMap::new();
             for (&pane, keys) in self.panes.range(start..end) {
                 let newest = pane >= end - step;

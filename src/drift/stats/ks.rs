@@ -182,17 +182,20 @@ fn band(i: i64, n: i64, mg: i64, ng: i64, h: i64) -> (i64, i64) {
 }
 
 /// Columns advanced together by [`outer_prob_inside_method`].
-const WAVEFRONT: usize = 4;
+const LANES: usize = 8;
 
 /// Proportion of lattice paths from (0,0) to (m,n) leaving the band
 /// `|x/m - y/n| < h/lcm` (scipy pythran `_compute_outer_prob_inside_method`,
 /// Hodges 1958 with Viehmann's 1-p recursion):
 /// `A(i,j) = (A(i-1,j)·i + A(i,j-1)·j) / (i+j)` inside the band, 1 above it.
 ///
-/// Every cell is computed with exactly scipy's operations, but
-/// [`WAVEFRONT`] columns are swept together, each one row behind its left
-/// neighbour: the recursion is a serial chain through a division, so
-/// interleaving independent chains is ~3x faster with bit-identical results.
+/// Every cell is computed with exactly scipy's operations, but [`LANES`]
+/// columns are swept together as a systolic array: lane `k` holds column
+/// `i + k` and is one row behind lane `k - 1`, so the left neighbour of its
+/// cell is the value lane `k - 1` computed in the previous step, still in a
+/// register. The recursion is a serial chain through a division; advancing
+/// independent chains with the same operations lets the compiler use vector
+/// divisions, with bit-identical results.
 fn outer_prob_inside_method(m: i64, n: i64, g: i64, h: i64) -> f64 {
     let (m, n) = if m < n { (n, m) } else { (m, n) };
     let (mg, ng) = (m / g, n / g);
@@ -203,52 +206,64 @@ fn outer_prob_inside_method(m: i64, n: i64, g: i64, h: i64) -> f64 {
     }) {
         return 1.0;
     }
-    // WAVEFRONT + 1 rotating columns, indexed by absolute row j.
+    // The previous block's last column and the column being produced, by absolute row.
     let len = (n + 2) as usize;
-    let nbuf = WAVEFRONT + 1;
-    let mut buf = vec![1.0f64; nbuf * len];
     let (_, maxj0) = band(0, n, mg, ng, h);
-    for e in buf.iter_mut().take(maxj0.max(0) as usize) {
+    let mut prev = vec![1.0f64; len];
+    for e in prev.iter_mut().take(maxj0.max(0) as usize) {
         *e = 0.0;
     }
+    let mut next = vec![1.0f64; len];
     let mut prev_maxj = maxj0;
     let mut i = 1;
     while i <= m {
-        let kk = WAVEFRONT.min((m - i + 1) as usize);
-        let mut lo = [0i64; WAVEFRONT];
-        let mut hi = [0i64; WAVEFRONT];
-        let mut left_hi = [0i64; WAVEFRONT];
-        let mut val = [0.0f64; WAVEFRONT];
+        let kk = LANES.min((m - i + 1) as usize);
+        // Per lane, as floats (exact: all are integers below 2^53): band [lo, hi) of its
+        // column, the band top of its left column, and the column index.
+        let mut lo = [f64::INFINITY; LANES];
+        let mut hi = [f64::NEG_INFINITY; LANES];
+        let mut col = [0.0f64; LANES];
+        let mut val = [0.0f64; LANES];
+        let mut left_hi = [0.0f64; LANES];
+        let mut s_end = 0;
+        let mut lo0 = 0;
         for k in 0..kk {
-            (lo[k], hi[k]) = band(i + k as i64, n, mg, ng, h);
-            left_hi[k] = if k == 0 { prev_maxj } else { hi[k - 1] };
-            val[k] = if lo[k] == 0 { 0.0 } else { 1.0 };
+            let (l, u) = band(i + k as i64, n, mg, ng, h);
+            if k == 0 {
+                lo0 = l;
+            }
+            s_end = s_end.max(u - 1 + k as i64);
+            (lo[k], hi[k]) = (l as f64, u as f64);
+            col[k] = (i + k as i64) as f64;
+            val[k] = if l == 0 { 0.0 } else { 1.0 };
         }
-        let s_end = (0..kk).map(|k| hi[k] - 1 + k as i64).max().unwrap_or(0);
-        for s in lo[0]..=s_end {
-            for k in 0..kk {
-                let j = s - k as i64;
-                if j < lo[k] || j >= hi[k] {
-                    continue;
-                }
-                let col = i + k as i64;
-                let src = ((col - 1) as usize % nbuf) * len;
-                let dst = (col as usize % nbuf) * len;
+        left_hi[0] = prev_maxj as f64;
+        left_hi[1..].copy_from_slice(&hi[..LANES - 1]);
+        let last = kk - 1;
+        for s in lo0..=s_end {
+            let sf = s as f64;
+            // Lane 0's left neighbour is in the previous block's last column.
+            let left0 = if s < prev_maxj { prev[s as usize] } else { 1.0 };
+            let old = val;
+            for k in 0..LANES {
+                let j = sf - k as f64;
+                let left_in = if k == 0 { left0 } else { old[k - 1] };
                 // Rows at or above the left column's band top are outside: 1.
-                let left = if j >= left_hi[k] {
-                    1.0
-                } else {
-                    buf[src + j as usize]
-                };
-                val[k] = (left * col as f64 + val[k] * j as f64) / (col + j) as f64;
-                buf[dst + j as usize] = val[k];
+                let left = if j >= left_hi[k] { 1.0 } else { left_in };
+                let v = (left * col[k] + old[k] * j) / (col[k] + j);
+                val[k] = if j >= lo[k] && j < hi[k] { v } else { old[k] };
+            }
+            let j_last = s - last as i64;
+            if j_last as f64 >= lo[last] && (j_last as f64) < hi[last] {
+                next[j_last as usize] = val[last];
             }
         }
-        prev_maxj = hi[kk - 1];
+        prev_maxj = hi[last] as i64;
+        std::mem::swap(&mut prev, &mut next);
         i += kk as i64;
     }
     let (_, maxj) = band(m, n, mg, ng, h);
-    buf[(m as usize % nbuf) * len + (maxj - 1) as usize]
+    prev[(maxj - 1) as usize]
 }
 
 /// Sort `(value, weight)` pairs by value (stable) and return sorted values and
