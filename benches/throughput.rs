@@ -184,7 +184,10 @@ fn child(mode: &str, file: &Path) {
         other => panic!("unknown mode {other}"),
     };
     let secs = started.elapsed().as_secs_f64();
-    println!("{secs} {records} {bytes} {}", peak_rss_kb());
+    println!(
+        "{secs} {records} {bytes} {}",
+        slawatch::service::peak_rss_kb()
+    );
 }
 
 fn run_pipeline(src: &mut dyn Source) -> (u64, u64) {
@@ -208,17 +211,6 @@ fn run_pipeline(src: &mut dyn Source) -> (u64, u64) {
     .unwrap();
     std::hint::black_box(findings);
     (report.ingest.records, src.bytes_read())
-}
-
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// `cargo test` runs benches once: check the harness works on a small stream.

@@ -156,19 +156,13 @@ impl State {
 
     fn emit(&mut self) -> Result<()> {
         let clears = self.pipeline.drain_clears();
-        if self.found.is_empty() && clears.is_empty() {
-            return Ok(());
-        }
-        for f in std::mem::take(&mut self.found) {
-            self.report.findings += 1;
-            self.sink.finding(&f)?;
-            self.output.finding(&f)?;
-        }
-        for c in &clears {
-            self.output.clear(c)?;
-        }
-        self.output.batch_done()?;
-        Ok(())
+        deliver(
+            &mut self.found,
+            &clears,
+            &mut self.report,
+            &self.sink,
+            self.output.as_mut(),
+        )
     }
 
     fn checkpoint(&mut self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
@@ -474,8 +468,31 @@ fn run_single(
     Ok(report)
 }
 
+/// Publishes findings (to Kafka, then to the output) and the clears of windows that closed
+/// together.
+fn deliver(
+    found: &mut Vec<Finding>,
+    clears: &[Clear],
+    report: &mut ServiceReport,
+    sink: &kafka::Sink,
+    output: &mut dyn Output,
+) -> Result<()> {
+    if found.is_empty() && clears.is_empty() {
+        return Ok(());
+    }
+    for f in found.drain(..) {
+        report.findings += 1;
+        sink.finding(&f)?;
+        output.finding(&f)?;
+    }
+    for c in clears {
+        output.clear(c)?;
+    }
+    output.batch_done()
+}
+
 /// VmHWM of this process from /proc (0 where there is none).
-fn peak_rss_kb() -> u64 {
+pub fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -7,12 +7,14 @@
 //! * **Stage 1** (group `<groupId>`, the input topics): validates each record — rejects go to
 //!   the dead letters with their reason — and forwards the original bytes of every record some
 //!   spec selects to the repartition topic, to partition `xxh3(agent) mod n` (every window key
-//!   starts with the agent, so one stage-2 partition sees all of a key's sessions). Headers name
-//!   the source topic, partition and offset. It also sends every stage-2 partition a
+//!   starts with the agent, so one stage-2 partition sees all of a key's sessions), batched per
+//!   (stage-2 partition, source partition) with each record's source offset ([`RecordBatch`];
+//!   headers name the source topic and partition). It also sends every stage-2 partition a
 //!   *progress mark* per source partition (newest event time, idle) whenever that advances by
-//!   a minute of event time or turns idle/active, so stage 2 computes the same watermark — the
-//!   minimum over source partitions — that a single instance would. Its offsets are committed
-//!   once what it forwarded is delivered; it keeps no other state.
+//!   a minute of event time (at most every 100 ms while catching up) or turns idle/active, so
+//!   stage 2 computes the same watermark — the minimum over source partitions — that a single
+//!   instance would. Its offsets are committed once what it forwarded is delivered; it keeps
+//!   no other state.
 //! * **Stage 2** (group `<groupId>.repartition`, the repartition topic): one [`Pipeline`] per
 //!   owned partition. A record is skipped when its source offset is at or below the last one
 //!   applied from that source partition (a stage-1 redelivery after a crash or a rebalance).
@@ -36,7 +38,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Output, ServiceOptions, ServiceReport, decode_cbor, encode_cbor, lock, others_done,
+    Output, ServiceOptions, ServiceReport, decode_cbor, deliver, encode_cbor, lock, others_done,
     peak_rss_kb, topic_partitions,
 };
 use crate::drift::baseline::Baseline;
@@ -333,19 +335,13 @@ impl State {
             .values_mut()
             .flat_map(|p| p.pipeline.drain_clears())
             .collect();
-        if self.found.is_empty() && clears.is_empty() {
-            return Ok(());
-        }
-        for f in std::mem::take(&mut self.found) {
-            self.report.findings += 1;
-            self.sink.finding(&f)?;
-            self.output.finding(&f)?;
-        }
-        for c in &clears {
-            self.output.clear(c)?;
-        }
-        self.output.batch_done()?;
-        Ok(())
+        deliver(
+            &mut self.found,
+            &clears,
+            &mut self.report,
+            &self.sink,
+            self.output.as_mut(),
+        )
     }
 
     /// Makes everything applied so far durable: state snapshots of changed stage-2 partitions,
@@ -533,7 +529,7 @@ pub fn run(
         last_checkpoint: Instant::now(),
     }));
 
-    let (s1, s1_revoke) = (state.clone(), state.clone());
+    let s1_revoke = state.clone();
     let input = cfg
         .consumer_of(
             &cfg.group_id,
@@ -556,7 +552,6 @@ pub fn run(
             },
         )
         .context("creating the Kafka consumer")?;
-    drop(s1);
     let (s2_assign, s2_revoke) = (state.clone(), state.clone());
     let stage2 = cfg
         .consumer_of(
