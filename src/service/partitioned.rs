@@ -605,6 +605,7 @@ pub fn run(
     let idle_after = Duration::from_millis(cfg.idle_timeout_ms.max(0) as u64);
     let interval = Duration::from_millis(cfg.checkpoint_interval_ms.max(0) as u64);
     let mut last_done_check = Instant::now();
+    let mut last_progress = Instant::now();
     let mut first_record: Option<Instant> = None;
     let r_topics = vec![repartition.clone()];
     let drain_events = |c: &BaseConsumer<SourceContext>, assigned: &mut BTreeSet<_>| {
@@ -687,9 +688,17 @@ pub fn run(
         }
         if !busy {
             // Nothing to do: wait for either consumer without spinning.
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
         let mut st = lock(&state);
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            tracing::debug!(
+                stage1 = st.report.records,
+                stage2 = st.report.repartitioned,
+                "progress"
+            );
+        }
         // Owned source partitions at their end or quiet for the idle timeout stop holding the
         // watermark back.
         let now = Instant::now();
@@ -699,8 +708,12 @@ pub fn run(
             let pid = st.pid(topic, *p);
             st.mark(pid, idle)?;
         }
+        let input_at_end = assigned_in.iter().all(|(_, p)| eof_in.contains(p));
+        // At the end of a finite input, checkpoint at once: the exit check needs everything
+        // committed, and waiting for the interval would only idle.
+        let draining = opts.exit_at_eof && input_at_end && !busy;
         if st.since_checkpoint >= cfg.checkpoint_records
-            || (st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= interval)
+            || (st.since_checkpoint > 0 && (draining || st.last_checkpoint.elapsed() >= interval))
         {
             st.persist()?;
             st.commit_input(&input)?;
@@ -714,7 +727,7 @@ pub fn run(
             && !busy
             && st.since_checkpoint == 0
             && (!assigned_in.is_empty() || !assigned_r.is_empty())
-            && assigned_in.iter().all(|(_, p)| eof_in.contains(p))
+            && input_at_end
             && last_done_check.elapsed() >= Duration::from_millis(500)
             && {
                 last_done_check = Instant::now();
