@@ -269,7 +269,11 @@ impl State {
     fn evaluate(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
         let p = m.partition();
         let Some(part) = self.parts.get_mut(&p) else {
-            tracing::warn!(partition = p, "a record of a partition not assigned here");
+            // Fetched before a revoke and delivered after it: the new owner applies it.
+            tracing::debug!(
+                partition = p,
+                "a message of a partition no longer assigned here"
+            );
             return Ok(());
         };
         if part.applied.is_some_and(|a| m.offset() <= a) {

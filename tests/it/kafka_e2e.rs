@@ -154,35 +154,63 @@ fn run_args(
     a
 }
 
+/// Where each spawned run's stderr goes, by pid: a file, not a pipe, so a chatty run can never
+/// block on a full pipe while the test waits for it to exit.
+static STDERR: std::sync::Mutex<BTreeMap<u32, PathBuf>> = std::sync::Mutex::new(BTreeMap::new());
+
 fn spawn(args: &[String]) -> Child {
-    Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let log = tempfile::Builder::new()
+        .prefix("slawatch-it-run-")
+        .suffix(".log")
+        .tempfile()
         .unwrap()
+        .into_temp_path()
+        .keep()
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn,slawatch::service=debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    STDERR.lock().unwrap().insert(child.id(), log);
+    child
+}
+
+/// The stderr of a spawned run (removed once read).
+fn stderr_of(pid: u32) -> String {
+    let Some(path) = STDERR.lock().unwrap().remove(&pid) else {
+        return String::new();
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    // The tail is what tells why a run failed or hung.
+    let start = text.len().saturating_sub(20_000);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    text[start..].to_owned()
 }
 
 /// Waits for a run to exit by itself (it stops at the end of the input).
 fn finish(child: Child, deadline: Duration) -> String {
     let started = Instant::now();
     let mut child = child;
+    let pid = child.id();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
-            assert!(
-                status.success(),
-                "run failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let stderr = stderr_of(pid);
+            assert!(status.success(), "run failed: {stderr}");
             return String::from_utf8_lossy(&out.stdout).into_owned();
         }
         if started.elapsed() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+            let _ = child.wait();
             panic!(
-                "run did not finish in {deadline:?}:\n{}",
-                String::from_utf8_lossy(&out.stderr)
+                "run did not finish in {deadline:?}; its log ends:\n{}",
+                stderr_of(pid)
             );
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -335,6 +363,7 @@ fn sigkill_at_random_points_changes_no_finding() {
             kills += 1;
         }
         let _ = child.wait();
+        stderr_of(child.id());
     }
     let stdout = finish(spawn(&args), Duration::from_secs(300));
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
