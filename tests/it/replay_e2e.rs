@@ -255,3 +255,44 @@ fn dirty_duplicated_late_input_never_stops_the_stream() {
     );
     assert_eq!(i.accepted + i.duplicates + i.rejected_total(), i.records);
 }
+
+/// `slawatch findings` lists what `slawatch run` stored: exactly `replay`'s findings, as JSON
+/// Lines ordered by window end.
+#[test]
+fn findings_lists_what_run_stored() {
+    let bin = env!("CARGO_BIN_EXE_slawatch");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let input = root.join("tests/data/sample-sessions.jsonl");
+    let specs = root.join("sla-specs");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state");
+    let run = std::process::Command::new(bin)
+        .args(["run", "--input"])
+        .arg(&input)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--specs")
+        .arg(&specs)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let listed = std::process::Command::new(bin)
+        .args(["findings", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let got: Vec<Finding> = String::from_utf8(listed.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (mut want, _) = replay_bytes(&std::fs::read(&input).unwrap());
+    assert!(!want.is_empty());
+    want.sort_by(|a, b| (&a.window_end, &a.id).cmp(&(&b.window_end, &b.id)));
+    assert_eq!(got, want);
+}
