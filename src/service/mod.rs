@@ -1,6 +1,9 @@
 //! `slawatch run` on Kafka: a consumer-group service that never loses a record, never counts
 //! one twice, and never stops because of one.
 //!
+//! Two topologies: [`partitioned`] (the default; any number of instances) and `single` (this
+//! module: one instance evaluates every partition). The discipline below is the same in both.
+//!
 //! One thread polls the consumer and runs the pipeline synchronously, so a slow evaluation
 //! slows consumption instead of growing a queue (librdkafka's prefetch queue is bounded by
 //! `queued.max.messages.kbytes`). Delivery is at-least-once with exactly-once *effects*:
