@@ -8,7 +8,7 @@
 //!   the dead letters with their reason — and forwards the original bytes of every record some
 //!   spec selects to the repartition topic, to partition `xxh3(agent) mod n` (every window key
 //!   starts with the agent, so one stage-2 partition sees all of a key's sessions), batched per
-//!   (stage-2 partition, source partition) with each record's source offset ([`RecordBatch`];
+//!   (stage-2 partition, source partition) with each record's source offset (`RecordBatch`;
 //!   headers name the source topic and partition). It also sends every stage-2 partition a
 //!   *progress mark* per source partition (newest event time, idle) whenever that advances by
 //!   a minute of event time (at most every 100 ms while catching up) or turns idle/active, so
