@@ -117,6 +117,9 @@ struct State {
     report: ServiceReport,
     topics: Vec<String>,
     found: Vec<Finding>,
+    /// Set after the final checkpoint: the revoke of a closing consumer changes nothing (a
+    /// commit from inside the close could hang librdkafka).
+    closing: bool,
 }
 
 impl State {
@@ -320,6 +323,7 @@ fn run_single(
         report,
         topics: opts.kafka.topics.clone(),
         found: Vec::new(),
+        closing: false,
     }));
     let revoke_state = state.clone();
     let context = SourceContext {
@@ -327,6 +331,10 @@ fn run_single(
         on_revoke: Some(Box::new(move |consumer, revoked| {
             // Persist and commit before the partitions go to another member.
             let mut st = lock(&revoke_state);
+            if st.closing {
+                // Closing after the final checkpoint: nothing left to persist or commit.
+                return;
+            }
             if let Err(e) = st.checkpoint(consumer) {
                 tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
             }
@@ -371,6 +379,7 @@ fn run_single(
             let deadline = Instant::now() + opts.shutdown_timeout;
             let mut st = lock(&state);
             st.checkpoint(&consumer)?;
+            st.closing = true;
             drop(st);
             consumer.unsubscribe();
             // Let the leave-group go out, but never past the deadline.
@@ -459,8 +468,12 @@ fn run_single(
             st.pipeline.finish(&mut out);
             st.found.extend(out);
             st.checkpoint(&consumer)?;
+            st.closing = true;
             drop(st);
             consumer.unsubscribe();
+            // Serve the revoke and let the leave-group request go out, within a bound.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && consumer.poll(Duration::from_millis(50)).is_some() {}
             break;
         }
     }

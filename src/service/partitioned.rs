@@ -147,6 +147,9 @@ struct State {
     report: ServiceReport,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// Set after the final checkpoint: the revokes of closing consumers change nothing (a
+    /// commit from inside a consumer's close could hang librdkafka).
+    closing: bool,
 }
 
 impl State {
@@ -531,6 +534,7 @@ pub fn run(
         report: ServiceReport::default(),
         since_checkpoint: 0,
         last_checkpoint: Instant::now(),
+        closing: false,
     }));
 
     let s1_revoke = state.clone();
@@ -542,6 +546,10 @@ pub fn run(
                 events: Mutex::default(),
                 on_revoke: Some(Box::new(move |consumer, revoked| {
                     let mut st = lock(&s1_revoke);
+                    if st.closing {
+                        // Closing after the final checkpoint: nothing to persist or commit.
+                        return;
+                    }
                     if let Err(e) = st.persist().and_then(|()| st.commit_input(consumer)) {
                         tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
                     }
@@ -565,6 +573,9 @@ pub fn run(
                 events: Mutex::default(),
                 on_revoke: Some(Box::new(move |consumer, revoked| {
                     let mut st = lock(&s2_revoke);
+                    if st.closing {
+                        return;
+                    }
                     if let Err(e) = st.persist().and_then(|()| st.commit_parts(consumer)) {
                         tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
                     }
@@ -641,6 +652,7 @@ pub fn run(
             st.persist()?;
             st.commit_input(&input)?;
             st.commit_parts(&stage2)?;
+            st.closing = true;
             drop(st);
             input.unsubscribe();
             stage2.unsubscribe();
@@ -754,9 +766,16 @@ pub fn run(
             st.persist()?;
             st.commit_input(&input)?;
             st.commit_parts(&stage2)?;
+            st.closing = true;
             drop(st);
             input.unsubscribe();
             stage2.unsubscribe();
+            // Serve the revokes and let the leave-group requests go out, within a bound.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline
+                && (input.poll(Duration::from_millis(25)).is_some()
+                    || stage2.poll(Duration::from_millis(25)).is_some())
+            {}
             break;
         }
     }
