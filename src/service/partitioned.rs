@@ -409,6 +409,18 @@ impl State {
         Ok(())
     }
 
+    /// Persists and commits (with `commit`) before revoked partitions go to another member;
+    /// false when closing after the final checkpoint, where there is nothing left to do.
+    fn checkpoint_on_revoke(&mut self, commit: impl FnOnce(&Self) -> Result<()>) -> bool {
+        if self.closing {
+            return false;
+        }
+        if let Err(e) = self.persist().and_then(|()| commit(self)) {
+            tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
+        }
+        true
+    }
+
     fn commit_input(&self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
         kafka::commit(consumer, &self.input_applied).context("committing input offsets")
     }
@@ -546,12 +558,8 @@ pub fn run(
                 events: Mutex::default(),
                 on_revoke: Some(Box::new(move |consumer, revoked| {
                     let mut st = lock(&s1_revoke);
-                    if st.closing {
-                        // Closing after the final checkpoint: nothing to persist or commit.
+                    if !st.checkpoint_on_revoke(|st| st.commit_input(consumer)) {
                         return;
-                    }
-                    if let Err(e) = st.persist().and_then(|()| st.commit_input(consumer)) {
-                        tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
                     }
                     for (topic, p) in revoked {
                         st.input_applied.remove(&(topic.clone(), *p));
@@ -573,11 +581,8 @@ pub fn run(
                 events: Mutex::default(),
                 on_revoke: Some(Box::new(move |consumer, revoked| {
                     let mut st = lock(&s2_revoke);
-                    if st.closing {
+                    if !st.checkpoint_on_revoke(|st| st.commit_parts(consumer)) {
                         return;
-                    }
-                    if let Err(e) = st.persist().and_then(|()| st.commit_parts(consumer)) {
-                        tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
                     }
                     for (_, p) in revoked {
                         st.parts.remove(p);
@@ -597,7 +602,11 @@ pub fn run(
                             }
                             Err(e) => {
                                 // Never evaluate on partial state: stop, the group rebalances.
-                                tracing::error!(error = format!("{e:#}"), partition = p, "cannot restore the partition's state");
+                                tracing::error!(
+                                    error = format!("{e:#}"),
+                                    partition = p,
+                                    "cannot restore the partition's state"
+                                );
                                 std::process::exit(3);
                             }
                         }
