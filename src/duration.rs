@@ -265,3 +265,17 @@ mod tests {
         );
     }
 }
+
+/// Serde for durations written as text (`5m`, `8d`) in configuration files, held as ms.
+pub mod serde_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration_ms(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration_ms(&s).map_err(serde::de::Error::custom)
+    }
+}

@@ -11,7 +11,9 @@
 //! 3. [`evaluate`] — every closed window scored against the [`spec`]s' objectives: error
 //!    budgets and burn rates, thresholds, governance violations; [`drift`] compares behaviour
 //!    with baselines. The output is [`finding`]s.
-//! 4. [`pipeline`] wires 1–3; [`store`] (sled) keeps state; [`alerts`] turns findings into
+//! 4. [`history`] — the operational history every accepted session updates, independent of
+//!    specs: what the questions of the API and `slawatch query` are answered from.
+//! 5. [`pipeline`] wires 1–4; [`store`] (sled) keeps state; [`alerts`] turns findings into
 //!    mail; [`cli`] is the command line; [`simulate`] generates streams for demos and tests.
 //!
 //! The core (windowing, evaluate, drift, spec parsing) never does I/O and never reads the wall
@@ -25,6 +27,7 @@ pub mod duration;
 pub mod evaluate;
 pub mod finding;
 pub mod glob;
+pub mod history;
 pub mod ingest;
 pub mod pipeline;
 pub mod service;

@@ -14,6 +14,7 @@ use crate::catalog::Catalog;
 use crate::drift::baseline::Baseline;
 use crate::evaluate::{RuntimeState, SpecRuntime};
 use crate::finding::{Clear, Finding};
+use crate::history::{Delta, History, HistoryState};
 use crate::ingest::decode::{Decoder, RejectReason};
 use crate::ingest::{Dedupe, IngestStats, Position, RawRecord};
 use crate::session::{EpochMs, Session};
@@ -69,6 +70,8 @@ pub struct Pipeline {
     /// What [`Pipeline::fresh`] builds another pipeline from.
     catalog: Arc<Catalog>,
     config: PipelineConfig,
+    /// The operational history every accepted session updates, when the shell keeps one.
+    history: Option<History>,
 }
 
 /// What a crash-safe restart restores: every runtime's state, dedupe, counters, watermarks.
@@ -82,6 +85,9 @@ pub struct PipelineState {
     #[serde(default)]
     pub idle: BTreeSet<i32>,
     pub advanced_to: Option<EpochMs>,
+    /// Operational history not yet acknowledged by the store.
+    #[serde(default)]
+    pub history: Option<HistoryState>,
 }
 
 impl Pipeline {
@@ -107,7 +113,31 @@ impl Pipeline {
             advanced_to: None,
             catalog,
             config: config.clone(),
+            history: None,
         }
+    }
+
+    /// Keeps an operational history of every accepted session (see [`crate::history`]).
+    pub fn with_history(mut self, history: History) -> Pipeline {
+        self.history = Some(history);
+        self
+    }
+
+    /// Seals the history's pending delta (or returns the one sealed and not yet acknowledged)
+    /// for the shell to apply to the store.
+    pub fn history_seal(&mut self) -> Option<Delta> {
+        self.history.as_mut()?.seal().cloned()
+    }
+
+    /// The store applied history delta `seq`.
+    pub fn history_ack(&mut self, seq: u64) {
+        if let Some(h) = &mut self.history {
+            h.ack(seq);
+        }
+    }
+
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
     }
 
     /// A pipeline of the same specs, catalog and tunables, with no state.
@@ -198,6 +228,9 @@ impl Pipeline {
         {
             self.stats.duplicates += 1;
             return Outcome::Duplicate;
+        }
+        if let Some(h) = &mut self.history {
+            h.observe(session);
         }
         let mut late_policy: Option<(LatePolicy, i64)> = None;
         let mut matched = false;
@@ -315,6 +348,7 @@ impl Pipeline {
             partitions: self.partitions.clone(),
             idle: self.idle.clone(),
             advanced_to: self.advanced_to,
+            history: self.history.as_ref().map(History::snapshot),
         }
     }
 
@@ -337,6 +371,9 @@ impl Pipeline {
         self.partitions = state.partitions;
         self.idle = state.idle;
         self.advanced_to = state.advanced_to;
+        if let (Some(h), Some(st)) = (&mut self.history, state.history) {
+            h.restore(st);
+        }
         true
     }
 

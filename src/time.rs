@@ -95,6 +95,21 @@ pub fn format_minute(ms: EpochMs) -> String {
     format!("{} {}Z", &s[..10], &s[11..16])
 }
 
+/// Serde for epoch milliseconds written as RFC 3339 text (`2026-11-01T14:00:00.000Z`).
+pub mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &super::EpochMs, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_rfc3339_ms(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::EpochMs, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_rfc3339_ms(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: `{s}`")))
+    }
+}
+
 fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }

@@ -45,14 +45,14 @@ pub struct KafkaConfig {
     /// A partition with no record for this long stops holding the watermark back.
     #[serde(
         default = "default_idle",
-        with = "duration_str",
+        with = "crate::duration::serde_ms",
         rename = "idleTimeout"
     )]
     pub idle_timeout_ms: i64,
     /// Checkpoint (state + offsets, durable in sled) at least this often…
     #[serde(
         default = "default_checkpoint_interval",
-        with = "duration_str",
+        with = "crate::duration::serde_ms",
         rename = "checkpointInterval"
     )]
     pub checkpoint_interval_ms: i64,
@@ -115,15 +115,6 @@ fn default_checkpoint_records() -> u64 {
 }
 fn default_replication() -> i32 {
     -1
-}
-
-mod duration_str {
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        let s = String::deserialize(d)?;
-        crate::duration::parse_duration_ms(&s).map_err(serde::de::Error::custom)
-    }
 }
 
 impl KafkaConfig {

@@ -1,6 +1,7 @@
-//! Durable state in sled: findings by id, and what later issues add (baselines, offsets,
-//! the notification log). The only module that imports sled, so the store can be swapped.
+//! Durable state in sled: findings by id, baselines, the notification log, the operational
+//! history ([`history`]). The only module that imports sled, so the store can be swapped.
 
+pub mod history;
 pub mod notify_log;
 
 use std::path::Path;
@@ -17,6 +18,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored value is not valid: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("stored value is not valid CBOR: {0}")]
+    Cbor(String),
     #[error(transparent)]
     Baseline(#[from] baseline::BaselineFormatError),
     #[error("{path}: {source}")]
@@ -33,6 +36,9 @@ pub struct Store {
     db: sled::Db,
     findings: sled::Tree,
     baselines: sled::Tree,
+    history: sled::Tree,
+    history_keys: sled::Tree,
+    history_applied: sled::Tree,
 }
 
 impl Store {
@@ -75,9 +81,12 @@ impl Store {
         let baselines = db.open_tree("baselines")?;
         Ok(Store {
             dir: None,
-            db,
             findings,
             baselines,
+            history: db.open_tree("history/v1")?,
+            history_keys: db.open_tree("history/keys/v1")?,
+            history_applied: db.open_tree("history/applied/v1")?,
+            db,
         })
     }
 

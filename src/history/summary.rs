@@ -1,0 +1,543 @@
+//! The operational summary of many sessions of one key in one time bucket, and the bounded,
+//! mergeable parts it is made of.
+//!
+//! `merge(summary(a), summary(b)) == summary(a ∪ b)` for every part, independent of order: counts
+//! and fixed-point sums add, quantile sketches merge bin by bin, ranked lists keep the best `cap`
+//! with ties broken by session id, id lists keep the earliest by (event time, id). Sizes are
+//! bounded by caps, never by traffic. No I/O, no clock.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::session::{EpochMs, PiiHandling, Session, Status, ToolStatus};
+use crate::sketch::Quantiles;
+
+/// Tool calls kept per listed session (the rest are counted in `tool_call_count`).
+pub const MAX_TOOL_CALLS_LISTED: usize = 32;
+/// Session ids kept per (PII type, handling, destination) in one summary.
+pub const PII_IDS_PER_CELL: usize = 100;
+/// Distinct `error_type` values counted per summary; the rest count as `(other)`.
+pub const MAX_ERROR_TYPES: usize = 32;
+
+/// Cost sums are kept in nano-dollars so that merged sums are bit-identical in any order.
+const NANO: f64 = 1e9;
+
+/// One tool call of a listed session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallWhy {
+    pub name: String,
+    pub status: Option<ToolStatus>,
+    pub duration_ms: Option<f64>,
+}
+
+/// What made one session slow or expensive: everything a person needs to judge it, never
+/// personal data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionWhy {
+    pub session_id: String,
+    pub event_time: EpochMs,
+    pub agent: String,
+    pub prompt_version: String,
+    pub model: String,
+    pub status: Status,
+    pub error_type: Option<String>,
+    pub duration_ms: Option<f64>,
+    pub cost_usd: Option<f64>,
+    /// True when the cost was estimated from the model catalog rather than reported.
+    pub cost_derived: bool,
+    pub turns: Option<u64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub tool_call_count: u64,
+    /// Tool calls that repeat the previous call's tool after it failed.
+    pub retries: u64,
+    /// Up to [`MAX_TOOL_CALLS_LISTED`] tool calls, in order.
+    pub tool_calls: Vec<ToolCallWhy>,
+    /// The fallback kind taken, when one was triggered.
+    pub fallback: Option<String>,
+}
+
+impl SessionWhy {
+    pub fn of(s: &Session) -> SessionWhy {
+        let retries = s
+            .tool_calls
+            .windows(2)
+            .filter(|w| w[0].status == Some(ToolStatus::Error) && w[0].name == w[1].name)
+            .count() as u64;
+        SessionWhy {
+            session_id: s.session_id.clone(),
+            event_time: s.event_time,
+            agent: s.agent.clone(),
+            prompt_version: s.prompt_version.clone(),
+            model: s.model.clone(),
+            status: s.status,
+            error_type: s.error_type.clone(),
+            duration_ms: s.duration_ms,
+            cost_usd: s.cost_usd,
+            cost_derived: s.cost_derived,
+            turns: s.turns,
+            input_tokens: s.input_tokens,
+            output_tokens: s.output_tokens,
+            tool_call_count: s.tool_calls.len() as u64,
+            retries,
+            tool_calls: s
+                .tool_calls
+                .iter()
+                .take(MAX_TOOL_CALLS_LISTED)
+                .map(|t| ToolCallWhy {
+                    name: t.name.clone(),
+                    status: t.status,
+                    duration_ms: t.duration_ms,
+                })
+                .collect(),
+            fallback: s
+                .fallback
+                .as_ref()
+                .filter(|f| f.triggered)
+                .map(|f| f.kind.clone().unwrap_or_else(|| "unspecified".into())),
+        }
+    }
+}
+
+/// A ranked entry: the value it is ranked by, and the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub value: f64,
+    pub why: SessionWhy,
+}
+
+/// Rank of an entry: larger value first, ties by smaller session id.
+fn ranks_before(a: (f64, &str), b: (f64, &str)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+/// The sessions with the largest values (slowest, costliest), at most `cap`, best first — and
+/// the best entry it ever had to drop, which is what makes a merged list's exactness checkable:
+/// any session missing from a merge of lists ranks no better than the best dropped one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TailList {
+    cap: usize,
+    items: Vec<Entry>,
+    /// The best-ranked (value, session id) ever dropped by this list or the lists merged into it.
+    dropped: Option<(f64, String)>,
+}
+
+impl TailList {
+    pub fn new(cap: usize) -> TailList {
+        TailList {
+            cap,
+            items: Vec::new(),
+            dropped: None,
+        }
+    }
+
+    pub fn items(&self) -> &[Entry] {
+        &self.items
+    }
+
+    pub fn dropped(&self) -> Option<(f64, &str)> {
+        self.dropped.as_ref().map(|(v, id)| (*v, id.as_str()))
+    }
+
+    fn note_dropped(&mut self, value: f64, id: &str) {
+        if self
+            .dropped
+            .as_ref()
+            .is_none_or(|(v, d)| ranks_before((value, id), (*v, d)))
+        {
+            self.dropped = Some((value, id.to_owned()));
+        }
+    }
+
+    /// Offers one session; cheap when it does not make the list.
+    pub fn offer(&mut self, value: f64, why: impl FnOnce() -> SessionWhy, id: &str) {
+        if !value.is_finite() {
+            return;
+        }
+        if self.items.len() >= self.cap {
+            let last = self
+                .items
+                .last()
+                .map(|e| (e.value, e.why.session_id.as_str()));
+            if self.cap == 0 || last.is_some_and(|l| !ranks_before((value, id), l)) {
+                self.note_dropped(value, id);
+                return;
+            }
+        }
+        let pos = self
+            .items
+            .partition_point(|e| ranks_before((e.value, &e.why.session_id), (value, id)));
+        if self
+            .items
+            .get(pos)
+            .is_some_and(|e| e.why.session_id == id && e.value == value)
+        {
+            return;
+        }
+        self.items.insert(pos, Entry { value, why: why() });
+        self.truncate();
+    }
+
+    fn truncate(&mut self) {
+        while self.items.len() > self.cap {
+            let e = self.items.pop().expect("longer than cap");
+            self.note_dropped(e.value, &e.why.session_id);
+        }
+    }
+
+    /// Merges another list in, keeping at most this list's cap.
+    pub fn merge(&mut self, other: &TailList) {
+        if let Some((v, id)) = &other.dropped {
+            self.note_dropped(*v, id);
+        }
+        let mut merged = Vec::with_capacity(self.items.len() + other.items.len());
+        let (mut a, mut b) = (
+            std::mem::take(&mut self.items).into_iter().peekable(),
+            other.items.iter().peekable(),
+        );
+        loop {
+            let take_a = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(x), Some(y)) => {
+                    if x.why.session_id == y.why.session_id && x.value == y.value {
+                        b.next();
+                        true
+                    } else {
+                        ranks_before((x.value, &x.why.session_id), (y.value, &y.why.session_id))
+                    }
+                }
+            };
+            if take_a {
+                merged.push(a.next().expect("peeked"));
+            } else {
+                merged.push(b.next().expect("peeked").clone());
+            }
+        }
+        self.items = merged;
+        self.truncate();
+    }
+
+    /// A copy holding at most `cap` entries (what a coarser bucket keeps).
+    pub fn with_cap(&self, cap: usize) -> TailList {
+        let mut t = self.clone();
+        t.cap = cap;
+        t.truncate();
+        t
+    }
+
+    /// The top `n` entries, and whether they are provably the exact top `n` of every session
+    /// that was ever offered to the lists merged here: true when the `n`-th entry ranks before
+    /// everything any list dropped.
+    pub fn top(&self, n: usize) -> (&[Entry], bool) {
+        if n > self.items.len() {
+            // Fewer kept than asked for: exact only if nothing was ever dropped.
+            return (&self.items, self.dropped.is_none());
+        }
+        let exact = match (&self.dropped, n) {
+            (None, _) => true,
+            (Some(_), 0) => true,
+            (Some((v, id)), n) => {
+                let e = &self.items[n - 1];
+                ranks_before((e.value, &e.why.session_id), (*v, id))
+            }
+        };
+        (&self.items[..n], exact)
+    }
+}
+
+/// Sessions that had one kind of personal data, handled one way, going to one destination.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PiiCell {
+    /// Sessions (each counted once per cell, however many items it had).
+    pub sessions: u64,
+    /// The earliest [`PII_IDS_PER_CELL`] session ids by (event time, id).
+    pub ids: Vec<(EpochMs, String)>,
+}
+
+impl PiiCell {
+    fn add(&mut self, t: EpochMs, id: &str) {
+        self.sessions += 1;
+        self.offer(t, id);
+    }
+
+    fn offer(&mut self, t: EpochMs, id: &str) {
+        let pos = self
+            .ids
+            .partition_point(|(u, x)| (*u, x.as_str()) < (t, id));
+        if pos >= PII_IDS_PER_CELL || self.ids.get(pos).is_some_and(|(_, x)| x == id) {
+            return;
+        }
+        self.ids.insert(pos, (t, id.to_owned()));
+        self.ids.truncate(PII_IDS_PER_CELL);
+    }
+
+    fn merge(&mut self, other: &PiiCell) {
+        self.sessions += other.sessions;
+        for (t, id) in &other.ids {
+            self.offer(*t, id);
+        }
+    }
+}
+
+/// Where a PII item went: `model`, `tool:<name>`, `log`, … (as the record says), or `unknown`.
+pub type PiiCellKey = (String, PiiHandling, String);
+
+/// Caps of the ranked lists of one summary (they differ by bucket resolution).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub slowest: usize,
+    pub costliest: usize,
+}
+
+/// Everything the operational questions need about the sessions of one key in one bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpsSummary {
+    pub sessions: u64,
+    /// Sessions per [`Status`], indexed by [`Status::index`].
+    pub status: [u64; 4],
+    /// Sessions per reported `error_type` (bounded; the rest under `(other)`).
+    pub error_types: BTreeMap<String, u64>,
+    /// Session duration, ms (sessions that report or imply one).
+    pub latency: Quantiles,
+    /// Session cost, USD (sessions with a reported or derived cost).
+    pub cost: Quantiles,
+    /// Sum of costs in nano-dollars, and how many sessions had a cost.
+    pub cost_nano: i128,
+    pub cost_sessions: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub turns: u64,
+    pub tool_calls: u64,
+    /// Sessions that triggered a fallback.
+    pub fallbacks: u64,
+    /// Sessions with any personal data in context.
+    pub pii_sessions: u64,
+    #[serde(with = "crate::snapshot::pairs")]
+    pub pii: BTreeMap<PiiCellKey, PiiCell>,
+    pub slowest: TailList,
+    pub costliest: TailList,
+    pub first_seen: EpochMs,
+    pub last_seen: EpochMs,
+}
+
+impl OpsSummary {
+    pub fn new(caps: Caps) -> OpsSummary {
+        OpsSummary {
+            sessions: 0,
+            status: [0; 4],
+            error_types: BTreeMap::new(),
+            latency: Quantiles::default(),
+            cost: Quantiles::default(),
+            cost_nano: 0,
+            cost_sessions: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            turns: 0,
+            tool_calls: 0,
+            fallbacks: 0,
+            pii_sessions: 0,
+            pii: BTreeMap::new(),
+            slowest: TailList::new(caps.slowest),
+            costliest: TailList::new(caps.costliest),
+            first_seen: EpochMs::MAX,
+            last_seen: EpochMs::MIN,
+        }
+    }
+
+    pub fn add(&mut self, s: &Session) {
+        self.sessions += 1;
+        self.status[s.status.index()] += 1;
+        if let Some(e) = &s.error_type {
+            count_error_type(&mut self.error_types, e, 1);
+        }
+        if let Some(d) = s.duration_ms {
+            self.latency.add(d);
+            self.slowest.offer(d, || SessionWhy::of(s), &s.session_id);
+        }
+        if let Some(c) = s.cost_usd.filter(|c| c.is_finite()) {
+            self.cost.add(c);
+            self.cost_nano += (c * NANO).round() as i128;
+            self.cost_sessions += 1;
+            self.costliest.offer(c, || SessionWhy::of(s), &s.session_id);
+        }
+        self.input_tokens += s.input_tokens.unwrap_or(0);
+        self.output_tokens += s.output_tokens.unwrap_or(0);
+        self.turns += s.turns.unwrap_or(0);
+        self.tool_calls += s.tool_calls.len() as u64;
+        self.fallbacks += u64::from(s.fell_back());
+        if !s.pii.is_empty() {
+            self.pii_sessions += 1;
+            let mut cells: Vec<PiiCellKey> = s
+                .pii
+                .iter()
+                .map(|p| {
+                    (
+                        p.kind.clone(),
+                        p.handling,
+                        p.destination.clone().unwrap_or_else(|| "unknown".into()),
+                    )
+                })
+                .collect();
+            cells.sort();
+            cells.dedup();
+            for c in cells {
+                self.pii
+                    .entry(c)
+                    .or_default()
+                    .add(s.event_time, &s.session_id);
+            }
+        }
+        self.first_seen = self.first_seen.min(s.event_time);
+        self.last_seen = self.last_seen.max(s.event_time);
+    }
+
+    pub fn merge(&mut self, o: &OpsSummary) {
+        self.sessions += o.sessions;
+        for (a, b) in self.status.iter_mut().zip(o.status) {
+            *a += b;
+        }
+        for (e, n) in &o.error_types {
+            count_error_type(&mut self.error_types, e, *n);
+        }
+        self.latency.merge(&o.latency);
+        self.cost.merge(&o.cost);
+        self.cost_nano += o.cost_nano;
+        self.cost_sessions += o.cost_sessions;
+        self.input_tokens += o.input_tokens;
+        self.output_tokens += o.output_tokens;
+        self.turns += o.turns;
+        self.tool_calls += o.tool_calls;
+        self.fallbacks += o.fallbacks;
+        self.pii_sessions += o.pii_sessions;
+        for (k, c) in &o.pii {
+            self.pii.entry(k.clone()).or_default().merge(c);
+        }
+        self.slowest.merge(&o.slowest);
+        self.costliest.merge(&o.costliest);
+        self.first_seen = self.first_seen.min(o.first_seen);
+        self.last_seen = self.last_seen.max(o.last_seen);
+    }
+
+    /// A copy whose ranked lists hold at most `caps` entries (what a coarser bucket keeps).
+    pub fn with_caps(&self, caps: Caps) -> OpsSummary {
+        let mut s = self.clone();
+        s.slowest = self.slowest.with_cap(caps.slowest);
+        s.costliest = self.costliest.with_cap(caps.costliest);
+        s
+    }
+
+    /// An empty summary whose lists are unbounded: what a query merges buckets into.
+    pub fn unbounded() -> OpsSummary {
+        OpsSummary::new(Caps {
+            slowest: usize::MAX,
+            costliest: usize::MAX,
+        })
+    }
+
+    /// Total cost in USD.
+    pub fn cost_usd(&self) -> f64 {
+        self.cost_nano as f64 / NANO
+    }
+}
+
+fn count_error_type(map: &mut BTreeMap<String, u64>, e: &str, n: u64) {
+    if let Some(c) = map.get_mut(e) {
+        *c += n;
+    } else if map.len() < MAX_ERROR_TYPES {
+        map.insert(e.to_owned(), n);
+    } else {
+        *map.entry("(other)".to_owned()).or_default() += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn why(id: &str) -> SessionWhy {
+        SessionWhy {
+            session_id: id.into(),
+            event_time: 0,
+            agent: "a".into(),
+            prompt_version: "p".into(),
+            model: "m".into(),
+            status: Status::Success,
+            error_type: None,
+            duration_ms: None,
+            cost_usd: None,
+            cost_derived: false,
+            turns: None,
+            input_tokens: None,
+            output_tokens: None,
+            tool_call_count: 0,
+            retries: 0,
+            tool_calls: Vec::new(),
+            fallback: None,
+        }
+    }
+
+    fn offer(t: &mut TailList, v: f64, id: &str) {
+        t.offer(v, || why(id), id);
+    }
+
+    /// Merging capped lists in any grouping keeps the same entries as one list that saw
+    /// everything, and the exactness check is right: exact exactly when the n-th kept entry
+    /// beats everything dropped.
+    #[test]
+    fn tail_lists_merge_like_union_and_know_when_they_are_exact() {
+        let values: Vec<(f64, String)> = (0..500)
+            .map(|i| ((((i * 7919) % 997) / 3) as f64, format!("s{i:04}")))
+            .collect();
+        let mut truth: Vec<(f64, String)> = values.clone();
+        truth.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+
+        // Ten lists of cap 20, merged into an unbounded list.
+        let mut parts: Vec<TailList> = (0..10).map(|_| TailList::new(20)).collect();
+        for (i, (v, id)) in values.iter().enumerate() {
+            offer(&mut parts[i % 10], *v, id);
+        }
+        let mut merged = TailList::new(usize::MAX);
+        for p in parts.iter().rev() {
+            merged.merge(p);
+        }
+        for n in [1, 5, 20, 50, 150] {
+            let (top, exact) = merged.top(n);
+            let ids: Vec<&str> = top.iter().map(|e| e.why.session_id.as_str()).collect();
+            let want: Vec<&str> = truth[..n].iter().map(|(_, id)| id.as_str()).collect();
+            // Exact must never be claimed for a wrong answer, and at least the top 20 of
+            // 500 spread over 10 lists of 20 must be provably exact.
+            if exact {
+                assert_eq!(ids, want, "n={n}");
+            }
+            if n <= 20 {
+                assert!(exact, "n={n}");
+            }
+        }
+        // 300 of 500 cannot come from ten lists of 20, and a list that dropped something
+        // cannot claim to be complete.
+        assert!(!merged.top(300).1);
+        let mut small = TailList::new(2);
+        for (v, id) in [(10.0, "a"), (9.0, "b"), (8.0, "c")] {
+            offer(&mut small, v, id);
+        }
+        assert_eq!(small.top(2).0.len(), 2);
+        assert!(small.top(2).1);
+        assert!(!small.top(3).1);
+        assert_eq!(small.dropped(), Some((8.0, "c")));
+    }
+
+    #[test]
+    fn pii_cells_count_sessions_once_and_keep_the_earliest_ids() {
+        let mut c = PiiCell::default();
+        for i in (0..300).rev() {
+            c.add(i, &format!("s{i:03}"));
+        }
+        assert_eq!(c.sessions, 300);
+        assert_eq!(c.ids.len(), PII_IDS_PER_CELL);
+        assert_eq!(c.ids[0].1, "s000");
+        assert_eq!(c.ids[99].1, "s099");
+    }
+}

@@ -1,0 +1,298 @@
+//! Operational history in sled: pane, hour and day buckets per key, what each key's first and
+//! last session was, and which history deltas each origin has applied.
+//!
+//! A bucket's key is `resolution byte · start (big-endian, sign bit flipped, so byte order is
+//! time order) · BucketKey`, so a range of one resolution is one ordered scan. Values are CBOR
+//! (sketch bounds can be ±∞). A delta is applied in one sled transaction together with its
+//! `(origin, seq)` mark, so applying it twice — after a crash between a checkpoint and the
+//! acknowledgement — changes nothing.
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::{Store, StoreError};
+use crate::history::query::{Filter, GroupBy, Span};
+use crate::history::{BucketKey, Delta, HistoryConfig, OpsSummary, Resolution};
+use crate::session::EpochMs;
+
+/// A key's first and last session and how many it has had (whole key, all time retained).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyInfo {
+    pub agent: String,
+    pub prompt_version: String,
+    pub model: String,
+    pub first_seen: EpochMs,
+    pub last_seen: EpochMs,
+    pub sessions: u64,
+}
+
+fn time_bytes(t: EpochMs) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn bucket_id(res: Resolution, start: EpochMs, key: &BucketKey) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + 48);
+    v.push(res.code());
+    v.extend_from_slice(&time_bytes(start));
+    v.extend_from_slice(key.encode().as_bytes());
+    v
+}
+
+fn parse_bucket_id(id: &[u8]) -> Option<(EpochMs, BucketKey)> {
+    let t = u64::from_be_bytes(id.get(1..9)?.try_into().ok()?) ^ (1 << 63);
+    let key = BucketKey::decode(std::str::from_utf8(id.get(9..)?).ok()?)?;
+    Some((t as i64, key))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).expect("history values serialize");
+    out
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    ciborium::from_reader(bytes).map_err(|e| StoreError::Cbor(e.to_string()))
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Store {
+    /// Applies a sealed history delta: merges every pane summary into its pane, hour and day
+    /// buckets and updates key first/last seen. Returns false (nothing changed) when this
+    /// origin has already applied this sequence number.
+    pub fn apply_history(&self, delta: &Delta, config: &HistoryConfig) -> Result<bool, StoreError> {
+        let result = (&self.history, &self.history_keys, &self.history_applied).transaction(
+            |(buckets, keys, applied)| {
+                let done = applied
+                    .get(delta.origin.as_bytes())?
+                    .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+                    .unwrap_or(0);
+                if done >= delta.seq {
+                    return Ok(false);
+                }
+                for (pane, key, summary) in &delta.panes {
+                    for res in Resolution::ALL {
+                        let start = res.floor(*pane, config.pane);
+                        let id = bucket_id(res, start, key);
+                        let merged = match buckets.get(&id)? {
+                            Some(old) => {
+                                let mut s: OpsSummary = decode(&old).map_err(abort)?;
+                                s.merge(summary);
+                                s
+                            }
+                            None => summary.with_caps(res.caps()),
+                        };
+                        buckets.insert(id, encode(&merged))?;
+                    }
+                    if key.segment.is_none() {
+                        let kid = key.encode();
+                        let info = match keys.get(kid.as_bytes())? {
+                            Some(old) => {
+                                let mut i: KeyInfo = decode(&old).map_err(abort)?;
+                                i.first_seen = i.first_seen.min(summary.first_seen);
+                                i.last_seen = i.last_seen.max(summary.last_seen);
+                                i.sessions += summary.sessions;
+                                i
+                            }
+                            None => KeyInfo {
+                                agent: key.agent.clone(),
+                                prompt_version: key.prompt_version.clone(),
+                                model: key.model.clone(),
+                                first_seen: summary.first_seen,
+                                last_seen: summary.last_seen,
+                                sessions: summary.sessions,
+                            },
+                        };
+                        keys.insert(kid.as_bytes(), encode(&info))?;
+                    }
+                }
+                applied.insert(delta.origin.as_bytes(), &delta.seq.to_be_bytes())?;
+                Ok(true)
+            },
+        );
+        match result {
+            Ok(applied) => Ok(applied),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        }
+    }
+
+    /// Buckets of the planned spans that the filter matches.
+    pub fn history_buckets(
+        &self,
+        spans: &[Span],
+        filter: &Filter,
+        group_by: GroupBy,
+    ) -> Result<Vec<(EpochMs, BucketKey, OpsSummary)>, StoreError> {
+        let mut out = Vec::new();
+        for span in spans {
+            let mut lo = vec![span.resolution.code()];
+            lo.extend_from_slice(&time_bytes(span.from));
+            let mut hi = vec![span.resolution.code()];
+            hi.extend_from_slice(&time_bytes(span.to));
+            for kv in self.history.range(lo..hi) {
+                let (id, value) = kv?;
+                let Some((t, key)) = parse_bucket_id(&id) else {
+                    continue;
+                };
+                if filter.matches(&key, group_by) {
+                    out.push((t, key, decode(&value)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every key the history has seen, with its first and last session.
+    pub fn history_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        self.history_keys
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// The newest session's event time in the history (the history's "now").
+    pub fn history_newest(&self) -> Result<Option<EpochMs>, StoreError> {
+        Ok(self.history_keys()?.iter().map(|k| k.last_seen).max())
+    }
+
+    /// The oldest pane bucket still kept, if any.
+    pub fn history_oldest(&self, res: Resolution) -> Result<Option<EpochMs>, StoreError> {
+        Ok(self
+            .history
+            .scan_prefix([res.code()])
+            .keys()
+            .next()
+            .transpose()?
+            .and_then(|id| parse_bucket_id(&id).map(|(t, _)| t)))
+    }
+
+    /// Drops buckets older than the retention allows, measured back from `newest`; returns how
+    /// many were dropped.
+    pub fn retain_history(
+        &self,
+        newest: EpochMs,
+        config: &HistoryConfig,
+    ) -> Result<u64, StoreError> {
+        let mut dropped = 0;
+        for res in Resolution::ALL {
+            let keep = match res {
+                Resolution::Pane => config.pane_retention,
+                Resolution::Hour | Resolution::Day => config.hour_retention,
+            };
+            let mut hi = vec![res.code()];
+            hi.extend_from_slice(&time_bytes(newest - keep));
+            let lo = vec![res.code()];
+            let old: Vec<sled::IVec> = self
+                .history
+                .range(lo..hi)
+                .keys()
+                .collect::<Result<_, _>>()?;
+            let mut batch = sled::Batch::default();
+            for id in &old {
+                batch.remove(id);
+            }
+            dropped += old.len() as u64;
+            self.history.apply_batch(batch)?;
+        }
+        Ok(dropped)
+    }
+
+    /// Bytes of stored history (keys and values), by resolution.
+    pub fn history_bytes(&self) -> Result<[u64; 3], StoreError> {
+        let mut out = [0; 3];
+        for (i, res) in Resolution::ALL.iter().enumerate() {
+            for kv in self.history.scan_prefix([res.code()]) {
+                let (k, v) = kv?;
+                out[i] += (k.len() + v.len()) as u64;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::query::{Range, plan};
+    use crate::history::{DAY_MS, History};
+
+    fn session(i: u64, t: EpochMs) -> crate::session::Session {
+        let line = format!(
+            r#"{{"session_id":"s{i:05}","agent":"bot","prompt_version":"p1","model":"m-2026-09","ended_at":"{}","duration_ms":{},"status":"success","usage":{{"cost_usd":{}}}}}"#,
+            crate::time::format_rfc3339_ms(t),
+            100 + (i * 7919) % 1000,
+            0.001 * ((i * 104_729) % 997) as f64,
+        );
+        crate::ingest::decode::Decoder::new(
+            std::sync::Arc::new(crate::catalog::Catalog::embedded()),
+        )
+        .decode(line.as_bytes())
+        .expect("valid record")
+    }
+
+    /// A delta applied twice counts once; buckets of every resolution agree with each other.
+    #[test]
+    fn deltas_apply_once_and_every_resolution_holds_the_same_sessions() {
+        let store = Store::temporary().unwrap();
+        let config = HistoryConfig::default();
+        let mut h = History::new(config.clone(), "test");
+        let day = 20_400 * DAY_MS;
+        for i in 0..2_000 {
+            h.observe(&session(i, day + (i as i64) * 40_000));
+        }
+        let delta = h.seal().unwrap().clone();
+        assert!(store.apply_history(&delta, &config).unwrap());
+        assert!(!store.apply_history(&delta, &config).unwrap());
+        h.ack(delta.seq);
+        assert!(h.is_idle());
+
+        let newest = store.history_newest().unwrap().unwrap();
+        assert_eq!(newest, day + 1_999 * 40_000);
+        for res in Resolution::ALL {
+            let span = Span {
+                resolution: res,
+                from: day,
+                to: day + DAY_MS,
+            };
+            let b = store
+                .history_buckets(&[span], &Filter::default(), GroupBy::None)
+                .unwrap();
+            let total: u64 = b.iter().map(|(_, _, s)| s.sessions).sum();
+            assert_eq!(total, 2_000, "{res:?}");
+        }
+        let spans = plan(
+            Range {
+                from: day,
+                to: newest + 1,
+            },
+            config.pane,
+            newest,
+            day,
+        );
+        let merged = crate::history::query::merge_all(
+            &store
+                .history_buckets(&spans, &Filter::default(), GroupBy::None)
+                .unwrap(),
+        );
+        assert_eq!(merged.sessions, 2_000);
+        // The ten costliest, exact and equal to a sort of the input.
+        let mut costs: Vec<(f64, String)> = (0..2_000u64)
+            .map(|i| (0.001 * ((i * 104_729) % 997) as f64, format!("s{i:05}")))
+            .collect();
+        costs.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let (top, exact) = merged.costliest.top(10);
+        assert!(exact);
+        let got: Vec<&str> = top.iter().map(|e| e.why.session_id.as_str()).collect();
+        let want: Vec<&str> = costs[..10].iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(got, want);
+
+        // Retention: measured back from a time 9 days later, panes go, hours and days stay.
+        assert!(store.retain_history(day + 9 * DAY_MS, &config).unwrap() > 0);
+        assert_eq!(store.history_oldest(Resolution::Pane).unwrap(), None);
+        assert_eq!(store.history_oldest(Resolution::Day).unwrap(), Some(day));
+    }
+}
