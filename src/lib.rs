@@ -12,7 +12,7 @@
 //!    budgets and burn rates, thresholds, governance violations; [`drift`] compares behaviour
 //!    with baselines. The output is [`finding`]s.
 //! 4. [`history`] — the operational history every accepted session updates, independent of
-//!    specs: what the questions of the API and `slawatch query` are answered from.
+//!    specs: what the questions of the [`api`] and `slawatch query` are answered from.
 //! 5. [`pipeline`] wires 1–4; [`store`] (sled) keeps state; [`alerts`] turns findings into
 //!    mail; [`cli`] is the command line; [`simulate`] generates streams for demos and tests.
 //!
@@ -20,6 +20,7 @@
 //! clock: same input, same findings.
 
 pub mod alerts;
+pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod drift;

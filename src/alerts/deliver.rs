@@ -311,6 +311,12 @@ struct Snapshot {
     synth_current: Vec<(String, EpochMs)>,
 }
 
+/// The incidents in the alert engine's last saved state (for the API and `slawatch query`).
+pub fn stored_incidents(store: &Store) -> Result<Vec<super::Incident>, AlertError> {
+    let snapshot: Snapshot = store.notify_log()?.load_state()?.unwrap_or_default();
+    Ok(snapshot.engine.incidents.into_values().collect())
+}
+
 /// Engine + notification log + delivery: what `slawatch run` drives.
 pub struct AlertService {
     engine: AlertEngine,

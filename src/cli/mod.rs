@@ -5,7 +5,9 @@
 
 pub mod alerts;
 mod baseline;
+mod query;
 mod replay;
+pub mod serve;
 mod service;
 
 use std::path::PathBuf;
@@ -46,6 +48,8 @@ pub enum Command {
     Baseline(baseline::BaselineArgs),
     /// Findings stored by `run`, oldest window first, as JSON Lines.
     Findings(FindingsArgs),
+    /// Ask the operational questions: latency | slowest | outcomes | changes | cost | pii | status.
+    Query(query::QueryArgs),
     /// Generate a realistic session stream, optionally with injected incidents.
     Simulate(crate::simulate::SimulateArgs),
 }
@@ -96,6 +100,12 @@ pub struct ReplayArgs {
     /// Do not draw a progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Also keep the operational history (and findings) in this state directory, so the
+    /// questions of `slawatch query` can be asked of a recorded stream.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub history: serve::HistoryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +130,10 @@ pub struct RunArgs {
     pub smtp: alerts::SmtpArgs,
     #[command(flatten)]
     pub kafka: service::KafkaArgs,
+    #[command(flatten)]
+    pub api: serve::ApiArgs,
+    #[command(flatten)]
+    pub history: serve::HistoryArgs,
 }
 
 /// Parses the command line and runs it.
@@ -136,6 +150,7 @@ pub fn main() -> ExitCode {
         },
         Command::Baseline(a) => baseline::baseline(&a),
         Command::Findings(a) => findings(&a),
+        Command::Query(a) => query::query(&a),
         Command::SmtpTest(a) => alerts::smtp_test(&a),
         Command::Silence(a) => alerts::silence(&a),
         Command::Simulate(a) => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),

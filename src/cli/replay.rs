@@ -6,11 +6,14 @@ use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::serve::{HistoryWriter, run_origin, start_api};
 use super::{PipelineArgs, ReplayArgs, RunArgs, load_catalog, load_specs};
 use crate::alerts::{AlertService, MailSettings, Policy};
 use crate::evaluate::{ObjectiveStats, fmt_value};
@@ -41,6 +44,12 @@ pub trait Sink {
     /// Called after the findings and clears of windows that closed together: the moment to
     /// persist what changed (baselines). Ignored unless overridden.
     fn windows_closed(&mut self, _pipeline: &mut Pipeline) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called every few thousand records: the moment for periodic work (moving the
+    /// operational history into the store). Ignored unless overridden.
+    fn tick(&mut self, _pipeline: &mut Pipeline) -> Result<()> {
         Ok(())
     }
 }
@@ -77,10 +86,11 @@ pub fn replay_stream(
         // Windows that close clean produce clears but no finding: hand them over at once so
         // incidents resolve on time.
         findings += deliver(&mut found, pipeline, sink)?;
-        if let Some(bar) = progress
-            && pipeline.stats().records % 4096 == 0
-        {
-            bar.set_position(source.bytes_read());
+        if pipeline.stats().records % 4096 == 0 {
+            if let Some(bar) = progress {
+                bar.set_position(source.bytes_read());
+            }
+            sink.tick(pipeline)?;
         }
     }
     pipeline.finish(&mut found);
@@ -169,31 +179,44 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         Some(p) => DeadLetters::to_file(p).with_context(|| format!("opening {}", p.display()))?,
         None => DeadLetters::discard(),
     };
-    let mut out = match &args.out {
+    let out = match &args.out {
         Some(p) => Some(BufWriter::new(
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
         None => None,
     };
+    // With a data directory, findings and the operational history are kept there too, so a
+    // recorded stream can be asked the questions of `slawatch query`.
+    let mut keep = None;
+    if let Some(dir) = &args.data_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let store = Arc::new(Store::open(dir)?);
+        let writer = HistoryWriter::new(
+            store.clone(),
+            args.history.config()?,
+            Duration::from_secs(1),
+        );
+        pipeline = pipeline.with_history(writer.history(run_origin()));
+        keep = Some((store, writer));
+    }
     let bar = progress_bar(&args.input, args.no_progress);
+    let mut sink = ReplaySink { out, keep };
     let report = replay_stream(
         source.as_mut(),
         &mut pipeline,
         &mut dead,
         bar.as_ref(),
-        &mut |f: &Finding| {
-            if let Some(w) = &mut out {
-                serde_json::to_writer(&mut *w, f)?;
-                w.write_all(b"\n")?;
-            }
-            Ok(())
-        },
+        &mut sink,
     )?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if let Some(mut w) = out {
+    if let Some(mut w) = sink.out {
         w.flush()?;
+    }
+    if let Some((store, mut writer)) = sink.keep {
+        writer.flush(&mut pipeline)?;
+        store.flush()?;
     }
     print!(
         "{}",
@@ -202,11 +225,53 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `replay` does with the pipeline's output: findings to a file, and with a data
+/// directory also to sled along with the operational history.
+struct ReplaySink {
+    out: Option<BufWriter<File>>,
+    keep: Option<(Arc<Store>, HistoryWriter)>,
+}
+
+impl Sink for ReplaySink {
+    fn finding(&mut self, f: &Finding) -> Result<()> {
+        if let Some(w) = &mut self.out {
+            serde_json::to_writer(&mut *w, f)?;
+            w.write_all(b"\n")?;
+        }
+        if let Some((store, _)) = &self.keep {
+            store.put_finding(f)?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, pipeline: &mut Pipeline) -> Result<()> {
+        if let Some((_, writer)) = &mut self.keep {
+            writer.maybe_flush(pipeline)?;
+        }
+        Ok(())
+    }
+}
+
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut pipeline = build_pipeline(&args.pipeline)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let store = Store::open(&args.data_dir)?;
+    let store = Arc::new(Store::open(&args.data_dir)?);
+    let history = HistoryWriter::new(
+        store.clone(),
+        args.history.config()?,
+        Duration::from_secs(1),
+    );
+    pipeline = pipeline.with_history(history.history(run_origin()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let api = start_api(
+        &args.api,
+        &args.data_dir,
+        store.clone(),
+        load_specs(&args.pipeline.specs)?,
+        args.history.config()?,
+        ready.clone(),
+    )?;
     let outbox_dir = args.data_dir.join("outbox");
     let specs = load_specs(&args.pipeline.specs)?;
     let mut alerts = open_alerts(args, &store, &specs)?;
@@ -225,8 +290,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         alerts: &mut alerts,
         new_findings: 0,
         batch_end: None,
+        history,
     };
     let report = replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?;
+    sink.history.flush(&mut pipeline)?;
     let new_findings = sink.new_findings;
     alerts.checkpoint()?;
     let delivery = alerts.drain(std::time::Duration::from_secs(30))?;
@@ -247,6 +314,19 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         mailed,
         outbox_dir.display()
     );
+    // The input is fully applied: the answers are complete.
+    ready.store(true, Ordering::Release);
+    if args.api.serve && api.addr().is_some() {
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+        }
+        eprintln!("input done; serving until SIGTERM");
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    drop(api);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -287,6 +367,7 @@ struct RunSink<'a> {
     new_findings: u64,
     /// Newest window end of the current batch.
     batch_end: Option<i64>,
+    history: HistoryWriter,
 }
 
 impl RunSink<'_> {
@@ -323,6 +404,10 @@ impl Sink for RunSink<'_> {
             self.alerts.advance(t)?;
         }
         Ok(())
+    }
+
+    fn tick(&mut self, pipeline: &mut Pipeline) -> Result<()> {
+        self.history.maybe_flush(pipeline)
     }
 }
 

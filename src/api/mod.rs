@@ -1,0 +1,382 @@
+//! The HTTP API of `slawatch run`: the operational questions under `/v1` (JSON), the status
+//! page at `/`, `/healthz` and `/readyz`. The only module that imports axum.
+//!
+//! - [`questions`]: parameters → typed request → answer from the data directory (shared with
+//!   `slawatch query`, so both give the same numbers).
+//! - [`page`]: the server-rendered status page (maud, inline SVG, no external fetches).
+//! - [`openapi`]: the OpenAPI document served at `/v1/openapi.json`.
+//!
+//! Errors are RFC 7807 `application/problem+json`. The listener binds 127.0.0.1 by default and
+//! refuses any other address unless a bearer token is configured (from a file or the
+//! environment, never a flag); with a token, every route but the health checks requires it.
+
+pub mod openapi;
+pub mod page;
+pub mod questions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::history::HistoryConfig;
+use crate::spec::model::Spec;
+use crate::store::Store;
+use questions::{Context, InvalidParam, Question};
+
+/// What the handlers share.
+pub struct ApiState {
+    pub store: Arc<Store>,
+    pub specs: Vec<Spec>,
+    pub history: HistoryConfig,
+    /// Set once the state is restored and input is flowing (or, for a file, fully read).
+    pub ready: Arc<AtomicBool>,
+    /// Required as `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+}
+
+/// An RFC 7807 problem.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid_params: Vec<InvalidParam>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &str, title: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: format!("https://slawatch.dev/problems/{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            invalid_params: Vec::new(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).expect("problems serialize");
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// The routes, on shared state.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/v1/openapi.json", get(openapi_doc))
+        .route("/v1/findings", get(findings))
+        .route("/v1/{question}", get(question))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+async fn authorize(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            let mut r = Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Unauthorized",
+                "this API requires `Authorization: Bearer <token>`",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn not_found(req: Request) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not Found",
+        format!(
+            "no route {}; questions are /v1/{{{}}}, see /v1/openapi.json",
+            req.uri().path(),
+            Question::ALL.map(Question::name).join(",")
+        ),
+    )
+}
+
+/// Query parameters as pairs, in order (duplicates kept, so they can be reported).
+type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+fn params(p: Params) -> Result<Vec<(String, String)>, Problem> {
+    p.map(|Query(v)| v).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "Invalid query string",
+            e.body_text(),
+        )
+    })
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal Server Error",
+            format!("the handler failed: {e}"),
+        ))
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal Server Error",
+        e.to_string(),
+    )
+}
+
+fn json(value: &impl Serialize) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(value).expect("answers serialize"),
+    )
+        .into_response()
+}
+
+/// Parses a question's parameters into a request, or the problem that lists every bad one.
+pub fn parse_request(
+    q: Question,
+    pairs: &[(String, String)],
+) -> Result<questions::Request, Problem> {
+    questions::Request::parse(q, pairs).map_err(|bad| Problem {
+        invalid_params: bad,
+        ..Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-params",
+            "Invalid parameters",
+            "one or more query parameters are not valid (see invalid_params)",
+        )
+    })
+}
+
+async fn question(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    query: Params,
+) -> Result<Response, Problem> {
+    let Some(q) = Question::parse(&name) else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not Found",
+            format!(
+                "no question `{name}`; expected one of: {}",
+                Question::ALL.map(Question::name).join(", ")
+            ),
+        ));
+    };
+    let req = parse_request(q, &params(query)?)?;
+    let value = blocking(move || {
+        let ctx = Context {
+            store: &st.store,
+            history: &st.history,
+            specs: &st.specs,
+        };
+        questions::answer(&ctx, &req).map_err(internal)
+    })
+    .await?;
+    Ok(json(&value))
+}
+
+async fn findings(State(st): State<Arc<ApiState>>, query: Params) -> Result<Response, Problem> {
+    let pairs = params(query)?;
+    let mut bad = Vec::new();
+    for (k, _) in &pairs {
+        if !["spec", "objective", "agent"].contains(&k.as_str()) {
+            bad.push(InvalidParam {
+                name: k.clone(),
+                reason: "unknown parameter; expected one of: spec, objective, agent".into(),
+            });
+        }
+    }
+    if !bad.is_empty() {
+        return Err(Problem {
+            invalid_params: bad,
+            ..Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-params",
+                "Invalid parameters",
+                "see invalid_params",
+            )
+        });
+    }
+    let get = move |k: &str| pairs.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
+    let (spec, objective, agent) = (get("spec"), get("objective"), get("agent"));
+    let all = blocking(move || st.store.findings().map_err(internal)).await?;
+    let mut out: Vec<_> = all
+        .into_iter()
+        .filter(|f| {
+            spec.as_deref().is_none_or(|s| s == f.spec)
+                && objective.as_deref().is_none_or(|o| o == f.objective)
+                && agent
+                    .as_deref()
+                    .is_none_or(|a| f.key.iter().any(|(k, v)| k == "agent" && v == a))
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.window_end, &a.id).cmp(&(&b.window_end, &b.id)));
+    Ok(json(&out))
+}
+
+async fn openapi_doc() -> Response {
+    json(&openapi::document())
+}
+
+async fn status_page(State(st): State<Arc<ApiState>>) -> Result<Response, Problem> {
+    let html = blocking(move || page::render(&st).map_err(internal)).await?;
+    let mut r = Html(html).into_response();
+    let h: &mut HeaderMap = r.headers_mut();
+    // Nothing on the page comes from elsewhere, and nothing may.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; img-src data:"),
+    );
+    Ok(r)
+}
+
+/// A running API server.
+pub struct ApiServer {
+    pub local_addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ApiServer {
+    /// Stops accepting, finishes requests in flight, and waits for the server thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// Why the API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "refusing to serve the API on {0} without a token: set SLAWATCH_API_TOKEN or \
+         --api-token-file, or listen on 127.0.0.1"
+    )]
+    NoToken(SocketAddr),
+    #[error("binding the API to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds `addr` and serves the API on a thread of its own until stopped.
+pub fn serve(addr: SocketAddr, state: Arc<ApiState>) -> Result<ApiServer, ServeError> {
+    if !addr.ip().is_loopback() && state.token.is_none() {
+        return Err(ServeError::NoToken(addr));
+    }
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("slawatch-api".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("the API runtime starts");
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the API listener failed");
+                        return;
+                    }
+                };
+                let app = router(state);
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await
+                {
+                    tracing::error!(error = %e, "the API server failed");
+                }
+            });
+        })
+        .expect("the API thread starts");
+    Ok(ApiServer {
+        local_addr,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}

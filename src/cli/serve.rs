@@ -1,0 +1,218 @@
+//! What `run` (and `replay --data-dir`) add around the pipeline for the query side: the
+//! operational history moved from the pipeline into the store, and the HTTP API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::api::{ApiServer, ApiState};
+use crate::history::{History, HistoryConfig};
+use crate::pipeline::Pipeline;
+use crate::spec::model::Spec;
+use crate::store::Store;
+
+/// Where the API listens, and who may ask it.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Address of the HTTP API and status page (`/v1`, `/`, `/healthz`, `/readyz`); default
+    /// 127.0.0.1:8632 (when that port is taken, the run goes on without an API and says so).
+    /// Any address but loopback needs a token.
+    #[arg(long, env = "SLAWATCH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Do not serve the API.
+    #[arg(long)]
+    pub no_api: bool,
+    /// File holding the API's bearer token (or set SLAWATCH_API_TOKEN).
+    #[arg(long, env = "SLAWATCH_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// After a finite input ends, keep serving the API until SIGTERM/SIGINT.
+    #[arg(long)]
+    pub serve: bool,
+}
+
+/// How the operational history is kept.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Keep separate history per value of this session attribute (repeatable), e.g.
+    /// `attributes.channel`.
+    #[arg(long = "history-segment-by")]
+    pub segment_by: Vec<String>,
+    /// History pane size: the finest time resolution of answers.
+    #[arg(long = "history-pane", default_value = "5m")]
+    pub pane: String,
+}
+
+impl HistoryArgs {
+    pub fn config(&self) -> Result<HistoryConfig> {
+        let config = HistoryConfig {
+            pane: crate::duration::parse_duration_ms(&self.pane)
+                .map_err(|e| anyhow::anyhow!("--history-pane: {e}"))?,
+            segment_by: self.segment_by.clone(),
+            ..HistoryConfig::default()
+        };
+        config.check().map_err(anyhow::Error::msg)?;
+        Ok(config)
+    }
+}
+
+/// The API's token: `SLAWATCH_API_TOKEN`, or the first line of the token file.
+pub fn api_token(file: Option<&Path>) -> Result<Option<String>> {
+    if let Ok(t) = std::env::var("SLAWATCH_API_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(Some(t.trim().to_owned()));
+    }
+    match file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the API token file {}", p.display()))?;
+            let t = text.lines().next().unwrap_or("").trim().to_owned();
+            anyhow::ensure!(!t.is_empty(), "the API token file {} is empty", p.display());
+            Ok(Some(t))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Where the API listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8632";
+
+/// The file in the data directory that tells `slawatch query` where the running API is.
+pub fn api_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("api.json")
+}
+
+/// A started API: stops and removes its address file when dropped.
+pub struct RunningApi {
+    server: Option<ApiServer>,
+    file: PathBuf,
+}
+
+impl RunningApi {
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(|s| s.local_addr)
+    }
+}
+
+impl Drop for RunningApi {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+            let _ = std::fs::remove_file(&self.file);
+        }
+    }
+}
+
+/// Starts the API unless disabled; writes its address to `<data-dir>/api.json`.
+pub fn start_api(
+    args: &ApiArgs,
+    data_dir: &Path,
+    store: Arc<Store>,
+    specs: Vec<Spec>,
+    history: HistoryConfig,
+    ready: Arc<AtomicBool>,
+) -> Result<RunningApi> {
+    let file = api_file(data_dir);
+    if args.no_api {
+        return Ok(RunningApi { server: None, file });
+    }
+    let state = Arc::new(ApiState {
+        store,
+        specs,
+        history,
+        ready,
+        token: api_token(args.api_token_file.as_deref())?,
+    });
+    let server = match args.listen {
+        Some(addr) => crate::api::serve(addr, state)?,
+        None => match crate::api::serve(DEFAULT_LISTEN.parse().expect("a valid address"), state) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("warning: {e}; running without the API (choose another with --listen)");
+                return Ok(RunningApi { server: None, file });
+            }
+        },
+    };
+    let addr = server.local_addr;
+    std::fs::write(
+        &file,
+        serde_json::to_vec(
+            &serde_json::json!({ "address": addr.to_string(), "pid": std::process::id() }),
+        )?,
+    )
+    .with_context(|| format!("writing {}", file.display()))?;
+    tracing::info!(%addr, "serving the API");
+    eprintln!("API and status page at http://{addr}/");
+    Ok(RunningApi {
+        server: Some(server),
+        file,
+    })
+}
+
+/// Moves the pipeline's history into the store: now, or when `every` has passed since the last
+/// move.
+pub struct HistoryWriter {
+    store: Arc<Store>,
+    config: HistoryConfig,
+    every: Duration,
+    last: Instant,
+}
+
+impl HistoryWriter {
+    pub fn new(store: Arc<Store>, config: HistoryConfig, every: Duration) -> HistoryWriter {
+        HistoryWriter {
+            store,
+            config,
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    /// A history for a pipeline whose deltas this writer applies; `origin` names the pipeline.
+    pub fn history(&self, origin: String) -> History {
+        History::new(self.config.clone(), origin)
+    }
+
+    pub fn maybe_flush(&mut self, pipeline: &mut Pipeline) -> Result<()> {
+        if self.last.elapsed() >= self.every {
+            self.flush(pipeline)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the pipeline's pending history, applies it, acknowledges it, and drops buckets
+    /// past retention.
+    pub fn flush(&mut self, pipeline: &mut Pipeline) -> Result<()> {
+        self.last = Instant::now();
+        apply_sealed(&self.store, &self.config, pipeline)
+    }
+}
+
+/// Applies the pipeline's sealed (or newly sealed) history delta to the store and acknowledges
+/// it; the store ignores a delta it has applied before.
+pub fn apply_sealed(store: &Store, config: &HistoryConfig, pipeline: &mut Pipeline) -> Result<()> {
+    if let Some(delta) = pipeline.history_seal() {
+        store
+            .apply_history(&delta, config)
+            .context("writing the operational history")?;
+        pipeline.history_ack(delta.seq);
+        if let Some(newest) = store.history_newest()? {
+            store.retain_history(newest, config)?;
+        }
+    }
+    Ok(())
+}
+
+/// A name for a pipeline that runs over a file once: unique per run, so that two runs over the
+/// same data directory never mistake each other's history deltas for their own.
+pub fn run_origin() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("run-{nanos:x}-{}", std::process::id())
+}
