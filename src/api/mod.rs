@@ -257,7 +257,7 @@ async fn findings(State(st): State<Arc<ApiState>>, query: Params) -> Result<Resp
     }
     let get = move |k: &str| pairs.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
     let (spec, objective, agent) = (get("spec"), get("objective"), get("agent"));
-    let all = blocking(move || st.store.findings().map_err(internal)).await?;
+    let all = blocking(move || st.store.all_findings().map_err(internal)).await?;
     let mut out: Vec<_> = all
         .into_iter()
         .filter(|f| {

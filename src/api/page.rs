@@ -45,7 +45,7 @@ pub fn render(st: &ApiState) -> Result<String, questions::AnswerError> {
         Some(t) => hourly(st, t)?,
         None => Vec::new(),
     };
-    let mut findings = st.store.findings()?;
+    let mut findings = st.store.all_findings()?;
     findings.sort_by(|a, b| b.window_end.cmp(&a.window_end).then(a.id.cmp(&b.id)));
     findings.truncate(10);
 

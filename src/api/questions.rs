@@ -447,7 +447,7 @@ pub fn changes(
     range: Range,
 ) -> Result<ChangesAnswer, AnswerError> {
     let keys = ctx.store.history_keys()?;
-    let findings = ctx.store.findings()?;
+    let findings = ctx.store.all_findings()?;
     let mut out = Vec::new();
     for k in &keys {
         let f = &req.filter;
@@ -543,7 +543,7 @@ pub struct StatusAnswer {
 }
 
 pub fn status(ctx: &Context<'_>, req: &Request) -> Result<StatusAnswer, AnswerError> {
-    let mut findings = ctx.store.findings()?;
+    let mut findings = ctx.store.all_findings()?;
     findings.sort_by(|a, b| b.window_end.cmp(&a.window_end).then(a.id.cmp(&b.id)));
     let incidents = crate::alerts::deliver::stored_incidents(ctx.store)?;
     let agent_ok = |key: &[(String, String)]| {

@@ -23,6 +23,11 @@ use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
 use crate::spec::model::{Dimension, Severity};
 use crate::store::Store;
 
+/// How often a file run moves the history into the store: answers lag at most this much, and
+/// each move rewrites the hour and day buckets it touches (a replay covers hours of event time
+/// per second, so moving less often writes far less).
+const HISTORY_FLUSH: Duration = Duration::from_secs(10);
+
 /// What a replay did.
 #[derive(Debug, Clone)]
 pub struct ReplayReport {

@@ -189,23 +189,10 @@ impl HistoryWriter {
     /// past retention.
     pub fn flush(&mut self, pipeline: &mut Pipeline) -> Result<()> {
         self.last = Instant::now();
-        apply_sealed(&self.store, &self.config, pipeline)
+        self.store
+            .persist_history(pipeline)
+            .context("writing the operational history")
     }
-}
-
-/// Applies the pipeline's sealed (or newly sealed) history delta to the store and acknowledges
-/// it; the store ignores a delta it has applied before.
-pub fn apply_sealed(store: &Store, config: &HistoryConfig, pipeline: &mut Pipeline) -> Result<()> {
-    if let Some(delta) = pipeline.history_seal() {
-        store
-            .apply_history(&delta, config)
-            .context("writing the operational history")?;
-        pipeline.history_ack(delta.seq);
-        if let Some(newest) = store.history_newest()? {
-            store.retain_history(newest, config)?;
-        }
-    }
-    Ok(())
 }
 
 /// A name for a pipeline that runs over a file once: unique per run, so that two runs over the

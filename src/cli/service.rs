@@ -158,14 +158,24 @@ impl Output for ServiceOutput {
 pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
     let specs = load_specs(&args.pipeline.specs)?;
     let catalog = load_catalog(args.pipeline.models.as_ref())?;
-    let pipeline = Pipeline::new(
-        specs,
-        catalog,
-        &PipelineConfig {
-            max_record_bytes: args.pipeline.max_record_bytes,
-            ..PipelineConfig::default()
-        },
-    );
+    let history = args.history.config()?;
+    let pipeline_config = PipelineConfig {
+        max_record_bytes: args.pipeline.max_record_bytes,
+        ..PipelineConfig::default()
+    };
+    let mut pipeline = Pipeline::new(specs.clone(), catalog.clone(), &pipeline_config);
+    let new_history = || crate::history::History::new(history.clone(), super::serve::run_origin());
+    // One instance sees every record: its pipeline keeps the history. Several instances each
+    // read the input whole into the history instead (`service::tables`), so any answers all.
+    let tables_pipeline = match kafka.topology {
+        Topology::Single => {
+            pipeline = pipeline.with_history(new_history());
+            None
+        }
+        Topology::Partitioned => {
+            Some(Pipeline::new(Vec::new(), catalog, &pipeline_config).with_history(new_history()))
+        }
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = Arc::new(Store::open(&args.data_dir)?);
@@ -175,7 +185,24 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| args.data_dir.join("dead-letters.jsonl"));
     let dead = DeadLetters::to_file(&dead_path)?;
-    let alerts = super::replay::open_alerts(args, &store, &load_specs(&args.pipeline.specs)?)?;
+    let alerts = super::replay::open_alerts(args, &store, &specs)?;
+    // The API answers from the store while the service fills it.
+    let api = super::serve::start_api(
+        &args.api,
+        &args.data_dir,
+        store.clone(),
+        specs,
+        history,
+        Arc::new(AtomicBool::new(true)),
+    )?;
+    let tables = match tables_pipeline {
+        Some(p) => Some(crate::service::tables::GlobalTables::start(
+            kafka.clone(),
+            store.clone(),
+            p,
+        )?),
+        None => None,
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
@@ -184,7 +211,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
         ServiceOptions {
             kafka,
             exit_at_eof: args.kafka.exit_at_eof,
-            shutdown,
+            shutdown: shutdown.clone(),
             shutdown_timeout: Duration::from_secs(10),
         },
         pipeline,
@@ -196,6 +223,18 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
             batch_end: None,
         }),
     )?;
+    if args.api.serve && api.addr().is_some() {
+        // Input done (`--exit-at-eof`): keep answering, and keep the global tables current with
+        // what other instances still publish, until SIGTERM/SIGINT.
+        eprintln!("input done; serving until SIGTERM");
+        while !shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    if let Some(t) = tables {
+        t.stop()?;
+    }
+    drop(api);
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
 }

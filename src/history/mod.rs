@@ -11,11 +11,11 @@
 //!
 //! Bucket resolutions and what they keep:
 //!
-//! | resolution | bucket | kept (default) | ranked lists (slowest, costliest) |
-//! |---|---|---|---|
-//! | pane | `pane` (5 min) | 8 days | 100 each |
-//! | hour | 1 h | 35 days | 1,000 each |
-//! | day  | 1 UTC day | 35 days | 10,000 each |
+//! | resolution | bucket | kept (default) | slowest listed | costliest listed |
+//! |---|---|---|---|---|
+//! | pane | `pane` (5 min) | 8 days | 20 | 100 |
+//! | hour | 1 h | 35 days | 50 | 1,000 |
+//! | day  | 1 UTC day | 35 days | 100 | 10,000 |
 //!
 //! The top 1 % by cost of a UTC day is exact up to 1 M sessions with a cost that day (its day
 //! bucket keeps the 10,000 costliest; a delta keeps up to 10,000 too, so nothing a day needs is
@@ -121,15 +121,22 @@ pub enum Resolution {
 impl Resolution {
     pub const ALL: [Resolution; 3] = [Resolution::Pane, Resolution::Hour, Resolution::Day];
 
+    /// How many sessions a bucket lists: the slowest for "which took longest" (a page of them),
+    /// the costliest enough for the top 1 % of a million-session day.
     pub fn caps(self) -> Caps {
-        let n = match self {
-            Resolution::Pane => 100,
-            Resolution::Hour => 1_000,
-            Resolution::Day => 10_000,
-        };
-        Caps {
-            slowest: n,
-            costliest: n,
+        match self {
+            Resolution::Pane => Caps {
+                slowest: 20,
+                costliest: 100,
+            },
+            Resolution::Hour => Caps {
+                slowest: 50,
+                costliest: 1_000,
+            },
+            Resolution::Day => Caps {
+                slowest: 100,
+                costliest: 10_000,
+            },
         }
     }
 
@@ -254,6 +261,14 @@ impl History {
 
     pub fn config(&self) -> &HistoryConfig {
         &self.config
+    }
+
+    /// An empty history of the same configuration for another pipeline (`origin` names it).
+    pub fn sibling(&self, origin: &str) -> History {
+        History::new(
+            self.config.clone(),
+            format!("{}-{origin}", self.state.origin),
+        )
     }
 
     /// Adds one accepted session to the pending delta.

@@ -59,7 +59,9 @@ pub struct SessionWhy {
 }
 
 impl SessionWhy {
-    pub fn of(s: &Session) -> SessionWhy {
+    /// What a listed session shows; `with_calls` keeps its tool calls one by one (what explains
+    /// a slow session; a costly one is explained by its counts).
+    pub fn of(s: &Session, with_calls: bool) -> SessionWhy {
         let retries = s
             .tool_calls
             .windows(2)
@@ -84,7 +86,7 @@ impl SessionWhy {
             tool_calls: s
                 .tool_calls
                 .iter()
-                .take(MAX_TOOL_CALLS_LISTED)
+                .take(if with_calls { MAX_TOOL_CALLS_LISTED } else { 0 })
                 .map(|t| ToolCallWhy {
                     name: t.name.clone(),
                     status: t.status,
@@ -118,6 +120,7 @@ fn ranks_before(a: (f64, &str), b: (f64, &str)) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TailList {
     cap: usize,
+    #[serde(with = "compact_entries")]
     items: Vec<Entry>,
     /// The best-ranked (value, session id) ever dropped by this list or the lists merged into it.
     dropped: Option<(f64, String)>,
@@ -248,6 +251,93 @@ impl TailList {
     }
 }
 
+/// Ranked entries as positional tuples: stored buckets hold up to 10,000 of them, and field
+/// names repeated per entry would triple their size.
+mod compact_entries {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Entry, SessionWhy, ToolCallWhy};
+    use crate::session::{Status, ToolStatus};
+
+    type Call = (String, Option<ToolStatus>, Option<f64>);
+    type Row = (
+        f64,
+        String,
+        i64,
+        (String, String, String),
+        Status,
+        Option<String>,
+        (Option<f64>, Option<f64>, bool),
+        (Option<u64>, Option<u64>, Option<u64>),
+        (u64, u64),
+        Vec<Call>,
+        Option<String>,
+    );
+
+    pub fn serialize<S: Serializer>(items: &[Entry], s: S) -> Result<S::Ok, S::Error> {
+        let rows: Vec<Row> = items
+            .iter()
+            .map(|e| {
+                let w = &e.why;
+                (
+                    e.value,
+                    w.session_id.clone(),
+                    w.event_time,
+                    (w.agent.clone(), w.prompt_version.clone(), w.model.clone()),
+                    w.status,
+                    w.error_type.clone(),
+                    (w.duration_ms, w.cost_usd, w.cost_derived),
+                    (w.turns, w.input_tokens, w.output_tokens),
+                    (w.tool_call_count, w.retries),
+                    w.tool_calls
+                        .iter()
+                        .map(|t| (t.name.clone(), t.status, t.duration_ms))
+                        .collect(),
+                    w.fallback.clone(),
+                )
+            })
+            .collect();
+        rows.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Entry>, D::Error> {
+        let rows: Vec<Row> = Vec::deserialize(d)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Entry {
+                value: r.0,
+                why: SessionWhy {
+                    session_id: r.1,
+                    event_time: r.2,
+                    agent: r.3.0,
+                    prompt_version: r.3.1,
+                    model: r.3.2,
+                    status: r.4,
+                    error_type: r.5,
+                    duration_ms: r.6.0,
+                    cost_usd: r.6.1,
+                    cost_derived: r.6.2,
+                    turns: r.7.0,
+                    input_tokens: r.7.1,
+                    output_tokens: r.7.2,
+                    tool_call_count: r.8.0,
+                    retries: r.8.1,
+                    tool_calls: r
+                        .9
+                        .into_iter()
+                        .map(|(name, status, duration_ms)| ToolCallWhy {
+                            name,
+                            status,
+                            duration_ms,
+                        })
+                        .collect(),
+                    fallback: r.10,
+                },
+            })
+            .collect())
+    }
+}
+
 /// Sessions that had one kind of personal data, handled one way, going to one destination.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PiiCell {
@@ -355,13 +445,15 @@ impl OpsSummary {
         }
         if let Some(d) = s.duration_ms {
             self.latency.add(d);
-            self.slowest.offer(d, || SessionWhy::of(s), &s.session_id);
+            self.slowest
+                .offer(d, || SessionWhy::of(s, true), &s.session_id);
         }
         if let Some(c) = s.cost_usd.filter(|c| c.is_finite()) {
             self.cost.add(c);
             self.cost_nano += (c * NANO).round() as i128;
             self.cost_sessions += 1;
-            self.costliest.offer(c, || SessionWhy::of(s), &s.session_id);
+            self.costliest
+                .offer(c, || SessionWhy::of(s, false), &s.session_id);
         }
         self.input_tokens += s.input_tokens.unwrap_or(0);
         self.output_tokens += s.output_tokens.unwrap_or(0);

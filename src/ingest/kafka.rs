@@ -884,3 +884,72 @@ impl StateTopic {
         Ok(Some((manifest.id, bytes)))
     }
 }
+
+/// A message read by a [`Tailer`], copied out of librdkafka's buffer.
+pub struct TailMessage {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+}
+
+/// Reads every partition of some topics from given offsets, without a consumer group: what
+/// each instance uses to materialise a table that every instance must hold whole (the Kafka
+/// Streams global-table pattern). Never commits.
+pub struct Tailer {
+    consumer: BaseConsumer<ReaderContext>,
+}
+
+impl Tailer {
+    /// Assigns every partition of `topics`, each from the offset after the one in `resume`
+    /// (or from the beginning).
+    pub fn new(
+        cfg: &KafkaConfig,
+        topics: &[String],
+        resume: &BTreeMap<(String, i32), i64>,
+    ) -> anyhow::Result<Tailer> {
+        let mut c = cfg.client();
+        c.set("group.id", format!("{}.tables", cfg.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer<ReaderContext> = c.create_with_context(ReaderContext)?;
+        let mut tpl = TopicPartitionList::new();
+        for topic in topics {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let n = loop {
+                match cfg.partition_count(topic)? {
+                    Some(n) => break n,
+                    None if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(200))
+                    }
+                    None => anyhow::bail!("topic `{topic}` does not exist"),
+                }
+            };
+            for p in 0..n {
+                let offset = match resume.get(&(topic.clone(), p)) {
+                    Some(o) => Offset::Offset(o + 1),
+                    None => Offset::Beginning,
+                };
+                tpl.add_partition_offset(topic, p, offset)?;
+            }
+        }
+        consumer.assign(&tpl)?;
+        Ok(Tailer { consumer })
+    }
+
+    /// The next message, if one arrives within `timeout`.
+    pub fn poll(&self, timeout: Duration) -> anyhow::Result<Option<TailMessage>> {
+        match self.consumer.poll(timeout) {
+            None => Ok(None),
+            Some(Ok(m)) => Ok(Some(TailMessage {
+                topic: m.topic().to_owned(),
+                partition: m.partition(),
+                offset: m.offset(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            })),
+            Some(Err(KafkaError::PartitionEOF(_))) => Ok(None),
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+}

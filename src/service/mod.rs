@@ -39,6 +39,7 @@ use crate::pipeline::{Outcome, Pipeline, PipelineState};
 use crate::store::Store;
 
 pub mod partitioned;
+pub mod tables;
 
 /// What is persisted atomically at a checkpoint.
 #[derive(Serialize, Deserialize)]
@@ -182,11 +183,15 @@ impl State {
         // outputs are not delivered.
         self.sink.flush()?;
         self.dead_file.flush()?;
+        // The history delta is sealed before the snapshot, so the checkpoint carries it until the
+        // store has applied it: a crash in between re-applies it, and the store counts it once.
+        self.pipeline.history_seal();
         let cp = Checkpoint {
             pipeline: self.pipeline.snapshot(),
             applied: self.applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         };
         self.store.put_checkpoint(&encode_cbor(&cp))?;
+        self.store.persist_history(&mut self.pipeline)?;
         self.store.flush()?;
         self.output.checkpointed()?;
         kafka::commit(consumer, &self.applied).context("committing offsets")?;
@@ -295,6 +300,8 @@ fn run_single(
         if pipeline.restore(cp.pipeline) {
             applied = cp.applied.into_iter().collect();
             report.restored = true;
+            // A history delta sealed by the last checkpoint may not have reached the store.
+            store.persist_history(&mut pipeline)?;
             tracing::info!(
                 partitions = applied.len(),
                 "restored state from the checkpoint"

@@ -59,10 +59,60 @@ fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
 }
 
 impl Store {
+    /// Moves a pipeline's history into the store: seals its pending delta (or takes the one
+    /// sealed before and not acknowledged), applies it, acknowledges it, and drops buckets past
+    /// retention. A pipeline without a history is left alone.
+    pub fn persist_history(
+        &self,
+        pipeline: &mut crate::pipeline::Pipeline,
+    ) -> Result<(), StoreError> {
+        let Some(config) = pipeline.history().map(|h| h.config().clone()) else {
+            return Ok(());
+        };
+        if let Some(delta) = pipeline.history_seal() {
+            self.apply_history(&delta, &config)?;
+            pipeline.history_ack(delta.seq);
+            if let Some(newest) = self.history_newest()? {
+                self.retain_history(newest, &config)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a sealed history delta: merges every pane summary into its pane, hour and day
     /// buckets and updates key first/last seen. Returns false (nothing changed) when this
     /// origin has already applied this sequence number.
     pub fn apply_history(&self, delta: &Delta, config: &HistoryConfig) -> Result<bool, StoreError> {
+        // Merge the delta per target bucket first: a delta covering hours of event time (a
+        // replay) then reads and writes each hour and day bucket once, not once per pane.
+        let mut targets: std::collections::BTreeMap<(Resolution, EpochMs, &BucketKey), OpsSummary> =
+            std::collections::BTreeMap::new();
+        for (pane, key, summary) in &delta.panes {
+            for res in Resolution::ALL {
+                let start = res.floor(*pane, config.pane);
+                match targets.entry((res, start, key)) {
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        e.get_mut().merge(summary)
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(summary.with_caps(res.caps()));
+                    }
+                }
+            }
+        }
+        // First and last session and the count, per whole key.
+        let mut key_totals: std::collections::BTreeMap<&BucketKey, (EpochMs, EpochMs, u64)> =
+            std::collections::BTreeMap::new();
+        for (_, key, s) in delta.panes.iter().filter(|(_, k, _)| k.segment.is_none()) {
+            let t = key_totals
+                .entry(key)
+                .or_insert((EpochMs::MAX, EpochMs::MIN, 0));
+            *t = (
+                t.0.min(s.first_seen),
+                t.1.max(s.last_seen),
+                t.2 + s.sessions,
+            );
+        }
         let result = (&self.history, &self.history_keys, &self.history_applied).transaction(
             |(buckets, keys, applied)| {
                 let done = applied
@@ -72,41 +122,38 @@ impl Store {
                 if done >= delta.seq {
                     return Ok(false);
                 }
-                for (pane, key, summary) in &delta.panes {
-                    for res in Resolution::ALL {
-                        let start = res.floor(*pane, config.pane);
-                        let id = bucket_id(res, start, key);
-                        let merged = match buckets.get(&id)? {
-                            Some(old) => {
-                                let mut s: OpsSummary = decode(&old).map_err(abort)?;
-                                s.merge(summary);
-                                s
-                            }
-                            None => summary.with_caps(res.caps()),
-                        };
-                        buckets.insert(id, encode(&merged))?;
-                    }
-                    if key.segment.is_none() {
-                        let kid = key.encode();
-                        let info = match keys.get(kid.as_bytes())? {
-                            Some(old) => {
-                                let mut i: KeyInfo = decode(&old).map_err(abort)?;
-                                i.first_seen = i.first_seen.min(summary.first_seen);
-                                i.last_seen = i.last_seen.max(summary.last_seen);
-                                i.sessions += summary.sessions;
-                                i
-                            }
-                            None => KeyInfo {
-                                agent: key.agent.clone(),
-                                prompt_version: key.prompt_version.clone(),
-                                model: key.model.clone(),
-                                first_seen: summary.first_seen,
-                                last_seen: summary.last_seen,
-                                sessions: summary.sessions,
-                            },
-                        };
-                        keys.insert(kid.as_bytes(), encode(&info))?;
-                    }
+                for ((res, start, key), summary) in &targets {
+                    let id = bucket_id(*res, *start, key);
+                    let merged = match buckets.get(&id)? {
+                        Some(old) => {
+                            let mut s: OpsSummary = decode(&old).map_err(abort)?;
+                            s.merge(summary);
+                            s
+                        }
+                        None => summary.clone(),
+                    };
+                    buckets.insert(id, encode(&merged))?;
+                }
+                for (key, (first, last, sessions)) in &key_totals {
+                    let kid = key.encode();
+                    let info = match keys.get(kid.as_bytes())? {
+                        Some(old) => {
+                            let mut i: KeyInfo = decode(&old).map_err(abort)?;
+                            i.first_seen = i.first_seen.min(*first);
+                            i.last_seen = i.last_seen.max(*last);
+                            i.sessions += sessions;
+                            i
+                        }
+                        None => KeyInfo {
+                            agent: key.agent.clone(),
+                            prompt_version: key.prompt_version.clone(),
+                            model: key.model.clone(),
+                            first_seen: *first,
+                            last_seen: *last,
+                            sessions: *sessions,
+                        },
+                    };
+                    keys.insert(kid.as_bytes(), encode(&info))?;
                 }
                 applied.insert(delta.origin.as_bytes(), &delta.seq.to_be_bytes())?;
                 Ok(true)

@@ -36,6 +36,9 @@ pub struct Store {
     db: sled::Db,
     findings: sled::Tree,
     baselines: sled::Tree,
+    /// Findings other instances published (the findings topic read whole): kept apart from
+    /// this instance's own, whose first store feeds the alert engine.
+    findings_shared: sled::Tree,
     history: sled::Tree,
     history_keys: sled::Tree,
     history_applied: sled::Tree,
@@ -83,6 +86,7 @@ impl Store {
             dir: None,
             findings,
             baselines,
+            findings_shared: db.open_tree("findings/shared/v1")?,
             history: db.open_tree("history/v1")?,
             history_keys: db.open_tree("history/keys/v1")?,
             history_applied: db.open_tree("history/applied/v1")?,
@@ -107,6 +111,31 @@ impl Store {
             .values()
             .map(|v| Ok(serde_json::from_slice(&v?)?))
             .collect()
+    }
+
+    /// Records a finding read from the findings topic (any instance's); false when known.
+    pub fn put_shared_finding(&self, f: &Finding) -> Result<bool, StoreError> {
+        let value = serde_json::to_vec(f)?;
+        let previous = self.findings_shared.compare_and_swap(
+            f.id.as_bytes(),
+            None as Option<&[u8]>,
+            Some(value),
+        )?;
+        Ok(previous.is_ok())
+    }
+
+    /// This instance's findings and those read from the findings topic, once each, by id.
+    pub fn all_findings(&self) -> Result<Vec<Finding>, StoreError> {
+        let mut all = self.findings()?;
+        let own: std::collections::HashSet<String> = all.iter().map(|f| f.id.clone()).collect();
+        for v in self.findings_shared.iter().values() {
+            let f: Finding = serde_json::from_slice(&v?)?;
+            if !own.contains(&f.id) {
+                all.push(f);
+            }
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
     }
 
     /// Stores (replaces) a baseline under its key label, in the versioned format.
@@ -139,12 +168,17 @@ impl Store {
     /// than its stable log — even ones written before a successful `flush()` — which lost the
     /// checkpoint while Kafka already held the offsets it reflected (seen in the crash test).
     pub fn put_checkpoint(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.put_named_checkpoint("checkpoint.json", bytes)
+    }
+
+    /// Like [`Store::put_checkpoint`], for another state of this instance (`name` is its file).
+    pub fn put_named_checkpoint(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         use std::io::Write as _;
         let Some(dir) = &self.dir else {
-            self.db.insert("checkpoint/v1", bytes)?;
+            self.db.insert(format!("checkpoint/{name}"), bytes)?;
             return Ok(());
         };
-        let tmp = dir.join("checkpoint.json.tmp");
+        let tmp = dir.join(format!("{name}.tmp"));
         let io = |source| StoreError::Io {
             path: tmp.display().to_string(),
             source,
@@ -152,7 +186,7 @@ impl Store {
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, dir.join("checkpoint.json")).map_err(io)?;
+        std::fs::rename(&tmp, dir.join(name)).map_err(io)?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(io)?;
@@ -161,10 +195,18 @@ impl Store {
 
     /// The last service checkpoint, if any.
     pub fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.named_checkpoint("checkpoint.json")
+    }
+
+    /// The last state written with [`Store::put_named_checkpoint`] under `name`.
+    pub fn named_checkpoint(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(dir) = &self.dir else {
-            return Ok(self.db.get("checkpoint/v1")?.map(|v| v.to_vec()));
+            return Ok(self
+                .db
+                .get(format!("checkpoint/{name}"))?
+                .map(|v| v.to_vec()));
         };
-        let path = dir.join("checkpoint.json");
+        let path = dir.join(name);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

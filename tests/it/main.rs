@@ -2,6 +2,7 @@
 
 mod alerts;
 mod alerts_smtp;
+mod api;
 mod decode;
 mod drift_e2e;
 mod kafka_e2e;
