@@ -196,11 +196,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     if let Some(dir) = &args.data_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let store = Arc::new(Store::open(dir)?);
-        let writer = HistoryWriter::new(
-            store.clone(),
-            args.history.config()?,
-            Duration::from_secs(1),
-        );
+        let writer = HistoryWriter::new(store.clone(), args.history.config()?, HISTORY_FLUSH);
         pipeline = pipeline.with_history(writer.history(run_origin()));
         keep = Some((store, writer));
     }
@@ -262,11 +258,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = Arc::new(Store::open(&args.data_dir)?);
-    let history = HistoryWriter::new(
-        store.clone(),
-        args.history.config()?,
-        Duration::from_secs(1),
-    );
+    let history = HistoryWriter::new(store.clone(), args.history.config()?, HISTORY_FLUSH);
     pipeline = pipeline.with_history(history.history(run_origin()));
     let ready = Arc::new(AtomicBool::new(false));
     let api = start_api(
