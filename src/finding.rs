@@ -33,14 +33,102 @@ pub enum Comparator {
     AtLeast,
 }
 
+/// Which check of an objective a finding reports. Serialized as its snake_case name, the
+/// same strings findings carried before the type existed.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// The window's own SLI (or too few sessions for one).
+    #[default]
+    Window,
+    /// A multi-window burn-rate tier fired.
+    BurnRate,
+    /// Fallback objectives: the share of sessions that fell back is above `maxRate`.
+    MaxRate,
+    Percentile,
+    Mean,
+    Rate,
+    /// Spend in the window above `windowBudgetUsd`.
+    WindowBudget,
+    /// Sessions above the per-session hard cost cap.
+    HardCap,
+    /// Sessions above the per-session soft cost cap.
+    SoftCap,
+    /// Per-session governance violations (PII, tool rules).
+    Violation,
+    /// A calibrated drift test fired (or a drift objective could not judge).
+    Drift,
+    /// Only sequential detectors or PCA fired: worth a look, not a ticket.
+    DriftSignal,
+}
+
+impl Check {
+    /// The wire name (`burn_rate`), as in ids and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Window => "window",
+            Check::BurnRate => "burn_rate",
+            Check::MaxRate => "max_rate",
+            Check::Percentile => "percentile",
+            Check::Mean => "mean",
+            Check::Rate => "rate",
+            Check::WindowBudget => "window_budget",
+            Check::HardCap => "hard_cap",
+            Check::SoftCap => "soft_cap",
+            Check::Violation => "violation",
+            Check::Drift => "drift",
+            Check::DriftSignal => "drift_signal",
+        }
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The unit of a finding's `observed` and `target`. Serialized as the strings findings carried
+/// before the type existed (`ratio`, `ms`, …; `""` for a custom attribute's plain number).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// A share in `[0, 1]`.
+    Ratio,
+    Ms,
+    Usd,
+    /// Sessions or events counted.
+    Count,
+    /// A quality score.
+    Score,
+    Tokens,
+    Chars,
+    /// Sessions learned (drift objectives still learning their baseline).
+    Sessions,
+    /// Features that drifted.
+    Features,
+    /// A plain number without a unit (numeric custom attributes).
+    #[default]
+    #[serde(rename = "")]
+    Number,
+}
+
 /// A burn rate over a long and a short window, and the tier it was checked against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BurnRate {
     pub tier: String,
     pub factor: f64,
-    pub long_window: String,
+    /// Long window, ms; serialized as a duration (`1h`), as before the type existed.
+    #[serde(rename = "long_window", with = "duration_text")]
+    pub long_window_ms: i64,
     pub long_rate: f64,
-    pub short_window: String,
+    /// Short window, ms; serialized like `long_window_ms`.
+    #[serde(rename = "short_window", with = "duration_text")]
+    pub short_window_ms: i64,
     pub short_rate: f64,
 }
 
@@ -51,9 +139,8 @@ pub struct Finding {
     pub id: String,
     pub spec: String,
     pub objective: String,
-    /// Which check of the objective: `window`, `burn_rate`, `hard_cap`, `soft_cap`,
-    /// `percentile`, `window_budget`, `violation`, `max_rate`, …
-    pub check: String,
+    /// Which check of the objective.
+    pub check: Check,
     pub dimension: Dimension,
     pub verdict: Verdict,
     pub severity: Severity,
@@ -61,17 +148,18 @@ pub struct Finding {
     pub key: Vec<(String, String)>,
     /// The segment (`channel=web`), or `None` for the whole key.
     pub segment: Option<String>,
-    /// Window start, RFC 3339.
-    pub window_start: String,
-    /// Window end (exclusive), RFC 3339.
-    pub window_end: String,
+    /// Window start; serialized as RFC 3339 with milliseconds.
+    #[serde(with = "rfc3339_ms")]
+    pub window_start: EpochMs,
+    /// Window end (exclusive); serialized like `window_start`.
+    #[serde(with = "rfc3339_ms")]
+    pub window_end: EpochMs,
     /// Sessions in the window for this key and segment.
     pub sessions: u64,
     pub observed: f64,
     pub comparator: Comparator,
     pub target: f64,
-    /// `ratio`, `ms`, `usd`, `count`, `score`, `tokens`…
-    pub unit: String,
+    pub unit: Unit,
     /// Share of the period's error budget used so far (SLO objectives).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub budget_consumed: Option<f64>,
@@ -177,22 +265,28 @@ pub struct Clear {
     pub objective: String,
     pub key: Vec<(String, String)>,
     pub segment: Option<String>,
-    pub window_end: String,
+    /// Serialized as RFC 3339 with milliseconds, like a finding's.
+    #[serde(with = "rfc3339_ms")]
+    pub window_end: EpochMs,
 }
 
 impl Finding {
     /// The deterministic id of a finding with these coordinates.
+    /// The window bounds enter the hash as their RFC 3339 text and the check as its wire
+    /// name, so ids are the same as before those fields were typed.
     pub fn make_id(
         spec: &str,
         objective: &str,
-        check: &str,
+        check: Check,
         key: &[(String, String)],
         segment: Option<&str>,
-        window_start: &str,
-        window_end: &str,
+        window_start: EpochMs,
+        window_end: EpochMs,
     ) -> String {
+        let window_start = crate::time::format_rfc3339_ms(window_start);
+        let window_end = crate::time::format_rfc3339_ms(window_end);
         let mut text = String::with_capacity(128);
-        for part in [spec, objective, check] {
+        for part in [spec, objective, check.as_str()] {
             text.push_str(part);
             text.push('\u{1f}');
         }
@@ -204,9 +298,9 @@ impl Finding {
         }
         text.push_str(segment.unwrap_or(""));
         text.push('\u{1f}');
-        text.push_str(window_start);
+        text.push_str(&window_start);
         text.push('\u{1f}');
-        text.push_str(window_end);
+        text.push_str(&window_end);
         format!("{:032x}", xxh3_128(text.as_bytes()))
     }
 
@@ -217,5 +311,38 @@ impl Finding {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// Serde for epoch milliseconds as RFC 3339 text with milliseconds
+/// (`2026-11-01T00:00:00.000Z`): the wire form window bounds have always had.
+pub mod rfc3339_ms {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::session::EpochMs;
+
+    pub fn serialize<S: Serializer>(ms: &EpochMs, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::time::format_rfc3339_ms(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<EpochMs, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::time::parse_rfc3339_ms(&text)
+            .ok_or_else(|| D::Error::custom(format!("expected an RFC 3339 time, found `{text}`")))
+    }
+}
+
+/// Serde for a duration in ms as its short text (`1h`, `5m`): the wire form of burn-rate
+/// windows.
+pub mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::duration::format_duration_ms(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::duration::parse_duration_ms(&text).map_err(D::Error::custom)
     }
 }

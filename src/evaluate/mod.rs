@@ -19,12 +19,11 @@ use crate::drift::engine::DriftConfig;
 use crate::drift::features::FeatureSample;
 use crate::drift::{DriftInput, DriftRuntime};
 use crate::finding::{
-    BurnRate, Clear, Comparator, FeatureResult, FeatureVerdict, Finding, Verdict,
+    BurnRate, Check, Clear, Comparator, FeatureResult, FeatureVerdict, Finding, Unit, Verdict,
 };
 use crate::glob::glob_match;
 use crate::session::{EpochMs, Session};
 use crate::spec::model::{Bound, KeyField, NumericField, Objective, ObjectiveKind, Severity, Spec};
-use crate::time::format_rfc3339_ms;
 use crate::windowing::{ClosedWindow, Late, WindowConfig, Windows};
 use measure::{CompiledMeasures, MeasureState, SpecSummary};
 use slo::{SliTimeline, budget_consumed, evaluate_tiers, worst_firing};
@@ -419,14 +418,14 @@ impl SpecRuntime {
                 if whole_key {
                     let (learned, min) = r.learning.unwrap_or((0, 0));
                     produced = Some(ctx.finding(FindingParts {
-                        check: "drift",
+                        check: Check::Drift,
                         verdict: Verdict::InsufficientData,
                         severity: Severity::Info,
                         sessions: w.summary.sessions,
                         observed: learned as f64,
                         comparator: Comparator::AtLeast,
                         target: min as f64,
-                        unit: "sessions",
+                        unit: Unit::Sessions,
                         message: format!(
                             "no baseline to compare with yet: this key's baseline is learning ({learned} of {min} sessions) and no other version of the agent has a frozen one"
                         ),
@@ -462,9 +461,9 @@ impl SpecRuntime {
                     };
                     let mut f = ctx.finding(FindingParts {
                         check: if sequential_only {
-                            "drift_signal"
+                            Check::DriftSignal
                         } else {
-                            "drift"
+                            Check::Drift
                         },
                         verdict: Verdict::Breach,
                         // Sequential detectors and PCA are worth a look, not a ticket, until a
@@ -478,7 +477,7 @@ impl SpecRuntime {
                         observed: drifted.len() as f64,
                         comparator: Comparator::AtMost,
                         target: 0.0,
-                        unit: "features",
+                        unit: Unit::Features,
                         message: format!("behaviour changed compared with {against}: {moved}"),
                         ..FindingParts::default()
                     });
@@ -487,7 +486,7 @@ impl SpecRuntime {
                     produced = Some(f);
                 } else if all_thin && whole_key {
                     let mut f = ctx.insufficient(o_min_samples(o));
-                    f.check = "drift".into();
+                    f.check = Check::Drift;
                     f.message = format!(
                         "fewer than {} sessions on one side for every feature: no verdict (never \"no drift\")",
                         o_min_samples(o)
@@ -520,7 +519,7 @@ impl SpecRuntime {
             objective: self.spec.objectives[oi].name.clone(),
             key: self.key_parts.get(&w.key.key).cloned().unwrap_or_default(),
             segment: w.key.segment.as_deref().map(str::to_owned),
-            window_end: format_rfc3339_ms(w.end),
+            window_end: w.end,
         }
     }
 
@@ -641,14 +640,14 @@ impl SpecRuntime {
                         let observed = good as f64 / total as f64;
                         if observed > max {
                             out.push(ctx.finding(FindingParts {
-                                check: "max_rate",
+                                check: Check::MaxRate,
                                 verdict: Verdict::Breach,
                                 severity: o.severity,
                                 sessions: w.summary.sessions,
                                 observed,
                                 comparator: Comparator::AtMost,
                                 target: max,
-                                unit: "ratio",
+                                unit: Unit::Ratio,
                                 message: format!(
                                     "{} of sessions fell back, above the {} bound",
                                     pct(observed),
@@ -670,7 +669,7 @@ impl SpecRuntime {
                     &ctx,
                     out,
                     WindowCheck {
-                        check: "percentile",
+                        check: Check::Percentile,
                         enough,
                         observed: q.quantile(p / 100.0),
                         bound: *bound,
@@ -686,7 +685,7 @@ impl SpecRuntime {
                     &ctx,
                     out,
                     WindowCheck {
-                        check: "mean",
+                        check: Check::Mean,
                         enough,
                         observed: (count > 0).then(|| sum / count as f64),
                         bound: *bound,
@@ -702,11 +701,11 @@ impl SpecRuntime {
                     &ctx,
                     out,
                     WindowCheck {
-                        check: "rate",
+                        check: Check::Rate,
                         enough: enough && total >= min.min(w.summary.sessions),
                         observed: (total > 0).then(|| good as f64 / total as f64),
                         bound: *bound,
-                        unit: "ratio",
+                        unit: Unit::Ratio,
                         what: format!("{} rate", signal_name(of)),
                     },
                 )
@@ -714,12 +713,13 @@ impl SpecRuntime {
             ObjectiveKind::Spend(sp) => {
                 let mut judged = false;
                 if let (Some(m), Some(cap)) = (om.violations, sp.per_session_max_usd) {
-                    judged |= self.violation_check(&ctx, out, m, "hard_cap", Severity::Page, |n| {
-                        format!("{n} session(s) cost more than the ${cap} hard cap")
-                    });
+                    judged |=
+                        self.violation_check(&ctx, out, m, Check::HardCap, Severity::Page, |n| {
+                            format!("{n} session(s) cost more than the ${cap} hard cap")
+                        });
                 }
                 if let (Some(m), Some(cap)) = (om.soft_violations, sp.per_session_soft_usd) {
-                    judged |= self.violation_check(&ctx, out, m, "soft_cap", o.severity, |n| {
+                    judged |= self.violation_check(&ctx, out, m, Check::SoftCap, o.severity, |n| {
                         format!("{n} session(s) cost more than the ${cap} soft cap")
                     });
                 }
@@ -731,11 +731,11 @@ impl SpecRuntime {
                         &ctx,
                         out,
                         WindowCheck {
-                            check: "percentile",
+                            check: Check::Percentile,
                             enough,
                             observed: q.quantile(p / 100.0),
                             bound: Bound::Max(max),
-                            unit: "usd",
+                            unit: Unit::Usd,
                             what: format!("p{} session cost", trim_float(p)),
                         },
                     );
@@ -746,11 +746,11 @@ impl SpecRuntime {
                         &ctx,
                         out,
                         WindowCheck {
-                            check: "window_budget",
+                            check: Check::WindowBudget,
                             enough: true,
                             observed: Some(sum),
                             bound: Bound::Max(budget),
-                            unit: "usd",
+                            unit: Unit::Usd,
                             what: "spend in the window".to_owned(),
                         },
                     );
@@ -765,7 +765,7 @@ impl SpecRuntime {
                     o.severity
                 };
                 let pii = matches!(o.kind, ObjectiveKind::Pii(_));
-                self.violation_check(&ctx, out, m, "violation", severity, |n| {
+                self.violation_check(&ctx, out, m, Check::Violation, severity, |n| {
                     if pii {
                         format!("{n} session(s) sent personal data where the policy forbids it")
                     } else {
@@ -803,9 +803,9 @@ impl SpecRuntime {
                 .map(|o| BurnRate {
                     tier: o.tier.name.clone(),
                     factor: o.tier.factor,
-                    long_window: crate::duration::format_duration_ms(o.tier.long_ms),
+                    long_window_ms: o.tier.long_ms,
                     long_rate: o.long_rate.unwrap_or(0.0),
-                    short_window: crate::duration::format_duration_ms(o.tier.short_ms),
+                    short_window_ms: o.tier.short_ms,
                     short_rate: o.short_rate.unwrap_or(0.0),
                 })
                 .collect();
@@ -835,14 +835,14 @@ impl SpecRuntime {
         if let Some(f) = firing {
             let observed = f.long.good as f64 / f.long.total.max(1) as f64;
             out.push(ctx.finding(FindingParts {
-                check: "burn_rate",
+                check: Check::BurnRate,
                 verdict: Verdict::Breach,
                 severity: f.tier.severity,
                 sessions: w.summary.sessions,
                 observed,
                 comparator: Comparator::AtLeast,
                 target,
-                unit: "ratio",
+                unit: Unit::Ratio,
                 budget_consumed: consumed,
                 burn_rates,
                 exemplars: bad_exemplars(&w.summary, m),
@@ -876,14 +876,14 @@ impl SpecRuntime {
         let observed = good as f64 / total as f64;
         if observed < target {
             out.push(ctx.finding(FindingParts {
-                check: "window",
+                check: Check::Window,
                 verdict: Verdict::Breach,
                 severity: Severity::Info,
                 sessions: w.summary.sessions,
                 observed,
                 comparator: Comparator::AtLeast,
                 target,
-                unit: "ratio",
+                unit: Unit::Ratio,
                 budget_consumed: consumed,
                 burn_rates,
                 exemplars: bad_exemplars(&w.summary, m),
@@ -914,8 +914,8 @@ impl SpecRuntime {
                 Bound::Min(_) => (Comparator::AtLeast, "below"),
             };
             let exemplars = match c.unit {
-                "usd" => top_ids(&ctx.w.summary.costliest),
-                "ms" => top_ids(&ctx.w.summary.slowest),
+                Unit::Usd => top_ids(&ctx.w.summary.costliest),
+                Unit::Ms => top_ids(&ctx.w.summary.slowest),
                 _ => Vec::new(),
             };
             out.push(ctx.finding(FindingParts {
@@ -948,7 +948,7 @@ impl SpecRuntime {
         ctx: &Ctx<'_>,
         out: &mut Vec<Finding>,
         m: usize,
-        check: &'static str,
+        check: Check,
         severity: Severity,
         message: impl Fn(u64) -> String,
     ) -> bool {
@@ -970,7 +970,7 @@ impl SpecRuntime {
                 observed: *sessions as f64,
                 comparator: Comparator::AtMost,
                 target: 0.0,
-                unit: "count",
+                unit: Unit::Count,
                 exemplars: exemplars.ids(),
                 details: details.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 message: message(*sessions),
@@ -1096,24 +1096,24 @@ fn push_field(buf: &mut String, f: &KeyField, s: &Session) {
 }
 
 struct WindowCheck {
-    check: &'static str,
+    check: Check,
     enough: bool,
     observed: Option<f64>,
     bound: Bound,
-    unit: &'static str,
+    unit: Unit,
     what: String,
 }
 
 #[derive(Default)]
 struct FindingParts {
-    check: &'static str,
+    check: Check,
     verdict: Verdict,
     severity: Severity,
     sessions: u64,
     observed: f64,
     comparator: Comparator,
     target: f64,
-    unit: &'static str,
+    unit: Unit,
     budget_consumed: Option<f64>,
     burn_rates: Vec<BurnRate>,
     exemplars: Vec<String>,
@@ -1139,8 +1139,8 @@ impl Ctx<'_> {
             .cloned()
             .unwrap_or_default();
         let segment = self.w.key.segment.as_deref().map(str::to_owned);
-        let start = format_rfc3339_ms(p.window_start.unwrap_or(self.w.start));
-        let end = format_rfc3339_ms(self.w.end);
+        let start = p.window_start.unwrap_or(self.w.start);
+        let end = self.w.end;
         Finding {
             id: Finding::make_id(
                 &spec.name,
@@ -1148,12 +1148,12 @@ impl Ctx<'_> {
                 p.check,
                 &key,
                 segment.as_deref(),
-                &start,
-                &end,
+                start,
+                end,
             ),
             spec: spec.name.clone(),
             objective: self.o.name.clone(),
-            check: p.check.to_owned(),
+            check: p.check,
             dimension: self.o.dimension,
             verdict: p.verdict,
             severity: p.severity,
@@ -1165,7 +1165,7 @@ impl Ctx<'_> {
             observed: round9(p.observed),
             comparator: p.comparator,
             target: p.target,
-            unit: p.unit.to_owned(),
+            unit: p.unit,
             budget_consumed: p.budget_consumed.map(round9),
             burn_rates: p
                 .burn_rates
@@ -1187,14 +1187,14 @@ impl Ctx<'_> {
 
     fn insufficient(&self, min: u64) -> Finding {
         self.finding(FindingParts {
-            check: "window",
+            check: Check::Window,
             verdict: Verdict::InsufficientData,
             severity: Severity::Info,
             sessions: self.w.summary.sessions,
             observed: self.w.summary.sessions as f64,
             comparator: Comparator::AtLeast,
             target: min as f64,
-            unit: "count",
+            unit: Unit::Count,
             message: format!(
                 "only {} sessions in this window; {} are needed for a verdict (minSessions)",
                 self.w.summary.sessions, min
@@ -1215,18 +1215,18 @@ fn round9(v: f64) -> f64 {
 }
 
 /// The unit findings use for a numeric field.
-pub fn unit_of(field: &NumericField) -> &'static str {
+pub fn unit_of(field: &NumericField) -> Unit {
     match field {
-        NumericField::DurationMs => "ms",
-        NumericField::CostUsd => "usd",
+        NumericField::DurationMs => Unit::Ms,
+        NumericField::CostUsd => Unit::Usd,
         NumericField::InputTokens | NumericField::OutputTokens | NumericField::ContextTokensMax => {
-            "tokens"
+            Unit::Tokens
         }
-        NumericField::Turns | NumericField::ToolCalls => "count",
-        NumericField::QualityScore => "score",
-        NumericField::OutputChars => "chars",
-        NumericField::ContextUtilisation => "ratio",
-        NumericField::Attribute(_) => "",
+        NumericField::Turns | NumericField::ToolCalls => Unit::Count,
+        NumericField::QualityScore => Unit::Score,
+        NumericField::OutputChars => Unit::Chars,
+        NumericField::ContextUtilisation => Unit::Ratio,
+        NumericField::Attribute(_) => Unit::Number,
     }
 }
 
@@ -1258,13 +1258,13 @@ fn signal_name(s: &crate::spec::model::BoolSignal) -> String {
 }
 
 /// A value in its unit, for people.
-pub fn fmt_value(v: f64, unit: &str) -> String {
+pub fn fmt_value(v: f64, unit: Unit) -> String {
     match unit {
-        "ms" if v >= 1000.0 => format!("{:.1} s", v / 1000.0),
-        "ms" => format!("{v:.0} ms"),
-        "usd" => format!("${}", trim_float(round_sig(v, 3))),
-        "ratio" => pct(v),
-        "score" => format!("{v:.3}"),
+        Unit::Ms if v >= 1000.0 => format!("{:.1} s", v / 1000.0),
+        Unit::Ms => format!("{v:.0} ms"),
+        Unit::Usd => format!("${}", trim_float(round_sig(v, 3))),
+        Unit::Ratio => pct(v),
+        Unit::Score => format!("{v:.3}"),
         _ => trim_float(round_sig(v, 4)),
     }
 }

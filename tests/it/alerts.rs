@@ -288,7 +288,17 @@ pub fn finding_on(
         ("model".to_owned(), "m-2026-09".to_owned()),
     ];
     let (s, e) = (format_rfc3339_ms(start), format_rfc3339_ms(end));
-    let id = Finding::make_id("support-bot-prod", objective, check, &key, segment, &s, &e);
+    let typed_check: slawatch::finding::Check =
+        serde_json::from_value(serde_json::json!(check)).unwrap();
+    let id = Finding::make_id(
+        "support-bot-prod",
+        objective,
+        typed_check,
+        &key,
+        segment,
+        start,
+        end,
+    );
     let details = if objective == "pii" {
         serde_json::json!([[
             "card_number passed_through→tool:update_address",
@@ -319,7 +329,7 @@ pub fn clear(objective: &str, segment: Option<&str>, end: i64) -> Clear {
             ("model".into(), "m-2026-09".into()),
         ],
         segment: segment.map(str::to_owned),
-        window_end: format_rfc3339_ms(end),
+        window_end: end,
     }
 }
 
@@ -350,8 +360,8 @@ enum Ev {
 fn run(engine: &mut AlertEngine, events: Vec<Ev>) -> Vec<Notification> {
     let mut out = Vec::new();
     let time = |e: &Ev| match e {
-        Ev::F(f) => parse_rfc3339_ms(&f.window_end).unwrap(),
-        Ev::C(c) => parse_rfc3339_ms(&c.window_end).unwrap(),
+        Ev::F(f) => f.window_end,
+        Ev::C(c) => c.window_end,
         Ev::Advance(t) => *t,
     };
     let mut pending: Option<i64> = None;
@@ -746,7 +756,7 @@ fn stakeholders_hear_of_projected_and_actual_breaches_in_plain_words() {
     // First data half a period ago.
     let start = T0 - period / 2;
     let mut warmup = finding("success", "window", "info", None, start + HOUR);
-    warmup.window_start = format_rfc3339_ms(start);
+    warmup.window_start = start;
     let t = T0 + HOUR;
     let with_budget = |rate: f64, end: i64| {
         let mut f = finding("success", "burn_rate", "page", None, end);

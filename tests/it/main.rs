@@ -4,6 +4,7 @@ mod alerts;
 mod alerts_smtp;
 mod decode;
 mod drift_e2e;
+mod finding_wire;
 mod kafka_e2e;
 mod multivariate;
 mod objectives;

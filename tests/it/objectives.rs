@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use slawatch::catalog::Catalog;
 use slawatch::evaluate::SpecRuntime;
-use slawatch::finding::{Finding, Verdict};
+use slawatch::finding::{Check, Finding, Verdict};
 use slawatch::ingest::decode::Decoder;
 use slawatch::session::Session;
 use slawatch::spec::model::{Dimension, Severity};
@@ -189,7 +189,7 @@ fn spend_caps_percentile_and_window_budget() {
     let b = breaches(&f, "spend");
     let by_check = |c: &str| {
         b.iter()
-            .find(|f| f.check == c)
+            .find(|f| f.check.as_str() == c)
             .unwrap_or_else(|| panic!("no {c}: {b:?}"))
     };
     let hard = by_check("hard_cap");
@@ -281,7 +281,7 @@ fn failures_without_an_allowed_fallback_and_the_fallback_rate_bound() {
     });
     let c = breaches(&covered, "fallback");
     assert_eq!(c.len(), 1, "{c:?}");
-    assert_eq!(c[0].check, "max_rate");
+    assert_eq!(c[0].check, Check::MaxRate);
     // The same failures with a kind that is not allowed: coverage burns (page).
     let uncovered = run(s, 100, |i| {
         if i % 5 == 0 {
@@ -293,7 +293,7 @@ fn failures_without_an_allowed_fallback_and_the_fallback_rate_bound() {
     let u = breaches(&uncovered, "fallback");
     let burn = u
         .iter()
-        .find(|f| f.check == "burn_rate")
+        .find(|f| f.check == Check::BurnRate)
         .expect("coverage burn");
     assert_eq!(
         (burn.severity, burn.dimension),
