@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::session::EpochMs;
-use crate::spec::model::{Dimension, Severity};
+use crate::spec::model::{BoolSignal, Dimension, NumericField, Severity};
 
 /// What a finding says about its objective.
 #[derive(
@@ -117,6 +117,68 @@ pub enum Unit {
     Number,
 }
 
+/// The unit findings use for a numeric field.
+pub fn unit_of(field: &NumericField) -> Unit {
+    match field {
+        NumericField::DurationMs => Unit::Ms,
+        NumericField::CostUsd => Unit::Usd,
+        NumericField::InputTokens | NumericField::OutputTokens | NumericField::ContextTokensMax => {
+            Unit::Tokens
+        }
+        NumericField::Turns | NumericField::ToolCalls => Unit::Count,
+        NumericField::QualityScore => Unit::Score,
+        NumericField::OutputChars => Unit::Chars,
+        NumericField::ContextUtilisation => Unit::Ratio,
+        NumericField::Attribute(_) => Unit::Number,
+    }
+}
+
+/// What a finding measured, typed, so that every view can say it in its own words
+/// (`crate::present` for the one-line message) without parsing the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Subject {
+    /// An SLO objective: its SLI, the error-budget period, and the burn-rate tier that fired.
+    Slo {
+        sli: Sli,
+        period_ms: i64,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        tier: Option<String>,
+    },
+    /// A percentile of a numeric field against a bound.
+    Percentile { field: NumericField, p: f64 },
+    /// The mean of a numeric field against a bound.
+    Mean { field: NumericField },
+    /// The rate of a boolean signal against a bound.
+    Rate { signal: BoolSignal },
+    /// A percentile of per-session cost (spend objectives).
+    CostPercentile { p: f64 },
+    /// Spend in the window against `windowBudgetUsd`.
+    WindowSpend,
+    /// Sessions above a per-session cost cap (hard or soft, as the check says).
+    CostCap { cap_usd: f64 },
+    /// Sessions that sent personal data where the policy forbids it.
+    Pii,
+    /// Sessions that broke the tool-use policy.
+    ToolRules,
+    /// Fallback objectives: the share of sessions that fell back.
+    FallbackRate,
+    /// Drift objectives: behaviour compared with a baseline.
+    Drift,
+}
+
+/// The SLI of an SLO objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "sli", rename_all = "snake_case")]
+pub enum Sli {
+    /// Share of sessions that succeeded.
+    Success,
+    /// Share of sessions with `field ≤ threshold` (latency SLOs).
+    Threshold { field: NumericField, threshold: f64 },
+    /// Share of failed sessions with an allowed fallback.
+    Fallback,
+}
+
 /// A burn rate over a long and a short window, and the tier it was checked against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BurnRate {
@@ -170,7 +232,11 @@ pub struct Finding {
     /// Counts behind the verdict, e.g. `{"card_number→tool:update_address": 3}`.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub details: Vec<(String, u64)>,
-    /// One sentence for people.
+    /// What was measured, typed (absent in findings written before it existed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub subject: Option<Subject>,
+    /// One sentence for people. Empty inside the core: filled at the edge by
+    /// `crate::present::message` when a finding leaves the pipeline, so the JSON keeps it.
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub runbook: Option<String>,

@@ -27,6 +27,7 @@ pub mod finding;
 pub mod glob;
 pub mod ingest;
 pub mod pipeline;
+pub mod present;
 pub mod service;
 pub mod session;
 pub mod simulate;

@@ -4,13 +4,13 @@
 //! builds one from bytes. Derived values (cost from the model catalog, duration from the
 //! timestamps) are marked as derived, never passed off as reported.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, UTC. Event time of a session is when it ended.
 pub type EpochMs = i64;
 
 /// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Success,

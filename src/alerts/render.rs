@@ -21,10 +21,10 @@ use super::AlertError;
 use super::chart::{self, ChartImage};
 use super::incident::{IncidentView, Notification, NotificationKind, SlaLevel, ViewStatus};
 use super::policy::{Audience, Timing, dimension_name, severity_name};
-use crate::evaluate::{fmt_value, pct};
-use crate::finding::{Check, Comparator, Finding, Unit};
+use crate::finding::{Check, Comparator, Finding, Subject, Unit};
+use crate::present::{fmt_value, pct};
 use crate::session::EpochMs;
-use crate::spec::model::{Dimension, Severity};
+use crate::spec::model::{BoolSignal, Dimension, Severity};
 use crate::time::format_rfc3339_ms;
 
 /// Text part width.
@@ -203,8 +203,7 @@ pub fn measure_name(f: &Finding, plain: bool) -> String {
             }
         }
         Check::Percentile | Check::Mean | Check::Rate | Check::WindowBudget => {
-            let what = f.message.split(" is ").next().unwrap_or(&f.objective);
-            pretty(what)
+            pretty(&crate::present::measure(f))
         }
         Check::Violation if is_pii(f) => "sessions leaking personal data".into(),
         Check::Violation => "sessions breaking the tool rules".into(),
@@ -259,7 +258,7 @@ fn is_pii(f: &Finding) -> bool {
     // PII details read `card_number passed_through→tool:update_address`; tool-rule details
     // never carry an arrow.
     f.check == Check::Violation
-        && (f.details.iter().any(|(d, _)| d.contains('→')) || f.message.contains("personal data"))
+        && (f.subject == Some(Subject::Pii) || f.details.iter().any(|(d, _)| d.contains('→')))
 }
 
 fn target_phrase(f: &Finding) -> String {
@@ -693,15 +692,13 @@ fn budget_rows(n: &Notification) -> Vec<(String, String)> {
     let Some(b) = &n.budget else {
         return out;
     };
-    let period = crate::duration::format_duration_ms(b.period_ms);
-    let left = (1.0 - b.consumed).max(0.0);
+    // One budget vocabulary everywhere — what is *left* — so a mail never says "95.9 % left"
+    // in one row and "232.1 % used" in another.
     out.push((
         "Budget".into(),
         format!(
-            "{} of the {period} error budget spent, {} left ({} into the period; errors so \
-             far run at {:.1}× the rate the SLO allows)",
-            pct(b.consumed),
-            pct(left),
+            "{} ({} into the period; errors so far run at {:.1}× the rate the SLO allows)",
+            crate::present::budget_left(b.consumed, b.period_ms),
             human_duration(b.elapsed_ms),
             b.consumed_so_far_rate
         ),
@@ -732,15 +729,16 @@ fn budget_rows(n: &Notification) -> Vec<(String, String)> {
     if let Some(p) = b.projected {
         out.push((
             "Projection".into(),
-            format!(
-                "{} of the budget by the period's end at the average rate so far{}",
-                pct(p),
-                if p >= 1.0 {
-                    ": the SLO will be missed"
-                } else {
-                    ""
-                }
-            ),
+            if p >= 1.0 {
+                "none of the budget left by the period's end at the average rate so far: the \
+                 SLO will be missed"
+                    .to_owned()
+            } else {
+                format!(
+                    "{} of the budget left at the period's end at the average rate so far",
+                    pct(1.0 - p)
+                )
+            },
         ));
     }
     out
@@ -878,7 +876,11 @@ fn oncall_text(n: &Notification, t: &Timing) -> String {
             "Observed"
         };
         row(&mut o, label, &observed_row(f));
-        row(&mut o, "Check", &format!("{} — {}", f.check, f.message));
+        row(
+            &mut o,
+            "Check",
+            &format!("{} — {}", f.check, check_sentence(f, n)),
+        );
         for (k, v) in budget_rows(n) {
             row(&mut o, &k, &v);
         }
@@ -1236,7 +1238,10 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
         if let Some(d) = n.objective.as_ref().and_then(|o| o.description.clone()) {
             facts.push(("Objective".into(), d));
         }
-        facts.push(("Check".into(), format!("{} — {}", f.check, f.message)));
+        facts.push((
+            "Check".into(),
+            format!("{} — {}", f.check, check_sentence(f, n)),
+        ));
         for (k, v) in budget_rows(n) {
             facts.push((k, v));
         }
@@ -1456,13 +1461,13 @@ fn plain_what(f: &Finding, n: &Notification) -> String {
             seconds_words(f.observed),
             seconds_words(f.target)
         ),
-        Check::Rate if f.message.starts_with("refusal") => format!(
+        Check::Rate if signal_is(f, BoolSignal::Refusal) => format!(
             "{} conversations with {agent} ended with the assistant refusing to help; we \
              promise at most {}",
             one_in(f.observed),
             share_words(f.target)
         ),
-        Check::Rate if f.message.starts_with("resolved") => format!(
+        Check::Rate if signal_is(f, BoolSignal::Resolved) => format!(
             "only {} conversations with {agent} solved the customer's problem; we promise at \
              least {}",
             one_in(f.observed),
@@ -1499,11 +1504,25 @@ fn plain_what(f: &Finding, n: &Notification) -> String {
 }
 
 fn percentile_of(f: &Finding) -> f64 {
-    f.message
-        .strip_prefix('p')
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(99.0)
+    match f.subject {
+        Some(Subject::Percentile { p, .. } | Subject::CostPercentile { p }) => p,
+        // Findings stored before they carried a subject: the p99 most objectives use.
+        _ => 99.0,
+    }
+}
+
+fn signal_is(f: &Finding, signal: BoolSignal) -> bool {
+    matches!(&f.subject, Some(Subject::Rate { signal: s }) if *s == signal)
+}
+
+/// The finding's sentence for the `Check` row: without the budget clause when the mail shows
+/// the budget in a row of its own, so a mail never states two budget figures.
+fn check_sentence(f: &Finding, n: &Notification) -> String {
+    if n.budget.is_some() {
+        crate::present::headline(f)
+    } else {
+        crate::present::message(f)
+    }
 }
 
 fn pii_list(f: &Finding) -> String {

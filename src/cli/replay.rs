@@ -13,10 +13,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{PipelineArgs, ReplayArgs, RunArgs, load_catalog, load_specs};
 use crate::alerts::{AlertService, MailSettings, Policy};
-use crate::evaluate::{ObjectiveStats, fmt_value};
+use crate::evaluate::ObjectiveStats;
 use crate::finding::{Clear, Finding};
 use crate::ingest::{DeadLetters, IngestStats, LinesSource, Source};
 use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
+use crate::present::fmt_value;
 use crate::spec::model::{Dimension, Severity};
 use crate::store::Store;
 

@@ -19,11 +19,12 @@ use crate::drift::engine::DriftConfig;
 use crate::drift::features::FeatureSample;
 use crate::drift::{DriftInput, DriftRuntime};
 use crate::finding::{
-    BurnRate, Check, Clear, Comparator, FeatureResult, FeatureVerdict, Finding, Unit, Verdict,
+    BurnRate, Check, Clear, Comparator, FeatureResult, FeatureVerdict, Finding, Sli, Subject, Unit,
+    Verdict, unit_of,
 };
 use crate::glob::glob_match;
 use crate::session::{EpochMs, Session};
-use crate::spec::model::{Bound, KeyField, NumericField, Objective, ObjectiveKind, Severity, Spec};
+use crate::spec::model::{Bound, KeyField, Objective, ObjectiveKind, Severity, Spec};
 use crate::windowing::{ClosedWindow, Late, WindowConfig, Windows};
 use measure::{CompiledMeasures, MeasureState, SpecSummary};
 use slo::{SliTimeline, budget_consumed, evaluate_tiers, worst_firing};
@@ -426,9 +427,6 @@ impl SpecRuntime {
                         comparator: Comparator::AtLeast,
                         target: min as f64,
                         unit: Unit::Sessions,
-                        message: format!(
-                            "no baseline to compare with yet: this key's baseline is learning ({learned} of {min} sessions) and no other version of the agent has a frozen one"
-                        ),
                         ..FindingParts::default()
                     }));
                 }
@@ -446,19 +444,6 @@ impl SpecRuntime {
                 evaluated = !all_thin;
                 if !drifted.is_empty() {
                     let sequential_only = drifted.iter().all(|f| is_sequential(f));
-                    let moved = drifted
-                        .iter()
-                        .map(|f| describe_feature(f))
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    let against = if report.predecessor {
-                        format!(
-                            "the baseline of the version it replaced ({})",
-                            report.baseline
-                        )
-                    } else {
-                        format!("its baseline ({})", report.baseline)
-                    };
                     let mut f = ctx.finding(FindingParts {
                         check: if sequential_only {
                             Check::DriftSignal
@@ -478,7 +463,6 @@ impl SpecRuntime {
                         comparator: Comparator::AtMost,
                         target: 0.0,
                         unit: Unit::Features,
-                        message: format!("behaviour changed compared with {against}: {moved}"),
                         ..FindingParts::default()
                     });
                     f.drift = Some(report.clone());
@@ -487,10 +471,6 @@ impl SpecRuntime {
                 } else if all_thin && whole_key {
                     let mut f = ctx.insufficient(o_min_samples(o));
                     f.check = Check::Drift;
-                    f.message = format!(
-                        "fewer than {} sessions on one side for every feature: no verdict (never \"no drift\")",
-                        o_min_samples(o)
-                    );
                     f.drift = Some(report.clone());
                     produced = Some(f);
                 }
@@ -648,11 +628,7 @@ impl SpecRuntime {
                                 comparator: Comparator::AtMost,
                                 target: max,
                                 unit: Unit::Ratio,
-                                message: format!(
-                                    "{} of sessions fell back, above the {} bound",
-                                    pct(observed),
-                                    pct(max)
-                                ),
+                                subject: Some(Subject::FallbackRate),
                                 ..FindingParts::default()
                             }));
                         }
@@ -673,8 +649,8 @@ impl SpecRuntime {
                         enough,
                         observed: q.quantile(p / 100.0),
                         bound: *bound,
+                        subject: subject_of(o, &self.spec),
                         unit: unit_of(field),
-                        what: format!("p{} {}", trim_float(*p), field_name(field)),
                     },
                 )
             }
@@ -689,12 +665,12 @@ impl SpecRuntime {
                         enough,
                         observed: (count > 0).then(|| sum / count as f64),
                         bound: *bound,
+                        subject: subject_of(o, &self.spec),
                         unit: unit_of(field),
-                        what: format!("mean {}", field_name(field)),
                     },
                 )
             }
-            ObjectiveKind::Rate { of, bound } => {
+            ObjectiveKind::Rate { bound, .. } => {
                 let Some(m) = om.ratio else { return false };
                 let (good, total) = ratio(&w.summary, m);
                 self.window_check(
@@ -705,23 +681,22 @@ impl SpecRuntime {
                         enough: enough && total >= min.min(w.summary.sessions),
                         observed: (total > 0).then(|| good as f64 / total as f64),
                         bound: *bound,
+                        subject: subject_of(o, &self.spec),
                         unit: Unit::Ratio,
-                        what: format!("{} rate", signal_name(of)),
                     },
                 )
             }
             ObjectiveKind::Spend(sp) => {
                 let mut judged = false;
                 if let (Some(m), Some(cap)) = (om.violations, sp.per_session_max_usd) {
+                    let subject = Subject::CostCap { cap_usd: cap };
                     judged |=
-                        self.violation_check(&ctx, out, m, Check::HardCap, Severity::Page, |n| {
-                            format!("{n} session(s) cost more than the ${cap} hard cap")
-                        });
+                        self.violation_check(&ctx, out, m, Check::HardCap, Severity::Page, subject);
                 }
                 if let (Some(m), Some(cap)) = (om.soft_violations, sp.per_session_soft_usd) {
-                    judged |= self.violation_check(&ctx, out, m, Check::SoftCap, o.severity, |n| {
-                        format!("{n} session(s) cost more than the ${cap} soft cap")
-                    });
+                    let subject = Subject::CostCap { cap_usd: cap };
+                    judged |=
+                        self.violation_check(&ctx, out, m, Check::SoftCap, o.severity, subject);
                 }
                 if let (Some(m), Some((p, max))) = (om.quantiles, sp.percentile) {
                     let MeasureState::Quantiles(q) = &w.summary.states[m] else {
@@ -736,7 +711,7 @@ impl SpecRuntime {
                             observed: q.quantile(p / 100.0),
                             bound: Bound::Max(max),
                             unit: Unit::Usd,
-                            what: format!("p{} session cost", trim_float(p)),
+                            subject: Subject::CostPercentile { p },
                         },
                     );
                 }
@@ -751,7 +726,7 @@ impl SpecRuntime {
                             observed: Some(sum),
                             bound: Bound::Max(budget),
                             unit: Unit::Usd,
-                            what: "spend in the window".to_owned(),
+                            subject: Subject::WindowSpend,
                         },
                     );
                 }
@@ -764,14 +739,8 @@ impl SpecRuntime {
                 } else {
                     o.severity
                 };
-                let pii = matches!(o.kind, ObjectiveKind::Pii(_));
-                self.violation_check(&ctx, out, m, Check::Violation, severity, |n| {
-                    if pii {
-                        format!("{n} session(s) sent personal data where the policy forbids it")
-                    } else {
-                        format!("{n} session(s) broke the tool-use policy")
-                    }
-                })
+                let subject = subject_of(o, &self.spec);
+                self.violation_check(&ctx, out, m, Check::Violation, severity, subject)
             }
         }
     }
@@ -810,28 +779,6 @@ impl SpecRuntime {
                 })
                 .collect();
         }
-        let what = match &ctx.o.kind {
-            ObjectiveKind::Threshold {
-                field, threshold, ..
-            } => format!(
-                "share of sessions with {} ≤ {}",
-                field_name(field),
-                fmt_value(*threshold, unit_of(field))
-            ),
-            ObjectiveKind::Fallback(_) => {
-                "share of failed sessions with an allowed fallback".into()
-            }
-            _ => "success ratio".into(),
-        };
-        let budget_note = consumed
-            .map(|c| {
-                format!(
-                    "; {} of the {} error budget used",
-                    pct(c),
-                    period_name(self.spec.period_ms)
-                )
-            })
-            .unwrap_or_default();
         if let Some(f) = firing {
             let observed = f.long.good as f64 / f.long.total.max(1) as f64;
             out.push(ctx.finding(FindingParts {
@@ -846,18 +793,14 @@ impl SpecRuntime {
                 budget_consumed: consumed,
                 burn_rates,
                 exemplars: bad_exemplars(&w.summary, m),
-                message: format!(
-                    "{what} {} over the last {} (target {}): error budget burning {:.1}× over {} and {:.1}× over {} — the `{}` tier fires at {}×{budget_note}",
-                    pct(observed),
-                    crate::duration::format_duration_ms(f.tier.long_ms),
-                    pct(target),
-                    f.long_rate.unwrap_or(0.0),
-                    crate::duration::format_duration_ms(f.tier.long_ms),
-                    f.short_rate.unwrap_or(0.0),
-                    crate::duration::format_duration_ms(f.tier.short_ms),
-                    f.tier.name,
-                    f.tier.factor,
-                ),
+                subject: Some(match subject_of(ctx.o, &self.spec) {
+                    Subject::Slo { sli, period_ms, .. } => Subject::Slo {
+                        sli,
+                        period_ms,
+                        tier: Some(f.tier.name.clone()),
+                    },
+                    other => other,
+                }),
                 ..FindingParts::default()
             }));
             return true;
@@ -887,11 +830,6 @@ impl SpecRuntime {
                 budget_consumed: consumed,
                 burn_rates,
                 exemplars: bad_exemplars(&w.summary, m),
-                message: format!(
-                    "{what} {} in this window is below the {} target; no burn-rate tier fires{budget_note}",
-                    pct(observed),
-                    pct(target)
-                ),
                 ..FindingParts::default()
             }));
         }
@@ -909,9 +847,9 @@ impl SpecRuntime {
             return false;
         };
         if !c.bound.holds(observed) {
-            let (comparator, word) = match c.bound {
-                Bound::Max(_) => (Comparator::AtMost, "above"),
-                Bound::Min(_) => (Comparator::AtLeast, "below"),
+            let comparator = match c.bound {
+                Bound::Max(_) => Comparator::AtMost,
+                Bound::Min(_) => Comparator::AtLeast,
             };
             let exemplars = match c.unit {
                 Unit::Usd => top_ids(&ctx.w.summary.costliest),
@@ -927,14 +865,8 @@ impl SpecRuntime {
                 comparator,
                 target: c.bound.value(),
                 unit: c.unit,
+                subject: Some(c.subject),
                 exemplars,
-                message: format!(
-                    "{} is {}, {word} the {} limit ({} sessions)",
-                    c.what,
-                    fmt_value(observed, c.unit),
-                    fmt_value(c.bound.value(), c.unit),
-                    ctx.w.summary.sessions
-                ),
                 ..FindingParts::default()
             }));
         }
@@ -950,7 +882,7 @@ impl SpecRuntime {
         m: usize,
         check: Check,
         severity: Severity,
-        message: impl Fn(u64) -> String,
+        subject: Subject,
     ) -> bool {
         let MeasureState::Violations {
             sessions,
@@ -973,7 +905,7 @@ impl SpecRuntime {
                 unit: Unit::Count,
                 exemplars: exemplars.ids(),
                 details: details.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                message: message(*sessions),
+                subject: Some(subject),
                 window_start: Some(ctx.w.end - step),
                 ..FindingParts::default()
             }));
@@ -1005,35 +937,6 @@ fn drift_sample(summary: &SpecSummary, m: usize) -> &FeatureSample {
         MeasureState::Drift(s) => s,
         _ => unreachable!("drift measures hold drift samples"),
     }
-}
-
-/// `output_tokens median 300 → 405 (ks, p=1e-9 corrected, wasserstein/σ 0.52)`
-fn describe_feature(f: &FeatureResult) -> String {
-    let mut stats = vec![f.test.clone()];
-    if let Some(p) = f.p_adjusted.or(f.p_value) {
-        stats.push(format!(
-            "p={p:.1e}{}",
-            if f.p_adjusted.is_some() {
-                " corrected"
-            } else {
-                ""
-            }
-        ));
-    }
-    if let Some(e) = f.effect_size
-        && !f.effect.is_empty()
-    {
-        stats.push(format!("{} {e:.2}", f.effect));
-    } else if !f.effect.is_empty() {
-        stats.push(f.effect.clone());
-    }
-    format!(
-        "{} {} → {} ({})",
-        f.feature,
-        f.reference,
-        f.current,
-        stats.join(", ")
-    )
 }
 
 fn worse(a: &Finding, b: &Finding) -> bool {
@@ -1101,7 +1004,8 @@ struct WindowCheck {
     observed: Option<f64>,
     bound: Bound,
     unit: Unit,
-    what: String,
+    /// Spend checks name what they measured; other checks take it from the objective.
+    subject: Subject,
 }
 
 #[derive(Default)]
@@ -1118,7 +1022,9 @@ struct FindingParts {
     burn_rates: Vec<BurnRate>,
     exemplars: Vec<String>,
     details: Vec<(String, u64)>,
-    message: String,
+    /// What was measured, when the objective's kind alone does not say (spend checks, the
+    /// firing burn-rate tier).
+    subject: Option<Subject>,
     /// Overrides the window start (violations report the newest step only).
     window_start: Option<EpochMs>,
 }
@@ -1178,7 +1084,8 @@ impl Ctx<'_> {
                 .collect(),
             exemplars: p.exemplars,
             details: p.details,
-            message: p.message,
+            subject: Some(p.subject.unwrap_or_else(|| subject_of(self.o, spec))),
+            message: String::new(),
             runbook: self.o.runbook.clone().or_else(|| spec.runbook.clone()),
             chart: None,
             drift: None,
@@ -1195,12 +1102,39 @@ impl Ctx<'_> {
             comparator: Comparator::AtLeast,
             target: min as f64,
             unit: Unit::Count,
-            message: format!(
-                "only {} sessions in this window; {} are needed for a verdict (minSessions)",
-                self.w.summary.sessions, min
-            ),
             ..FindingParts::default()
         })
+    }
+}
+
+/// What an objective measures, for its findings (spend objectives name their check instead).
+fn subject_of(o: &Objective, spec: &Spec) -> Subject {
+    let slo = |sli| Subject::Slo {
+        sli,
+        period_ms: spec.period_ms,
+        tier: None,
+    };
+    match &o.kind {
+        ObjectiveKind::Ratio { .. } => slo(Sli::Success),
+        ObjectiveKind::Threshold {
+            field, threshold, ..
+        } => slo(Sli::Threshold {
+            field: field.clone(),
+            threshold: *threshold,
+        }),
+        ObjectiveKind::Fallback(_) => slo(Sli::Fallback),
+        ObjectiveKind::Percentile { field, p, .. } => Subject::Percentile {
+            field: field.clone(),
+            p: *p,
+        },
+        ObjectiveKind::Mean { field, .. } => Subject::Mean {
+            field: field.clone(),
+        },
+        ObjectiveKind::Rate { of, .. } => Subject::Rate { signal: of.clone() },
+        ObjectiveKind::Spend(_) => Subject::WindowSpend,
+        ObjectiveKind::Pii(_) => Subject::Pii,
+        ObjectiveKind::Tools(_) => Subject::ToolRules,
+        ObjectiveKind::Drift(_) => Subject::Drift,
     }
 }
 
@@ -1212,88 +1146,4 @@ fn round9(v: f64) -> f64 {
     let digits = 9 - v.abs().log10().ceil() as i32;
     let scale = 10f64.powi(digits);
     (v * scale).round() / scale
-}
-
-/// The unit findings use for a numeric field.
-pub fn unit_of(field: &NumericField) -> Unit {
-    match field {
-        NumericField::DurationMs => Unit::Ms,
-        NumericField::CostUsd => Unit::Usd,
-        NumericField::InputTokens | NumericField::OutputTokens | NumericField::ContextTokensMax => {
-            Unit::Tokens
-        }
-        NumericField::Turns | NumericField::ToolCalls => Unit::Count,
-        NumericField::QualityScore => Unit::Score,
-        NumericField::OutputChars => Unit::Chars,
-        NumericField::ContextUtilisation => Unit::Ratio,
-        NumericField::Attribute(_) => Unit::Number,
-    }
-}
-
-/// The record field name of a numeric field.
-pub fn field_name(field: &NumericField) -> String {
-    match field {
-        NumericField::DurationMs => "duration_ms".into(),
-        NumericField::CostUsd => "cost_usd".into(),
-        NumericField::InputTokens => "input_tokens".into(),
-        NumericField::OutputTokens => "output_tokens".into(),
-        NumericField::Turns => "turns".into(),
-        NumericField::ToolCalls => "tool_calls".into(),
-        NumericField::QualityScore => "quality.score".into(),
-        NumericField::OutputChars => "output_chars".into(),
-        NumericField::ContextTokensMax => "context_tokens_max".into(),
-        NumericField::ContextUtilisation => "context_utilisation".into(),
-        NumericField::Attribute(a) => format!("attributes.{a}"),
-    }
-}
-
-fn signal_name(s: &crate::spec::model::BoolSignal) -> String {
-    use crate::spec::model::BoolSignal;
-    match s {
-        BoolSignal::Resolved => "resolved".into(),
-        BoolSignal::Refusal => "refusal".into(),
-        BoolSignal::FallbackTriggered => "fallback".into(),
-        BoolSignal::Status(st) => format!("{} status", st.as_str()),
-    }
-}
-
-/// A value in its unit, for people.
-pub fn fmt_value(v: f64, unit: Unit) -> String {
-    match unit {
-        Unit::Ms if v >= 1000.0 => format!("{:.1} s", v / 1000.0),
-        Unit::Ms => format!("{v:.0} ms"),
-        Unit::Usd => format!("${}", trim_float(round_sig(v, 3))),
-        Unit::Ratio => pct(v),
-        Unit::Score => format!("{v:.3}"),
-        _ => trim_float(round_sig(v, 4)),
-    }
-}
-
-/// A ratio as a percentage: one decimal, more near 100% where they matter (99.95%).
-pub fn pct(v: f64) -> String {
-    let p = v * 100.0;
-    let decimals = if (99.0..100.0).contains(&p) { 3 } else { 1 };
-    let s = format!("{p:.decimals$}");
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        &s
-    };
-    format!("{s}%")
-}
-
-fn round_sig(v: f64, sig: i32) -> f64 {
-    if v == 0.0 || !v.is_finite() {
-        return v;
-    }
-    let scale = 10f64.powi(sig - v.abs().log10().ceil() as i32);
-    (v * scale).round() / scale
-}
-
-fn trim_float(v: f64) -> String {
-    format!("{v}")
-}
-
-fn period_name(ms: i64) -> String {
-    crate::duration::format_duration_ms(ms)
 }

@@ -307,12 +307,23 @@ pub fn finding_on(
     } else {
         serde_json::json!([])
     };
+    // What the core would say the finding measured; objectives the renderer needs no
+    // subject for keep none, like findings stored before subjects existed.
+    let subject = match objective {
+        "latency-p99" => {
+            serde_json::json!({"kind": "percentile", "field": "duration_ms", "p": 99.0})
+        }
+        "refusals" => serde_json::json!({"kind": "rate", "signal": "refusal"}),
+        "resolved" => serde_json::json!({"kind": "rate", "signal": "resolved"}),
+        "pii" => serde_json::json!({"kind": "pii"}),
+        _ => serde_json::Value::Null,
+    };
     serde_json::from_value(serde_json::json!({
         "id": id, "spec": "support-bot-prod", "objective": objective, "check": check,
         "dimension": dimension, "verdict": "breach", "severity": severity, "key": key,
         "segment": segment, "window_start": s, "window_end": e, "sessions": 200,
         "observed": observed, "comparator": cmp, "target": target, "unit": unit,
-        "exemplars": ["s-0000042", "s-0000043"], "details": details,
+        "exemplars": ["s-0000042", "s-0000043"], "details": details, "subject": subject,
         "message": format!("{objective} is {observed}, outside {target}"),
         "runbook": "https://wiki.example.com/runbooks/support-bot"
     }))
@@ -818,7 +829,12 @@ fn stakeholders_hear_of_projected_and_actual_breaches_in_plain_words() {
         );
     }
     let on = render::render(oncall(&ns)[0], &test_policy().timing).text;
-    assert!(says(&on, "error budget spent"), "{on}");
+    // One budget vocabulary (issue 10 item 8): what is left, never "spent" or "used" beside
+    // it. At 1.2× the budget rate for 14 days 1 h of 28 days: 1 − 1.2 × 337/672 = 39.8% left.
+    assert!(says(&on, "39.8% of the 28d error budget left"), "{on}");
+    for word in ["budget spent", "budget used", "of the budget by"] {
+        assert!(!on.contains(word), "on-call mail says `{word}`:\n{on}");
+    }
     assert!(says(&on, "runs out in"), "{on}");
 }
 
