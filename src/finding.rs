@@ -324,8 +324,12 @@ pub enum Chart {
 }
 
 /// One objective judged on one key, segment and window with no alert-worthy breach: what lets
-/// an incident resolve. Emitted for every evaluation that produced no ticket or page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// an incident resolve. Emitted for every evaluation that produced no ticket or page, with
+/// where the objective stands at that window — so every judged window yields a finding or a
+/// clear that says its current value, budget and burn rates (or its drift report).
+///
+/// The standing fields default when absent, so clears stored before they existed decode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Clear {
     pub spec: String,
     pub objective: String,
@@ -334,6 +338,29 @@ pub struct Clear {
     /// Serialized as RFC 3339 with milliseconds, like a finding's.
     #[serde(with = "rfc3339_ms")]
     pub window_end: EpochMs,
+    /// Sessions judged (for violations: in the window's newest step).
+    #[serde(default)]
+    pub sessions: u64,
+    /// The objective's value in this window, when it has one (an SLO window with too few
+    /// eligible sessions has none; its burn rates still stand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    #[serde(default)]
+    pub comparator: Comparator,
+    #[serde(default)]
+    pub target: f64,
+    #[serde(default)]
+    pub unit: Unit,
+    /// SLO objectives: share of the period's error budget used so far (as in findings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_consumed: Option<f64>,
+    /// SLO objectives: every burn-rate tier at this window, firing or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub burn_rates: Vec<BurnRate>,
+    /// Drift objectives: every feature's verdict against the baseline, also when nothing
+    /// drifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftReport>,
 }
 
 impl Finding {

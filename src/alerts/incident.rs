@@ -1488,6 +1488,8 @@ impl ClearSynthesizer {
                     key: k.key,
                     segment: k.segment,
                     window_end: end,
+                    // A synthesized clear only says the window closed clean; it knows no values.
+                    ..Clear::default()
                 }
             })
             .collect()

@@ -323,12 +323,15 @@ impl SpecRuntime {
         for w in &closed {
             for i in 0..self.spec.objectives.len() {
                 let before = out.len();
-                let evaluated = self.evaluate(i, w, &mut out);
+                let standing = self.evaluate(i, w, &mut out);
+                let evaluated = standing.is_some();
                 let alerted = out[before..]
                     .iter()
                     .any(|f| f.verdict == Verdict::Breach && f.severity >= Severity::Ticket);
-                if evaluated && !alerted {
-                    self.clears.push(self.clear_for(i, w));
+                if let Some(standing) = standing
+                    && !alerted
+                {
+                    self.clears.push(self.clear_for(i, w, standing));
                 }
                 let stats = &mut self.stats[i];
                 if evaluated {
@@ -476,6 +479,23 @@ impl SpecRuntime {
                 }
             }
         }
+        // The drift objective's standing: how many features drifted, and the whole report
+        // (feature by feature, also when nothing drifted).
+        let standing = || Standing {
+            sessions: w.summary.sessions,
+            observed: r.report.as_ref().map(|rep| {
+                rep.features
+                    .iter()
+                    .filter(|f| f.verdict == FeatureVerdict::Drift)
+                    .count() as f64
+            }),
+            comparator: Comparator::AtMost,
+            target: 0.0,
+            unit: Unit::Features,
+            budget_consumed: None,
+            burn_rates: Vec::new(),
+            drift: r.report.clone(),
+        };
         let stats = &mut self.stats[oi];
         if evaluated {
             stats.windows_evaluated += 1;
@@ -484,22 +504,35 @@ impl SpecRuntime {
             Some(f) => {
                 stats.record(&f);
                 if !(f.verdict == Verdict::Breach && f.severity >= Severity::Ticket) && evaluated {
-                    self.clears.push(self.clear_for(oi, w));
+                    self.clears.push(self.clear_for(oi, w, standing()));
                 }
                 out.push(f);
             }
-            None if evaluated => self.clears.push(self.clear_for(oi, w)),
+            None if evaluated => self.clears.push(self.clear_for(oi, w, standing())),
             None => {}
         }
     }
 
-    fn clear_for(&self, oi: usize, w: &ClosedWindow<GroupKey, SpecSummary>) -> Clear {
+    fn clear_for(
+        &self,
+        oi: usize,
+        w: &ClosedWindow<GroupKey, SpecSummary>,
+        standing: Standing,
+    ) -> Clear {
         Clear {
             spec: self.spec.name.clone(),
             objective: self.spec.objectives[oi].name.clone(),
             key: self.key_parts.get(&w.key.key).cloned().unwrap_or_default(),
             segment: w.key.segment.as_deref().map(str::to_owned),
             window_end: w.end,
+            sessions: standing.sessions,
+            observed: standing.observed.map(round9),
+            comparator: standing.comparator,
+            target: standing.target,
+            unit: standing.unit,
+            budget_consumed: standing.budget_consumed.map(round9),
+            burn_rates: standing.burn_rates.into_iter().map(round_rates).collect(),
+            drift: standing.drift,
         }
     }
 
@@ -598,14 +631,14 @@ impl SpecRuntime {
         i: usize,
         w: &ClosedWindow<GroupKey, SpecSummary>,
         out: &mut Vec<Finding>,
-    ) -> bool {
+    ) -> Option<Standing> {
         let o = &self.spec.objectives[i];
         let om = &self.measures.objectives[i];
         let min = self.spec.min_sessions;
         let enough = w.summary.sessions >= min;
         let ctx = Ctx { rt: self, o, w };
         match &o.kind {
-            ObjectiveKind::Drift(_) => false,
+            ObjectiveKind::Drift(_) => None,
             ObjectiveKind::Ratio { .. }
             | ObjectiveKind::Threshold { .. }
             | ObjectiveKind::Fallback(_) => {
@@ -637,7 +670,7 @@ impl SpecRuntime {
                 judged
             }
             ObjectiveKind::Percentile { field, p, bound } => {
-                let Some(m) = om.quantiles else { return false };
+                let Some(m) = om.quantiles else { return None };
                 let MeasureState::Quantiles(q) = &w.summary.states[m] else {
                     unreachable!()
                 };
@@ -655,7 +688,7 @@ impl SpecRuntime {
                 )
             }
             ObjectiveKind::Mean { field, bound } => {
-                let Some(m) = om.sum else { return false };
+                let Some(m) = om.sum else { return None };
                 let (count, sum) = w.summary.states[m].sum().expect("sum state");
                 self.window_check(
                     &ctx,
@@ -671,7 +704,7 @@ impl SpecRuntime {
                 )
             }
             ObjectiveKind::Rate { bound, .. } => {
-                let Some(m) = om.ratio else { return false };
+                let Some(m) = om.ratio else { return None };
                 let (good, total) = ratio(&w.summary, m);
                 self.window_check(
                     &ctx,
@@ -687,53 +720,71 @@ impl SpecRuntime {
                 )
             }
             ObjectiveKind::Spend(sp) => {
-                let mut judged = false;
+                // The standing of a spend objective is its most window-wide check that judged:
+                // window budget, then cost percentile, then the caps.
+                let mut judged = None;
                 if let (Some(m), Some(cap)) = (om.violations, sp.per_session_max_usd) {
                     let subject = Subject::CostCap { cap_usd: cap };
-                    judged |=
-                        self.violation_check(&ctx, out, m, Check::HardCap, Severity::Page, subject);
+                    judged = judged.or(self.violation_check(
+                        &ctx,
+                        out,
+                        m,
+                        Check::HardCap,
+                        Severity::Page,
+                        subject,
+                    ));
                 }
                 if let (Some(m), Some(cap)) = (om.soft_violations, sp.per_session_soft_usd) {
                     let subject = Subject::CostCap { cap_usd: cap };
-                    judged |=
-                        self.violation_check(&ctx, out, m, Check::SoftCap, o.severity, subject);
+                    judged = judged.or(self.violation_check(
+                        &ctx,
+                        out,
+                        m,
+                        Check::SoftCap,
+                        o.severity,
+                        subject,
+                    ));
                 }
                 if let (Some(m), Some((p, max))) = (om.quantiles, sp.percentile) {
                     let MeasureState::Quantiles(q) = &w.summary.states[m] else {
                         unreachable!()
                     };
-                    judged |= self.window_check(
-                        &ctx,
-                        out,
-                        WindowCheck {
-                            check: Check::Percentile,
-                            enough,
-                            observed: q.quantile(p / 100.0),
-                            bound: Bound::Max(max),
-                            unit: Unit::Usd,
-                            subject: Subject::CostPercentile { p },
-                        },
-                    );
+                    judged = self
+                        .window_check(
+                            &ctx,
+                            out,
+                            WindowCheck {
+                                check: Check::Percentile,
+                                enough,
+                                observed: q.quantile(p / 100.0),
+                                bound: Bound::Max(max),
+                                unit: Unit::Usd,
+                                subject: Subject::CostPercentile { p },
+                            },
+                        )
+                        .or(judged);
                 }
                 if let (Some(m), Some(budget)) = (om.sum, sp.window_budget_usd) {
                     let (_, sum) = w.summary.states[m].sum().expect("sum state");
-                    judged |= self.window_check(
-                        &ctx,
-                        out,
-                        WindowCheck {
-                            check: Check::WindowBudget,
-                            enough: true,
-                            observed: Some(sum),
-                            bound: Bound::Max(budget),
-                            unit: Unit::Usd,
-                            subject: Subject::WindowSpend,
-                        },
-                    );
+                    judged = self
+                        .window_check(
+                            &ctx,
+                            out,
+                            WindowCheck {
+                                check: Check::WindowBudget,
+                                enough: true,
+                                observed: Some(sum),
+                                bound: Bound::Max(budget),
+                                unit: Unit::Usd,
+                                subject: Subject::WindowSpend,
+                            },
+                        )
+                        .or(judged);
                 }
                 judged
             }
             ObjectiveKind::Pii(_) | ObjectiveKind::Tools(_) => {
-                let Some(m) = om.violations else { return false };
+                let Some(m) = om.violations else { return None };
                 let severity = if o.zero_tolerance {
                     Severity::Page
                 } else {
@@ -753,8 +804,8 @@ impl SpecRuntime {
         target: f64,
         ratio_measure: Option<usize>,
         out: &mut Vec<Finding>,
-    ) -> bool {
-        let Some(m) = ratio_measure else { return false };
+    ) -> Option<Standing> {
+        let m = ratio_measure?;
         let w = ctx.w;
         let min = self.spec.min_sessions;
         let (good, total) = ratio(&w.summary, m);
@@ -779,7 +830,19 @@ impl SpecRuntime {
                 })
                 .collect();
         }
+        let standing = |observed: Option<f64>| Standing {
+            sessions: w.summary.sessions,
+            observed,
+            comparator: Comparator::AtLeast,
+            target,
+            unit: Unit::Ratio,
+            budget_consumed: consumed,
+            burn_rates: burn_rates.clone(),
+            drift: None,
+        };
+        let window_sli = (total > 0).then(|| good as f64 / total as f64);
         if let Some(f) = firing {
+            let judged = standing(window_sli);
             let observed = f.long.good as f64 / f.long.total.max(1) as f64;
             out.push(ctx.finding(FindingParts {
                 check: Check::BurnRate,
@@ -803,19 +866,20 @@ impl SpecRuntime {
                 }),
                 ..FindingParts::default()
             }));
-            return true;
+            return Some(judged);
         }
         if w.summary.sessions < min {
             if w.key.segment.is_none() {
                 out.push(ctx.insufficient(min));
             }
-            return false;
+            return None;
         }
         if total < min {
             // Enough sessions, but too few eligible ones (e.g. failures for fallback
             // coverage) to judge this window alone; the burn rates above still cover it.
-            return true;
+            return Some(standing(None));
         }
+        let judged = standing(window_sli);
         let observed = good as f64 / total as f64;
         if observed < target {
             out.push(ctx.finding(FindingParts {
@@ -833,24 +897,37 @@ impl SpecRuntime {
                 ..FindingParts::default()
             }));
         }
-        true
+        Some(judged)
     }
 
-    fn window_check(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>, c: WindowCheck) -> bool {
+    fn window_check(
+        &self,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Finding>,
+        c: WindowCheck,
+    ) -> Option<Standing> {
         if !c.enough {
             if ctx.w.key.segment.is_none() && ctx.w.summary.sessions < self.spec.min_sessions {
                 out.push(ctx.insufficient(self.spec.min_sessions));
             }
-            return false;
+            return None;
         }
-        let Some(observed) = c.observed else {
-            return false;
+        let observed = c.observed?;
+        let comparator = match c.bound {
+            Bound::Max(_) => Comparator::AtMost,
+            Bound::Min(_) => Comparator::AtLeast,
+        };
+        let judged = Standing {
+            sessions: ctx.w.summary.sessions,
+            observed: Some(observed),
+            comparator,
+            target: c.bound.value(),
+            unit: c.unit,
+            budget_consumed: None,
+            burn_rates: Vec::new(),
+            drift: None,
         };
         if !c.bound.holds(observed) {
-            let comparator = match c.bound {
-                Bound::Max(_) => Comparator::AtMost,
-                Bound::Min(_) => Comparator::AtLeast,
-            };
             let exemplars = match c.unit {
                 Unit::Usd => top_ids(&ctx.w.summary.costliest),
                 Unit::Ms => top_ids(&ctx.w.summary.slowest),
@@ -870,7 +947,7 @@ impl SpecRuntime {
                 ..FindingParts::default()
             }));
         }
-        true
+        Some(judged)
     }
 
     /// Per-session violations in the window's newest step, so each is reported once. The
@@ -883,7 +960,7 @@ impl SpecRuntime {
         check: Check,
         severity: Severity,
         subject: Subject,
-    ) -> bool {
+    ) -> Option<Standing> {
         let MeasureState::Violations {
             sessions,
             exemplars,
@@ -910,7 +987,16 @@ impl SpecRuntime {
                 ..FindingParts::default()
             }));
         }
-        true
+        Some(Standing {
+            sessions: ctx.w.newest_step.sessions,
+            observed: Some(*sessions as f64),
+            comparator: Comparator::AtMost,
+            target: 0.0,
+            unit: Unit::Count,
+            budget_consumed: None,
+            burn_rates: Vec::new(),
+            drift: None,
+        })
     }
 }
 
@@ -1073,15 +1159,7 @@ impl Ctx<'_> {
             target: p.target,
             unit: p.unit,
             budget_consumed: p.budget_consumed.map(round9),
-            burn_rates: p
-                .burn_rates
-                .into_iter()
-                .map(|b| BurnRate {
-                    long_rate: round9(b.long_rate),
-                    short_rate: round9(b.short_rate),
-                    ..b
-                })
-                .collect(),
+            burn_rates: p.burn_rates.into_iter().map(round_rates).collect(),
             exemplars: p.exemplars,
             details: p.details,
             subject: Some(p.subject.unwrap_or_else(|| subject_of(self.o, spec))),
@@ -1136,6 +1214,28 @@ fn subject_of(o: &Objective, spec: &Spec) -> Subject {
         ObjectiveKind::Tools(_) => Subject::ToolRules,
         ObjectiveKind::Drift(_) => Subject::Drift,
     }
+}
+
+/// Burn rates rounded like every other number in findings and clears.
+fn round_rates(b: BurnRate) -> BurnRate {
+    BurnRate {
+        long_rate: round9(b.long_rate),
+        short_rate: round9(b.short_rate),
+        ..b
+    }
+}
+
+/// Where an objective stands after one window was judged: what a [`Clear`] carries when the
+/// window raised no ticket or page.
+struct Standing {
+    sessions: u64,
+    observed: Option<f64>,
+    comparator: Comparator,
+    target: f64,
+    unit: Unit,
+    budget_consumed: Option<f64>,
+    burn_rates: Vec<BurnRate>,
+    drift: Option<crate::finding::DriftReport>,
 }
 
 /// Rounds to 9 significant digits so floating noise never shows in findings.

@@ -341,6 +341,7 @@ pub fn clear(objective: &str, segment: Option<&str>, end: i64) -> Clear {
         ],
         segment: segment.map(str::to_owned),
         window_end: end,
+        ..Clear::default()
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use slawatch::catalog::Catalog;
 use slawatch::evaluate::SpecRuntime;
-use slawatch::finding::{Check, Finding, Verdict};
+use slawatch::finding::{Check, Comparator, Finding, Unit, Verdict};
 use slawatch::ingest::decode::Decoder;
 use slawatch::session::Session;
 use slawatch::spec::model::{Dimension, Severity};
@@ -300,4 +300,68 @@ fn failures_without_an_allowed_fallback_and_the_fallback_rate_bound() {
         (Severity::Page, Dimension::Fallback)
     );
     assert_eq!(burn.observed, 0.0);
+}
+
+/// Issue 9: a window judged without a ticket or page yields a clear that says where the
+/// objective stands — value, target, budget and every burn-rate tier.
+#[test]
+fn a_healthy_slo_window_yields_a_clear_with_its_standing() {
+    let s = spec("    - {name: success, ratio: {good: {status: [success]}}, target: 99%}\n");
+    let mut rt = SpecRuntime::new(s);
+    let mut findings = Vec::new();
+    // 100 sessions, one error: SLI 99/100 = 0.99, exactly the target.
+    for i in 0..100 {
+        let st = if i == 50 { "error" } else { "success" };
+        let x = session(i, json!({"status": st}));
+        rt.observe(&x).unwrap();
+        findings.extend(rt.advance(x.event_time));
+    }
+    findings.extend(rt.flush());
+    assert!(breaches(&findings, "success").is_empty(), "{findings:?}");
+    let clears = rt.drain_clears();
+    assert_eq!(clears.len(), 1, "{clears:?}");
+    let c = &clears[0];
+    assert_eq!(c.window_end, T0 + 3_600_000);
+    assert_eq!(c.sessions, 100);
+    assert_eq!(c.observed, Some(0.99));
+    assert_eq!(
+        (c.target, c.comparator, c.unit),
+        (0.99, Comparator::AtLeast, Unit::Ratio)
+    );
+    // 1 bad of 100 against a budget of 1% of 100 sessions: all of it used.
+    assert!((c.budget_consumed.unwrap() - 1.0).abs() < 1e-9, "{c:?}");
+    // Every tier of the default alerting is reported: the error rate is exactly the budget
+    // rate (1×) over the fast tier's long window.
+    assert!(!c.burn_rates.is_empty());
+    let fast = c
+        .burn_rates
+        .iter()
+        .find(|b| b.tier == "fast")
+        .expect("fast tier");
+    assert!((fast.long_rate - 1.0).abs() < 1e-9, "{fast:?}");
+    // The 5 min before the window's end hold no session (the last ends at 49.5 min).
+    assert_eq!(fast.short_rate, 0.0, "{fast:?}");
+}
+
+#[test]
+fn a_healthy_percentile_window_yields_a_clear_with_its_value() {
+    let s = spec("    - {name: p99, percentile: {field: duration_ms, p: 99, max: 20s}}\n");
+    let mut rt = SpecRuntime::new(s);
+    for i in 0..100 {
+        let x = session(i, json!({}));
+        rt.observe(&x).unwrap();
+        assert!(rt.advance(x.event_time).is_empty());
+    }
+    assert!(rt.flush().is_empty());
+    let clears = rt.drain_clears();
+    assert_eq!(clears.len(), 1, "{clears:?}");
+    let c = &clears[0];
+    // Every session lasted 2000 ms; the sketch's relative error is 1%.
+    let v = c.observed.unwrap();
+    assert!((v - 2000.0).abs() <= 20.0, "{v}");
+    assert_eq!(
+        (c.target, c.comparator, c.unit),
+        (20_000.0, Comparator::AtMost, Unit::Ms)
+    );
+    assert!(c.burn_rates.is_empty() && c.budget_consumed.is_none() && c.drift.is_none());
 }
