@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::session::EpochMs;
+use crate::session::{EpochMs, PiiHandling};
 use crate::spec::model::{BoolSignal, Dimension, NumericField, Severity};
 
 /// What a finding says about its objective.
@@ -179,6 +179,152 @@ pub enum Sli {
     Fallback,
 }
 
+/// What one counted violation was: the typed form of a finding's `details`.
+///
+/// On the wire a detail is still the label findings always carried
+/// (`card_number passed_through→tool:update_address`, `denied tool shell`, `cost above $0.5`):
+/// this type's serde is the one codec for that label, both ways, so sled values, the findings
+/// topic and checkpoints keep their bytes while every consumer in the process matches on
+/// variants. A label no variant reads decodes as [`Detail::Unrecognized`] and encodes back
+/// unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Detail {
+    /// Personal data of `kind` handled as `handling` reached `destination` (`None`: unknown).
+    Pii {
+        kind: String,
+        handling: PiiHandling,
+        destination: Option<String>,
+    },
+    /// A call to a denied tool.
+    DeniedTool { tool: String },
+    /// A call to a tool outside the allow list.
+    ToolNotAllowed { tool: String },
+    /// More tool calls in one session than allowed.
+    TooManyToolCalls { max: u64 },
+    /// The same tool called more times in a row than allowed.
+    ToolRun { tool: String, max: u64 },
+    /// A session cost above a per-session cap, in the cap's decimal text (`0.5`) so details
+    /// stay orderable map keys.
+    CostAbove { cap_usd: String },
+    /// The bucket for distinct details beyond the per-window cap.
+    Other,
+    /// A label this version does not read (kept verbatim).
+    Unrecognized(String),
+}
+
+impl Detail {
+    /// A session cost above `cap` USD.
+    pub fn cost_above(cap: f64) -> Detail {
+        Detail::CostAbove {
+            cap_usd: format!("{cap}"),
+        }
+    }
+
+    /// The wire label.
+    fn label(&self) -> String {
+        match self {
+            Detail::Pii {
+                kind,
+                handling,
+                destination,
+            } => format!(
+                "{kind} {}→{}",
+                handling.as_str(),
+                destination.as_deref().unwrap_or(UNKNOWN_DESTINATION)
+            ),
+            Detail::DeniedTool { tool } => format!("denied tool {tool}"),
+            Detail::ToolNotAllowed { tool } => format!("tool not allowed {tool}"),
+            Detail::TooManyToolCalls { max } => format!("more than {max} tool calls"),
+            Detail::ToolRun { tool, max } => {
+                format!("{tool} called more than {max} times in a row")
+            }
+            Detail::CostAbove { cap_usd } => format!("cost above ${cap_usd}"),
+            Detail::Other => "other".into(),
+            Detail::Unrecognized(label) => label.clone(),
+        }
+    }
+
+    /// Reads a wire label; the inverse of [`Detail::label`].
+    fn from_label(label: &str) -> Detail {
+        let parsed = if let Some((left, dest)) = label.split_once('→') {
+            left.rsplit_once(' ').and_then(|(kind, handling)| {
+                Some(Detail::Pii {
+                    kind: kind.to_owned(),
+                    handling: PiiHandling::parse(handling)?,
+                    destination: (dest != UNKNOWN_DESTINATION).then(|| dest.to_owned()),
+                })
+            })
+        } else if let Some(tool) = label.strip_prefix("denied tool ") {
+            Some(Detail::DeniedTool { tool: tool.into() })
+        } else if let Some(tool) = label.strip_prefix("tool not allowed ") {
+            Some(Detail::ToolNotAllowed { tool: tool.into() })
+        } else if let Some(cap) = label.strip_prefix("cost above $") {
+            Some(Detail::CostAbove {
+                cap_usd: cap.into(),
+            })
+        } else if let Some(rest) = label.strip_prefix("more than ")
+            && let Some(n) = rest.strip_suffix(" tool calls")
+        {
+            n.parse().ok().map(|max| Detail::TooManyToolCalls { max })
+        } else if let Some(rest) = label.strip_suffix(" times in a row")
+            && let Some((tool, n)) = rest.rsplit_once(" called more than ")
+        {
+            n.parse().ok().map(|max| Detail::ToolRun {
+                tool: tool.into(),
+                max,
+            })
+        } else if label == "other" {
+            Some(Detail::Other)
+        } else {
+            None
+        };
+        // Only a label that encodes back to itself is read as a variant: the wire stays
+        // byte for byte.
+        match parsed {
+            Some(d) if d.label() == label => d,
+            _ => Detail::Unrecognized(label.to_owned()),
+        }
+    }
+}
+
+/// Details order by their label, as they did when they were labels: a finding lists them in
+/// the same order on the wire as before they were typed.
+impl Ord for Detail {
+    fn cmp(&self, other: &Detail) -> std::cmp::Ordering {
+        self.label().cmp(&other.label())
+    }
+}
+
+impl PartialOrd for Detail {
+    fn partial_cmp(&self, other: &Detail) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Shows the wire label (`card_number passed_through→tool:update_address`): mail lists
+/// details as they are stored, so on-call can grep for them.
+impl std::fmt::Display for Detail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// How a detail names a destination the record did not give.
+const UNKNOWN_DESTINATION: &str = "(unknown)";
+
+impl Serialize for Detail {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.label())
+    }
+}
+
+impl<'de> Deserialize<'de> for Detail {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Detail, D::Error> {
+        let label = String::deserialize(d)?;
+        Ok(Detail::from_label(&label))
+    }
+}
+
 /// A burn rate over a long and a short window, and the tier it was checked against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BurnRate {
@@ -229,9 +375,10 @@ pub struct Finding {
     pub burn_rates: Vec<BurnRate>,
     /// Up to N session ids that show the problem.
     pub exemplars: Vec<String>,
-    /// Counts behind the verdict, e.g. `{"card_number→tool:update_address": 3}`.
+    /// Sessions behind the verdict per kind of violation (PII type, handling and destination;
+    /// tool rule; cost cap).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub details: Vec<(String, u64)>,
+    pub details: Vec<(Detail, u64)>,
     /// What was measured, typed (absent in findings written before it existed).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub subject: Option<Subject>,

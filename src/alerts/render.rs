@@ -21,7 +21,7 @@ use super::AlertError;
 use super::chart::{self, ChartImage};
 use super::incident::{IncidentView, Notification, NotificationKind, SlaLevel, ViewStatus};
 use super::policy::{Audience, Timing, dimension_name, severity_name};
-use crate::finding::{Check, Comparator, Finding, Subject, Unit};
+use crate::finding::{Check, Comparator, Detail, Finding, Subject, Unit};
 use crate::present::{fmt_value, pct};
 use crate::session::EpochMs;
 use crate::spec::model::{BoolSignal, Dimension, Severity};
@@ -255,10 +255,12 @@ fn drift_rows(f: &Finding) -> Vec<String> {
 }
 
 fn is_pii(f: &Finding) -> bool {
-    // PII details read `card_number passed_through→tool:update_address`; tool-rule details
-    // never carry an arrow.
+    // Findings stored before they carried a subject still say PII through their details.
     f.check == Check::Violation
-        && (f.subject == Some(Subject::Pii) || f.details.iter().any(|(d, _)| d.contains('→')))
+        && (f.subject == Some(Subject::Pii)
+            || f.details
+                .iter()
+                .any(|(d, _)| matches!(d, Detail::Pii { .. })))
 }
 
 fn target_phrase(f: &Finding) -> String {
@@ -311,33 +313,29 @@ fn breach_words(f: &Finding) -> String {
     }
 }
 
-/// `card_number passed_through→tool:update_address` → (`card_number`, `passed_through`,
-/// `tool:update_address`).
-fn parse_detail(d: &str) -> Option<(&str, &str, &str)> {
-    let (left, dest) = d.split_once('→')?;
-    let (ty, handling) = left.split_once(' ').unwrap_or((left, ""));
-    Some((ty.trim(), handling.trim(), dest.trim()))
-}
-
+/// Where a PII finding's data went, in order of first mention (`(unknown)` when a record did
+/// not say).
 fn destinations(f: &Finding) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (d, _) in &f.details {
-        if let Some((_, _, dest)) = parse_detail(d)
-            && !out.iter().any(|x| x == dest)
-        {
-            out.push(dest.to_owned());
+        if let Detail::Pii { destination, .. } = d {
+            let dest = destination.as_deref().unwrap_or("(unknown)");
+            if !out.iter().any(|x| x == dest) {
+                out.push(dest.to_owned());
+            }
         }
     }
     out
 }
 
+/// The PII types of a finding, in order of first mention.
 fn pii_types(f: &Finding) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (d, _) in &f.details {
-        if let Some((ty, _, _)) = parse_detail(d)
-            && !out.iter().any(|x| x == ty)
+        if let Detail::Pii { kind, .. } = d
+            && !out.iter().any(|x| x == kind)
         {
-            out.push(ty.to_owned());
+            out.push(kind.clone());
         }
     }
     out
@@ -779,8 +777,8 @@ fn exemplars(n: &Notification) -> Vec<String> {
     out
 }
 
-fn details(n: &Notification) -> Vec<(String, u64)> {
-    let mut out: Vec<(String, u64)> = Vec::new();
+fn details(n: &Notification) -> Vec<(Detail, u64)> {
+    let mut out: Vec<(Detail, u64)> = Vec::new();
     for v in n.incidents.iter().filter(|v| v.segment.is_none()) {
         for (d, c) in &v.latest.details {
             match out.iter_mut().find(|(x, _)| x == d) {

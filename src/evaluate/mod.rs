@@ -1107,7 +1107,7 @@ struct FindingParts {
     budget_consumed: Option<f64>,
     burn_rates: Vec<BurnRate>,
     exemplars: Vec<String>,
-    details: Vec<(String, u64)>,
+    details: Vec<(crate::finding::Detail, u64)>,
     /// What was measured, when the objective's kind alone does not say (spend checks, the
     /// firing burn-rate tier).
     subject: Option<Subject>,

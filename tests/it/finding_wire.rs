@@ -74,3 +74,63 @@ fn a_clear_written_before_typing_still_decodes() {
     let v = serde_json::to_value(&c).unwrap();
     assert_eq!(v["window_end"], "2026-11-01T01:00:00.000Z");
 }
+
+#[test]
+fn detail_labels_decode_to_typed_details_and_back() {
+    use slawatch::finding::Detail;
+    use slawatch::session::PiiHandling;
+    let cases = [
+        (
+            "card_number passed_through→tool:update_address",
+            Detail::Pii {
+                kind: "card_number".into(),
+                handling: PiiHandling::PassedThrough,
+                destination: Some("tool:update_address".into()),
+            },
+        ),
+        (
+            "email masked→(unknown)",
+            Detail::Pii {
+                kind: "email".into(),
+                handling: PiiHandling::Masked,
+                destination: None,
+            },
+        ),
+        (
+            "denied tool shell",
+            Detail::DeniedTool {
+                tool: "shell".into(),
+            },
+        ),
+        (
+            "tool not allowed refund",
+            Detail::ToolNotAllowed {
+                tool: "refund".into(),
+            },
+        ),
+        (
+            "more than 8 tool calls",
+            Detail::TooManyToolCalls { max: 8 },
+        ),
+        (
+            "search called more than 3 times in a row",
+            Detail::ToolRun {
+                tool: "search".into(),
+                max: 3,
+            },
+        ),
+        ("cost above $0.5", Detail::cost_above(0.5)),
+        ("other", Detail::Other),
+        // Not a label this version writes: kept as it is.
+        (
+            "card_number sideways→x",
+            Detail::Unrecognized("card_number sideways→x".into()),
+        ),
+    ];
+    for (label, detail) in cases {
+        let wire = serde_json::to_string(&(label, 3)).unwrap();
+        let (d, n): (Detail, u64) = serde_json::from_str(&wire).unwrap();
+        assert_eq!((&d, n), (&detail, 3), "{label}");
+        assert_eq!(serde_json::to_string(&(d, n)).unwrap(), wire);
+    }
+}

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use slawatch::catalog::Catalog;
 use slawatch::evaluate::SpecRuntime;
-use slawatch::finding::{Check, Comparator, Finding, Unit, Verdict};
+use slawatch::finding::{Check, Comparator, Detail, Finding, Unit, Verdict};
 use slawatch::ingest::decode::Decoder;
-use slawatch::session::Session;
+use slawatch::session::{PiiHandling, Session};
 use slawatch::spec::model::{Dimension, Severity};
 
 /// 2026-11-01T00:00:00Z
@@ -232,10 +232,21 @@ fn pii_handling_per_destination_is_zero_tolerance() {
         b[0].details,
         [
             (
-                "card_number passed_through→tool:update_address".to_owned(),
+                Detail::Pii {
+                    kind: "card_number".into(),
+                    handling: PiiHandling::PassedThrough,
+                    destination: Some("tool:update_address".into()),
+                },
                 1
             ),
-            ("email blocked→log".to_owned(), 1)
+            (
+                Detail::Pii {
+                    kind: "email".into(),
+                    handling: PiiHandling::Blocked,
+                    destination: Some("log".into()),
+                },
+                1
+            )
         ]
     );
 }
@@ -255,7 +266,7 @@ fn tool_deny_list_call_limit_and_loops() {
     let b = breaches(&f, "tools");
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].exemplars, ["s-0001", "s-0002", "s-0003"]);
-    let labels: Vec<_> = b[0].details.iter().map(|(l, _)| l.as_str()).collect();
+    let labels: Vec<_> = b[0].details.iter().map(|(l, _)| l.to_string()).collect();
     assert_eq!(
         labels,
         [

@@ -170,7 +170,10 @@ fn pii_leak_to_a_tool_pages_in_governance_at_once() {
     // Details name the PII type and destination, never a value.
     assert!(
         pii.iter()
-            .all(|f| f.details.iter().all(|(d, _)| d.contains("→tool:"))),
+            .all(|f| f.details.iter().all(|(d, _)| matches!(
+                d,
+                slawatch::finding::Detail::Pii { destination: Some(dest), .. } if dest.starts_with("tool:")
+            ))),
         "{pii:?}"
     );
 }
