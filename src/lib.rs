@@ -11,8 +11,9 @@
 //! 3. [`evaluate`] — every closed window scored against the [`spec`]s' objectives: error
 //!    budgets and burn rates, thresholds, governance violations; [`drift`] compares behaviour
 //!    with baselines. The output is [`finding`]s.
-//! 4. [`pipeline`] wires 1–3; [`store`] (sled) keeps state; [`alerts`] turns findings into
-//!    mail; [`cli`] is the command line; [`simulate`] generates streams for demos and tests.
+//! 4. [`pipeline`] wires 1–3; [`present`] says findings in words (the core builds no
+//!    sentence); [`store`] (sled) keeps state; [`alerts`] turns findings into mail; [`cli`] is
+//!    the command line; [`simulate`] generates streams for demos and tests.
 //!
 //! The core (windowing, evaluate, drift, spec parsing) never does I/O and never reads the wall
 //! clock: same input, same findings.
