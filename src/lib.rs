@@ -13,8 +13,9 @@
 //!    with baselines. The output is [`finding`]s.
 //! 4. [`history`] — the operational history every accepted session updates, independent of
 //!    specs: what the questions of the [`api`] and `slawatch query` are answered from.
-//! 5. [`pipeline`] wires 1–4; [`store`] (sled) keeps state; [`alerts`] turns findings into
-//!    mail; [`cli`] is the command line; [`simulate`] generates streams for demos and tests.
+//! 5. [`pipeline`] wires 1–4; [`present`] says findings in words (the core builds no
+//!    sentence); [`store`] (sled) keeps state; [`alerts`] turns findings into mail; [`cli`] is
+//!    the command line; [`simulate`] generates streams for demos and tests.
 //!
 //! The core (windowing, evaluate, drift, spec parsing) never does I/O and never reads the wall
 //! clock: same input, same findings.
@@ -31,6 +32,7 @@ pub mod glob;
 pub mod history;
 pub mod ingest;
 pub mod pipeline;
+pub mod present;
 pub mod service;
 pub mod session;
 pub mod simulate;

@@ -335,7 +335,7 @@ impl Pipeline {
         self.advanced_to = Some(t);
         self.dedupe.expire(t);
         for rt in &mut self.runtimes {
-            out.extend(rt.advance(t));
+            out.extend(rt.advance(t).into_iter().map(with_message));
         }
     }
 
@@ -403,7 +403,14 @@ impl Pipeline {
     /// End of a finite stream: evaluates every window still open.
     pub fn finish(&mut self, out: &mut Vec<Finding>) {
         for rt in &mut self.runtimes {
-            out.extend(rt.flush());
+            out.extend(rt.flush().into_iter().map(with_message));
         }
     }
+}
+
+/// Findings leave the pipeline with their sentence for people: the core builds none, and every
+/// output that carries `message` (sled, the findings topic, `replay --out`) gets the same one.
+fn with_message(mut f: Finding) -> Finding {
+    f.message = crate::present::message(&f);
+    f
 }

@@ -18,7 +18,7 @@ use plotters::style::{FontStyle, register_font};
 
 use super::incident::{IncidentView, Notification, ViewStatus};
 use super::policy::Audience;
-use crate::finding::{Chart, Comparator, Finding};
+use crate::finding::{Chart, Check, Comparator, Finding, Unit};
 use crate::session::EpochMs;
 
 /// The font used for chart text.
@@ -61,16 +61,16 @@ fn fonts() {
 }
 
 /// Display scaling of a unit: factor, suffix, prefix.
-fn unit_scale(unit: &str) -> (f64, &'static str, &'static str) {
+fn unit_scale(unit: Unit) -> (f64, &'static str, &'static str) {
     match unit {
-        "ratio" => (100.0, "%", ""),
-        "ms" => (0.001, " s", ""),
-        "usd" => (1.0, "", "$"),
+        Unit::Ratio => (100.0, "%", ""),
+        Unit::Ms => (0.001, " s", ""),
+        Unit::Usd => (1.0, "", "$"),
         _ => (1.0, "", ""),
     }
 }
 
-fn fmt_scaled(v: f64, unit: &str) -> String {
+fn fmt_scaled(v: f64, unit: Unit) -> String {
     let (k, suffix, prefix) = unit_scale(unit);
     let x = v * k;
     let s = if x.abs() >= 100.0 || x.fract() == 0.0 {
@@ -169,7 +169,7 @@ fn bar_label(v: &IncidentView, keys_differ: bool) -> String {
 fn group_bars(n: &Notification, resolved: bool, plain: bool) -> Option<ChartImage> {
     let views: Vec<&IncidentView> = n.incidents.iter().take(8).collect();
     let first = &views.first()?.latest;
-    let unit = first.unit.clone();
+    let unit = first.unit;
     let target = first.target;
     let keys_differ = views.iter().any(|v| v.key != views[0].key);
     let bars: Vec<(String, f64, bool)> = views
@@ -188,18 +188,18 @@ fn group_bars(n: &Notification, resolved: bool, plain: bool) -> Option<ChartImag
         .find_map(|v| v.segment.as_deref())
         .and_then(|s| s.split_once('='))
         .map_or("segment".to_owned(), |(d, _)| d.replace('_', " "));
-    let limit = match (first.comparator, unit.as_str()) {
-        (_, "count") if target == 0.0 => String::new(),
+    let limit = match (first.comparator, unit) {
+        (_, Unit::Count) if target == 0.0 => String::new(),
         _ if plain => " · dashed line: the promise".to_owned(),
-        (Comparator::AtLeast, _) => format!(" · dashed: target {}", fmt_scaled(target, &unit)),
-        (Comparator::AtMost, _) => format!(" · dashed: limit {}", fmt_scaled(target, &unit)),
+        (Comparator::AtLeast, _) => format!(" · dashed: target {}", fmt_scaled(target, unit)),
+        (Comparator::AtMost, _) => format!(" · dashed: limit {}", fmt_scaled(target, unit)),
     };
-    let title = match (plain, first.unit.as_str()) {
-        (true, "count") => format!("Conversations affected, by {by}"),
-        (true, "ratio") if matches!(first.check.as_str(), "burn_rate" | "window") => {
+    let title = match (plain, first.unit) {
+        (true, Unit::Count) => format!("Conversations affected, by {by}"),
+        (true, Unit::Ratio) if matches!(first.check, Check::BurnRate | Check::Window) => {
             format!("Conversations that went well, by {by}{limit}")
         }
-        (true, "ms") => format!("Slowest conversations, by {by}{limit}"),
+        (true, Unit::Ms) => format!("Slowest conversations, by {by}{limit}"),
         _ if resolved => format!(
             "Worst {} during the incident, by {by}{limit}",
             super::render::measure_name(first, plain)
@@ -221,17 +221,17 @@ fn group_bars(n: &Notification, resolved: bool, plain: bool) -> Option<ChartImag
     let alt = format!(
         "{title}: {}; target {}",
         bars.iter()
-            .map(|(l, v, _)| format!("{l} {}", fmt_scaled(*v, &unit)))
+            .map(|(l, v, _)| format!("{l} {}", fmt_scaled(*v, unit)))
             .collect::<Vec<_>>()
             .join(", "),
-        fmt_scaled(target, &unit)
+        fmt_scaled(target, unit)
     );
-    let (k, _, _) = unit_scale(&unit);
+    let (k, _, _) = unit_scale(unit);
     let values: Vec<f64> = bars.iter().map(|(_, v, _)| v * k).collect();
     let t = target * k;
     let hi = values.iter().copied().fold(t, f64::max);
     let lo = values.iter().copied().fold(t, f64::min);
-    let (y0, y1) = if unit == "ratio" && lo > 50.0 {
+    let (y0, y1) = if unit == Unit::Ratio && lo > 50.0 {
         let span = (hi - lo).max(1.0);
         (
             (lo - span * 0.6).max(0.0).floor(),
@@ -240,7 +240,7 @@ fn group_bars(n: &Notification, resolved: bool, plain: bool) -> Option<ChartImag
     } else {
         (0.0, if hi <= 0.0 { 1.0 } else { hi * 1.18 })
     };
-    let unit_for_axis = unit.clone();
+    let unit_for_axis = unit;
     draw(alt, |root| {
         let mut chart = ChartBuilder::on(root)
             .margin_top(20)
@@ -262,7 +262,7 @@ fn group_bars(n: &Notification, resolved: bool, plain: bool) -> Option<ChartImag
             .bold_line_style(GRID)
             .axis_style(SLATE)
             .y_label_style((FAMILY, 24).into_font().color(&INK))
-            .y_label_formatter(&|v| fmt_scaled(*v / k, &unit_for_axis))
+            .y_label_formatter(&|v| fmt_scaled(*v / k, unit_for_axis))
             .draw()
             .map_err(|e| e.to_string())?;
         chart
@@ -276,11 +276,11 @@ fn group_bars(n: &Notification, resolved: bool, plain: bool) -> Option<ChartImag
             .map_err(|e| e.to_string())?;
         chart
             .draw_series(bars.iter().enumerate().map(|(i, (_, v, _))| {
-                let label = fmt_scaled(*v, &unit);
+                let label = fmt_scaled(*v, unit);
                 EmptyElement::at((i as f64 + 0.5, (v * k).max(y0)))
                     + Text::new(
                         label,
-                        (-(10 * fmt_len(*v, &unit)), -34),
+                        (-(10 * fmt_len(*v, unit)), -34),
                         (FAMILY, 26).into_font().color(&INK),
                     )
             }))
@@ -305,7 +305,7 @@ fn group_bars(n: &Notification, resolved: bool, plain: bool) -> Option<ChartImag
     })
 }
 
-fn fmt_len(v: f64, unit: &str) -> i32 {
+fn fmt_len(v: f64, unit: Unit) -> i32 {
     fmt_scaled(v, unit).chars().count() as i32 / 2 * 2 + 1
 }
 

@@ -457,17 +457,15 @@ impl AlertService {
     /// advances to the end of the previous batch first. Call [`AlertService::finish_batch`] at
     /// the end of the stream.
     pub fn observe(&mut self, f: &Finding) -> Result<usize, AlertError> {
-        let end = crate::time::parse_rfc3339_ms(&f.window_end);
+        let e = f.window_end;
         let mut recorded = 0;
-        if let (Some(e), Some(b)) = (end, self.batch_end)
+        if let Some(b) = self.batch_end
             && e > b
         {
             recorded = self.advance(b)?;
         }
         self.on_finding(f);
-        if let Some(e) = end {
-            self.batch_end = Some(self.batch_end.map_or(e, |b| b.max(e)));
-        }
+        self.batch_end = Some(self.batch_end.map_or(e, |b| b.max(e)));
         Ok(recorded)
     }
 

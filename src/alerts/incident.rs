@@ -31,10 +31,9 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::policy::{Audience, Labels, Matcher, Policy, dimension_name, severity_name};
-use crate::finding::{Clear, Finding, Verdict};
+use crate::finding::{Check, Clear, Finding, Verdict};
 use crate::session::EpochMs;
 use crate::spec::model::{Dimension, Severity, Spec};
-use crate::time::parse_rfc3339_ms;
 
 /// Version of [`EngineState`]'s layout; a snapshot of another version is not loaded.
 pub const STATE_VERSION: u32 = 1;
@@ -573,7 +572,7 @@ pub fn distance(f: &Finding) -> f64 {
 }
 
 fn is_zero_tolerance(f: &Finding) -> bool {
-    f.severity == Severity::Page && matches!(f.check.as_str(), "violation" | "hard_cap")
+    f.severity == Severity::Page && matches!(f.check, Check::Violation | Check::HardCap)
 }
 
 impl AlertEngine {
@@ -639,10 +638,7 @@ impl AlertEngine {
     /// Applies a finding. Breaches of severity ticket or page open or extend an incident; info
     /// breaches count as clean; insufficient-data findings change nothing.
     pub fn on_finding(&mut self, f: &Finding) {
-        let Some(end) = parse_rfc3339_ms(&f.window_end) else {
-            return;
-        };
-        let start = parse_rfc3339_ms(&f.window_start).unwrap_or(end);
+        let (start, end) = (f.window_start, f.window_end);
         // Whatever fell due before this event happens first; what is due at its own time
         // waits for `advance`, so findings of one window close are applied together.
         self.tick(end - 1);
@@ -670,9 +666,7 @@ impl AlertEngine {
                     inc.breaches += 1;
                     inc.last_breach = end;
                 }
-                if end > parse_rfc3339_ms(&inc.latest.window_end).unwrap_or(0)
-                    || f.severity > inc.latest.severity
-                {
+                if end > inc.latest.window_end || f.severity > inc.latest.severity {
                     inc.latest = f.clone();
                 }
                 if (f.severity, distance(f)) > (inc.peak.severity, distance(&inc.peak)) {
@@ -753,9 +747,7 @@ impl AlertEngine {
     /// Applies a clear: the objective was judged on this key, segment and window with no
     /// ticket or page breach.
     pub fn on_clear(&mut self, c: &Clear) {
-        let Some(end) = parse_rfc3339_ms(&c.window_end) else {
-            return;
-        };
+        let end = c.window_end;
         self.tick(end - 1);
         self.state.stats.clears += 1;
         self.apply_clean(&IncidentKey::of_clear(c), end);
@@ -819,7 +811,7 @@ impl AlertEngine {
         l.set("objective", &inc.key.objective);
         l.set("dimension", dimension_name(inc.dimension));
         l.set("severity", severity_name(inc.severity));
-        l.set("check", &inc.latest.check);
+        l.set("check", inc.latest.check.as_str());
         l.set("key", inc.key.key_label());
         l.set("segment", inc.key.segment.clone().unwrap_or_default());
         for (k, v) in &inc.key.key {
@@ -1205,7 +1197,7 @@ impl AlertEngine {
             let Some(inc) = self.state.incidents.get(id) else {
                 continue;
             };
-            let learned = parse_rfc3339_ms(&inc.latest.window_end).unwrap_or(inc.active_since);
+            let learned = inc.latest.window_end;
             let level = match self.budget_view(inc, learned) {
                 Some(v) if v.consumed >= 1.0 => Some(SlaLevel::Breached),
                 Some(v) => v
@@ -1251,7 +1243,7 @@ impl AlertEngine {
         let burn = f
             .burn_rates
             .iter()
-            .min_by_key(|b| crate::duration::parse_duration_ms(&b.long_window).unwrap_or(i64::MAX))
+            .min_by_key(|b| b.long_window_ms)
             .map(|b| b.long_rate);
         let exhaustion_at = match burn {
             Some(r) if r > 1.0 && consumed < 1.0 => {
@@ -1487,7 +1479,6 @@ impl ClearSynthesizer {
             .filter(|(k, last)| k.spec == spec && **last < end)
             .map(|(k, _)| k.clone())
             .collect();
-        let window_end = crate::time::format_rfc3339_ms(end);
         due.into_iter()
             .map(|k| {
                 self.open.remove(&k);
@@ -1496,7 +1487,9 @@ impl ClearSynthesizer {
                     objective: k.objective,
                     key: k.key,
                     segment: k.segment,
-                    window_end: window_end.clone(),
+                    window_end: end,
+                    // A synthesized clear only says the window closed clean; it knows no values.
+                    ..Clear::default()
                 }
             })
             .collect()
@@ -1505,9 +1498,7 @@ impl ClearSynthesizer {
     /// Notes a finding; returns clears for windows of its spec that are now known to have
     /// closed clean (those before the finding's window end).
     pub fn observe(&mut self, f: &Finding) -> Vec<Clear> {
-        let Some(end) = parse_rfc3339_ms(&f.window_end) else {
-            return Vec::new();
-        };
+        let end = f.window_end;
         let mut out = Vec::new();
         let prev = self.current.get(&f.spec).copied();
         if let Some(p) = prev

@@ -21,10 +21,10 @@ use super::AlertError;
 use super::chart::{self, ChartImage};
 use super::incident::{IncidentView, Notification, NotificationKind, SlaLevel, ViewStatus};
 use super::policy::{Audience, Timing, dimension_name, severity_name};
-use crate::evaluate::{fmt_value, pct};
-use crate::finding::{Comparator, Finding};
+use crate::finding::{Check, Comparator, Detail, Finding, Subject, Unit};
+use crate::present::{fmt_value, pct};
 use crate::session::EpochMs;
-use crate::spec::model::{Dimension, Severity};
+use crate::spec::model::{BoolSignal, Dimension, Severity};
 use crate::time::format_rfc3339_ms;
 
 /// Text part width.
@@ -194,26 +194,24 @@ pub fn measure_name(f: &Finding, plain: bool) -> String {
             .replace("output_tokens", "output tokens")
             .replace('_', " ")
     };
-    match f.check.as_str() {
-        "burn_rate" | "window" => {
+    match f.check {
+        Check::BurnRate | Check::Window => {
             if plain {
                 "share of conversations that went well".into()
             } else {
                 format!("{} ratio", f.objective)
             }
         }
-        "percentile" | "mean" | "rate" | "window_budget" => {
-            let what = f.message.split(" is ").next().unwrap_or(&f.objective);
-            pretty(what)
+        Check::Percentile | Check::Mean | Check::Rate | Check::WindowBudget => {
+            pretty(&crate::present::measure(f))
         }
-        "violation" if is_pii(f) => "sessions leaking personal data".into(),
-        "violation" => "sessions breaking the tool rules".into(),
-        "hard_cap" => "sessions over the hard cost cap".into(),
-        "soft_cap" => "sessions over the soft cost cap".into(),
-        "max_rate" => "fallback rate".into(),
-        "drift" | "drift_signal" if plain => "way the assistant behaves".into(),
-        "drift" | "drift_signal" => "behaviour drift".into(),
-        _ => f.objective.clone(),
+        Check::Violation if is_pii(f) => "sessions leaking personal data".into(),
+        Check::Violation => "sessions breaking the tool rules".into(),
+        Check::HardCap => "sessions over the hard cost cap".into(),
+        Check::SoftCap => "sessions over the soft cost cap".into(),
+        Check::MaxRate => "fallback rate".into(),
+        Check::Drift | Check::DriftSignal if plain => "way the assistant behaves".into(),
+        Check::Drift | Check::DriftSignal => "behaviour drift".into(),
     }
 }
 
@@ -257,25 +255,27 @@ fn drift_rows(f: &Finding) -> Vec<String> {
 }
 
 fn is_pii(f: &Finding) -> bool {
-    // PII details read `card_number passed_through→tool:update_address`; tool-rule details
-    // never carry an arrow.
-    f.check == "violation"
-        && (f.details.iter().any(|(d, _)| d.contains('→')) || f.message.contains("personal data"))
+    // Findings stored before they carried a subject still say PII through their details.
+    f.check == Check::Violation
+        && (f.subject == Some(Subject::Pii)
+            || f.details
+                .iter()
+                .any(|(d, _)| matches!(d, Detail::Pii { .. })))
 }
 
 fn target_phrase(f: &Finding) -> String {
-    let word = match (f.comparator, f.unit.as_str()) {
-        (_, "count") if f.target == 0.0 => return "none allowed".into(),
-        (Comparator::AtLeast, "ratio") => "target",
+    let word = match (f.comparator, f.unit) {
+        (_, Unit::Count) if f.target == 0.0 => return "none allowed".into(),
+        (Comparator::AtLeast, Unit::Ratio) => "target",
         (Comparator::AtLeast, _) => "minimum",
         (Comparator::AtMost, _) => "limit",
     };
-    format!("{word} {}", fmt_value(f.target, &f.unit))
+    format!("{word} {}", fmt_value(f.target, f.unit))
 }
 
 fn breach_words(f: &Finding) -> String {
-    match f.check.as_str() {
-        "drift" | "drift_signal" => {
+    match f.check {
+        Check::Drift | Check::DriftSignal => {
             let feats = drifted_features(f);
             if feats.is_empty() {
                 "behaviour drifted from its baseline".to_owned()
@@ -286,11 +286,11 @@ fn breach_words(f: &Finding) -> String {
                 ) + &format!(" ({})", feats.join(", "))
             }
         }
-        "violation" | "hard_cap" | "soft_cap" => {
+        Check::Violation | Check::HardCap | Check::SoftCap => {
             let n = f.observed as u64;
             let sess = if n == 1 { "session" } else { "sessions" };
-            let what = match f.check.as_str() {
-                "violation" if is_pii(f) => {
+            let what = match f.check {
+                Check::Violation if is_pii(f) => {
                     let dest = destinations(f);
                     if dest.is_empty() {
                         "sent personal data where the policy forbids it".to_owned()
@@ -298,8 +298,8 @@ fn breach_words(f: &Finding) -> String {
                         format!("sent personal data to {}", dest.join(", "))
                     }
                 }
-                "violation" => "broke the tool-use policy".into(),
-                "hard_cap" => "cost more than the hard cap".into(),
+                Check::Violation => "broke the tool-use policy".into(),
+                Check::HardCap => "cost more than the hard cap".into(),
                 _ => "cost more than the soft cap".into(),
             };
             format!("{n} {sess} {what}")
@@ -307,39 +307,35 @@ fn breach_words(f: &Finding) -> String {
         _ => format!(
             "{} {} ({})",
             measure_name(f, false),
-            fmt_value(f.observed, &f.unit),
+            fmt_value(f.observed, f.unit),
             target_phrase(f)
         ),
     }
 }
 
-/// `card_number passed_through→tool:update_address` → (`card_number`, `passed_through`,
-/// `tool:update_address`).
-fn parse_detail(d: &str) -> Option<(&str, &str, &str)> {
-    let (left, dest) = d.split_once('→')?;
-    let (ty, handling) = left.split_once(' ').unwrap_or((left, ""));
-    Some((ty.trim(), handling.trim(), dest.trim()))
-}
-
+/// Where a PII finding's data went, in order of first mention (`(unknown)` when a record did
+/// not say).
 fn destinations(f: &Finding) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (d, _) in &f.details {
-        if let Some((_, _, dest)) = parse_detail(d)
-            && !out.iter().any(|x| x == dest)
-        {
-            out.push(dest.to_owned());
+        if let Detail::Pii { destination, .. } = d {
+            let dest = destination.as_deref().unwrap_or("(unknown)");
+            if !out.iter().any(|x| x == dest) {
+                out.push(dest.to_owned());
+            }
         }
     }
     out
 }
 
+/// The PII types of a finding, in order of first mention.
 fn pii_types(f: &Finding) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (d, _) in &f.details {
-        if let Some((ty, _, _)) = parse_detail(d)
-            && !out.iter().any(|x| x == ty)
+        if let Detail::Pii { kind, .. } = d
+            && !out.iter().any(|x| x == kind)
         {
-            out.push(ty.to_owned());
+            out.push(kind.clone());
         }
     }
     out
@@ -414,9 +410,7 @@ fn day_words(ms: EpochMs) -> String {
 }
 
 fn window_of(f: &Finding) -> (EpochMs, EpochMs) {
-    let end = crate::time::parse_rfc3339_ms(&f.window_end).unwrap_or(0);
-    let start = crate::time::parse_rfc3339_ms(&f.window_start).unwrap_or(end);
-    (start, end)
+    (f.window_start, f.window_end)
 }
 
 /// `between 10:00 and 11:00 UTC on 1 November 2026`
@@ -556,8 +550,10 @@ pub fn subject(n: &Notification) -> String {
 
 /// `p99 latency back within target`, `no more sessions leaking personal data`.
 fn resolved_words(f: &Finding) -> String {
-    match f.check.as_str() {
-        "violation" | "hard_cap" | "soft_cap" => format!("no more {}", measure_name(f, false)),
+    match f.check {
+        Check::Violation | Check::HardCap | Check::SoftCap => {
+            format!("no more {}", measure_name(f, false))
+        }
         _ => format!("{} back within target", measure_name(f, false)),
     }
 }
@@ -694,15 +690,13 @@ fn budget_rows(n: &Notification) -> Vec<(String, String)> {
     let Some(b) = &n.budget else {
         return out;
     };
-    let period = crate::duration::format_duration_ms(b.period_ms);
-    let left = (1.0 - b.consumed).max(0.0);
+    // One budget vocabulary everywhere — what is *left* — so a mail never says "95.9 % left"
+    // in one row and "232.1 % used" in another.
     out.push((
         "Budget".into(),
         format!(
-            "{} of the {period} error budget spent, {} left ({} into the period; errors so \
-             far run at {:.1}× the rate the SLO allows)",
-            pct(b.consumed),
-            pct(left),
+            "{} ({} into the period; errors so far run at {:.1}× the rate the SLO allows)",
+            crate::present::budget_left(b.consumed, b.period_ms),
             human_duration(b.elapsed_ms),
             b.consumed_so_far_rate
         ),
@@ -733,15 +727,16 @@ fn budget_rows(n: &Notification) -> Vec<(String, String)> {
     if let Some(p) = b.projected {
         out.push((
             "Projection".into(),
-            format!(
-                "{} of the budget by the period's end at the average rate so far{}",
-                pct(p),
-                if p >= 1.0 {
-                    ": the SLO will be missed"
-                } else {
-                    ""
-                }
-            ),
+            if p >= 1.0 {
+                "none of the budget left by the period's end at the average rate so far: the \
+                 SLO will be missed"
+                    .to_owned()
+            } else {
+                format!(
+                    "{} of the budget left at the period's end at the average rate so far",
+                    pct(1.0 - p)
+                )
+            },
         ));
     }
     out
@@ -757,7 +752,12 @@ fn burn_row(f: &Finding) -> Option<String> {
             .map(|b| {
                 format!(
                     "{} {:.1}×/{:.1}× over {}/{} (fires at {}×)",
-                    b.tier, b.long_rate, b.short_rate, b.long_window, b.short_window, b.factor
+                    b.tier,
+                    b.long_rate,
+                    b.short_rate,
+                    crate::duration::format_duration_ms(b.long_window_ms),
+                    crate::duration::format_duration_ms(b.short_window_ms),
+                    b.factor
                 )
             })
             .collect::<Vec<_>>()
@@ -777,8 +777,8 @@ fn exemplars(n: &Notification) -> Vec<String> {
     out
 }
 
-fn details(n: &Notification) -> Vec<(String, u64)> {
-    let mut out: Vec<(String, u64)> = Vec::new();
+fn details(n: &Notification) -> Vec<(Detail, u64)> {
+    let mut out: Vec<(Detail, u64)> = Vec::new();
     for v in n.incidents.iter().filter(|v| v.segment.is_none()) {
         for (d, c) in &v.latest.details {
             match out.iter_mut().find(|(x, _)| x == d) {
@@ -834,8 +834,8 @@ fn observed_row(f: &Finding) -> String {
     };
     format!(
         "{} (target {cmp} {}) in {}–{} UTC, {} sessions",
-        fmt_value(f.observed, &f.unit),
-        fmt_value(f.target, &f.unit),
+        fmt_value(f.observed, f.unit),
+        fmt_value(f.target, f.unit),
         when(s),
         clock(e),
         f.sessions
@@ -874,7 +874,11 @@ fn oncall_text(n: &Notification, t: &Timing) -> String {
             "Observed"
         };
         row(&mut o, label, &observed_row(f));
-        row(&mut o, "Check", &format!("{} — {}", f.check, f.message));
+        row(
+            &mut o,
+            "Check",
+            &format!("{} — {}", f.check, check_sentence(f, n)),
+        );
         for (k, v) in budget_rows(n) {
             row(&mut o, &k, &v);
         }
@@ -911,8 +915,8 @@ fn oncall_text(n: &Notification, t: &Timing) -> String {
         let seg: String = seg.chars().take(22).collect();
         let line = format!(
             "  {seg:<22} {:>10} {:>10}  {:<11} {}",
-            fmt_value(f.observed, &f.unit),
-            fmt_value(f.target, &f.unit),
+            fmt_value(f.observed, f.unit),
+            fmt_value(f.target, f.unit),
             &when(v.detected)[5..16],
             status_word(v)
         );
@@ -1115,7 +1119,7 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
                 } else {
                     "Observed".to_owned()
                 },
-                fmt_value(f.observed, &f.unit),
+                fmt_value(f.observed, f.unit),
                 color,
             ),
             (
@@ -1126,7 +1130,7 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
                         Comparator::AtMost => "≤",
                         Comparator::AtLeast => "≥",
                     },
-                    fmt_value(f.target, &f.unit)
+                    fmt_value(f.target, f.unit)
                 ),
                 "#263238",
             ),
@@ -1217,8 +1221,8 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
              <td style=\"padding:7px 4px;border-bottom:1px solid #eceff1;color:{color};\
              font-weight:600;\">{}</td></tr>",
             html_escape(&seg),
-            html_escape(&fmt_value(f.observed, &f.unit)),
-            html_escape(&fmt_value(f.target, &f.unit)),
+            html_escape(&fmt_value(f.observed, f.unit)),
+            html_escape(&fmt_value(f.target, f.unit)),
             html_escape(&when(v.detected)[5..16]),
             html_escape(&status_word(v))
         );
@@ -1232,7 +1236,10 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
         if let Some(d) = n.objective.as_ref().and_then(|o| o.description.clone()) {
             facts.push(("Objective".into(), d));
         }
-        facts.push(("Check".into(), format!("{} — {}", f.check, f.message)));
+        facts.push((
+            "Check".into(),
+            format!("{} — {}", f.check, check_sentence(f, n)),
+        ));
         for (k, v) in budget_rows(n) {
             facts.push((k, v));
         }
@@ -1421,8 +1428,8 @@ fn plain_what(f: &Finding, n: &Notification) -> String {
             format!("{k} conversations with {agent}")
         }
     };
-    match f.check.as_str() {
-        "burn_rate" | "window" => {
+    match f.check {
+        Check::BurnRate | Check::Window => {
             let bad = 1.0 - f.observed;
             match kind {
                 "fallback" => format!(
@@ -1445,61 +1452,75 @@ fn plain_what(f: &Finding, n: &Notification) -> String {
                 ),
             }
         }
-        "percentile" if f.unit == "ms" => format!(
+        Check::Percentile if f.unit == Unit::Ms => format!(
             "the slowest {} conversations with {agent} took {} or longer; we promise they \
              finish within {}",
             one_in(1.0 - percentile_of(f) / 100.0),
             seconds_words(f.observed),
             seconds_words(f.target)
         ),
-        "rate" if f.message.starts_with("refusal") => format!(
+        Check::Rate if signal_is(f, BoolSignal::Refusal) => format!(
             "{} conversations with {agent} ended with the assistant refusing to help; we \
              promise at most {}",
             one_in(f.observed),
             share_words(f.target)
         ),
-        "rate" if f.message.starts_with("resolved") => format!(
+        Check::Rate if signal_is(f, BoolSignal::Resolved) => format!(
             "only {} conversations with {agent} solved the customer's problem; we promise at \
              least {}",
             one_in(f.observed),
             share_words(f.target)
         ),
-        "violation" if is_pii(f) => format!(
+        Check::Violation if is_pii(f) => format!(
             "{} passed customers' {} to {} without masking them; our promise is that this \
              never happens",
             conv(count),
             pii_list(f),
             dest_list(f)
         ),
-        "violation" => format!(
+        Check::Violation => format!(
             "{} made the assistant do something it is not allowed to do (use a forbidden \
              tool, or call a tool over and over); our promise is that this never happens",
             conv(count)
         ),
-        "hard_cap" | "soft_cap" => format!(
+        Check::HardCap | Check::SoftCap => format!(
             "{} cost more than the agreed maximum per conversation",
             conv(count)
         ),
-        "window_budget" => format!(
+        Check::WindowBudget => format!(
             "spending on {agent} in one hour reached {}, above the agreed budget of {}",
-            fmt_value(f.observed, &f.unit),
-            fmt_value(f.target, &f.unit)
+            fmt_value(f.observed, f.unit),
+            fmt_value(f.target, f.unit)
         ),
         _ => format!(
             "for {agent}, the {} was {}, outside the promised {}",
             measure_name(f, true),
-            fmt_value(f.observed, &f.unit),
-            fmt_value(f.target, &f.unit)
+            fmt_value(f.observed, f.unit),
+            fmt_value(f.target, f.unit)
         ),
     }
 }
 
 fn percentile_of(f: &Finding) -> f64 {
-    f.message
-        .strip_prefix('p')
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(99.0)
+    match f.subject {
+        Some(Subject::Percentile { p, .. } | Subject::CostPercentile { p }) => p,
+        // Findings stored before they carried a subject: the p99 most objectives use.
+        _ => 99.0,
+    }
+}
+
+fn signal_is(f: &Finding, signal: BoolSignal) -> bool {
+    matches!(&f.subject, Some(Subject::Rate { signal: s }) if *s == signal)
+}
+
+/// The finding's sentence for the `Check` row: without the budget clause when the mail shows
+/// the budget in a row of its own, so a mail never states two budget figures.
+fn check_sentence(f: &Finding, n: &Notification) -> String {
+    if n.budget.is_some() {
+        crate::present::headline(f)
+    } else {
+        crate::present::message(f)
+    }
 }
 
 fn pii_list(f: &Finding) -> String {
@@ -1535,28 +1556,30 @@ fn where_words(segment: Option<&str>) -> String {
 /// A short plain headline: `Customers' card numbers reached an internal tool unmasked`.
 fn stakeholder_title(f: &Finding, n: &Notification) -> String {
     let kind = n.objective.as_ref().map_or("", |o| o.kind.as_str());
-    match f.check.as_str() {
-        "violation" if is_pii(f) => {
+    match f.check {
+        Check::Violation if is_pii(f) => {
             format!(
                 "Customers' {} reached {} unmasked",
                 pii_list(f),
                 dest_list(f)
             )
         }
-        "violation" => "The assistant broke its tool rules".into(),
-        "hard_cap" | "soft_cap" | "window_budget" => "Costs went over the agreed limit".into(),
-        "burn_rate" | "window" if kind == "latency" => format!(
+        Check::Violation => "The assistant broke its tool rules".into(),
+        Check::HardCap | Check::SoftCap | Check::WindowBudget => {
+            "Costs went over the agreed limit".into()
+        }
+        Check::BurnRate | Check::Window if kind == "latency" => format!(
             "{} customer conversations were too slow",
             capitalize(&one_in(1.0 - f.observed))
         ),
-        "burn_rate" | "window" if kind == "fallback" => {
+        Check::BurnRate | Check::Window if kind == "fallback" => {
             "Failed conversations were not handed over".into()
         }
-        "burn_rate" | "window" => format!(
+        Check::BurnRate | Check::Window => format!(
             "{} customer conversations failed",
             capitalize(&one_in(1.0 - f.observed))
         ),
-        "percentile" if f.unit == "ms" => format!(
+        Check::Percentile if f.unit == Unit::Ms => format!(
             "The slowest conversations took {}",
             seconds_words(f.observed)
         ),
@@ -1584,8 +1607,8 @@ fn meaning(n: &Notification, f: &Finding) -> String {
             .into(),
         Dimension::Governance
             if matches!(
-                f.check.as_str(),
-                "hard_cap" | "soft_cap" | "window_budget" | "percentile"
+                f.check,
+                Check::HardCap | Check::SoftCap | Check::WindowBudget | Check::Percentile
             ) =>
         {
             "This affects running costs, not what customers see.".into()

@@ -87,7 +87,7 @@ pub fn render(st: &ApiState) -> Result<String, questions::AnswerError> {
                                         td class="num" { @if let Some(b) = o.budget_left { (pct(b)) } @else { span.muted { "—" } } }
                                         td class="num" { (o.open_incidents.len()) }
                                         td { @if let Some(f) = o.latest_findings.first() {
-                                                span.muted { (format_minute_str(&f.window_end)) " " } (f.message)
+                                                span.muted { (format_minute(f.window_end)) " " } (f.message)
                                              } @else { span.muted { "none" } } }
                                     }
                                 }
@@ -135,7 +135,7 @@ pub fn render(st: &ApiState) -> Result<String, questions::AnswerError> {
                                 thead { tr { th { "Window end" } th { "Objective" } th { "Severity" } th { "Key" } th { "Finding" } } }
                                 tbody { @for f in &findings {
                                     tr {
-                                        td { (format_minute_str(&f.window_end)) }
+                                        td { (format_minute(f.window_end)) }
                                         td { (f.spec) "/" (f.objective) }
                                         td { (format!("{:?}", f.severity).to_lowercase()) }
                                         td { (f.key_label()) @if let Some(s) = &f.segment { " [" (s) "]" } }
@@ -150,10 +150,6 @@ pub fn render(st: &ApiState) -> Result<String, questions::AnswerError> {
         }
     };
     Ok(page.into_string())
-}
-
-fn format_minute_str(rfc3339: &str) -> String {
-    crate::time::parse_rfc3339_ms(rfc3339).map_or_else(|| rfc3339.to_owned(), format_minute)
 }
 
 fn pct(v: f64) -> String {

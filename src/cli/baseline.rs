@@ -193,7 +193,7 @@ pub fn render_show(b: &Baseline) -> String {
             s,
             "  binary feature {i:<8} {} of {n} ({})",
             t,
-            crate::evaluate::pct(*t as f64 / (*n).max(1) as f64)
+            crate::present::pct(*t as f64 / (*n).max(1) as f64)
         );
     }
     for counts in &b.sample.categorical {
@@ -206,7 +206,7 @@ pub fn render_show(b: &Baseline) -> String {
             .map(|(l, n)| {
                 format!(
                     "{l} {}",
-                    crate::evaluate::pct(**n as f64 / total.max(1) as f64)
+                    crate::present::pct(**n as f64 / total.max(1) as f64)
                 )
             })
             .collect();

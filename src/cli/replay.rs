@@ -16,10 +16,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::serve::{HistoryWriter, run_origin, start_api};
 use super::{PipelineArgs, ReplayArgs, RunArgs, load_catalog, load_specs};
 use crate::alerts::{AlertService, MailSettings, Policy};
-use crate::evaluate::{ObjectiveStats, fmt_value};
+use crate::evaluate::ObjectiveStats;
 use crate::finding::{Clear, Finding};
 use crate::ingest::{DeadLetters, IngestStats, LinesSource, Source};
 use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
+use crate::present::fmt_value;
 use crate::spec::model::{Dimension, Severity};
 use crate::store::Store;
 
@@ -368,10 +369,8 @@ struct RunSink<'a> {
 }
 
 impl RunSink<'_> {
-    fn note(&mut self, window_end: &str) {
-        if let Some(t) = crate::time::parse_rfc3339_ms(window_end) {
-            self.batch_end = Some(self.batch_end.map_or(t, |b| b.max(t)));
-        }
+    fn note(&mut self, window_end: crate::session::EpochMs) {
+        self.batch_end = Some(self.batch_end.map_or(window_end, |b| b.max(window_end)));
     }
 }
 
@@ -383,13 +382,13 @@ impl Sink for RunSink<'_> {
             self.new_findings += 1;
             self.alerts.on_finding(f);
         }
-        self.note(&f.window_end);
+        self.note(f.window_end);
         Ok(())
     }
 
     fn clear(&mut self, c: &Clear) -> Result<()> {
         self.alerts.on_clear(c);
-        self.note(&c.window_end);
+        self.note(c.window_end);
         Ok(())
     }
 
@@ -455,19 +454,19 @@ pub fn render_summary(r: &ReplayReport, dead_letters: Option<&Path>) -> String {
             |f| {
                 format!(
                     "{}..{} {}{} {} (target {} {})",
-                    &f.window_start[..16].replace('T', " "),
-                    &f.window_end[11..16],
+                    &crate::time::format_minute(f.window_start)[..16],
+                    &crate::time::format_minute(f.window_end)[11..16],
                     short_key(f),
                     f.segment
                         .as_deref()
                         .map(|x| format!(" [{x}]"))
                         .unwrap_or_default(),
-                    fmt_value(f.observed, &f.unit),
+                    fmt_value(f.observed, f.unit),
                     match f.comparator {
                         crate::finding::Comparator::AtMost => "≤",
                         crate::finding::Comparator::AtLeast => "≥",
                     },
-                    fmt_value(f.target, &f.unit),
+                    fmt_value(f.target, f.unit),
                 )
             },
         );

@@ -118,10 +118,8 @@ struct ServiceOutput {
 }
 
 impl ServiceOutput {
-    fn note(&mut self, window_end: &str) {
-        if let Some(t) = crate::time::parse_rfc3339_ms(window_end) {
-            self.batch_end = Some(self.batch_end.map_or(t, |b| b.max(t)));
-        }
+    fn note(&mut self, window_end: crate::session::EpochMs) {
+        self.batch_end = Some(self.batch_end.map_or(window_end, |b| b.max(window_end)));
     }
 }
 
@@ -131,13 +129,13 @@ impl Output for ServiceOutput {
         if self.store.put_finding(f)? {
             self.alerts.on_finding(f);
         }
-        self.note(&f.window_end);
+        self.note(f.window_end);
         Ok(())
     }
 
     fn clear(&mut self, c: &Clear) -> Result<()> {
         self.alerts.on_clear(c);
-        self.note(&c.window_end);
+        self.note(c.window_end);
         Ok(())
     }
 

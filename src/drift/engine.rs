@@ -363,7 +363,7 @@ fn binary(
     }
     let (pr, pc) = (rt as f64 / rn as f64, ct as f64 / cn as f64);
     let h = (2.0 * pc.sqrt().asin() - 2.0 * pr.sqrt().asin()).abs();
-    let summaries = (crate::evaluate::pct(pr), crate::evaluate::pct(pc));
+    let summaries = (crate::present::pct(pr), crate::present::pct(pc));
     let z = two_proportion_ztest(ct as f64, cn as f64, rt as f64, rn as f64);
     let small = rn as usize <= SMALL_REFERENCE;
     match rule {
@@ -609,7 +609,7 @@ fn top_shares(labels: &[&String], shares: &[f64]) -> String {
     pairs
         .iter()
         .take(4)
-        .map(|(l, s)| format!("{l} {}", crate::evaluate::pct(*s)))
+        .map(|(l, s)| format!("{l} {}", crate::present::pct(*s)))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -329,7 +329,7 @@ fn mid(lo: f64, hi: f64) -> f64 {
 
 fn mix_summary(mix: &[f64]) -> String {
     mix.iter()
-        .map(|s| crate::evaluate::pct(*s))
+        .map(|s| crate::present::pct(*s))
         .collect::<Vec<_>>()
         .join(" / ")
 }

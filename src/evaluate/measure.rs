@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::drift::WINDOW_ROWS;
 use crate::drift::features::{FeatureSample, FeatureSet};
+use crate::finding::Detail;
 use crate::glob::glob_match;
 use crate::session::{PiiHandling, Session, Status};
 use crate::sketch::{Exemplars, Quantiles, TopK};
@@ -273,8 +274,8 @@ pub enum MeasureState {
     Violations {
         sessions: u64,
         exemplars: Exemplars,
-        /// What was violated, e.g. `card_number→tool:update_address`, with session counts.
-        details: BTreeMap<String, u64>,
+        /// What was violated, with session counts.
+        details: BTreeMap<Detail, u64>,
     },
     Drift(FeatureSample),
 }
@@ -421,9 +422,9 @@ impl MeasureState {
     }
 }
 
-fn add_detail(details: &mut BTreeMap<String, u64>, label: String, n: u64) {
+fn add_detail(details: &mut BTreeMap<Detail, u64>, label: Detail, n: u64) {
     if details.len() >= MAX_DETAILS && !details.contains_key(&label) {
-        *details.entry("other".to_owned()).or_default() += n;
+        *details.entry(Detail::Other).or_default() += n;
     } else {
         *details.entry(label).or_default() += n;
     }
@@ -494,10 +495,10 @@ pub fn bool_signal(signal: &BoolSignal, s: &Session) -> Option<bool> {
 }
 
 /// Labels of everything a session violates under a rule (empty = compliant).
-fn violations(rule: &ViolationRule, s: &Session) -> Vec<String> {
+fn violations(rule: &ViolationRule, s: &Session) -> Vec<Detail> {
     match rule {
         ViolationRule::CostAbove(cap) => match s.cost_usd {
-            Some(c) if c > *cap => vec![format!("cost above ${cap}")],
+            Some(c) if c > *cap => vec![Detail::cost_above(*cap)],
             _ => Vec::new(),
         },
         ViolationRule::Pii(p) => s
@@ -505,36 +506,40 @@ fn violations(rule: &ViolationRule, s: &Session) -> Vec<String> {
             .iter()
             .filter(|item| p.types.is_empty() || p.types.contains(&item.kind))
             .filter(|item| !pii_allowed(p, item.handling, item.destination.as_deref()))
-            .map(|item| {
-                format!(
-                    "{} {}→{}",
-                    item.kind,
-                    item.handling.as_str(),
-                    item.destination.as_deref().unwrap_or("(unknown)")
-                )
+            .map(|item| Detail::Pii {
+                kind: item.kind.clone(),
+                handling: item.handling,
+                destination: item.destination.clone(),
             })
             .collect(),
         ViolationRule::Tools(t) => {
             let mut out = Vec::new();
             for call in &s.tool_calls {
                 if t.deny.iter().any(|d| glob_match(d, &call.name)) {
-                    out.push(format!("denied tool {}", call.name));
+                    out.push(Detail::DeniedTool {
+                        tool: call.name.clone(),
+                    });
                 } else if !t.allow.is_empty() && !t.allow.iter().any(|a| glob_match(a, &call.name))
                 {
-                    out.push(format!("tool not allowed {}", call.name));
+                    out.push(Detail::ToolNotAllowed {
+                        tool: call.name.clone(),
+                    });
                 }
             }
             out.dedup();
             if let Some(max) = t.max_calls_per_session
                 && s.tool_calls.len() > max as usize
             {
-                out.push(format!("more than {max} tool calls"));
+                out.push(Detail::TooManyToolCalls { max: max as u64 });
             }
             if let Some(max) = t.max_consecutive_calls
                 && let Some((tool, run)) = s.longest_tool_run()
                 && run > max
             {
-                out.push(format!("{tool} called more than {max} times in a row"));
+                out.push(Detail::ToolRun {
+                    tool: tool.to_string(),
+                    max: max as u64,
+                });
             }
             out
         }

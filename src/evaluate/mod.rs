@@ -19,12 +19,12 @@ use crate::drift::engine::DriftConfig;
 use crate::drift::features::FeatureSample;
 use crate::drift::{DriftInput, DriftRuntime};
 use crate::finding::{
-    BurnRate, Clear, Comparator, FeatureResult, FeatureVerdict, Finding, Verdict,
+    BurnRate, Check, Clear, Comparator, FeatureResult, FeatureVerdict, Finding, Sli, Subject, Unit,
+    Verdict, unit_of,
 };
 use crate::glob::glob_match;
 use crate::session::{EpochMs, Session};
-use crate::spec::model::{Bound, KeyField, NumericField, Objective, ObjectiveKind, Severity, Spec};
-use crate::time::format_rfc3339_ms;
+use crate::spec::model::{Bound, KeyField, Objective, ObjectiveKind, Severity, Spec};
 use crate::windowing::{ClosedWindow, Late, WindowConfig, Windows};
 use measure::{CompiledMeasures, MeasureState, SpecSummary};
 use slo::{SliTimeline, budget_consumed, evaluate_tiers, worst_firing};
@@ -323,12 +323,15 @@ impl SpecRuntime {
         for w in &closed {
             for i in 0..self.spec.objectives.len() {
                 let before = out.len();
-                let evaluated = self.evaluate(i, w, &mut out);
+                let standing = self.evaluate(i, w, &mut out);
+                let evaluated = standing.is_some();
                 let alerted = out[before..]
                     .iter()
                     .any(|f| f.verdict == Verdict::Breach && f.severity >= Severity::Ticket);
-                if evaluated && !alerted {
-                    self.clears.push(self.clear_for(i, w));
+                if let Some(standing) = standing
+                    && !alerted
+                {
+                    self.clears.push(self.clear_for(i, w, standing));
                 }
                 let stats = &mut self.stats[i];
                 if evaluated {
@@ -419,17 +422,14 @@ impl SpecRuntime {
                 if whole_key {
                     let (learned, min) = r.learning.unwrap_or((0, 0));
                     produced = Some(ctx.finding(FindingParts {
-                        check: "drift",
+                        check: Check::Drift,
                         verdict: Verdict::InsufficientData,
                         severity: Severity::Info,
                         sessions: w.summary.sessions,
                         observed: learned as f64,
                         comparator: Comparator::AtLeast,
                         target: min as f64,
-                        unit: "sessions",
-                        message: format!(
-                            "no baseline to compare with yet: this key's baseline is learning ({learned} of {min} sessions) and no other version of the agent has a frozen one"
-                        ),
+                        unit: Unit::Sessions,
                         ..FindingParts::default()
                     }));
                 }
@@ -447,24 +447,11 @@ impl SpecRuntime {
                 evaluated = !all_thin;
                 if !drifted.is_empty() {
                     let sequential_only = drifted.iter().all(|f| is_sequential(f));
-                    let moved = drifted
-                        .iter()
-                        .map(|f| describe_feature(f))
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    let against = if report.predecessor {
-                        format!(
-                            "the baseline of the version it replaced ({})",
-                            report.baseline
-                        )
-                    } else {
-                        format!("its baseline ({})", report.baseline)
-                    };
                     let mut f = ctx.finding(FindingParts {
                         check: if sequential_only {
-                            "drift_signal"
+                            Check::DriftSignal
                         } else {
-                            "drift"
+                            Check::Drift
                         },
                         verdict: Verdict::Breach,
                         // Sequential detectors and PCA are worth a look, not a ticket, until a
@@ -478,8 +465,7 @@ impl SpecRuntime {
                         observed: drifted.len() as f64,
                         comparator: Comparator::AtMost,
                         target: 0.0,
-                        unit: "features",
-                        message: format!("behaviour changed compared with {against}: {moved}"),
+                        unit: Unit::Features,
                         ..FindingParts::default()
                     });
                     f.drift = Some(report.clone());
@@ -487,16 +473,29 @@ impl SpecRuntime {
                     produced = Some(f);
                 } else if all_thin && whole_key {
                     let mut f = ctx.insufficient(o_min_samples(o));
-                    f.check = "drift".into();
-                    f.message = format!(
-                        "fewer than {} sessions on one side for every feature: no verdict (never \"no drift\")",
-                        o_min_samples(o)
-                    );
+                    f.check = Check::Drift;
                     f.drift = Some(report.clone());
                     produced = Some(f);
                 }
             }
         }
+        // The drift objective's standing: how many features drifted, and the whole report
+        // (feature by feature, also when nothing drifted).
+        let standing = || Standing {
+            sessions: w.summary.sessions,
+            observed: r.report.as_ref().map(|rep| {
+                rep.features
+                    .iter()
+                    .filter(|f| f.verdict == FeatureVerdict::Drift)
+                    .count() as f64
+            }),
+            comparator: Comparator::AtMost,
+            target: 0.0,
+            unit: Unit::Features,
+            budget_consumed: None,
+            burn_rates: Vec::new(),
+            drift: r.report.clone(),
+        };
         let stats = &mut self.stats[oi];
         if evaluated {
             stats.windows_evaluated += 1;
@@ -505,22 +504,35 @@ impl SpecRuntime {
             Some(f) => {
                 stats.record(&f);
                 if !(f.verdict == Verdict::Breach && f.severity >= Severity::Ticket) && evaluated {
-                    self.clears.push(self.clear_for(oi, w));
+                    self.clears.push(self.clear_for(oi, w, standing()));
                 }
                 out.push(f);
             }
-            None if evaluated => self.clears.push(self.clear_for(oi, w)),
+            None if evaluated => self.clears.push(self.clear_for(oi, w, standing())),
             None => {}
         }
     }
 
-    fn clear_for(&self, oi: usize, w: &ClosedWindow<GroupKey, SpecSummary>) -> Clear {
+    fn clear_for(
+        &self,
+        oi: usize,
+        w: &ClosedWindow<GroupKey, SpecSummary>,
+        standing: Standing,
+    ) -> Clear {
         Clear {
             spec: self.spec.name.clone(),
             objective: self.spec.objectives[oi].name.clone(),
             key: self.key_parts.get(&w.key.key).cloned().unwrap_or_default(),
             segment: w.key.segment.as_deref().map(str::to_owned),
-            window_end: format_rfc3339_ms(w.end),
+            window_end: w.end,
+            sessions: standing.sessions,
+            observed: standing.observed.map(round9),
+            comparator: standing.comparator,
+            target: standing.target,
+            unit: standing.unit,
+            budget_consumed: standing.budget_consumed.map(round9),
+            burn_rates: standing.burn_rates.into_iter().map(round_rates).collect(),
+            drift: standing.drift,
         }
     }
 
@@ -619,14 +631,14 @@ impl SpecRuntime {
         i: usize,
         w: &ClosedWindow<GroupKey, SpecSummary>,
         out: &mut Vec<Finding>,
-    ) -> bool {
+    ) -> Option<Standing> {
         let o = &self.spec.objectives[i];
         let om = &self.measures.objectives[i];
         let min = self.spec.min_sessions;
         let enough = w.summary.sessions >= min;
         let ctx = Ctx { rt: self, o, w };
         match &o.kind {
-            ObjectiveKind::Drift(_) => false,
+            ObjectiveKind::Drift(_) => None,
             ObjectiveKind::Ratio { .. }
             | ObjectiveKind::Threshold { .. }
             | ObjectiveKind::Fallback(_) => {
@@ -641,19 +653,15 @@ impl SpecRuntime {
                         let observed = good as f64 / total as f64;
                         if observed > max {
                             out.push(ctx.finding(FindingParts {
-                                check: "max_rate",
+                                check: Check::MaxRate,
                                 verdict: Verdict::Breach,
                                 severity: o.severity,
                                 sessions: w.summary.sessions,
                                 observed,
                                 comparator: Comparator::AtMost,
                                 target: max,
-                                unit: "ratio",
-                                message: format!(
-                                    "{} of sessions fell back, above the {} bound",
-                                    pct(observed),
-                                    pct(max)
-                                ),
+                                unit: Unit::Ratio,
+                                subject: Some(Subject::FallbackRate),
                                 ..FindingParts::default()
                             }));
                         }
@@ -662,7 +670,7 @@ impl SpecRuntime {
                 judged
             }
             ObjectiveKind::Percentile { field, p, bound } => {
-                let Some(m) = om.quantiles else { return false };
+                let Some(m) = om.quantiles else { return None };
                 let MeasureState::Quantiles(q) = &w.summary.states[m] else {
                     unreachable!()
                 };
@@ -670,108 +678,120 @@ impl SpecRuntime {
                     &ctx,
                     out,
                     WindowCheck {
-                        check: "percentile",
+                        check: Check::Percentile,
                         enough,
                         observed: q.quantile(p / 100.0),
                         bound: *bound,
+                        subject: subject_of(o, &self.spec),
                         unit: unit_of(field),
-                        what: format!("p{} {}", trim_float(*p), field_name(field)),
                     },
                 )
             }
             ObjectiveKind::Mean { field, bound } => {
-                let Some(m) = om.sum else { return false };
+                let Some(m) = om.sum else { return None };
                 let (count, sum) = w.summary.states[m].sum().expect("sum state");
                 self.window_check(
                     &ctx,
                     out,
                     WindowCheck {
-                        check: "mean",
+                        check: Check::Mean,
                         enough,
                         observed: (count > 0).then(|| sum / count as f64),
                         bound: *bound,
+                        subject: subject_of(o, &self.spec),
                         unit: unit_of(field),
-                        what: format!("mean {}", field_name(field)),
                     },
                 )
             }
-            ObjectiveKind::Rate { of, bound } => {
-                let Some(m) = om.ratio else { return false };
+            ObjectiveKind::Rate { bound, .. } => {
+                let Some(m) = om.ratio else { return None };
                 let (good, total) = ratio(&w.summary, m);
                 self.window_check(
                     &ctx,
                     out,
                     WindowCheck {
-                        check: "rate",
+                        check: Check::Rate,
                         enough: enough && total >= min.min(w.summary.sessions),
                         observed: (total > 0).then(|| good as f64 / total as f64),
                         bound: *bound,
-                        unit: "ratio",
-                        what: format!("{} rate", signal_name(of)),
+                        subject: subject_of(o, &self.spec),
+                        unit: Unit::Ratio,
                     },
                 )
             }
             ObjectiveKind::Spend(sp) => {
-                let mut judged = false;
+                // The standing of a spend objective is its most window-wide check that judged:
+                // window budget, then cost percentile, then the caps.
+                let mut judged = None;
                 if let (Some(m), Some(cap)) = (om.violations, sp.per_session_max_usd) {
-                    judged |= self.violation_check(&ctx, out, m, "hard_cap", Severity::Page, |n| {
-                        format!("{n} session(s) cost more than the ${cap} hard cap")
-                    });
+                    let subject = Subject::CostCap { cap_usd: cap };
+                    judged = judged.or(self.violation_check(
+                        &ctx,
+                        out,
+                        m,
+                        Check::HardCap,
+                        Severity::Page,
+                        subject,
+                    ));
                 }
                 if let (Some(m), Some(cap)) = (om.soft_violations, sp.per_session_soft_usd) {
-                    judged |= self.violation_check(&ctx, out, m, "soft_cap", o.severity, |n| {
-                        format!("{n} session(s) cost more than the ${cap} soft cap")
-                    });
+                    let subject = Subject::CostCap { cap_usd: cap };
+                    judged = judged.or(self.violation_check(
+                        &ctx,
+                        out,
+                        m,
+                        Check::SoftCap,
+                        o.severity,
+                        subject,
+                    ));
                 }
                 if let (Some(m), Some((p, max))) = (om.quantiles, sp.percentile) {
                     let MeasureState::Quantiles(q) = &w.summary.states[m] else {
                         unreachable!()
                     };
-                    judged |= self.window_check(
-                        &ctx,
-                        out,
-                        WindowCheck {
-                            check: "percentile",
-                            enough,
-                            observed: q.quantile(p / 100.0),
-                            bound: Bound::Max(max),
-                            unit: "usd",
-                            what: format!("p{} session cost", trim_float(p)),
-                        },
-                    );
+                    judged = self
+                        .window_check(
+                            &ctx,
+                            out,
+                            WindowCheck {
+                                check: Check::Percentile,
+                                enough,
+                                observed: q.quantile(p / 100.0),
+                                bound: Bound::Max(max),
+                                unit: Unit::Usd,
+                                subject: Subject::CostPercentile { p },
+                            },
+                        )
+                        .or(judged);
                 }
                 if let (Some(m), Some(budget)) = (om.sum, sp.window_budget_usd) {
                     let (_, sum) = w.summary.states[m].sum().expect("sum state");
-                    judged |= self.window_check(
-                        &ctx,
-                        out,
-                        WindowCheck {
-                            check: "window_budget",
-                            enough: true,
-                            observed: Some(sum),
-                            bound: Bound::Max(budget),
-                            unit: "usd",
-                            what: "spend in the window".to_owned(),
-                        },
-                    );
+                    judged = self
+                        .window_check(
+                            &ctx,
+                            out,
+                            WindowCheck {
+                                check: Check::WindowBudget,
+                                enough: true,
+                                observed: Some(sum),
+                                bound: Bound::Max(budget),
+                                unit: Unit::Usd,
+                                subject: Subject::WindowSpend,
+                            },
+                        )
+                        .or(judged);
                 }
                 judged
             }
             ObjectiveKind::Pii(_) | ObjectiveKind::Tools(_) => {
-                let Some(m) = om.violations else { return false };
+                let Some(m) = om.violations else { return None };
                 let severity = if o.zero_tolerance {
                     Severity::Page
                 } else {
                     o.severity
                 };
-                let pii = matches!(o.kind, ObjectiveKind::Pii(_));
-                self.violation_check(&ctx, out, m, "violation", severity, |n| {
-                    if pii {
-                        format!("{n} session(s) sent personal data where the policy forbids it")
-                    } else {
-                        format!("{n} session(s) broke the tool-use policy")
-                    }
-                })
+                let subject = subject_of(o, &self.spec);
+                self.violation_check(&ctx, out, m, Check::Violation, severity, subject)
             }
         }
     }
@@ -784,8 +804,8 @@ impl SpecRuntime {
         target: f64,
         ratio_measure: Option<usize>,
         out: &mut Vec<Finding>,
-    ) -> bool {
-        let Some(m) = ratio_measure else { return false };
+    ) -> Option<Standing> {
+        let m = ratio_measure?;
         let w = ctx.w;
         let min = self.spec.min_sessions;
         let (good, total) = ratio(&w.summary, m);
@@ -803,119 +823,114 @@ impl SpecRuntime {
                 .map(|o| BurnRate {
                     tier: o.tier.name.clone(),
                     factor: o.tier.factor,
-                    long_window: crate::duration::format_duration_ms(o.tier.long_ms),
+                    long_window_ms: o.tier.long_ms,
                     long_rate: o.long_rate.unwrap_or(0.0),
-                    short_window: crate::duration::format_duration_ms(o.tier.short_ms),
+                    short_window_ms: o.tier.short_ms,
                     short_rate: o.short_rate.unwrap_or(0.0),
                 })
                 .collect();
         }
-        let what = match &ctx.o.kind {
-            ObjectiveKind::Threshold {
-                field, threshold, ..
-            } => format!(
-                "share of sessions with {} ≤ {}",
-                field_name(field),
-                fmt_value(*threshold, unit_of(field))
-            ),
-            ObjectiveKind::Fallback(_) => {
-                "share of failed sessions with an allowed fallback".into()
-            }
-            _ => "success ratio".into(),
+        let standing = |observed: Option<f64>| Standing {
+            sessions: w.summary.sessions,
+            observed,
+            comparator: Comparator::AtLeast,
+            target,
+            unit: Unit::Ratio,
+            budget_consumed: consumed,
+            burn_rates: burn_rates.clone(),
+            drift: None,
         };
-        let budget_note = consumed
-            .map(|c| {
-                format!(
-                    "; {} of the {} error budget used",
-                    pct(c),
-                    period_name(self.spec.period_ms)
-                )
-            })
-            .unwrap_or_default();
+        let window_sli = (total > 0).then(|| good as f64 / total as f64);
         if let Some(f) = firing {
+            let judged = standing(window_sli);
             let observed = f.long.good as f64 / f.long.total.max(1) as f64;
             out.push(ctx.finding(FindingParts {
-                check: "burn_rate",
+                check: Check::BurnRate,
                 verdict: Verdict::Breach,
                 severity: f.tier.severity,
                 sessions: w.summary.sessions,
                 observed,
                 comparator: Comparator::AtLeast,
                 target,
-                unit: "ratio",
+                unit: Unit::Ratio,
                 budget_consumed: consumed,
                 burn_rates,
                 exemplars: bad_exemplars(&w.summary, m),
-                message: format!(
-                    "{what} {} over the last {} (target {}): error budget burning {:.1}× over {} and {:.1}× over {} — the `{}` tier fires at {}×{budget_note}",
-                    pct(observed),
-                    crate::duration::format_duration_ms(f.tier.long_ms),
-                    pct(target),
-                    f.long_rate.unwrap_or(0.0),
-                    crate::duration::format_duration_ms(f.tier.long_ms),
-                    f.short_rate.unwrap_or(0.0),
-                    crate::duration::format_duration_ms(f.tier.short_ms),
-                    f.tier.name,
-                    f.tier.factor,
-                ),
+                subject: Some(match subject_of(ctx.o, &self.spec) {
+                    Subject::Slo { sli, period_ms, .. } => Subject::Slo {
+                        sli,
+                        period_ms,
+                        tier: Some(f.tier.name.clone()),
+                    },
+                    other => other,
+                }),
                 ..FindingParts::default()
             }));
-            return true;
+            return Some(judged);
         }
         if w.summary.sessions < min {
             if w.key.segment.is_none() {
                 out.push(ctx.insufficient(min));
             }
-            return false;
+            return None;
         }
         if total < min {
             // Enough sessions, but too few eligible ones (e.g. failures for fallback
             // coverage) to judge this window alone; the burn rates above still cover it.
-            return true;
+            return Some(standing(None));
         }
+        let judged = standing(window_sli);
         let observed = good as f64 / total as f64;
         if observed < target {
             out.push(ctx.finding(FindingParts {
-                check: "window",
+                check: Check::Window,
                 verdict: Verdict::Breach,
                 severity: Severity::Info,
                 sessions: w.summary.sessions,
                 observed,
                 comparator: Comparator::AtLeast,
                 target,
-                unit: "ratio",
+                unit: Unit::Ratio,
                 budget_consumed: consumed,
                 burn_rates,
                 exemplars: bad_exemplars(&w.summary, m),
-                message: format!(
-                    "{what} {} in this window is below the {} target; no burn-rate tier fires{budget_note}",
-                    pct(observed),
-                    pct(target)
-                ),
                 ..FindingParts::default()
             }));
         }
-        true
+        Some(judged)
     }
 
-    fn window_check(&self, ctx: &Ctx<'_>, out: &mut Vec<Finding>, c: WindowCheck) -> bool {
+    fn window_check(
+        &self,
+        ctx: &Ctx<'_>,
+        out: &mut Vec<Finding>,
+        c: WindowCheck,
+    ) -> Option<Standing> {
         if !c.enough {
             if ctx.w.key.segment.is_none() && ctx.w.summary.sessions < self.spec.min_sessions {
                 out.push(ctx.insufficient(self.spec.min_sessions));
             }
-            return false;
+            return None;
         }
-        let Some(observed) = c.observed else {
-            return false;
+        let observed = c.observed?;
+        let comparator = match c.bound {
+            Bound::Max(_) => Comparator::AtMost,
+            Bound::Min(_) => Comparator::AtLeast,
+        };
+        let judged = Standing {
+            sessions: ctx.w.summary.sessions,
+            observed: Some(observed),
+            comparator,
+            target: c.bound.value(),
+            unit: c.unit,
+            budget_consumed: None,
+            burn_rates: Vec::new(),
+            drift: None,
         };
         if !c.bound.holds(observed) {
-            let (comparator, word) = match c.bound {
-                Bound::Max(_) => (Comparator::AtMost, "above"),
-                Bound::Min(_) => (Comparator::AtLeast, "below"),
-            };
             let exemplars = match c.unit {
-                "usd" => top_ids(&ctx.w.summary.costliest),
-                "ms" => top_ids(&ctx.w.summary.slowest),
+                Unit::Usd => top_ids(&ctx.w.summary.costliest),
+                Unit::Ms => top_ids(&ctx.w.summary.slowest),
                 _ => Vec::new(),
             };
             out.push(ctx.finding(FindingParts {
@@ -927,18 +942,12 @@ impl SpecRuntime {
                 comparator,
                 target: c.bound.value(),
                 unit: c.unit,
+                subject: Some(c.subject),
                 exemplars,
-                message: format!(
-                    "{} is {}, {word} the {} limit ({} sessions)",
-                    c.what,
-                    fmt_value(observed, c.unit),
-                    fmt_value(c.bound.value(), c.unit),
-                    ctx.w.summary.sessions
-                ),
                 ..FindingParts::default()
             }));
         }
-        true
+        Some(judged)
     }
 
     /// Per-session violations in the window's newest step, so each is reported once. The
@@ -948,10 +957,10 @@ impl SpecRuntime {
         ctx: &Ctx<'_>,
         out: &mut Vec<Finding>,
         m: usize,
-        check: &'static str,
+        check: Check,
         severity: Severity,
-        message: impl Fn(u64) -> String,
-    ) -> bool {
+        subject: Subject,
+    ) -> Option<Standing> {
         let MeasureState::Violations {
             sessions,
             exemplars,
@@ -970,15 +979,24 @@ impl SpecRuntime {
                 observed: *sessions as f64,
                 comparator: Comparator::AtMost,
                 target: 0.0,
-                unit: "count",
+                unit: Unit::Count,
                 exemplars: exemplars.ids(),
                 details: details.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-                message: message(*sessions),
+                subject: Some(subject),
                 window_start: Some(ctx.w.end - step),
                 ..FindingParts::default()
             }));
         }
-        true
+        Some(Standing {
+            sessions: ctx.w.newest_step.sessions,
+            observed: Some(*sessions as f64),
+            comparator: Comparator::AtMost,
+            target: 0.0,
+            unit: Unit::Count,
+            budget_consumed: None,
+            burn_rates: Vec::new(),
+            drift: None,
+        })
     }
 }
 
@@ -1005,35 +1023,6 @@ fn drift_sample(summary: &SpecSummary, m: usize) -> &FeatureSample {
         MeasureState::Drift(s) => s,
         _ => unreachable!("drift measures hold drift samples"),
     }
-}
-
-/// `output_tokens median 300 → 405 (ks, p=1e-9 corrected, wasserstein/σ 0.52)`
-fn describe_feature(f: &FeatureResult) -> String {
-    let mut stats = vec![f.test.clone()];
-    if let Some(p) = f.p_adjusted.or(f.p_value) {
-        stats.push(format!(
-            "p={p:.1e}{}",
-            if f.p_adjusted.is_some() {
-                " corrected"
-            } else {
-                ""
-            }
-        ));
-    }
-    if let Some(e) = f.effect_size
-        && !f.effect.is_empty()
-    {
-        stats.push(format!("{} {e:.2}", f.effect));
-    } else if !f.effect.is_empty() {
-        stats.push(f.effect.clone());
-    }
-    format!(
-        "{} {} → {} ({})",
-        f.feature,
-        f.reference,
-        f.current,
-        stats.join(", ")
-    )
 }
 
 fn worse(a: &Finding, b: &Finding) -> bool {
@@ -1096,29 +1085,32 @@ fn push_field(buf: &mut String, f: &KeyField, s: &Session) {
 }
 
 struct WindowCheck {
-    check: &'static str,
+    check: Check,
     enough: bool,
     observed: Option<f64>,
     bound: Bound,
-    unit: &'static str,
-    what: String,
+    unit: Unit,
+    /// Spend checks name what they measured; other checks take it from the objective.
+    subject: Subject,
 }
 
 #[derive(Default)]
 struct FindingParts {
-    check: &'static str,
+    check: Check,
     verdict: Verdict,
     severity: Severity,
     sessions: u64,
     observed: f64,
     comparator: Comparator,
     target: f64,
-    unit: &'static str,
+    unit: Unit,
     budget_consumed: Option<f64>,
     burn_rates: Vec<BurnRate>,
     exemplars: Vec<String>,
-    details: Vec<(String, u64)>,
-    message: String,
+    details: Vec<(crate::finding::Detail, u64)>,
+    /// What was measured, when the objective's kind alone does not say (spend checks, the
+    /// firing burn-rate tier).
+    subject: Option<Subject>,
     /// Overrides the window start (violations report the newest step only).
     window_start: Option<EpochMs>,
 }
@@ -1139,8 +1131,8 @@ impl Ctx<'_> {
             .cloned()
             .unwrap_or_default();
         let segment = self.w.key.segment.as_deref().map(str::to_owned);
-        let start = format_rfc3339_ms(p.window_start.unwrap_or(self.w.start));
-        let end = format_rfc3339_ms(self.w.end);
+        let start = p.window_start.unwrap_or(self.w.start);
+        let end = self.w.end;
         Finding {
             id: Finding::make_id(
                 &spec.name,
@@ -1148,12 +1140,12 @@ impl Ctx<'_> {
                 p.check,
                 &key,
                 segment.as_deref(),
-                &start,
-                &end,
+                start,
+                end,
             ),
             spec: spec.name.clone(),
             objective: self.o.name.clone(),
-            check: p.check.to_owned(),
+            check: p.check,
             dimension: self.o.dimension,
             verdict: p.verdict,
             severity: p.severity,
@@ -1165,20 +1157,13 @@ impl Ctx<'_> {
             observed: round9(p.observed),
             comparator: p.comparator,
             target: p.target,
-            unit: p.unit.to_owned(),
+            unit: p.unit,
             budget_consumed: p.budget_consumed.map(round9),
-            burn_rates: p
-                .burn_rates
-                .into_iter()
-                .map(|b| BurnRate {
-                    long_rate: round9(b.long_rate),
-                    short_rate: round9(b.short_rate),
-                    ..b
-                })
-                .collect(),
+            burn_rates: p.burn_rates.into_iter().map(round_rates).collect(),
             exemplars: p.exemplars,
             details: p.details,
-            message: p.message,
+            subject: Some(p.subject.unwrap_or_else(|| subject_of(self.o, spec))),
+            message: String::new(),
             runbook: self.o.runbook.clone().or_else(|| spec.runbook.clone()),
             chart: None,
             drift: None,
@@ -1187,21 +1172,70 @@ impl Ctx<'_> {
 
     fn insufficient(&self, min: u64) -> Finding {
         self.finding(FindingParts {
-            check: "window",
+            check: Check::Window,
             verdict: Verdict::InsufficientData,
             severity: Severity::Info,
             sessions: self.w.summary.sessions,
             observed: self.w.summary.sessions as f64,
             comparator: Comparator::AtLeast,
             target: min as f64,
-            unit: "count",
-            message: format!(
-                "only {} sessions in this window; {} are needed for a verdict (minSessions)",
-                self.w.summary.sessions, min
-            ),
+            unit: Unit::Count,
             ..FindingParts::default()
         })
     }
+}
+
+/// What an objective measures, for its findings (spend objectives name their check instead).
+fn subject_of(o: &Objective, spec: &Spec) -> Subject {
+    let slo = |sli| Subject::Slo {
+        sli,
+        period_ms: spec.period_ms,
+        tier: None,
+    };
+    match &o.kind {
+        ObjectiveKind::Ratio { .. } => slo(Sli::Success),
+        ObjectiveKind::Threshold {
+            field, threshold, ..
+        } => slo(Sli::Threshold {
+            field: field.clone(),
+            threshold: *threshold,
+        }),
+        ObjectiveKind::Fallback(_) => slo(Sli::Fallback),
+        ObjectiveKind::Percentile { field, p, .. } => Subject::Percentile {
+            field: field.clone(),
+            p: *p,
+        },
+        ObjectiveKind::Mean { field, .. } => Subject::Mean {
+            field: field.clone(),
+        },
+        ObjectiveKind::Rate { of, .. } => Subject::Rate { signal: of.clone() },
+        ObjectiveKind::Spend(_) => Subject::WindowSpend,
+        ObjectiveKind::Pii(_) => Subject::Pii,
+        ObjectiveKind::Tools(_) => Subject::ToolRules,
+        ObjectiveKind::Drift(_) => Subject::Drift,
+    }
+}
+
+/// Burn rates rounded like every other number in findings and clears.
+fn round_rates(b: BurnRate) -> BurnRate {
+    BurnRate {
+        long_rate: round9(b.long_rate),
+        short_rate: round9(b.short_rate),
+        ..b
+    }
+}
+
+/// Where an objective stands after one window was judged: what a [`Clear`] carries when the
+/// window raised no ticket or page.
+struct Standing {
+    sessions: u64,
+    observed: Option<f64>,
+    comparator: Comparator,
+    target: f64,
+    unit: Unit,
+    budget_consumed: Option<f64>,
+    burn_rates: Vec<BurnRate>,
+    drift: Option<crate::finding::DriftReport>,
 }
 
 /// Rounds to 9 significant digits so floating noise never shows in findings.
@@ -1212,88 +1246,4 @@ fn round9(v: f64) -> f64 {
     let digits = 9 - v.abs().log10().ceil() as i32;
     let scale = 10f64.powi(digits);
     (v * scale).round() / scale
-}
-
-/// The unit findings use for a numeric field.
-pub fn unit_of(field: &NumericField) -> &'static str {
-    match field {
-        NumericField::DurationMs => "ms",
-        NumericField::CostUsd => "usd",
-        NumericField::InputTokens | NumericField::OutputTokens | NumericField::ContextTokensMax => {
-            "tokens"
-        }
-        NumericField::Turns | NumericField::ToolCalls => "count",
-        NumericField::QualityScore => "score",
-        NumericField::OutputChars => "chars",
-        NumericField::ContextUtilisation => "ratio",
-        NumericField::Attribute(_) => "",
-    }
-}
-
-/// The record field name of a numeric field.
-pub fn field_name(field: &NumericField) -> String {
-    match field {
-        NumericField::DurationMs => "duration_ms".into(),
-        NumericField::CostUsd => "cost_usd".into(),
-        NumericField::InputTokens => "input_tokens".into(),
-        NumericField::OutputTokens => "output_tokens".into(),
-        NumericField::Turns => "turns".into(),
-        NumericField::ToolCalls => "tool_calls".into(),
-        NumericField::QualityScore => "quality.score".into(),
-        NumericField::OutputChars => "output_chars".into(),
-        NumericField::ContextTokensMax => "context_tokens_max".into(),
-        NumericField::ContextUtilisation => "context_utilisation".into(),
-        NumericField::Attribute(a) => format!("attributes.{a}"),
-    }
-}
-
-fn signal_name(s: &crate::spec::model::BoolSignal) -> String {
-    use crate::spec::model::BoolSignal;
-    match s {
-        BoolSignal::Resolved => "resolved".into(),
-        BoolSignal::Refusal => "refusal".into(),
-        BoolSignal::FallbackTriggered => "fallback".into(),
-        BoolSignal::Status(st) => format!("{} status", st.as_str()),
-    }
-}
-
-/// A value in its unit, for people.
-pub fn fmt_value(v: f64, unit: &str) -> String {
-    match unit {
-        "ms" if v >= 1000.0 => format!("{:.1} s", v / 1000.0),
-        "ms" => format!("{v:.0} ms"),
-        "usd" => format!("${}", trim_float(round_sig(v, 3))),
-        "ratio" => pct(v),
-        "score" => format!("{v:.3}"),
-        _ => trim_float(round_sig(v, 4)),
-    }
-}
-
-/// A ratio as a percentage: one decimal, more near 100% where they matter (99.95%).
-pub fn pct(v: f64) -> String {
-    let p = v * 100.0;
-    let decimals = if (99.0..100.0).contains(&p) { 3 } else { 1 };
-    let s = format!("{p:.decimals$}");
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        &s
-    };
-    format!("{s}%")
-}
-
-fn round_sig(v: f64, sig: i32) -> f64 {
-    if v == 0.0 || !v.is_finite() {
-        return v;
-    }
-    let scale = 10f64.powi(sig - v.abs().log10().ceil() as i32);
-    (v * scale).round() / scale
-}
-
-fn trim_float(v: f64) -> String {
-    format!("{v}")
-}
-
-fn period_name(ms: i64) -> String {
-    crate::duration::format_duration_ms(ms)
 }

@@ -376,7 +376,7 @@ fn burn_table(out: &mut String, spec: &Spec, target: f64) {
         "long",
         "short",
         "severity",
-        "budget spent when it fires",
+        "budget left when it fires",
         "budget gone in",
     ];
     let mut rows: Vec<[String; 7]> = vec![header.map(str::to_owned)];
@@ -394,7 +394,9 @@ fn burn_table(out: &mut String, spec: &Spec, target: f64) {
             if never {
                 "never fires*".to_owned()
             } else {
-                pct((spent * 10_000.0).round() / 10_000.0)
+                // What is left of a full period's budget once the tier's long window has
+                // burnt at its factor: the same "budget left" mail and findings speak of.
+                pct(((1.0 - spent).max(0.0) * 10_000.0).round() / 10_000.0)
             },
             if never {
                 "—".to_owned()

@@ -198,7 +198,7 @@ pub struct SessionFilter {
 }
 
 /// Numeric per-session fields objectives can measure.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NumericField {
     DurationMs,
@@ -216,7 +216,7 @@ pub enum NumericField {
 }
 
 /// Boolean per-session signals for `rate` objectives.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BoolSignal {
     /// `quality.resolved`

@@ -288,7 +288,17 @@ pub fn finding_on(
         ("model".to_owned(), "m-2026-09".to_owned()),
     ];
     let (s, e) = (format_rfc3339_ms(start), format_rfc3339_ms(end));
-    let id = Finding::make_id("support-bot-prod", objective, check, &key, segment, &s, &e);
+    let typed_check: slawatch::finding::Check =
+        serde_json::from_value(serde_json::json!(check)).unwrap();
+    let id = Finding::make_id(
+        "support-bot-prod",
+        objective,
+        typed_check,
+        &key,
+        segment,
+        start,
+        end,
+    );
     let details = if objective == "pii" {
         serde_json::json!([[
             "card_number passed_through→tool:update_address",
@@ -297,12 +307,23 @@ pub fn finding_on(
     } else {
         serde_json::json!([])
     };
+    // What the core would say the finding measured; objectives the renderer needs no
+    // subject for keep none, like findings stored before subjects existed.
+    let subject = match objective {
+        "latency-p99" => {
+            serde_json::json!({"kind": "percentile", "field": "duration_ms", "p": 99.0})
+        }
+        "refusals" => serde_json::json!({"kind": "rate", "signal": "refusal"}),
+        "resolved" => serde_json::json!({"kind": "rate", "signal": "resolved"}),
+        "pii" => serde_json::json!({"kind": "pii"}),
+        _ => serde_json::Value::Null,
+    };
     serde_json::from_value(serde_json::json!({
         "id": id, "spec": "support-bot-prod", "objective": objective, "check": check,
         "dimension": dimension, "verdict": "breach", "severity": severity, "key": key,
         "segment": segment, "window_start": s, "window_end": e, "sessions": 200,
         "observed": observed, "comparator": cmp, "target": target, "unit": unit,
-        "exemplars": ["s-0000042", "s-0000043"], "details": details,
+        "exemplars": ["s-0000042", "s-0000043"], "details": details, "subject": subject,
         "message": format!("{objective} is {observed}, outside {target}"),
         "runbook": "https://wiki.example.com/runbooks/support-bot"
     }))
@@ -319,7 +340,8 @@ pub fn clear(objective: &str, segment: Option<&str>, end: i64) -> Clear {
             ("model".into(), "m-2026-09".into()),
         ],
         segment: segment.map(str::to_owned),
-        window_end: format_rfc3339_ms(end),
+        window_end: end,
+        ..Clear::default()
     }
 }
 
@@ -350,8 +372,8 @@ enum Ev {
 fn run(engine: &mut AlertEngine, events: Vec<Ev>) -> Vec<Notification> {
     let mut out = Vec::new();
     let time = |e: &Ev| match e {
-        Ev::F(f) => parse_rfc3339_ms(&f.window_end).unwrap(),
-        Ev::C(c) => parse_rfc3339_ms(&c.window_end).unwrap(),
+        Ev::F(f) => f.window_end,
+        Ev::C(c) => c.window_end,
         Ev::Advance(t) => *t,
     };
     let mut pending: Option<i64> = None;
@@ -746,7 +768,7 @@ fn stakeholders_hear_of_projected_and_actual_breaches_in_plain_words() {
     // First data half a period ago.
     let start = T0 - period / 2;
     let mut warmup = finding("success", "window", "info", None, start + HOUR);
-    warmup.window_start = format_rfc3339_ms(start);
+    warmup.window_start = start;
     let t = T0 + HOUR;
     let with_budget = |rate: f64, end: i64| {
         let mut f = finding("success", "burn_rate", "page", None, end);
@@ -808,7 +830,12 @@ fn stakeholders_hear_of_projected_and_actual_breaches_in_plain_words() {
         );
     }
     let on = render::render(oncall(&ns)[0], &test_policy().timing).text;
-    assert!(says(&on, "error budget spent"), "{on}");
+    // One budget vocabulary (issue 10 item 8): what is left, never "spent" or "used" beside
+    // it. At 1.2× the budget rate for 14 days 1 h of 28 days: 1 − 1.2 × 337/672 = 39.8% left.
+    assert!(says(&on, "39.8% of the 28d error budget left"), "{on}");
+    for word in ["budget spent", "budget used", "of the budget by"] {
+        assert!(!on.contains(word), "on-call mail says `{word}`:\n{on}");
+    }
     assert!(says(&on, "runs out in"), "{on}");
 }
 

@@ -35,15 +35,20 @@ fn stream(cfg: &SimConfig) -> Vec<u8> {
     bytes
 }
 
-/// Collects findings; persists baselines after every batch when given a store.
+/// Collects findings and clears; persists baselines after every batch when given a store.
 struct Collect<'a> {
     findings: Vec<Finding>,
+    clears: Vec<slawatch::finding::Clear>,
     store: Option<&'a Store>,
 }
 
 impl Sink for Collect<'_> {
     fn finding(&mut self, f: &Finding) -> anyhow::Result<()> {
         self.findings.push(f.clone());
+        Ok(())
+    }
+    fn clear(&mut self, c: &slawatch::finding::Clear) -> anyhow::Result<()> {
+        self.clears.push(c.clone());
         Ok(())
     }
     fn windows_closed(&mut self, p: &mut Pipeline) -> anyhow::Result<()> {
@@ -57,8 +62,17 @@ impl Sink for Collect<'_> {
 }
 
 fn run(p: &mut Pipeline, bytes: &[u8], store: Option<&Store>) -> Vec<Finding> {
+    run_with_clears(p, bytes, store).0
+}
+
+fn run_with_clears(
+    p: &mut Pipeline,
+    bytes: &[u8],
+    store: Option<&Store>,
+) -> (Vec<Finding>, Vec<slawatch::finding::Clear>) {
     let mut sink = Collect {
         findings: Vec::new(),
+        clears: Vec::new(),
         store,
     };
     replay_stream(
@@ -69,7 +83,7 @@ fn run(p: &mut Pipeline, bytes: &[u8], store: Option<&Store>) -> Vec<Finding> {
         &mut sink,
     )
     .unwrap();
-    sink.findings
+    (sink.findings, sink.clears)
 }
 
 fn drift_alerts(fs: &[Finding]) -> Vec<&Finding> {
@@ -262,5 +276,50 @@ fn baselines_survive_a_restart_and_comparisons_continue() {
             .unwrap()
             .baseline
             .contains("/sp-v1/")
+    );
+}
+
+/// Issue 9: every judged drift window yields a ticket-level finding or a clear, and the clear
+/// carries the feature-by-feature report — also when nothing drifted — for the status API.
+#[test]
+fn every_judged_drift_window_yields_a_finding_or_a_clear_with_its_report() {
+    let mut p = pipeline();
+    let (findings, clears) = run_with_clears(&mut p, &stream(&SimConfig::steady(100, 48)), None);
+    let judged = p.runtimes()[0]
+        .stats()
+        .iter()
+        .zip(&p.runtimes()[0].spec().objectives)
+        .find(|(_, o)| o.name == "drift")
+        .map(|(st, _)| st.windows_evaluated)
+        .unwrap();
+    assert!(
+        judged > 0,
+        "steady 48 h must judge drift windows once baselines freeze"
+    );
+    let drift_clears: Vec<_> = clears.iter().filter(|c| c.objective == "drift").collect();
+    let tickets = findings
+        .iter()
+        .filter(|f| f.objective == "drift" && f.severity >= Severity::Ticket)
+        .count();
+    assert_eq!(drift_clears.len() + tickets, judged as usize);
+    for c in &drift_clears {
+        let report = c.drift.as_ref().expect("a drift clear carries its report");
+        assert!(!report.features.is_empty(), "{c:?}");
+        // The standing counts the features that drifted, as the report lists them.
+        let drifted = report
+            .features
+            .iter()
+            .filter(|f| f.verdict == FeatureVerdict::Drift)
+            .count();
+        assert_eq!(c.observed, Some(drifted as f64), "{c:?}");
+        assert!(c.sessions > 0);
+    }
+    // Steady traffic: most windows have no drifted feature at all, and still report them all.
+    assert!(
+        drift_clears
+            .iter()
+            .filter(|c| c.observed == Some(0.0))
+            .count()
+            > drift_clears.len() / 2
     );
 }

@@ -5,6 +5,7 @@ mod alerts_smtp;
 mod api;
 mod decode;
 mod drift_e2e;
+mod finding_wire;
 mod kafka_e2e;
 mod multivariate;
 mod objectives;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use slawatch::catalog::Catalog;
 use slawatch::evaluate::SpecRuntime;
-use slawatch::finding::{Finding, Verdict};
+use slawatch::finding::{Check, Comparator, Detail, Finding, Unit, Verdict};
 use slawatch::ingest::decode::Decoder;
-use slawatch::session::Session;
+use slawatch::session::{PiiHandling, Session};
 use slawatch::spec::model::{Dimension, Severity};
 
 /// 2026-11-01T00:00:00Z
@@ -189,7 +189,7 @@ fn spend_caps_percentile_and_window_budget() {
     let b = breaches(&f, "spend");
     let by_check = |c: &str| {
         b.iter()
-            .find(|f| f.check == c)
+            .find(|f| f.check.as_str() == c)
             .unwrap_or_else(|| panic!("no {c}: {b:?}"))
     };
     let hard = by_check("hard_cap");
@@ -232,10 +232,21 @@ fn pii_handling_per_destination_is_zero_tolerance() {
         b[0].details,
         [
             (
-                "card_number passed_through→tool:update_address".to_owned(),
+                Detail::Pii {
+                    kind: "card_number".into(),
+                    handling: PiiHandling::PassedThrough,
+                    destination: Some("tool:update_address".into()),
+                },
                 1
             ),
-            ("email blocked→log".to_owned(), 1)
+            (
+                Detail::Pii {
+                    kind: "email".into(),
+                    handling: PiiHandling::Blocked,
+                    destination: Some("log".into()),
+                },
+                1
+            )
         ]
     );
 }
@@ -255,7 +266,7 @@ fn tool_deny_list_call_limit_and_loops() {
     let b = breaches(&f, "tools");
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].exemplars, ["s-0001", "s-0002", "s-0003"]);
-    let labels: Vec<_> = b[0].details.iter().map(|(l, _)| l.as_str()).collect();
+    let labels: Vec<_> = b[0].details.iter().map(|(l, _)| l.to_string()).collect();
     assert_eq!(
         labels,
         [
@@ -281,7 +292,7 @@ fn failures_without_an_allowed_fallback_and_the_fallback_rate_bound() {
     });
     let c = breaches(&covered, "fallback");
     assert_eq!(c.len(), 1, "{c:?}");
-    assert_eq!(c[0].check, "max_rate");
+    assert_eq!(c[0].check, Check::MaxRate);
     // The same failures with a kind that is not allowed: coverage burns (page).
     let uncovered = run(s, 100, |i| {
         if i % 5 == 0 {
@@ -293,11 +304,75 @@ fn failures_without_an_allowed_fallback_and_the_fallback_rate_bound() {
     let u = breaches(&uncovered, "fallback");
     let burn = u
         .iter()
-        .find(|f| f.check == "burn_rate")
+        .find(|f| f.check == Check::BurnRate)
         .expect("coverage burn");
     assert_eq!(
         (burn.severity, burn.dimension),
         (Severity::Page, Dimension::Fallback)
     );
     assert_eq!(burn.observed, 0.0);
+}
+
+/// Issue 9: a window judged without a ticket or page yields a clear that says where the
+/// objective stands — value, target, budget and every burn-rate tier.
+#[test]
+fn a_healthy_slo_window_yields_a_clear_with_its_standing() {
+    let s = spec("    - {name: success, ratio: {good: {status: [success]}}, target: 99%}\n");
+    let mut rt = SpecRuntime::new(s);
+    let mut findings = Vec::new();
+    // 100 sessions, one error: SLI 99/100 = 0.99, exactly the target.
+    for i in 0..100 {
+        let st = if i == 50 { "error" } else { "success" };
+        let x = session(i, json!({"status": st}));
+        rt.observe(&x).unwrap();
+        findings.extend(rt.advance(x.event_time));
+    }
+    findings.extend(rt.flush());
+    assert!(breaches(&findings, "success").is_empty(), "{findings:?}");
+    let clears = rt.drain_clears();
+    assert_eq!(clears.len(), 1, "{clears:?}");
+    let c = &clears[0];
+    assert_eq!(c.window_end, T0 + 3_600_000);
+    assert_eq!(c.sessions, 100);
+    assert_eq!(c.observed, Some(0.99));
+    assert_eq!(
+        (c.target, c.comparator, c.unit),
+        (0.99, Comparator::AtLeast, Unit::Ratio)
+    );
+    // 1 bad of 100 against a budget of 1% of 100 sessions: all of it used.
+    assert!((c.budget_consumed.unwrap() - 1.0).abs() < 1e-9, "{c:?}");
+    // Every tier of the default alerting is reported: the error rate is exactly the budget
+    // rate (1×) over the fast tier's long window.
+    assert!(!c.burn_rates.is_empty());
+    let fast = c
+        .burn_rates
+        .iter()
+        .find(|b| b.tier == "fast")
+        .expect("fast tier");
+    assert!((fast.long_rate - 1.0).abs() < 1e-9, "{fast:?}");
+    // The 5 min before the window's end hold no session (the last ends at 49.5 min).
+    assert_eq!(fast.short_rate, 0.0, "{fast:?}");
+}
+
+#[test]
+fn a_healthy_percentile_window_yields_a_clear_with_its_value() {
+    let s = spec("    - {name: p99, percentile: {field: duration_ms, p: 99, max: 20s}}\n");
+    let mut rt = SpecRuntime::new(s);
+    for i in 0..100 {
+        let x = session(i, json!({}));
+        rt.observe(&x).unwrap();
+        assert!(rt.advance(x.event_time).is_empty());
+    }
+    assert!(rt.flush().is_empty());
+    let clears = rt.drain_clears();
+    assert_eq!(clears.len(), 1, "{clears:?}");
+    let c = &clears[0];
+    // Every session lasted 2000 ms; the sketch's relative error is 1%.
+    let v = c.observed.unwrap();
+    assert!((v - 2000.0).abs() <= 20.0, "{v}");
+    assert_eq!(
+        (c.target, c.comparator, c.unit),
+        (20_000.0, Comparator::AtMost, Unit::Ms)
+    );
+    assert!(c.burn_rates.is_empty() && c.budget_consumed.is_none() && c.drift.is_none());
 }

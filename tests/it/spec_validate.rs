@@ -392,13 +392,16 @@ fn explain_reads_well_in_100_columns() {
     let text = spec::explain(s);
     assert!(text.contains("The share of sessions with status success must be at least 99%"));
     assert!(text.contains("Error budget: 1% of sessions (1 in 100)"));
-    // fast tier: 14.4 × 1h / 28d = 2.14% of the budget; exhausted after 28d / 14.4.
+    assert!(text.contains("budget left when it fires"), "{text}");
+    assert!(!text.contains("budget spent"), "{text}");
+    // fast tier: 14.4 × 1h / 28d = 2.14% of the budget burnt, so 97.86% left —
+    // spoken of as what is left, like mail; exhausted after 28d / 14.4.
     let fast = text
         .lines()
         .find(|l| l.trim_start().starts_with("fast "))
         .expect("burn-rate table");
     assert!(
-        fast.contains("14.4×") && fast.contains("2.14%") && fast.contains("1d22h40m"),
+        fast.contains("14.4×") && fast.contains("97.86%") && fast.contains("1d22h40m"),
         "{fast}"
     );
 }
