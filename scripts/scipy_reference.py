@@ -350,6 +350,30 @@ def ztest_cases():
     return cases
 
 
+def fisher_cases():
+    """scipy.stats.fisher_exact on 2x2 tables [[a, b], [c, d]] (two-sided)."""
+    rng = np.random.default_rng(1010)
+    tables = [(1, 99, 0, 2400), (0, 100, 24, 2376), (3, 97, 5, 2395), (0, 0, 3, 4), (0, 5, 0, 4),
+              (5, 5, 5, 5), (2, 8, 8, 2), (1, 9, 11, 3), (10, 10, 10, 10), (0, 600, 30, 9970),
+              (6, 594, 50, 9950), (12, 588, 50, 9950), (0, 1, 1, 0), (7, 3, 3, 7), (30, 70, 45, 55),
+              (200, 800, 150, 850), (1, 0, 0, 1), (4, 196, 0, 3000)]
+    for _ in range(40):
+        n1 = int(rng.integers(1, 700))
+        n2 = int(rng.integers(1, 12000))
+        p = float(rng.choice([0.005, 0.01, 0.05, 0.2]))
+        a = int(rng.binomial(n1, p))
+        c = int(rng.binomial(n2, p * float(rng.choice([1.0, 1.0, 2.0, 0.5]))))
+        tables.append((a, n1 - a, c, n2 - c))
+    cases = []
+    for a, b, c, d in tables:
+        res = stats.fisher_exact([[a, b], [c, d]])
+        odds = float(res.statistic)
+        cases.append({"name": f"fisher_exact/{a}_{b}_{c}_{d}", "table": [[a, b], [c, d]],
+                      "expected": {"pvalue": float(res.pvalue),
+                                   "odds_ratio": None if math.isnan(odds) else ("inf" if math.isinf(odds) else odds)}})
+    return cases
+
+
 # --------------------------------------------------------------------------
 # PSI, JS, Hellinger, Wasserstein
 # --------------------------------------------------------------------------
@@ -609,6 +633,7 @@ def build():
         "chi2_contingency": chi2_cases(),
         "chi2_sf": chi2_sf_cases(),
         "proportions_ztest": ztest_cases(),
+        "fisher_exact": fisher_cases(),
         "psi": psi_c,
         "chi2_ppf95": chi2_table,
         "jensenshannon": js_cases(),

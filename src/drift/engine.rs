@@ -4,7 +4,9 @@
 //!
 //! Rules (`drift.test`):
 //! - `auto` (slawatch's default): numeric features by two-sample KS, rates by a two-proportion
-//!   z-test, categories by χ²; p-values are BH-corrected across the window's whole family of
+//!   z-test — or Fisher's exact test when an expected count of the 2×2 table is below 5
+//!   (Cochran's rule: there the normal approximation makes rare-rate p-values far too small) —
+//!   categories by χ²; p-values are BH-corrected across the window's whole family of
 //!   tests. A feature drifts when its corrected p-value is below `pValue` **and** its effect
 //!   size reaches a floor (normalised Wasserstein ≥ `effectSize`; Cohen's h ≥ 2·`effectSize`,
 //!   Cohen's "small"; Jensen–Shannon ≥ `effectSize`) — at large n every trivial shift is
@@ -24,8 +26,9 @@ use std::collections::BTreeMap;
 use crate::drift::baseline::{Baseline, BaselineKey, Lifecycle};
 use crate::drift::features::{FeatureSample, FeatureSet};
 use crate::drift::stats::{
-    SortedSample, bh_adjust, chi2_contingency, hellinger, js_distance, js_distance_binned,
-    ks_2samp_sorted, psi_sorted, two_proportion_ztest, wasserstein_sorted,
+    SortedSample, bh_adjust, chi2_contingency, fisher_exact, hellinger, js_distance,
+    js_distance_binned, ks_2samp_sorted, psi_sorted, small_expected_counts, two_proportion_ztest,
+    wasserstein_sorted,
 };
 use crate::finding::{FeatureResult, FeatureVerdict};
 use crate::spec::model::DriftSpec;
@@ -365,6 +368,8 @@ fn binary(
     let h = (2.0 * pc.sqrt().asin() - 2.0 * pr.sqrt().asin()).abs();
     let summaries = (crate::evaluate::pct(pr), crate::evaluate::pct(pc));
     let z = two_proportion_ztest(ct as f64, cn as f64, rt as f64, rn as f64);
+    // Current window first, as the z-test: [[true, false] current, [true, false] reference].
+    let table = [[ct, cn - ct], [rt, rn - rt]];
     let small = rn as usize <= SMALL_REFERENCE;
     match rule {
         "evidently" if small => {
@@ -399,6 +404,28 @@ fn binary(
                 (rn, cn),
                 Some(d.is_some_and(|d| d >= limit)),
                 None,
+            )
+        }
+        _ if rule != "z" && small_expected_counts(table) => {
+            let fisher = fisher_exact(table);
+            decided_or_pending(
+                name,
+                "fisher",
+                // The odds ratio; 0 stands in for an infinite or undefined one (JSON has no ∞).
+                fisher
+                    .and_then(|f| f.odds_ratio)
+                    .filter(|o| o.is_finite())
+                    .unwrap_or(0.0),
+                Some(fisher.map_or(1.0, |f| f.p_value)),
+                ("cohen_h", Some(h)),
+                summaries,
+                (rn, cn),
+                None,
+                Some(PendingRule {
+                    alpha,
+                    floor: Some(2.0 * floor),
+                    corrected: true,
+                }),
             )
         }
         _ => decided_or_pending(

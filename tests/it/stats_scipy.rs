@@ -547,3 +547,35 @@ fn descriptive_helpers_match_numpy() {
     }
     m.finish("numpy mean/std/median/quantile", cs.len());
 }
+
+#[test]
+fn fisher_exact_matches_scipy() {
+    let mut m = Mismatches::default();
+    let cs = cases("fisher_exact");
+    for case in cs {
+        let n = name(case);
+        let t = &case["table"];
+        let cell = |i: usize, j: usize| t[i][j].as_u64().expect("count");
+        let got = stats::fisher_exact([[cell(0, 0), cell(0, 1)], [cell(1, 0), cell(1, 1)]]);
+        let exp = &case["expected"];
+        match got {
+            Some(r) => {
+                m.float(n, "pvalue", r.p_value, num(&exp["pvalue"]));
+                match (&exp["odds_ratio"], r.odds_ratio) {
+                    (Value::Null, None) => {}
+                    (e, Some(o)) if !e.is_null() => {
+                        let want = num(e);
+                        if want.is_infinite() {
+                            m.check(n, o == want, || format!("odds ratio {o}, scipy {want}"));
+                        } else {
+                            m.float(n, "odds_ratio", o, want);
+                        }
+                    }
+                    (e, o) => m.0.push(format!("{n}: odds ratio {o:?}, scipy {e}")),
+                }
+            }
+            None => m.0.push(format!("{n}: returned None, expected {exp}")),
+        }
+    }
+    m.finish("scipy.stats.fisher_exact", cs.len());
+}

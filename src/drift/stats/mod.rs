@@ -10,6 +10,7 @@
 //! | [`kstwo_sf`], [`kstwobign_sf`], [`smirnov_sf`] | `kstwo.sf`, `kstwobign.sf`, `special.smirnov` |
 //! | [`chi2_contingency`], [`chi2_two_sample`] | `scipy.stats.chi2_contingency(table, correction)` |
 //! | [`chi2_sf`] | `scipy.stats.chi2.sf(x, dof)` |
+//! | [`fisher_exact`] | `scipy.stats.fisher_exact(table)` (2×2, two-sided) |
 //! | [`two_proportion_ztest`] | statsmodels `proportions_ztest` formula with `norm.sf` |
 //! | [`psi`], [`psi_sorted`], [`psi_threshold`] | numpy quantile deciles (no scipy PSI) |
 //! | [`js_distance`], [`js_distance_binned`] | `scipy.spatial.distance.jensenshannon(p, q)` |
@@ -36,6 +37,7 @@ mod contingency;
 mod dd;
 mod descriptive;
 mod divergence;
+mod fisher;
 mod kolmogorov;
 mod ks;
 mod multiple;
@@ -51,6 +53,7 @@ pub use divergence::{
     js_distance, js_distance_binned, psi, psi_sorted, psi_threshold, shared_histogram, wasserstein,
     wasserstein_normalized, wasserstein_sorted, wasserstein_weighted,
 };
+pub use fisher::{FisherResult, fisher_exact, small_expected_counts};
 pub use kolmogorov::{kstwo_sf, kstwobign_sf, smirnov_sf};
 pub use ks::{
     KS_EXACT_MAX_N, KsMethod, KsResult, ks_2samp, ks_2samp_sorted, ks_statistic_binned,
