@@ -6,10 +6,12 @@
 //! - `auto` (slawatch's default): numeric features by two-sample KS, rates by a two-proportion
 //!   z-test — or Fisher's exact test when an expected count of the 2×2 table is below 5
 //!   (Cochran's rule: there the normal approximation makes rare-rate p-values far too small) —
-//!   categories by χ²; p-values are BH-corrected across the window's whole family of
+//!   categories by χ² per session (divided by the design effect of labels clustered in
+//!   sessions, see `categorical`); p-values are BH-corrected across the window's whole family of
 //!   tests. A feature drifts when its corrected p-value is below `pValue` **and** its effect
-//!   size reaches a floor (normalised Wasserstein ≥ `effectSize`; Cohen's h ≥ 2·`effectSize`,
-//!   Cohen's "small"; Jensen–Shannon ≥ `effectSize`) — at large n every trivial shift is
+//!   size reaches the floor of its family ([`effect_floor`], at every n: normalised
+//!   Wasserstein ≥ `effectSize`; Cohen's h ≥ 2·`effectSize`, Cohen's "small"; Jensen–Shannon
+//!   ≥ `effectSize`) — at large n every trivial shift is
 //!   "significant", the top complaint about drift tools, and across the hundreds of windows of
 //!   a day a significance level alone alarms on noise.
 //! - `evidently`: Evidently's default rule, for comparison: reference ≤ 1000 values → KS for
@@ -26,7 +28,7 @@ use std::collections::BTreeMap;
 use crate::drift::baseline::{Baseline, BaselineKey, Lifecycle};
 use crate::drift::features::{FeatureSample, FeatureSet};
 use crate::drift::stats::{
-    SortedSample, bh_adjust, chi2_contingency, fisher_exact, hellinger, js_distance,
+    SortedSample, bh_adjust, chi2_contingency, chi2_sf, fisher_exact, hellinger, js_distance,
     js_distance_binned, ks_2samp_sorted, psi_sorted, small_expected_counts, two_proportion_ztest,
     wasserstein_sorted,
 };
@@ -93,7 +95,7 @@ pub struct Pending {
 #[derive(Debug, Clone, Copy)]
 pub struct PendingRule {
     pub alpha: f64,
-    /// The effect floor that must also be reached (large references only).
+    /// The effect floor that must also be reached, at every n (see [`effect_floor`]).
     pub floor: Option<f64>,
     /// Whether the p-value joins the BH family (not under the `evidently` rule).
     pub corrected: bool,
@@ -131,8 +133,7 @@ pub fn compare(
     for (i, f) in cfg.set.categorical.iter().enumerate() {
         out.push(categorical(
             f.name(),
-            &reference.categorical[i],
-            &current.categorical[i],
+            reference.aligned_categorical(current, i),
             reference.sessions,
             current.sessions,
             rule,
@@ -195,6 +196,27 @@ fn decided_or_pending(
             },
         },
         rule: if verdict_now.is_some() { None } else { rule },
+    }
+}
+
+/// A test family of slawatch's own rule, with its effect measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// KS; effect = Wasserstein distance / reference σ.
+    Numeric,
+    /// z or Fisher; effect = Cohen's h.
+    Rate,
+    /// χ² per session; effect = Jensen–Shannon distance.
+    Categorical,
+}
+
+/// The effect floor of a family for `effectSize` — one meaning per family, at every n
+/// (documented in `sla-specs/README.md`, whose table a test compares with this).
+pub fn effect_floor(family: Family, effect_size: f64) -> f64 {
+    match family {
+        // Cohen's h doubles as the rate's floor: 0.2 is Cohen's "small" effect.
+        Family::Rate => 2.0 * effect_size,
+        Family::Numeric | Family::Categorical => effect_size,
     }
 }
 
@@ -344,7 +366,7 @@ fn numeric(
                 ks.is_none().then_some(false),
                 Some(PendingRule {
                     alpha,
-                    floor: Some(floor),
+                    floor: Some(effect_floor(Family::Numeric, floor)),
                     corrected: true,
                 }),
             )
@@ -423,7 +445,7 @@ fn binary(
                 None,
                 Some(PendingRule {
                     alpha,
-                    floor: Some(2.0 * floor),
+                    floor: Some(effect_floor(Family::Rate, floor)),
                     corrected: true,
                 }),
             )
@@ -439,18 +461,19 @@ fn binary(
             None,
             Some(PendingRule {
                 alpha,
-                floor: Some(2.0 * floor),
+                floor: Some(effect_floor(Family::Rate, floor)),
                 corrected: true,
             }),
         ),
     }
 }
 
+/// `aligned`: labels, reference and current counts on one axis, and the design effect of
+/// labels clustered in sessions (see [`FeatureSample::aligned_categorical`]).
 #[allow(clippy::too_many_arguments)]
 fn categorical(
     name: String,
-    r: &BTreeMap<String, u64>,
-    c: &BTreeMap<String, u64>,
+    (labels, rv, cv, deff): (Vec<String>, Vec<f64>, Vec<f64>, f64),
     r_sessions: u64,
     c_sessions: u64,
     rule: &str,
@@ -461,20 +484,7 @@ fn categorical(
     if r_sessions < min || c_sessions < min {
         return insufficient(name, "chisquare", r_sessions, c_sessions);
     }
-    let labels: Vec<&String> = r
-        .keys()
-        .chain(c.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let rv: Vec<f64> = labels
-        .iter()
-        .map(|l| *r.get(*l).unwrap_or(&0) as f64)
-        .collect();
-    let cv: Vec<f64> = labels
-        .iter()
-        .map(|l| *c.get(*l).unwrap_or(&0) as f64)
-        .collect();
+    let labels: Vec<&String> = labels.iter().collect();
     let (rs, cs): (f64, f64) = (rv.iter().sum(), cv.iter().sum());
     if rs == 0.0 || cs == 0.0 {
         return insufficient(name, "chisquare", rs as u64, cs as u64);
@@ -484,6 +494,20 @@ fn categorical(
     let js = js_distance(&p, &q);
     let summaries = (top_shares(&labels, &p), top_shares(&labels, &q));
     let chi = chi2_contingency(&[rv.clone(), cv.clone()], true);
+    // slawatch's own rule tests sessions, not labels: the labels of one session (the calls of
+    // `tool_mix`) are not independent draws, and counting each as one makes p-values far too
+    // small. Dividing Pearson's statistic by the design effect Σm²/Σm (m = labels per session)
+    // is the first-order Rao–Scott correction at the worst case of every label of a session
+    // being alike — conservative, and exactly 1 for one-label-per-session features.
+    let chi_sessions = chi.as_ref().and_then(|c| {
+        let statistic = c.statistic / deff;
+        Some((
+            statistic,
+            chi2_sf(statistic, c.dof as f64)
+                .filter(|_| c.dof > 0)
+                .unwrap_or(1.0),
+        ))
+    });
     let small = r_sessions as usize <= SMALL_REFERENCE;
     let n = (rs as u64, cs as u64);
     match rule {
@@ -540,15 +564,15 @@ fn categorical(
         _ => decided_or_pending(
             name,
             "chisquare",
-            chi.as_ref().map_or(0.0, |c| c.statistic),
-            Some(chi.as_ref().map_or(1.0, |c| c.p_value)),
+            chi_sessions.map_or(0.0, |c| c.0),
+            Some(chi_sessions.map_or(1.0, |c| c.1)),
             ("js_distance", js),
             summaries,
             n,
             None,
             Some(PendingRule {
                 alpha,
-                floor: Some(floor),
+                floor: Some(effect_floor(Family::Categorical, floor)),
                 corrected: true,
             }),
         ),
