@@ -163,9 +163,11 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
         catalog,
         &PipelineConfig {
             max_record_bytes: args.pipeline.max_record_bytes,
+            max_future_skew_ms: args.max_future_skew,
             ..PipelineConfig::default()
         },
-    );
+    )
+    .with_wall_clock(Arc::new(crate::alerts::deliver::SystemClock));
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = Arc::new(Store::open(&args.data_dir)?);
