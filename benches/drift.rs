@@ -247,6 +247,7 @@ fn drift_spec(features: &[&str]) -> DriftSpec {
         relearn_every_ms: None,
         multivariate: true,
         sequential: true,
+        ks_exact: false,
     }
 }
 

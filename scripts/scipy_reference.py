@@ -195,6 +195,19 @@ def ks_cases():
     return cases
 
 
+def ks_asymp_cases():
+    """ks_2samp(x, y, method='asymp'): slawatch's `ks: auto` above its work budget."""
+    rng = np.random.default_rng(1011)
+    cases = []
+    for n, m, shift in [(10000, 9500, 0.01), (5000, 3000, 0.05), (4000, 4000, 0.0), (3200, 5000, 0.03)]:
+        x = rnd(rng.normal(0, 1, n), 4)
+        y = rnd(rng.normal(shift, 1, m), 4)
+        res = stats.ks_2samp(x, y, alternative="two-sided", method="asymp")
+        cases.append({"name": f"ks_2samp_asymp/n{n}_m{m}_shift{shift}", "x": enc_in_list(x), "y": enc_in_list(y),
+                      "expected": {"statistic": float(res.statistic), "pvalue": float(res.pvalue)}})
+    return cases
+
+
 def ks_weighted_cases():
     rng = np.random.default_rng(1002)
     cases = []
@@ -626,6 +639,7 @@ def build():
             "tolerance": {"rel": 1e-9, "abs": 1e-12},
         },
         "ks_2samp": ks_cases(),
+        "ks_asymp": ks_asymp_cases(),
         "ks_weighted": ks_weighted_cases(),
         "kstwo_sf": kstwo_c,
         "kstwobign_sf": kstwobign_c,

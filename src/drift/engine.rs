@@ -28,9 +28,9 @@ use std::collections::BTreeMap;
 use crate::drift::baseline::{Baseline, BaselineKey, Lifecycle};
 use crate::drift::features::{FeatureSample, FeatureSet};
 use crate::drift::stats::{
-    SortedSample, bh_adjust, chi2_contingency, chi2_sf, fisher_exact, hellinger, js_distance,
-    js_distance_binned, ks_2samp_sorted, psi_sorted, small_expected_counts, two_proportion_ztest,
-    wasserstein_sorted,
+    KsPolicy, SortedSample, bh_adjust, chi2_contingency, chi2_sf, fisher_exact, hellinger,
+    js_distance, js_distance_binned, ks_2samp_policy, psi_sorted, small_expected_counts,
+    two_proportion_ztest, wasserstein_sorted,
 };
 use crate::finding::{FeatureResult, FeatureVerdict};
 use crate::spec::model::DriftSpec;
@@ -115,7 +115,12 @@ pub fn compare(
     for (col, f) in cfg.set.numeric.iter().enumerate() {
         let name = f.name().to_owned();
         let (r, c) = (reference.column(col), current.column(col));
-        out.push(numeric(name, r, c, rule, min, alpha, floor));
+        let ks = if cfg.spec.ks_exact {
+            KsPolicy::Scipy
+        } else {
+            KsPolicy::Budget
+        };
+        out.push(numeric(name, r, c, rule, ks, min, alpha, floor));
     }
     for (i, f) in cfg.set.binary.iter().enumerate() {
         let (rt, rn) = reference.binary[i];
@@ -222,11 +227,13 @@ pub fn effect_floor(family: Family, effect_size: f64) -> f64 {
 
 /// `r` and `c` are freshly extracted columns: they are sorted in place, after everything
 /// that reads them in sample order (the pairwise sums of `std`, the binned distances).
+#[allow(clippy::too_many_arguments)]
 fn numeric(
     name: String,
     r: Vec<f64>,
     c: Vec<f64>,
     rule: &str,
+    ks_policy: KsPolicy,
     min: u64,
     alpha: f64,
     floor: f64,
@@ -271,7 +278,7 @@ fn numeric(
         "evidently" if small => {
             let distinct = distinct_count(rs.as_slice());
             if distinct > 5 {
-                let ks = ks_2samp_sorted(&rs, &cs);
+                let ks = ks_2samp_policy(&rs, &cs, ks_policy);
                 let p = ks.as_ref().map(|k| k.p_value);
                 decided_or_pending(
                     name,
@@ -354,7 +361,7 @@ fn numeric(
             )
         }
         _ => {
-            let ks = ks_2samp_sorted(&rs, &cs);
+            let ks = ks_2samp_policy(&rs, &cs, ks_policy);
             decided_or_pending(
                 name,
                 "ks",

@@ -318,6 +318,9 @@ pub struct DriftSpec {
     pub multivariate: bool,
     /// `sequential`: also run CUSUM and Page–Hinkley per feature over windows (default true).
     pub sequential: bool,
+    /// `ks`: `auto` (default: the exact KS distribution while n·m stays under a work budget,
+    /// the asymptotic one above) or `exact` (scipy's `method='auto'` at any cost).
+    pub ks_exact: bool,
 }
 
 /// `spec.alerting`.

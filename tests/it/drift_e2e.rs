@@ -281,6 +281,7 @@ fn refusal_only(min_samples: u64) -> slawatch::drift::engine::DriftConfig {
         relearn_every_ms: None,
         multivariate: false,
         sequential: false,
+        ks_exact: false,
     })
 }
 
@@ -369,6 +370,7 @@ fn config(
         relearn_every_ms: None,
         multivariate: false,
         sequential: false,
+        ks_exact: false,
     })
 }
 

@@ -579,3 +579,44 @@ fn fisher_exact_matches_scipy() {
     }
     m.finish("scipy.stats.fisher_exact", cs.len());
 }
+
+/// `ks: auto` above the work budget is scipy's `method='asymp'`; `ks: exact` stays scipy's
+/// `auto` (exact at these sizes).
+#[test]
+fn ks_budget_policy_matches_scipy_asymp() {
+    let mut m = Mismatches::default();
+    let cs = cases("ks_asymp");
+    for case in cs {
+        let n = name(case);
+        let (x, y) = (sample(&case["x"]), sample(&case["y"]));
+        let (xs, ys) = (
+            SortedSample::new(&x).unwrap(),
+            SortedSample::new(&y).unwrap(),
+        );
+        m.check(
+            n,
+            x.len() as u64 * y.len() as u64 > stats::KS_EXACT_MAX_WORK,
+            || "case is within the budget".into(),
+        );
+        match stats::ks_2samp_policy(&xs, &ys, stats::KsPolicy::Budget) {
+            Some(r) => {
+                m.check(n, r.method == KsMethod::Asymptotic, || {
+                    format!("{:?}", r.method)
+                });
+                m.float(
+                    n,
+                    "statistic",
+                    r.statistic,
+                    num(&case["expected"]["statistic"]),
+                );
+                m.float(n, "pvalue", r.p_value, num(&case["expected"]["pvalue"]));
+            }
+            None => m.0.push(format!("{n}: returned None")),
+        }
+        let exact = stats::ks_2samp_policy(&xs, &ys, stats::KsPolicy::Scipy).unwrap();
+        m.check(n, exact.method == KsMethod::Exact, || {
+            format!("{:?}", exact.method)
+        });
+    }
+    m.finish("scipy.stats.ks_2samp(method='asymp')", cs.len());
+}

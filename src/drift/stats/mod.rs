@@ -7,6 +7,7 @@
 //! | function | scipy / numpy counterpart |
 //! |---|---|
 //! | [`ks_2samp`], [`ks_2samp_sorted`] | `scipy.stats.ks_2samp(x, y)` (two-sided, `method='auto'`) |
+//! | [`ks_2samp_policy`] with [`KsPolicy::Budget`] | the same, `method='asymp'` above [`KS_EXACT_MAX_WORK`] |
 //! | [`kstwo_sf`], [`kstwobign_sf`], [`smirnov_sf`] | `kstwo.sf`, `kstwobign.sf`, `special.smirnov` |
 //! | [`chi2_contingency`], [`chi2_two_sample`] | `scipy.stats.chi2_contingency(table, correction)` |
 //! | [`chi2_sf`] | `scipy.stats.chi2.sf(x, dof)` |
@@ -56,8 +57,8 @@ pub use divergence::{
 pub use fisher::{FisherResult, fisher_exact, small_expected_counts};
 pub use kolmogorov::{kstwo_sf, kstwobign_sf, smirnov_sf};
 pub use ks::{
-    KS_EXACT_MAX_N, KsMethod, KsResult, ks_2samp, ks_2samp_sorted, ks_statistic_binned,
-    ks_statistic_sorted, ks_statistic_weighted,
+    KS_EXACT_MAX_N, KS_EXACT_MAX_WORK, KsMethod, KsPolicy, KsResult, ks_2samp, ks_2samp_policy,
+    ks_2samp_sorted, ks_statistic_binned, ks_statistic_sorted, ks_statistic_weighted,
 };
 pub use multiple::{bh_adjust, bh_reject};
 
