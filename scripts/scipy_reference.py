@@ -323,6 +323,34 @@ def chi2_cases():
     return cases
 
 
+def chisquare_gof_cases():
+    """scipy.stats.chisquare(f_obs, f_exp): Evidently's `chisquare` stattest, with f_exp the
+    reference counts scaled to the current total."""
+    cases = []
+    rng = np.random.default_rng(1012)
+    tables = [([30, 50, 20], [300, 520, 180]), ([10, 0, 5], [40, 20, 0]), ([5, 5], [50, 50]),
+              ([1, 2, 3, 4], [4, 3, 2, 1]), ([0, 0, 7], [1, 1, 1])]
+    for _ in range(12):
+        k = int(rng.integers(2, 8))
+        p = rng.dirichlet(np.ones(k))
+        ref = rng.multinomial(int(rng.integers(50, 1000)), p)
+        cur = rng.multinomial(int(rng.integers(20, 600)), p)
+        tables.append((cur.tolist(), ref.tolist()))
+    for cur, ref in tables:
+        cur = np.asarray(cur, dtype=float)
+        ref = np.asarray(ref, dtype=float)
+        f_exp = ref * (cur.sum() / ref.sum())
+        val, msgs = outcome(lambda: stats.chisquare(cur, f_exp))
+        exp = None
+        if val is not None and np.isfinite(val.pvalue):
+            exp = {"statistic": enc_out(val.statistic) if np.isfinite(val.statistic) else "inf",
+                   "pvalue": float(val.pvalue)}
+        cases.append({"name": f"chisquare/{'_'.join(str(int(v)) for v in cur)}_vs_{'_'.join(str(int(v)) for v in ref)}",
+                      "current": cur.tolist(), "reference": ref.tolist(), "expected": exp,
+                      "scipy_outcome": "; ".join(msgs)})
+    return cases
+
+
 def chi2_sf_cases():
     cases = []
     for dof in [1, 2, 3, 4, 5, 9, 20, 50, 100, 500, 2000]:
@@ -646,6 +674,7 @@ def build():
         "smirnov": smirnov_c,
         "chi2_contingency": chi2_cases(),
         "chi2_sf": chi2_sf_cases(),
+        "chisquare_gof": chisquare_gof_cases(),
         "proportions_ztest": ztest_cases(),
         "fisher_exact": fisher_cases(),
         "psi": psi_c,

@@ -14,9 +14,12 @@
 //!   ≥ `effectSize`) — at large n every trivial shift is
 //!   "significant", the top complaint about drift tools, and across the hundreds of windows of
 //!   a day a significance level alone alarms on noise.
-//! - `evidently`: Evidently's default rule, for comparison: reference ≤ 1000 values → KS for
-//!   numeric with > 5 distinct values, χ² otherwise, or z for rates, at p < 0.05 uncorrected;
-//!   larger → normalised Wasserstein ≥ 0.1 for numeric, Jensen–Shannon ≥ 0.1 otherwise.
+//! - `evidently`: Evidently's default rule (`get_default_stattest`), for comparison, checked
+//!   against Evidently itself by `benches/peers/evidently_compare.py`: distinct values counted
+//!   over both samples; reference ≤ 1000 values → KS for numeric with > 5 distinct values,
+//!   goodness-of-fit χ² (`scipy.stats.chisquare` against reference shares) for > 2, z for two,
+//!   at p < 0.05 uncorrected; larger → Wasserstein / max(σ, 0.001) ≥ 0.1 for numeric with > 5
+//!   distinct values, Jensen–Shannon ≥ 0.1 on value or label shares otherwise.
 //! - a fixed test (`ks`, `chisquare`, `z`, `psi`, `wasserstein`, `jensenshannon`,
 //!   `hellinger`) for the features it applies to; the others use `auto`.
 //!
@@ -28,9 +31,9 @@ use std::collections::BTreeMap;
 use crate::drift::baseline::{Baseline, BaselineKey, Lifecycle};
 use crate::drift::features::{FeatureSample, FeatureSet};
 use crate::drift::stats::{
-    KsPolicy, SortedSample, bh_adjust, chi2_contingency, chi2_sf, fisher_exact, hellinger,
-    js_distance, js_distance_binned, ks_2samp_policy, psi_sorted, small_expected_counts,
-    two_proportion_ztest, wasserstein_sorted,
+    GofResult, KsPolicy, SortedSample, bh_adjust, chi2_contingency, chi2_sf, chisquare_gof,
+    fisher_exact, hellinger, js_distance, js_distance_binned, ks_2samp_policy, psi_sorted,
+    small_expected_counts, two_proportion_ztest, wasserstein_sorted,
 };
 use crate::finding::{FeatureResult, FeatureVerdict};
 use crate::spec::model::DriftSpec;
@@ -275,51 +278,85 @@ fn numeric(
         format!("median {}", fmt_num(cs.median().unwrap_or(f64::NAN))),
     );
     match rule {
-        "evidently" if small => {
-            let distinct = distinct_count(rs.as_slice());
-            if distinct > 5 {
-                let ks = ks_2samp_policy(&rs, &cs, ks_policy);
-                let p = ks.as_ref().map(|k| k.p_value);
+        "evidently" => {
+            // Evidently's default rule (`get_default_stattest`): distinct values are counted
+            // over reference and current together.
+            let distinct = distinct_union(rs.as_slice(), cs.as_slice());
+            let decided = |test: &str, statistic: f64, p: Option<f64>, drift: bool| {
                 decided_or_pending(
-                    name,
+                    name.clone(),
+                    test,
+                    statistic,
+                    p,
+                    ("wasserstein/σ", Some(w_norm)),
+                    summaries.clone(),
+                    (nr, nc),
+                    Some(drift),
+                    None,
+                )
+            };
+            if small && distinct > 5 {
+                // scipy's `ks_2samp` default, whatever the cost, as Evidently calls it.
+                let ks = ks_2samp_policy(&rs, &cs, KsPolicy::Scipy);
+                let p = ks.as_ref().map(|k| k.p_value);
+                decided(
                     "ks",
                     ks.map_or(0.0, |k| k.statistic),
                     p,
-                    ("wasserstein/σ", Some(w_norm)),
-                    summaries,
-                    (nr, nc),
-                    Some(p.is_some_and(|p| p < 0.05)),
-                    None,
+                    p.is_some_and(|p| p < 0.05),
                 )
-            } else {
+            } else if small && distinct > 2 {
                 let (labels_r, labels_c) =
                     (value_counts(rs.as_slice()), value_counts(cs.as_slice()));
-                let chi = chi2_of(&labels_r, &labels_c);
-                let p = chi.map(|x| x.1);
-                decided_or_pending(
-                    name,
+                let (rv, cv) = on_one_axis(&labels_r, &labels_c);
+                let gof = evidently_chisquare(&rv, &cv);
+                let p = gof.map(|g| g.p_value);
+                let stat = gof.map_or(0.0, |g| g.statistic);
+                decided(
                     "chisquare",
-                    chi.map_or(0.0, |x| x.0),
+                    if stat.is_finite() { stat } else { 0.0 },
                     p,
-                    ("wasserstein/σ", Some(w_norm)),
-                    summaries,
-                    (nr, nc),
-                    Some(p.is_some_and(|p| p < 0.05)),
+                    p.is_some_and(|p| p < 0.05),
+                )
+            } else if small {
+                let low = rs
+                    .as_slice()
+                    .first()
+                    .copied()
+                    .unwrap_or(0.0)
+                    .min(cs.as_slice().first().copied().unwrap_or(0.0));
+                let count = |v: &[f64]| v.iter().filter(|x| **x == low).count() as f64;
+                let z = if distinct <= 1 {
+                    None
+                } else {
+                    two_proportion_ztest(
+                        count(rs.as_slice()),
+                        nr as f64,
+                        count(cs.as_slice()),
+                        nc as f64,
+                    )
+                };
+                // One value, the same on both sides: Evidently's p = 1.
+                let p = Some(z.map_or(1.0, |z| z.p_value));
+                decided("z", z.map_or(0.0, |z| z.z), p, p.is_some_and(|p| p < 0.05))
+            } else if distinct > 5 {
+                // Evidently normalises by max(np.std(reference), 0.001).
+                let w_ev = w / sd.max(0.001);
+                decided("wasserstein", w_ev, None, w_ev >= 0.1)
+            } else {
+                // Few distinct values: Jensen–Shannon on the shares of each value.
+                let (labels_r, labels_c) =
+                    (value_counts(rs.as_slice()), value_counts(cs.as_slice()));
+                let (rv, cv) = on_one_axis(&labels_r, &labels_c);
+                let d = js_distance(&rv, &cv);
+                decided(
+                    "jensenshannon",
+                    d.unwrap_or(0.0),
                     None,
+                    d.is_some_and(|d| d >= 0.1),
                 )
             }
         }
-        "evidently" => decided_or_pending(
-            name,
-            "wasserstein",
-            w_norm,
-            None,
-            ("wasserstein/σ", Some(w_norm)),
-            summaries,
-            (nr, nc),
-            Some(w_norm >= 0.1),
-            None,
-        ),
         "psi" => {
             let psi = psi_sorted(&rs, &cs);
             let drift = psi.as_ref().is_some_and(|p| p.psi >= p.threshold);
@@ -519,11 +556,30 @@ fn categorical(
     let n = (rs as u64, cs as u64);
     match rule {
         "evidently" if small => {
-            let pv = chi.as_ref().map(|c| c.p_value);
+            // Evidently: goodness-of-fit χ² of current counts against reference counts scaled to
+            // the current total (no Yates, no per-session correction); z for two labels.
+            let (test, stat, pv) = if labels.len() > 2 {
+                let gof = evidently_chisquare(&rv, &cv);
+                let stat = gof.map_or(0.0, |g| g.statistic);
+                (
+                    "chisquare",
+                    if stat.is_finite() { stat } else { 0.0 },
+                    gof.map(|g| g.p_value),
+                )
+            } else if labels.len() == 2 {
+                let z = two_proportion_ztest(rv[0], rs, cv[0], cs);
+                (
+                    "z",
+                    z.map_or(0.0, |z| z.z),
+                    Some(z.map_or(1.0, |z| z.p_value)),
+                )
+            } else {
+                ("z", 0.0, Some(1.0))
+            };
             decided_or_pending(
                 name,
-                "chisquare",
-                chi.as_ref().map_or(0.0, |c| c.statistic),
+                test,
+                stat,
                 pv,
                 ("js_distance", js),
                 summaries,
@@ -647,17 +703,34 @@ fn value_counts(sorted: &[f64]) -> BTreeMap<String, u64> {
     m
 }
 
-fn chi2_of(r: &BTreeMap<String, u64>, c: &BTreeMap<String, u64>) -> Option<(f64, f64)> {
+/// Reference and current counts on the union of their labels.
+fn on_one_axis(r: &BTreeMap<String, u64>, c: &BTreeMap<String, u64>) -> (Vec<f64>, Vec<f64>) {
     let labels: std::collections::BTreeSet<&String> = r.keys().chain(c.keys()).collect();
-    let rv: Vec<f64> = labels
-        .iter()
-        .map(|l| *r.get(*l).unwrap_or(&0) as f64)
-        .collect();
-    let cv: Vec<f64> = labels
-        .iter()
-        .map(|l| *c.get(*l).unwrap_or(&0) as f64)
-        .collect();
-    chi2_contingency(&[rv, cv], true).map(|x| (x.statistic, x.p_value))
+    let side = |m: &BTreeMap<String, u64>| {
+        labels
+            .iter()
+            .map(|l| *m.get(*l).unwrap_or(&0) as f64)
+            .collect()
+    };
+    (side(r), side(c))
+}
+
+/// Evidently's `chisquare` stattest: `scipy.stats.chisquare(current, reference · n_cur/n_ref)`.
+fn evidently_chisquare(reference: &[f64], current: &[f64]) -> Option<GofResult> {
+    let (nr, nc): (f64, f64) = (reference.iter().sum(), current.iter().sum());
+    if nr == 0.0 {
+        return None;
+    }
+    let k = nc / nr;
+    let expected: Vec<f64> = reference.iter().map(|r| r * k).collect();
+    chisquare_gof(current, &expected)
+}
+
+/// Distinct values of two sorted samples together (`pd.concat([r, c]).nunique()`).
+fn distinct_union(a: &[f64], b: &[f64]) -> usize {
+    let mut all: Vec<f64> = a.iter().chain(b).copied().collect();
+    all.sort_unstable_by(f64::total_cmp);
+    distinct_count(&all)
 }
 
 fn top_shares(labels: &[&String], shares: &[f64]) -> String {

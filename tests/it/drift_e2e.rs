@@ -549,3 +549,34 @@ fn effect_floors_in_the_spec_reference_are_the_engines() {
         "the floor applies at every n"
     );
 }
+
+/// Issue 10, item 7: `test: evidently` on a categorical feature with a small reference is
+/// Evidently's goodness-of-fit `chisquare` (scipy.stats.chisquare of current counts against
+/// reference counts scaled to the current total) — not a contingency χ². The expected p-value is
+/// scipy's, from `tests/data/scipy_reference.json` (`chisquare/30_50_20_vs_300_520_180`).
+#[test]
+fn evidently_rule_uses_goodness_of_fit_chisquare() {
+    use slawatch::drift::engine::{compare, decide};
+    use slawatch::drift::features::FeatureSample;
+    let mut cfg = config(&["attributes.x"], 0.01, 10);
+    cfg.spec.test = "evidently".into();
+    let sample = |counts: [u64; 3]| {
+        let mut s = FeatureSample::new(&cfg.set, 16);
+        s.sessions = counts.iter().sum();
+        for (label, n) in ["a", "b", "c"].iter().zip(counts) {
+            s.categorical[0].insert(label.to_string(), n);
+        }
+        s
+    };
+    let mut batch = vec![compare(
+        &cfg,
+        &sample([300, 520, 180]),
+        &sample([30, 50, 20]),
+    )];
+    decide(&mut batch);
+    let r = &batch[0][0].result;
+    assert_eq!(r.test, "chisquare");
+    let p = r.p_value.unwrap();
+    assert!((p - 0.861075878952659).abs() < 1e-9, "p = {p}");
+    assert!((r.statistic - 0.29914529914529914).abs() < 1e-9, "{r:?}");
+}

@@ -620,3 +620,47 @@ fn ks_budget_policy_matches_scipy_asymp() {
     }
     m.finish("scipy.stats.ks_2samp(method='asymp')", cs.len());
 }
+
+#[test]
+fn chisquare_goodness_of_fit_matches_scipy() {
+    let mut m = Mismatches::default();
+    let cs = cases("chisquare_gof");
+    for case in cs {
+        let n = name(case);
+        let cur: Vec<f64> = case["current"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(num)
+            .collect();
+        let reference: Vec<f64> = case["reference"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(num)
+            .collect();
+        let k = cur.iter().sum::<f64>() / reference.iter().sum::<f64>();
+        let expected: Vec<f64> = reference.iter().map(|r| r * k).collect();
+        let got = stats::chisquare_gof(&cur, &expected);
+        let exp = &case["expected"];
+        if exp.is_null() {
+            m.expect_none(case, got);
+            continue;
+        }
+        match got {
+            Some(r) => {
+                let want = num(&exp["statistic"]);
+                if want.is_infinite() {
+                    m.check(n, r.statistic == want, || {
+                        format!("statistic {}", r.statistic)
+                    });
+                } else {
+                    m.float(n, "statistic", r.statistic, want);
+                }
+                m.float(n, "pvalue", r.p_value, num(&exp["pvalue"]));
+            }
+            None => m.0.push(format!("{n}: returned None, expected {exp}")),
+        }
+    }
+    m.finish("scipy.stats.chisquare", cs.len());
+}

@@ -10,6 +10,7 @@
 //! | [`ks_2samp_policy`] with [`KsPolicy::Budget`] | the same, `method='asymp'` above [`KS_EXACT_MAX_WORK`] |
 //! | [`kstwo_sf`], [`kstwobign_sf`], [`smirnov_sf`] | `kstwo.sf`, `kstwobign.sf`, `special.smirnov` |
 //! | [`chi2_contingency`], [`chi2_two_sample`] | `scipy.stats.chi2_contingency(table, correction)` |
+//! | [`chisquare_gof`] | `scipy.stats.chisquare(f_obs, f_exp)` |
 //! | [`chi2_sf`] | `scipy.stats.chi2.sf(x, dof)` |
 //! | [`fisher_exact`] | `scipy.stats.fisher_exact(table)` (2×2, two-sided) |
 //! | [`two_proportion_ztest`] | statsmodels `proportions_ztest` formula with `norm.sf` |
@@ -46,7 +47,8 @@ mod multiple;
 use serde::Serialize;
 
 pub use contingency::{
-    Chi2Result, ZTestResult, chi2_contingency, chi2_sf, chi2_two_sample, two_proportion_ztest,
+    Chi2Result, GofResult, ZTestResult, chi2_contingency, chi2_sf, chi2_two_sample, chisquare_gof,
+    two_proportion_ztest,
 };
 pub use descriptive::{mean, median, median_sorted, pairwise_sum, quantile, quantile_sorted, std};
 pub use divergence::{
