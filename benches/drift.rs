@@ -247,6 +247,7 @@ fn drift_spec(features: &[&str]) -> DriftSpec {
         relearn_every_ms: None,
         multivariate: true,
         sequential: true,
+        ks_exact: false,
     }
 }
 
@@ -466,5 +467,80 @@ fn whole_window(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, statistics, whole_window);
+/// `benches/peers/evidently_compare.py` sets `SLAWATCH_EVIDENTLY_PEER=<windows.json>:<out.json>`:
+/// every window of the file (one feature, reference and current values) is judged by
+/// `test: evidently`, timed, and the verdicts written for the script to compare with
+/// Evidently's on the same data. Without the variable this does nothing.
+fn evidently_peer(_: &mut Criterion) {
+    let Ok(paths) = std::env::var("SLAWATCH_EVIDENTLY_PEER") else {
+        return;
+    };
+    let (input, output) = paths.split_once(':').expect("<in.json>:<out.json>");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(input).expect("read windows")).unwrap();
+    let mut out = Vec::new();
+    for w in doc["windows"].as_array().unwrap() {
+        let kind = w["kind"].as_str().unwrap();
+        let feature = match kind {
+            "numeric" => "output_tokens",
+            "binary" => "quality.refusal",
+            _ => "attributes.x",
+        };
+        let mut spec = drift_spec(&[feature]);
+        spec.test = "evidently".into();
+        spec.min_samples = 1;
+        spec.multivariate = false;
+        spec.sequential = false;
+        let cfg = DriftConfig::new(&spec);
+        let sample = |v: &serde_json::Value| {
+            let vals = v.as_array().unwrap();
+            let mut s = FeatureSample::new(&cfg.set, vals.len().max(1));
+            s.sessions = vals.len() as u64;
+            match kind {
+                "numeric" => {
+                    for (i, x) in vals.iter().enumerate() {
+                        s.rows.push(slawatch::drift::features::Row {
+                            hash: i as u64,
+                            values: std::iter::once(x.as_f64().unwrap()).collect(),
+                        });
+                    }
+                }
+                "binary" => {
+                    let t = vals.iter().filter(|x| x.as_f64() == Some(1.0)).count() as u64;
+                    s.binary[0] = (t, vals.len() as u64);
+                }
+                _ => {
+                    for x in vals {
+                        *s.categorical[0]
+                            .entry(x.as_str().unwrap().to_owned())
+                            .or_default() += 1;
+                    }
+                }
+            }
+            s
+        };
+        let (r, c) = (sample(&w["reference"]), sample(&w["current"]));
+        let reps = 20;
+        let started = Instant::now();
+        let mut result = None;
+        for _ in 0..reps {
+            let mut batch = vec![compare(&cfg, &r, &c)];
+            decide(&mut batch);
+            result = Some(batch.remove(0).remove(0).result);
+        }
+        let secs = started.elapsed().as_secs_f64() / reps as f64;
+        let result = result.unwrap();
+        out.push(serde_json::json!({
+            "name": w["name"],
+            "test": result.test,
+            "statistic": result.statistic,
+            "p_value": result.p_value,
+            "drift": result.verdict == slawatch::finding::FeatureVerdict::Drift,
+            "seconds": secs,
+        }));
+    }
+    std::fs::write(output, serde_json::to_vec_pretty(&out).unwrap()).unwrap();
+}
+
+criterion_group!(benches, evidently_peer, statistics, whole_window);
 criterion_main!(benches);

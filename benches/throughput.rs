@@ -3,7 +3,11 @@
 //! reading lines only, and parsing every line into a `serde_json::Value`; `decode` (the
 //! pipeline's typed decoder alone) shows how the pipeline's time splits.
 //!
-//! `cargo bench --bench throughput -- --sessions 1000000,5000000 [--repeat 3]`
+//! `cargo bench --bench throughput -- --sessions 1000000,5000000 [--repeat 3] [--heavy N]`
+//!
+//! `--heavy N` adds a high-traffic, drift-heavy stream of N sessions in the same run: two keys
+//! of `support-bot` (prompt versions) at 10,000 sessions/hour each, so every drift window
+//! compares a full 5,000-row window sample with a 10,000-row baseline (issue 10, item 12).
 //!
 //! Streams are generated once into `target/bench-data/` at a fixed rate (100k sessions/hour),
 //! so a longer stream means more hours, not denser windows: peak RSS must stay flat as N grows.
@@ -57,8 +61,15 @@ fn main() {
          | vs read-only | vs parse-only |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for n in sizes {
-        let file = generate(n);
+    let heavy: Option<u64> = args
+        .iter()
+        .position(|a| a == "--heavy")
+        .map(|i| args[i + 1].parse().expect("--heavy N"));
+    let streams = sizes
+        .into_iter()
+        .map(|n| (n.to_string(), generate(n)))
+        .chain(heavy.map(|n| (format!("heavy {n}"), generate_heavy(n))));
+    for (n, file) in streams {
         // Untimed pass so the first timed mode does not pay for a cold page cache.
         run_child("read", &file);
         let (mut read_rate, mut parse_rate) = (None, None);
@@ -143,6 +154,36 @@ fn generate(n: u64) -> PathBuf {
         "generated {n} sessions in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    path
+}
+
+/// Two keys of `support-bot` at 10,000 sessions/hour each, no day/night modulation.
+fn generate_heavy(n: u64) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("heavy-{n}.jsonl"));
+    if path.exists() {
+        return path;
+    }
+    let cfg = SimConfig {
+        seed: 43,
+        sessions_per_hour: 20_000.0,
+        duration_ms: i64::MAX / 4,
+        max_sessions: Some(n),
+        diurnal: false,
+        agents: vec![
+            slawatch::simulate::AgentProfile::default(),
+            slawatch::simulate::AgentProfile::new("support-bot", "sp-v2", "m-2026-09")
+                .with_provider("acme-llm"),
+        ],
+        ..SimConfig::default()
+    };
+    let tmp = path.with_extension("tmp");
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).unwrap());
+    slawatch::simulate::write_jsonl(&cfg, &mut w).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    std::fs::rename(&tmp, &path).unwrap();
     path
 }
 

@@ -195,6 +195,19 @@ def ks_cases():
     return cases
 
 
+def ks_asymp_cases():
+    """ks_2samp(x, y, method='asymp'): slawatch's `ks: auto` above its work budget."""
+    rng = np.random.default_rng(1011)
+    cases = []
+    for n, m, shift in [(10000, 9500, 0.01), (5000, 3000, 0.05), (4000, 4000, 0.0), (3200, 5000, 0.03)]:
+        x = rnd(rng.normal(0, 1, n), 4)
+        y = rnd(rng.normal(shift, 1, m), 4)
+        res = stats.ks_2samp(x, y, alternative="two-sided", method="asymp")
+        cases.append({"name": f"ks_2samp_asymp/n{n}_m{m}_shift{shift}", "x": enc_in_list(x), "y": enc_in_list(y),
+                      "expected": {"statistic": float(res.statistic), "pvalue": float(res.pvalue)}})
+    return cases
+
+
 def ks_weighted_cases():
     rng = np.random.default_rng(1002)
     cases = []
@@ -310,6 +323,34 @@ def chi2_cases():
     return cases
 
 
+def chisquare_gof_cases():
+    """scipy.stats.chisquare(f_obs, f_exp): Evidently's `chisquare` stattest, with f_exp the
+    reference counts scaled to the current total."""
+    cases = []
+    rng = np.random.default_rng(1012)
+    tables = [([30, 50, 20], [300, 520, 180]), ([10, 0, 5], [40, 20, 0]), ([5, 5], [50, 50]),
+              ([1, 2, 3, 4], [4, 3, 2, 1]), ([0, 0, 7], [1, 1, 1])]
+    for _ in range(12):
+        k = int(rng.integers(2, 8))
+        p = rng.dirichlet(np.ones(k))
+        ref = rng.multinomial(int(rng.integers(50, 1000)), p)
+        cur = rng.multinomial(int(rng.integers(20, 600)), p)
+        tables.append((cur.tolist(), ref.tolist()))
+    for cur, ref in tables:
+        cur = np.asarray(cur, dtype=float)
+        ref = np.asarray(ref, dtype=float)
+        f_exp = ref * (cur.sum() / ref.sum())
+        val, msgs = outcome(lambda: stats.chisquare(cur, f_exp))
+        exp = None
+        if val is not None and np.isfinite(val.pvalue):
+            exp = {"statistic": enc_out(val.statistic) if np.isfinite(val.statistic) else "inf",
+                   "pvalue": float(val.pvalue)}
+        cases.append({"name": f"chisquare/{'_'.join(str(int(v)) for v in cur)}_vs_{'_'.join(str(int(v)) for v in ref)}",
+                      "current": cur.tolist(), "reference": ref.tolist(), "expected": exp,
+                      "scipy_outcome": "; ".join(msgs)})
+    return cases
+
+
 def chi2_sf_cases():
     cases = []
     for dof in [1, 2, 3, 4, 5, 9, 20, 50, 100, 500, 2000]:
@@ -347,6 +388,30 @@ def ztest_cases():
         exp = {"z": z, "pvalue": p} if math.isfinite(z) and math.isfinite(p) else None
         cases.append({"name": f"proportions_ztest/{c1}of{n1}_vs_{c2}of{n2}", "successes1": c1, "n1": n1,
                       "successes2": c2, "n2": n2, "expected": exp})
+    return cases
+
+
+def fisher_cases():
+    """scipy.stats.fisher_exact on 2x2 tables [[a, b], [c, d]] (two-sided)."""
+    rng = np.random.default_rng(1010)
+    tables = [(1, 99, 0, 2400), (0, 100, 24, 2376), (3, 97, 5, 2395), (0, 0, 3, 4), (0, 5, 0, 4),
+              (5, 5, 5, 5), (2, 8, 8, 2), (1, 9, 11, 3), (10, 10, 10, 10), (0, 600, 30, 9970),
+              (6, 594, 50, 9950), (12, 588, 50, 9950), (0, 1, 1, 0), (7, 3, 3, 7), (30, 70, 45, 55),
+              (200, 800, 150, 850), (1, 0, 0, 1), (4, 196, 0, 3000)]
+    for _ in range(40):
+        n1 = int(rng.integers(1, 700))
+        n2 = int(rng.integers(1, 12000))
+        p = float(rng.choice([0.005, 0.01, 0.05, 0.2]))
+        a = int(rng.binomial(n1, p))
+        c = int(rng.binomial(n2, p * float(rng.choice([1.0, 1.0, 2.0, 0.5]))))
+        tables.append((a, n1 - a, c, n2 - c))
+    cases = []
+    for a, b, c, d in tables:
+        res = stats.fisher_exact([[a, b], [c, d]])
+        odds = float(res.statistic)
+        cases.append({"name": f"fisher_exact/{a}_{b}_{c}_{d}", "table": [[a, b], [c, d]],
+                      "expected": {"pvalue": float(res.pvalue),
+                                   "odds_ratio": None if math.isnan(odds) else ("inf" if math.isinf(odds) else odds)}})
     return cases
 
 
@@ -602,13 +667,16 @@ def build():
             "tolerance": {"rel": 1e-9, "abs": 1e-12},
         },
         "ks_2samp": ks_cases(),
+        "ks_asymp": ks_asymp_cases(),
         "ks_weighted": ks_weighted_cases(),
         "kstwo_sf": kstwo_c,
         "kstwobign_sf": kstwobign_c,
         "smirnov": smirnov_c,
         "chi2_contingency": chi2_cases(),
         "chi2_sf": chi2_sf_cases(),
+        "chisquare_gof": chisquare_gof_cases(),
         "proportions_ztest": ztest_cases(),
+        "fisher_exact": fisher_cases(),
         "psi": psi_c,
         "chi2_ppf95": chi2_table,
         "jensenshannon": js_cases(),

@@ -27,13 +27,20 @@ pub struct PipelineConfig {
     pub max_record_bytes: usize,
     /// Upper bound on session ids remembered for dedupe.
     pub dedupe_max_ids: usize,
+    /// With a wall clock ([`Pipeline::with_wall_clock`], `run` only): records whose event time
+    /// is more than this far ahead of it are rejected (`future`) and dead-lettered.
+    pub max_future_skew_ms: i64,
 }
+
+/// Default `run --max-future-skew`: one hour.
+pub const DEFAULT_MAX_FUTURE_SKEW_MS: i64 = 3_600_000;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             max_record_bytes: crate::ingest::decode::DEFAULT_MAX_RECORD_BYTES,
             dedupe_max_ids: 4_000_000,
+            max_future_skew_ms: DEFAULT_MAX_FUTURE_SKEW_MS,
         }
     }
 }
@@ -72,6 +79,8 @@ pub struct Pipeline {
     config: PipelineConfig,
     /// The operational history every accepted session updates, when the shell keeps one.
     history: Option<History>,
+    /// The shell's wall clock (`run`); `None` in replays, whose records are history.
+    wall_clock: Option<Arc<dyn crate::alerts::deliver::Clock>>,
 }
 
 /// What a crash-safe restart restores: every runtime's state, dedupe, counters, watermarks.
@@ -114,6 +123,7 @@ impl Pipeline {
             catalog,
             config: config.clone(),
             history: None,
+            wall_clock: None,
         }
     }
 
@@ -142,14 +152,16 @@ impl Pipeline {
 
     /// A pipeline of the same specs, catalog and tunables, with no state.
     pub fn fresh(&self) -> Pipeline {
-        Pipeline::new(
+        let mut p = Pipeline::new(
             self.runtimes
                 .iter()
                 .map(|rt| (**rt.spec()).clone())
                 .collect(),
             self.catalog.clone(),
             &self.config,
-        )
+        );
+        p.wall_clock = self.wall_clock.clone();
+        p
     }
 
     /// Decodes a record without counting or keeping anything.
@@ -220,8 +232,35 @@ impl Pipeline {
         }
     }
 
+    /// Rejects records more than `max_future_skew_ms` ahead of `clock` (the shell's wall
+    /// clock; the core never reads one). Without it (replays) event times are not bounded.
+    pub fn with_wall_clock(mut self, clock: Arc<dyn crate::alerts::deliver::Clock>) -> Pipeline {
+        self.wall_clock = Some(clock);
+        self
+    }
+
+    /// Sets `max_future_skew_ms` (see [`PipelineConfig`]).
+    pub fn set_future_skew(&mut self, skew_ms: i64) {
+        self.config.max_future_skew_ms = skew_ms;
+    }
+
     /// Processes an already decoded session from a source partition.
     pub fn accept(&mut self, session: &Session, partition: i32, out: &mut Vec<Finding>) -> Outcome {
+        if let Some(clock) = &self.wall_clock {
+            let limit = clock
+                .now_ms()
+                .saturating_add(self.config.max_future_skew_ms);
+            if session.event_time > limit {
+                // Before dedupe and windowing: it must not move the watermark nor claim an id.
+                return self.reject(
+                    RejectReason::Future {
+                        event_time: format_rfc3339_ms(session.event_time),
+                        limit: format_rfc3339_ms(limit),
+                    },
+                    true,
+                );
+            }
+        }
         if !self
             .dedupe
             .first_time(&session.session_id, session.event_time)

@@ -134,6 +134,15 @@ pub struct RunArgs {
     pub api: serve::ApiArgs,
     #[command(flatten)]
     pub history: serve::HistoryArgs,
+    /// Records whose event time is more than this ahead of the wall clock are rejected
+    /// (reason `future`) and dead-lettered, so one broken producer clock cannot move the
+    /// watermark and make every other record late.
+    #[arg(long, default_value = "1h", value_parser = parse_skew)]
+    pub max_future_skew: i64,
+}
+
+fn parse_skew(s: &str) -> Result<i64, String> {
+    crate::duration::parse_duration_ms(s).map_err(|e| e.to_string())
 }
 
 /// Parses the command line and runs it.

@@ -256,6 +256,10 @@ impl Sink for ReplaySink {
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut pipeline = build_pipeline(&args.pipeline)?;
+    // `run` reads live traffic: bound event times by the wall clock (a replay reads history).
+    pipeline.set_future_skew(args.max_future_skew);
+    let mut pipeline =
+        pipeline.with_wall_clock(std::sync::Arc::new(crate::alerts::deliver::SystemClock));
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = Arc::new(Store::open(&args.data_dir)?);

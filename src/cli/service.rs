@@ -159,9 +159,13 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
     let history = args.history.config()?;
     let pipeline_config = PipelineConfig {
         max_record_bytes: args.pipeline.max_record_bytes,
+        max_future_skew_ms: args.max_future_skew,
         ..PipelineConfig::default()
     };
-    let mut pipeline = Pipeline::new(specs.clone(), catalog.clone(), &pipeline_config);
+    let clock: Arc<dyn crate::alerts::deliver::Clock> =
+        Arc::new(crate::alerts::deliver::SystemClock);
+    let mut pipeline = Pipeline::new(specs.clone(), catalog.clone(), &pipeline_config)
+        .with_wall_clock(clock.clone());
     let new_history = || crate::history::History::new(history.clone(), super::serve::run_origin());
     // One instance sees every record: its pipeline keeps the history. Several instances each
     // read the input whole into the history instead (`service::tables`), so any answers all.
@@ -170,9 +174,11 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
             pipeline = pipeline.with_history(new_history());
             None
         }
-        Topology::Partitioned => {
-            Some(Pipeline::new(Vec::new(), catalog, &pipeline_config).with_history(new_history()))
-        }
+        Topology::Partitioned => Some(
+            Pipeline::new(Vec::new(), catalog, &pipeline_config)
+                .with_wall_clock(clock)
+                .with_history(new_history()),
+        ),
     };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;

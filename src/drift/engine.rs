@@ -4,15 +4,22 @@
 //!
 //! Rules (`drift.test`):
 //! - `auto` (slawatch's default): numeric features by two-sample KS, rates by a two-proportion
-//!   z-test, categories by χ²; p-values are BH-corrected across the window's whole family of
+//!   z-test — or Fisher's exact test when an expected count of the 2×2 table is below 5
+//!   (Cochran's rule: there the normal approximation makes rare-rate p-values far too small) —
+//!   categories by χ² per session (divided by the design effect of labels clustered in
+//!   sessions, see `categorical`); p-values are BH-corrected across the window's whole family of
 //!   tests. A feature drifts when its corrected p-value is below `pValue` **and** its effect
-//!   size reaches a floor (normalised Wasserstein ≥ `effectSize`; Cohen's h ≥ 2·`effectSize`,
-//!   Cohen's "small"; Jensen–Shannon ≥ `effectSize`) — at large n every trivial shift is
+//!   size reaches the floor of its family ([`effect_floor`], at every n: normalised
+//!   Wasserstein ≥ `effectSize`; Cohen's h ≥ 2·`effectSize`, Cohen's "small"; Jensen–Shannon
+//!   ≥ `effectSize`) — at large n every trivial shift is
 //!   "significant", the top complaint about drift tools, and across the hundreds of windows of
 //!   a day a significance level alone alarms on noise.
-//! - `evidently`: Evidently's default rule, for comparison: reference ≤ 1000 values → KS for
-//!   numeric with > 5 distinct values, χ² otherwise, or z for rates, at p < 0.05 uncorrected;
-//!   larger → normalised Wasserstein ≥ 0.1 for numeric, Jensen–Shannon ≥ 0.1 otherwise.
+//! - `evidently`: Evidently's default rule (`get_default_stattest`), for comparison, checked
+//!   against Evidently itself by `benches/peers/evidently_compare.py`: distinct values counted
+//!   over both samples; reference ≤ 1000 values → KS for numeric with > 5 distinct values,
+//!   goodness-of-fit χ² (`scipy.stats.chisquare` against reference shares) for > 2, z for two,
+//!   at p < 0.05 uncorrected; larger → Wasserstein / max(σ, 0.001) ≥ 0.1 for numeric with > 5
+//!   distinct values, Jensen–Shannon ≥ 0.1 on value or label shares otherwise.
 //! - a fixed test (`ks`, `chisquare`, `z`, `psi`, `wasserstein`, `jensenshannon`,
 //!   `hellinger`) for the features it applies to; the others use `auto`.
 //!
@@ -24,8 +31,9 @@ use std::collections::BTreeMap;
 use crate::drift::baseline::{Baseline, BaselineKey, Lifecycle};
 use crate::drift::features::{FeatureSample, FeatureSet};
 use crate::drift::stats::{
-    SortedSample, bh_adjust, chi2_contingency, hellinger, js_distance, js_distance_binned,
-    ks_2samp_sorted, psi_sorted, two_proportion_ztest, wasserstein_sorted,
+    GofResult, KsPolicy, SortedSample, bh_adjust, chi2_contingency, chi2_sf, chisquare_gof,
+    fisher_exact, hellinger, js_distance, js_distance_binned, ks_2samp_policy, psi_sorted,
+    small_expected_counts, two_proportion_ztest, wasserstein_sorted,
 };
 use crate::finding::{FeatureResult, FeatureVerdict};
 use crate::spec::model::DriftSpec;
@@ -90,7 +98,7 @@ pub struct Pending {
 #[derive(Debug, Clone, Copy)]
 pub struct PendingRule {
     pub alpha: f64,
-    /// The effect floor that must also be reached (large references only).
+    /// The effect floor that must also be reached, at every n (see [`effect_floor`]).
     pub floor: Option<f64>,
     /// Whether the p-value joins the BH family (not under the `evidently` rule).
     pub corrected: bool,
@@ -110,7 +118,12 @@ pub fn compare(
     for (col, f) in cfg.set.numeric.iter().enumerate() {
         let name = f.name().to_owned();
         let (r, c) = (reference.column(col), current.column(col));
-        out.push(numeric(name, r, c, rule, min, alpha, floor));
+        let ks = if cfg.spec.ks_exact {
+            KsPolicy::Scipy
+        } else {
+            KsPolicy::Budget
+        };
+        out.push(numeric(name, r, c, rule, ks, min, alpha, floor));
     }
     for (i, f) in cfg.set.binary.iter().enumerate() {
         let (rt, rn) = reference.binary[i];
@@ -128,8 +141,7 @@ pub fn compare(
     for (i, f) in cfg.set.categorical.iter().enumerate() {
         out.push(categorical(
             f.name(),
-            &reference.categorical[i],
-            &current.categorical[i],
+            reference.aligned_categorical(current, i),
             reference.sessions,
             current.sessions,
             rule,
@@ -195,13 +207,36 @@ fn decided_or_pending(
     }
 }
 
+/// A test family of slawatch's own rule, with its effect measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// KS; effect = Wasserstein distance / reference σ.
+    Numeric,
+    /// z or Fisher; effect = Cohen's h.
+    Rate,
+    /// χ² per session; effect = Jensen–Shannon distance.
+    Categorical,
+}
+
+/// The effect floor of a family for `effectSize` — one meaning per family, at every n
+/// (documented in `sla-specs/README.md`, whose table a test compares with this).
+pub fn effect_floor(family: Family, effect_size: f64) -> f64 {
+    match family {
+        // Cohen's h doubles as the rate's floor: 0.2 is Cohen's "small" effect.
+        Family::Rate => 2.0 * effect_size,
+        Family::Numeric | Family::Categorical => effect_size,
+    }
+}
+
 /// `r` and `c` are freshly extracted columns: they are sorted in place, after everything
 /// that reads them in sample order (the pairwise sums of `std`, the binned distances).
+#[allow(clippy::too_many_arguments)]
 fn numeric(
     name: String,
     r: Vec<f64>,
     c: Vec<f64>,
     rule: &str,
+    ks_policy: KsPolicy,
     min: u64,
     alpha: f64,
     floor: f64,
@@ -243,51 +278,85 @@ fn numeric(
         format!("median {}", fmt_num(cs.median().unwrap_or(f64::NAN))),
     );
     match rule {
-        "evidently" if small => {
-            let distinct = distinct_count(rs.as_slice());
-            if distinct > 5 {
-                let ks = ks_2samp_sorted(&rs, &cs);
-                let p = ks.as_ref().map(|k| k.p_value);
+        "evidently" => {
+            // Evidently's default rule (`get_default_stattest`): distinct values are counted
+            // over reference and current together.
+            let distinct = distinct_union(rs.as_slice(), cs.as_slice());
+            let decided = |test: &str, statistic: f64, p: Option<f64>, drift: bool| {
                 decided_or_pending(
-                    name,
+                    name.clone(),
+                    test,
+                    statistic,
+                    p,
+                    ("wasserstein/σ", Some(w_norm)),
+                    summaries.clone(),
+                    (nr, nc),
+                    Some(drift),
+                    None,
+                )
+            };
+            if small && distinct > 5 {
+                // scipy's `ks_2samp` default, whatever the cost, as Evidently calls it.
+                let ks = ks_2samp_policy(&rs, &cs, KsPolicy::Scipy);
+                let p = ks.as_ref().map(|k| k.p_value);
+                decided(
                     "ks",
                     ks.map_or(0.0, |k| k.statistic),
                     p,
-                    ("wasserstein/σ", Some(w_norm)),
-                    summaries,
-                    (nr, nc),
-                    Some(p.is_some_and(|p| p < 0.05)),
-                    None,
+                    p.is_some_and(|p| p < 0.05),
                 )
-            } else {
+            } else if small && distinct > 2 {
                 let (labels_r, labels_c) =
                     (value_counts(rs.as_slice()), value_counts(cs.as_slice()));
-                let chi = chi2_of(&labels_r, &labels_c);
-                let p = chi.map(|x| x.1);
-                decided_or_pending(
-                    name,
+                let (rv, cv) = on_one_axis(&labels_r, &labels_c);
+                let gof = evidently_chisquare(&rv, &cv);
+                let p = gof.map(|g| g.p_value);
+                let stat = gof.map_or(0.0, |g| g.statistic);
+                decided(
                     "chisquare",
-                    chi.map_or(0.0, |x| x.0),
+                    if stat.is_finite() { stat } else { 0.0 },
                     p,
-                    ("wasserstein/σ", Some(w_norm)),
-                    summaries,
-                    (nr, nc),
-                    Some(p.is_some_and(|p| p < 0.05)),
+                    p.is_some_and(|p| p < 0.05),
+                )
+            } else if small {
+                let low = rs
+                    .as_slice()
+                    .first()
+                    .copied()
+                    .unwrap_or(0.0)
+                    .min(cs.as_slice().first().copied().unwrap_or(0.0));
+                let count = |v: &[f64]| v.iter().filter(|x| **x == low).count() as f64;
+                let z = if distinct <= 1 {
+                    None
+                } else {
+                    two_proportion_ztest(
+                        count(rs.as_slice()),
+                        nr as f64,
+                        count(cs.as_slice()),
+                        nc as f64,
+                    )
+                };
+                // One value, the same on both sides: Evidently's p = 1.
+                let p = Some(z.map_or(1.0, |z| z.p_value));
+                decided("z", z.map_or(0.0, |z| z.z), p, p.is_some_and(|p| p < 0.05))
+            } else if distinct > 5 {
+                // Evidently normalises by max(np.std(reference), 0.001).
+                let w_ev = w / sd.max(0.001);
+                decided("wasserstein", w_ev, None, w_ev >= 0.1)
+            } else {
+                // Few distinct values: Jensen–Shannon on the shares of each value.
+                let (labels_r, labels_c) =
+                    (value_counts(rs.as_slice()), value_counts(cs.as_slice()));
+                let (rv, cv) = on_one_axis(&labels_r, &labels_c);
+                let d = js_distance(&rv, &cv);
+                decided(
+                    "jensenshannon",
+                    d.unwrap_or(0.0),
                     None,
+                    d.is_some_and(|d| d >= 0.1),
                 )
             }
         }
-        "evidently" => decided_or_pending(
-            name,
-            "wasserstein",
-            w_norm,
-            None,
-            ("wasserstein/σ", Some(w_norm)),
-            summaries,
-            (nr, nc),
-            Some(w_norm >= 0.1),
-            None,
-        ),
         "psi" => {
             let psi = psi_sorted(&rs, &cs);
             let drift = psi.as_ref().is_some_and(|p| p.psi >= p.threshold);
@@ -329,7 +398,7 @@ fn numeric(
             )
         }
         _ => {
-            let ks = ks_2samp_sorted(&rs, &cs);
+            let ks = ks_2samp_policy(&rs, &cs, ks_policy);
             decided_or_pending(
                 name,
                 "ks",
@@ -341,7 +410,7 @@ fn numeric(
                 ks.is_none().then_some(false),
                 Some(PendingRule {
                     alpha,
-                    floor: Some(floor),
+                    floor: Some(effect_floor(Family::Numeric, floor)),
                     corrected: true,
                 }),
             )
@@ -365,6 +434,8 @@ fn binary(
     let h = (2.0 * pc.sqrt().asin() - 2.0 * pr.sqrt().asin()).abs();
     let summaries = (crate::present::pct(pr), crate::present::pct(pc));
     let z = two_proportion_ztest(ct as f64, cn as f64, rt as f64, rn as f64);
+    // Current window first, as the z-test: [[true, false] current, [true, false] reference].
+    let table = [[ct, cn - ct], [rt, rn - rt]];
     let small = rn as usize <= SMALL_REFERENCE;
     match rule {
         "evidently" if small => {
@@ -401,6 +472,28 @@ fn binary(
                 None,
             )
         }
+        _ if rule != "z" && small_expected_counts(table) => {
+            let fisher = fisher_exact(table);
+            decided_or_pending(
+                name,
+                "fisher",
+                // The odds ratio; 0 stands in for an infinite or undefined one (JSON has no ∞).
+                fisher
+                    .and_then(|f| f.odds_ratio)
+                    .filter(|o| o.is_finite())
+                    .unwrap_or(0.0),
+                Some(fisher.map_or(1.0, |f| f.p_value)),
+                ("cohen_h", Some(h)),
+                summaries,
+                (rn, cn),
+                None,
+                Some(PendingRule {
+                    alpha,
+                    floor: Some(effect_floor(Family::Rate, floor)),
+                    corrected: true,
+                }),
+            )
+        }
         _ => decided_or_pending(
             name,
             "z",
@@ -412,18 +505,19 @@ fn binary(
             None,
             Some(PendingRule {
                 alpha,
-                floor: Some(2.0 * floor),
+                floor: Some(effect_floor(Family::Rate, floor)),
                 corrected: true,
             }),
         ),
     }
 }
 
+/// `aligned`: labels, reference and current counts on one axis, and the design effect of
+/// labels clustered in sessions (see [`FeatureSample::aligned_categorical`]).
 #[allow(clippy::too_many_arguments)]
 fn categorical(
     name: String,
-    r: &BTreeMap<String, u64>,
-    c: &BTreeMap<String, u64>,
+    (labels, rv, cv, deff): (Vec<String>, Vec<f64>, Vec<f64>, f64),
     r_sessions: u64,
     c_sessions: u64,
     rule: &str,
@@ -434,20 +528,7 @@ fn categorical(
     if r_sessions < min || c_sessions < min {
         return insufficient(name, "chisquare", r_sessions, c_sessions);
     }
-    let labels: Vec<&String> = r
-        .keys()
-        .chain(c.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let rv: Vec<f64> = labels
-        .iter()
-        .map(|l| *r.get(*l).unwrap_or(&0) as f64)
-        .collect();
-    let cv: Vec<f64> = labels
-        .iter()
-        .map(|l| *c.get(*l).unwrap_or(&0) as f64)
-        .collect();
+    let labels: Vec<&String> = labels.iter().collect();
     let (rs, cs): (f64, f64) = (rv.iter().sum(), cv.iter().sum());
     if rs == 0.0 || cs == 0.0 {
         return insufficient(name, "chisquare", rs as u64, cs as u64);
@@ -457,15 +538,48 @@ fn categorical(
     let js = js_distance(&p, &q);
     let summaries = (top_shares(&labels, &p), top_shares(&labels, &q));
     let chi = chi2_contingency(&[rv.clone(), cv.clone()], true);
+    // slawatch's own rule tests sessions, not labels: the labels of one session (the calls of
+    // `tool_mix`) are not independent draws, and counting each as one makes p-values far too
+    // small. Dividing Pearson's statistic by the design effect Σm²/Σm (m = labels per session)
+    // is the first-order Rao–Scott correction at the worst case of every label of a session
+    // being alike — conservative, and exactly 1 for one-label-per-session features.
+    let chi_sessions = chi.as_ref().and_then(|c| {
+        let statistic = c.statistic / deff;
+        Some((
+            statistic,
+            chi2_sf(statistic, c.dof as f64)
+                .filter(|_| c.dof > 0)
+                .unwrap_or(1.0),
+        ))
+    });
     let small = r_sessions as usize <= SMALL_REFERENCE;
     let n = (rs as u64, cs as u64);
     match rule {
         "evidently" if small => {
-            let pv = chi.as_ref().map(|c| c.p_value);
+            // Evidently: goodness-of-fit χ² of current counts against reference counts scaled to
+            // the current total (no Yates, no per-session correction); z for two labels.
+            let (test, stat, pv) = if labels.len() > 2 {
+                let gof = evidently_chisquare(&rv, &cv);
+                let stat = gof.map_or(0.0, |g| g.statistic);
+                (
+                    "chisquare",
+                    if stat.is_finite() { stat } else { 0.0 },
+                    gof.map(|g| g.p_value),
+                )
+            } else if labels.len() == 2 {
+                let z = two_proportion_ztest(rv[0], rs, cv[0], cs);
+                (
+                    "z",
+                    z.map_or(0.0, |z| z.z),
+                    Some(z.map_or(1.0, |z| z.p_value)),
+                )
+            } else {
+                ("z", 0.0, Some(1.0))
+            };
             decided_or_pending(
                 name,
-                "chisquare",
-                chi.as_ref().map_or(0.0, |c| c.statistic),
+                test,
+                stat,
                 pv,
                 ("js_distance", js),
                 summaries,
@@ -513,15 +627,15 @@ fn categorical(
         _ => decided_or_pending(
             name,
             "chisquare",
-            chi.as_ref().map_or(0.0, |c| c.statistic),
-            Some(chi.as_ref().map_or(1.0, |c| c.p_value)),
+            chi_sessions.map_or(0.0, |c| c.0),
+            Some(chi_sessions.map_or(1.0, |c| c.1)),
             ("js_distance", js),
             summaries,
             n,
             None,
             Some(PendingRule {
                 alpha,
-                floor: Some(floor),
+                floor: Some(effect_floor(Family::Categorical, floor)),
                 corrected: true,
             }),
         ),
@@ -589,17 +703,34 @@ fn value_counts(sorted: &[f64]) -> BTreeMap<String, u64> {
     m
 }
 
-fn chi2_of(r: &BTreeMap<String, u64>, c: &BTreeMap<String, u64>) -> Option<(f64, f64)> {
+/// Reference and current counts on the union of their labels.
+fn on_one_axis(r: &BTreeMap<String, u64>, c: &BTreeMap<String, u64>) -> (Vec<f64>, Vec<f64>) {
     let labels: std::collections::BTreeSet<&String> = r.keys().chain(c.keys()).collect();
-    let rv: Vec<f64> = labels
-        .iter()
-        .map(|l| *r.get(*l).unwrap_or(&0) as f64)
-        .collect();
-    let cv: Vec<f64> = labels
-        .iter()
-        .map(|l| *c.get(*l).unwrap_or(&0) as f64)
-        .collect();
-    chi2_contingency(&[rv, cv], true).map(|x| (x.statistic, x.p_value))
+    let side = |m: &BTreeMap<String, u64>| {
+        labels
+            .iter()
+            .map(|l| *m.get(*l).unwrap_or(&0) as f64)
+            .collect()
+    };
+    (side(r), side(c))
+}
+
+/// Evidently's `chisquare` stattest: `scipy.stats.chisquare(current, reference · n_cur/n_ref)`.
+fn evidently_chisquare(reference: &[f64], current: &[f64]) -> Option<GofResult> {
+    let (nr, nc): (f64, f64) = (reference.iter().sum(), current.iter().sum());
+    if nr == 0.0 {
+        return None;
+    }
+    let k = nc / nr;
+    let expected: Vec<f64> = reference.iter().map(|r| r * k).collect();
+    chisquare_gof(current, &expected)
+}
+
+/// Distinct values of two sorted samples together (`pd.concat([r, c]).nunique()`).
+fn distinct_union(a: &[f64], b: &[f64]) -> usize {
+    let mut all: Vec<f64> = a.iter().chain(b).copied().collect();
+    all.sort_unstable_by(f64::total_cmp);
+    distinct_count(&all)
 }
 
 fn top_shares(labels: &[&String], shares: &[f64]) -> String {

@@ -58,8 +58,21 @@ pub struct FeatureSet {
     pub categorical: Vec<CategoricalFeature>,
 }
 
-/// Distinct labels kept per categorical feature; the rest are counted as `other`.
+/// Distinct labels kept per categorical feature: the `MAX_CATEGORIES` labels with the smallest
+/// hashes ([`label_hash`]) among all labels seen; the others are counted together in
+/// [`FeatureSample::overflow`]. Keeping the bottom-k *by hash* (not the first k to arrive) makes
+/// the kept set a function of the set of labels seen, so merging panes in any order gives the
+/// same counts, and a label that was ever kept has its exact count.
 pub const MAX_CATEGORIES: usize = 64;
+
+/// Display name of the overflow entry in comparisons. It is a separate entry, never a key of
+/// the label counts, so a real label with this name cannot collide with it.
+pub const OVERFLOW_LABEL: &str = "(other labels)";
+
+/// The hash that ranks labels for [`MAX_CATEGORIES`] (ties broken by the label itself).
+pub fn label_hash(label: &str) -> u64 {
+    xxh3_64(label.as_bytes())
+}
 
 impl FeatureSet {
     /// Builds the set from the spec's feature names (already validated by the spec parser).
@@ -242,8 +255,18 @@ pub struct FeatureSample {
     threshold: u64,
     /// Exact `(true, known)` counts per binary feature.
     pub binary: Vec<(u64, u64)>,
-    /// Exact label counts per categorical feature.
+    /// Exact label counts per categorical feature, for the kept labels (see
+    /// [`MAX_CATEGORIES`]).
     pub categorical: Vec<BTreeMap<String, u64>>,
+    /// Per categorical feature: occurrences of labels that are not kept.
+    #[serde(default)]
+    pub overflow: Vec<u64>,
+    /// Per categorical feature: `(Σ m, Σ m²)` over sessions, `m` = labels the session
+    /// contributed (tool calls for `tool_mix`). Labels of one session are not independent
+    /// draws; the χ² test divides by the design effect `Σm²/Σm` so that it tests sessions, not
+    /// calls. Absent (zeros) in baselines stored before it existed.
+    #[serde(default)]
+    pub clusters: Vec<(u64, u64)>,
     /// Whether `rows` is in compacted form (bottom-k, sorted by hash, distinct), so that
     /// [`FeatureSample::compact`] has nothing to do and a merge of two compacted samples is
     /// one linear pass. Derived: not stored, and a restored sample is compacted again once.
@@ -260,6 +283,8 @@ impl PartialEq for FeatureSample {
             && a.rows == b.rows
             && a.binary == b.binary
             && a.categorical == b.categorical
+            && a.overflow == b.overflow
+            && a.clusters == b.clusters
     }
 }
 
@@ -272,6 +297,8 @@ impl FeatureSample {
             threshold: u64::MAX,
             binary: vec![(0, 0); set.binary.len()],
             categorical: vec![BTreeMap::new(); set.categorical.len()],
+            overflow: vec![0; set.categorical.len()],
+            clusters: vec![(0, 0); set.categorical.len()],
             compacted: true,
         }
     }
@@ -285,6 +312,8 @@ impl FeatureSample {
             threshold: u64::MAX,
             binary: vec![(0, 0); self.binary.len()],
             categorical: vec![BTreeMap::new(); self.categorical.len()],
+            overflow: vec![0; self.categorical.len()],
+            clusters: vec![(0, 0); self.categorical.len()],
             compacted: true,
         }
     }
@@ -310,8 +339,24 @@ impl FeatureSample {
             }
         }
         let mut buf = String::new();
-        for (f, counts) in set.categorical.iter().zip(&mut self.categorical) {
-            f.each_label(s, &mut buf, |l| add_label(counts, l, 1));
+        self.fill_categorical_shape();
+        for (i, (f, counts)) in set
+            .categorical
+            .iter()
+            .zip(&mut self.categorical)
+            .enumerate()
+        {
+            let overflow = &mut self.overflow[i];
+            let mut m = 0u64;
+            f.each_label(s, &mut buf, |l| {
+                m += 1;
+                add_label(counts, overflow, l, 1);
+            });
+            if m > 0 {
+                let c = &mut self.clusters[i];
+                c.0 += m;
+                c.1 += m * m;
+            }
         }
     }
 
@@ -368,10 +413,20 @@ impl FeatureSample {
             a.0 += b.0;
             a.1 += b.1;
         }
-        for (a, b) in self.categorical.iter_mut().zip(&other.categorical) {
+        self.fill_categorical_shape();
+        for (i, (a, b)) in self
+            .categorical
+            .iter_mut()
+            .zip(&other.categorical)
+            .enumerate()
+        {
             for (label, n) in b {
-                add_label(a, label, *n);
+                add_label(a, &mut self.overflow[i], label, *n);
             }
+            self.overflow[i] += other.overflow.get(i).copied().unwrap_or(0);
+            let (m, m2) = other.clusters.get(i).copied().unwrap_or((0, 0));
+            self.clusters[i].0 += m;
+            self.clusters[i].1 += m2;
         }
     }
 
@@ -409,6 +464,76 @@ impl FeatureSample {
         }
     }
 
+    /// Samples restored from before `overflow`/`clusters` existed have them empty.
+    fn fill_categorical_shape(&mut self) {
+        let k = self.categorical.len();
+        self.overflow.resize(k, 0);
+        self.clusters.resize(k, (0, 0));
+    }
+
+    /// Categorical feature `i` of this sample (the reference) and `current` on one label axis:
+    /// `(labels, reference counts, current counts, design effect)`.
+    ///
+    /// A side that overflowed knows exact counts only for labels hashing at or below its largest
+    /// kept hash; labels above the smaller such limit of the two sides go to one overflow entry
+    /// ([`OVERFLOW_LABEL`]) on *both* sides, so the two sides partition labels identically.
+    /// The design effect is `Σm²/Σm` over both sides' sessions (at least 1; see `clusters`).
+    pub fn aligned_categorical(
+        &self,
+        current: &FeatureSample,
+        i: usize,
+    ) -> (Vec<String>, Vec<f64>, Vec<f64>, f64) {
+        let (r, c) = (&self.categorical[i], &current.categorical[i]);
+        let ov = |s: &FeatureSample| s.overflow.get(i).copied().unwrap_or(0);
+        fn limit<'a>(overflowed: bool, m: &'a BTreeMap<String, u64>) -> Option<(u64, &'a str)> {
+            overflowed
+                .then(|| m.keys().map(|k| (label_hash(k), k.as_str())).max())
+                .flatten()
+        }
+        let cut = match (limit(ov(self) > 0, r), limit(ov(current) > 0, c)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let kept = |l: &str| cut.is_none_or(|cut| (label_hash(l), l) <= cut);
+        let labels: Vec<String> = r
+            .keys()
+            .chain(c.keys())
+            .filter(|l| kept(l))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let side = |s: &FeatureSample, m: &BTreeMap<String, u64>| {
+            let mut v: Vec<f64> = labels
+                .iter()
+                .map(|l| *m.get(l).unwrap_or(&0) as f64)
+                .collect();
+            let rest: u64 = ov(s)
+                + m.iter()
+                    .filter(|(l, _)| !kept(l))
+                    .map(|(_, n)| n)
+                    .sum::<u64>();
+            v.push(rest as f64);
+            v
+        };
+        let (mut rv, mut cv) = (side(self, r), side(current, c));
+        let mut labels = labels;
+        if rv.last() == Some(&0.0) && cv.last() == Some(&0.0) {
+            rv.pop();
+            cv.pop();
+        } else {
+            labels.push(OVERFLOW_LABEL.to_owned());
+        }
+        let cl = |s: &FeatureSample| s.clusters.get(i).copied().unwrap_or((0, 0));
+        let (m, m2) = (cl(self).0 + cl(current).0, cl(self).1 + cl(current).1);
+        let deff = if m > 0 {
+            (m2 as f64 / m as f64).max(1.0)
+        } else {
+            1.0
+        };
+        (labels, rv, cv, deff)
+    }
+
     /// The non-missing values of row column `col` (of the bottom-k rows).
     pub fn column(&self, col: usize) -> Vec<f64> {
         debug_assert!(self.rows.len() <= self.capacity, "read after compact()");
@@ -420,12 +545,27 @@ impl FeatureSample {
     }
 }
 
-fn add_label(counts: &mut BTreeMap<String, u64>, label: &str, n: u64) {
+/// Counts `n` occurrences of `label`, keeping the [`MAX_CATEGORIES`] labels of smallest
+/// `(hash, label)`: a new label that ranks below the largest kept one evicts it to `overflow`.
+fn add_label(counts: &mut BTreeMap<String, u64>, overflow: &mut u64, label: &str, n: u64) {
     if let Some(c) = counts.get_mut(label) {
         *c += n;
-    } else if counts.len() >= MAX_CATEGORIES {
-        *counts.entry("other".to_owned()).or_default() += n;
-    } else {
+        return;
+    }
+    if counts.len() < MAX_CATEGORIES {
         counts.insert(label.to_owned(), n);
+        return;
+    }
+    let largest = counts
+        .keys()
+        .map(|k| (label_hash(k), k.as_str()))
+        .max()
+        .map(|(h, k)| (h, k.to_owned()));
+    match largest {
+        Some((h, k)) if (label_hash(label), label) < (h, k.as_str()) => {
+            *overflow += counts.remove(&k).unwrap_or(0);
+            counts.insert(label.to_owned(), n);
+        }
+        _ => *overflow += n,
     }
 }

@@ -374,25 +374,15 @@ fn chart_for(
         .categorical
         .iter()
         .position(|f| f.name() == top.feature)?;
-    let (r, c) = (&reference.categorical[i], &current.categorical[i]);
-    let labels: Vec<String> = r
-        .keys()
-        .chain(c.keys())
-        .cloned()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let norm = |m: &std::collections::BTreeMap<String, u64>| {
-        let total: u64 = m.values().sum();
-        labels
-            .iter()
-            .map(|l| *m.get(l).unwrap_or(&0) as f64 / total.max(1) as f64)
-            .collect::<Vec<_>>()
+    let (labels, r, c, _) = reference.aligned_categorical(current, i);
+    let norm = |v: &[f64]| {
+        let total: f64 = v.iter().sum();
+        v.iter().map(|x| x / total.max(1.0)).collect::<Vec<_>>()
     };
     Some(Chart::Categories {
         feature: top.feature.clone(),
-        reference: norm(r),
-        current: norm(c),
+        reference: norm(&r),
+        current: norm(&c),
         labels,
     })
 }

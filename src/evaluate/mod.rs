@@ -123,11 +123,7 @@ impl SpecRuntime {
             })
             .collect();
         let w = spec.window;
-        let mut bucket = w.step_ms.min(60_000 * 5);
-        for t in &spec.alerting.burn_rates {
-            bucket = gcd(gcd(bucket, t.long_ms), t.short_ms);
-        }
-        let bucket = bucket.max(60_000);
+        let bucket = slo::timeline_bucket_ms(w.step_ms, &spec.alerting.burn_rates);
         let span = spec
             .alerting
             .burn_rates
@@ -293,6 +289,8 @@ impl SpecRuntime {
                     let (eligible, good) = self.measures.ratio_outcome(*m, s);
                     if eligible {
                         tl.add(s.event_time, good);
+                    } else {
+                        tl.add_ineligible(s.event_time);
                     }
                 }
             }
@@ -815,7 +813,7 @@ impl SpecRuntime {
         let mut firing = None;
         let mut consumed = None;
         if let Some(tl) = timeline {
-            let outcomes = evaluate_tiers(tl, &self.spec.alerting.burn_rates, target, w.end);
+            let outcomes = evaluate_tiers(tl, &self.spec.alerting.burn_rates, target, w.end, min);
             firing = worst_firing(&outcomes).cloned();
             consumed = budget_consumed(tl.sum(w.end - self.spec.period_ms, w.end), target);
             burn_rates = outcomes
@@ -1034,10 +1032,6 @@ fn worse(a: &Finding, b: &Finding) -> bool {
         }
     };
     (a.severity, distance(a)) > (b.severity, distance(b))
-}
-
-fn gcd(a: i64, b: i64) -> i64 {
-    if b == 0 { a.abs() } else { gcd(b, a % b) }
 }
 
 fn ratio(summary: &SpecSummary, m: usize) -> (u64, u64) {

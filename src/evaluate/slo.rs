@@ -15,8 +15,15 @@ use crate::spec::model::BurnRateTier;
 /// Counts of one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
+    /// Eligible events that were good.
     pub good: u64,
+    /// Eligible events (the SLI's denominator).
     pub total: u64,
+    /// Sessions of the key, eligible or not: what `minSessions` counts. (A fallback SLO is
+    /// eligible only on failed sessions; its tiers need `minSessions` sessions of traffic, not
+    /// `minSessions` failures.) Absent in checkpoints written before it existed.
+    #[serde(default)]
+    pub sessions: u64,
 }
 
 impl Counts {
@@ -54,6 +61,26 @@ pub fn wilson_lower(k: u64, n: u64) -> f64 {
     ((centre - margin) / (1.0 + z2 / n)).max(0.0)
 }
 
+/// The bucket of the SLI timelines: the gcd of the window step and every tier's long and short
+/// window, so that every window end is a bucket boundary and every burn window `[end − w, end)`
+/// is a whole number of buckets. (A 12-minute step with 5-minute buckets would end windows
+/// mid-bucket, and the "5-minute" short window would sum the wrong five minutes.) Steps or
+/// windows that are not whole minutes give sub-minute buckets: more memory, never a wrong sum;
+/// `slawatch validate` warns about them.
+pub fn timeline_bucket_ms(step_ms: i64, tiers: &[BurnRateTier]) -> i64 {
+    let bucket = tiers
+        .iter()
+        .fold(step_ms, |b, t| gcd(gcd(b, t.long_ms), t.short_ms));
+    // A 5-minute cap (a 1-hour step would otherwise give 5-minute buckets anyway through the
+    // SRE tiers) keeps custom tiers from coarsening the budget's time resolution; 5 minutes
+    // divided by the gcd still divides everything.
+    gcd(bucket, 60_000 * 5).max(1)
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a.abs() } else { gcd(b, a % b) }
+}
+
 /// Good/total counts of one SLI in time buckets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SliTimeline {
@@ -79,9 +106,17 @@ impl SliTimeline {
         }
     }
 
-    /// Counts one eligible event at `t`.
+    /// Counts one session at `t` that is eligible for the SLI, good or bad.
     pub fn add(&mut self, t: EpochMs, good: bool) {
-        self.first_seen = Some(self.first_seen.map_or(t, |f| f.min(t)));
+        self.count(t, Some(good));
+    }
+
+    /// Counts one session at `t` that the SLI does not judge (it still counts as traffic).
+    pub fn add_ineligible(&mut self, t: EpochMs) {
+        self.count(t, None);
+    }
+
+    fn count(&mut self, t: EpochMs, outcome: Option<bool>) {
         let b = t.div_euclid(self.bucket_ms);
         if self.buckets.is_empty() {
             self.first = b;
@@ -91,6 +126,7 @@ impl SliTimeline {
             // while there is room, otherwise it is beyond every lookback.
             let missing = (self.first - b) as usize;
             if self.buckets.len() + missing > self.capacity {
+                // Dropped: it must not extend the history either.
                 return;
             }
             for _ in 0..missing {
@@ -103,10 +139,14 @@ impl SliTimeline {
             self.buckets.resize(idx + 1, Counts::default());
         }
         let c = &mut self.buckets[idx];
-        c.total += 1;
-        if good {
-            c.good += 1;
+        c.sessions += 1;
+        if let Some(good) = outcome {
+            c.total += 1;
+            c.good += u64::from(good);
         }
+        // Only a counted event extends the history (an event dropped above as older than every
+        // lookback once made a brand-new key look days old).
+        self.first_seen = Some(self.first_seen.map_or(t, |f| f.min(t)));
         while self.buckets.len() > self.capacity {
             self.buckets.pop_front();
             self.first += 1;
@@ -125,6 +165,7 @@ impl SliTimeline {
         for c in self.buckets.range(lo.min(hi)..hi) {
             out.good += c.good;
             out.total += c.total;
+            out.sessions += c.sessions;
         }
         out
     }
@@ -151,16 +192,19 @@ pub struct TierOutcome {
     pub short_rate: Option<f64>,
     /// The 95% lower confidence bound of the long window's burn rate.
     pub long_rate_lower: Option<f64>,
-    /// The long window's burn is confidently (95% lower bound) at least `factor`, the short
-    /// window still burns at least `factor`, and the history spans at least the short window.
+    /// The long window holds at least `minSessions` sessions, its burn is confidently (95%
+    /// lower bound) at least `factor`, the short window still burns at least `factor`, and the
+    /// history spans at least the short window.
     pub fires: bool,
 }
 
 /// Evaluates every tier at `now` (a window end).
 ///
 /// This is the SRE workbook's multiwindow, multi-burn-rate alert with one refinement against
-/// false pages on thin traffic: the long window must burn at least `factor` *with 95%
-/// confidence* (Wilson lower bound), not just as a point estimate. A key with one failed
+/// false pages on thin traffic: the long window must hold at least `min_sessions` sessions
+/// (`spec.minSessions`) and burn at least `factor` *with 95% confidence* (Wilson lower bound),
+/// not just as a point estimate. The Wilson bound alone is not enough at high targets: one bad
+/// session of two bounds at 12× at 99%, above the medium tier's 6×. A key with one failed
 /// session out of one is not paged; forty failures out of forty are. A tier is only judged
 /// once the timeline's history is at least as long as the tier's short window: a key that
 /// appeared ten minutes ago cannot show a six-hour burn. Until the history covers the long
@@ -171,6 +215,7 @@ pub fn evaluate_tiers(
     tiers: &[BurnRateTier],
     target: f64,
     now: EpochMs,
+    min_sessions: u64,
 ) -> Vec<TierOutcome> {
     tiers
         .iter()
@@ -183,6 +228,7 @@ pub fn evaluate_tiers(
                 .first_seen()
                 .is_some_and(|first| now - first >= tier.short_ms);
             let fires = history_ok
+                && long.sessions >= min_sessions
                 && long_rate_lower.is_some_and(|r| r >= tier.factor)
                 && short_rate.is_some_and(|r| r >= tier.factor);
             TierOutcome {
@@ -236,10 +282,18 @@ mod tests {
             t.sum(110 * MIN, 120 * MIN),
             Counts {
                 good: 10,
-                total: 10
+                total: 10,
+                sessions: 10
             }
         );
-        assert_eq!(t.sum(100 * MIN, 110 * MIN), Counts { good: 0, total: 10 });
+        assert_eq!(
+            t.sum(100 * MIN, 110 * MIN),
+            Counts {
+                good: 0,
+                total: 10,
+                sessions: 10
+            }
+        );
         // The first hour is gone (span 60 min + one bucket).
         assert_eq!(t.sum(0, 50 * MIN).total, 0);
         assert_eq!(t.newest_end(), Some(120 * MIN));
@@ -256,7 +310,7 @@ mod tests {
             t.add(at, !(at >= 55 * MIN && i % 5 == 0));
         }
         let tiers = BurnRateTier::sre_workbook();
-        let out = evaluate_tiers(&t, &tiers, target, 60 * MIN);
+        let out = evaluate_tiers(&t, &tiers, target, 60 * MIN, 30);
         assert!(out[0].short_rate.unwrap() >= 14.4);
         assert!(!out[0].fires);
         // Now make the whole hour 20% bad: burn = 0.2 / 0.01 = 20 ≥ 14.4 on both windows.
@@ -264,7 +318,7 @@ mod tests {
         for i in 0..1000 {
             t2.add(i * 60 * MIN / 1000, i % 5 != 0);
         }
-        let out2 = evaluate_tiers(&t2, &tiers, target, 60 * MIN);
+        let out2 = evaluate_tiers(&t2, &tiers, target, 60 * MIN, 30);
         assert!(out2[0].fires, "{out2:?}");
         assert!((out2[0].long_rate.unwrap() - 20.0).abs() < 1e-9);
         assert_eq!(worst_firing(&out2).unwrap().tier.name, "fast");
@@ -273,19 +327,107 @@ mod tests {
     #[test]
     fn one_bad_session_of_one_cannot_page_but_forty_of_forty_do() {
         let tiers = BurnRateTier::sre_workbook();
-        let mut one = SliTimeline::new(5 * MIN, 60 * MIN);
+        let mut one = SliTimeline::new(5 * MIN, 72 * 60 * MIN);
         one.add(0, false);
-        one.add(9 * MIN, true);
-        one.add(10 * MIN, false);
-        // Two of three bad: point burn 66.7x at 99%, but the lower bound is far below 14.4x.
-        let out = evaluate_tiers(&one, &tiers, 0.99, 11 * MIN);
-        assert!(out[0].long_rate.unwrap() > 14.4 && !out[0].fires, "{out:?}");
+        // Judged at every bucket boundary and in between, once the history covers the short
+        // windows: the bad session is always inside the long windows (the bug this pins passed
+        // only because `now` fell between buckets).
+        for now in (5 * MIN..=60 * MIN).step_by(MIN as usize) {
+            let out = evaluate_tiers(&one, &tiers, 0.99, now, 30);
+            assert_eq!(out[0].long.total, 1, "{out:?}");
+            assert!(out.iter().all(|o| !o.fires), "at {now}: {out:?}");
+        }
         let mut forty = SliTimeline::new(5 * MIN, 60 * MIN);
         for i in 0..40 {
             forty.add(i * MIN / 4, false);
         }
-        let out = evaluate_tiers(&forty, &tiers, 0.95, 11 * MIN);
+        let out = evaluate_tiers(&forty, &tiers, 0.95, 11 * MIN, 30);
         assert!(out[0].fires, "{out:?}");
+    }
+
+    #[test]
+    fn one_good_and_one_bad_session_do_not_page_through_the_medium_tier() {
+        // Issue 10, item 2: at 99% the Wilson bound of 1 bad in 2 is 12.1× (above the medium
+        // tier's 6×); `minSessions` (30) in the long window is what keeps this from paging.
+        let tiers = BurnRateTier::sre_workbook();
+        let mut t = SliTimeline::new(5 * MIN, 72 * 60 * MIN);
+        t.add(0, true);
+        t.add(MIN, false);
+        let out = evaluate_tiers(&t, &tiers, 0.99, 30 * MIN, 30);
+        assert_eq!(out[1].tier.name, "medium");
+        assert!(out[1].long_rate_lower.unwrap() > 6.0, "{out:?}");
+        assert!(out.iter().all(|o| !o.fires), "{out:?}");
+        // The same burn over 30 sessions pages.
+        for i in 0..28 {
+            t.add(i * MIN, i % 2 == 0);
+        }
+        let out = evaluate_tiers(&t, &tiers, 0.99, 30 * MIN, 30);
+        assert!(out[1].fires, "{out:?}");
+    }
+
+    #[test]
+    fn min_sessions_counts_traffic_not_only_eligible_events() {
+        // A fallback-style SLI: 40 failed sessions among 400, none handed over. 40 eligible
+        // events are below `minSessions: 100`, but 400 sessions of traffic are not.
+        let tiers = BurnRateTier::sre_workbook();
+        let mut t = SliTimeline::new(5 * MIN, 72 * 60 * MIN);
+        for i in 0..400 {
+            let at = i * 60 * MIN / 400;
+            if i % 10 == 0 {
+                t.add(at, false);
+            } else {
+                t.add_ineligible(at);
+            }
+        }
+        let out = evaluate_tiers(&t, &tiers, 0.95, 60 * MIN, 100);
+        assert_eq!((out[0].long.total, out[0].long.sessions), (40, 400));
+        assert!(out[0].fires, "{out:?}");
+    }
+
+    #[test]
+    fn an_event_too_old_to_keep_does_not_extend_the_history() {
+        // Issue 10, item 8: `first_seen` was set before the event was dropped.
+        let mut t = SliTimeline::new(5 * MIN, 60 * MIN);
+        t.add(600 * MIN, false);
+        t.add(0, false);
+        assert_eq!(t.sum(0, 700 * MIN).total, 1);
+        assert_eq!(t.first_seen(), Some(600 * MIN));
+    }
+
+    #[test]
+    fn buckets_divide_a_twelve_minute_step() {
+        // Issue 10, item 3: every burn window ending at a window end (a multiple of the step)
+        // must sum exactly the events inside it, counted here directly.
+        let tiers = BurnRateTier::sre_workbook();
+        let step = 12 * MIN;
+        let bucket = timeline_bucket_ms(step, &tiers);
+        assert_eq!(step % bucket, 0, "bucket {bucket} does not divide the step");
+        let mut t = SliTimeline::new(bucket, 72 * 60 * MIN);
+        let events: Vec<(i64, bool)> = (0..600).map(|i| (i * MIN / 2, i % 7 != 0)).collect();
+        for &(at, good) in &events {
+            t.add(at, good);
+        }
+        for end in (1..25).map(|k| k * step) {
+            for tier in &tiers {
+                for len in [tier.short_ms, tier.long_ms] {
+                    let inside = events
+                        .iter()
+                        .filter(|(at, _)| (end - len..end).contains(at));
+                    let total = inside.clone().count() as u64;
+                    let want = Counts {
+                        good: inside.filter(|(_, g)| *g).count() as u64,
+                        total,
+                        sessions: total,
+                    };
+                    assert_eq!(
+                        t.sum(end - len, end),
+                        want,
+                        "window [{}, {end}) min",
+                        end - len
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -309,6 +451,7 @@ mod tests {
         let c = Counts {
             good: 990,
             total: 1000,
+            sessions: 1000,
         };
         assert!((budget_consumed(c, 0.99).unwrap() - 1.0).abs() < 1e-12);
         assert_eq!(

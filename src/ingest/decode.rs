@@ -59,11 +59,15 @@ pub enum RejectReason {
         event_time: String,
         closed_before: String,
     },
+    /// The event time is further ahead of the wall clock than the allowed skew (`run
+    /// --max-future-skew`): a producer's broken clock would otherwise move the watermark and
+    /// make every honest record late.
+    Future { event_time: String, limit: String },
 }
 
 impl RejectReason {
     /// Every reason code, for counters that list zeros too.
-    pub const CODES: [&'static str; 10] = [
+    pub const CODES: [&'static str; 11] = [
         "too_large",
         "not_json",
         "not_object",
@@ -74,6 +78,7 @@ impl RejectReason {
         "bad_timestamp",
         "negative_value",
         "late",
+        "future",
     ];
 
     pub fn code(&self) -> &'static str {
@@ -88,6 +93,7 @@ impl RejectReason {
             RejectReason::BadTimestamp { .. } => "bad_timestamp",
             RejectReason::NegativeValue { .. } => "negative_value",
             RejectReason::Late { .. } => "late",
+            RejectReason::Future { .. } => "future",
         }
     }
 }
@@ -129,6 +135,10 @@ impl fmt::Display for RejectReason {
             } => write!(
                 f,
                 "late: event time {event_time} is before {closed_before}, where windows have closed"
+            ),
+            RejectReason::Future { event_time, limit } => write!(
+                f,
+                "future: event time {event_time} is after {limit}, the wall clock plus the allowed skew"
             ),
         }
     }

@@ -166,6 +166,7 @@ const DRIFT_KEYS: &[&str] = &[
     "minSamples",
     "test",
     "effectSize",
+    "ks",
     "baseline",
     "multivariate",
     "sequential",
@@ -2649,6 +2650,12 @@ fn decode_drift(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<DriftSpec> {
         Some(x) => ctx.bool(x, &f.path("sequential")),
         None => Some(true),
     };
+    let ks_exact = match f.get("ks") {
+        Some(x) => ctx
+            .enum_value(x, &f.path("ks"), "KS distribution", &["auto", "exact"])
+            .map(|i| i == 1),
+        None => Some(false),
+    };
     Some(DriftSpec {
         features: features?,
         p_value: p_value?,
@@ -2659,5 +2666,6 @@ fn decode_drift(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<DriftSpec> {
         relearn_every_ms: relearn?,
         multivariate: multivariate?,
         sequential: sequential?,
+        ks_exact: ks_exact?,
     })
 }

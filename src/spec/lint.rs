@@ -96,6 +96,27 @@ fn lint_window(ctx: &mut Ctx<'_>, spec: &Spec, step_spot: &Option<Spot>) {
             Some(format!("pick a step that divides the size{suggestion}")),
         );
     }
+    // Burn-rate buckets divide the step and every tier window (so windows end on bucket
+    // boundaries); below a minute they multiply the memory of every key's error budget.
+    let bucket = crate::evaluate::slo::timeline_bucket_ms(w.step_ms, &spec.alerting.burn_rates);
+    if bucket < 60_000
+        && spec
+            .objectives
+            .iter()
+            .any(|o| o.kind.slo_target().is_some())
+    {
+        ctx.warn(
+            spot.loc,
+            &spot.path,
+            format!(
+                "the step ({}) and the burn-rate windows have no common whole minute: error budgets are kept in {} buckets, {}× the memory of one-minute buckets",
+                format_duration_ms(w.step_ms),
+                format_duration_ms(bucket),
+                60_000 / bucket
+            ),
+            Some("use a step of whole minutes".into()),
+        );
+    }
 }
 
 fn lint_segments(ctx: &mut Ctx<'_>, spec: &Spec, spots: &[Spot]) {

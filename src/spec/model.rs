@@ -303,7 +303,9 @@ pub struct DriftSpec {
     /// `test`: `auto` (slawatch's rule), `evidently` (Evidently's default rule), or a fixed
     /// test name.
     pub test: String,
-    /// `effectSize`: minimum effect size at large n (default 0.1).
+    /// `effectSize`: the effect floor, applied at every n in each test family's unit:
+    /// normalised Wasserstein ≥ `effectSize` (numeric), Cohen's h ≥ 2·`effectSize` (rates),
+    /// Jensen–Shannon distance ≥ `effectSize` (categories). Default 0.1.
     pub effect_size: f64,
     /// `baseline.minDuration`: a key's baseline learns at least this long (and `minSamples`
     /// sessions) before it freezes (default 6h).
@@ -316,6 +318,9 @@ pub struct DriftSpec {
     pub multivariate: bool,
     /// `sequential`: also run CUSUM and Page–Hinkley per feature over windows (default true).
     pub sequential: bool,
+    /// `ks`: `auto` (default: the exact KS distribution while n·m stays under a work budget,
+    /// the asymptotic one above) or `exact` (scipy's `method='auto'` at any cost).
+    pub ks_exact: bool,
 }
 
 /// `spec.alerting`.

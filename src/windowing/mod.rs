@@ -77,7 +77,10 @@ pub struct ClosedWindow<K, S> {
     pub newest_step: S,
 }
 
-/// A record that arrived after every window it belongs to had closed.
+/// A record whose event time lies before the end of the last closed window. With hopping
+/// windows it may still belong to windows that are open (a record at 11:50 when the window
+/// ending 12:00 has closed also belongs to those ending 12:15 … 12:45); it is counted in none
+/// of them, so that every record is either in all its windows or reported late.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Late {
     pub event_time: EpochMs,

@@ -40,9 +40,9 @@ fn every_case_decodes_or_rejects_with_its_reason() {
         }
     }
     // Every decoder reason has at least one case (too_large and late are tested below and in
-    // the windowing tests).
+    // the windowing tests, future in replay_e2e: it depends on the wall clock, not the record).
     for code in RejectReason::CODES {
-        if code != "too_large" && code != "late" {
+        if code != "too_large" && code != "late" && code != "future" {
             assert!(seen_codes.contains(code), "no case covers `{code}`");
         }
     }

@@ -160,10 +160,28 @@ fn fit_is_deterministic_and_sensible() {
     assert_eq!(t.chunk_errors.len(), 10);
     assert_eq!(t.chunk_rows, WINDOW_ROWS);
     assert!(t.lower < t.mean && t.mean < t.upper, "{t:?}");
+    // The band recomputed here from the chunk errors (NannyML: mean ± 3·np.std, ddof 0, lower
+    // clipped at 0). Every chunk lying inside it cannot fail (10 values are always within
+    // 3σ of their own mean), so the band itself is what is checked.
+    let c = t.chunk_errors.len() as f64;
+    let mean = t.chunk_errors.iter().sum::<f64>() / c;
+    let sd = (t
+        .chunk_errors
+        .iter()
+        .map(|e| (e - mean).powi(2))
+        .sum::<f64>()
+        / c)
+        .sqrt();
+    assert!((t.mean - mean).abs() <= 1e-12 * mean.abs(), "{t:?}");
     assert!(
-        t.chunk_errors.iter().all(|e| *e > t.lower && *e < t.upper),
+        (t.upper - (mean + 3.0 * sd)).abs() <= 1e-9 * t.upper.abs(),
         "{t:?}"
     );
+    assert!(
+        (t.lower - (mean - 3.0 * sd).max(0.0)).abs() <= 1e-9 * t.upper.abs(),
+        "{t:?}"
+    );
+    assert!(sd > 0.0, "{t:?}");
     // NannyML's band is the same for every window size; the adjusted band
     // scales its half-width with √(chunk rows / window rows).
     assert_eq!(t.band(125), (t.lower, t.upper));

@@ -162,11 +162,25 @@ fn pii_leak_to_a_tool_pages_in_governance_at_once() {
         to,
     );
     let pii: Vec<_> = findings.iter().filter(|f| f.objective == "pii").collect();
-    // Each leaking session is reported once (violations are judged on the newest step only).
-    let mut ids: Vec<_> = pii.iter().flat_map(|f| f.exemplars.iter()).collect();
-    let n = ids.len();
-    ids.dedup();
-    assert_eq!(ids.len(), n);
+    // Each leaking session is reported once per level — once for its key and once for its
+    // segment (`segmentBy: channel`) — since violations are judged on the newest step only.
+    for segmented in [false, true] {
+        let mut ids: Vec<_> = pii
+            .iter()
+            .filter(|f| f.segment.is_some() == segmented)
+            .flat_map(|f| f.exemplars.iter())
+            .collect();
+        let n = ids.len();
+        assert!(n > 0, "no exemplars to check (segmented: {segmented})");
+        // Sorted first: `dedup` only drops *adjacent* duplicates.
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            n,
+            "a session reported twice (segmented: {segmented})"
+        );
+    }
     // Details name the PII type and destination, never a value.
     assert!(
         pii.iter()
@@ -294,4 +308,60 @@ fn findings_lists_what_run_stored() {
     assert!(!want.is_empty());
     want.sort_by(|a, b| (&a.window_end, &a.id).cmp(&(&b.window_end, &b.id)));
     assert_eq!(got, want);
+}
+
+/// A wall clock frozen at a given instant.
+struct FixedClock(i64);
+
+impl slawatch::alerts::deliver::Clock for FixedClock {
+    fn now_ms(&self) -> i64 {
+        self.0
+    }
+    fn sleep(&self, _: std::time::Duration) {}
+}
+
+/// Issue 10, item 8: in `run`, a record far ahead of the wall clock is rejected as `future`
+/// and dead-lettered; it neither moves the watermark nor makes the next honest record late.
+#[test]
+fn a_record_from_the_future_is_dead_lettered_and_moves_no_watermark() {
+    use slawatch::ingest::decode::RejectReason;
+    use slawatch::pipeline::Outcome;
+    let now = slawatch::time::parse_rfc3339_ms("2026-11-01T12:00:00Z").unwrap();
+    let specs = load_specs(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("sla-specs")]).unwrap();
+    let mut p = Pipeline::new(
+        specs,
+        Arc::new(Catalog::embedded()),
+        &PipelineConfig::default(),
+    )
+    .with_wall_clock(Arc::new(FixedClock(now)));
+    let record = |id: &str, ended: &str| {
+        format!(
+            r#"{{"session_id":"{id}","agent":"support-bot","prompt_version":"sp-v1","model":"m-2026-09","ended_at":"{ended}","duration_ms":2000,"status":"success"}}"#
+        )
+    };
+    let mut out = Vec::new();
+    let honest = p.process_bytes(record("a", "2026-11-01T11:59:00Z").as_bytes(), 0, &mut out);
+    assert_eq!(honest, Outcome::Accepted);
+    let before = p.stream_time();
+    // Within the default skew (1 h): accepted.
+    let early = p.process_bytes(record("b", "2026-11-01T12:30:00Z").as_bytes(), 0, &mut out);
+    assert_eq!(early, Outcome::Accepted);
+    let far = p.process_bytes(record("c", "2027-11-01T12:00:00Z").as_bytes(), 0, &mut out);
+    match far {
+        Outcome::Rejected {
+            reason: RejectReason::Future { .. },
+            dead_letter: true,
+        } => {}
+        other => panic!("expected a dead-lettered `future` rejection, got {other:?}"),
+    }
+    assert!(
+        p.stream_time() <= Some(slawatch::time::parse_rfc3339_ms("2026-11-01T12:30:00Z").unwrap())
+    );
+    assert!(p.stream_time() >= before);
+    let next = p.process_bytes(record("d", "2026-11-01T12:30:30Z").as_bytes(), 0, &mut out);
+    assert_eq!(
+        next,
+        Outcome::Accepted,
+        "an honest record after the future one is not late"
+    );
 }

@@ -547,3 +547,120 @@ fn descriptive_helpers_match_numpy() {
     }
     m.finish("numpy mean/std/median/quantile", cs.len());
 }
+
+#[test]
+fn fisher_exact_matches_scipy() {
+    let mut m = Mismatches::default();
+    let cs = cases("fisher_exact");
+    for case in cs {
+        let n = name(case);
+        let t = &case["table"];
+        let cell = |i: usize, j: usize| t[i][j].as_u64().expect("count");
+        let got = stats::fisher_exact([[cell(0, 0), cell(0, 1)], [cell(1, 0), cell(1, 1)]]);
+        let exp = &case["expected"];
+        match got {
+            Some(r) => {
+                m.float(n, "pvalue", r.p_value, num(&exp["pvalue"]));
+                match (&exp["odds_ratio"], r.odds_ratio) {
+                    (Value::Null, None) => {}
+                    (e, Some(o)) if !e.is_null() => {
+                        let want = num(e);
+                        if want.is_infinite() {
+                            m.check(n, o == want, || format!("odds ratio {o}, scipy {want}"));
+                        } else {
+                            m.float(n, "odds_ratio", o, want);
+                        }
+                    }
+                    (e, o) => m.0.push(format!("{n}: odds ratio {o:?}, scipy {e}")),
+                }
+            }
+            None => m.0.push(format!("{n}: returned None, expected {exp}")),
+        }
+    }
+    m.finish("scipy.stats.fisher_exact", cs.len());
+}
+
+/// `ks: auto` above the work budget is scipy's `method='asymp'`; `ks: exact` stays scipy's
+/// `auto` (exact at these sizes).
+#[test]
+fn ks_budget_policy_matches_scipy_asymp() {
+    let mut m = Mismatches::default();
+    let cs = cases("ks_asymp");
+    for case in cs {
+        let n = name(case);
+        let (x, y) = (sample(&case["x"]), sample(&case["y"]));
+        let (xs, ys) = (
+            SortedSample::new(&x).unwrap(),
+            SortedSample::new(&y).unwrap(),
+        );
+        m.check(
+            n,
+            x.len() as u64 * y.len() as u64 > stats::KS_EXACT_MAX_WORK,
+            || "case is within the budget".into(),
+        );
+        match stats::ks_2samp_policy(&xs, &ys, stats::KsPolicy::Budget) {
+            Some(r) => {
+                m.check(n, r.method == KsMethod::Asymptotic, || {
+                    format!("{:?}", r.method)
+                });
+                m.float(
+                    n,
+                    "statistic",
+                    r.statistic,
+                    num(&case["expected"]["statistic"]),
+                );
+                m.float(n, "pvalue", r.p_value, num(&case["expected"]["pvalue"]));
+            }
+            None => m.0.push(format!("{n}: returned None")),
+        }
+        let exact = stats::ks_2samp_policy(&xs, &ys, stats::KsPolicy::Scipy).unwrap();
+        m.check(n, exact.method == KsMethod::Exact, || {
+            format!("{:?}", exact.method)
+        });
+    }
+    m.finish("scipy.stats.ks_2samp(method='asymp')", cs.len());
+}
+
+#[test]
+fn chisquare_goodness_of_fit_matches_scipy() {
+    let mut m = Mismatches::default();
+    let cs = cases("chisquare_gof");
+    for case in cs {
+        let n = name(case);
+        let cur: Vec<f64> = case["current"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(num)
+            .collect();
+        let reference: Vec<f64> = case["reference"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(num)
+            .collect();
+        let k = cur.iter().sum::<f64>() / reference.iter().sum::<f64>();
+        let expected: Vec<f64> = reference.iter().map(|r| r * k).collect();
+        let got = stats::chisquare_gof(&cur, &expected);
+        let exp = &case["expected"];
+        if exp.is_null() {
+            m.expect_none(case, got);
+            continue;
+        }
+        match got {
+            Some(r) => {
+                let want = num(&exp["statistic"]);
+                if want.is_infinite() {
+                    m.check(n, r.statistic == want, || {
+                        format!("statistic {}", r.statistic)
+                    });
+                } else {
+                    m.float(n, "statistic", r.statistic, want);
+                }
+                m.float(n, "pvalue", r.p_value, num(&exp["pvalue"]));
+            }
+            None => m.0.push(format!("{n}: returned None, expected {exp}")),
+        }
+    }
+    m.finish("scipy.stats.chisquare", cs.len());
+}

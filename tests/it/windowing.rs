@@ -180,3 +180,22 @@ fn memory_stays_flat_however_long_the_stream() {
     assert!(peak_late.1 <= peak_after_warmup.1);
     assert!(peak_late.0 < 100, "{peak_late:?}");
 }
+
+/// Issue 10, item 8: with hopping windows a record before the end of the last closed window is
+/// late even though later windows containing it are still open — and it touches none of them.
+#[test]
+fn hopping_late_record_is_counted_in_no_window_even_open_ones() {
+    let mut w = hopping(0);
+    for i in 0..=60u32 {
+        w.observe(i64::from(i) * MIN, &"k", Ids::default, |s| s.0.push(i))
+            .unwrap();
+    }
+    let closed = w.advance(60 * MIN);
+    assert_eq!(closed.last().map(|c| c.end), Some(60 * MIN));
+    // 50 min lies in the open windows ending 75, 90 and 105 min, yet it is late.
+    let late = w.observe(50 * MIN, &"k", Ids::default, |s| s.0.push(999));
+    assert_eq!(late.unwrap_err().closed_before, 60 * MIN);
+    let rest = w.flush();
+    assert!(rest.iter().any(|c| c.start <= 50 * MIN && 50 * MIN < c.end));
+    assert!(rest.iter().all(|c| !c.summary.0.contains(&999)));
+}

@@ -135,6 +135,56 @@ pub fn chi2_two_sample(reference: &[f64], current: &[f64], correction: bool) -> 
     chi2_contingency(&[reference, current], correction)
 }
 
+/// Result of a χ² goodness-of-fit test.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GofResult {
+    /// `Σ (observed − expected)² / expected`; `+∞` when an expected count is 0 where the
+    /// observed one is not (scipy divides by zero the same way).
+    pub statistic: f64,
+    /// `P(χ²_{k−1} ≥ statistic)`.
+    pub p_value: f64,
+}
+
+/// Pearson's χ² goodness-of-fit test, `scipy.stats.chisquare(f_obs, f_exp)` (dof = k − 1):
+/// the test Evidently's `chisquare` stattest runs, with `f_exp` the reference counts scaled to
+/// the current total.
+///
+/// `None` if the lengths differ or are below 2, a value is negative or not finite, the sums
+/// differ by more than scipy's relative 1e-8, or a category is 0 on both sides (0/0).
+pub fn chisquare_gof(observed: &[f64], expected: &[f64]) -> Option<GofResult> {
+    if observed.len() != expected.len() || observed.len() < 2 {
+        return None;
+    }
+    if observed
+        .iter()
+        .chain(expected)
+        .any(|v| !(v.is_finite() && *v >= 0.0))
+    {
+        return None;
+    }
+    let (so, se) = (pairwise_sum(observed), pairwise_sum(expected));
+    if (so - se).abs() > 1e-8 * so.max(se) {
+        return None;
+    }
+    let mut terms = Vec::with_capacity(observed.len());
+    for (o, e) in observed.iter().zip(expected) {
+        if *e == 0.0 {
+            if *o == 0.0 {
+                return None;
+            }
+            return Some(GofResult {
+                statistic: f64::INFINITY,
+                p_value: 0.0,
+            });
+        }
+        let d = o - e;
+        terms.push(d * d / e);
+    }
+    let statistic = pairwise_sum(&terms);
+    let p_value = chi2_sf(statistic, (observed.len() - 1) as f64)?;
+    Some(GofResult { statistic, p_value })
+}
+
 /// Upper tail `P(χ²_dof > x)` — scipy `chi2.sf(x, dof)` / `special.chdtrc`
 /// (statrs' regularised upper incomplete gamma). `x <= 0` gives 1.
 /// `None` if `x` is NaN or `dof` is not positive and finite.

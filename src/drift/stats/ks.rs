@@ -24,6 +24,24 @@ use super::kolmogorov::kstwo_sf;
 /// Largest sample size for which `method='auto'` uses the exact distribution.
 pub const KS_EXACT_MAX_N: usize = 10_000;
 
+/// Work budget of the exact distribution under [`KsPolicy::Budget`]: the lattice-path count
+/// costs O(n1·n2), so above this product (e.g. a 10,000-row baseline against a 5,000-row
+/// window, 5·10⁷) the asymptotic `kstwo` distribution is used, as scipy's `method='asymp'`.
+/// At such sizes the two p-values differ in the third significant digit at most.
+pub const KS_EXACT_MAX_WORK: u64 = 10_000_000;
+
+/// Which p-value computation the drift engine asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KsPolicy {
+    /// slawatch's default (`ks: auto`): exact while `n1·n2 ≤` [`KS_EXACT_MAX_WORK`] (and
+    /// scipy's own limit holds), asymptotic (scipy `method='asymp'`) above.
+    #[default]
+    Budget,
+    /// `ks: exact` in a spec: scipy's `method='auto'` whatever the cost ([`ks_2samp_sorted`]).
+    Scipy,
+}
+
 /// How the KS p-value was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,10 +74,18 @@ pub fn ks_2samp(x: &[f64], y: &[f64]) -> Option<KsResult> {
 /// Two-sample two-sided KS test on pre-sorted samples (no allocation except
 /// the bounded work buffer of the exact unequal-size recursion).
 pub fn ks_2samp_sorted(x: &SortedSample, y: &SortedSample) -> Option<KsResult> {
+    ks_2samp_policy(x, y, KsPolicy::Scipy)
+}
+
+/// [`ks_2samp_sorted`] under a [`KsPolicy`]: with [`KsPolicy::Budget`] and `n1·n2` above
+/// [`KS_EXACT_MAX_WORK`], scipy's `ks_2samp(x, y, method='asymp')` (unrounded `D`,
+/// `kstwo.sf(D, round(n1·n2/(n1+n2)))`).
+pub fn ks_2samp_policy(x: &SortedSample, y: &SortedSample, policy: KsPolicy) -> Option<KsResult> {
     let d = ks_statistic_sorted(x, y)?;
     let (n1, n2) = (x.len() as u64, y.len() as u64);
     let mut d = d;
-    let mut method = if n1.max(n2) as usize <= KS_EXACT_MAX_N {
+    let within_budget = policy == KsPolicy::Scipy || n1.saturating_mul(n2) <= KS_EXACT_MAX_WORK;
+    let mut method = if n1.max(n2) as usize <= KS_EXACT_MAX_N && within_budget {
         KsMethod::Exact
     } else {
         KsMethod::Asymptotic

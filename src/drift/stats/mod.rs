@@ -7,9 +7,12 @@
 //! | function | scipy / numpy counterpart |
 //! |---|---|
 //! | [`ks_2samp`], [`ks_2samp_sorted`] | `scipy.stats.ks_2samp(x, y)` (two-sided, `method='auto'`) |
+//! | [`ks_2samp_policy`] with [`KsPolicy::Budget`] | the same, `method='asymp'` above [`KS_EXACT_MAX_WORK`] |
 //! | [`kstwo_sf`], [`kstwobign_sf`], [`smirnov_sf`] | `kstwo.sf`, `kstwobign.sf`, `special.smirnov` |
 //! | [`chi2_contingency`], [`chi2_two_sample`] | `scipy.stats.chi2_contingency(table, correction)` |
+//! | [`chisquare_gof`] | `scipy.stats.chisquare(f_obs, f_exp)` |
 //! | [`chi2_sf`] | `scipy.stats.chi2.sf(x, dof)` |
+//! | [`fisher_exact`] | `scipy.stats.fisher_exact(table)` (2×2, two-sided) |
 //! | [`two_proportion_ztest`] | statsmodels `proportions_ztest` formula with `norm.sf` |
 //! | [`psi`], [`psi_sorted`], [`psi_threshold`] | numpy quantile deciles (no scipy PSI) |
 //! | [`js_distance`], [`js_distance_binned`] | `scipy.spatial.distance.jensenshannon(p, q)` |
@@ -36,6 +39,7 @@ mod contingency;
 mod dd;
 mod descriptive;
 mod divergence;
+mod fisher;
 mod kolmogorov;
 mod ks;
 mod multiple;
@@ -43,7 +47,8 @@ mod multiple;
 use serde::Serialize;
 
 pub use contingency::{
-    Chi2Result, ZTestResult, chi2_contingency, chi2_sf, chi2_two_sample, two_proportion_ztest,
+    Chi2Result, GofResult, ZTestResult, chi2_contingency, chi2_sf, chi2_two_sample, chisquare_gof,
+    two_proportion_ztest,
 };
 pub use descriptive::{mean, median, median_sorted, pairwise_sum, quantile, quantile_sorted, std};
 pub use divergence::{
@@ -51,10 +56,11 @@ pub use divergence::{
     js_distance, js_distance_binned, psi, psi_sorted, psi_threshold, shared_histogram, wasserstein,
     wasserstein_normalized, wasserstein_sorted, wasserstein_weighted,
 };
+pub use fisher::{FisherResult, fisher_exact, small_expected_counts};
 pub use kolmogorov::{kstwo_sf, kstwobign_sf, smirnov_sf};
 pub use ks::{
-    KS_EXACT_MAX_N, KsMethod, KsResult, ks_2samp, ks_2samp_sorted, ks_statistic_binned,
-    ks_statistic_sorted, ks_statistic_weighted,
+    KS_EXACT_MAX_N, KS_EXACT_MAX_WORK, KsMethod, KsPolicy, KsResult, ks_2samp, ks_2samp_policy,
+    ks_2samp_sorted, ks_statistic_binned, ks_statistic_sorted, ks_statistic_weighted,
 };
 pub use multiple::{bh_adjust, bh_reject};
 
