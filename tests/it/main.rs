@@ -7,6 +7,7 @@ mod drift_e2e;
 mod kafka_e2e;
 mod multivariate;
 mod objectives;
+mod page;
 mod replay_e2e;
 mod sequential_arl;
 mod simulate;
