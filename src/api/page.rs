@@ -24,7 +24,8 @@ th{font-weight:600;color:#4a5263;font-size:12px;text-transform:uppercase;letter-
 .ok{color:#14713d;font-weight:600}.breaching{color:#b42318;font-weight:600}
 .charts{display:flex;gap:16px;flex-wrap:wrap}.charts figure{margin:0;flex:1 1 520px}
 figcaption{font-weight:600;margin-bottom:4px}.muted{color:#6b7385}
-.num{text-align:right;font-variant-numeric:tabular-nums}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.nowrap,#objectives td:nth-child(-n+4){white-space:nowrap}
 ";
 
 /// Renders the page from the data directory.
@@ -117,7 +118,7 @@ pub fn render(st: &ApiState) -> Result<String, questions::AnswerError> {
                                 thead { tr { th { "First seen" } th { "Agent" } th { "Version" } th { "Replaced" } th { "Drift verdict" } } }
                                 tbody { @for c in &changes.changes {
                                     tr {
-                                        td { (format_minute(c.first_seen)) }
+                                        td.nowrap { (format_minute(c.first_seen)) }
                                         td { (c.agent) }
                                         td { (c.prompt_version) " · " (c.model) }
                                         td { @if let Some(r) = &c.replaced { (r.prompt_version) " · " (r.model) } @else { span.muted { "—" } } }
@@ -135,10 +136,10 @@ pub fn render(st: &ApiState) -> Result<String, questions::AnswerError> {
                                 thead { tr { th { "Window end" } th { "Objective" } th { "Severity" } th { "Key" } th { "Finding" } } }
                                 tbody { @for f in &findings {
                                     tr {
-                                        td { (format_minute(f.window_end)) }
+                                        td.nowrap { (format_minute(f.window_end)) }
                                         td { (f.spec) "/" (f.objective) }
                                         td { (format!("{:?}", f.severity).to_lowercase()) }
-                                        td { (f.key_label()) @if let Some(s) = &f.segment { " [" (s) "]" } }
+                                        td { (f.key_label().replace(',', ", ")) @if let Some(s) = &f.segment { " [" (s) "]" } }
                                         td { (f.message) }
                                     }
                                 } }
@@ -220,7 +221,9 @@ fn line_chart(hours: &[(EpochMs, OpsSummary)], series: &[Series<'_>]) -> Markup 
 }
 
 fn axis_label(v: f64) -> String {
-    if v >= 1000.0 {
+    if v == 0.0 {
+        "0".to_owned()
+    } else if v >= 1000.0 {
         format!("{:.0}", v)
     } else if v >= 1.0 {
         format!("{:.1}", v)

@@ -9,6 +9,7 @@ mod finding_wire;
 mod kafka_e2e;
 mod multivariate;
 mod objectives;
+mod page;
 mod replay_e2e;
 mod sequential_arl;
 mod simulate;
