@@ -17,16 +17,23 @@ use crate::spec::model::Spec;
 use crate::store::Store;
 use crate::store::history::KeyInfo;
 
-/// The question families, one endpoint each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The question families, one endpoint each (and `slawatch query`'s first argument).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Question {
+    /// p50 / p95 / p99 session latency.
     Latency,
+    /// The slowest sessions and why.
     Slowest,
+    /// How sessions ended (success, error, timeout, abandoned).
     Outcomes,
+    /// New prompt versions / models and the drift verdict against what they replaced.
     Changes,
+    /// Cost per session vs a week earlier, and the costliest 1 %.
     Cost,
+    /// Personal data that entered agent context (types, handling, destinations, session ids).
     Pii,
+    /// Where every SLA objective stands.
     Status,
 }
 

@@ -10,8 +10,9 @@ use clap::{Args, Subcommand};
 
 use super::load_specs;
 use crate::drift::baseline::{Baseline, BaselineStatus};
-use crate::drift::engine::{DriftConfig, fmt_num};
+use crate::drift::engine::DriftConfig;
 use crate::drift::features::FeatureSet;
+use crate::present::fmt_num;
 use crate::spec::model::ObjectiveKind;
 use crate::store::Store;
 use crate::time::format_minute;

@@ -9,48 +9,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde_json::Value;
 
 use super::serve::{HistoryArgs, api_file, api_token};
 use crate::api::questions::{self, Question};
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum QuestionArg {
-    /// p50 / p95 / p99 session latency.
-    Latency,
-    /// The slowest sessions and why.
-    Slowest,
-    /// How sessions ended (success, error, timeout, abandoned).
-    Outcomes,
-    /// New prompt versions / models and the drift verdict against what they replaced.
-    Changes,
-    /// Cost per session vs a week earlier, and the costliest 1 %.
-    Cost,
-    /// Personal data that entered agent context (types, handling, destinations, session ids).
-    Pii,
-    /// Where every SLA objective stands.
-    Status,
-}
-
-impl QuestionArg {
-    fn question(self) -> Question {
-        match self {
-            QuestionArg::Latency => Question::Latency,
-            QuestionArg::Slowest => Question::Slowest,
-            QuestionArg::Outcomes => Question::Outcomes,
-            QuestionArg::Changes => Question::Changes,
-            QuestionArg::Cost => Question::Cost,
-            QuestionArg::Pii => Question::Pii,
-            QuestionArg::Status => Question::Status,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// The question.
-    pub question: QuestionArg,
+    pub question: Question,
     /// State directory of `slawatch run` (or `replay --data-dir`).
     #[arg(long, default_value = "slawatch-data")]
     pub data_dir: PathBuf,
@@ -127,7 +95,7 @@ impl QueryArgs {
 }
 
 pub fn query(args: &QueryArgs) -> Result<ExitCode> {
-    let q = args.question.question();
+    let q = args.question;
     let params = args.params();
     // Validate here too, so a bad flag says what would be valid without a round trip.
     let request = match questions::Request::parse(q, &params) {

@@ -274,8 +274,14 @@ fn numeric(
         f64::INFINITY
     };
     let summaries = (
-        format!("median {}", fmt_num(rs.median().unwrap_or(f64::NAN))),
-        format!("median {}", fmt_num(cs.median().unwrap_or(f64::NAN))),
+        format!(
+            "median {}",
+            crate::present::fmt_num(rs.median().unwrap_or(f64::NAN))
+        ),
+        format!(
+            "median {}",
+            crate::present::fmt_num(cs.median().unwrap_or(f64::NAN))
+        ),
     );
     match rule {
         "evidently" => {
@@ -698,7 +704,7 @@ fn distinct_count(sorted: &[f64]) -> usize {
 fn value_counts(sorted: &[f64]) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for v in sorted {
-        *m.entry(fmt_num(*v)).or_default() += 1;
+        *m.entry(crate::present::fmt_num(*v)).or_default() += 1;
     }
     m
 }
@@ -743,16 +749,4 @@ fn top_shares(labels: &[&String], shares: &[f64]) -> String {
         .map(|(l, s)| format!("{l} {}", crate::present::pct(*s)))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A number for summaries: integers plainly, others with 3 significant digits.
-pub fn fmt_num(v: f64) -> String {
-    if !v.is_finite() {
-        return "—".into();
-    }
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        return format!("{v:.0}");
-    }
-    let digits = (3 - v.abs().log10().ceil() as i32).max(0) as usize;
-    format!("{v:.digits$}")
 }

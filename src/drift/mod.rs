@@ -189,10 +189,12 @@ impl DriftRuntime {
                                     "{:?} shift after {} steps",
                                     a.direction, a.run_length
                                 ),
-                                reference: format!("mean {}", engine::fmt_num(st.mean)),
+                                reference: format!("mean {}", crate::present::fmt_num(st.mean)),
                                 current: format!(
                                     "mean {}",
-                                    engine::fmt_num(stats::mean(&values).unwrap_or(f64::NAN))
+                                    crate::present::fmt_num(
+                                        stats::mean(&values).unwrap_or(f64::NAN)
+                                    )
                                 ),
                                 n_reference: own.sample.sessions,
                                 n_current: values.len() as u64,
@@ -271,8 +273,8 @@ fn multivariate_tests(
             p_adjusted: None,
             effect_size: Some(relative),
             effect: "relative error increase".into(),
-            reference: format!("error ≤ {}", engine::fmt_num(r.upper_threshold)),
-            current: format!("error {}", engine::fmt_num(r.reconstruction_error)),
+            reference: format!("error ≤ {}", crate::present::fmt_num(r.upper_threshold)),
+            current: format!("error {}", crate::present::fmt_num(r.reconstruction_error)),
             n_reference: n.0,
             n_current: n.1,
             // NannyML's rule (above mean + 3σ of reference chunks) and a relative increase of
