@@ -161,14 +161,9 @@ fn params(p: Params) -> Result<Vec<(String, String)>, Problem> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Problem> + Send + 'static,
 ) -> Result<T, Problem> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal Server Error",
-            format!("the handler failed: {e}"),
-        ))
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(internal(format!("the handler failed: {e}"))))
 }
 
 fn internal(e: impl std::fmt::Display) -> Problem {

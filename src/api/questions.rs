@@ -455,6 +455,11 @@ pub fn changes(
 ) -> Result<ChangesAnswer, AnswerError> {
     let keys = ctx.store.history_keys()?;
     let findings = ctx.store.all_findings()?;
+    let has_drift_objective = ctx.specs.iter().any(|s| {
+        s.objectives
+            .iter()
+            .any(|o| matches!(o.kind, crate::spec::model::ObjectiveKind::Drift(_)))
+    });
     let mut out = Vec::new();
     for k in &keys {
         let f = &req.filter;
@@ -495,11 +500,6 @@ pub fn changes(
             .collect();
         drift.sort_by(|a, b| b.window_end.cmp(&a.window_end));
         let drifted = drift.iter().any(|fd| fd.verdict == Verdict::Breach);
-        let has_drift_objective = ctx.specs.iter().any(|s| {
-            s.objectives
-                .iter()
-                .any(|o| matches!(o.kind, crate::spec::model::ObjectiveKind::Drift(_)))
-        });
         out.push(Change {
             agent: k.agent.clone(),
             prompt_version: k.prompt_version.clone(),

@@ -323,10 +323,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
         }
-        eprintln!("input done; serving until SIGTERM");
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::serve::serve_until(&stop);
     }
     drop(api);
     Ok(ExitCode::SUCCESS)

@@ -203,3 +203,12 @@ pub fn run_origin() -> String {
         .map_or(0, |d| d.as_nanos());
     format!("run-{nanos:x}-{}", std::process::id())
 }
+
+/// After a finite input: keeps the process (and its API) up until `stop` is set by
+/// SIGTERM/SIGINT.
+pub fn serve_until(stop: &AtomicBool) {
+    eprintln!("input done; serving until SIGTERM");
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

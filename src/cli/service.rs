@@ -230,10 +230,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
     if args.api.serve && api.addr().is_some() {
         // Input done (`--exit-at-eof`): keep answering, and keep the global tables current with
         // what other instances still publish, until SIGTERM/SIGINT.
-        eprintln!("input done; serving until SIGTERM");
-        while !shutdown.load(std::sync::atomic::Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::serve::serve_until(&shutdown);
     }
     if let Some(t) = tables {
         t.stop()?;

@@ -638,15 +638,18 @@ fn the_api_answers_every_question_with_the_planted_answers() {
         .iter()
         .map(|(_, _, path)| run.get(path).1)
         .collect();
-    for ((q, args, _), api) in questions.iter().zip(&api_answers) {
-        let mut a = vec![*q];
-        a.extend_from_slice(args);
-        assert_eq!(
-            &query_cli(&run, &a),
-            api,
-            "`slawatch query {q}` (through the running API) differs from the API"
-        );
-    }
+    let cli_agrees = |run: &Run, how: &str| {
+        for ((q, args, _), api) in questions.iter().zip(&api_answers) {
+            let mut a = vec![*q];
+            a.extend_from_slice(args);
+            assert_eq!(
+                &query_cli(run, &a),
+                api,
+                "`slawatch query {q}` ({how}) differs from the API"
+            );
+        }
+    };
+    cli_agrees(&run, "through the running API");
     let mut run = run;
     let _ = Command::new("kill")
         .arg("-TERM")
@@ -662,15 +665,7 @@ fn the_api_answers_every_question_with_the_planted_answers() {
         !run.data.join("api.json").exists(),
         "the address file is removed on exit"
     );
-    for ((q, args, _), api) in questions.iter().zip(&api_answers) {
-        let mut a = vec![*q];
-        a.extend_from_slice(args);
-        assert_eq!(
-            &query_cli(&run, &a),
-            api,
-            "`slawatch query {q}` from the data directory differs from the API"
-        );
-    }
+    cli_agrees(&run, "from the data directory");
 }
 
 /// `partitioned` spreads agents over instances; each instance reads the input and the findings
