@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::ApiState;
 use super::questions::{self, Context, Question, Request};
-use crate::history::query::{Filter, GroupBy, Span};
+use crate::history::query::{Filter, GroupBy, Parts, Span};
 use crate::history::{HOUR_MS, OpsSummary, Resolution};
 use crate::session::EpochMs;
 use crate::time::format_minute;
@@ -168,9 +168,9 @@ fn hourly(
         from: last - 23 * HOUR_MS,
         to: last + HOUR_MS,
     };
-    let buckets = st
-        .store
-        .history_buckets(&[span], &Filter::default(), GroupBy::None)?;
+    let buckets =
+        st.store
+            .history_buckets(&[span], &Filter::default(), GroupBy::None, Parts::COUNTS)?;
     let mut out: Vec<(EpochMs, OpsSummary)> = (0..24)
         .map(|i| (span.from + i * HOUR_MS, OpsSummary::unbounded()))
         .collect();

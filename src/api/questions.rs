@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::alerts::{Incident, IncidentStatus};
 use crate::finding::{Finding, Verdict};
-use crate::history::query::{self, Filter, GroupBy, Range};
+use crate::history::query::{self, Filter, GroupBy, Parts, Range};
 use crate::history::{DAY_MS, HistoryConfig, Resolution};
 use crate::session::EpochMs;
 use crate::spec::model::Spec;
@@ -342,9 +342,10 @@ pub fn answer(ctx: &Context<'_>, req: &Request) -> Result<serde_json::Value, Ans
         .store
         .history_oldest(Resolution::Pane)?
         .unwrap_or(EpochMs::MIN);
-    let fetch = |range: Range, group_by: GroupBy| {
+    let fetch = |range: Range, group_by: GroupBy, parts: Parts| {
         let spans = query::plan(range, ctx.history.pane, t, panes_from);
-        ctx.store.history_buckets(&spans, &req.filter, group_by)
+        ctx.store
+            .history_buckets(&spans, &req.filter, group_by, parts)
     };
     // Every answer names its question and the "now" (newest event time) it was computed at.
     let wrap = |body: serde_json::Value| {
@@ -359,30 +360,38 @@ pub fn answer(ctx: &Context<'_>, req: &Request) -> Result<serde_json::Value, Ans
     let to_json = |x: &dyn erased::Json| x.json();
     let body = match req.question {
         Question::Latency => {
-            let b = fetch(range, req.group_by)?;
+            let b = fetch(range, req.group_by, Parts::COUNTS)?;
             to_json(&query::latency(
                 range,
                 &query::merge_groups(&b, req.group_by),
             ))
         }
         Question::Outcomes => {
-            let b = fetch(range, req.group_by)?;
+            let b = fetch(range, req.group_by, Parts::COUNTS)?;
             to_json(&query::outcomes(
                 range,
                 &query::merge_groups(&b, req.group_by),
             ))
         }
         Question::Slowest => {
-            let b = fetch(range, GroupBy::None)?;
+            let parts = Parts {
+                slowest: true,
+                ..Parts::COUNTS
+            };
+            let b = fetch(range, GroupBy::None, parts)?;
             to_json(&query::slowest(range, &query::merge_all(&b), req.limit))
         }
         Question::Cost => {
-            let cur = query::merge_all(&fetch(range, GroupBy::None)?);
+            let parts = Parts {
+                costliest: true,
+                ..Parts::COUNTS
+            };
+            let cur = query::merge_all(&fetch(range, GroupBy::None, parts)?);
             let prev_range = Range {
                 from: range.from - req.compare_ms,
                 to: range.to - req.compare_ms,
             };
-            let prev = query::merge_all(&fetch(prev_range, GroupBy::None)?);
+            let prev = query::merge_all(&fetch(prev_range, GroupBy::None, Parts::COUNTS)?);
             to_json(&query::cost(
                 (range, &cur),
                 (prev_range, &prev),
@@ -390,7 +399,11 @@ pub fn answer(ctx: &Context<'_>, req: &Request) -> Result<serde_json::Value, Ans
             ))
         }
         Question::Pii => {
-            let b = fetch(range, GroupBy::None)?;
+            let parts = Parts {
+                pii_ids: true,
+                ..Parts::COUNTS
+            };
+            let b = fetch(range, GroupBy::None, parts)?;
             to_json(&query::pii(range, &query::merge_all(&b), req.limit))
         }
         Question::Changes => to_json(&changes(ctx, req, range)?),

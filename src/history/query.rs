@@ -76,6 +76,25 @@ pub struct Range {
     pub to: EpochMs,
 }
 
+/// Which bulky parts of the buckets a question reads besides the counts and sketches every
+/// question reads (see [`OpsSummary::split`]): the store keeps them apart so that counting
+/// never decodes a ranked list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Parts {
+    pub slowest: bool,
+    pub costliest: bool,
+    pub pii_ids: bool,
+}
+
+impl Parts {
+    /// Counts, sketches and sums only.
+    pub const COUNTS: Parts = Parts {
+        slowest: false,
+        costliest: false,
+        pii_ids: false,
+    };
+}
+
 /// One stretch of buckets of one resolution: starts in `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {

@@ -375,6 +375,9 @@ impl PiiCell {
 /// Where a PII item went: `model`, `tool:<name>`, `log`, … (as the record says), or `unknown`.
 pub type PiiCellKey = (String, PiiHandling, String);
 
+/// The session ids of each PII cell, stored apart from the counts.
+pub type PiiIds = Vec<(PiiCellKey, Vec<(EpochMs, String)>)>;
+
 /// Caps of the ranked lists of one summary (they differ by bucket resolution).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
@@ -527,6 +530,42 @@ impl OpsSummary {
             slowest: usize::MAX,
             costliest: usize::MAX,
         })
+    }
+
+    /// Splits a summary into what every question reads (counts, sketches, sums, PII cell
+    /// counts) and the three bulky parts only some read: the ranked lists and the PII ids.
+    /// [`OpsSummary::join`] puts them back together.
+    pub fn split(mut self) -> (OpsSummary, TailList, TailList, PiiIds) {
+        let slowest = std::mem::replace(&mut self.slowest, TailList::new(0));
+        let costliest = std::mem::replace(&mut self.costliest, TailList::new(0));
+        let ids = self
+            .pii
+            .iter_mut()
+            .map(|(k, c)| (k.clone(), std::mem::take(&mut c.ids)))
+            .collect();
+        (self, slowest, costliest, ids)
+    }
+
+    /// The inverse of [`OpsSummary::split`]; a part left out stays empty (a question that did
+    /// not read it must not use it).
+    pub fn join(
+        mut self,
+        slowest: Option<TailList>,
+        costliest: Option<TailList>,
+        ids: Option<PiiIds>,
+    ) -> OpsSummary {
+        if let Some(t) = slowest {
+            self.slowest = t;
+        }
+        if let Some(t) = costliest {
+            self.costliest = t;
+        }
+        for (k, v) in ids.into_iter().flatten() {
+            if let Some(c) = self.pii.get_mut(&k) {
+                c.ids = v;
+            }
+        }
+        self
     }
 
     /// Total cost in USD.

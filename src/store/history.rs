@@ -2,16 +2,23 @@
 //! last session was, and which history deltas each origin has applied.
 //!
 //! A bucket's key is `resolution byte · start (big-endian, sign bit flipped, so byte order is
-//! time order) · BucketKey`, so a range of one resolution is one ordered scan. Values are CBOR
-//! (sketch bounds can be ±∞). A delta is applied in one sled transaction together with its
-//! `(origin, seq)` mark, so applying it twice — after a crash between a checkpoint and the
-//! acknowledgement — changes nothing.
+//! time order) · BucketKey`, so a range of one resolution is one ordered scan. A bucket is
+//! stored in four trees under the same key ([`OpsSummary::split`]): the counts, sketches and
+//! sums every question reads (`history/v2`, the one that is scanned), and the slowest list,
+//! the costliest list and the PII session ids, read by point lookups only for the questions
+//! that need them — a day bucket's 10,000 costliest sessions are most of its bytes, and
+//! counting outcomes must not decode them. Values are CBOR (sketch bounds can be ±∞). A delta
+//! is applied in one sled transaction together with its `(origin, seq)` mark, so applying it
+//! twice — after a crash between a checkpoint and the acknowledgement — changes nothing.
+//! History written by version 1 (one value per bucket) is split into the four trees once, when
+//! the store opens.
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{Store, StoreError};
-use crate::history::query::{Filter, GroupBy, Span};
+use crate::history::query::{Filter, GroupBy, Parts, Span};
+use crate::history::summary::{PiiIds, TailList};
 use crate::history::{BucketKey, Delta, HistoryConfig, OpsSummary, Resolution};
 use crate::session::EpochMs;
 
@@ -56,6 +63,48 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 
 fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
+}
+
+/// The four trees a bucket is stored in.
+pub(super) struct HistoryTrees {
+    core: sled::Tree,
+    slowest: sled::Tree,
+    costliest: sled::Tree,
+    pii_ids: sled::Tree,
+}
+
+impl HistoryTrees {
+    /// Opens the trees, first splitting history written by version 1 (one value per bucket)
+    /// into them; the old tree is dropped once it has been copied.
+    pub(super) fn open(db: &sled::Db) -> Result<HistoryTrees, StoreError> {
+        let trees = HistoryTrees {
+            core: db.open_tree("history/v2")?,
+            slowest: db.open_tree("history/v2/slowest")?,
+            costliest: db.open_tree("history/v2/costliest")?,
+            pii_ids: db.open_tree("history/v2/pii_ids")?,
+        };
+        if db.tree_names().iter().any(|n| n.as_ref() == b"history/v1") {
+            let v1 = db.open_tree("history/v1")?;
+            for kv in v1.iter() {
+                let (id, value) = kv?;
+                let (c, s, co, ids) = decode::<OpsSummary>(&value)?.split();
+                trees.core.insert(&id, encode(&c))?;
+                trees.slowest.insert(&id, encode(&s))?;
+                trees.costliest.insert(&id, encode(&co))?;
+                trees.pii_ids.insert(&id, encode(&ids))?;
+            }
+            for t in trees.trees() {
+                t.flush()?;
+            }
+            drop(v1);
+            db.drop_tree("history/v1")?;
+        }
+        Ok(trees)
+    }
+
+    fn trees(&self) -> [&sled::Tree; 4] {
+        [&self.core, &self.slowest, &self.costliest, &self.pii_ids]
+    }
 }
 
 impl Store {
@@ -113,8 +162,16 @@ impl Store {
                 t.2 + s.sessions,
             );
         }
-        let result = (&self.history, &self.history_keys, &self.history_applied).transaction(
-            |(buckets, keys, applied)| {
+        let t = &self.history;
+        let result = (
+            &t.core,
+            &t.slowest,
+            &t.costliest,
+            &t.pii_ids,
+            &self.history_keys,
+            &self.history_applied,
+        )
+            .transaction(|(core, slow, costly, pii, keys, applied)| {
                 let done = applied
                     .get(delta.origin.as_bytes())?
                     .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
@@ -124,15 +181,36 @@ impl Store {
                 }
                 for ((res, start, key), summary) in &targets {
                     let id = bucket_id(*res, *start, key);
-                    let merged = match buckets.get(&id)? {
+                    let merged = match core.get(&id)? {
                         Some(old) => {
-                            let mut s: OpsSummary = decode(&old).map_err(abort)?;
+                            let part = |tree: &sled::transaction::TransactionalTree| {
+                                tree.get(&id).map(|v| v.map(|v| v.to_vec()))
+                            };
+                            let (s, c, p) = (part(slow)?, part(costly)?, part(pii)?);
+                            let caps = res.caps();
+                            let list = |v: Option<Vec<u8>>, cap| match v {
+                                Some(v) => decode::<TailList>(&v),
+                                None => Ok(TailList::new(cap)),
+                            };
+                            let mut s = decode::<OpsSummary>(&old)
+                                .and_then(|core| {
+                                    Ok(core.join(
+                                        Some(list(s, caps.slowest)?),
+                                        Some(list(c, caps.costliest)?),
+                                        p.map(|p| decode::<PiiIds>(&p)).transpose()?,
+                                    ))
+                                })
+                                .map_err(abort)?;
                             s.merge(summary);
                             s
                         }
                         None => summary.clone(),
                     };
-                    buckets.insert(id, encode(&merged))?;
+                    let (c, sl, co, ids) = merged.split();
+                    core.insert(id.as_slice(), encode(&c))?;
+                    slow.insert(id.as_slice(), encode(&sl))?;
+                    costly.insert(id.as_slice(), encode(&co))?;
+                    pii.insert(id.as_slice(), encode(&ids))?;
                 }
                 for (key, (first, last, sessions)) in &key_totals {
                     let kid = key.encode();
@@ -157,8 +235,7 @@ impl Store {
                 }
                 applied.insert(delta.origin.as_bytes(), &delta.seq.to_be_bytes())?;
                 Ok(true)
-            },
-        );
+            });
         match result {
             Ok(applied) => Ok(applied),
             Err(TransactionError::Abort(e)) => Err(e),
@@ -166,27 +243,46 @@ impl Store {
         }
     }
 
-    /// Buckets of the planned spans that the filter matches.
+    /// Buckets of the planned spans that the filter matches, with the parts asked for.
     pub fn history_buckets(
         &self,
         spans: &[Span],
         filter: &Filter,
         group_by: GroupBy,
+        parts: Parts,
     ) -> Result<Vec<(EpochMs, BucketKey, OpsSummary)>, StoreError> {
+        let t = &self.history;
+        let part =
+            |tree: &sled::Tree, id: &[u8], wanted: bool| -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(if wanted {
+                    tree.get(id)?.map(|v| v.to_vec())
+                } else {
+                    None
+                })
+            };
         let mut out = Vec::new();
         for span in spans {
             let mut lo = vec![span.resolution.code()];
             lo.extend_from_slice(&time_bytes(span.from));
             let mut hi = vec![span.resolution.code()];
             hi.extend_from_slice(&time_bytes(span.to));
-            for kv in self.history.range(lo..hi) {
+            for kv in t.core.range(lo..hi) {
                 let (id, value) = kv?;
-                let Some((t, key)) = parse_bucket_id(&id) else {
+                let Some((start, key)) = parse_bucket_id(&id) else {
                     continue;
                 };
-                if filter.matches(&key, group_by) {
-                    out.push((t, key, decode(&value)?));
+                if !filter.matches(&key, group_by) {
+                    continue;
                 }
+                let slowest = part(&t.slowest, &id, parts.slowest)?;
+                let costliest = part(&t.costliest, &id, parts.costliest)?;
+                let ids = part(&t.pii_ids, &id, parts.pii_ids)?;
+                let summary = decode::<OpsSummary>(&value)?.join(
+                    slowest.map(|v| decode(&v)).transpose()?,
+                    costliest.map(|v| decode(&v)).transpose()?,
+                    ids.map(|v| decode(&v)).transpose()?,
+                );
+                out.push((start, key, summary));
             }
         }
         Ok(out)
@@ -210,6 +306,7 @@ impl Store {
     pub fn history_oldest(&self, res: Resolution) -> Result<Option<EpochMs>, StoreError> {
         Ok(self
             .history
+            .core
             .scan_prefix([res.code()])
             .keys()
             .next()
@@ -235,15 +332,18 @@ impl Store {
             let lo = vec![res.code()];
             let old: Vec<sled::IVec> = self
                 .history
+                .core
                 .range(lo..hi)
                 .keys()
                 .collect::<Result<_, _>>()?;
-            let mut batch = sled::Batch::default();
-            for id in &old {
-                batch.remove(id);
+            for tree in self.history.trees() {
+                let mut batch = sled::Batch::default();
+                for id in &old {
+                    batch.remove(id);
+                }
+                tree.apply_batch(batch)?;
             }
             dropped += old.len() as u64;
-            self.history.apply_batch(batch)?;
         }
         Ok(dropped)
     }
@@ -252,9 +352,11 @@ impl Store {
     pub fn history_bytes(&self) -> Result<[u64; 3], StoreError> {
         let mut out = [0; 3];
         for (i, res) in Resolution::ALL.iter().enumerate() {
-            for kv in self.history.scan_prefix([res.code()]) {
-                let (k, v) = kv?;
-                out[i] += (k.len() + v.len()) as u64;
+            for tree in self.history.trees() {
+                for kv in tree.scan_prefix([res.code()]) {
+                    let (k, v) = kv?;
+                    out[i] += (k.len() + v.len()) as u64;
+                }
             }
         }
         Ok(out)
@@ -306,7 +408,7 @@ mod tests {
                 to: day + DAY_MS,
             };
             let b = store
-                .history_buckets(&[span], &Filter::default(), GroupBy::None)
+                .history_buckets(&[span], &Filter::default(), GroupBy::None, Parts::COUNTS)
                 .unwrap();
             let total: u64 = b.iter().map(|(_, _, s)| s.sessions).sum();
             assert_eq!(total, 2_000, "{res:?}");
@@ -322,7 +424,15 @@ mod tests {
         );
         let merged = crate::history::query::merge_all(
             &store
-                .history_buckets(&spans, &Filter::default(), GroupBy::None)
+                .history_buckets(
+                    &spans,
+                    &Filter::default(),
+                    GroupBy::None,
+                    Parts {
+                        costliest: true,
+                        ..Parts::COUNTS
+                    },
+                )
                 .unwrap(),
         );
         assert_eq!(merged.sessions, 2_000);
@@ -341,5 +451,55 @@ mod tests {
         assert!(store.retain_history(day + 9 * DAY_MS, &config).unwrap() > 0);
         assert_eq!(store.history_oldest(Resolution::Pane).unwrap(), None);
         assert_eq!(store.history_oldest(Resolution::Day).unwrap(), Some(day));
+    }
+
+    /// History written by version 1 (one CBOR value per bucket) is split on open and answers
+    /// the same: counts without the lists, lists when asked for.
+    #[test]
+    fn version_1_history_is_split_on_open() {
+        let config = HistoryConfig::default();
+        let mut h = History::new(config.clone(), "test");
+        let day = 20_400 * DAY_MS;
+        for i in 0..500 {
+            h.observe(&session(i, day + (i as i64) * 60_000));
+        }
+        let delta = h.seal().unwrap().clone();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let v1 = db.open_tree("history/v1").unwrap();
+        let mut whole = OpsSummary::unbounded();
+        for (pane, key, summary) in &delta.panes {
+            let id = bucket_id(Resolution::Pane, *pane, key);
+            v1.insert(id, encode(summary)).unwrap();
+            if key.segment.is_none() {
+                whole.merge(summary);
+            }
+        }
+        drop(v1);
+        let store = Store::with_db(db).unwrap();
+        assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"history/v1"));
+        let span = [Span {
+            resolution: Resolution::Pane,
+            from: day,
+            to: day + DAY_MS,
+        }];
+        let all = Parts {
+            slowest: true,
+            costliest: true,
+            pii_ids: true,
+        };
+        let read = |parts| {
+            crate::history::query::merge_all(
+                &store
+                    .history_buckets(&span, &Filter::default(), GroupBy::None, parts)
+                    .unwrap(),
+            )
+        };
+        let counts = read(Parts::COUNTS);
+        assert_eq!(counts.sessions, 500);
+        assert!(counts.costliest.items().is_empty());
+        let full = read(all);
+        assert_eq!(full.sessions, 500);
+        assert_eq!(full.costliest.items(), whole.costliest.items());
+        assert_eq!(full.slowest.items(), whole.slowest.items());
     }
 }

@@ -39,7 +39,7 @@ pub struct Store {
     /// Findings other instances published (the findings topic read whole): kept apart from
     /// this instance's own, whose first store feeds the alert engine.
     findings_shared: sled::Tree,
-    history: sled::Tree,
+    history: history::HistoryTrees,
     history_keys: sled::Tree,
     history_applied: sled::Tree,
 }
@@ -87,7 +87,7 @@ impl Store {
             findings,
             baselines,
             findings_shared: db.open_tree("findings/shared/v1")?,
-            history: db.open_tree("history/v1")?,
+            history: history::HistoryTrees::open(&db)?,
             history_keys: db.open_tree("history/keys/v1")?,
             history_applied: db.open_tree("history/applied/v1")?,
             db,
