@@ -32,8 +32,8 @@ use crate::drift::baseline::{Baseline, BaselineKey, Lifecycle};
 use crate::drift::features::{FeatureSample, FeatureSet};
 use crate::drift::stats::{
     GofResult, KsPolicy, SortedSample, bh_adjust, chi2_contingency, chi2_sf, chisquare_gof,
-    fisher_exact, hellinger, js_distance, js_distance_binned, ks_2samp_policy, psi_sorted,
-    small_expected_counts, two_proportion_ztest, wasserstein_sorted,
+    fisher_exact, hellinger, js_distance, js_distance_binned, ks_2samp_policy, pool_sparse,
+    psi_sorted, small_expected_counts, two_proportion_ztest, wasserstein_sorted,
 };
 use crate::finding::{FeatureResult, FeatureVerdict};
 use crate::spec::model::DriftSpec;
@@ -543,7 +543,9 @@ fn categorical(
     let q: Vec<f64> = cv.iter().map(|v| v / cs).collect();
     let js = js_distance(&p, &q);
     let summaries = (top_shares(&labels, &p), top_shares(&labels, &q));
-    let chi = chi2_contingency(&[rv.clone(), cv.clone()], true);
+    // Sparse categories pooled first (Cochran's rule, see `pool_sparse`).
+    let (pr, pc) = pool_sparse(&rv, &cv);
+    let chi = chi2_contingency(&[pr, pc], true);
     // slawatch's own rule tests sessions, not labels: the labels of one session (the calls of
     // `tool_mix`) are not independent draws, and counting each as one makes p-values far too
     // small. Dividing Pearson's statistic by the design effect Σm²/Σm (m = labels per session)

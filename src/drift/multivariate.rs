@@ -88,7 +88,7 @@ use rand_xoshiro::rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::drift::stats::chi2_two_sample;
+use crate::drift::stats::{chi2_two_sample, pool_sparse};
 
 /// Version of the persisted [`MultivariateModel`] layout; bumped on any change
 /// that an older reader would misinterpret.
@@ -753,7 +753,8 @@ impl MultivariateModel {
             .collect();
         // No Yates correction: it would only apply when just two clusters are
         // occupied, making the statistic jump with the number of clusters.
-        let chi2 = chi2_two_sample(&reference, &counts, false).ok_or_else(|| {
+        let (pooled_ref, pooled_cur) = pool_sparse(&reference, &counts);
+        let chi2 = chi2_two_sample(&pooled_ref, &pooled_cur, false).ok_or_else(|| {
             // Unreachable for a validated model and a non-empty window (both
             // rows have positive totals); reported rather than panicking.
             MultivariateError::CorruptModel("cluster contingency table not testable".into())

@@ -8,9 +8,9 @@
 
 use super::diagnostic::{Diagnostic, Level, did_you_mean, one_of};
 use super::model::{
-    Alerting, BoolSignal, Bound, BurnRateTier, Dimension, DriftSpec, FallbackSpec, KeyField,
-    LatePolicy, NumericField, Objective, ObjectiveKind, PiiRule, PiiSpec, Selector, SessionFilter,
-    Severity, Spec, SpendSpec, ToolsSpec, WindowSpec,
+    Alerting, BoolSignal, Bound, BurnRateTier, Dimension, DriftSpec, FallbackSpec,
+    FalseAlarmBudget, KeyField, LatePolicy, NumericField, Objective, ObjectiveKind, PiiRule,
+    PiiSpec, Selector, SessionFilter, Severity, Spec, SpendSpec, ToolsSpec, WindowSpec,
 };
 use super::yaml::{Node, fmt_float};
 use crate::duration::{format_duration_ms, parse_duration_ms};
@@ -32,8 +32,6 @@ pub const DEFAULT_MIN_SESSIONS: u64 = 30;
 pub const DEFAULT_PERIOD_MS: i64 = 28 * 86_400_000;
 /// Default `spec.window.size`: 1 hour.
 pub const DEFAULT_WINDOW_MS: i64 = 3_600_000;
-/// Default `drift.pValue`.
-pub const DEFAULT_DRIFT_P_VALUE: f64 = 0.01;
 /// Default `drift.minSamples`.
 pub const DEFAULT_DRIFT_MIN_SAMPLES: u64 = 200;
 /// Default `drift.effectSize`.
@@ -162,6 +160,7 @@ const TOOLS_KEYS: &[&str] = &["deny", "allow", "maxCallsPerSession", "maxConsecu
 const FALLBACK_KEYS: &[&str] = &["requiredOn", "allowedKinds", "maxRate"];
 const DRIFT_KEYS: &[&str] = &[
     "features",
+    "falseAlarms",
     "pValue",
     "minSamples",
     "test",
@@ -814,6 +813,33 @@ impl<'a> Ctx<'a> {
     }
 
     /// A duration string (`90s`, `15m`, `1h30m`, `28d`) in ms.
+    /// `N per DURATION` (e.g. `1 per 30d`, `0.5 per 7d`).
+    pub fn false_alarms(&mut self, n: &SNode, path: &str) -> Option<FalseAlarmBudget> {
+        let loc = self.loc(n);
+        let expected = "a budget like `1 per 30d` (false tickets per key per period)";
+        let Node::Str(s) = &n.value else {
+            self.type_error(n, path, expected, None);
+            return None;
+        };
+        let parsed = s.split_once(" per ").and_then(|(count, period)| {
+            let tickets: f64 = count.trim().parse().ok()?;
+            let per_ms = parse_duration_ms(period.trim()).ok()?;
+            (tickets.is_finite() && tickets > 0.0 && per_ms > 0)
+                .then_some(FalseAlarmBudget { tickets, per_ms })
+        });
+        if parsed.is_none() {
+            self.error(
+                loc,
+                path,
+                format!("invalid false-alarm budget `{s}`"),
+                Some(format!(
+                    "write {expected}: a positive number, ` per `, and a duration like `7d` or `30d`"
+                )),
+            );
+        }
+        parsed
+    }
+
     pub fn duration(&mut self, n: &SNode, path: &str, allow_zero: bool) -> Option<i64> {
         let loc = self.loc(n);
         let expected = "a duration like `90s`, `15m`, `1h` or `28d`";
@@ -1210,6 +1236,16 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
     if ctx.error_count() > errors_before {
         return None;
     }
+    let mut objectives = objectives?;
+    if let Some(w) = &window {
+        for o in &mut objectives {
+            if let ObjectiveKind::Drift(d) = &mut o.kind
+                && !d.p_value_explicit
+            {
+                d.p_value = d.false_alarms.alpha(w.step_ms);
+            }
+        }
+    }
     let spec = Spec {
         name,
         labels,
@@ -1222,7 +1258,7 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
         window: window?,
         min_sessions: min_sessions?,
         period_ms: period_ms?,
-        objectives: objectives?,
+        objectives,
         alerting: alerting?,
     };
     Some(Decoded { spec, spans })
@@ -2608,7 +2644,12 @@ fn decode_drift(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<DriftSpec> {
                 Some(v)
             }
         }),
-        None => Some(DEFAULT_DRIFT_P_VALUE),
+        // Set from `falseAlarms` and the window step once the spec is decoded.
+        None => Some(f64::NAN),
+    };
+    let false_alarms = match f.get("falseAlarms") {
+        Some(x) => ctx.false_alarms(x, &f.path("falseAlarms")),
+        None => Some(FalseAlarmBudget::DEFAULT),
     };
     let min_samples = match f.get("minSamples") {
         Some(x) => ctx.uint(x, &f.path("minSamples"), 2),
@@ -2658,7 +2699,9 @@ fn decode_drift(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<DriftSpec> {
     };
     Some(DriftSpec {
         features: features?,
+        p_value_explicit: f.get("pValue").is_some(),
         p_value: p_value?,
+        false_alarms: false_alarms?,
         min_samples: min_samples?,
         test: test?,
         effect_size: effect_size?,

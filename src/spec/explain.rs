@@ -330,6 +330,24 @@ fn describe(spec: &Spec, o: &Objective) -> Vec<String> {
                 num(d.effect_size),
                 d.test
             ));
+            let step = spec.window.step_ms;
+            let budget = d.false_alarms;
+            let per = format_duration_ms(budget.per_ms);
+            s.push(if d.p_value_explicit {
+                format!(
+                    "At this pValue, with a window every {}, a key whose behaviour does not change gets at most {} false drift tickets per {per} on average (falseAlarms allows {}).",
+                    format_duration_ms(step),
+                    num(budget.bound_at(d.p_value, step)),
+                    num(budget.tickets),
+                )
+            } else {
+                format!(
+                    "The level is set by falseAlarms: a key whose behaviour does not change gets at most {} false drift tickets per {per} on average ({} windows per {per}, each tested at {}).",
+                    num(budget.tickets),
+                    num((budget.per_ms / step) as f64),
+                    num(d.p_value),
+                )
+            });
             s.push(format!(
                 "With fewer than {} sessions on either side the result is insufficient_data.",
                 d.min_samples

@@ -290,14 +290,54 @@ pub struct FallbackSpec {
     pub max_rate: Option<f64>,
 }
 
+/// `drift.falseAlarms: N per DURATION`: the expected number of false drift tickets a key with
+/// unchanged behaviour may get per `DURATION`.
+///
+/// Met by the union bound: a window's tests are corrected together by Benjamini–Hochberg, which
+/// under unchanged behaviour keeps the chance of any false drift in one window at most the
+/// level it is run at (independent or positively dependent tests); a key has `period / step`
+/// windows per period, so a level of `tickets × step / period` expects at most `tickets`
+/// false drift windows — and a ticket needs at least one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FalseAlarmBudget {
+    pub tickets: f64,
+    pub per_ms: i64,
+}
+
+impl FalseAlarmBudget {
+    /// One false ticket per key per 30 days.
+    pub const DEFAULT: FalseAlarmBudget = FalseAlarmBudget {
+        tickets: 1.0,
+        per_ms: 30 * 86_400_000,
+    };
+
+    /// The per-window significance level that meets the budget with windows `step_ms` apart.
+    pub fn alpha(&self, step_ms: i64) -> f64 {
+        (self.tickets * step_ms as f64 / self.per_ms as f64).min(0.25)
+    }
+
+    /// The expected false tickets per period a level `alpha` allows at most (the bound above,
+    /// read backwards): what `explain` says of an explicit `pValue`.
+    pub fn bound_at(&self, alpha: f64, step_ms: i64) -> f64 {
+        alpha * self.per_ms as f64 / step_ms as f64
+    }
+}
+
 /// `drift: {...}`: evaluated by the drift engine.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DriftSpec {
     /// `features`: what to compare (e.g. `output_tokens`, `tool_mix`, `quality.refusal`,
     /// `attributes.<name>`).
     pub features: Vec<String>,
-    /// `pValue`: significance level after Benjamini–Hochberg correction (default 0.01).
+    /// The significance level after Benjamini–Hochberg correction that each window is judged
+    /// at: `pValue` when the spec sets it, otherwise derived from `falseAlarms` and the window
+    /// step ([`FalseAlarmBudget::alpha`]).
     pub p_value: f64,
+    /// Whether `pValue` was set in the spec (else it comes from `falseAlarms`).
+    pub p_value_explicit: bool,
+    /// `falseAlarms`: at most this many false drift tickets per key and period on unchanged
+    /// behaviour (default: 1 per 30 days).
+    pub false_alarms: FalseAlarmBudget,
     /// `minSamples`: below this many sessions on either side: `insufficient_data`.
     pub min_samples: u64,
     /// `test`: `auto` (slawatch's rule), `evidently` (Evidently's default rule), or a fixed

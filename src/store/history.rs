@@ -476,7 +476,13 @@ mod tests {
         }
         drop(v1);
         let store = Store::with_db(db).unwrap();
-        assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"history/v1"));
+        assert!(
+            !store
+                .db
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == b"history/v1")
+        );
         let span = [Span {
             resolution: Resolution::Pane,
             from: day,

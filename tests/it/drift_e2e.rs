@@ -333,6 +333,8 @@ fn refusal_only(min_samples: u64) -> slawatch::drift::engine::DriftConfig {
     slawatch::drift::engine::DriftConfig::new(&slawatch::spec::model::DriftSpec {
         features: vec!["quality.refusal".into()],
         p_value: 0.01,
+        p_value_explicit: true,
+        false_alarms: slawatch::spec::model::FalseAlarmBudget::DEFAULT,
         min_samples,
         test: "auto".into(),
         effect_size: 0.1,
@@ -422,6 +424,8 @@ fn config(
     slawatch::drift::engine::DriftConfig::new(&slawatch::spec::model::DriftSpec {
         features: features.iter().map(|f| f.to_string()).collect(),
         p_value,
+        p_value_explicit: true,
+        false_alarms: slawatch::spec::model::FalseAlarmBudget::DEFAULT,
         min_samples,
         test: "auto".into(),
         effect_size: 0.1,

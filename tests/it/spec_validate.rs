@@ -281,6 +281,35 @@ fn defaults_of_a_minimal_spec() {
     assert_eq!(s.objectives[0].severity, spec::Severity::Ticket);
 }
 
+/// The drift level comes from the false-alarm budget and the window step: one false ticket per
+/// key per 30 days with a window every 15 minutes is 15 / (30 × 24 × 60) per window; an
+/// explicit `pValue` wins; a different budget scales it.
+#[test]
+fn drift_level_follows_the_false_alarm_budget() {
+    let spec_with = |drift: &str| {
+        format!(
+            "apiVersion: slawatch/v1\nkind: AgentSLA\nmetadata: {{name: d}}\nspec:\n  selector: {{agent: a}}\n  window: {{size: 1h, step: 15m}}\n  objectives:\n    - name: drift\n      drift: {drift}\n"
+        )
+    };
+    let level = |drift: &str| {
+        let (specs, diags) = spec::parse_str(&spec_with(drift), "d.yaml");
+        assert!(diags.is_empty(), "{}", spec::render_all(&diags));
+        match &specs[0].objectives[0].kind {
+            spec::ObjectiveKind::Drift(d) => (d.p_value, d.p_value_explicit),
+            k => panic!("not drift: {k:?}"),
+        }
+    };
+    let (p, explicit) = level("{features: [output_tokens]}");
+    assert!(!explicit);
+    assert!((p - 15.0 / (30.0 * 24.0 * 60.0)).abs() < 1e-15, "{p}");
+    let (p, _) = level("{features: [output_tokens], falseAlarms: 2 per 7d}");
+    assert!((p - 2.0 * 15.0 / (7.0 * 24.0 * 60.0)).abs() < 1e-15, "{p}");
+    assert_eq!(
+        level("{features: [output_tokens], pValue: 0.01}"),
+        (0.01, true)
+    );
+}
+
 #[test]
 fn fractions_and_durations() {
     let with = |target: &str, max: &str| {

@@ -48,7 +48,7 @@ use serde::Serialize;
 
 pub use contingency::{
     Chi2Result, GofResult, ZTestResult, chi2_contingency, chi2_sf, chi2_two_sample, chisquare_gof,
-    two_proportion_ztest,
+    pool_sparse, two_proportion_ztest,
 };
 pub use descriptive::{mean, median, median_sorted, pairwise_sum, quantile, quantile_sorted, std};
 pub use divergence::{
