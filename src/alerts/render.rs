@@ -7,8 +7,10 @@
 //! runbook; stakeholders get plain language — what happened to customers, what it means, what
 //! happens next — without jargon.
 //!
-//! Only ids, types, counts and labels reach a mail: findings carry no personal data and
-//! nothing else is read. Pure apart from the `Date` header, which the caller passes in.
+//! Both parts are built from the same typed values; the HTML through maud, which escapes
+//! every value spliced into it (spec, objective, agent and segment names come from users and
+//! records). Only ids, types, counts and labels reach a mail: findings carry no personal data
+//! and nothing else is read. Pure apart from the `Date` header, which the caller passes in.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -16,6 +18,7 @@ use std::time::SystemTime;
 use lettre::Message;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use maud::{DOCTYPE, Markup, html};
 
 use super::AlertError;
 use super::chart::{self, ChartImage};
@@ -479,21 +482,6 @@ fn row(out: &mut String, label: &str, value: &str) {
     let first = format!("  {label:<12} ");
     let indent = " ".repeat(first.chars().count());
     out.push_str(&wrap(value, TEXT_WIDTH, &first, &indent));
-}
-
-fn html_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            _ => o.push(c),
-        }
-    }
-    o
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -989,247 +977,265 @@ fn oncall_text(n: &Notification, t: &Timing) -> String {
     o
 }
 
+// --------------------------------------------------------------------- HTML --
+//
+// Mail clients drop stylesheets, so the HTML part is nested tables with every style inline.
+// maud escapes every value spliced into it; no markup is assembled from strings here.
+
 const CSS_FONT: &str = "font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;";
 
-fn status_colors(n: &Notification) -> (&'static str, &'static str, String) {
+/// The header's accent colour, its tint and the status label.
+fn status_colors(n: &Notification) -> (&'static str, &'static str, &'static str) {
     match n.kind {
         NotificationKind::Resolved | NotificationKind::Recovered => {
-            ("#2e7d32", "#e8f5e9", "Resolved".into())
+            ("#2e7d32", "#e8f5e9", "Resolved")
         }
-        NotificationKind::Escalated => ("#6a1b9a", "#f3e5f5", "Escalated".into()),
-        NotificationKind::ProjectedBreach => ("#e08a00", "#fff8e1", "At risk".into()),
-        NotificationKind::Breach => ("#c62828", "#ffebee", "Promise broken".into()),
-        _ if n.group.severity == Severity::Page => ("#c62828", "#ffebee", "Firing · page".into()),
-        _ => ("#e08a00", "#fff8e1", "Firing · ticket".into()),
+        NotificationKind::Escalated => ("#6a1b9a", "#f3e5f5", "Escalated"),
+        NotificationKind::ProjectedBreach => ("#e08a00", "#fff8e1", "At risk"),
+        NotificationKind::Breach => ("#c62828", "#ffebee", "Promise broken"),
+        _ if n.group.severity == Severity::Page => ("#c62828", "#ffebee", "Firing · page"),
+        _ => ("#e08a00", "#fff8e1", "Firing · ticket"),
     }
 }
 
-fn html_page(title: &str, body: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width\"><title>{}</title></head>\
-         <body style=\"margin:0;padding:0;background:#f2f4f6;\">\
-         <table role=\"presentation\" width=\"100%\" cellpadding=\"0\" cellspacing=\"0\" \
-         style=\"background:#f2f4f6;\"><tr><td align=\"center\" style=\"padding:24px 12px;\">\
-         <table role=\"presentation\" width=\"640\" cellpadding=\"0\" cellspacing=\"0\" \
-         style=\"max-width:640px;width:100%;background:#ffffff;border-radius:8px;\
-         border:1px solid #dde2e6;{CSS_FONT}color:#263238;\">{body}</table>\
-         </td></tr></table></body></html>\n",
-        html_escape(title)
-    )
+/// The document: `rows` are the table rows of the centred 640 px card.
+fn html_page(title: &str, rows: Markup) -> String {
+    html! {
+        (DOCTYPE) "\n"
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width";
+                title { (title) }
+            }
+            body style="margin:0;padding:0;background:#f2f4f6;" {
+                table role="presentation" width="100%" cellpadding="0" cellspacing="0"
+                    style="background:#f2f4f6;" {
+                    tr { td align="center" style="padding:24px 12px;" {
+                        table role="presentation" width="640" cellpadding="0" cellspacing="0"
+                            style={ "max-width:640px;width:100%;background:#ffffff;\
+                                     border-radius:8px;border:1px solid #dde2e6;" (CSS_FONT)
+                                    "color:#263238;" } {
+                            (rows)
+                        }
+                    } }
+                }
+            }
+        }
+        "\n"
+    }
+    .into_string()
 }
 
-fn html_header(n: &Notification, title: &str, subtitle: &str) -> String {
+fn html_header(n: &Notification, title: &str, subtitle: &str) -> Markup {
     let (color, tint, label) = status_colors(n);
-    format!(
-        "<tr><td style=\"background:{color};height:6px;border-radius:8px 8px 0 0;font-size:0;\
-         line-height:0;\">&nbsp;</td></tr>\
-         <tr><td style=\"padding:22px 28px 8px 28px;\">\
-         <span style=\"display:inline-block;background:{tint};color:{color};font-weight:700;\
-         font-size:12px;letter-spacing:.06em;text-transform:uppercase;padding:4px 10px;\
-         border-radius:12px;\">{}</span>\
-         <span style=\"color:#607d8b;font-size:13px;padding-left:8px;\">{}</span>\
-         <h1 style=\"margin:12px 0 4px 0;font-size:22px;line-height:1.3;color:#263238;\">{}</h1>\
-         </td></tr>",
-        html_escape(&label),
-        html_escape(subtitle),
-        html_escape(title)
-    )
-}
-
-fn html_para(text: &str) -> String {
-    format!(
-        "<tr><td style=\"padding:6px 28px;font-size:15px;line-height:1.55;\">{}</td></tr>",
-        html_escape(text)
-    )
-}
-
-fn html_chart(chart: Option<&ChartImage>, cid: &str) -> String {
-    match chart {
-        Some(c) => format!(
-            "<tr><td style=\"padding:14px 28px 4px 28px;\"><img src=\"cid:{}\" width=\"584\" \
-             alt=\"{}\" style=\"display:block;width:100%;max-width:584px;height:auto;\
-             border:1px solid #eceff1;border-radius:6px;\"></td></tr>",
-            html_escape(cid),
-            html_escape(&c.alt)
-        ),
-        None => String::new(),
-    }
-}
-
-fn html_kpis(cells: &[(String, String, &str)]) -> String {
-    let mut s = String::from(
-        "<tr><td style=\"padding:14px 28px 4px 28px;\"><table role=\"presentation\" \
-         width=\"100%\" cellpadding=\"0\" cellspacing=\"0\"><tr>",
-    );
-    for (label, value, color) in cells {
-        let _ = write!(
-            s,
-            "<td valign=\"top\" style=\"padding:10px 12px;background:#f7f9fa;border:1px solid \
-             #eceff1;border-radius:6px;\"><div style=\"font-size:11px;color:#607d8b;\
-             text-transform:uppercase;letter-spacing:.05em;\">{}</div><div style=\"font-size:19px;\
-             font-weight:700;color:{color};padding-top:4px;\">{}</div></td>\
-             <td style=\"width:8px;\"></td>",
-            html_escape(label),
-            html_escape(value)
-        );
-    }
-    s.push_str("</tr></table></td></tr>");
-    s
-}
-
-fn html_section(title: &str) -> String {
-    format!(
-        "<tr><td style=\"padding:18px 28px 6px 28px;font-size:13px;font-weight:700;\
-         color:#455a64;text-transform:uppercase;letter-spacing:.05em;\">{}</td></tr>",
-        html_escape(title)
-    )
-}
-
-fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &str) -> String {
-    let mut b = String::new();
-    let sub = format!(
-        "{}/{} · {}",
-        n.group.spec,
-        n.group.objective,
-        dimension_name(n.dimension)
-    );
-    let title = match headline(n) {
-        Some(h) if n.kind == NotificationKind::Resolved => {
-            format!("{}{}", capitalize(&resolved_words(&h.latest)), scope(n))
+    html! {
+        tr {
+            td style={ "background:" (color) ";height:6px;border-radius:8px 8px 0 0;\
+                        font-size:0;line-height:0;" } {
+                // A non-breaking space keeps clients from collapsing the empty colour bar.
+                "\u{a0}"
+            }
         }
-        Some(h) => format!("{}{}", capitalize(&breach_words(&h.latest)), scope(n)),
-        None => format!("{}/{}", n.group.spec, n.group.objective),
-    };
-    b.push_str(&html_header(n, &title, &sub));
-    b.push_str(&html_para(&oncall_context(n)));
-    if let Some(h) = headline(n) {
-        let f = if n.kind == NotificationKind::Resolved {
-            &h.peak
-        } else {
-            &h.latest
-        };
-        let (color, _, _) = status_colors(n);
-        let resolved = n.kind == NotificationKind::Resolved;
-        let color = if resolved { "#263238" } else { color };
-        let mut cells = vec![
-            (
-                if n.kind == NotificationKind::Resolved {
-                    "Worst".to_owned()
-                } else {
-                    "Observed".to_owned()
-                },
-                fmt_value(f.observed, f.unit),
-                color,
-            ),
-            (
-                "Target".to_owned(),
-                format!(
-                    "{} {}",
-                    match f.comparator {
-                        Comparator::AtMost => "≤",
-                        Comparator::AtLeast => "≥",
-                    },
-                    fmt_value(f.target, f.unit)
-                ),
-                "#263238",
-            ),
-        ];
-        if let Some(bv) = &n.budget {
-            cells.push((
-                "Budget left".to_owned(),
-                pct((1.0 - bv.consumed).max(0.0)),
-                if bv.consumed >= 1.0 {
-                    "#c62828"
-                } else {
-                    "#263238"
-                },
-            ));
-            cells.push(if resolved {
-                (
-                    "Lasted".to_owned(),
-                    human_duration(resolved_at(n).unwrap_or(n.at) - n.opened_at),
-                    "#263238",
-                )
-            } else {
-                (
-                    "Runs out in".to_owned(),
-                    match bv.exhaustion_at {
-                        _ if bv.consumed >= 1.0 => "exhausted".to_owned(),
-                        Some(x) => human_duration(x - n.at),
-                        None => "—".to_owned(),
-                    },
-                    "#263238",
-                )
-            });
-        } else {
-            cells.push((
-                "Detected".to_owned(),
-                format!("{} UTC", clock(n.opened_at)),
-                "#263238",
-            ));
-            cells.push((
-                "Segments".to_owned(),
-                n.incidents
-                    .iter()
-                    .filter(|v| v.segment.is_some())
-                    .count()
-                    .to_string(),
-                "#263238",
-            ));
+        tr {
+            td style="padding:22px 28px 8px 28px;" {
+                span style={ "display:inline-block;background:" (tint) ";color:" (color)
+                             ";font-weight:700;font-size:12px;letter-spacing:.06em;\
+                             text-transform:uppercase;padding:4px 10px;border-radius:12px;" } {
+                    (label)
+                }
+                span style="color:#607d8b;font-size:13px;padding-left:8px;" { (subtitle) }
+                h1 style="margin:12px 0 4px 0;font-size:22px;line-height:1.3;color:#263238;" {
+                    (title)
+                }
+            }
         }
-        b.push_str(&html_kpis(&cells));
     }
-    b.push_str(&html_chart(chart, cid));
-    // Segments table.
-    b.push_str(&html_section("Affected, worst first"));
-    let mut table = String::from(
-        "<tr><td style=\"padding:0 28px;\"><table role=\"presentation\" width=\"100%\" \
-         cellpadding=\"0\" cellspacing=\"0\" style=\"font-size:14px;border-collapse:collapse;\">\
-         <tr style=\"color:#607d8b;font-size:12px;text-align:left;\">\
-         <th style=\"padding:6px 4px;border-bottom:1px solid #cfd8dc;\">Segment</th>\
-         <th style=\"padding:6px 4px;border-bottom:1px solid #cfd8dc;text-align:right;\">Observed</th>\
-         <th style=\"padding:6px 4px;border-bottom:1px solid #cfd8dc;text-align:right;\">Target</th>\
-         <th style=\"padding:6px 4px;border-bottom:1px solid #cfd8dc;\">Detected</th>\
-         <th style=\"padding:6px 4px;border-bottom:1px solid #cfd8dc;\">Status</th></tr>",
-    );
+}
+
+fn html_para(text: &str) -> Markup {
+    html! {
+        tr { td style="padding:6px 28px;font-size:15px;line-height:1.55;" { (text) } }
+    }
+}
+
+fn html_chart(chart: Option<&ChartImage>, cid: &str) -> Markup {
+    html! {
+        @if let Some(c) = chart {
+            tr {
+                td style="padding:14px 28px 4px 28px;" {
+                    img src={ "cid:" (cid) } width="584" alt=(c.alt)
+                        style="display:block;width:100%;max-width:584px;height:auto;\
+                               border:1px solid #eceff1;border-radius:6px;";
+                }
+            }
+        }
+    }
+}
+
+/// A headline figure: label, value, colour of the value.
+struct Kpi {
+    label: &'static str,
+    value: String,
+    color: &'static str,
+}
+
+fn html_kpis(cells: &[Kpi]) -> Markup {
+    html! {
+        tr {
+            td style="padding:14px 28px 4px 28px;" {
+                table role="presentation" width="100%" cellpadding="0" cellspacing="0" {
+                    tr {
+                        @for c in cells {
+                            td valign="top" style="padding:10px 12px;background:#f7f9fa;\
+                                                  border:1px solid #eceff1;border-radius:6px;" {
+                                div style="font-size:11px;color:#607d8b;\
+                                           text-transform:uppercase;letter-spacing:.05em;" {
+                                    (c.label)
+                                }
+                                div style={ "font-size:19px;font-weight:700;color:" (c.color)
+                                            ";padding-top:4px;" } {
+                                    (c.value)
+                                }
+                            }
+                            td style="width:8px;" {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn html_section(title: &str) -> Markup {
+    html! {
+        tr {
+            td style="padding:18px 28px 6px 28px;font-size:13px;font-weight:700;\
+                      color:#455a64;text-transform:uppercase;letter-spacing:.05em;" {
+                (title)
+            }
+        }
+    }
+}
+
+/// The on-call headline figures: observed (or worst) vs target, then the budget or, without
+/// one, when it was detected and how many segments.
+fn oncall_kpis(n: &Notification, h: &IncidentView) -> Vec<Kpi> {
+    const INK: &str = "#263238";
+    let resolved = n.kind == NotificationKind::Resolved;
+    let f = if resolved { &h.peak } else { &h.latest };
+    let mut cells = vec![
+        Kpi {
+            label: if resolved { "Worst" } else { "Observed" },
+            value: fmt_value(f.observed, f.unit),
+            color: if resolved { INK } else { status_colors(n).0 },
+        },
+        Kpi {
+            label: "Target",
+            value: format!(
+                "{} {}",
+                match f.comparator {
+                    Comparator::AtMost => "≤",
+                    Comparator::AtLeast => "≥",
+                },
+                fmt_value(f.target, f.unit)
+            ),
+            color: INK,
+        },
+    ];
+    if let Some(bv) = &n.budget {
+        cells.push(Kpi {
+            label: "Budget left",
+            value: pct((1.0 - bv.consumed).max(0.0)),
+            color: if bv.consumed >= 1.0 { "#c62828" } else { INK },
+        });
+        cells.push(if resolved {
+            Kpi {
+                label: "Lasted",
+                value: human_duration(resolved_at(n).unwrap_or(n.at) - n.opened_at),
+                color: INK,
+            }
+        } else {
+            Kpi {
+                label: "Runs out in",
+                value: match bv.exhaustion_at {
+                    _ if bv.consumed >= 1.0 => "exhausted".to_owned(),
+                    Some(x) => human_duration(x - n.at),
+                    None => "—".to_owned(),
+                },
+                color: INK,
+            }
+        });
+    } else {
+        cells.push(Kpi {
+            label: "Detected",
+            value: format!("{} UTC", clock(n.opened_at)),
+            color: INK,
+        });
+        cells.push(Kpi {
+            label: "Segments",
+            value: n
+                .incidents
+                .iter()
+                .filter(|v| v.segment.is_some())
+                .count()
+                .to_string(),
+            color: INK,
+        });
+    }
+    cells
+}
+
+/// The affected incidents, worst first: segment, observed, target, detected, status.
+fn html_segments(n: &Notification) -> Markup {
+    const TH: &str = "padding:6px 4px;border-bottom:1px solid #cfd8dc;";
+    const TD: &str = "padding:7px 4px;border-bottom:1px solid #eceff1;";
     let multi_key = distinct_keys(n).len() > 1;
-    for v in n.incidents.iter().take(20) {
-        let f = if n.kind == NotificationKind::Resolved {
-            &v.peak
-        } else {
-            &v.latest
-        };
-        let seg = if multi_key {
-            format!("{} · {}", key_short(&v.key), segment_label(v))
-        } else {
-            segment_label(v)
-        };
-        let color = match v.status {
-            ViewStatus::Firing => "#c62828",
-            ViewStatus::Resolved => "#2e7d32",
-            _ => "#607d8b",
-        };
-        let _ = write!(
-            table,
-            "<tr><td style=\"padding:7px 4px;border-bottom:1px solid #eceff1;\">{}</td>\
-             <td style=\"padding:7px 4px;border-bottom:1px solid #eceff1;text-align:right;\
-             font-weight:600;\">{}</td>\
-             <td style=\"padding:7px 4px;border-bottom:1px solid #eceff1;text-align:right;\
-             color:#607d8b;\">{}</td>\
-             <td style=\"padding:7px 4px;border-bottom:1px solid #eceff1;color:#607d8b;\">{}</td>\
-             <td style=\"padding:7px 4px;border-bottom:1px solid #eceff1;color:{color};\
-             font-weight:600;\">{}</td></tr>",
-            html_escape(&seg),
-            html_escape(&fmt_value(f.observed, f.unit)),
-            html_escape(&fmt_value(f.target, f.unit)),
-            html_escape(&when(v.detected)[5..16]),
-            html_escape(&status_word(v))
-        );
+    html! {
+        tr {
+            td style="padding:0 28px;" {
+                table role="presentation" width="100%" cellpadding="0" cellspacing="0"
+                    style="font-size:14px;border-collapse:collapse;" {
+                    tr style="color:#607d8b;font-size:12px;text-align:left;" {
+                        th style=(TH) { "Segment" }
+                        th style={ (TH) "text-align:right;" } { "Observed" }
+                        th style={ (TH) "text-align:right;" } { "Target" }
+                        th style=(TH) { "Detected" }
+                        th style=(TH) { "Status" }
+                    }
+                    @for v in n.incidents.iter().take(20) {
+                        @let f = if n.kind == NotificationKind::Resolved { &v.peak } else { &v.latest };
+                        @let color = match v.status {
+                            ViewStatus::Firing => "#c62828",
+                            ViewStatus::Resolved => "#2e7d32",
+                            _ => "#607d8b",
+                        };
+                        tr {
+                            td style=(TD) {
+                                @if multi_key { (key_short(&v.key)) " · " }
+                                (segment_label(v))
+                            }
+                            td style={ (TD) "text-align:right;font-weight:600;" } {
+                                (fmt_value(f.observed, f.unit))
+                            }
+                            td style={ (TD) "text-align:right;color:#607d8b;" } {
+                                (fmt_value(f.target, f.unit))
+                            }
+                            td style={ (TD) "color:#607d8b;" } { (&when(v.detected)[5..16]) }
+                            td style={ (TD) "color:" (color) ";font-weight:600;" } {
+                                (status_word(v))
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
-    table.push_str("</table></td></tr>");
-    b.push_str(&table);
-    // Facts.
+}
+
+/// The `Details` rows of an on-call mail: what the check says, the budget, burn rates, key,
+/// counts and what changed.
+fn oncall_facts(n: &Notification) -> Vec<(String, String)> {
     let mut facts: Vec<(String, String)> = Vec::new();
     if let Some(h) = headline(n) {
         let f = &h.latest;
@@ -1240,9 +1246,7 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
             "Check".into(),
             format!("{} — {}", f.check, check_sentence(f, n)),
         ));
-        for (k, v) in budget_rows(n) {
-            facts.push((k, v));
-        }
+        facts.extend(budget_rows(n));
         if let Some(br) = burn_row(f).filter(|_| n.kind != NotificationKind::Resolved) {
             facts.push(("Burn rates".into(), br));
         }
@@ -1263,73 +1267,113 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
             facts.push(("Changed".into(), r));
         }
     }
-    if !facts.is_empty() {
-        b.push_str(&html_section("Details"));
-        let mut t2 = String::from(
-            "<tr><td style=\"padding:0 28px;\"><table role=\"presentation\" width=\"100%\" \
-             cellpadding=\"0\" cellspacing=\"0\" style=\"font-size:14px;\">",
-        );
-        for (k, v) in facts {
-            let _ = write!(
-                t2,
-                "<tr><td valign=\"top\" style=\"padding:5px 10px 5px 0;color:#607d8b;\
-                 white-space:nowrap;width:110px;\">{}</td><td style=\"padding:5px 0;\
-                 line-height:1.45;\">{}</td></tr>",
-                html_escape(&k),
-                html_escape(&v)
-            );
+    facts
+}
+
+fn html_facts(facts: &[(String, String)]) -> Markup {
+    html! {
+        tr {
+            td style="padding:0 28px;" {
+                table role="presentation" width="100%" cellpadding="0" cellspacing="0"
+                    style="font-size:14px;" {
+                    @for (k, v) in facts {
+                        tr {
+                            td valign="top" style="padding:5px 10px 5px 0;color:#607d8b;\
+                                                  white-space:nowrap;width:110px;" { (k) }
+                            td style="padding:5px 0;line-height:1.45;" { (v) }
+                        }
+                    }
+                }
+            }
         }
-        t2.push_str("</table></td></tr>");
-        b.push_str(&t2);
     }
-    let ex = exemplars(n);
-    if !ex.is_empty() {
-        b.push_str(&html_section("Example sessions"));
-        let chips: String = ex
-            .iter()
-            .map(|e| {
-                format!(
-                    "<span style=\"display:inline-block;font-family:Menlo,Consolas,monospace;\
-                     font-size:12px;background:#eceff1;border-radius:4px;padding:3px 7px;\
-                     margin:0 6px 6px 0;\">{}</span>",
-                    html_escape(e)
-                )
-            })
-            .collect();
-        let _ = write!(
-            b,
-            "<tr><td style=\"padding:0 28px;\">{chips}<div style=\"font-size:12px;\
-             color:#78909c;\">Session ids only — look them up in your session store.</div>\
-             </td></tr>"
-        );
+}
+
+fn html_exemplars(ids: &[String]) -> Markup {
+    html! {
+        tr {
+            td style="padding:0 28px;" {
+                @for id in ids {
+                    span style="display:inline-block;font-family:Menlo,Consolas,monospace;\
+                                font-size:12px;background:#eceff1;border-radius:4px;\
+                                padding:3px 7px;margin:0 6px 6px 0;" { (id) }
+                }
+                div style="font-size:12px;color:#78909c;" {
+                    "Session ids only — look them up in your session store."
+                }
+            }
+        }
     }
-    if let Some(r) = n.incidents.iter().find_map(|v| v.latest.runbook.clone()) {
-        let _ = write!(
-            b,
-            "<tr><td style=\"padding:20px 28px 4px 28px;\"><a href=\"{}\" style=\"display:\
-             inline-block;background:#263238;color:#ffffff;text-decoration:none;\
-             font-weight:600;font-size:14px;padding:10px 18px;border-radius:6px;\">Open the \
-             runbook</a></td></tr>",
-            html_escape(&r)
-        );
+}
+
+fn html_runbook(url: &str) -> Markup {
+    html! {
+        tr {
+            td style="padding:20px 28px 4px 28px;" {
+                a href=(url) style="display:inline-block;background:#263238;color:#ffffff;\
+                                    text-decoration:none;font-weight:600;font-size:14px;\
+                                    padding:10px 18px;border-radius:6px;" {
+                    "Open the runbook"
+                }
+            }
+        }
     }
-    b.push_str(&html_para(&next_steps(n, t)));
-    let _ = write!(
-        b,
-        "<tr><td style=\"padding:16px 28px 22px 28px;font-size:12px;color:#90a4ae;\
-         border-top:1px solid #eceff1;\">Incident <code>{}</code> · mail {} of this thread · \
-         notification <code>{}</code><br>Sent to {} by the slawatch notification policy.\
-         </td></tr>",
-        html_escape(&n.thread_id),
-        n.seq + 1,
-        html_escape(&n.id),
-        html_escape(&if n.receivers.is_empty() {
-            "the fallback recipients".to_owned()
-        } else {
-            n.receivers.join(", ")
-        })
+}
+
+fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &str) -> String {
+    let sub = format!(
+        "{}/{} · {}",
+        n.group.spec,
+        n.group.objective,
+        dimension_name(n.dimension)
     );
-    html_page(&subject(n), &b)
+    let title = match headline(n) {
+        Some(h) if n.kind == NotificationKind::Resolved => {
+            format!("{}{}", capitalize(&resolved_words(&h.latest)), scope(n))
+        }
+        Some(h) => format!("{}{}", capitalize(&breach_words(&h.latest)), scope(n)),
+        None => format!("{}/{}", n.group.spec, n.group.objective),
+    };
+    let facts = oncall_facts(n);
+    let ex = exemplars(n);
+    let runbook = n.incidents.iter().find_map(|v| v.latest.runbook.as_deref());
+    let receivers = if n.receivers.is_empty() {
+        "the fallback recipients".to_owned()
+    } else {
+        n.receivers.join(", ")
+    };
+    let rows = html! {
+        (html_header(n, &title, &sub))
+        (html_para(&oncall_context(n)))
+        @if let Some(h) = headline(n) {
+            (html_kpis(&oncall_kpis(n, h)))
+        }
+        (html_chart(chart, cid))
+        (html_section("Affected, worst first"))
+        (html_segments(n))
+        @if !facts.is_empty() {
+            (html_section("Details"))
+            (html_facts(&facts))
+        }
+        @if !ex.is_empty() {
+            (html_section("Example sessions"))
+            (html_exemplars(&ex))
+        }
+        @if let Some(r) = runbook {
+            (html_runbook(r))
+        }
+        (html_para(&next_steps(n, t)))
+        tr {
+            td style="padding:16px 28px 22px 28px;font-size:12px;color:#90a4ae;\
+                      border-top:1px solid #eceff1;" {
+                "Incident " code { (n.thread_id) } " · mail " (n.seq + 1)
+                " of this thread · notification " code { (n.id) }
+                br;
+                "Sent to " (receivers) " by the slawatch notification policy."
+            }
+        }
+    };
+    html_page(&subject(n), rows)
 }
 
 // -------------------------------------------------------------- stakeholders --
@@ -1741,7 +1785,6 @@ fn stakeholder_text(n: &Notification) -> String {
 }
 
 fn stakeholder_html(n: &Notification, chart: Option<&ChartImage>, cid: &str) -> String {
-    let mut b = String::new();
     let (lead, sections) = stakeholder_paragraphs(n);
     let title = match headline(n) {
         Some(_) if n.kind == NotificationKind::Recovered => {
@@ -1755,22 +1798,23 @@ fn stakeholder_html(n: &Notification, chart: Option<&ChartImage>, cid: &str) -> 
         None => agent_name(n),
     };
     let sub = format!("{} · service promise update", agent_name(n));
-    b.push_str(&html_header(n, &title, &sub));
-    b.push_str(&html_para(&lead));
-    b.push_str(&html_chart(chart, cid));
-    for (t, body) in sections {
-        b.push_str(&html_section(&t));
-        b.push_str(&html_para(&body));
-    }
-    let _ = write!(
-        b,
-        "<tr><td style=\"padding:18px 28px 22px 28px;font-size:12px;color:#90a4ae;\
-         border-top:1px solid #eceff1;\">Sent by slawatch, which checks {} against its \
-         service promises. Reference <code>{}</code> (for the engineers).</td></tr>",
-        html_escape(&agent_name(n)),
-        html_escape(&n.thread_id)
-    );
-    html_page(&subject(n), &b)
+    let rows = html! {
+        (html_header(n, &title, &sub))
+        (html_para(&lead))
+        (html_chart(chart, cid))
+        @for (t, body) in &sections {
+            (html_section(t))
+            (html_para(body))
+        }
+        tr {
+            td style="padding:18px 28px 22px 28px;font-size:12px;color:#90a4ae;\
+                      border-top:1px solid #eceff1;" {
+                "Sent by slawatch, which checks " (agent_name(n)) " against its service \
+                 promises. Reference " code { (n.thread_id) } " (for the engineers)."
+            }
+        }
+    };
+    html_page(&subject(n), rows)
 }
 
 #[cfg(test)]

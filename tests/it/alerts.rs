@@ -949,7 +949,13 @@ fn mails_are_multipart_with_an_inline_chart_80_columns_and_no_personal_data() {
             .chart
             .as_ref()
             .unwrap_or_else(|| panic!("no chart in {}", m.subject));
-        assert!(chart.png.starts_with(b"\x89PNG\r\n\x1a\n"));
+        let png = png::Decoder::new(chart.png.as_slice())
+            .read_info()
+            .unwrap_or_else(|e| panic!("chart of {} is no PNG: {e}", m.subject));
+        assert_eq!(
+            (png.info().width, png.info().height),
+            (chart.width, chart.height)
+        );
         assert!(
             chart.png.len() < 200_000,
             "chart of {} bytes",
@@ -1006,6 +1012,113 @@ fn mails_are_multipart_with_an_inline_chart_80_columns_and_no_personal_data() {
 }
 
 /// 13 or more digits in a row (spaces and dashes allowed between them).
+/// What a spec author, a policy or a record could put into a mail, as spec, objective,
+/// agent, segment, runbook, receiver, PII type and destination, session id and description.
+const HOSTILE: &str = "<script>alert(1)</script>\"&'";
+/// `HOSTILE` as HTML text or attribute value.
+const HOSTILE_ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&amp;'";
+
+/// Every user-controlled string of a notification, replaced by `{field}` + [`HOSTILE`].
+fn poison(n: &mut Notification) {
+    let evil = |field: &str| format!("{field}{HOSTILE}");
+    n.group.spec = evil("spec");
+    n.group.objective = evil("objective");
+    n.receivers = vec![evil("receiver")];
+    n.agents = vec![evil("agent")];
+    n.objective
+        .as_mut()
+        .expect("a shipped objective")
+        .description = Some(evil("description"));
+    for v in &mut n.incidents {
+        for (k, value) in &mut v.key {
+            *value = evil(k);
+        }
+        v.segment = v
+            .segment
+            .as_ref()
+            .map(|_| format!("channel={}", evil("segment")));
+        for f in [&mut v.latest, &mut v.peak] {
+            f.spec = n.group.spec.clone();
+            f.objective = n.group.objective.clone();
+            f.key = v.key.clone();
+            f.segment = v.segment.clone();
+            f.runbook = Some(format!("https://wiki.example.com/{}", evil("runbook")));
+            f.exemplars = vec![evil("session")];
+            for (d, _) in &mut f.details {
+                if let slawatch::finding::Detail::Pii {
+                    kind, destination, ..
+                } = d
+                {
+                    *kind = evil("pii-kind");
+                    *destination = Some(evil("destination"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn user_controlled_strings_are_escaped_in_the_html_part_and_verbatim_in_the_text() {
+    let mut e = engine(test_policy());
+    let t = T0 + 6 * HOUR;
+    let ns = run(
+        &mut e,
+        vec![
+            Ev::F(finding("pii", "violation", "page", None, t)),
+            Ev::F(finding("pii", "violation", "page", Some("channel=web"), t)),
+            Ev::C(clear("pii", None, t + HOUR)),
+            Ev::C(clear("pii", Some("channel=web"), t + HOUR)),
+            Ev::Advance(t + 4 * HOUR),
+        ],
+    );
+    let (on, st): (Vec<_>, Vec<_>) = ns.into_iter().partition(|n| n.audience == Audience::Oncall);
+    assert_eq!(
+        kinds(&on.iter().collect::<Vec<_>>()),
+        [NotificationKind::Firing, NotificationKind::Resolved]
+    );
+    assert!(!st.is_empty());
+    let timing = test_policy().timing;
+    for mut n in on.into_iter().chain(st) {
+        poison(&mut n);
+        let m = render::render(&n, &timing);
+        let what = format!("{:?} {:?} mail", n.audience, n.kind);
+        assert!(!m.html.contains("<script"), "raw <script> in the {what}");
+        assert!(!m.html.contains("\"&'"), "raw \"&' in the {what}");
+        assert!(
+            m.html.contains(HOSTILE_ESCAPED),
+            "nothing escaped in the {what}"
+        );
+        // The text part is not HTML: it says the same strings verbatim.
+        assert!(m.text.contains(HOSTILE), "the {what}'s text:\n{}", m.text);
+        assert!(!m.text.contains("&lt;"), "the {what}'s text:\n{}", m.text);
+        let fields: &[&str] = match (n.audience, n.kind) {
+            (Audience::Oncall, NotificationKind::Firing) => &[
+                "spec",
+                "objective",
+                "agent",
+                "prompt_version",
+                "model",
+                "segment",
+                "runbook",
+                "session",
+                "pii-kind",
+                "destination",
+                "description",
+                "receiver",
+            ],
+            (Audience::Oncall, _) => &["spec", "objective", "agent", "segment", "receiver"],
+            _ => &["agent", "description"],
+        };
+        for field in fields {
+            assert!(
+                m.html.contains(&format!("{field}{HOSTILE_ESCAPED}")),
+                "`{field}` not (escaped) in the {what}:\n{}",
+                m.html
+            );
+        }
+    }
+}
+
 fn has_long_digit_run(s: &str) -> bool {
     let mut run = 0;
     for c in s.chars() {
