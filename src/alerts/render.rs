@@ -1306,7 +1306,19 @@ fn html_exemplars(ids: &[String]) -> Markup {
     }
 }
 
+/// The runbook as a button — only for an http(s) URL: escaping keeps the markup intact but
+/// would leave a `javascript:` link clickable, so anything else is shown as text.
 fn html_runbook(url: &str) -> Markup {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || lower.starts_with("http://")) {
+        return html! {
+            tr {
+                td style="padding:20px 28px 4px 28px;font-size:14px;color:#263238;" {
+                    "Runbook: " code { (url) }
+                }
+            }
+        };
+    }
     html! {
         tr {
             td style="padding:20px 28px 4px 28px;" {

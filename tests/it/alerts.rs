@@ -1119,6 +1119,42 @@ fn user_controlled_strings_are_escaped_in_the_html_part_and_verbatim_in_the_text
     }
 }
 
+/// A runbook that is not an http(s) URL is shown as text, never as a link: escaping alone
+/// would leave `javascript:` clickable.
+#[test]
+fn only_http_runbooks_are_links() {
+    let mut e = engine(test_policy());
+    let t = T0 + 6 * HOUR;
+    let ns = run(
+        &mut e,
+        vec![
+            Ev::F(finding("pii", "violation", "page", None, t)),
+            Ev::Advance(t + HOUR),
+        ],
+    );
+    let mut n = ns
+        .into_iter()
+        .find(|n| n.audience == Audience::Oncall)
+        .expect("an on-call mail");
+    let timing = test_policy().timing;
+    for (runbook, linked) in [
+        ("JavaScript:alert(document.cookie)", false),
+        ("data:text/html,hi", false),
+        ("https://wiki.example.com/rb", true),
+    ] {
+        for v in &mut n.incidents {
+            v.latest.runbook = Some(runbook.into());
+        }
+        let html = render::render(&n, &timing).html;
+        assert_eq!(
+            html.contains(&format!("href=\"{runbook}\"")),
+            linked,
+            "{runbook}:\n{html}"
+        );
+        assert!(html.contains(runbook), "{runbook} not shown");
+    }
+}
+
 fn has_long_digit_run(s: &str) -> bool {
     let mut run = 0;
     for c in s.chars() {
