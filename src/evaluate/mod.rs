@@ -6,6 +6,7 @@
 //! `observe(session)`, `advance(watermark)` → findings — so the same input always gives the same
 //! findings, byte for byte. Never reads the wall clock, never does I/O.
 
+pub mod confidence;
 pub mod measure;
 pub mod slo;
 
