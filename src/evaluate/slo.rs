@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::confidence::{self, Side};
+use crate::confidence::{self, Side};
 use crate::session::EpochMs;
 use crate::spec::model::BurnRateTier;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use slawatch::catalog::Catalog;
 use slawatch::evaluate::SpecRuntime;
-use slawatch::finding::{Check, Comparator, Detail, Finding, Unit, Verdict};
+use slawatch::finding::{BoundMethod, Check, Comparator, Detail, Finding, Side, Unit, Verdict};
 use slawatch::ingest::decode::Decoder;
 use slawatch::session::{PiiHandling, Session};
 use slawatch::spec::model::{Dimension, Severity};
@@ -120,11 +120,11 @@ fn percentile_bound_breaches_with_the_slowest_sessions_as_exemplars() {
     let s = spec("    - {name: p99, percentile: {field: duration_ms, p: 99, max: 20s}}\n");
     let ok = run(s.clone(), 100, |_| json!({}));
     assert!(breaches(&ok, "p99").is_empty());
-    let f = run(
-        s,
-        100,
-        |i| json!({"duration_ms": if i >= 97 { 60_000.0 } else { 2000.0 }}),
-    );
+    // At 95% confidence, 100 sessions breach a p99 ≤ 20 s only when the 97th smallest (the
+    // 4th slowest) is above 20 s: 3 slow sessions are not evidence enough, 4 are.
+    let slow = |from: usize| move |i: usize| json!({"duration_ms": if i >= from { 60_000.0 } else { 2000.0 }});
+    assert!(breaches(&run(s.clone(), 100, slow(97)), "p99").is_empty());
+    let f = run(s, 100, slow(96));
     let b = breaches(&f, "p99");
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].severity, Severity::Ticket);
@@ -134,7 +134,41 @@ fn percentile_bound_breaches_with_the_slowest_sessions_as_exemplars() {
         "{}",
         b[0].observed
     );
+    assert_eq!(
+        b[0].exemplars[..4],
+        ["s-0096", "s-0097", "s-0098", "s-0099"]
+    );
+    let bound = b[0].bound.as_ref().expect("judged on a confidence bound");
+    assert_eq!(
+        (bound.confidence, bound.side, bound.n, &bound.method),
+        (
+            0.95,
+            Side::Lower,
+            100,
+            &BoundMethod::OrderStatistic { rank: Some(97) }
+        )
+    );
+    assert!((bound.value.unwrap() - 60_000.0).abs() / 60_000.0 < 0.011);
+}
+
+/// `confidence: none` is the point estimate of before: 3 slow sessions of 100 put the p99
+/// above 20 s, and the finding carries no bound.
+#[test]
+fn percentile_on_the_point_estimate_with_confidence_none() {
+    let s = spec(
+        "    - {name: p99, percentile: {field: duration_ms, p: 99, max: 20s}, confidence: none}\n",
+    );
+    let f = run(
+        s,
+        100,
+        |i| json!({"duration_ms": if i >= 97 { 60_000.0 } else { 2000.0 }}),
+    );
+    let b = breaches(&f, "p99");
+    assert_eq!(b.len(), 1);
     assert_eq!(b[0].exemplars[..3], ["s-0097", "s-0098", "s-0099"]);
+    assert!(b[0].bound.is_none());
+    let wire = serde_json::to_value(b[0]).unwrap();
+    assert!(wire.get("bound").is_none(), "{wire}");
 }
 
 #[test]

@@ -665,13 +665,13 @@ fn chisquare_goodness_of_fit_matches_scipy() {
     m.finish("scipy.stats.chisquare", cs.len());
 }
 
-/// The confidence bounds of per-window thresholds (`slawatch::evaluate::confidence`) against
+/// The confidence bounds of per-window thresholds (`slawatch::confidence`) against
 /// `tests/data/confidence_reference.json` (`scripts/confidence_reference.py`: scipy's binomial
 /// CDF and t quantile, statsmodels' Wilson interval). Ranks must be equal; t and Wilson agree
 /// to 1e-9 relative.
 mod confidence_bounds {
     use serde_json::Value;
-    use slawatch::evaluate::confidence::{self, Side};
+    use slawatch::confidence::{self, Side};
 
     const REFERENCE: &str = include_str!("../data/confidence_reference.json");
 

@@ -24,18 +24,20 @@
 //! Both hold for any distribution, ties included. (slawatch reads `X(k)` from the window's
 //! quantile sketch, within its ±1% relative accuracy.)
 //!
-//! Pure functions: no I/O, no clock.
+//! A leaf module (statrs only), shared by `evaluate`, which judges with these bounds, and
+//! `spec::explain`, which says what they mean for a spec. Pure functions: no I/O, no clock.
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{Binomial, Continuous, ContinuousCDF, DiscreteCDF, Normal, StudentsT};
 
-/// Which side of the estimate a bound lies on.
+/// Which side of the estimate a confidence bound lies on: always the side favourable to the
+/// service, so that a breach means the bound itself is outside the objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
-    /// The value is at least this (with the given confidence): judges `max` objectives.
+    /// The true value is at least this: judges a `max`.
     Lower,
-    /// The value is at most this: judges `min` objectives.
+    /// The true value is at most this: judges a `min`.
     Upper,
 }
 
