@@ -149,6 +149,11 @@ fn percentile_bound_breaches_with_the_slowest_sessions_as_exemplars() {
         )
     );
     assert!((bound.value.unwrap() - 60_000.0).abs() / 60_000.0 < 0.011);
+    let message = slawatch::present::message(b[0]);
+    assert!(
+        message.ends_with("(100 sessions; 95% sure it is at least 60.5 s)"),
+        "{message}"
+    );
 }
 
 /// `confidence: none` is the point estimate of before: 3 slow sessions of 100 put the p99
