@@ -676,7 +676,7 @@ impl SpecRuntime {
                 bound,
                 confidence,
             } => {
-                let Some(m) = om.quantiles else { return None };
+                let m = om.quantiles?;
                 let MeasureState::Quantiles(q) = &w.summary.states[m] else {
                     unreachable!()
                 };
@@ -699,7 +699,7 @@ impl SpecRuntime {
                 bound,
                 confidence,
             } => {
-                let Some(m) = om.sum else { return None };
+                let m = om.sum?;
                 let state = &w.summary.states[m];
                 let (count, sum) = state.sum().expect("sum state");
                 self.window_check(
@@ -719,7 +719,7 @@ impl SpecRuntime {
             ObjectiveKind::Rate {
                 bound, confidence, ..
             } => {
-                let Some(m) = om.ratio else { return None };
+                let m = om.ratio?;
                 let (good, total) = ratio(&w.summary, m);
                 self.window_check(
                     &ctx,
@@ -802,7 +802,7 @@ impl SpecRuntime {
                 judged
             }
             ObjectiveKind::Pii(_) | ObjectiveKind::Tools(_) => {
-                let Some(m) = om.violations else { return None };
+                let m = om.violations?;
                 let severity = if o.zero_tolerance {
                     Severity::Page
                 } else {
