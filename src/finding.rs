@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
+pub use crate::confidence::Side;
 use crate::session::{EpochMs, PiiHandling};
 use crate::spec::model::{BoolSignal, Dimension, NumericField, Severity};
 
@@ -393,6 +394,46 @@ pub struct Finding {
     /// For drift findings: every feature tested, and the baseline compared against.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub drift: Option<DriftReport>,
+    /// Per-window thresholds judged with a confidence bound (`percentile`, `mean`, `rate`):
+    /// the bound the verdict rests on. Absent when judged on the point estimate.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bound: Option<ConfidenceBound>,
+}
+
+/// The one-sided confidence bound a per-window threshold was judged on
+/// (`crate::evaluate::confidence`): the window breaches only when `value` is outside the
+/// objective, i.e. we are `confidence` sure the true value violates it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfidenceBound {
+    /// The level, e.g. `0.95`.
+    pub confidence: f64,
+    pub side: Side,
+    /// The bound, in the finding's unit; `None` when the window has too few values for any
+    /// bound at this confidence (it then cannot breach).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub value: Option<f64>,
+    /// Values the bound stands on: sessions that had the field or signal.
+    pub n: u64,
+    pub method: BoundMethod,
+}
+
+/// How a [`ConfidenceBound`] was computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BoundMethod {
+    /// A percentile: the `rank`-th smallest of the `n` values (distribution-free, from the
+    /// binomial distribution), read from the quantile sketch (±1%).
+    OrderStatistic {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        rank: Option<u64>,
+    },
+    /// A rate: the Wilson score bound.
+    Wilson,
+    /// A mean: `mean ∓ t · std_error` with `n − 1` degrees of freedom.
+    StudentT {
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        std_error: Option<f64>,
+    },
 }
 
 /// What a drift evaluation compared and found.
@@ -508,6 +549,9 @@ pub struct Clear {
     /// drifted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftReport>,
+    /// Per-window thresholds: the confidence bound the window was judged on (as in findings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<ConfidenceBound>,
 }
 
 impl Finding {

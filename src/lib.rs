@@ -9,8 +9,8 @@
 //! 2. [`windowing`] — event-time windows made of mergeable pane summaries ([`sketch`]), the
 //!    watermark and lateness.
 //! 3. [`evaluate`] — every closed window scored against the [`spec`]s' objectives: error
-//!    budgets and burn rates, thresholds, governance violations; [`drift`] compares behaviour
-//!    with baselines. The output is [`finding`]s.
+//!    budgets and burn rates, thresholds (judged on [`confidence`] bounds), governance
+//!    violations; [`drift`] compares behaviour with baselines. The output is [`finding`]s.
 //! 4. [`history`] — the operational history every accepted session updates, independent of
 //!    specs: what the questions of the [`api`] and `slawatch query` are answered from.
 //! 5. [`pipeline`] wires 1–4; [`present`] says findings in words (the core builds no
@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod api;
 pub mod catalog;
 pub mod cli;
+pub mod confidence;
 pub mod drift;
 pub mod duration;
 pub mod evaluate;

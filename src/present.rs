@@ -5,7 +5,9 @@
 //! status API) calls these functions; the core (windowing, evaluate, drift) never builds a
 //! sentence and never imports this module. Pure functions: no I/O, no clock.
 
-use crate::finding::{Check, FeatureResult, Finding, Sli, Subject, Unit, Verdict};
+use crate::finding::{
+    Check, ConfidenceBound, FeatureResult, Finding, Side, Sli, Subject, Unit, Verdict,
+};
 use crate::spec::model::{BoolSignal, NumericField};
 
 /// The finding's one sentence for people, e.g. `p95 duration_ms is 3.2 s, above the 2 s limit
@@ -117,13 +119,37 @@ pub fn headline(f: &Finding) -> String {
                 crate::finding::Comparator::AtLeast => "below",
             };
             format!(
-                "{} is {}, {word} the {} limit ({} sessions)",
+                "{} is {}, {word} the {} limit ({} sessions{})",
                 measure(f),
                 fmt_value(f.observed, f.unit),
                 fmt_value(f.target, f.unit),
-                f.sessions
+                f.sessions,
+                bound_note(f)
             )
         }
+    }
+}
+
+/// `; 95% sure it is at least 21.3 s` for findings judged on a confidence bound.
+fn bound_note(f: &Finding) -> String {
+    match &f.bound {
+        Some(ConfidenceBound {
+            confidence,
+            side,
+            value: Some(v),
+            ..
+        }) => {
+            let word = match side {
+                Side::Lower => "at least",
+                Side::Upper => "at most",
+            };
+            format!(
+                "; {} sure it is {word} {}",
+                pct(*confidence),
+                fmt_value(*v, f.unit)
+            )
+        }
+        _ => String::new(),
     }
 }
 

@@ -66,6 +66,21 @@ impl Quantiles {
     pub fn max(&self) -> Option<f64> {
         self.0.max()
     }
+
+    /// The `k`-th smallest value (1-based, `1..=count`), within the sketch's relative
+    /// accuracy; `None` when `k` is out of range.
+    pub fn order_statistic(&self, k: u64) -> Option<f64> {
+        let n = self.count();
+        if k == 0 || k > n {
+            return None;
+        }
+        if n == 1 {
+            return self.max();
+        }
+        // The sketch answers `q` with the value at 0-based rank ⌊q·(n − 1)⌋: aim at the middle
+        // of rank k − 1 so that rounding cannot land on a neighbour (`q` above 1 is the max).
+        self.quantile(((k - 1) as f64 + 0.5) / (n - 1) as f64)
+    }
 }
 
 /// A session id with the value it is ranked by.

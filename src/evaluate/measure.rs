@@ -270,6 +270,11 @@ pub enum MeasureState {
         count: u64,
         /// Sum in units of 1e-9, exact under any merge order.
         fixed: i128,
+        /// Sum of squares in units of 1e-9, exact likewise (saturating): the spread behind a
+        /// mean's confidence bound. `None` in state restored from a checkpoint written before
+        /// it existed, until those windows have closed.
+        #[serde(default)]
+        fixed_sq: Option<i128>,
     },
     Violations {
         sessions: u64,
@@ -289,7 +294,11 @@ impl MeasureState {
                 bad: Exemplars::new(EXEMPLARS),
             },
             Measure::Quantiles(_) => MeasureState::Quantiles(Quantiles::default()),
-            Measure::Sum(_) => MeasureState::Sum { count: 0, fixed: 0 },
+            Measure::Sum(_) => MeasureState::Sum {
+                count: 0,
+                fixed: 0,
+                fixed_sq: Some(0),
+            },
             Measure::Violations(_) => MeasureState::Violations {
                 sessions: 0,
                 exemplars: Exemplars::new(EXEMPLARS),
@@ -307,7 +316,11 @@ impl MeasureState {
                 bad: Exemplars::new(EXEMPLARS),
             },
             MeasureState::Quantiles(_) => MeasureState::Quantiles(Quantiles::default()),
-            MeasureState::Sum { .. } => MeasureState::Sum { count: 0, fixed: 0 },
+            MeasureState::Sum { .. } => MeasureState::Sum {
+                count: 0,
+                fixed: 0,
+                fixed_sq: Some(0),
+            },
             MeasureState::Violations { .. } => MeasureState::Violations {
                 sessions: 0,
                 exemplars: Exemplars::new(EXEMPLARS),
@@ -335,10 +348,20 @@ impl MeasureState {
                     q.add(v);
                 }
             }
-            (Measure::Sum(f), MeasureState::Sum { count, fixed }) => {
+            (
+                Measure::Sum(f),
+                MeasureState::Sum {
+                    count,
+                    fixed,
+                    fixed_sq,
+                },
+            ) => {
                 if let Some(v) = numeric(f, s) {
                     *count += 1;
                     *fixed += (v * FIXED).round() as i128;
+                    if let Some(sq) = fixed_sq {
+                        *sq = sq.saturating_add((v * v * FIXED).round() as i128);
+                    }
                 }
             }
             (
@@ -378,9 +401,24 @@ impl MeasureState {
                 bad.merge(b);
             }
             (MeasureState::Quantiles(a), MeasureState::Quantiles(b)) => a.merge(b),
-            (MeasureState::Sum { count, fixed }, MeasureState::Sum { count: c, fixed: f }) => {
+            (
+                MeasureState::Sum {
+                    count,
+                    fixed,
+                    fixed_sq,
+                },
+                MeasureState::Sum {
+                    count: c,
+                    fixed: f,
+                    fixed_sq: f_sq,
+                },
+            ) => {
                 *count += c;
                 *fixed += f;
+                *fixed_sq = match (*fixed_sq, f_sq) {
+                    (Some(a), Some(b)) => Some(a.saturating_add(*b)),
+                    _ => None,
+                };
             }
             (
                 MeasureState::Violations {
@@ -416,7 +454,17 @@ impl MeasureState {
     /// `(count, sum)` of a sum state.
     pub fn sum(&self) -> Option<(u64, f64)> {
         match self {
-            MeasureState::Sum { count, fixed } => Some((*count, *fixed as f64 / FIXED)),
+            MeasureState::Sum { count, fixed, .. } => Some((*count, *fixed as f64 / FIXED)),
+            _ => None,
+        }
+    }
+
+    /// The sum of squares of a sum state, when it has been kept for every value.
+    pub fn sum_sq(&self) -> Option<f64> {
+        match self {
+            MeasureState::Sum {
+                fixed_sq: Some(sq), ..
+            } => Some(*sq as f64 / FIXED),
             _ => None,
         }
     }

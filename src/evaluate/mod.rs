@@ -14,17 +14,18 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::confidence;
 use crate::drift::baseline::{Baseline, BaselineKey};
 use crate::drift::engine::DriftConfig;
 use crate::drift::features::FeatureSample;
 use crate::drift::{DriftInput, DriftRuntime};
 use crate::finding::{
-    BurnRate, Check, Clear, Comparator, FeatureResult, FeatureVerdict, Finding, Sli, Subject, Unit,
-    Verdict, unit_of,
+    BoundMethod, BurnRate, Check, Clear, Comparator, ConfidenceBound, FeatureResult,
+    FeatureVerdict, Finding, Side, Sli, Subject, Unit, Verdict, unit_of,
 };
 use crate::glob::glob_match;
 use crate::session::{EpochMs, Session};
-use crate::spec::model::{Bound, KeyField, Objective, ObjectiveKind, Severity, Spec};
+use crate::spec::model::{Bound, Confidence, KeyField, Objective, ObjectiveKind, Severity, Spec};
 use crate::windowing::{ClosedWindow, Late, WindowConfig, Windows};
 use measure::{CompiledMeasures, MeasureState, SpecSummary};
 use slo::{SliTimeline, budget_consumed, evaluate_tiers, worst_firing};
@@ -493,6 +494,7 @@ impl SpecRuntime {
             budget_consumed: None,
             burn_rates: Vec::new(),
             drift: r.report.clone(),
+            bound: None,
         };
         let stats = &mut self.stats[oi];
         if evaluated {
@@ -531,6 +533,7 @@ impl SpecRuntime {
             budget_consumed: standing.budget_consumed.map(round9),
             burn_rates: standing.burn_rates.into_iter().map(round_rates).collect(),
             drift: standing.drift,
+            bound: standing.bound,
         }
     }
 
@@ -667,8 +670,13 @@ impl SpecRuntime {
                 }
                 judged
             }
-            ObjectiveKind::Percentile { field, p, bound } => {
-                let Some(m) = om.quantiles else { return None };
+            ObjectiveKind::Percentile {
+                field,
+                p,
+                bound,
+                confidence,
+            } => {
+                let m = om.quantiles?;
                 let MeasureState::Quantiles(q) = &w.summary.states[m] else {
                     unreachable!()
                 };
@@ -680,14 +688,20 @@ impl SpecRuntime {
                         enough,
                         observed: q.quantile(p / 100.0),
                         bound: *bound,
+                        evidence: percentile_bound(q, p / 100.0, *bound, *confidence),
                         subject: subject_of(o, &self.spec),
                         unit: unit_of(field),
                     },
                 )
             }
-            ObjectiveKind::Mean { field, bound } => {
-                let Some(m) = om.sum else { return None };
-                let (count, sum) = w.summary.states[m].sum().expect("sum state");
+            ObjectiveKind::Mean {
+                field,
+                bound,
+                confidence,
+            } => {
+                let m = om.sum?;
+                let state = &w.summary.states[m];
+                let (count, sum) = state.sum().expect("sum state");
                 self.window_check(
                     &ctx,
                     out,
@@ -696,13 +710,16 @@ impl SpecRuntime {
                         enough,
                         observed: (count > 0).then(|| sum / count as f64),
                         bound: *bound,
+                        evidence: mean_bound(count, sum, state.sum_sq(), *bound, *confidence),
                         subject: subject_of(o, &self.spec),
                         unit: unit_of(field),
                     },
                 )
             }
-            ObjectiveKind::Rate { bound, .. } => {
-                let Some(m) = om.ratio else { return None };
+            ObjectiveKind::Rate {
+                bound, confidence, ..
+            } => {
+                let m = om.ratio?;
                 let (good, total) = ratio(&w.summary, m);
                 self.window_check(
                     &ctx,
@@ -712,6 +729,7 @@ impl SpecRuntime {
                         enough: enough && total >= min.min(w.summary.sessions),
                         observed: (total > 0).then(|| good as f64 / total as f64),
                         bound: *bound,
+                        evidence: rate_bound(good, total, *bound, *confidence),
                         subject: subject_of(o, &self.spec),
                         unit: Unit::Ratio,
                     },
@@ -756,6 +774,7 @@ impl SpecRuntime {
                                 enough,
                                 observed: q.quantile(p / 100.0),
                                 bound: Bound::Max(max),
+                                evidence: None,
                                 unit: Unit::Usd,
                                 subject: Subject::CostPercentile { p },
                             },
@@ -773,6 +792,7 @@ impl SpecRuntime {
                                 enough: true,
                                 observed: Some(sum),
                                 bound: Bound::Max(budget),
+                                evidence: None,
                                 unit: Unit::Usd,
                                 subject: Subject::WindowSpend,
                             },
@@ -782,7 +802,7 @@ impl SpecRuntime {
                 judged
             }
             ObjectiveKind::Pii(_) | ObjectiveKind::Tools(_) => {
-                let Some(m) = om.violations else { return None };
+                let m = om.violations?;
                 let severity = if o.zero_tolerance {
                     Severity::Page
                 } else {
@@ -837,6 +857,7 @@ impl SpecRuntime {
             budget_consumed: consumed,
             burn_rates: burn_rates.clone(),
             drift: None,
+            bound: None,
         };
         let window_sli = (total > 0).then(|| good as f64 / total as f64);
         if let Some(f) = firing {
@@ -915,6 +936,16 @@ impl SpecRuntime {
             Bound::Max(_) => Comparator::AtMost,
             Bound::Min(_) => Comparator::AtLeast,
         };
+        let evidence = c.evidence.map(|b| ConfidenceBound {
+            value: b.value.map(round9),
+            method: match b.method {
+                BoundMethod::StudentT { std_error } => BoundMethod::StudentT {
+                    std_error: std_error.map(round9),
+                },
+                other => other,
+            },
+            ..b
+        });
         let judged = Standing {
             sessions: ctx.w.summary.sessions,
             observed: Some(observed),
@@ -924,8 +955,15 @@ impl SpecRuntime {
             budget_consumed: None,
             burn_rates: Vec::new(),
             drift: None,
+            bound: evidence.clone(),
         };
-        if !c.bound.holds(observed) {
+        // With a confidence bound, the bound itself (the side favourable to the service) must
+        // be outside the objective; the point estimate then is too.
+        let breached = !c.bound.holds(observed)
+            && evidence
+                .as_ref()
+                .is_none_or(|b| b.value.is_some_and(|v| !c.bound.holds(v)));
+        if breached {
             let exemplars = match c.unit {
                 Unit::Usd => top_ids(&ctx.w.summary.costliest),
                 Unit::Ms => top_ids(&ctx.w.summary.slowest),
@@ -942,6 +980,7 @@ impl SpecRuntime {
                 unit: c.unit,
                 subject: Some(c.subject),
                 exemplars,
+                bound: evidence,
                 ..FindingParts::default()
             }));
         }
@@ -994,6 +1033,7 @@ impl SpecRuntime {
             budget_consumed: None,
             burn_rates: Vec::new(),
             drift: None,
+            bound: None,
         })
     }
 }
@@ -1078,11 +1118,85 @@ fn push_field(buf: &mut String, f: &KeyField, s: &Session) {
     }
 }
 
+/// The side of a confidence bound that judges `bound`: the one favourable to the service.
+fn side_of(bound: Bound) -> Side {
+    match bound {
+        Bound::Max(_) => Side::Lower,
+        Bound::Min(_) => Side::Upper,
+    }
+}
+
+/// The order-statistic bound of the `q`-quantile in a window's sketch.
+fn percentile_bound(
+    sketch: &crate::sketch::Quantiles,
+    q: f64,
+    bound: Bound,
+    confidence: Confidence,
+) -> Option<ConfidenceBound> {
+    let Confidence::Level(c) = confidence else {
+        return None;
+    };
+    let n = sketch.count();
+    let side = side_of(bound);
+    let rank = confidence::order_statistic_rank(n, q, c, side);
+    Some(ConfidenceBound {
+        confidence: c,
+        side,
+        value: rank.and_then(|k| sketch.order_statistic(k)),
+        n,
+        method: BoundMethod::OrderStatistic { rank },
+    })
+}
+
+/// The Student t bound of a window's mean.
+fn mean_bound(
+    count: u64,
+    sum: f64,
+    sum_sq: Option<f64>,
+    bound: Bound,
+    confidence: Confidence,
+) -> Option<ConfidenceBound> {
+    let Confidence::Level(c) = confidence else {
+        return None;
+    };
+    let side = side_of(bound);
+    // Without the sum of squares (a window restored from an older checkpoint) there is no
+    // spread to judge by: the point estimate decides, as before.
+    let sum_sq = sum_sq?;
+    let t = confidence::t_bound(count, sum, sum_sq, c, side);
+    Some(ConfidenceBound {
+        confidence: c,
+        side,
+        value: t.map(|t| t.value),
+        n: count,
+        method: BoundMethod::StudentT {
+            std_error: t.map(|t| t.std_error),
+        },
+    })
+}
+
+/// The Wilson bound of a window's rate.
+fn rate_bound(k: u64, n: u64, bound: Bound, confidence: Confidence) -> Option<ConfidenceBound> {
+    let Confidence::Level(c) = confidence else {
+        return None;
+    };
+    let side = side_of(bound);
+    Some(ConfidenceBound {
+        confidence: c,
+        side,
+        value: (n > 0).then(|| confidence::wilson(k, n, confidence::z(c), side)),
+        n,
+        method: BoundMethod::Wilson,
+    })
+}
+
 struct WindowCheck {
     check: Check,
     enough: bool,
     observed: Option<f64>,
     bound: Bound,
+    /// The confidence bound to judge on, or `None` for the point estimate.
+    evidence: Option<ConfidenceBound>,
     unit: Unit,
     /// Spend checks name what they measured; other checks take it from the objective.
     subject: Subject,
@@ -1107,6 +1221,7 @@ struct FindingParts {
     subject: Option<Subject>,
     /// Overrides the window start (violations report the newest step only).
     window_start: Option<EpochMs>,
+    bound: Option<ConfidenceBound>,
 }
 
 struct Ctx<'a> {
@@ -1161,6 +1276,7 @@ impl Ctx<'_> {
             runbook: self.o.runbook.clone().or_else(|| spec.runbook.clone()),
             chart: None,
             drift: None,
+            bound: p.bound,
         }
     }
 
@@ -1230,6 +1346,8 @@ struct Standing {
     budget_consumed: Option<f64>,
     burn_rates: Vec<BurnRate>,
     drift: Option<crate::finding::DriftReport>,
+    /// Per-window thresholds: the confidence bound judged on.
+    bound: Option<ConfidenceBound>,
 }
 
 /// Rounds to 9 significant digits so floating noise never shows in findings.

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::confidence::{self, Side};
 use crate::session::EpochMs;
 use crate::spec::model::BurnRateTier;
 
@@ -48,17 +49,9 @@ impl Counts {
 /// z of a one-sided 95% bound.
 const Z_95: f64 = 1.644_853_626_951_472_2;
 
-/// Lower bound of the Wilson score interval for `k` successes out of `n`.
+/// Lower bound of the Wilson score interval for `k` successes out of `n`, one-sided 95%.
 pub fn wilson_lower(k: u64, n: u64) -> f64 {
-    if n == 0 {
-        return 0.0;
-    }
-    let (k, n) = (k as f64, n as f64);
-    let p = k / n;
-    let z2 = Z_95 * Z_95;
-    let centre = p + z2 / (2.0 * n);
-    let margin = Z_95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    ((centre - margin) / (1.0 + z2 / n)).max(0.0)
+    confidence::wilson(k, n, Z_95, Side::Lower)
 }
 
 /// The bucket of the SLI timelines: the gcd of the window step and every tier's long and short

@@ -8,7 +8,7 @@
 
 use super::diagnostic::{Diagnostic, Level, did_you_mean, one_of};
 use super::model::{
-    Alerting, BoolSignal, Bound, BurnRateTier, Dimension, DriftSpec, FallbackSpec,
+    Alerting, BoolSignal, Bound, BurnRateTier, Confidence, Dimension, DriftSpec, FallbackSpec,
     FalseAlarmBudget, KeyField, LatePolicy, NumericField, Objective, ObjectiveKind, PiiRule,
     PiiSpec, Selector, SessionFilter, Severity, Spec, SpendSpec, ToolsSpec, WindowSpec,
 };
@@ -139,6 +139,7 @@ const OBJECTIVE_COMMON_KEYS: &[&str] = &[
     "severity",
     "zeroTolerance",
     "target",
+    "confidence",
 ];
 const RATIO_KEYS: &[&str] = &["good"];
 const GOOD_KEYS: &[&str] = &["status", "maxDuration"];
@@ -310,7 +311,14 @@ impl<'n> Fields<'n> {
 
 /// Where a key that is unknown in one mapping belongs instead (for hints).
 fn home_of(key: &str, here: &str) -> Option<String> {
-    let objective_level = ["target", "dimension", "severity", "zeroTolerance", "name"];
+    let objective_level = [
+        "target",
+        "dimension",
+        "severity",
+        "zeroTolerance",
+        "name",
+        "confidence",
+    ];
     if objective_level.contains(&key) && OBJECTIVE_KINDS.contains(&here) {
         return Some(format!(
             "`{key}` belongs to the objective itself, next to `name`, not inside `{here}`"
@@ -1859,7 +1867,35 @@ fn decode_objective(
         );
     }
 
-    let (kind, field) = decode_kind(ctx, &kind_key, kind_node, &kp, target, spans);
+    let confidence = match f.get("confidence") {
+        None => Some(Confidence::DEFAULT),
+        Some(x) if matches!(kind_key.as_str(), "percentile" | "mean" | "rate") => {
+            decode_confidence(ctx, x, &f.path("confidence"))
+        }
+        Some(x) => {
+            let loc = ctx.loc(x);
+            ctx.error(
+                loc,
+                &f.path("confidence"),
+                format!("`confidence` does not apply to a `{kind_key}` objective"),
+                Some(
+                    "only per-window thresholds (`percentile`, `mean`, `rate`) are judged with a confidence bound; remove it"
+                        .into(),
+                ),
+            );
+            None
+        }
+    };
+
+    let (kind, field) = decode_kind(
+        ctx,
+        &kind_key,
+        kind_node,
+        &kp,
+        target,
+        confidence.unwrap_or(Confidence::DEFAULT),
+        spans,
+    );
 
     let dimension = match dimension_node {
         Some(x) => {
@@ -1910,15 +1946,16 @@ fn decode_kind(
     n: &SNode,
     path: &str,
     target: Option<f64>,
+    confidence: Confidence,
     spans: &mut ObjectiveSpans,
 ) -> (Option<ObjectiveKind>, Option<NumericField>) {
     let target = target.unwrap_or(0.0);
     match kind {
         "ratio" => (decode_ratio(ctx, n, path, target), None),
         "latency" => decode_latency(ctx, n, path, target),
-        "percentile" => decode_percentile(ctx, n, path, spans),
-        "mean" => decode_mean(ctx, n, path),
-        "rate" => (decode_rate(ctx, n, path), None),
+        "percentile" => decode_percentile(ctx, n, path, confidence, spans),
+        "mean" => decode_mean(ctx, n, path, confidence),
+        "rate" => (decode_rate(ctx, n, path, confidence), None),
         "spend" => (decode_spend(ctx, n, path).map(ObjectiveKind::Spend), None),
         "pii" => (decode_pii(ctx, n, path).map(ObjectiveKind::Pii), None),
         "tools" => (decode_tools(ctx, n, path).map(ObjectiveKind::Tools), None),
@@ -2132,6 +2169,7 @@ fn decode_percentile(
     ctx: &mut Ctx<'_>,
     n: &SNode,
     path: &str,
+    confidence: Confidence,
     spans: &mut ObjectiveSpans,
 ) -> (Option<ObjectiveKind>, Option<NumericField>) {
     let Some(f) = ctx.fields(
@@ -2165,6 +2203,7 @@ fn decode_percentile(
             field: fld.clone(),
             p,
             bound,
+            confidence,
         }),
         _ => None,
     };
@@ -2204,6 +2243,7 @@ fn decode_mean(
     ctx: &mut Ctx<'_>,
     n: &SNode,
     path: &str,
+    confidence: Confidence,
 ) -> (Option<ObjectiveKind>, Option<NumericField>) {
     let Some(f) = ctx.fields(
         n,
@@ -2225,10 +2265,87 @@ fn decode_mean(
         (Some(fld), Some(bound)) => Some(ObjectiveKind::Mean {
             field: fld.clone(),
             bound,
+            confidence,
         }),
         _ => None,
     };
     (kind, field)
+}
+
+/// The valid forms of `confidence`, for diagnostics.
+const CONFIDENCE_FORMS: &str =
+    "`none`, or a level like `95%`, `0.95` or `99.9%` (at least 50%, below 100%)";
+
+/// An objective's `confidence`: `none` or a fraction in `[50%, 100%)`.
+fn decode_confidence(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<Confidence> {
+    let expected = format!("a confidence: {CONFIDENCE_FORMS}");
+    match &n.value {
+        Node::Str(s) if s.trim() == "none" => return Some(Confidence::PointEstimate),
+        Node::Str(s) if s.trim().eq_ignore_ascii_case("none") => {
+            let loc = ctx.loc(n);
+            ctx.error(
+                loc,
+                path,
+                format!("unknown confidence `{s}`"),
+                Some("write `none` (lower case)".into()),
+            );
+            return None;
+        }
+        Node::Int(_) | Node::Float(_) => {
+            let v = match n.value {
+                Node::Int(i) => i as f64,
+                Node::Float(f) => f,
+                _ => unreachable!(),
+            };
+            if (0.5..1.0).contains(&v) {
+                return Some(Confidence::Level(v));
+            }
+            let loc = ctx.loc(n);
+            let shown = fmt_num(v);
+            if (50.0..100.0).contains(&v) {
+                ctx.error(
+                    loc,
+                    path,
+                    format!("`{shown}` is ambiguous as a confidence"),
+                    Some(format!("write `{shown}%` or `{}`", fmt_num(v / 100.0))),
+                );
+            } else {
+                ctx.error(
+                    loc,
+                    path,
+                    format!("confidence must be at least 50% and below 100%, found `{shown}`"),
+                    Some(format!("valid: {CONFIDENCE_FORMS}")),
+                );
+            }
+            return None;
+        }
+        // `95%`, and what `fraction` explains best (`"0.95"`, `150%`).
+        Node::Str(s) if s.trim().trim_end_matches('%').trim().parse::<f64>().is_ok() => {}
+        _ => {
+            ctx.type_error(n, path, &expected, None);
+            return None;
+        }
+    }
+    let v = ctx.fraction(n, path)?;
+    if !(0.5..1.0).contains(&v) {
+        let loc = ctx.loc(n);
+        let why = if v >= 1.0 {
+            "100% confidence would need infinite evidence: nothing could ever breach"
+        } else {
+            "below 50% the bound lies on the unfavourable side of the estimate: chance alone would breach more often than the point estimate"
+        };
+        ctx.error(
+            loc,
+            path,
+            format!(
+                "confidence must be at least 50% and below 100%, found `{}`",
+                pct(v)
+            ),
+            Some(format!("{why}; valid: {CONFIDENCE_FORMS}")),
+        );
+        return None;
+    }
+    Some(Confidence::Level(v))
 }
 
 fn bool_signal(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<BoolSignal> {
@@ -2254,7 +2371,12 @@ fn bool_signal(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<BoolSignal> {
     None
 }
 
-fn decode_rate(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<ObjectiveKind> {
+fn decode_rate(
+    ctx: &mut Ctx<'_>,
+    n: &SNode,
+    path: &str,
+    confidence: Confidence,
+) -> Option<ObjectiveKind> {
     let f = ctx.fields(
         n,
         path,
@@ -2269,6 +2391,7 @@ fn decode_rate(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<ObjectiveKind
     Some(ObjectiveKind::Rate {
         of: of?,
         bound: bound?,
+        confidence,
     })
 }
 

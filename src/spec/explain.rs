@@ -9,9 +9,10 @@
 use super::decode::pct;
 use super::lint::{fmt_factor, max_burn_rate};
 use super::model::{
-    BoolSignal, Bound, Dimension, KeyField, LatePolicy, NumericField, Objective, ObjectiveKind,
-    Severity, Spec,
+    BoolSignal, Bound, Confidence, Dimension, KeyField, LatePolicy, NumericField, Objective,
+    ObjectiveKind, Severity, Spec,
 };
+use crate::confidence::{self, Side};
 use crate::duration::format_duration_ms;
 use std::fmt::Write;
 
@@ -202,27 +203,43 @@ fn describe(spec: &Spec, o: &Objective) -> Vec<String> {
             ));
             s.push(budget_sentence(*target, &period));
         }
-        ObjectiveKind::Percentile { field, p, bound: b } => {
+        ObjectiveKind::Percentile {
+            field,
+            p,
+            bound: b,
+            confidence,
+        } => {
             s.push(format!(
                 "In every window, the {} percentile of session {} must be {}.",
                 ordinal(*p),
                 field_name(field),
                 bound(*b, |v| field_value(field, v))
             ));
+            s.push(percentile_judgement(spec, field, *p, *b, *confidence));
         }
-        ObjectiveKind::Mean { field, bound: b } => {
+        ObjectiveKind::Mean {
+            field,
+            bound: b,
+            confidence,
+        } => {
             s.push(format!(
                 "In every window, the mean {} per session must be {}.",
                 field_name(field),
                 bound(*b, |v| field_value(field, v))
             ));
+            s.push(mean_judgement(spec, field, *b, *confidence));
         }
-        ObjectiveKind::Rate { of, bound: b } => {
+        ObjectiveKind::Rate {
+            of,
+            bound: b,
+            confidence,
+        } => {
             s.push(format!(
                 "In every window, the share of sessions {} must be {}.",
                 signal(of),
                 bound(*b, pct)
             ));
+            s.push(rate_judgement(spec, *b, *confidence));
         }
         ObjectiveKind::Spend(sp) => {
             if let Some(v) = sp.per_session_soft_usd {
@@ -367,6 +384,134 @@ fn describe(spec: &Spec, o: &Objective) -> Vec<String> {
         s.push(format!("Drift is a {} finding.", severity(o.severity)));
     }
     s
+}
+
+const POINT_ESTIMATE: &str = "Judged on the window's point estimate (`confidence: none`): chance alone breaches now and then, more often the fewer sessions a window has.";
+
+/// Window sizes to give examples at: `minSessions` and ten times that.
+fn example_sizes(spec: &Spec) -> [u64; 2] {
+    let n = spec.min_sessions.max(1);
+    [n, 10 * n]
+}
+
+fn sessions(n: u64) -> String {
+    if n == 1 {
+        "1 session".into()
+    } else {
+        format!("{n} sessions")
+    }
+}
+
+/// How a percentile objective is judged, with the counts it takes at two window sizes.
+fn percentile_judgement(
+    spec: &Spec,
+    field: &NumericField,
+    p: f64,
+    b: Bound,
+    confidence: Confidence,
+) -> String {
+    let Confidence::Level(c) = confidence else {
+        return POINT_ESTIMATE.into();
+    };
+    let q = p / 100.0;
+    let (side, word, limit) = match b {
+        Bound::Max(v) => (Side::Lower, "above", v),
+        Bound::Min(v) => (Side::Upper, "below", v),
+    };
+    let limit = field_value(field, limit);
+    let [small, large] = example_sizes(spec);
+    // Sessions that must lie beyond the limit: with the bound X(k), `n − k + 1` above it (a
+    // max) or `k` below it (a min); the point estimate is the sketch's rank ⌊q(n − 1)⌋ + 1.
+    let beyond = |n: u64, k: u64| match side {
+        Side::Lower => n - k + 1,
+        Side::Upper => k,
+    };
+    let needed = |n: u64| {
+        let point = beyond(n, (q * (n - 1) as f64).floor() as u64 + 1);
+        match confidence::order_statistic_rank(n, q, c, side) {
+            Some(k) => format!(
+                "with {} at least {} must have a {} {word} {limit} (the point estimate alone: {point})",
+                sessions(n),
+                beyond(n, k),
+                field_name(field)
+            ),
+            None => format!("with {} no window can breach", sessions(n)),
+        }
+    };
+    format!(
+        "A window breaches only when we are {} sure its true {} percentile is {word} {limit} (a distribution-free bound from the binomial distribution): {}; {}. At the limit itself a window alarms by chance at most {} of the time.",
+        pct(c),
+        ordinal(p),
+        needed(small),
+        needed(large),
+        pct(1.0 - c)
+    )
+}
+
+/// How a rate objective is judged, with the counts it takes at two window sizes.
+fn rate_judgement(spec: &Spec, b: Bound, confidence: Confidence) -> String {
+    let Confidence::Level(c) = confidence else {
+        return POINT_ESTIMATE.into();
+    };
+    let z = confidence::z(c);
+    let needed = |n: u64| {
+        // The fewest (max) or most (min) sessions with the signal that breach, by the Wilson
+        // bound and by the point estimate.
+        let (bound_k, point_k, word) = match b {
+            Bound::Max(t) => (
+                (0..=n).find(|&k| confidence::wilson(k, n, z, Side::Lower) > t),
+                (0..=n).find(|&k| k as f64 / n as f64 > t),
+                "at least",
+            ),
+            Bound::Min(t) => (
+                (0..=n)
+                    .rev()
+                    .find(|&k| confidence::wilson(k, n, z, Side::Upper) < t),
+                (0..=n).rev().find(|&k| (k as f64 / n as f64) < t),
+                "at most",
+            ),
+        };
+        match (bound_k, point_k) {
+            (Some(k), Some(pk)) => format!(
+                "with {} it takes {word} {k} such sessions (the point estimate alone: {pk})",
+                sessions(n)
+            ),
+            _ => format!("with {} no window can breach", sessions(n)),
+        }
+    };
+    let [small, large] = example_sizes(spec);
+    let (word, t) = match b {
+        Bound::Max(t) => ("above", t),
+        Bound::Min(t) => ("below", t),
+    };
+    format!(
+        "A window breaches only when we are {} sure the true share is {word} {} (Wilson score bound): {}; {}. At the limit itself a window alarms by chance at most about {} of the time.",
+        pct(c),
+        pct(t),
+        needed(small),
+        needed(large),
+        pct(1.0 - c)
+    )
+}
+
+/// How a mean objective is judged.
+fn mean_judgement(spec: &Spec, field: &NumericField, b: Bound, confidence: Confidence) -> String {
+    let Confidence::Level(c) = confidence else {
+        return POINT_ESTIMATE.into();
+    };
+    let n = spec.min_sessions.max(2);
+    let (word, t, formula) = match b {
+        Bound::Max(t) => ("above", t, "mean − t·s/√n"),
+        Bound::Min(t) => ("below", t, "mean + t·s/√n"),
+    };
+    format!(
+        "A window breaches only when we are {} sure the true mean is {word} {}: the one-sided Student t bound {formula} (s the window's standard deviation, n its sessions; t = {} at {}) must be {word} it. At the limit itself a window alarms by chance at most about {} of the time.",
+        pct(c),
+        field_value(field, t),
+        num(confidence::t_quantile(c, n - 1)),
+        sessions(n),
+        pct(1.0 - c)
+    )
 }
 
 fn budget_sentence(target: f64, period: &str) -> String {

@@ -145,11 +145,20 @@ pub enum ObjectiveKind {
         field: NumericField,
         p: f64,
         bound: Bound,
+        confidence: Confidence,
     },
     /// `mean: {field, max|min}`: the window's mean of the field must stay within bound.
-    Mean { field: NumericField, bound: Bound },
+    Mean {
+        field: NumericField,
+        bound: Bound,
+        confidence: Confidence,
+    },
     /// `rate: {of, max|min}`: the share of sessions where a boolean signal holds.
-    Rate { of: BoolSignal, bound: Bound },
+    Rate {
+        of: BoolSignal,
+        bound: Bound,
+        confidence: Confidence,
+    },
     /// `spend: {...}`: cost governance.
     Spend(SpendSpec),
     /// `pii: {...}`: which handling of personal data is allowed for which destination.
@@ -160,6 +169,24 @@ pub enum ObjectiveKind {
     Fallback(FallbackSpec),
     /// `drift: {...}`: behavioural drift against a baseline (evaluated by the drift engine).
     Drift(DriftSpec),
+}
+
+/// How a per-window threshold (`percentile`, `mean`, `rate`) is judged: the objective's
+/// `confidence`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Confidence {
+    /// `confidence: none`: the window's point estimate is compared with the bound, so chance
+    /// alone breaches now and then (slawatch before the confidence bound existed).
+    PointEstimate,
+    /// `confidence: 95%` (the default): a breach needs the one-sided confidence bound at this
+    /// level — the side favourable to the service — outside the bound. In `[0.5, 1)`.
+    Level(f64),
+}
+
+impl Confidence {
+    /// The default of every per-window threshold: 95%.
+    pub const DEFAULT: Confidence = Confidence::Level(0.95);
 }
 
 /// An upper or lower bound.

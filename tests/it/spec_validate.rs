@@ -235,9 +235,14 @@ fn shipped_support_bot_spec_values() {
         other => panic!("fast-enough is {other:?}"),
     }
     match by_name("refusals") {
-        ObjectiveKind::Rate { of, bound } => {
+        ObjectiveKind::Rate {
+            of,
+            bound,
+            confidence,
+        } => {
             assert_eq!(*of, spec::BoolSignal::Refusal);
             assert_eq!(*bound, spec::Bound::Max(0.05));
+            assert_eq!(*confidence, spec::Confidence::DEFAULT);
         }
         other => panic!("refusals is {other:?}"),
     }
@@ -336,7 +341,8 @@ fn fractions_and_durations() {
             ObjectiveKind::Percentile {
                 field: spec::NumericField::DurationMs,
                 p: 99.0,
-                bound: spec::Bound::Max(want_max)
+                bound: spec::Bound::Max(want_max),
+                confidence: spec::Confidence::Level(0.95),
             }
         );
     }
@@ -346,6 +352,69 @@ fn fractions_and_durations() {
         assert!(specs.is_empty(), "target {bad} was accepted");
         assert_eq!(diags.len(), 1, "{}", spec::render_all(&diags));
     }
+}
+
+/// Issue 10 item 9: a per-window threshold is judged with a confidence bound, 95% unless the
+/// objective says otherwise; `none` is the point estimate of before.
+#[test]
+fn confidence_of_per_window_thresholds() {
+    let with = |extra: &str| {
+        MINIMAL.to_owned()
+            + &format!("    - {{name: p99, percentile: {{p: 99, max: 20s}}{extra}}}\n")
+            + &format!("    - {{name: refusals, rate: {{of: quality.refusal, max: 3%}}{extra}}}\n")
+            + &format!("    - {{name: quality, mean: {{field: quality.score, min: 0.7}}{extra}}}\n")
+    };
+    let confidences = |s: &Spec| -> Vec<spec::Confidence> {
+        s.objectives[1..]
+            .iter()
+            .map(|o| match &o.kind {
+                ObjectiveKind::Percentile { confidence, .. }
+                | ObjectiveKind::Rate { confidence, .. }
+                | ObjectiveKind::Mean { confidence, .. } => *confidence,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    for (extra, want) in [
+        ("", spec::Confidence::Level(0.95)),
+        (", confidence: 95%", spec::Confidence::Level(0.95)),
+        (", confidence: 0.95", spec::Confidence::Level(0.95)),
+        // As every percentage: 99.9 / 100 (which is 0.9990000000000001 in f64).
+        (", confidence: 99.9%", spec::Confidence::Level(99.9 / 100.0)),
+        (", confidence: 50%", spec::Confidence::Level(0.5)),
+        (", confidence: none", spec::Confidence::PointEstimate),
+    ] {
+        let (specs, diags) = spec::parse_str(&with(extra), "t.yaml");
+        assert!(diags.is_empty(), "{extra}: {}", spec::render_all(&diags));
+        assert_eq!(confidences(&specs[0]), [want; 3], "{extra}");
+    }
+    // Every bad form is an error at the value, saying what would be valid.
+    for bad in [
+        "95", "1", "100%", "40%", "'0.95'", "high", "None", "true", "[95%]", "null",
+    ] {
+        let src = MINIMAL.to_owned()
+            + &format!("    - {{name: p99, percentile: {{p: 99, max: 20s}}, confidence: {bad}}}\n");
+        let (specs, diags) = spec::parse_str(&src, "t.yaml");
+        assert!(specs.is_empty(), "confidence {bad} was accepted");
+        assert_eq!(diags.len(), 1, "{bad}: {}", spec::render_all(&diags));
+        let d = &diags[0];
+        assert_eq!(d.path, "spec.objectives[1].confidence", "{bad}");
+        assert_eq!((d.line, d.col), (8, 62), "{bad}");
+        let text = spec::render_all(&diags);
+        assert!(
+            text.contains("`95%`") || text.contains("`0.95`") || text.contains("`none`"),
+            "{bad}: no valid form in {text}"
+        );
+    }
+    // Only per-window thresholds have one.
+    let src = MINIMAL.replace("target: 99%}", "target: 99%, confidence: 95%}");
+    let (specs, diags) = spec::parse_str(&src, "t.yaml");
+    assert!(specs.is_empty());
+    assert!(
+        spec::render_all(&diags).contains("`confidence` does not apply to a `ratio` objective"),
+        "{}",
+        spec::render_all(&diags)
+    );
 }
 
 #[test]

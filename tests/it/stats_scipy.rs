@@ -664,3 +664,100 @@ fn chisquare_goodness_of_fit_matches_scipy() {
     }
     m.finish("scipy.stats.chisquare", cs.len());
 }
+
+/// The confidence bounds of per-window thresholds (`slawatch::confidence`) against
+/// `tests/data/confidence_reference.json` (`scripts/confidence_reference.py`: scipy's binomial
+/// CDF and t quantile, statsmodels' Wilson interval). Ranks must be equal; t and Wilson agree
+/// to 1e-9 relative.
+mod confidence_bounds {
+    use serde_json::Value;
+    use slawatch::confidence::{self, Side};
+
+    const REFERENCE: &str = include_str!("../data/confidence_reference.json");
+
+    fn section(name: &str) -> Vec<Value> {
+        let doc: Value = serde_json::from_str(REFERENCE).expect("valid JSON");
+        let v = doc[name].as_array().expect("section").clone();
+        assert!(!v.is_empty(), "section {name} is empty");
+        v
+    }
+
+    fn side(v: &Value) -> Side {
+        match v.as_str() {
+            Some("lower") => Side::Lower,
+            Some("upper") => Side::Upper,
+            other => panic!("bad side {other:?}"),
+        }
+    }
+
+    fn close(got: f64, want: f64) -> bool {
+        (got - want).abs() <= 1e-12 + 1e-9 * want.abs()
+    }
+
+    #[test]
+    fn order_statistic_ranks_equal_scipy_binomial() {
+        let mut bad = Vec::new();
+        let cases = section("order_statistic");
+        for c in &cases {
+            let n = c["n"].as_u64().unwrap();
+            let q = c["q"].as_f64().unwrap();
+            let conf = c["confidence"].as_f64().unwrap();
+            let want = c["k"].as_u64();
+            let got = confidence::order_statistic_rank(n, q, conf, side(&c["side"]));
+            if got != want {
+                bad.push(format!("{c}: got {got:?}"));
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} of {} differ:\n{}",
+            bad.len(),
+            cases.len(),
+            bad.join("\n")
+        );
+    }
+
+    #[test]
+    fn t_quantiles_equal_scipy() {
+        let mut bad = Vec::new();
+        for c in section("t") {
+            let conf = c["confidence"].as_f64().unwrap();
+            let df = c["df"].as_u64().unwrap();
+            let want = c["t"].as_f64().unwrap();
+            let got = confidence::t_quantile(conf, df);
+            if !close(got, want) {
+                bad.push(format!("t.ppf({conf}, {df}) = {want}, got {got}"));
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn wilson_bounds_equal_statsmodels() {
+        let mut bad = Vec::new();
+        for c in section("wilson") {
+            let (k, n) = (c["k"].as_u64().unwrap(), c["n"].as_u64().unwrap());
+            let z = confidence::z(c["confidence"].as_f64().unwrap());
+            for (s, key) in [(Side::Lower, "lower"), (Side::Upper, "upper")] {
+                let want = c[key].as_f64().unwrap();
+                let got = confidence::wilson(k, n, z, s);
+                if !close(got, want) {
+                    bad.push(format!("{c} {key}: got {got}"));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    #[test]
+    fn t_bound_of_a_small_sample_equals_the_textbook_formula() {
+        // 2, 4, 4, 4, 5, 5, 7, 9: mean 5, s = √(32/7); t(0.95, 7) = 1.894578605 (scipy).
+        let xs = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
+        let (sum, sq): (f64, f64) = (xs.iter().sum(), xs.iter().map(|x| x * x).sum());
+        let b = confidence::t_bound(8, sum, sq, 0.95, Side::Lower).unwrap();
+        let se = (32.0f64 / 7.0 / 8.0).sqrt();
+        assert!(close(b.std_error, se), "{b:?}");
+        assert!(close(b.value, 5.0 - 1.894_578_605_4 * se), "{b:?}");
+        assert!(confidence::t_bound(1, 3.0, 9.0, 0.95, Side::Upper).is_none());
+    }
+}
