@@ -720,7 +720,7 @@ impl SpecRuntime {
                 judged
             }
             ObjectiveKind::Percentile { field, p, bound } => {
-                let Some(m) = om.quantiles else { return None };
+                let m = om.quantiles?;
                 let MeasureState::Quantiles(q) = &w.summary.states[m] else {
                     unreachable!()
                 };
@@ -738,7 +738,7 @@ impl SpecRuntime {
                 )
             }
             ObjectiveKind::Mean { field, bound } => {
-                let Some(m) = om.sum else { return None };
+                let m = om.sum?;
                 let (count, sum) = w.summary.states[m].sum().expect("sum state");
                 self.window_check(
                     &ctx,
@@ -754,7 +754,7 @@ impl SpecRuntime {
                 )
             }
             ObjectiveKind::Rate { bound, .. } => {
-                let Some(m) = om.ratio else { return None };
+                let m = om.ratio?;
                 let (good, total) = ratio(&w.summary, m);
                 self.window_check(
                     &ctx,
@@ -834,7 +834,7 @@ impl SpecRuntime {
                 judged
             }
             ObjectiveKind::Pii(_) | ObjectiveKind::Tools(_) => {
-                let Some(m) = om.violations else { return None };
+                let m = om.violations?;
                 let severity = if o.zero_tolerance {
                     Severity::Page
                 } else {
