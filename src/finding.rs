@@ -554,6 +554,18 @@ pub struct Clear {
     pub bound: Option<ConfidenceBound>,
 }
 
+/// A key's newest session, as known when its windows close: how the alert engine learns that
+/// a key (agent × `keyBy`, e.g. a prompt version on a model) stopped receiving sessions, and
+/// which other key of the same agent took its traffic. Event time only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSession {
+    pub spec: String,
+    /// The window key: agent plus `keyBy` fields.
+    pub key: Vec<(String, String)>,
+    /// Event time of the key's newest session.
+    pub at: EpochMs,
+}
+
 impl Finding {
     /// The deterministic id of a finding with these coordinates.
     /// The window bounds enter the hash as their RFC 3339 text and the check as its wire

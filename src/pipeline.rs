@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Catalog;
 use crate::drift::baseline::Baseline;
 use crate::evaluate::{RuntimeState, SpecRuntime};
-use crate::finding::{Clear, Finding};
+use crate::finding::{Clear, Finding, LastSession};
 use crate::history::{Delta, History, HistoryState};
 use crate::ingest::decode::{Decoder, RejectReason};
 use crate::ingest::{Dedupe, IngestStats, Position, RawRecord};
@@ -421,6 +421,15 @@ impl Pipeline {
         self.runtimes
             .iter_mut()
             .flat_map(SpecRuntime::drain_clears)
+            .collect()
+    }
+
+    /// Takes the newest session of every key whose windows closed since the last call, for
+    /// the alert engine (see [`SpecRuntime::drain_last_sessions`]).
+    pub fn drain_last_sessions(&mut self) -> Vec<LastSession> {
+        self.runtimes
+            .iter_mut()
+            .flat_map(SpecRuntime::drain_last_sessions)
             .collect()
     }
 

@@ -30,7 +30,7 @@ use super::incident::{
 };
 use super::policy::{Audience, Policy};
 use super::render;
-use crate::finding::{Clear, Finding};
+use crate::finding::{Clear, Finding, LastSession};
 use crate::session::EpochMs;
 use crate::spec::model::Spec;
 use crate::store::Store;
@@ -482,6 +482,12 @@ impl AlertService {
     /// Feeds a clear from the pipeline.
     pub fn on_clear(&mut self, c: &Clear) {
         self.engine.on_clear(c);
+        self.dirty = true;
+    }
+
+    /// Feeds a key's newest session from the pipeline (see [`AlertEngine::on_last_session`]).
+    pub fn on_last_session(&mut self, s: &LastSession) {
+        self.engine.on_last_session(s);
         self.dirty = true;
     }
 

@@ -12,7 +12,9 @@
 //! - incidents that join later are announced at most every `groupInterval`;
 //! - a group that keeps firing is re-sent every `repeatInterval`;
 //! - an incident resolves after `keepFiringFor` without a breach (default: the first clean
-//!   window); once every incident of a group is resolved and the group has stayed clean for
+//!   window), or after `noDataTimeout` without a session on its key (a replaced prompt
+//!   version, a retired model: [`NoData`] says since when, and which newer key of the same
+//!   agent took the traffic); once every incident of a group is resolved and the group has stayed clean for
 //!   `cooldown`, a resolved notice closes the thread. A re-breach inside the cooldown continues
 //!   the same thread without a fresh mail until `repeatInterval` — a flapping objective gets one
 //!   mail, its repeats, and one resolved notice;
@@ -31,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::policy::{Audience, Labels, Matcher, Policy, dimension_name, severity_name};
-use crate::finding::{Check, Clear, Finding, Verdict};
+use crate::finding::{Check, Clear, Finding, LastSession, Verdict};
 use crate::session::EpochMs;
 use crate::spec::model::{Dimension, Severity, Spec};
 
@@ -238,6 +240,9 @@ pub struct Incident {
     pub latest: Finding,
     /// The worst breach finding (furthest from target).
     pub peak: Finding,
+    /// Set when it resolved because its key had no sessions for `noDataTimeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<NoData>,
 }
 
 impl Incident {
@@ -245,6 +250,21 @@ impl Incident {
         self.status != IncidentStatus::Resolved
     }
 }
+
+/// Why an incident resolved without a clean window: its key stopped receiving sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoData {
+    /// Event time of the key's newest session.
+    pub last_session: EpochMs,
+    /// The key of the same agent that has had sessions since and still has (a newer prompt
+    /// version and/or model), as the fields that differ from this key — e.g.
+    /// `[("prompt_version", "sp-v2")]`; `None` when no such key is live.
+    pub superseded_by: Option<Vec<(String, String)>>,
+}
+
+/// Key fields that name a *version* of an agent: a key that differs from another of the same
+/// agent only in these replaces it.
+const VERSION_FIELDS: [&str; 3] = ["prompt_version", "model", "provider"];
 
 /// The stakeholder side of a group episode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -411,6 +431,10 @@ pub struct IncidentView {
     pub latest: Finding,
     /// The worst breach finding.
     pub peak: Finding,
+    /// Resolved because its key had no sessions for `noDataTimeout`: since when, and what
+    /// replaced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<NoData>,
 }
 
 /// Error budget and projection of the group's headline incident (SLO objectives).
@@ -514,6 +538,10 @@ pub struct EngineState {
     pub groups: BTreeMap<String, Group>,
     /// Silences in force or to come.
     pub silences: Vec<Silence>,
+    /// Newest session per spec and key ([`AlertEngine::on_last_session`]), by
+    /// `spec␟key label`: which keys still receive sessions.
+    #[serde(default)]
+    pub last_sessions: BTreeMap<String, LastSession>,
     /// Emitted, not yet taken by [`AlertEngine::advance`].
     pub outbox: Vec<Notification>,
     /// Counters.
@@ -529,6 +557,7 @@ impl Default for EngineState {
             incidents: BTreeMap::new(),
             groups: BTreeMap::new(),
             silences: Vec::new(),
+            last_sessions: BTreeMap::new(),
             outbox: Vec::new(),
             stats: EngineStats::default(),
         }
@@ -551,6 +580,20 @@ fn thread_id(group: &GroupKey, opened_at: EpochMs) -> String {
         severity_name(group.severity)
     );
     format!("{:032x}", xxh3_128(s.as_bytes()))
+}
+
+/// The [`EngineState::last_sessions`] id of a spec's key.
+fn seen_id(spec: &str, key: &[(String, String)]) -> String {
+    let mut s = format!("{spec}\u{1f}");
+    for (i, (k, v)) in key.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(k);
+        s.push('=');
+        s.push_str(v);
+    }
+    s
 }
 
 fn notification_id(thread: &str, audience: Audience, seq: u32, kind: NotificationKind) -> String {
@@ -677,6 +720,7 @@ impl AlertEngine {
                 if inc.status == IncidentStatus::Resolved {
                     inc.status = IncidentStatus::Pending;
                     inc.resolved_at = None;
+                    inc.no_data = None;
                     inc.reopened += 1;
                     inc.active_since = end;
                 }
@@ -737,6 +781,7 @@ impl AlertEngine {
                     zero_tolerance: is_zero_tolerance(f),
                     latest: f.clone(),
                     peak: f.clone(),
+                    no_data: None,
                 };
                 self.state.incidents.insert(id.clone(), inc);
                 self.join_group(&ik, f.severity, f.dimension, &id);
@@ -751,6 +796,123 @@ impl AlertEngine {
         self.tick(end - 1);
         self.state.stats.clears += 1;
         self.apply_clean(&IncidentKey::of_clear(c), end);
+    }
+
+    /// Notes a key's newest session (reported as its windows close). Moves no time: an
+    /// incident whose key has had no session for `noDataTimeout` resolves when event time
+    /// passes that point, so feed these before the findings of the same windows.
+    pub fn on_last_session(&mut self, s: &LastSession) {
+        match self.state.last_sessions.get_mut(&seen_id(&s.spec, &s.key)) {
+            Some(e) => e.at = e.at.max(s.at),
+            None => {
+                self.state
+                    .last_sessions
+                    .insert(seen_id(&s.spec, &s.key), s.clone());
+            }
+        }
+    }
+
+    /// How long a key of `spec` may go without sessions before its incidents resolve.
+    fn no_data_timeout(&self, spec: &str) -> Option<i64> {
+        let s = self.specs.get(spec)?;
+        Some(self.policy.timing.no_data_timeout_for(s.window.0))
+    }
+
+    /// The live key of the same spec and agent that has had sessions after `gone`'s newest
+    /// one and differs from it only in version fields (prompt version, model, provider): the
+    /// fields that differ. The newest such key wins (ties: the first in key order).
+    fn successor(
+        &self,
+        gone: &LastSession,
+        now: EpochMs,
+        timeout: i64,
+    ) -> Option<Vec<(String, String)>> {
+        let is_version = |k: &str| VERSION_FIELDS.contains(&k);
+        let same_except_versions = |other: &[(String, String)]| {
+            let rest = |key: &[(String, String)]| -> Vec<(String, String)> {
+                key.iter()
+                    .filter(|(k, _)| !is_version(k))
+                    .cloned()
+                    .collect()
+            };
+            rest(other) == rest(&gone.key)
+        };
+        let best = self
+            .state
+            .last_sessions
+            .values()
+            .filter(|o| {
+                o.spec == gone.spec
+                    && o.key != gone.key
+                    && o.at > gone.at
+                    && o.at + timeout > now
+                    && same_except_versions(&o.key)
+            })
+            .fold(None::<&LastSession>, |best, o| match best {
+                Some(b) if b.at >= o.at => Some(b),
+                _ => Some(o),
+            })?;
+        Some(
+            best.key
+                .iter()
+                .filter(|(k, v)| {
+                    is_version(k)
+                        && gone.key.iter().find(|(gk, _)| gk == k).map(|(_, gv)| gv) != Some(v)
+                })
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Resolves every active incident whose key has had no session for `noDataTimeout` at
+    /// `now`, saying since when and what replaced it; forgets keys nobody needs any more.
+    fn resolve_gone_keys(&mut self, now: EpochMs) {
+        let mut gone: Vec<(String, EpochMs, NoData)> = Vec::new();
+        for inc in self.state.incidents.values().filter(|i| i.is_active()) {
+            let Some(seen) = self
+                .state
+                .last_sessions
+                .get(&seen_id(&inc.key.spec, &inc.key.key))
+            else {
+                continue;
+            };
+            let Some(timeout) = self.no_data_timeout(&inc.key.spec) else {
+                continue;
+            };
+            let at = seen.at + timeout;
+            if now >= at {
+                let nd = NoData {
+                    last_session: seen.at,
+                    superseded_by: self.successor(seen, now, timeout),
+                };
+                gone.push((inc.id.clone(), at, nd));
+            }
+        }
+        for (id, at, nd) in gone {
+            let inc = self.state.incidents.get_mut(&id).expect("present");
+            inc.status = IncidentStatus::Resolved;
+            inc.resolved_at = Some(at.max(inc.last_breach));
+            // Verdicts of windows before the resolution are stale: only sessions after it
+            // (the key coming back) can open the incident again.
+            inc.last_event = inc.last_event.max(at);
+            inc.no_data = Some(nd);
+        }
+        // A key is remembered while an incident is about it, or while it could still be the
+        // live successor of another key (it had sessions within its timeout).
+        let wanted: BTreeSet<String> = self
+            .state
+            .incidents
+            .values()
+            .map(|i| seen_id(&i.key.spec, &i.key.key))
+            .collect();
+        let timeouts: BTreeMap<String, i64> = self
+            .specs
+            .keys()
+            .filter_map(|s| Some((s.clone(), self.no_data_timeout(s)?)))
+            .collect();
+        self.state.last_sessions.retain(|id, s| {
+            wanted.contains(id) || timeouts.get(&s.spec).is_some_and(|t| s.at + t > now)
+        });
     }
 
     /// Moves event time to `now` and returns every notification due by then, in order.
@@ -927,6 +1089,9 @@ impl AlertEngine {
                 inc.resolved_at = Some(clean.max(inc.last_breach + keep));
             }
         }
+        // No sessions on a key for noDataTimeout: its incidents end instead of reminding
+        // forever about a prompt version or model nobody runs any more.
+        self.resolve_gone_keys(now);
         let ids: Vec<String> = self.state.groups.keys().cloned().collect();
         for gid in ids {
             // Bounded: each step emits a mail or changes the thread; a handful per tick.
@@ -1327,6 +1492,7 @@ impl AlertEngine {
                 reopened: inc.reopened,
                 latest: inc.latest.clone(),
                 peak: inc.peak.clone(),
+                no_data: inc.no_data.clone(),
             });
         }
         out.sort_by(|a, b| {
@@ -1552,5 +1718,249 @@ impl ClearSynthesizer {
     pub fn restore(&mut self, open: Vec<(IncidentKey, EpochMs)>, current: Vec<(String, EpochMs)>) {
         self.open = open.into_iter().collect();
         self.current = current.into_iter().collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Issue 10, item 11 ("Incidents end"): a key without sessions stops reminding.
+    use super::*;
+
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 60 * MIN;
+    /// 2026-11-01T00:00:00Z
+    const T0: i64 = 1_793_491_200_000;
+
+    /// One-hour tumbling windows: without `noDataTimeout`, a key is gone after 3 h.
+    fn spec() -> Spec {
+        let yaml = "apiVersion: slawatch/v1\nkind: AgentSLA\nmetadata: {name: bot-prod}\n\
+                    spec:\n  selector: {agent: bot}\n  window: {size: 1h}\n  \
+                    alerting: {notify: [oncall]}\n  objectives:\n    \
+                    - {name: success, ratio: {good: {status: [success]}}, target: 99%}\n";
+        let (mut specs, diags) = crate::spec::parse_str(yaml, "test.yaml");
+        assert!(
+            !crate::spec::has_errors(&diags),
+            "{}",
+            crate::spec::render_all(&diags)
+        );
+        specs.remove(0)
+    }
+
+    fn key(prompt: &str) -> Vec<(String, String)> {
+        vec![
+            ("agent".into(), "bot".into()),
+            ("prompt_version".into(), prompt.into()),
+            ("model".into(), "m-2026-09".into()),
+        ]
+    }
+
+    /// A ticket breach of `success` on `prompt` for the hour ending at `end` (on-call mail
+    /// only: a ticket without a budget tells stakeholders nothing).
+    fn breach(prompt: &str, end: EpochMs) -> Finding {
+        let key = key(prompt);
+        let check = Check::Window;
+        Finding {
+            id: Finding::make_id("bot-prod", "success", check, &key, None, end - HOUR, end),
+            spec: "bot-prod".into(),
+            objective: "success".into(),
+            check,
+            dimension: Dimension::Availability,
+            verdict: Verdict::Breach,
+            severity: Severity::Ticket,
+            key,
+            segment: None,
+            window_start: end - HOUR,
+            window_end: end,
+            sessions: 200,
+            observed: 0.8,
+            comparator: crate::finding::Comparator::AtLeast,
+            target: 0.99,
+            unit: crate::finding::Unit::Ratio,
+            budget_consumed: None,
+            burn_rates: Vec::new(),
+            exemplars: Vec::new(),
+            details: Vec::new(),
+            subject: None,
+            message: String::new(),
+            runbook: None,
+            chart: None,
+            drift: None,
+            bound: None,
+        }
+    }
+
+    fn seen(prompt: &str, at: EpochMs) -> LastSession {
+        LastSession {
+            spec: "bot-prod".into(),
+            key: key(prompt),
+            at,
+        }
+    }
+
+    fn engine() -> AlertEngine {
+        AlertEngine::new(Arc::new(Policy::embedded()), &[spec()])
+    }
+
+    /// sp-v1 breaches in the first hour (last session at 00:50) and is announced.
+    fn failing_v1(e: &mut AlertEngine) -> Vec<Notification> {
+        e.on_last_session(&seen("sp-v1", T0 + 50 * MIN));
+        e.on_finding(&breach("sp-v1", T0 + HOUR));
+        e.advance(T0 + HOUR + MIN)
+    }
+
+    fn v1(e: &AlertEngine) -> &Incident {
+        e.incidents()
+            .find(|i| i.key.key == key("sp-v1"))
+            .expect("the sp-v1 incident")
+    }
+
+    #[test]
+    fn a_key_without_sessions_resolves_with_the_plain_reason() {
+        let mut e = engine();
+        let first = failing_v1(&mut e);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].kind, NotificationKind::Firing);
+        let last = T0 + 50 * MIN;
+        // Just before the default timeout (3 × the 1 h window): still firing.
+        assert!(e.advance(last + 3 * HOUR - 1).is_empty());
+        assert_eq!(v1(&e).status, IncidentStatus::Firing);
+        assert!(e.advance(last + 3 * HOUR).is_empty());
+        let inc = v1(&e);
+        assert_eq!(inc.status, IncidentStatus::Resolved);
+        assert_eq!(inc.resolved_at, Some(last + 3 * HOUR));
+        assert_eq!(
+            inc.no_data,
+            Some(NoData {
+                last_session: last,
+                superseded_by: None
+            })
+        );
+        // The resolved notice follows the cooldown, in the incident's thread, and says why;
+        // after it, a whole day brings nothing (before: a reminder every 4 h).
+        let mut later = Vec::new();
+        for h in 4..=28 {
+            later.extend(e.advance(last + h * HOUR));
+        }
+        assert_eq!(
+            later.len(),
+            1,
+            "{:#?}",
+            later.iter().map(|n| (n.kind, n.at)).collect::<Vec<_>>()
+        );
+        let n = &later[0];
+        assert_eq!(n.kind, NotificationKind::Resolved);
+        assert_eq!(n.thread_id, first[0].thread_id);
+        assert_eq!(n.in_reply_to.as_deref(), Some(first[0].message_id.as_str()));
+        assert_eq!(n.at, last + 3 * HOUR + e.policy().timing.cooldown_ms);
+        assert_eq!(
+            n.incidents[0].no_data,
+            Some(NoData {
+                last_session: last,
+                superseded_by: None
+            })
+        );
+        let text = crate::alerts::render::render(n, &e.policy().timing).text;
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            words.contains("no sessions since 2026-11-01 00:50 UTC."),
+            "{text}"
+        );
+        assert!(!text.contains("superseded"), "{text}");
+        assert!(e.incidents().next().is_none(), "the thread closed");
+    }
+
+    #[test]
+    fn a_key_with_sessions_again_before_the_timeout_is_not_resolved() {
+        let mut e = engine();
+        failing_v1(&mut e);
+        // Sessions again at 02:30 (windows of the quiet hours had none): the clock restarts.
+        e.on_last_session(&seen("sp-v1", T0 + 150 * MIN));
+        assert!(e.advance(T0 + 50 * MIN + 3 * HOUR).is_empty());
+        assert_eq!(v1(&e).status, IncidentStatus::Firing);
+        assert_eq!(v1(&e).no_data, None);
+        // Still firing, so it is reminded of (4 h after the first mail).
+        let reminders = e.advance(T0 + 150 * MIN + 3 * HOUR - 1);
+        assert_eq!(v1(&e).status, IncidentStatus::Firing);
+        assert!(reminders.iter().all(|n| n.kind == NotificationKind::Repeat));
+        e.advance(T0 + 150 * MIN + 3 * HOUR);
+        assert_eq!(v1(&e).status, IncidentStatus::Resolved);
+        assert_eq!(
+            v1(&e).no_data.as_ref().map(|n| n.last_session),
+            Some(T0 + 150 * MIN)
+        );
+    }
+
+    #[test]
+    fn a_newer_live_version_of_the_agent_supersedes_the_gone_key() {
+        let mut e = engine();
+        failing_v1(&mut e);
+        // sp-v3 ran before sp-v1 stopped (not newer); sp-v2 took over and still runs.
+        e.on_last_session(&seen("sp-v3", T0 + 40 * MIN));
+        for h in 1..=4 {
+            e.on_last_session(&seen("sp-v2", T0 + h * HOUR));
+            e.advance(T0 + h * HOUR);
+        }
+        let nd = v1(&e).no_data.clone().expect("resolved for lack of data");
+        assert_eq!(
+            nd.superseded_by,
+            Some(vec![("prompt_version".to_owned(), "sp-v2".to_owned())])
+        );
+        let n = e.advance(T0 + 5 * HOUR);
+        let text = crate::alerts::render::render(&n[0], &e.policy().timing).text;
+        let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            words.contains("no sessions since 2026-11-01 00:50 UTC; superseded by prompt sp-v2."),
+            "{text}"
+        );
+        // Another agent's or a gone key's sessions supersede nothing.
+        let other = LastSession {
+            spec: "bot-prod".into(),
+            key: vec![
+                ("agent".into(), "other-bot".into()),
+                ("prompt_version".into(), "sp-v9".into()),
+                ("model".into(), "m-2026-09".into()),
+            ],
+            at: T0 + 5 * HOUR,
+        };
+        e.on_last_session(&other);
+        assert_eq!(
+            e.successor(&seen("sp-v1", T0 + 50 * MIN), T0 + 20 * HOUR, 3 * HOUR),
+            None
+        );
+    }
+
+    #[test]
+    fn newest_sessions_survive_a_snapshot_and_restore() {
+        let mut e = engine();
+        failing_v1(&mut e);
+        e.on_last_session(&seen("sp-v2", T0 + 2 * HOUR));
+        e.advance(T0 + 2 * HOUR);
+        // What `AlertService` saves (JSON) and loads after a restart.
+        let saved = serde_json::to_vec(e.state()).unwrap();
+        let restored: EngineState = serde_json::from_slice(&saved).unwrap();
+        assert_eq!(&restored, e.state());
+        assert_eq!(restored.last_sessions.len(), 2);
+        let mut r = AlertEngine::with_state(Arc::new(Policy::embedded()), &[spec()], restored);
+        // Both run on the same way: the restored one resolves sp-v1 at the same instant, for
+        // the same reason, and mails the same notice.
+        r.on_last_session(&seen("sp-v2", T0 + 3 * HOUR));
+        e.on_last_session(&seen("sp-v2", T0 + 3 * HOUR));
+        let (a, b) = (e.advance(T0 + 5 * HOUR), r.advance(T0 + 5 * HOUR));
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].kind, NotificationKind::Resolved);
+        assert_eq!(
+            a[0].incidents[0]
+                .no_data
+                .as_ref()
+                .and_then(|n| n.superseded_by.clone()),
+            Some(vec![("prompt_version".to_owned(), "sp-v2".to_owned())])
+        );
+        // A snapshot from before the field existed still loads (no newest sessions known).
+        let mut old: serde_json::Value = serde_json::from_slice(&saved).unwrap();
+        old.as_object_mut().unwrap().remove("last_sessions");
+        let old: EngineState = serde_json::from_value(old).unwrap();
+        assert!(old.last_sessions.is_empty());
+        assert_eq!(old.incidents.len(), 1);
     }
 }

@@ -72,6 +72,27 @@ pub struct Timing {
     /// `cooldown`: a group must stay clean this long before its resolved notice is sent and
     /// its thread closed; a re-breach inside it continues the same thread.
     pub cooldown_ms: i64,
+    /// `noDataTimeout`: an incident whose key has had no session for this long resolves (its
+    /// prompt version was replaced, its model retired, its traffic moved). `None`: per spec,
+    /// [`DEFAULT_NO_DATA_WINDOWS`] × its window size. Never shorter than the window size.
+    #[serde(default)]
+    pub no_data_timeout_ms: Option<i64>,
+}
+
+/// Without `noDataTimeout`, a key is considered gone after this many window lengths without a
+/// session: three whole windows with nothing to judge, so a sparse key that skips one window
+/// is not mistaken for a replaced one.
+pub const DEFAULT_NO_DATA_WINDOWS: i64 = 3;
+
+impl Timing {
+    /// How long a key of a spec with windows of `window_size_ms` may go without sessions
+    /// before its incidents resolve: `noDataTimeout`, or [`DEFAULT_NO_DATA_WINDOWS`] windows;
+    /// never shorter than one window, whose verdicts may still arrive until it closes.
+    pub fn no_data_timeout_for(&self, window_size_ms: i64) -> i64 {
+        self.no_data_timeout_ms
+            .unwrap_or(DEFAULT_NO_DATA_WINDOWS * window_size_ms)
+            .max(window_size_ms)
+    }
 }
 
 impl Default for Timing {
@@ -82,6 +103,7 @@ impl Default for Timing {
             repeat_interval_ms: 4 * HOUR,
             keep_firing_for_ms: 0,
             cooldown_ms: HOUR,
+            no_data_timeout_ms: None,
         }
     }
 }
@@ -379,11 +401,25 @@ impl Policy {
     }
 
     /// Problems between this policy and the loaded specs: receivers a spec names in
-    /// `alerting.notify` / `alerting.stakeholders` that the policy does not define.
+    /// `alerting.notify` / `alerting.stakeholders` that the policy does not define, and a
+    /// `noDataTimeout` shorter than a spec's window (the window size is used instead).
     pub fn check_specs(&self, specs: &[Spec]) -> Vec<String> {
         let names: Vec<&str> = self.receivers.iter().map(|(n, _)| n.as_str()).collect();
         let mut out = Vec::new();
         for s in specs {
+            if let Some(t) = self.timing.no_data_timeout_ms
+                && t < s.window.size_ms
+            {
+                out.push(format!(
+                    "{}: spec `{}` has {} windows, longer than the notification policy's \
+                     `timing.noDataTimeout` ({}): its incidents resolve for lack of data only \
+                     after one window without sessions",
+                    s.source,
+                    s.name,
+                    crate::duration::format_duration_ms(s.window.size_ms),
+                    crate::duration::format_duration_ms(t),
+                ));
+            }
             for (field, list) in [
                 ("notify", &s.alerting.notify),
                 ("stakeholders", &s.alerting.stakeholders),
@@ -467,6 +503,7 @@ const TIMING_KEYS: &[&str] = &[
     "repeatInterval",
     "keepFiringFor",
     "cooldown",
+    "noDataTimeout",
 ];
 const INHIBIT_KEYS: &[&str] = &["source", "target", "equal"];
 const STAKEHOLDER_KEYS: &[&str] = &["onBreach", "onProjectedBreach"];
@@ -1064,6 +1101,9 @@ impl Decoder<'_, '_> {
             {
                 *slot = ms;
             }
+        }
+        if let Some(v) = Self::get(m, "noDataTimeout") {
+            t.no_data_timeout_ms = self.duration(v, "spec.timing.noDataTimeout", false);
         }
         if t.repeat_interval_ms < t.group_interval_ms
             && let Some(v) = Self::get(m, "repeatInterval")

@@ -173,6 +173,36 @@ pub fn key_short(key: &[(String, String)]) -> String {
         .join(" ")
 }
 
+/// Why incidents of the notification ended without a clean window, one sentence per key:
+/// `Ended for lack of data on support-bot sp-v1 m-2026-09: no sessions since 2026-11-01 06:00
+/// UTC; superseded by prompt sp-v2.`
+fn no_data_words(n: &Notification) -> Option<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in &n.incidents {
+        let Some(nd) = &v.no_data else { continue };
+        let mut s = format!(
+            "Ended for lack of data on {}: no sessions since {}",
+            key_short(&v.key),
+            when(nd.last_session)
+        );
+        if let Some(by) = &nd.superseded_by {
+            let by: Vec<String> = by
+                .iter()
+                .map(|(k, val)| match k.as_str() {
+                    "prompt_version" => format!("prompt {val}"),
+                    other => format!("{other} {val}"),
+                })
+                .collect();
+            s.push_str(&format!("; superseded by {}", by.join(" on ")));
+        }
+        s.push('.');
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    (!out.is_empty()).then(|| out.join(" "))
+}
+
 fn segment_label(v: &IncidentView) -> String {
     v.segment.clone().unwrap_or_else(|| "all segments".into())
 }
@@ -846,6 +876,9 @@ fn oncall_text(n: &Notification, t: &Timing) -> String {
     );
     o.push('\n');
     o.push_str(&wrap(&oncall_intro(n), TEXT_WIDTH, "", ""));
+    if let Some(w) = no_data_words(n) {
+        o.push_str(&wrap(&w, TEXT_WIDTH, "", ""));
+    }
     o.push('\n');
     if let Some(h) = headline(n) {
         let f = if n.kind == NotificationKind::Resolved {
@@ -1357,6 +1390,7 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
     let rows = html! {
         (html_header(n, &title, &sub))
         (html_para(&oncall_context(n)))
+            @if let Some(w) = no_data_words(n) { (html_para(&w)) }
         @if let Some(h) = headline(n) {
             (html_kpis(&oncall_kpis(n, h)))
         }

@@ -17,7 +17,7 @@ use super::serve::{HistoryWriter, run_origin, start_api};
 use super::{PipelineArgs, ReplayArgs, RunArgs, load_catalog, load_specs};
 use crate::alerts::{AlertService, MailSettings, Policy};
 use crate::evaluate::ObjectiveStats;
-use crate::finding::{Clear, Finding};
+use crate::finding::{Clear, Finding, LastSession};
 use crate::ingest::{DeadLetters, IngestStats, LinesSource, Source};
 use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
 use crate::present::fmt_value;
@@ -44,6 +44,12 @@ pub trait Sink {
     fn finding(&mut self, f: &Finding) -> Result<()>;
     /// An objective judged without a ticket or page; ignored unless overridden.
     fn clear(&mut self, _c: &Clear) -> Result<()> {
+        Ok(())
+    }
+
+    /// A key's newest session, as its windows close (before the batch's findings); ignored
+    /// unless overridden.
+    fn last_session(&mut self, _s: &LastSession) -> Result<()> {
         Ok(())
     }
 
@@ -126,8 +132,13 @@ pub fn replay_stream(
 /// many findings there were.
 fn deliver(found: &mut Vec<Finding>, pipeline: &mut Pipeline, sink: &mut dyn Sink) -> Result<u64> {
     let clears = pipeline.drain_clears();
-    if found.is_empty() && clears.is_empty() {
+    let seen = pipeline.drain_last_sessions();
+    if found.is_empty() && clears.is_empty() && seen.is_empty() {
         return Ok(0);
+    }
+    // Which keys still receive sessions first: the findings move the alert engine's time.
+    for s in &seen {
+        sink.last_session(s)?;
     }
     let n = found.len() as u64;
     for f in found.drain(..) {
@@ -390,6 +401,11 @@ impl Sink for RunSink<'_> {
     fn clear(&mut self, c: &Clear) -> Result<()> {
         self.alerts.on_clear(c);
         self.note(c.window_end);
+        Ok(())
+    }
+
+    fn last_session(&mut self, s: &LastSession) -> Result<()> {
+        self.alerts.on_last_session(s);
         Ok(())
     }
 

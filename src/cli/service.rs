@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{RunArgs, load_catalog, load_specs};
 use crate::alerts::deliver::AlertService;
-use crate::finding::{Clear, Finding};
+use crate::finding::{Clear, Finding, LastSession};
 use crate::ingest::DeadLetters;
 use crate::ingest::kafka::{KafkaConfig, Topology};
 use crate::pipeline::{Pipeline, PipelineConfig};
@@ -136,6 +136,11 @@ impl Output for ServiceOutput {
     fn clear(&mut self, c: &Clear) -> Result<()> {
         self.alerts.on_clear(c);
         self.note(c.window_end);
+        Ok(())
+    }
+
+    fn last_session(&mut self, s: &LastSession) -> Result<()> {
+        self.alerts.on_last_session(s);
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use crate::drift::features::FeatureSample;
 use crate::drift::{DriftInput, DriftRuntime};
 use crate::finding::{
     BoundMethod, BurnRate, Check, Clear, Comparator, ConfidenceBound, FeatureResult,
-    FeatureVerdict, Finding, Side, Sli, Subject, Unit, Verdict, unit_of,
+    FeatureVerdict, Finding, LastSession, Side, Sli, Subject, Unit, Verdict, unit_of,
 };
 use crate::glob::glob_match;
 use crate::session::{EpochMs, Session};
@@ -84,6 +84,9 @@ pub struct RuntimeState {
     pub late: u64,
     /// Per drift objective (in objective order), its baselines.
     pub baselines: Vec<Vec<Baseline>>,
+    /// Event time of every key's newest session (absent in snapshots from before it existed).
+    #[serde(default)]
+    pub last_session: HashMap<Arc<str>, EpochMs>,
 }
 
 /// One spec's live state.
@@ -105,6 +108,10 @@ pub struct SpecRuntime {
     stats: Vec<ObjectiveStats>,
     /// Objectives judged without a ticket or page since the last drain.
     clears: Vec<Clear>,
+    /// Event time of every key's newest session: whether a key still receives sessions.
+    last_session: HashMap<Arc<str>, EpochMs>,
+    /// Keys whose windows closed since the last drain, with their newest session.
+    last_sessions_out: Vec<LastSession>,
     /// Drift objectives: (objective index, their runtime with its baselines).
     drift: Vec<(usize, DriftRuntime)>,
     late: u64,
@@ -159,6 +166,8 @@ impl SpecRuntime {
             interned: HashMap::default(),
             segments: HashMap::new(),
             clears: Vec::new(),
+            last_session: HashMap::new(),
+            last_sessions_out: Vec::new(),
             drift,
             late: 0,
             scratch: String::new(),
@@ -195,6 +204,7 @@ impl SpecRuntime {
                 .iter()
                 .map(|(_, d)| d.baselines().values().cloned().collect())
                 .collect(),
+            last_session: self.last_session.clone(),
         }
     }
 
@@ -218,6 +228,7 @@ impl SpecRuntime {
         self.segments = state.segments;
         self.stats = state.stats;
         self.late = state.late;
+        self.last_session = state.last_session;
         for ((_, d), baselines) in self.drift.iter_mut().zip(state.baselines) {
             d.restore(baselines);
         }
@@ -228,6 +239,17 @@ impl SpecRuntime {
     /// window without a ticket or page (what resolves an incident).
     pub fn drain_clears(&mut self) -> Vec<Clear> {
         std::mem::take(&mut self.clears)
+    }
+
+    /// Takes the newest session of every key whose windows closed since the last call (what
+    /// tells the alert engine a key stopped receiving sessions).
+    pub fn drain_last_sessions(&mut self) -> Vec<LastSession> {
+        std::mem::take(&mut self.last_sessions_out)
+    }
+
+    /// Event time of a key's newest session (`agent=…,prompt_version=…`), if it had one.
+    pub fn last_session(&self, key: &str) -> Option<EpochMs> {
+        self.last_session.get(key).copied()
     }
 
     /// Records rejected as late by this spec.
@@ -258,6 +280,12 @@ impl SpecRuntime {
             return Err(late);
         }
         let key = self.key_of(s);
+        match self.last_session.get_mut(&key) {
+            Some(t) => *t = (*t).max(s.event_time),
+            None => {
+                self.last_session.insert(key.clone(), s.event_time);
+            }
+        }
         let segment = self.segment_of(&key, s);
         let groups = [
             Some(GroupKey {
@@ -305,6 +333,7 @@ impl SpecRuntime {
         if closed.is_empty() {
             return Vec::new();
         }
+        self.note_last_sessions(&closed);
         let out = self.evaluate_all(closed);
         self.forget_idle_timelines();
         out
@@ -313,7 +342,28 @@ impl SpecRuntime {
     /// End of a finite stream: closes and evaluates every window holding data.
     pub fn flush(&mut self) -> Vec<Finding> {
         let closed = self.windows.flush();
+        self.note_last_sessions(&closed);
         self.evaluate_all(closed)
+    }
+
+    /// Reports the newest session of every key with a window among `closed`, once per key.
+    fn note_last_sessions(&mut self, closed: &[ClosedWindow<GroupKey, SpecSummary>]) {
+        let mut keys: Vec<&Arc<str>> = closed
+            .iter()
+            .filter(|w| w.key.segment.is_none())
+            .map(|w| &w.key.key)
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            if let (Some(at), Some(parts)) = (self.last_session.get(k), self.key_parts.get(k)) {
+                self.last_sessions_out.push(LastSession {
+                    spec: self.spec.name.clone(),
+                    key: parts.clone(),
+                    at: *at,
+                });
+            }
+        }
     }
 
     fn evaluate_all(&mut self, closed: Vec<ClosedWindow<GroupKey, SpecSummary>>) -> Vec<Finding> {
@@ -563,7 +613,8 @@ impl SpecRuntime {
         self.drift.iter().map(|(_, d)| d)
     }
 
-    /// Timelines of keys that have been quiet for longer than every lookback are dropped.
+    /// Timelines (and newest-session times) of keys that have been quiet for longer than every
+    /// lookback are dropped.
     fn forget_idle_timelines(&mut self) {
         if let Some(wm) = self.windows.watermark() {
             let span = self.timeline_span_ms;
@@ -571,6 +622,7 @@ impl SpecRuntime {
                 tls.iter()
                     .any(|t| t.newest_end().is_some_and(|end| end + span > wm))
             });
+            self.last_session.retain(|_, t| *t + span > wm);
         }
     }
 

@@ -32,7 +32,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::finding::{Clear, Finding};
+use crate::finding::{Clear, Finding, LastSession};
 use crate::ingest::DeadLetters;
 use crate::ingest::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, Topology};
 use crate::pipeline::{Outcome, Pipeline, PipelineState};
@@ -65,6 +65,10 @@ fn decode_cbor<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 pub trait Output: Send {
     fn finding(&mut self, f: &Finding) -> Result<()>;
     fn clear(&mut self, _c: &Clear) -> Result<()> {
+        Ok(())
+    }
+    /// A key's newest session, as its windows close (before the batch's findings).
+    fn last_session(&mut self, _s: &LastSession) -> Result<()> {
         Ok(())
     }
     /// After the findings and clears of windows that closed together.
@@ -163,9 +167,11 @@ impl State {
 
     fn emit(&mut self) -> Result<()> {
         let clears = self.pipeline.drain_clears();
+        let seen = self.pipeline.drain_last_sessions();
         deliver(
             &mut self.found,
             &clears,
+            &seen,
             &mut self.report,
             &self.sink,
             self.output.as_mut(),
@@ -496,12 +502,16 @@ fn run_single(
 fn deliver(
     found: &mut Vec<Finding>,
     clears: &[Clear],
+    seen: &[LastSession],
     report: &mut ServiceReport,
     sink: &kafka::Sink,
     output: &mut dyn Output,
 ) -> Result<()> {
-    if found.is_empty() && clears.is_empty() {
+    if found.is_empty() && clears.is_empty() && seen.is_empty() {
         return Ok(());
+    }
+    for s in seen {
+        output.last_session(s)?;
     }
     for f in found.drain(..) {
         report.findings += 1;

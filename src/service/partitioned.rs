@@ -342,9 +342,15 @@ impl State {
             .values_mut()
             .flat_map(|p| p.pipeline.drain_clears())
             .collect();
+        let seen: Vec<_> = self
+            .parts
+            .values_mut()
+            .flat_map(|p| p.pipeline.drain_last_sessions())
+            .collect();
         deliver(
             &mut self.found,
             &clears,
+            &seen,
             &mut self.report,
             &self.sink,
             self.output.as_mut(),

@@ -1226,6 +1226,49 @@ policies/bad.yaml:9:44: error: spec.timing.repeatInterval: expected a duration l
     assert_eq!(got, want, "got:\n{got}");
 }
 
+/// Issue 10, item 11: `timing.noDataTimeout` is a duration like the other timings, with
+/// positioned diagnostics; a value shorter than a spec's window is flagged against the specs.
+#[test]
+fn no_data_timeout_is_a_checked_duration() {
+    let got = diagnostics(
+        "apiVersion: slawatch/v1\n\
+         kind: NotificationPolicy\n\
+         spec:\n\
+         \x20 receivers: {oncall: [oncall@example.com]}\n\
+         \x20 timing: {noDataTimeout: 0s, noDataTimout: 3}\n",
+    );
+    let want = "\
+policies/bad.yaml:5:27: error: spec.timing.noDataTimeout: must be longer than 0
+  |
+5 |   timing: {noDataTimeout: 0s, noDataTimout: 3}
+  |                           ^^
+
+policies/bad.yaml:5:31: error: spec.timing.noDataTimout: unknown key `noDataTimout`
+  |
+5 |   timing: {noDataTimeout: 0s, noDataTimout: 3}
+  |                               ^^^^^^^^^^^^
+  = hint: did you mean `noDataTimeout`?
+
+";
+    assert_eq!(got, want, "got:\n{got}");
+    let src = TEST_POLICY.to_owned() + "  timing: {noDataTimeout: 30m}\n";
+    let (p, d) = parse_policy(&src, "p.yaml");
+    assert!(d.is_empty(), "{}", slawatch::spec::render_all(&d));
+    let p = p.unwrap();
+    assert_eq!(p.timing.no_data_timeout_ms, Some(30 * MIN));
+    // Never shorter than a window (its verdicts still arrive until it closes); the default
+    // is three windows.
+    assert_eq!(p.timing.no_data_timeout_for(HOUR), HOUR);
+    assert_eq!(test_policy().timing.no_data_timeout_for(HOUR), 3 * HOUR);
+    let warnings = p.check_specs(&specs());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("support-bot-prod") && w.contains("noDataTimeout")),
+        "{warnings:#?}"
+    );
+}
+
 #[test]
 fn a_spec_file_is_not_a_policy() {
     let got = diagnostics(

@@ -568,3 +568,55 @@ mod evidence {
         }
     }
 }
+
+/// Issue 10, item 11: each key's newest session is reported as its windows close, and a
+/// restart (snapshot → JSON → restore) neither loses nor rewinds it.
+#[test]
+fn a_keys_newest_session_is_reported_at_window_close_and_survives_a_restore() {
+    let s = spec("    - {name: success, ratio: {good: {status: [success]}}, target: 99%}\n");
+    let mut rt = SpecRuntime::new(s.clone());
+    // p1 for 40 minutes (80 sessions), then p2 takes over for the rest of the first hour.
+    for i in 0..120 {
+        let prompt = if i < 80 { "p1" } else { "p2" };
+        let x = session(i, json!({"prompt_version": prompt}));
+        rt.observe(&x).unwrap();
+        rt.advance(x.event_time);
+    }
+    assert!(
+        rt.drain_last_sessions().is_empty(),
+        "no window closed yet: nothing to report"
+    );
+    let snap = serde_json::to_vec(&rt.snapshot()).unwrap();
+    let mut back = SpecRuntime::new(s);
+    assert!(back.restore(serde_json::from_slice(&snap).unwrap()));
+    let key = |p: &str| format!("agent=bot,prompt_version={p},model=m-2026-09");
+    assert_eq!(back.last_session(&key("p1")), Some(T0 + 79 * 30_000));
+    assert_eq!(back.last_session(&key("p2")), Some(T0 + 119 * 30_000));
+    // Only p2 goes on; the first hour closes: both keys are reported, p1 with its last session.
+    let x = session(130, json!({"prompt_version": "p2"}));
+    back.observe(&x).unwrap();
+    back.advance(x.event_time);
+    let mut seen: Vec<(String, i64)> = back
+        .drain_last_sessions()
+        .into_iter()
+        .map(|l| {
+            let prompt = l.key.iter().find(|(k, _)| k == "prompt_version").unwrap();
+            (prompt.1.clone(), l.at)
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("p1".to_owned(), T0 + 79 * 30_000),
+            ("p2".to_owned(), T0 + 130 * 30_000)
+        ]
+    );
+    // The second hour holds only p2: p1 is not reported again.
+    let x = session(250, json!({"prompt_version": "p2"}));
+    back.observe(&x).unwrap();
+    back.advance(x.event_time);
+    let again = back.drain_last_sessions();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].at, T0 + 250 * 30_000);
+}

@@ -365,3 +365,240 @@ fn a_record_from_the_future_is_dead_lettered_and_moves_no_watermark() {
         "an honest record after the future one is not late"
     );
 }
+
+/// One recorded mail of `slawatch run`, read back from the notification log in its data
+/// directory: the headers that thread it, and its text part decoded.
+#[derive(Debug)]
+struct LoggedMail {
+    due_at: i64,
+    kind: String,
+    thread: String,
+    subject: String,
+    /// The text part, whitespace collapsed (the text is wrapped at 80 columns).
+    text: String,
+    in_reply_to: Option<String>,
+    message_id: String,
+}
+
+/// The `name` header of a raw message (unfolded), if present.
+fn raw_header(raw: &str, name: &str) -> Option<String> {
+    let head = raw.split("\r\n\r\n").next()?;
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded.split("\r\n").find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// Decodes quoted-printable (soft line breaks and `=XX`).
+fn unquote(qp: &str) -> String {
+    let s = qp.replace("=\r\n", "");
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        if b[i] == b'='
+            && let Some(x) = hex.and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(x);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The text/plain part of a raw message, decoded.
+fn text_part(raw: &str) -> String {
+    use base64::Engine as _;
+    let at = raw
+        .find("Content-Type: text/plain")
+        .expect("a text/plain part");
+    let part = &raw[at..];
+    let (head, body) = part.split_once("\r\n\r\n").unwrap();
+    let body = &body[..body.find("\r\n--").unwrap_or(body.len())];
+    if head.contains("Content-Transfer-Encoding: base64") {
+        let b: String = body.split_whitespace().collect();
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).unwrap()).unwrap()
+    } else if head.contains("Content-Transfer-Encoding: quoted-printable") {
+        unquote(body)
+    } else {
+        body.to_owned()
+    }
+}
+
+fn logged_mails(data: &Path) -> Vec<LoggedMail> {
+    use base64::Engine as _;
+    let store = slawatch::store::Store::open(data).unwrap();
+    let mut out: Vec<LoggedMail> = store
+        .notify_log()
+        .unwrap()
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            let raw = String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(&m.raw_b64)
+                    .unwrap(),
+            )
+            .unwrap();
+            LoggedMail {
+                due_at: m.due_at,
+                kind: raw_header(&raw, "X-Slawatch-Kind").unwrap(),
+                thread: raw_header(&raw, "X-Slawatch-Incident").unwrap(),
+                subject: m.subject.clone(),
+                text: text_part(&raw)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                in_reply_to: raw_header(&raw, "In-Reply-To"),
+                message_id: m.message_id.clone(),
+            }
+        })
+        .collect();
+    out.sort_by_key(|m| m.due_at);
+    out
+}
+
+/// Issue 10, item 11 ("Incidents end"): a prompt update replaces a failing version. sp-v1
+/// fails (20% errors) from hour 2; at hour 6 every session moves to sp-v2, which is healthy.
+/// `slawatch run` (real sled data directory, default policy) resolves every sp-v1 incident
+/// once sp-v1 has had no session for `noDataTimeout` (default 3 × the 1 h window), with a
+/// notice in the incident's thread that says since when and that sp-v2 superseded it — and
+/// mails nothing about sp-v1 for the 42 hours of stream after that (before: a reminder
+/// every 4 hours, forever).
+#[test]
+fn a_replaced_failing_prompt_version_ends_its_incidents_instead_of_reminding() {
+    let base = SimConfig::steady(21, 48);
+    let t = base.start_ms + 6 * HOUR;
+    let cfg = base
+        .with_incident(Incident::new(
+            IncidentKind::defaults("error-burst").unwrap(),
+            t - 4 * HOUR,
+            Some(4 * HOUR),
+        ))
+        .with_incident(Incident::new(
+            IncidentKind::defaults("prompt-change").unwrap(),
+            t,
+            None,
+        ));
+    let mut bytes = Vec::new();
+    write_jsonl(&cfg, &mut bytes).unwrap();
+    // The newest sp-v1 session: what the notice must name.
+    let last_v1 = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["prompt_version"] == "sp-v1")
+        .filter_map(|v| slawatch::time::parse_rfc3339_ms(v["ended_at"].as_str()?))
+        .max()
+        .unwrap();
+    assert!(
+        last_v1 <= t && last_v1 > t - 5 * 60_000,
+        "sp-v1 runs until T"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sessions.jsonl");
+    std::fs::write(&input, &bytes).unwrap();
+    let data = dir.path().join("state");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_slawatch"))
+        .args(["run", "--input"])
+        .arg(&input)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--specs")
+        .arg(root.join("sla-specs"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mails = logged_mails(&data);
+    let listing = mails
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {:<9} {} {}",
+                slawatch::time::format_rfc3339_ms(m.due_at),
+                m.kind,
+                &m.thread[..8],
+                m.subject
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    // Every thread about sp-v1 (its on-call subjects name the key).
+    let mut threads: Vec<&str> = mails
+        .iter()
+        .filter(|m| m.subject.contains("sp-v1"))
+        .map(|m| m.thread.as_str())
+        .collect();
+    threads.sort();
+    threads.dedup();
+    assert!(
+        !threads.is_empty(),
+        "the failing sp-v1 opened no incident:\n{listing}"
+    );
+    let timeout = 3 * HOUR; // the default: three one-hour windows
+    let cooldown = HOUR; // the default policy's
+    let when = slawatch::alerts::render::when;
+    for thread in threads {
+        let of: Vec<&LoggedMail> = mails.iter().filter(|m| m.thread == thread).collect();
+        let root = of
+            .iter()
+            .find(|m| m.kind == "firing")
+            .expect("a first mail");
+        let resolved: Vec<&&LoggedMail> = of.iter().filter(|m| m.kind == "resolved").collect();
+        assert_eq!(resolved.len(), 1, "thread {thread}:\n{listing}");
+        let r = resolved[0];
+        // The incident resolved when sp-v1 had been quiet for noDataTimeout; its notice
+        // follows after the cooldown, in the incident's thread.
+        assert!(
+            r.due_at >= last_v1 + timeout && r.due_at <= t + timeout + cooldown,
+            "resolved notice at {}, sp-v1 last seen {}:\n{listing}",
+            slawatch::time::format_rfc3339_ms(r.due_at),
+            slawatch::time::format_rfc3339_ms(last_v1)
+        );
+        assert_eq!(r.in_reply_to.as_deref(), Some(root.message_id.as_str()));
+        let reason = format!(
+            "Ended for lack of data on support-bot sp-v1 m-2026-09: no sessions since {}; \
+             superseded by prompt sp-v2.",
+            when(last_v1)
+        );
+        assert!(r.text.contains(&reason), "{reason}\nnot in:\n{}", r.text);
+        assert!(
+            r.text
+                .contains(&format!("clean since {}", when(last_v1 + timeout))),
+            "{}",
+            r.text
+        );
+        // Nothing about the incident after its notice (the stakeholders' own thread closes
+        // at the same instant).
+        let after: Vec<&&LoggedMail> = of.iter().filter(|m| m.due_at > r.due_at).collect();
+        assert!(after.is_empty(), "mail after the resolution:\n{listing}");
+        assert!(
+            of.iter()
+                .filter(|m| m.due_at == r.due_at)
+                .all(|m| m.kind == "resolved" || m.kind == "recovered"),
+            "{listing}"
+        );
+    }
+    // No mail names sp-v1 after the notices, over the day and more of stream that follows.
+    let ended = t + timeout + cooldown;
+    assert!(cfg.start_ms + cfg.duration_ms >= ended + 24 * HOUR);
+    let late: Vec<&LoggedMail> = mails
+        .iter()
+        .filter(|m| m.due_at > ended && (m.subject.contains("sp-v1") || m.text.contains("sp-v1")))
+        .collect();
+    assert!(late.is_empty(), "{late:#?}\n{listing}");
+}
