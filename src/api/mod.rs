@@ -254,7 +254,7 @@ async fn findings(State(st): State<Arc<ApiState>>, query: Params) -> Result<Resp
     let (spec, objective, agent) = (get("spec"), get("objective"), get("agent"));
     let all = blocking(move || st.store.all_findings().map_err(internal)).await?;
     let mut out: Vec<_> = all
-        .into_iter()
+        .iter()
         .filter(|f| {
             spec.as_deref().is_none_or(|s| s == f.spec)
                 && objective.as_deref().is_none_or(|o| o == f.objective)

@@ -7,6 +7,7 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::ApiState;
 use super::questions::{self, Context, Question, Request};
+use crate::finding::Finding;
 use crate::history::query::{Filter, GroupBy, Parts, Span};
 use crate::history::{HOUR_MS, OpsSummary, Resolution};
 use crate::session::EpochMs;
@@ -46,7 +47,8 @@ pub fn render(st: &ApiState) -> Result<String, questions::AnswerError> {
         Some(t) => hourly(st, t)?,
         None => Vec::new(),
     };
-    let mut findings = st.store.all_findings()?;
+    let all = st.store.all_findings()?;
+    let mut findings: Vec<&Finding> = all.iter().collect();
     findings.sort_by(|a, b| b.window_end.cmp(&a.window_end).then(a.id.cmp(&b.id)));
     findings.truncate(10);
 

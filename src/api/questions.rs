@@ -563,7 +563,8 @@ pub struct StatusAnswer {
 }
 
 pub fn status(ctx: &Context<'_>, req: &Request) -> Result<StatusAnswer, AnswerError> {
-    let mut findings = ctx.store.all_findings()?;
+    let all = ctx.store.all_findings()?;
+    let mut findings: Vec<&Finding> = all.iter().collect();
     findings.sort_by(|a, b| b.window_end.cmp(&a.window_end).then(a.id.cmp(&b.id)));
     let incidents = crate::alerts::deliver::stored_incidents(ctx.store)?;
     let agent_ok = |key: &[(String, String)]| {
@@ -589,7 +590,7 @@ pub fn status(ctx: &Context<'_>, req: &Request) -> Result<StatusAnswer, AnswerEr
                 .iter()
                 .filter(|f| mine(&f.spec, &f.objective) && agent_ok(&f.key))
                 .take(5)
-                .cloned()
+                .map(|f| (*f).clone())
                 .collect();
             let budget_left = latest
                 .iter()

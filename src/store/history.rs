@@ -18,7 +18,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{Store, StoreError};
 use crate::history::query::{Filter, GroupBy, Parts, Span};
-use crate::history::summary::{PiiIds, TailList};
+use crate::history::summary::{PII_IDS_PER_CELL, PiiIds, TailList};
 use crate::history::{BucketKey, Delta, HistoryConfig, OpsSummary, Resolution};
 use crate::session::EpochMs;
 
@@ -71,6 +71,24 @@ pub(super) struct HistoryTrees {
     slowest: sled::Tree,
     costliest: sled::Tree,
     pii_ids: sled::Tree,
+    /// Decoded counts of recently read buckets (see [`CoreCache`]).
+    cores: std::sync::Mutex<CoreCache>,
+}
+
+/// Decoded bucket counts by bucket id. Every question reads the counts of tens to hundreds of
+/// buckets and decoding them (two sketches each) was most of a question's time; closed buckets
+/// never change, so they are served from here. At most [`CoreCache::ENTRIES`] buckets (tens of
+/// MB); when full, half is dropped. Applying a delta removes the buckets it wrote and counts a
+/// write, and a reader only fills the cache if no write happened while it read, so an older
+/// copy never hides a newer one.
+#[derive(Default)]
+pub(super) struct CoreCache {
+    writes: u64,
+    map: std::collections::HashMap<Vec<u8>, std::sync::Arc<OpsSummary>>,
+}
+
+impl CoreCache {
+    const ENTRIES: usize = 4096;
 }
 
 impl HistoryTrees {
@@ -82,6 +100,7 @@ impl HistoryTrees {
             slowest: db.open_tree("history/v2/slowest")?,
             costliest: db.open_tree("history/v2/costliest")?,
             pii_ids: db.open_tree("history/v2/pii_ids")?,
+            cores: std::sync::Mutex::new(CoreCache::default()),
         };
         if db.tree_names().iter().any(|n| n.as_ref() == b"history/v1") {
             let v1 = db.open_tree("history/v1")?;
@@ -104,6 +123,39 @@ impl HistoryTrees {
 
     fn trees(&self) -> [&sled::Tree; 4] {
         [&self.core, &self.slowest, &self.costliest, &self.pii_ids]
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, CoreCache> {
+        self.cores.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the cached counts of these buckets (they are being rewritten).
+    fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a [u8]>) {
+        let mut c = self.cache();
+        c.writes += 1;
+        for id in ids {
+            c.map.remove(id);
+        }
+    }
+
+    /// The counts of the bucket `id` whose stored value is `value`, decoded or from the cache;
+    /// `writes` is the write count when the caller began reading.
+    fn core(&self, id: &[u8], value: &[u8], writes: u64) -> Result<OpsSummary, StoreError> {
+        if let Some(s) = self.cache().map.get(id) {
+            return Ok(OpsSummary::clone(s));
+        }
+        let s: OpsSummary = decode(value)?;
+        let mut c = self.cache();
+        if c.writes == writes {
+            if c.map.len() >= CoreCache::ENTRIES {
+                let drop: Vec<Vec<u8>> = c.map.keys().step_by(2).cloned().collect();
+                for k in drop {
+                    c.map.remove(&k);
+                }
+            }
+            c.map.insert(id.to_vec(), std::sync::Arc::new(s.clone()));
+        }
+        Ok(s)
     }
 }
 
@@ -236,6 +288,16 @@ impl Store {
                 applied.insert(delta.origin.as_bytes(), &delta.seq.to_be_bytes())?;
                 Ok(true)
             });
+        // After the commit: a reader that decoded an old value meanwhile sees the write count
+        // move and does not cache it.
+        self.history.forget(
+            targets
+                .keys()
+                .map(|(res, start, key)| bucket_id(*res, *start, key))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|v| v.as_slice()),
+        );
         match result {
             Ok(applied) => Ok(applied),
             Err(TransactionError::Abort(e)) => Err(e),
@@ -244,6 +306,11 @@ impl Store {
     }
 
     /// Buckets of the planned spans that the filter matches, with the parts asked for.
+    ///
+    /// PII session ids are read only where they can still matter: a merged answer keeps the
+    /// earliest [`PII_IDS_PER_CELL`] ids of each cell, so in time order a bucket whose every
+    /// cell is already full with ids older than the bucket's start cannot change it (a week's
+    /// answer reads the ids of its first buckets, not of all of them).
     pub fn history_buckets(
         &self,
         spans: &[Span],
@@ -252,6 +319,7 @@ impl Store {
         parts: Parts,
     ) -> Result<Vec<(EpochMs, BucketKey, OpsSummary)>, StoreError> {
         let t = &self.history;
+        let writes = t.cache().writes;
         let part =
             |tree: &sled::Tree, id: &[u8], wanted: bool| -> Result<Option<Vec<u8>>, StoreError> {
                 Ok(if wanted {
@@ -260,7 +328,7 @@ impl Store {
                     None
                 })
             };
-        let mut out = Vec::new();
+        let mut found = Vec::new();
         for span in spans {
             let mut lo = vec![span.resolution.code()];
             lo.extend_from_slice(&time_bytes(span.from));
@@ -274,16 +342,43 @@ impl Store {
                 if !filter.matches(&key, group_by) {
                     continue;
                 }
-                let slowest = part(&t.slowest, &id, parts.slowest)?;
-                let costliest = part(&t.costliest, &id, parts.costliest)?;
-                let ids = part(&t.pii_ids, &id, parts.pii_ids)?;
-                let summary = decode::<OpsSummary>(&value)?.join(
-                    slowest.map(|v| decode(&v)).transpose()?,
-                    costliest.map(|v| decode(&v)).transpose()?,
-                    ids.map(|v| decode(&v)).transpose()?,
-                );
-                out.push((start, key, summary));
+                let core = t.core(&id, &value, writes)?;
+                found.push((start, key, id, core));
             }
+        }
+        if parts.pii_ids {
+            found.sort_by_key(|(start, ..)| *start);
+        }
+        // Per PII cell, the event times of the earliest ids read so far.
+        let mut earliest: std::collections::BTreeMap<
+            crate::history::summary::PiiCellKey,
+            Vec<EpochMs>,
+        > = std::collections::BTreeMap::new();
+        let mut out = Vec::with_capacity(found.len());
+        for (start, key, id, core) in found {
+            let needs_ids = parts.pii_ids
+                && core.pii.keys().any(|cell| {
+                    earliest.get(cell).is_none_or(|times| {
+                        times.len() < PII_IDS_PER_CELL || times.last().is_some_and(|t| *t >= start)
+                    })
+                });
+            let ids: Option<PiiIds> = part(&t.pii_ids, &id, needs_ids)?
+                .map(|v| decode(&v))
+                .transpose()?;
+            for (cell, list) in ids.iter().flatten() {
+                let times = earliest.entry(cell.clone()).or_default();
+                times.extend(list.iter().map(|(t, _)| *t));
+                times.sort_unstable();
+                times.truncate(PII_IDS_PER_CELL);
+            }
+            let slowest = part(&t.slowest, &id, parts.slowest)?;
+            let costliest = part(&t.costliest, &id, parts.costliest)?;
+            let summary = core.join(
+                slowest.map(|v| decode(&v)).transpose()?,
+                costliest.map(|v| decode(&v)).transpose()?,
+                ids,
+            );
+            out.push((start, key, summary));
         }
         Ok(out)
     }
@@ -343,6 +438,7 @@ impl Store {
                 }
                 tree.apply_batch(batch)?;
             }
+            self.history.forget(old.iter().map(|id| id.as_ref()));
             dropped += old.len() as u64;
         }
         Ok(dropped)
@@ -507,5 +603,104 @@ mod tests {
         assert_eq!(full.sessions, 500);
         assert_eq!(full.costliest.items(), whole.costliest.items());
         assert_eq!(full.slowest.items(), whole.slowest.items());
+    }
+
+    /// PII ids read lazily (only buckets that can still change a cell's earliest ids) merge to
+    /// exactly the earliest ids of each cell, computed here from the input itself.
+    #[test]
+    fn pii_ids_read_lazily_are_the_earliest_of_each_cell() {
+        let store = Store::temporary().unwrap();
+        let config = HistoryConfig::default();
+        let mut h = History::new(config.clone(), "test");
+        let day = 20_400 * DAY_MS;
+        let kinds = ["email", "phone"];
+        let mut want: std::collections::BTreeMap<&str, Vec<(EpochMs, String)>> = Default::default();
+        for i in 0..3_000u64 {
+            let t = day + (i as i64) * 50_000; // ~1.7 days, 6 per pane
+            let kind = kinds[(i % 7 % 2) as usize];
+            let id = format!("s{:05}", (i * 7_919) % 100_000);
+            let line = format!(
+                r#"{{"session_id":"{id}","agent":"bot","prompt_version":"p1","model":"m-2026-09","ended_at":"{}","status":"success","pii":[{{"type":"{kind}","handling":"redacted","destination":"model"}}]}}"#,
+                crate::time::format_rfc3339_ms(t),
+            );
+            let s = crate::ingest::decode::Decoder::new(std::sync::Arc::new(
+                crate::catalog::Catalog::embedded(),
+            ))
+            .decode(line.as_bytes())
+            .expect("valid record");
+            h.observe(&s);
+            want.entry(kind).or_default().push((t, id));
+        }
+        let delta = h.seal().unwrap().clone();
+        store.apply_history(&delta, &config).unwrap();
+        let newest = store.history_newest().unwrap().unwrap();
+        let spans = plan(
+            Range {
+                from: day,
+                to: newest + 1,
+            },
+            config.pane,
+            newest,
+            day,
+        );
+        let parts = Parts {
+            pii_ids: true,
+            ..Parts::COUNTS
+        };
+        let buckets = store
+            .history_buckets(&spans, &Filter::default(), GroupBy::None, parts)
+            .unwrap();
+        let skipped = buckets
+            .iter()
+            .filter(|(_, _, s)| s.pii.values().all(|c| c.ids.is_empty()))
+            .count();
+        assert!(skipped > 0, "every bucket's ids were read");
+        let merged = crate::history::query::merge_all(&buckets);
+        for (kind, mut list) in want {
+            list.sort();
+            list.truncate(PII_IDS_PER_CELL);
+            let cell = merged
+                .pii
+                .iter()
+                .find(|((k, _, _), _)| k == kind)
+                .map(|(_, c)| c)
+                .unwrap();
+            assert_eq!(cell.ids, list, "{kind}");
+        }
+    }
+
+    /// A bucket read (and so cached) and then written again answers with the new counts.
+    #[test]
+    fn cached_counts_follow_later_writes() {
+        let store = Store::temporary().unwrap();
+        let config = HistoryConfig::default();
+        let mut h = History::new(config.clone(), "test");
+        let day = 20_400 * DAY_MS;
+        let span = [Span {
+            resolution: Resolution::Day,
+            from: day,
+            to: day + DAY_MS,
+        }];
+        let count = |store: &Store| -> u64 {
+            store
+                .history_buckets(&span, &Filter::default(), GroupBy::None, Parts::COUNTS)
+                .unwrap()
+                .iter()
+                .map(|(_, _, s)| s.sessions)
+                .sum()
+        };
+        for round in 1..=3u64 {
+            for i in 0..100 {
+                h.observe(&session(
+                    round * 1_000 + i,
+                    day + (round * 1_000 + i) as i64 * 1_000,
+                ));
+            }
+            let delta = h.seal().unwrap().clone();
+            store.apply_history(&delta, &config).unwrap();
+            h.ack(delta.seq);
+            assert_eq!(count(&store), round * 100);
+            assert_eq!(count(&store), round * 100, "cached");
+        }
     }
 }

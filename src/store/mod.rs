@@ -42,6 +42,18 @@ pub struct Store {
     history: history::HistoryTrees,
     history_keys: sled::Tree,
     history_applied: sled::Tree,
+    /// Every finding decoded, until the next write: the status page, `changes` and `status`
+    /// read them on every request, and decoding thousands of JSON findings each time was most
+    /// of their latency.
+    findings_cache: std::sync::Mutex<FindingsCache>,
+}
+
+/// The decoded findings and how many writes have cleared them: a reader fills the cache only
+/// if no write happened while it was reading, so an older copy never hides a newer finding.
+#[derive(Default)]
+struct FindingsCache {
+    writes: u64,
+    all: Option<std::sync::Arc<Vec<Finding>>>,
 }
 
 impl Store {
@@ -90,6 +102,7 @@ impl Store {
             history: history::HistoryTrees::open(&db)?,
             history_keys: db.open_tree("history/keys/v1")?,
             history_applied: db.open_tree("history/applied/v1")?,
+            findings_cache: std::sync::Mutex::new(FindingsCache::default()),
             db,
         })
     }
@@ -101,6 +114,7 @@ impl Store {
         let previous =
             self.findings
                 .compare_and_swap(f.id.as_bytes(), None as Option<&[u8]>, Some(value))?;
+        self.forget_findings();
         Ok(previous.is_ok())
     }
 
@@ -121,11 +135,31 @@ impl Store {
             None as Option<&[u8]>,
             Some(value),
         )?;
+        self.forget_findings();
         Ok(previous.is_ok())
     }
 
+    fn forget_findings(&self) {
+        let mut c = self
+            .findings_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        c.writes += 1;
+        c.all = None;
+    }
+
     /// This instance's findings and those read from the findings topic, once each, by id.
-    pub fn all_findings(&self) -> Result<Vec<Finding>, StoreError> {
+    pub fn all_findings(&self) -> Result<std::sync::Arc<Vec<Finding>>, StoreError> {
+        let writes = {
+            let c = self
+                .findings_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(all) = &c.all {
+                return Ok(all.clone());
+            }
+            c.writes
+        };
         let mut all = self.findings()?;
         let own: std::collections::HashSet<String> = all.iter().map(|f| f.id.clone()).collect();
         for v in self.findings_shared.iter().values() {
@@ -135,6 +169,14 @@ impl Store {
             }
         }
         all.sort_by(|a, b| a.id.cmp(&b.id));
+        let all = std::sync::Arc::new(all);
+        let mut c = self
+            .findings_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if c.writes == writes {
+            c.all = Some(all.clone());
+        }
         Ok(all)
     }
 
