@@ -71,24 +71,29 @@ pub(super) struct HistoryTrees {
     slowest: sled::Tree,
     costliest: sled::Tree,
     pii_ids: sled::Tree,
-    /// Decoded counts of recently read buckets (see [`CoreCache`]).
-    cores: std::sync::Mutex<CoreCache>,
+    /// Decoded counts and PII ids of recently read buckets (see [`DecodedCache`]).
+    decoded: std::sync::Mutex<DecodedCache>,
 }
 
-/// Decoded bucket counts by bucket id. Every question reads the counts of tens to hundreds of
-/// buckets and decoding them (two sketches each) was most of a question's time; closed buckets
-/// never change, so they are served from here. At most [`CoreCache::ENTRIES`] buckets (tens of
-/// MB); when full, half is dropped. Applying a delta removes the buckets it wrote and counts a
-/// write, and a reader only fills the cache if no write happened while it read, so an older
-/// copy never hides a newer one.
+/// Decoded bucket counts (and PII ids) by bucket id. Every question reads the counts of tens to
+/// hundreds of buckets and decoding them (two sketches each) was most of a question's time;
+/// closed buckets never change, so they are served from here. At most
+/// [`DecodedCache::CORES`] counts and [`DecodedCache::IDS`] id lists (tens of MB); when full,
+/// half is dropped. Applying a delta removes the buckets it wrote and counts a write, and a
+/// reader only fills the cache if no write happened while it read, so an older copy never
+/// hides a newer one.
 #[derive(Default)]
-pub(super) struct CoreCache {
+pub(super) struct DecodedCache {
     writes: u64,
-    map: std::collections::HashMap<Vec<u8>, std::sync::Arc<OpsSummary>>,
+    cores: Map<OpsSummary>,
+    ids: Map<PiiIds>,
 }
 
-impl CoreCache {
-    const ENTRIES: usize = 4096;
+type Map<T> = std::collections::HashMap<Vec<u8>, std::sync::Arc<T>>;
+
+impl DecodedCache {
+    const CORES: usize = 4096;
+    const IDS: usize = 1024;
 }
 
 impl HistoryTrees {
@@ -100,7 +105,7 @@ impl HistoryTrees {
             slowest: db.open_tree("history/v2/slowest")?,
             costliest: db.open_tree("history/v2/costliest")?,
             pii_ids: db.open_tree("history/v2/pii_ids")?,
-            cores: std::sync::Mutex::new(CoreCache::default()),
+            decoded: std::sync::Mutex::new(DecodedCache::default()),
         };
         if db.tree_names().iter().any(|n| n.as_ref() == b"history/v1") {
             let v1 = db.open_tree("history/v1")?;
@@ -125,37 +130,45 @@ impl HistoryTrees {
         [&self.core, &self.slowest, &self.costliest, &self.pii_ids]
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, CoreCache> {
-        self.cores.lock().unwrap_or_else(|e| e.into_inner())
+    fn cache(&self) -> std::sync::MutexGuard<'_, DecodedCache> {
+        self.decoded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Forgets the cached counts of these buckets (they are being rewritten).
+    /// Forgets what is cached of these buckets (they are being rewritten).
     fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a [u8]>) {
         let mut c = self.cache();
         c.writes += 1;
         for id in ids {
-            c.map.remove(id);
+            c.cores.remove(id);
+            c.ids.remove(id);
         }
     }
 
-    /// The counts of the bucket `id` whose stored value is `value`, decoded or from the cache;
-    /// `writes` is the write count when the caller began reading.
-    fn core(&self, id: &[u8], value: &[u8], writes: u64) -> Result<OpsSummary, StoreError> {
-        if let Some(s) = self.cache().map.get(id) {
-            return Ok(OpsSummary::clone(s));
+    /// The value `value` of bucket `id`, decoded or from the cache map `pick` chooses (at most
+    /// `cap` entries); `writes` is the write count when the caller began reading.
+    fn cached<T: Clone + serde::de::DeserializeOwned>(
+        &self,
+        pick: fn(&mut DecodedCache) -> &mut Map<T>,
+        cap: usize,
+        (id, value): (&[u8], &[u8]),
+        writes: u64,
+    ) -> Result<T, StoreError> {
+        if let Some(v) = pick(&mut self.cache()).get(id) {
+            return Ok(T::clone(v));
         }
-        let s: OpsSummary = decode(value)?;
+        let v: T = decode(value)?;
         let mut c = self.cache();
         if c.writes == writes {
-            if c.map.len() >= CoreCache::ENTRIES {
-                let drop: Vec<Vec<u8>> = c.map.keys().step_by(2).cloned().collect();
+            let map = pick(&mut c);
+            if map.len() >= cap {
+                let drop: Vec<Vec<u8>> = map.keys().step_by(2).cloned().collect();
                 for k in drop {
-                    c.map.remove(&k);
+                    map.remove(&k);
                 }
             }
-            c.map.insert(id.to_vec(), std::sync::Arc::new(s.clone()));
+            map.insert(id.to_vec(), std::sync::Arc::new(v.clone()));
         }
-        Ok(s)
+        Ok(v)
     }
 }
 
@@ -342,7 +355,8 @@ impl Store {
                 if !filter.matches(&key, group_by) {
                     continue;
                 }
-                let core = t.core(&id, &value, writes)?;
+                let core =
+                    t.cached(|c| &mut c.cores, DecodedCache::CORES, (&id, &value), writes)?;
                 found.push((start, key, id, core));
             }
         }
@@ -363,7 +377,7 @@ impl Store {
                     })
                 });
             let ids: Option<PiiIds> = part(&t.pii_ids, &id, needs_ids)?
-                .map(|v| decode(&v))
+                .map(|v| t.cached(|c| &mut c.ids, DecodedCache::IDS, (&id, &v), writes))
                 .transpose()?;
             for (cell, list) in ids.iter().flatten() {
                 let times = earliest.entry(cell.clone()).or_default();
