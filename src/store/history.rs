@@ -146,17 +146,17 @@ impl HistoryTrees {
 
     /// The value `value` of bucket `id`, decoded or from the cache map `pick` chooses (at most
     /// `cap` entries); `writes` is the write count when the caller began reading.
-    fn cached<T: Clone + serde::de::DeserializeOwned>(
+    fn cached<T: serde::de::DeserializeOwned>(
         &self,
         pick: fn(&mut DecodedCache) -> &mut Map<T>,
         cap: usize,
         (id, value): (&[u8], &[u8]),
         writes: u64,
-    ) -> Result<T, StoreError> {
+    ) -> Result<std::sync::Arc<T>, StoreError> {
         if let Some(v) = pick(&mut self.cache()).get(id) {
-            return Ok(T::clone(v));
+            return Ok(v.clone());
         }
-        let v: T = decode(value)?;
+        let v = std::sync::Arc::new(decode::<T>(value)?);
         let mut c = self.cache();
         if c.writes == writes {
             let map = pick(&mut c);
@@ -166,7 +166,7 @@ impl HistoryTrees {
                     map.remove(&k);
                 }
             }
-            map.insert(id.to_vec(), std::sync::Arc::new(v.clone()));
+            map.insert(id.to_vec(), v.clone());
         }
         Ok(v)
     }
@@ -370,15 +370,25 @@ impl Store {
         > = std::collections::BTreeMap::new();
         let mut out = Vec::with_capacity(found.len());
         for (start, key, id, core) in found {
-            let needs_ids = parts.pii_ids
-                && core.pii.keys().any(|cell| {
-                    earliest.get(cell).is_none_or(|times| {
-                        times.len() < PII_IDS_PER_CELL || times.last().is_some_and(|t| *t >= start)
-                    })
-                });
-            let ids: Option<PiiIds> = part(&t.pii_ids, &id, needs_ids)?
-                .map(|v| t.cached(|c| &mut c.ids, DecodedCache::IDS, (&id, &v), writes))
-                .transpose()?;
+            // The cells whose earliest ids this bucket can still change.
+            let needed = |cell: &crate::history::summary::PiiCellKey| {
+                earliest.get(cell).is_none_or(|times| {
+                    times.len() < PII_IDS_PER_CELL || times.last().is_some_and(|t| *t >= start)
+                })
+            };
+            let needs_ids = parts.pii_ids && core.pii.keys().any(needed);
+            let ids: Option<PiiIds> = match part(&t.pii_ids, &id, needs_ids)? {
+                Some(v) => {
+                    let all = t.cached(|c| &mut c.ids, DecodedCache::IDS, (&id, &v), writes)?;
+                    Some(
+                        all.iter()
+                            .filter(|(cell, _)| needed(cell))
+                            .cloned()
+                            .collect(),
+                    )
+                }
+                None => None,
+            };
             for (cell, list) in ids.iter().flatten() {
                 let times = earliest.entry(cell.clone()).or_default();
                 times.extend(list.iter().map(|(t, _)| *t));
@@ -387,7 +397,7 @@ impl Store {
             }
             let slowest = part(&t.slowest, &id, parts.slowest)?;
             let costliest = part(&t.costliest, &id, parts.costliest)?;
-            let summary = core.join(
+            let summary = OpsSummary::clone(&core).join(
                 slowest.map(|v| decode(&v)).transpose()?,
                 costliest.map(|v| decode(&v)).transpose()?,
                 ids,
