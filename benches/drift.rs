@@ -240,6 +240,8 @@ fn drift_spec(features: &[&str]) -> DriftSpec {
     DriftSpec {
         features: features.iter().map(|s| s.to_string()).collect(),
         p_value: 0.01,
+        p_value_explicit: true,
+        false_alarms: slawatch::spec::model::FalseAlarmBudget::DEFAULT,
         min_samples: 200,
         test: "auto".into(),
         effect_size: 0.1,
