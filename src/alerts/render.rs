@@ -186,14 +186,7 @@ fn no_data_words(n: &Notification) -> Option<String> {
             when(nd.last_session)
         );
         if let Some(by) = &nd.superseded_by {
-            let by: Vec<String> = by
-                .iter()
-                .map(|(k, val)| match k.as_str() {
-                    "prompt_version" => format!("prompt {val}"),
-                    other => format!("{other} {val}"),
-                })
-                .collect();
-            s.push_str(&format!("; superseded by {}", by.join(" on ")));
+            s.push_str(&format!("; superseded by {}", superseded_words(by)));
         }
         s.push('.');
         if !out.contains(&s) {
@@ -201,6 +194,32 @@ fn no_data_words(n: &Notification) -> Option<String> {
         }
     }
     (!out.is_empty()).then(|| out.join(" "))
+}
+
+/// `prompt sp-v2 on model m-2026-11`: what differs in the key that took over.
+fn superseded_words(by: &[(String, String)]) -> String {
+    by.iter()
+        .map(|(k, val)| match k.as_str() {
+            "prompt_version" => format!("prompt {val}"),
+            other => format!("{other} {val}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" on ")
+}
+
+/// What ended, for subjects and titles: the measure back within target — or, for an incident
+/// whose key stopped receiving sessions, that (and what took over), never "back within target".
+fn ended_words(v: &IncidentView) -> String {
+    match &v.no_data {
+        Some(nd) => match &nd.superseded_by {
+            Some(by) => format!(
+                "no sessions any more, superseded by {}",
+                superseded_words(by)
+            ),
+            None => "no sessions any more".into(),
+        },
+        None => resolved_words(&v.latest),
+    }
 }
 
 fn segment_label(v: &IncidentView) -> String {
@@ -546,7 +565,7 @@ pub fn subject(n: &Notification) -> String {
         ),
         NotificationKind::Resolved => format!(
             "[RESOLVED] {name} — {}{scope} after {}",
-            resolved_words(&h.latest),
+            ended_words(h),
             human_duration(resolved_at(n).unwrap_or(n.at) - n.opened_at)
         ),
         NotificationKind::Escalated => format!(
@@ -1374,7 +1393,7 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
     );
     let title = match headline(n) {
         Some(h) if n.kind == NotificationKind::Resolved => {
-            format!("{}{}", capitalize(&resolved_words(&h.latest)), scope(n))
+            format!("{}{}", capitalize(&ended_words(h)), scope(n))
         }
         Some(h) => format!("{}{}", capitalize(&breach_words(&h.latest)), scope(n)),
         None => format!("{}/{}", n.group.spec, n.group.objective),

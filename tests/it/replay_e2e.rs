@@ -576,6 +576,14 @@ fn a_replaced_failing_prompt_version_ends_its_incidents_instead_of_reminding() {
             when(last_v1)
         );
         assert!(r.text.contains(&reason), "{reason}\nnot in:\n{}", r.text);
+        // The subject says why it ended, not that the measure recovered.
+        assert!(
+            r.subject
+                .contains("no sessions any more, superseded by prompt sp-v2")
+                && !r.subject.contains("back within target"),
+            "{}",
+            r.subject
+        );
         assert!(
             r.text
                 .contains(&format!("clean since {}", when(last_v1 + timeout))),
