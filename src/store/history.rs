@@ -135,12 +135,12 @@ impl HistoryTrees {
     }
 
     /// Forgets what is cached of these buckets (they are being rewritten).
-    fn forget<'a>(&self, ids: impl IntoIterator<Item = &'a [u8]>) {
+    fn forget(&self, ids: impl IntoIterator<Item = impl AsRef<[u8]>>) {
         let mut c = self.cache();
         c.writes += 1;
         for id in ids {
-            c.cores.remove(id);
-            c.ids.remove(id);
+            c.cores.remove(id.as_ref());
+            c.ids.remove(id.as_ref());
         }
     }
 
@@ -306,10 +306,7 @@ impl Store {
         self.history.forget(
             targets
                 .keys()
-                .map(|(res, start, key)| bucket_id(*res, *start, key))
-                .collect::<Vec<_>>()
-                .iter()
-                .map(|v| v.as_slice()),
+                .map(|(res, start, key)| bucket_id(*res, *start, key)),
         );
         match result {
             Ok(applied) => Ok(applied),
@@ -462,7 +459,7 @@ impl Store {
                 }
                 tree.apply_batch(batch)?;
             }
-            self.history.forget(old.iter().map(|id| id.as_ref()));
+            self.history.forget(&old);
             dropped += old.len() as u64;
         }
         Ok(dropped)
@@ -496,11 +493,28 @@ mod tests {
             100 + (i * 7919) % 1000,
             0.001 * ((i * 104_729) % 997) as f64,
         );
+        record(&line)
+    }
+
+    fn record(line: &str) -> crate::session::Session {
         crate::ingest::decode::Decoder::new(
             std::sync::Arc::new(crate::catalog::Catalog::embedded()),
         )
         .decode(line.as_bytes())
         .expect("valid record")
+    }
+
+    /// The buckets that cover everything from `day` to the newest session.
+    fn up_to_newest(day: EpochMs, newest: EpochMs, config: &HistoryConfig) -> Vec<Span> {
+        plan(
+            Range {
+                from: day,
+                to: newest + 1,
+            },
+            config.pane,
+            newest,
+            day,
+        )
     }
 
     /// A delta applied twice counts once; buckets of every resolution agree with each other.
@@ -533,15 +547,7 @@ mod tests {
             let total: u64 = b.iter().map(|(_, _, s)| s.sessions).sum();
             assert_eq!(total, 2_000, "{res:?}");
         }
-        let spans = plan(
-            Range {
-                from: day,
-                to: newest + 1,
-            },
-            config.pane,
-            newest,
-            day,
-        );
+        let spans = up_to_newest(day, newest, &config);
         let merged = crate::history::query::merge_all(
             &store
                 .history_buckets(
@@ -647,26 +653,13 @@ mod tests {
                 r#"{{"session_id":"{id}","agent":"bot","prompt_version":"p1","model":"m-2026-09","ended_at":"{}","status":"success","pii":[{{"type":"{kind}","handling":"redacted","destination":"model"}}]}}"#,
                 crate::time::format_rfc3339_ms(t),
             );
-            let s = crate::ingest::decode::Decoder::new(std::sync::Arc::new(
-                crate::catalog::Catalog::embedded(),
-            ))
-            .decode(line.as_bytes())
-            .expect("valid record");
-            h.observe(&s);
+            h.observe(&record(&line));
             want.entry(kind).or_default().push((t, id));
         }
         let delta = h.seal().unwrap().clone();
         store.apply_history(&delta, &config).unwrap();
         let newest = store.history_newest().unwrap().unwrap();
-        let spans = plan(
-            Range {
-                from: day,
-                to: newest + 1,
-            },
-            config.pane,
-            newest,
-            day,
-        );
+        let spans = up_to_newest(day, newest, &config);
         let parts = Parts {
             pii_ids: true,
             ..Parts::COUNTS
