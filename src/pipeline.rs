@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::drift::baseline::Baseline;
-use crate::evaluate::{RuntimeState, SpecRuntime};
+use crate::evaluate::{Carried, RuntimeState, SpecRuntime};
 use crate::finding::{Clear, Finding, LastSession};
 use crate::history::{Delta, History, HistoryState};
 use crate::ingest::decode::{Decoder, RejectReason};
@@ -81,6 +81,24 @@ pub struct Pipeline {
     history: Option<History>,
     /// The shell's wall clock (`run`); `None` in replays, whose records are history.
     wall_clock: Option<Arc<dyn crate::alerts::deliver::Clock>>,
+}
+
+/// What a configuration reload did to one spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpecReload {
+    pub spec: String,
+    pub change: SpecChange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "change", content = "kept")]
+pub enum SpecChange {
+    /// New in this configuration.
+    Added,
+    /// In both; what of its state survived.
+    Kept(Carried),
+    /// Gone from the configuration, with its state.
+    Removed,
 }
 
 /// What a crash-safe restart restores: every runtime's state, dedupe, counters, watermarks.
@@ -376,6 +394,45 @@ impl Pipeline {
         for rt in &mut self.runtimes {
             out.extend(rt.advance(t).into_iter().map(with_message));
         }
+    }
+
+    /// Replaces the specs (a configuration reload), keeping what is still valid of each
+    /// spec's state ([`SpecRuntime::carry_over`]): a spec of the same name that did not change
+    /// keeps everything. Added specs start at the stream's watermark, so records the old
+    /// configuration already judged late stay late. Dedupe, watermarks, counters and the
+    /// history are not touched.
+    pub fn reload(&mut self, specs: Vec<Spec>) -> Vec<SpecReload> {
+        let mut old: BTreeMap<String, SpecRuntime> = self
+            .runtimes
+            .drain(..)
+            .map(|rt| (rt.spec().name.clone(), rt))
+            .collect();
+        let mut changes = Vec::new();
+        for spec in specs {
+            let mut rt = SpecRuntime::new(Arc::new(spec));
+            let change = match old.remove(&rt.spec().name) {
+                Some(before) => SpecChange::Kept(rt.carry_over(before)),
+                None => SpecChange::Added,
+            };
+            if change != SpecChange::Kept(Carried::Everything)
+                && change != SpecChange::Kept(Carried::Windows)
+                && let Some(t) = self.advanced_to
+            {
+                // Nothing is open yet, so nothing closes.
+                let closed = rt.advance(t);
+                debug_assert!(closed.is_empty());
+            }
+            changes.push(SpecReload {
+                spec: rt.spec().name.clone(),
+                change,
+            });
+            self.runtimes.push(rt);
+        }
+        changes.extend(old.into_keys().map(|spec| SpecReload {
+            spec,
+            change: SpecChange::Removed,
+        }));
+        changes
     }
 
     /// Everything to persist for a crash-safe restart.

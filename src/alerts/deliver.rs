@@ -479,6 +479,14 @@ impl AlertService {
         Ok(recorded)
     }
 
+    /// A configuration reload ([`AlertEngine::reload`]); the clear synthesizer follows the
+    /// new windows. Resolutions it causes are mailed at the next advance.
+    pub fn reload(&mut self, policy: Arc<Policy>, specs: &[Spec]) {
+        self.engine.reload(policy, specs);
+        self.synth.reload(specs);
+        self.dirty = true;
+    }
+
     /// Feeds a clear from the pipeline.
     pub fn on_clear(&mut self, c: &Clear) {
         self.engine.on_clear(c);

@@ -243,6 +243,9 @@ pub struct Incident {
     /// Set when it resolved because its key had no sessions for `noDataTimeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_data: Option<NoData>,
+    /// Set when it resolved because a configuration reload removed its objective (or spec).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
 }
 
 impl Incident {
@@ -435,6 +438,9 @@ pub struct IncidentView {
     /// replaced it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_data: Option<NoData>,
+    /// Resolved because a configuration reload removed its objective.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
 }
 
 /// Error budget and projection of the group's headline incident (SLO objectives).
@@ -642,6 +648,31 @@ impl AlertEngine {
         }
     }
 
+    /// A configuration reload: the new policy and specs. Active incidents of an objective (or
+    /// spec) that is gone resolve now, marked [`Incident::retired`]; nothing else changes, so
+    /// incidents of objectives that stay keep their threads and timers.
+    pub fn reload(&mut self, policy: Arc<Policy>, specs: &[Spec]) {
+        self.policy = policy;
+        self.specs = specs
+            .iter()
+            .map(|s| (s.name.clone(), SpecInfo::from_spec(s)))
+            .collect();
+        let now = self.state.now;
+        for inc in self.state.incidents.values_mut() {
+            let kept = self
+                .specs
+                .get(&inc.key.spec)
+                .is_some_and(|s| s.objectives.iter().any(|o| o.name == inc.key.objective));
+            if inc.is_active() && !kept {
+                let at = now.unwrap_or(inc.last_breach).max(inc.last_breach);
+                inc.status = IncidentStatus::Resolved;
+                inc.resolved_at = Some(at);
+                inc.last_event = inc.last_event.max(at);
+                inc.retired = true;
+            }
+        }
+    }
+
     /// The state, for snapshots.
     pub fn state(&self) -> &EngineState {
         &self.state
@@ -721,6 +752,7 @@ impl AlertEngine {
                     inc.status = IncidentStatus::Pending;
                     inc.resolved_at = None;
                     inc.no_data = None;
+                    inc.retired = false;
                     inc.reopened += 1;
                     inc.active_since = end;
                 }
@@ -782,6 +814,7 @@ impl AlertEngine {
                     latest: f.clone(),
                     peak: f.clone(),
                     no_data: None,
+                    retired: false,
                 };
                 self.state.incidents.insert(id.clone(), inc);
                 self.join_group(&ik, f.severity, f.dimension, &id);
@@ -1493,6 +1526,7 @@ impl AlertEngine {
                 latest: inc.latest.clone(),
                 peak: inc.peak.clone(),
                 no_data: inc.no_data.clone(),
+                retired: inc.retired,
             });
         }
         out.sort_by(|a, b| {
@@ -1618,6 +1652,11 @@ pub struct ClearSynthesizer {
 }
 
 impl ClearSynthesizer {
+    /// Follows a configuration reload: the new window geometries; what it learned is kept.
+    pub fn reload(&mut self, specs: &[Spec]) {
+        self.windows = ClearSynthesizer::new(specs).windows;
+    }
+
     /// A synthesizer for these specs' window geometries.
     pub fn new(specs: &[Spec]) -> ClearSynthesizer {
         ClearSynthesizer {

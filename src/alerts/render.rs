@@ -173,11 +173,24 @@ pub fn key_short(key: &[(String, String)]) -> String {
         .join(" ")
 }
 
-/// Why incidents of the notification ended without a clean window, one sentence per key:
+/// Why incidents of the notification ended without a clean window (a reload removed the
+/// objective, or the key stopped receiving sessions), one sentence per key:
 /// `Ended for lack of data on support-bot sp-v1 m-2026-09: no sessions since 2026-11-01 06:00
 /// UTC; superseded by prompt sp-v2.`
-fn no_data_words(n: &Notification) -> Option<String> {
+fn early_end_words(n: &Notification) -> Option<String> {
     let mut out: Vec<String> = Vec::new();
+    for v in n.incidents.iter().filter(|v| v.retired) {
+        let s = format!(
+            "Ended on {}: a configuration reload removed objective {} of spec {}; \
+             nothing measures it any more.",
+            key_short(&v.key),
+            v.latest.objective,
+            v.latest.spec
+        );
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
     for v in &n.incidents {
         let Some(nd) = &v.no_data else { continue };
         let mut s = format!(
@@ -210,6 +223,9 @@ fn superseded_words(by: &[(String, String)]) -> String {
 /// What ended, for subjects and titles: the measure back within target — or, for an incident
 /// whose key stopped receiving sessions, that (and what took over), never "back within target".
 fn ended_words(v: &IncidentView) -> String {
+    if v.retired {
+        return "objective removed by a configuration reload".into();
+    }
     match &v.no_data {
         Some(nd) => match &nd.superseded_by {
             Some(by) => format!(
@@ -895,7 +911,7 @@ fn oncall_text(n: &Notification, t: &Timing) -> String {
     );
     o.push('\n');
     o.push_str(&wrap(&oncall_intro(n), TEXT_WIDTH, "", ""));
-    if let Some(w) = no_data_words(n) {
+    if let Some(w) = early_end_words(n) {
         o.push_str(&wrap(&w, TEXT_WIDTH, "", ""));
     }
     o.push('\n');
@@ -1409,7 +1425,7 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
     let rows = html! {
         (html_header(n, &title, &sub))
         (html_para(&oncall_context(n)))
-            @if let Some(w) = no_data_words(n) { (html_para(&w)) }
+            @if let Some(w) = early_end_words(n) { (html_para(&w)) }
         @if let Some(h) = headline(n) {
             (html_kpis(&oncall_kpis(n, h)))
         }

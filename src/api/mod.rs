@@ -24,10 +24,11 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 
 use crate::history::HistoryConfig;
+use crate::service::reload::{ReloadReply, Reloader, SharedSpecs};
 use crate::spec::model::Spec;
 use crate::store::Store;
 use questions::{Context, InvalidParam, Question};
@@ -35,12 +36,22 @@ use questions::{Context, InvalidParam, Question};
 /// What the handlers share.
 pub struct ApiState {
     pub store: Arc<Store>,
-    pub specs: Vec<Spec>,
+    /// The specs in force: a configuration reload replaces them.
+    pub specs: SharedSpecs,
     pub history: HistoryConfig,
     /// Set once the state is restored and input is flowing (or, for a file, fully read).
     pub ready: Arc<AtomicBool>,
     /// Required as `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
+    /// `POST /-/reload`, when the API serves a run that can reload.
+    pub reload: Option<Arc<Reloader>>,
+}
+
+impl ApiState {
+    /// The specs in force now.
+    pub fn specs(&self) -> Arc<Vec<Spec>> {
+        self.specs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// An RFC 7807 problem.
@@ -87,6 +98,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/openapi.json", get(openapi_doc))
         .route("/v1/findings", get(findings))
         .route("/v1/{question}", get(question))
+        .route("/-/reload", post(reload))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -129,6 +141,54 @@ async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
 }
+
+/// `POST /-/reload` (as in Prometheus and Alertmanager): re-reads the specs and the
+/// notification policy. 200 with what happened to each spec once applied; 202 when valid and
+/// still queued (a file input applies it at its next record); 422 with every diagnostic when a
+/// file is not valid — the running configuration stays.
+async fn reload(State(st): State<Arc<ApiState>>) -> Response {
+    let Some(reloader) = st.reload.clone() else {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not Found",
+            "this process does not evaluate specs, so it has nothing to reload",
+        )
+        .into_response();
+    };
+    let reply = tokio::task::spawn_blocking(move || reloader.request(RELOAD_WAIT)).await;
+    match reply {
+        Ok(ReloadReply::Applied(changes)) => {
+            json(&serde_json::json!({ "status": "applied", "specs": changes }))
+        }
+        Ok(ReloadReply::Queued) => (
+            StatusCode::ACCEPTED,
+            json(&serde_json::json!({
+                "status": "queued",
+                "detail": "the configuration is valid and is applied before the next record",
+            })),
+        )
+            .into_response(),
+        Ok(ReloadReply::Refused(diagnostics)) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-config",
+            "The configuration is not valid; the running one stays",
+            diagnostics,
+        )
+        .into_response(),
+        Ok(ReloadReply::Finished) => Problem::new(
+            StatusCode::CONFLICT,
+            "finished",
+            "Nothing to reload",
+            "the input has ended; nothing is evaluated any more",
+        )
+        .into_response(),
+        Err(e) => internal(format!("the reload failed: {e}")).into_response(),
+    }
+}
+
+/// How long `POST /-/reload` waits for the evaluating loop to apply a valid configuration.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn not_found(req: Request) -> Problem {
     Problem::new(
@@ -217,10 +277,11 @@ async fn question(
     };
     let req = parse_request(q, &params(query)?)?;
     let value = blocking(move || {
+        let specs = st.specs();
         let ctx = Context {
             store: &st.store,
             history: &st.history,
-            specs: &st.specs,
+            specs: &specs,
         };
         questions::answer(&ctx, &req).map_err(internal)
     })

@@ -31,10 +31,11 @@ figcaption{font-weight:600;margin-bottom:4px}.muted{color:#6b7385}
 
 /// Renders the page from the data directory.
 pub fn render(st: &ApiState) -> Result<String, questions::AnswerError> {
+    let specs = st.specs();
     let ctx = Context {
         store: &st.store,
         history: &st.history,
-        specs: &st.specs,
+        specs: &specs,
     };
     let now = st.store.history_newest()?;
     let status = questions::status(
@@ -70,7 +71,7 @@ pub fn render(st: &ApiState) -> Result<String, questions::AnswerError> {
                             Some(t) => { "Newest session " (format_minute(t)) " · " }
                             None => { "No sessions yet · " }
                         }
-                        (st.specs.len()) " spec(s) · refreshes every 30 s"
+                        (specs.len()) " spec(s) · refreshes every 30 s"
                     }
                 }
                 main {

@@ -21,6 +21,7 @@ use crate::finding::{Clear, Finding, LastSession};
 use crate::ingest::{DeadLetters, IngestStats, LinesSource, Source};
 use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
 use crate::present::fmt_value;
+use crate::service::reload::Reloader;
 use crate::spec::model::{Dimension, Severity};
 use crate::store::Store;
 
@@ -64,6 +65,9 @@ pub trait Sink {
     fn tick(&mut self, _pipeline: &mut Pipeline) -> Result<()> {
         Ok(())
     }
+
+    /// Called before each record is processed (configuration reloads). Must be cheap.
+    fn before_record(&mut self, _pipeline: &mut Pipeline) {}
 }
 
 impl<F: FnMut(&Finding) -> Result<()>> Sink for F {
@@ -86,6 +90,7 @@ pub fn replay_stream(
     let mut found = Vec::new();
     let mut findings = 0u64;
     while let Some(record) = source.next_record().context("reading the input")? {
+        sink.before_record(pipeline);
         if let Outcome::Rejected {
             reason,
             dead_letter: true,
@@ -277,16 +282,21 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let history = HistoryWriter::new(store.clone(), args.history.config()?, HISTORY_FLUSH);
     pipeline = pipeline.with_history(history.history(run_origin()));
     let ready = Arc::new(AtomicBool::new(false));
+    let specs: Vec<_> = pipeline
+        .runtimes()
+        .iter()
+        .map(|rt| (**rt.spec()).clone())
+        .collect();
+    let reload = super::serve::reloader(args, &specs)?;
     let api = start_api(
         &args.api,
         &args.data_dir,
         store.clone(),
-        load_specs(&args.pipeline.specs)?,
+        reload.clone(),
         args.history.config()?,
         ready.clone(),
     )?;
     let outbox_dir = args.data_dir.join("outbox");
-    let specs = load_specs(&args.pipeline.specs)?;
     let mut alerts = open_alerts(args, &store, &specs)?;
     let dead_path = args
         .pipeline
@@ -304,8 +314,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         new_findings: 0,
         batch_end: None,
         history,
+        reload: reload.clone(),
     };
     let report = replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?;
+    reload.finish();
     sink.history.flush(&mut pipeline)?;
     let new_findings = sink.new_findings;
     alerts.checkpoint()?;
@@ -378,6 +390,7 @@ struct RunSink<'a> {
     /// Newest window end of the current batch.
     batch_end: Option<i64>,
     history: HistoryWriter,
+    reload: Arc<Reloader>,
 }
 
 impl RunSink<'_> {
@@ -421,6 +434,15 @@ impl Sink for RunSink<'_> {
 
     fn tick(&mut self, pipeline: &mut Pipeline) -> Result<()> {
         self.history.maybe_flush(pipeline)
+    }
+
+    fn before_record(&mut self, pipeline: &mut Pipeline) {
+        if let Some(pending) = self.reload.take() {
+            let changes = pipeline.reload(pending.config.specs.clone());
+            self.alerts
+                .reload(pending.config.policy.clone(), &pending.config.specs);
+            self.reload.applied(pending, changes);
+        }
     }
 }
 

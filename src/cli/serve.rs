@@ -13,6 +13,7 @@ use clap::Args;
 use crate::api::{ApiServer, ApiState};
 use crate::history::{History, HistoryConfig};
 use crate::pipeline::Pipeline;
+use crate::service::reload::{ConfigFiles, Reloader};
 use crate::spec::model::Spec;
 use crate::store::Store;
 
@@ -79,6 +80,15 @@ pub fn api_token(file: Option<&Path>) -> Result<Option<String>> {
     }
 }
 
+/// Reloads of `run`'s specs and policy (SIGHUP, `POST /-/reload`); `specs` are in force now.
+pub fn reloader(args: &super::RunArgs, specs: &[Spec]) -> Result<Arc<Reloader>> {
+    let files = ConfigFiles {
+        specs: args.pipeline.specs.clone(),
+        policy: args.policy.clone(),
+    };
+    Reloader::new(files, specs).context("installing the SIGHUP handler")
+}
+
 /// Where the API listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8632";
 
@@ -113,7 +123,7 @@ pub fn start_api(
     args: &ApiArgs,
     data_dir: &Path,
     store: Arc<Store>,
-    specs: Vec<Spec>,
+    reload: Arc<Reloader>,
     history: HistoryConfig,
     ready: Arc<AtomicBool>,
 ) -> Result<RunningApi> {
@@ -123,7 +133,8 @@ pub fn start_api(
     }
     let state = Arc::new(ApiState {
         store,
-        specs,
+        specs: reload.specs(),
+        reload: Some(reload),
         history,
         ready,
         token: api_token(args.api_token_file.as_deref())?,

@@ -156,6 +156,10 @@ impl Output for ServiceOutput {
         self.alerts.deliver()?;
         Ok(())
     }
+
+    fn reload(&mut self, config: &crate::service::reload::Config) {
+        self.alerts.reload(config.policy.clone(), &config.specs);
+    }
 }
 
 pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
@@ -196,11 +200,12 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
     let dead = DeadLetters::to_file(&dead_path)?;
     let alerts = super::replay::open_alerts(args, &store, &specs)?;
     // The API answers from the store while the service fills it.
+    let reload = super::serve::reloader(args, &specs)?;
     let api = super::serve::start_api(
         &args.api,
         &args.data_dir,
         store.clone(),
-        specs,
+        reload.clone(),
         history,
         Arc::new(AtomicBool::new(true)),
     )?;
@@ -222,6 +227,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
             exit_at_eof: args.kafka.exit_at_eof,
             shutdown: shutdown.clone(),
             shutdown_timeout: Duration::from_secs(10),
+            reload: Some(reload.clone()),
         },
         pipeline,
         store.clone(),

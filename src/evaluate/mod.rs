@@ -89,6 +89,20 @@ pub struct RuntimeState {
     pub last_session: HashMap<Arc<str>, EpochMs>,
 }
 
+/// What a configuration reload kept of a spec's state ([`SpecRuntime::carry_over`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Carried {
+    /// The spec did not change.
+    Everything,
+    /// Open windows, SLO timelines and statistics (and unchanged drift baselines).
+    Windows,
+    /// Only the baselines of unchanged drift objectives.
+    Baselines,
+    /// A new spec, or one whose windows and baselines had to start again.
+    Nothing,
+}
+
 /// One spec's live state.
 pub struct SpecRuntime {
     spec: Arc<Spec>,
@@ -606,6 +620,67 @@ impl SpecRuntime {
                     .cloned(),
             );
         }
+    }
+
+    /// Moves into this fresh runtime what is still valid of `old`, the runtime of the spec of
+    /// the same name before a configuration reload:
+    ///
+    /// - the same spec: everything;
+    /// - the windows collect the same things (same selector, keys, segments, window, measures
+    ///   and SLO timelines — e.g. only a target, severity or runbook changed): the open windows,
+    ///   SLI timelines and per-objective statistics (matched by objective name);
+    /// - otherwise nothing of the windows, which fill again from the next sessions.
+    ///
+    /// In every case a drift objective whose definition (and the spec's `keyBy`) did not change
+    /// keeps its baselines.
+    pub fn carry_over(&mut self, mut old: SpecRuntime) -> Carried {
+        if SpecRuntime::fingerprint(&old.spec) == SpecRuntime::fingerprint(&self.spec) {
+            *self = old;
+            return Carried::Everything;
+        }
+        let slo_measures = |rt: &SpecRuntime| -> Vec<(usize, usize)> {
+            rt.slos.iter().map(|&(i, m, _)| (i, m)).collect()
+        };
+        let (new, was) = (&*self.spec, &*old.spec);
+        let same_windows = new.selector == was.selector
+            && new.key_by == was.key_by
+            && new.segment_by == was.segment_by
+            && new.max_segments == was.max_segments
+            && new.window == was.window
+            && self.measures == old.measures
+            && slo_measures(self) == slo_measures(&old)
+            && self.timeline_bucket_ms == old.timeline_bucket_ms
+            && self.timeline_span_ms == old.timeline_span_ms;
+        let mut carried = Carried::Nothing;
+        if same_windows {
+            std::mem::swap(&mut self.windows, &mut old.windows);
+            std::mem::swap(&mut self.timelines, &mut old.timelines);
+            std::mem::swap(&mut self.key_parts, &mut old.key_parts);
+            std::mem::swap(&mut self.interned, &mut old.interned);
+            std::mem::swap(&mut self.segments, &mut old.segments);
+            std::mem::swap(&mut self.last_session, &mut old.last_session);
+            self.late = old.late;
+            for (o, st) in self.spec.objectives.iter().zip(&mut self.stats) {
+                if let Some(i) = was.objectives.iter().position(|p| p.name == o.name) {
+                    *st = old.stats[i].clone();
+                }
+            }
+            carried = Carried::Windows;
+        }
+        for (oi, d) in &mut self.drift {
+            let objective = &self.spec.objectives[*oi];
+            let before = old.drift.iter().find(|(pi, _)| {
+                let p = &was.objectives[*pi];
+                p == objective
+            });
+            if let Some((_, od)) = before.filter(|_| new.key_by == was.key_by) {
+                d.restore(od.baselines().values().cloned());
+                if carried == Carried::Nothing {
+                    carried = Carried::Baselines;
+                }
+            }
+        }
+        carried
     }
 
     /// The drift runtimes (for `slawatch baseline`).

@@ -39,6 +39,7 @@ use crate::pipeline::{Outcome, Pipeline, PipelineState};
 use crate::store::Store;
 
 pub mod partitioned;
+pub mod reload;
 pub mod tables;
 
 /// What is persisted atomically at a checkpoint.
@@ -79,6 +80,8 @@ pub trait Output: Send {
     fn checkpointed(&mut self) -> Result<()> {
         Ok(())
     }
+    /// A configuration reload (new specs and notification policy).
+    fn reload(&mut self, _config: &reload::Config) {}
 }
 
 /// Options of one service run.
@@ -91,6 +94,8 @@ pub struct ServiceOptions {
     pub shutdown: Arc<AtomicBool>,
     /// Shutdown must finish within this.
     pub shutdown_timeout: Duration,
+    /// Configuration reloads (SIGHUP, `POST /-/reload`), applied between two records.
+    pub reload: Option<Arc<reload::Reloader>>,
 }
 
 /// What a run did.
@@ -163,6 +168,14 @@ impl State {
         self.report.records += 1;
         self.since_checkpoint += 1;
         self.emit()
+    }
+
+    /// Applies a reload between two records; the next checkpoint carries the new state.
+    fn reload(&mut self, reloader: &reload::Reloader, pending: reload::Pending) {
+        let changes = self.pipeline.reload(pending.config.specs.clone());
+        self.output.reload(&pending.config);
+        self.since_checkpoint += 1;
+        reloader.applied(pending, changes);
     }
 
     fn emit(&mut self) -> Result<()> {
@@ -442,6 +455,11 @@ fn run_single(
             None => {}
         }
         let mut st = lock(&state);
+        if let Some(r) = &opts.reload
+            && let Some(pending) = r.take()
+        {
+            st.reload(r, pending);
+        }
         // Partitions quiet for the idle timeout (or at their end) stop holding the watermark.
         let now = Instant::now();
         let mut out = Vec::new();

@@ -162,6 +162,19 @@ impl State {
         t * 1_000_000 + partition
     }
 
+    /// Applies a reload between two records: stage 1's selection and every owned stage-2
+    /// partition; partitions restored later are built from the new template.
+    fn reload(&mut self, reloader: &super::reload::Reloader, pending: super::reload::Pending) {
+        let changes = self.template.reload(pending.config.specs.clone());
+        for part in self.parts.values_mut() {
+            part.pipeline.reload(pending.config.specs.clone());
+            part.dirty = true;
+        }
+        self.output.reload(&pending.config);
+        self.since_checkpoint += 1;
+        reloader.applied(pending, changes);
+    }
+
     /// Stage 1: validate, dead-letter or forward, mark progress.
     fn ingest(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
         let pid = self.pid(m.topic(), m.partition());
@@ -722,6 +735,11 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(1));
         }
         let mut st = lock(&state);
+        if let Some(r) = &opts.reload
+            && let Some(pending) = r.take()
+        {
+            st.reload(r, pending);
+        }
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             tracing::debug!(

@@ -10,6 +10,7 @@ mod kafka_e2e;
 mod multivariate;
 mod objectives;
 mod page;
+mod reload;
 mod replay_e2e;
 mod sequential_arl;
 mod simulate;
