@@ -158,9 +158,11 @@ async fn reload(State(st): State<Arc<ApiState>>) -> Response {
     };
     let reply = tokio::task::spawn_blocking(move || reloader.request(RELOAD_WAIT)).await;
     match reply {
-        Ok(ReloadReply::Applied(changes)) => {
-            json(&serde_json::json!({ "status": "applied", "specs": changes }))
-        }
+        Ok(ReloadReply::Applied(a)) => json(&serde_json::json!({
+            "status": "applied",
+            "records": a.records,
+            "specs": a.specs,
+        })),
         Ok(ReloadReply::Queued) => (
             StatusCode::ACCEPTED,
             json(&serde_json::json!({

@@ -28,6 +28,34 @@ pub use replay::{ReplayReport, Sink, replay_stream};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr: `text` for people, `json` (one object per line, with fields such
+    /// as spec, objective, partition) for a log pipeline. Level: `RUST_LOG` (default warn).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLAWATCH_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr (data goes to stdout). They carry names, counts, offsets and reasons —
+/// never a record's content, so never personal data.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +176,7 @@ fn parse_skew(s: &str) -> Result<i64, String> {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Validate(a) => validate(&a),
         Command::Explain(a) => explain(&a),

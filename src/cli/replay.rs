@@ -441,7 +441,8 @@ impl Sink for RunSink<'_> {
             let changes = pipeline.reload(pending.config.specs.clone());
             self.alerts
                 .reload(pending.config.policy.clone(), &pending.config.specs);
-            self.reload.applied(pending, changes);
+            let records = pipeline.stats().records;
+            self.reload.applied(pending, records, changes);
         }
     }
 }

@@ -175,7 +175,7 @@ impl State {
         let changes = self.pipeline.reload(pending.config.specs.clone());
         self.output.reload(&pending.config);
         self.since_checkpoint += 1;
-        reloader.applied(pending, changes);
+        reloader.applied(pending, self.report.records, changes);
     }
 
     fn emit(&mut self) -> Result<()> {

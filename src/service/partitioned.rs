@@ -172,7 +172,7 @@ impl State {
         }
         self.output.reload(&pending.config);
         self.since_checkpoint += 1;
-        reloader.applied(pending, changes);
+        reloader.applied(pending, self.report.records, changes);
     }
 
     /// Stage 1: validate, dead-letter or forward, mark progress.

@@ -105,14 +105,24 @@ pub enum ReloadReply {
     /// The files are not valid; the running configuration stays.
     Refused(String),
     /// Applied: what happened to each spec.
-    Applied(Vec<SpecReload>),
+    Applied(Applied),
     /// Valid and queued; the loop applies it at the next record.
     Queued,
     /// Nothing consumes any more (a finite input has ended), so nothing is reloaded.
     Finished,
 }
 
-type Reply = mpsc::Sender<Vec<SpecReload>>;
+/// Where and how a configuration was applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    /// Input records the loop had taken before the new configuration (it judges every later
+    /// one).
+    pub records: u64,
+    /// What happened to each spec.
+    pub specs: Vec<SpecReload>,
+}
+
+type Reply = mpsc::Sender<Applied>;
 
 /// Reload requests from the signal handler and the API, taken by the loop that owns the
 /// pipeline.
@@ -175,7 +185,7 @@ impl Reloader {
         let (tx, rx) = mpsc::channel();
         self.enqueue(config, Some(tx));
         match rx.recv_timeout(wait) {
-            Ok(changes) => ReloadReply::Applied(changes),
+            Ok(applied) => ReloadReply::Applied(applied),
             Err(_) => ReloadReply::Queued,
         }
     }
@@ -205,11 +215,15 @@ impl Reloader {
         Some(Pending { config, replies })
     }
 
-    /// For the loop: `pending` is applied.
-    pub fn applied(&self, pending: Pending, changes: Vec<SpecReload>) {
+    /// For the loop: `pending` is applied after `records` input records.
+    pub fn applied(&self, pending: Pending, records: u64, changes: Vec<SpecReload>) {
         for c in &changes {
-            tracing::info!(spec = %c.spec, change = ?c.change, "configuration reloaded");
+            tracing::info!(spec = %c.spec, change = ?c.change, records, "configuration reloaded");
         }
+        let applied = Applied {
+            records,
+            specs: changes,
+        };
         *self.specs.write().expect("not poisoned") = Arc::new(pending.config.specs);
         {
             let mut last = self.last.lock().expect("not poisoned");
@@ -219,7 +233,7 @@ impl Reloader {
             last.error = None;
         }
         for r in pending.replies {
-            let _ = r.send(changes.clone());
+            let _ = r.send(applied.clone());
         }
     }
 

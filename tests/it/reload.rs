@@ -5,7 +5,9 @@
 //! fresh run over the sessions after the reload.
 
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use slawatch::catalog::Catalog;
@@ -208,5 +210,226 @@ fn removed_and_added_specs_are_reported_and_the_added_one_starts_at_the_watermar
             .iter()
             .all(|f| f.spec == "support-bot-prod"),
         "the removed spec stops"
+    );
+}
+
+/// A plain HTTP/1.1 request on loopback (the test's own client): status and body.
+fn http(method: &str, addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_owned(),
+    )
+}
+
+fn append(path: &Path) -> std::fs::File {
+    std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// `slawatch run` reading stdin: a bad spec is refused (by `POST /-/reload` with the positioned
+/// diagnostics, by SIGHUP in the log) and the old configuration goes on exactly as if nothing
+/// had been asked; a valid change then takes effect for the windows that close after it.
+#[test]
+fn run_reloads_on_sighup_and_post_refusing_a_bad_spec_and_keeping_the_old_one() {
+    let lines = lines();
+    let dir = tempfile::tempdir().unwrap();
+    let specs = dir.path().join("specs");
+    std::fs::create_dir(&specs).unwrap();
+    let support = shipped_spec_text("support-bot.yaml");
+    let spec_file = specs.join("support-bot.yaml");
+    std::fs::write(&spec_file, &support).unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("run.log");
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_slawatch"))
+        .args([
+            "run",
+            "--input",
+            "-",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--specs")
+        .arg(&specs)
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        // Both in append mode: stdout's summary must not overwrite the log lines.
+        .stdout(append(&log))
+        .stderr(append(&log))
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let guard = Kill(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        if let Ok(text) = std::fs::read_to_string(data.join("api.json"))
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            break v["address"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no API:\n{}", log_tail(&log));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut sent = 0;
+    let mut send = |n: usize, stdin: &mut std::process::ChildStdin| {
+        use std::io::Write;
+        for l in &lines[sent..(sent + n).min(lines.len())] {
+            stdin.write_all(l).unwrap();
+            stdin.write_all(b"\n").unwrap();
+        }
+        stdin.flush().unwrap();
+        sent = (sent + n).min(lines.len());
+        sent
+    };
+    let mut upto = send(lines.len() / 3, &mut stdin);
+
+    // A bad file, by POST: refused at once with every diagnostic, positioned.
+    let bad = support.replace("        p: 99\n", "        p: 199\n");
+    let line = bad.lines().position(|l| l == "        p: 199").unwrap() + 1;
+    std::fs::write(&spec_file, &bad).unwrap();
+    let (code, body) = http("POST", &addr, "/-/reload");
+    assert_eq!(code, 422, "{body}");
+    let problem: Value = serde_json::from_str(&body).unwrap();
+    let at = format!("{}:{line}:12", spec_file.display());
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&at),
+        "{at} in {body}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("between 0 and 100")
+    );
+    // The same file by SIGHUP: refused in the log, once the loop looks (at its next record).
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("reload refused")
+    {
+        assert!(
+            upto < lines.len() && Instant::now() < deadline,
+            "{}",
+            log_tail(&log)
+        );
+        upto = send(20, &mut stdin);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(std::fs::read_to_string(&log).unwrap().contains(&at));
+    send(lines.len() / 3 - 20, &mut stdin);
+
+    // A valid change: the p99 target drops from 20 s to 3 s. It applies before the loop's
+    // next record: 200 when that comes while the request waits, else 202 (queued).
+    let good = support.replace("        max: 20s\n", "        max: 3s\n");
+    std::fs::write(&spec_file, &good).unwrap();
+    let (code, body) = http("POST", &addr, "/-/reload");
+    assert!(code == 200 || code == 202, "{code} {body}");
+    send(lines.len(), &mut stdin);
+    drop(stdin);
+    let status = guard.0.wait().unwrap();
+    assert!(status.success(), "{}", log_tail(&log));
+    drop(guard);
+    // Where it applied: the log (JSON lines) says after how many records.
+    let applied: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "configuration reloaded")
+        .collect();
+    let reload_lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("reload"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(applied.len(), 1, "{code} {body}\n{reload_lines:#?}");
+    assert_eq!(applied[0]["spec"], "support-bot-prod");
+    let records = applied[0]["records"].as_u64().unwrap() as usize;
+    // Not necessarily `upto`: the loop may still be working through what was sent.
+    assert!(records > lines.len() / 3 && records < lines.len());
+    // Windows closed by then were judged under the old spec: the watermark is the newest
+    // event time less the allowed lateness (10 min).
+    let valid_at = event_time(&lines[records - 1]) - 600_000;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_slawatch"))
+        .args(["findings", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let got: Vec<Finding> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids = |fs: &mut dyn Iterator<Item = &Finding>| -> Vec<String> {
+        let mut v: Vec<String> = fs.map(|f| f.id.clone()).collect();
+        v.sort();
+        v
+    };
+    // Until the valid reload, exactly what a run that was never asked to reload finds.
+    let mut never = pipeline(specs_of(&[("support-bot.yaml", support)]));
+    let mut want = Vec::new();
+    feed(&mut never, &lines, &mut want);
+    never.finish(&mut want);
+    let before = |f: &&Finding| f.window_end <= valid_at;
+    assert!(want.iter().filter(before).count() > 0);
+    assert_eq!(
+        ids(&mut got.iter().filter(before)),
+        ids(&mut want.iter().filter(before))
+    );
+    // After it, the new target: as a run under the new spec from the start judges.
+    let mut new_from_start = pipeline(specs_of(&[("support-bot.yaml", good)]));
+    let mut want_new = Vec::new();
+    feed(&mut new_from_start, &lines, &mut want_new);
+    new_from_start.finish(&mut want_new);
+    let after = |f: &&Finding| f.window_end > valid_at;
+    assert!(
+        want_new
+            .iter()
+            .filter(after)
+            .any(|f| f.objective == "latency-p99")
+    );
+    assert_eq!(
+        ids(&mut got.iter().filter(after)),
+        ids(&mut want_new.iter().filter(after))
     );
 }
