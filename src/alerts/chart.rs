@@ -4,8 +4,8 @@
 //! What is drawn depends on the finding's [`Chart`]: reference vs current bars for a drifted
 //! distribution or category mix, the error-budget burn over the period (with the projection
 //! to its end), and — when a finding carries no chart — the observed value of every incident
-//! of the group against the target. Text uses the DejaVu Sans shipped in `charts/`, so output
-//! never depends on the machine's fonts.
+//! of the group against the target. Text uses the DejaVu Sans shipped in `assets/fonts/`, so
+//! output never depends on the machine's fonts.
 //!
 //! The RGB buffer is encoded by the `png` crate (adaptive row filters, which suit the flat
 //! colours of a chart). Pure: no file, no clock; the same notification always gives the same
@@ -22,7 +22,7 @@ use crate::finding::{Chart, Check, Comparator, Finding, Unit};
 use crate::session::EpochMs;
 
 /// The font used for chart text.
-pub const FONT: &[u8] = include_bytes!("../../charts/DejaVuSans.ttf");
+pub const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 /// Chart size in pixels (drawn at 2× for sharp text, shown at half size).
 pub const WIDTH: u32 = 1200;
 /// Chart height in pixels.

@@ -6,6 +6,7 @@ mod api;
 mod decode;
 mod drift_e2e;
 mod finding_wire;
+mod helm;
 mod kafka_e2e;
 mod multivariate;
 mod objectives;

@@ -563,19 +563,23 @@ impl Drop for Server {
 
 // ------------------------------------------------------------- binaries --
 
-fn tool_path(name: &str, env_var: &str) -> PathBuf {
+/// The directory `scripts/install-deps.sh` installs into: `$SLAWATCH_TOOLS_DIR`, else `.tools`.
+pub fn tools_dir() -> PathBuf {
+    match std::env::var_os("SLAWATCH_TOOLS_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools"),
+    }
+}
+
+/// A test tool: `$env_var` when set, else `<tools_dir>/bin/<name>`; panics saying how to
+/// install it when missing.
+pub fn tool_path(name: &str, env_var: &str) -> PathBuf {
     let (path, source) = match std::env::var_os(env_var) {
         Some(p) if !p.is_empty() => (PathBuf::from(p), format!("${env_var}")),
-        _ => {
-            let tools = match std::env::var_os("SLAWATCH_TOOLS_DIR") {
-                Some(d) if !d.is_empty() => PathBuf::from(d),
-                _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools"),
-            };
-            (
-                tools.join("bin").join(name),
-                String::from("the default location"),
-            )
-        }
+        _ => (
+            tools_dir().join("bin").join(name),
+            String::from("the default location"),
+        ),
     };
     if !path.is_file() {
         panic!(
