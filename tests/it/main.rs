@@ -11,6 +11,7 @@ mod multivariate;
 mod objectives;
 mod page;
 mod replay_e2e;
+mod schema;
 mod sequential_arl;
 mod simulate;
 mod spec_validate;
