@@ -477,30 +477,20 @@ pub fn schema() -> String {
 const TEXTS: Ty = Ty::List(&Ty::Text);
 
 /// The policy document.
+#[rustfmt::skip]
 pub static DOCUMENT: Shape = shape!(
     "document",
     "A slawatch notification policy: who gets which alert mail, when, and what is held back.",
     &[
-        req(
-            "apiVersion",
-            Ty::Enum(&[API_VERSION]),
-            "The format version: `slawatch/v1`."
-        ),
+        req("apiVersion", Ty::Enum(&[API_VERSION]), "The format version: `slawatch/v1`."),
         req("kind", Ty::Enum(&[KIND]), "`NotificationPolicy`."),
-        opt(
-            "metadata",
-            Ty::Object(&METADATA),
-            "The policy's name and labels."
-        ),
-        req(
-            "spec",
-            Ty::Object(&SPEC),
-            "Receivers, routes, timings and inhibition."
-        ),
+        opt("metadata", Ty::Object(&METADATA), "The policy's name and labels."),
+        req("spec", Ty::Object(&SPEC), "Receivers, routes, timings and inhibition."),
     ],
 );
 
 /// `metadata`.
+#[rustfmt::skip]
 pub static METADATA: Shape = shape!(
     "metadata",
     "The policy's name and labels.",
@@ -511,173 +501,83 @@ pub static METADATA: Shape = shape!(
 );
 
 /// `spec`.
+#[rustfmt::skip]
 pub static SPEC: Shape = shape!(
     "spec",
     "Receivers, routes, timings and inhibition.",
     &[
-        req(
-            "receivers",
-            Ty::Map(&TEXTS),
-            "Receiver name → email addresses."
-        ),
-        opt(
-            "routes",
-            Ty::Seq(&Ty::Object(&ROUTE)),
-            "Which receivers get which groups, tried in order."
-        ),
-        opt(
-            "timing",
-            Ty::Object(&TIMING),
-            "Group timings and incident lifecycle."
-        ),
-        opt(
-            "inhibitRules",
-            Ty::Seq(&Ty::Object(&INHIBIT_RULE)),
-            "Incidents that hold back others (default: an availability page holds back behavior alerts on its key)."
-        ),
-        opt(
-            "resolvedNotices",
-            Ty::Bool,
-            "Mail when a group resolves (default true)."
-        ),
-        opt(
-            "stakeholderNotices",
-            Ty::Object(&STAKEHOLDER_NOTICES),
-            "What stakeholders are told."
-        ),
+        req("receivers", Ty::Map(&TEXTS), "Receiver name → email addresses."),
+        opt("routes", Ty::Seq(&Ty::Object(&ROUTE)), "Which receivers get which groups, tried in order."),
+        opt("timing", Ty::Object(&TIMING), "Group timings and incident lifecycle."),
+        opt("inhibitRules", Ty::Seq(&Ty::Object(&INHIBIT_RULE)), "Incidents that hold back others (default: an availability page holds back behavior alerts on its key)."),
+        opt("resolvedNotices", Ty::Bool, "Mail when a group resolves (default true)."),
+        opt("stakeholderNotices", Ty::Object(&STAKEHOLDER_NOTICES), "What stakeholders are told."),
     ],
 );
 
 /// One `routes` entry.
+#[rustfmt::skip]
 pub static ROUTE: Shape = shape!(
     "route",
     "Which receivers get the groups this route matches.",
     &[
-        opt(
-            "match",
-            Ty::Object(&MATCH),
-            "What the route matches (default: everything)."
-        ),
+        opt("match", Ty::Object(&MATCH), "What the route matches (default: everything)."),
         req("receivers", TEXTS, "Receiver names."),
-        opt(
-            "audience",
-            Ty::Enum(AUDIENCES),
-            "Who reads the mail (default `oncall`)."
-        ),
-        opt(
-            "continue",
-            Ty::Bool,
-            "Keep looking for further matching routes (default false)."
-        ),
-        opt(
-            "overrideSpec",
-            Ty::Bool,
-            "Use these receivers even when the spec names its own (default false)."
-        ),
+        opt("audience", Ty::Enum(AUDIENCES), "Who reads the mail (default `oncall`)."),
+        opt("continue", Ty::Bool, "Keep looking for further matching routes (default false)."),
+        opt("overrideSpec", Ty::Bool, "Use these receivers even when the spec names its own (default false)."),
     ],
 );
 
 /// `routes[].match`.
+#[rustfmt::skip]
 pub static MATCH: Shape = shape!(
     "match",
     "Every given field must match; lists match any of their values.",
     &[
-        opt(
-            "severity",
-            Ty::List(&Ty::Enum(Severity::NAMES)),
-            "Any of these severities."
-        ),
-        opt(
-            "dimension",
-            Ty::List(&Ty::Enum(Dimension::NAMES)),
-            "Any of these dimensions."
-        ),
+        opt("severity", Ty::List(&Ty::Enum(Severity::NAMES)), "Any of these severities."),
+        opt("dimension", Ty::List(&Ty::Enum(Dimension::NAMES)), "Any of these dimensions."),
         opt("spec", TEXTS, "Any of these spec names (`*` globs)."),
-        opt(
-            "objective",
-            TEXTS,
-            "Any of these objective names (`*` globs)."
-        ),
-        opt(
-            "labels",
-            Ty::Map(&Ty::Scalar),
-            "Every one of these spec labels (values may be globs)."
-        ),
+        opt("objective", TEXTS, "Any of these objective names (`*` globs)."),
+        opt("labels", Ty::Map(&Ty::Scalar), "Every one of these spec labels (values may be globs)."),
     ],
 );
 
 /// `timing`.
+#[rustfmt::skip]
 pub static TIMING: Shape = shape!(
     "timing",
     "Group timings and incident lifecycle durations.",
     &[
-        opt(
-            "groupWait",
-            Ty::Duration,
-            "Wait before the first mail of a group (default `30s`)."
-        ),
-        opt(
-            "groupInterval",
-            Ty::Duration,
-            "Minimum time between mails announcing new incidents of a group (default `5m`)."
-        ),
-        opt(
-            "repeatInterval",
-            Ty::Duration,
-            "Re-send a still-firing group after this long (default `4h`)."
-        ),
-        opt(
-            "keepFiringFor",
-            Ty::Duration,
-            "An incident resolves only after this long without a breach (default `0s`)."
-        ),
-        opt(
-            "cooldown",
-            Ty::Duration,
-            "A group must stay clean this long before its resolved notice (default `1h`)."
-        ),
-        opt(
-            "noDataTimeout",
-            Ty::Duration,
-            "An incident whose key has had no session this long resolves (default: three windows)."
-        ),
+        opt("groupWait", Ty::Duration, "Wait before the first mail of a group (default `30s`)."),
+        opt("groupInterval", Ty::Duration, "Minimum time between mails announcing new incidents of a group (default `5m`)."),
+        opt("repeatInterval", Ty::Duration, "Re-send a still-firing group after this long (default `4h`)."),
+        opt("keepFiringFor", Ty::Duration, "An incident resolves only after this long without a breach (default `0s`)."),
+        opt("cooldown", Ty::Duration, "A group must stay clean this long before its resolved notice (default `1h`)."),
+        opt("noDataTimeout", Ty::Duration, "An incident whose key has had no session this long resolves (default: three windows)."),
     ],
 );
 
 /// One `inhibitRules` entry.
+#[rustfmt::skip]
 pub static INHIBIT_RULE: Shape = shape!(
     "inhibitRule",
     "While an incident matching `source` fires, incidents matching `target` with equal `equal` labels are not mailed.",
     &[
-        req(
-            "source",
-            Ty::Map(&Ty::Scalar),
-            "Labels of the incidents that inhibit (values may be globs)."
-        ),
-        req(
-            "target",
-            Ty::Map(&Ty::Scalar),
-            "Labels of the incidents that are inhibited."
-        ),
+        req("source", Ty::Map(&Ty::Scalar), "Labels of the incidents that inhibit (values may be globs)."),
+        req("target", Ty::Map(&Ty::Scalar), "Labels of the incidents that are inhibited."),
         opt("equal", TEXTS, "Labels whose values must be equal on both."),
     ],
 );
 
 /// `stakeholderNotices`.
+#[rustfmt::skip]
 pub static STAKEHOLDER_NOTICES: Shape = shape!(
     "stakeholderNotices",
     "What stakeholders are told.",
     &[
-        opt(
-            "onBreach",
-            Ty::Bool,
-            "When an SLA is breached (default true)."
-        ),
-        opt(
-            "onProjectedBreach",
-            Ty::Bool,
-            "When the error budget will run out before the period ends (default true)."
-        ),
+        opt("onBreach", Ty::Bool, "When an SLA is breached (default true)."),
+        opt("onProjectedBreach", Ty::Bool, "When the error budget will run out before the period ends (default true)."),
     ],
 );
 
