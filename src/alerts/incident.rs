@@ -32,7 +32,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::policy::{Audience, Labels, Matcher, Policy, dimension_name, severity_name};
+use super::policy::{Audience, Labels, Matcher, Policy};
 use crate::finding::{Check, Clear, Finding, LastSession, Verdict};
 use crate::session::EpochMs;
 use crate::spec::model::{Dimension, Severity, Spec};
@@ -186,7 +186,7 @@ impl GroupKey {
             "{}/{}/{}",
             self.spec,
             self.objective,
-            severity_name(self.severity)
+            self.severity.as_str()
         )
     }
 }
@@ -583,7 +583,7 @@ fn thread_id(group: &GroupKey, opened_at: EpochMs) -> String {
         "thread\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{opened_at}",
         group.spec,
         group.objective,
-        severity_name(group.severity)
+        group.severity.as_str()
     );
     format!("{:032x}", xxh3_128(s.as_bytes()))
 }
@@ -1004,8 +1004,8 @@ impl AlertEngine {
         let mut l = Labels::default();
         l.set("spec", &inc.key.spec);
         l.set("objective", &inc.key.objective);
-        l.set("dimension", dimension_name(inc.dimension));
-        l.set("severity", severity_name(inc.severity));
+        l.set("dimension", inc.dimension.as_str());
+        l.set("severity", inc.severity.as_str());
         l.set("check", inc.latest.check.as_str());
         l.set("key", inc.key.key_label());
         l.set("segment", inc.key.segment.clone().unwrap_or_default());
@@ -1024,8 +1024,8 @@ impl AlertEngine {
         let mut l = Labels::default();
         l.set("spec", &g.key.spec);
         l.set("objective", &g.key.objective);
-        l.set("dimension", dimension_name(g.dimension));
-        l.set("severity", severity_name(g.key.severity));
+        l.set("dimension", g.dimension.as_str());
+        l.set("severity", g.key.severity.as_str());
         if let Some(s) = self.specs.get(&g.key.spec) {
             for (k, v) in &s.labels {
                 l.set(k, v);

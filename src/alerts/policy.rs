@@ -2,32 +2,29 @@
 //! what is held back — receivers, routes, group timings, inhibition rules and the two
 //! audiences' switches — and label matchers shared with silences.
 //!
-//! Policy files are validated like SLA specs: YAML is read into the span-carrying node tree of
-//! [`crate::spec::yaml`] and decoded by code that collects every problem at once, reported as
-//! [`Diagnostic`]s (`file:line:col`, property path, expected vs found, did-you-mean). A
-//! [`Policy`] therefore always holds a valid policy. The format reference is
+//! Policy files are validated exactly like SLA specs, with the toolkit of [`crate::schema`]:
+//! every problem at once, reported as [`Diagnostic`]s (`file:line:col`, property path, expected
+//! vs found, did-you-mean), keys read through the shapes below — the same shapes
+//! `slawatch schema policy` turns into a JSON Schema. A [`Policy`] therefore always holds a
+//! valid policy. The format reference is
 //! `policies/README.md`; the embedded default is `policies/notification.yaml`.
 //!
 //! Pure: only [`load_policy`] reads a file. Nothing here sends mail or reads the clock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 
 use crate::glob::glob_match;
-use crate::spec::decode::{Ctx, Loc};
-use crate::spec::diagnostic::{Diagnostic, did_you_mean, has_errors, one_of};
+use crate::schema::decoder::{API_VERSION, Ctx, Loc, NOTIFICATION_POLICY, index};
+use crate::schema::diagnostic::{Diagnostic, did_you_mean, has_errors, one_of};
+use crate::schema::shape::{Shape, Ty, json_schema, opt, req, shape};
+use crate::schema::yaml::{Node, SNode, parse_documents};
 use crate::spec::model::{Dimension, Severity, Spec};
-use crate::spec::yaml::{Node, parse_documents};
 
-type SNode = Spanned<Node>;
-
-/// The only supported `apiVersion`.
-pub const API_VERSION: &str = "slawatch/v1";
 /// The `kind` of a policy document.
-pub const KIND: &str = "NotificationPolicy";
+pub const KIND: &str = NOTIFICATION_POLICY.kind;
 /// The default policy, embedded from `policies/notification.yaml`.
 pub const DEFAULT_POLICY_YAML: &str = include_str!("../../policies/notification.yaml");
 
@@ -238,12 +235,12 @@ impl RouteMatch {
             || self
                 .severity
                 .iter()
-                .any(|s| Some(severity_name(*s)) == l.get("severity")))
+                .any(|s| Some(s.as_str()) == l.get("severity")))
             && (self.dimension.is_empty()
                 || self
                     .dimension
                     .iter()
-                    .any(|d| Some(dimension_name(*d)) == l.get("dimension")))
+                    .any(|d| Some(d.as_str()) == l.get("dimension")))
             && any(&self.spec, "spec")
             && any(&self.objective, "objective")
             && self
@@ -466,49 +463,124 @@ pub fn load_policy(path: &Path) -> Result<Policy, PolicyError> {
     }
 }
 
-/// The name of a severity as written in YAML.
-pub fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Ticket => "ticket",
-        Severity::Page => "page",
-    }
+/// Where the JSON Schema of policies is committed (`slawatch schema policy` prints it).
+pub const SCHEMA_FILE: &str = "schemas/notification-policy.schema.json";
+
+/// The JSON Schema of notification policies, for editors.
+pub fn schema() -> String {
+    json_schema(
+        &DOCUMENT,
+        "slawatch notification policy (kind: NotificationPolicy)",
+    )
 }
 
-/// The name of a dimension as written in YAML.
-pub fn dimension_name(d: Dimension) -> &'static str {
-    match d {
-        Dimension::Availability => "availability",
-        Dimension::Behavior => "behavior",
-        Dimension::Governance => "governance",
-        Dimension::Fallback => "fallback",
-    }
-}
+const TEXTS: Ty = Ty::List(&Ty::Text);
 
-const DOC_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
-const METADATA_KEYS: &[&str] = &["name", "labels"];
-const SPEC_KEYS: &[&str] = &[
-    "receivers",
-    "routes",
+/// The policy document.
+#[rustfmt::skip]
+pub static DOCUMENT: Shape = shape!(
+    "document",
+    "A slawatch notification policy: who gets which alert mail, when, and what is held back.",
+    &[
+        req("apiVersion", Ty::Enum(&[API_VERSION]), "The format version: `slawatch/v1`."),
+        req("kind", Ty::Enum(&[KIND]), "`NotificationPolicy`."),
+        opt("metadata", Ty::Object(&METADATA), "The policy's name and labels."),
+        req("spec", Ty::Object(&SPEC), "Receivers, routes, timings and inhibition."),
+    ],
+);
+
+/// `metadata`.
+#[rustfmt::skip]
+pub static METADATA: Shape = shape!(
+    "metadata",
+    "The policy's name and labels.",
+    &[
+        opt("name", Ty::Name, "The policy's name (default `default`)."),
+        opt("labels", Ty::Map(&Ty::Scalar), "Free labels."),
+    ],
+);
+
+/// `spec`.
+#[rustfmt::skip]
+pub static SPEC: Shape = shape!(
+    "spec",
+    "Receivers, routes, timings and inhibition.",
+    &[
+        req("receivers", Ty::Map(&TEXTS), "Receiver name → email addresses."),
+        opt("routes", Ty::Seq(&Ty::Object(&ROUTE)), "Which receivers get which groups, tried in order."),
+        opt("timing", Ty::Object(&TIMING), "Group timings and incident lifecycle."),
+        opt("inhibitRules", Ty::Seq(&Ty::Object(&INHIBIT_RULE)), "Incidents that hold back others (default: an availability page holds back behavior alerts on its key)."),
+        opt("resolvedNotices", Ty::Bool, "Mail when a group resolves (default true)."),
+        opt("stakeholderNotices", Ty::Object(&STAKEHOLDER_NOTICES), "What stakeholders are told."),
+    ],
+);
+
+/// One `routes` entry.
+#[rustfmt::skip]
+pub static ROUTE: Shape = shape!(
+    "route",
+    "Which receivers get the groups this route matches.",
+    &[
+        opt("match", Ty::Object(&MATCH), "What the route matches (default: everything)."),
+        req("receivers", TEXTS, "Receiver names."),
+        opt("audience", Ty::Enum(AUDIENCES), "Who reads the mail (default `oncall`)."),
+        opt("continue", Ty::Bool, "Keep looking for further matching routes (default false)."),
+        opt("overrideSpec", Ty::Bool, "Use these receivers even when the spec names its own (default false)."),
+    ],
+);
+
+/// `routes[].match`.
+#[rustfmt::skip]
+pub static MATCH: Shape = shape!(
+    "match",
+    "Every given field must match; lists match any of their values.",
+    &[
+        opt("severity", Ty::List(&Ty::Enum(Severity::NAMES)), "Any of these severities."),
+        opt("dimension", Ty::List(&Ty::Enum(Dimension::NAMES)), "Any of these dimensions."),
+        opt("spec", TEXTS, "Any of these spec names (`*` globs)."),
+        opt("objective", TEXTS, "Any of these objective names (`*` globs)."),
+        opt("labels", Ty::Map(&Ty::Scalar), "Every one of these spec labels (values may be globs)."),
+    ],
+);
+
+/// `timing`.
+#[rustfmt::skip]
+pub static TIMING: Shape = shape!(
     "timing",
-    "inhibitRules",
-    "resolvedNotices",
+    "Group timings and incident lifecycle durations.",
+    &[
+        opt("groupWait", Ty::Duration, "Wait before the first mail of a group (default `30s`)."),
+        opt("groupInterval", Ty::Duration, "Minimum time between mails announcing new incidents of a group (default `5m`)."),
+        opt("repeatInterval", Ty::Duration, "Re-send a still-firing group after this long (default `4h`)."),
+        opt("keepFiringFor", Ty::Duration, "An incident resolves only after this long without a breach (default `0s`)."),
+        opt("cooldown", Ty::Duration, "A group must stay clean this long before its resolved notice (default `1h`)."),
+        opt("noDataTimeout", Ty::Duration, "An incident whose key has had no session this long resolves (default: three windows)."),
+    ],
+);
+
+/// One `inhibitRules` entry.
+#[rustfmt::skip]
+pub static INHIBIT_RULE: Shape = shape!(
+    "inhibitRule",
+    "While an incident matching `source` fires, incidents matching `target` with equal `equal` labels are not mailed.",
+    &[
+        req("source", Ty::Map(&Ty::Scalar), "Labels of the incidents that inhibit (values may be globs)."),
+        req("target", Ty::Map(&Ty::Scalar), "Labels of the incidents that are inhibited."),
+        opt("equal", TEXTS, "Labels whose values must be equal on both."),
+    ],
+);
+
+/// `stakeholderNotices`.
+#[rustfmt::skip]
+pub static STAKEHOLDER_NOTICES: Shape = shape!(
     "stakeholderNotices",
-];
-const ROUTE_KEYS: &[&str] = &["match", "receivers", "audience", "continue", "overrideSpec"];
-const MATCH_KEYS: &[&str] = &["severity", "dimension", "spec", "objective", "labels"];
-const TIMING_KEYS: &[&str] = &[
-    "groupWait",
-    "groupInterval",
-    "repeatInterval",
-    "keepFiringFor",
-    "cooldown",
-    "noDataTimeout",
-];
-const INHIBIT_KEYS: &[&str] = &["source", "target", "equal"];
-const STAKEHOLDER_KEYS: &[&str] = &["onBreach", "onProjectedBreach"];
-const SEVERITIES: &[&str] = &["info", "ticket", "page"];
-const DIMENSIONS: &[&str] = &["availability", "behavior", "governance", "fallback"];
+    "What stakeholders are told.",
+    &[
+        opt("onBreach", Ty::Bool, "When an SLA is breached (default true)."),
+        opt("onProjectedBreach", Ty::Bool, "When the error budget will run out before the period ends (default true)."),
+    ],
+);
+
 const AUDIENCES: &[&str] = &["oncall", "stakeholder"];
 
 /// Parses a policy file's text (`file` names it in messages). Returns the policy when it has
@@ -516,21 +588,16 @@ const AUDIENCES: &[&str] = &["oncall", "stakeholder"];
 pub fn parse_policy(src: &str, file: &str) -> (Option<Policy>, Vec<Diagnostic>) {
     let mut ctx = Ctx::new(src, file);
     let (docs, syntax) = parse_documents(src);
-    for e in &syntax {
-        let loc = Loc {
-            line: e.line,
-            col: e.col,
-            width: 1,
-        };
-        ctx.error(loc, "", format!("invalid YAML: {}", e.message), None);
-    }
+    ctx.syntax_errors(&syntax);
     let mut policy = None;
     if docs.is_empty() && syntax.is_empty() {
         ctx.error(
             Loc::default(),
             "",
             "the file holds no YAML document, so no policy",
-            Some("start with `apiVersion: slawatch/v1` and `kind: NotificationPolicy`".into()),
+            Some(format!(
+                "start with `apiVersion: {API_VERSION}` and `kind: {KIND}`"
+            )),
         );
     }
     if docs.len() > 1 {
@@ -546,8 +613,7 @@ pub fn parse_policy(src: &str, file: &str) -> (Option<Policy>, Vec<Diagnostic>) 
     }
     if let Some(doc) = docs.first() {
         ctx.line_offset = doc.line_offset;
-        let mut d = Decoder { ctx: &mut ctx };
-        policy = d.document(&doc.root);
+        policy = decode_policy(&mut ctx, &doc.root);
     }
     let mut diags = ctx.diags;
     diags.sort_by_key(|d| (d.line, d.col));
@@ -557,640 +623,350 @@ pub fn parse_policy(src: &str, file: &str) -> (Option<Policy>, Vec<Diagnostic>) 
     (policy, diags)
 }
 
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-type Entries<'n> = &'n [(Spanned<String>, SNode)];
-
-struct Decoder<'c, 'a> {
-    ctx: &'c mut Ctx<'a>,
-}
-
-impl Decoder<'_, '_> {
-    fn key_loc(&self, k: &Spanned<String>) -> Loc {
-        self.ctx.key_loc(k)
-    }
-
-    fn type_error(&mut self, n: &SNode, path: &str, expected: &str, hint: Option<String>) {
-        self.ctx.type_error(n, path, expected, hint);
-    }
-
-    /// A mapping with known keys: reports unknown (with did-you-mean) and duplicate keys.
-    fn mapping<'n>(
-        &mut self,
-        n: &'n SNode,
-        path: &str,
-        expected: &str,
-        known: &[&str],
-    ) -> Option<Entries<'n>> {
-        let Node::Map(entries) = &n.value else {
-            self.type_error(n, path, expected, None);
-            return None;
-        };
-        let mut seen: HashMap<&str, u32> = HashMap::new();
-        for (k, _) in entries {
-            let loc = self.key_loc(k);
-            let p = join(path, &k.value);
-            if let Some(first) = seen.get(k.value.as_str()) {
-                self.ctx.error(
-                    loc,
-                    &p,
-                    format!("duplicate key `{}`", k.value),
-                    Some(format!(
-                        "it was already given on line {first}; keep one of them"
-                    )),
-                );
-                continue;
-            }
-            seen.insert(&k.value, loc.line);
-            if known.is_empty() || known.contains(&k.value.as_str()) {
-                continue;
-            }
-            let hint = match did_you_mean(&k.value, known) {
-                Some(s) => format!("did you mean `{s}`?"),
-                None => format!(
-                    "valid keys here: {}",
-                    known
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            self.ctx
-                .error(loc, &p, format!("unknown key `{}`", k.value), Some(hint));
-        }
-        Some(entries)
-    }
-
-    fn get<'n>(entries: Entries<'n>, key: &str) -> Option<&'n SNode> {
-        entries.iter().find(|(k, _)| k.value == key).map(|(_, v)| v)
-    }
-
-    fn string(&mut self, n: &SNode, path: &str) -> Option<String> {
-        match &n.value {
-            Node::Str(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-            Node::Str(_) => {
-                let loc = self.ctx.loc(n);
-                self.ctx.error(loc, path, "must not be empty", None);
-                None
-            }
-            Node::Int(_) | Node::Float(_) | Node::Bool(_) => {
-                self.type_error(
-                    n,
-                    path,
-                    "a string",
-                    Some("quote it to use it as text".into()),
-                );
-                None
-            }
-            _ => {
-                self.type_error(n, path, "a string", None);
-                None
-            }
-        }
-    }
-
-    /// A list of strings; a single string counts as a one-item list.
-    fn string_list<'n>(&mut self, n: &'n SNode, path: &str) -> Option<Vec<(String, &'n SNode)>> {
-        match &n.value {
-            Node::Seq(items) => {
-                let mut out = Vec::new();
-                let mut ok = true;
-                for (i, item) in items.iter().enumerate() {
-                    match self.string(item, &format!("{path}[{i}]")) {
-                        Some(s) => out.push((s, item)),
-                        None => ok = false,
-                    }
-                }
-                ok.then_some(out)
-            }
-            Node::Str(_) => self.string(n, path).map(|s| vec![(s, n)]),
-            _ => {
-                self.type_error(n, path, "a list of strings", None);
-                None
-            }
-        }
-    }
-
-    fn bool(&mut self, n: &SNode, path: &str) -> Option<bool> {
-        self.ctx.bool(n, path)
-    }
-
-    fn duration(&mut self, n: &SNode, path: &str, allow_zero: bool) -> Option<i64> {
-        self.ctx.duration(n, path, allow_zero)
-    }
-
-    fn enum_value(&mut self, n: &SNode, path: &str, what: &str, valid: &[&str]) -> Option<usize> {
-        self.ctx.enum_value(n, path, what, valid)
-    }
-
-    fn enum_list(
-        &mut self,
-        n: &SNode,
-        path: &str,
-        what: &str,
-        valid: &[&str],
-    ) -> Option<Vec<usize>> {
-        let items: Vec<(&SNode, String)> = match &n.value {
-            Node::Seq(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, it)| (it, format!("{path}[{i}]")))
-                .collect(),
-            _ => vec![(n, path.to_owned())],
-        };
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (item, p) in items {
-            match self.enum_value(item, &p, what, valid) {
-                Some(i) => out.push(i),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    }
-
-    fn document(&mut self, root: &SNode) -> Option<Policy> {
-        let top = self.mapping(
-            root,
-            "",
-            "a mapping with `apiVersion`, `kind`, `metadata` and `spec`",
-            DOC_KEYS,
-        )?;
-        let errors_before = self.ctx.error_count();
-        match Self::get(top, "apiVersion") {
-            Some(n) => {
-                if let Some(v) = self.string(n, "apiVersion")
-                    && v != API_VERSION
-                {
-                    let loc = self.ctx.loc(n);
-                    self.ctx.error(
-                        loc,
-                        "apiVersion",
-                        format!("unsupported apiVersion `{v}`"),
-                        Some(format!("write `apiVersion: {API_VERSION}`")),
-                    );
-                }
-            }
-            None => self.missing(
-                root,
-                "apiVersion",
-                Some(format!("add `apiVersion: {API_VERSION}`")),
-            ),
-        }
-        match Self::get(top, "kind") {
-            Some(n) => {
-                if let Some(v) = self.string(n, "kind")
-                    && v != KIND
-                {
-                    let hint = if v == "AgentSLA" {
-                        "this is an SLA spec: check it with `slawatch validate`; a notification \
-                         policy says `kind: NotificationPolicy`"
-                            .to_owned()
-                    } else {
-                        match did_you_mean(&v, &[KIND]) {
-                            Some(m) => format!("did you mean `{m}`?"),
-                            None => format!("write `kind: {KIND}`"),
-                        }
-                    };
-                    let loc = self.ctx.loc(n);
-                    self.ctx
-                        .error(loc, "kind", format!("unknown kind `{v}`"), Some(hint));
-                }
-            }
-            None => self.missing(root, "kind", Some(format!("add `kind: {KIND}`"))),
-        }
-        let mut name = "default".to_owned();
-        if let Some(m) = Self::get(top, "metadata")
-            && let Some(meta) = self.mapping(m, "metadata", "a mapping", METADATA_KEYS)
-        {
-            if let Some(n) = Self::get(meta, "name")
-                && let Some(s) = self.string(n, "metadata.name")
+fn decode_policy(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Policy> {
+    let errors_before = ctx.error_count();
+    let top = ctx.document(root, &NOTIFICATION_POLICY, &DOCUMENT)?;
+    let mut name = "default".to_owned();
+    if let Some(m) = top.get("metadata")
+        && let Some(meta) = ctx.fields(m, "metadata", "a mapping", &METADATA)
+    {
+        if let Some(n) = meta.get("name") {
+            let loc = ctx.loc(n);
+            if let Some(s) = ctx.nonempty_string(n, "metadata.name")
+                && ctx.check_name(loc, "metadata.name", "name", &s)
             {
                 name = s;
             }
-            if let Some(l) = Self::get(meta, "labels") {
-                self.mapping(
-                    l,
-                    "metadata.labels",
-                    "a mapping of label names to values",
-                    &[],
-                );
-            }
         }
-        let Some(spec_node) = Self::get(top, "spec") else {
-            self.missing(
-                root,
-                "spec",
-                Some("add `spec:` with `receivers` and `routes`".into()),
-            );
-            return None;
-        };
-        let spec = self.mapping(spec_node, "spec", "a mapping", SPEC_KEYS)?;
-
-        let receivers = match Self::get(spec, "receivers") {
-            Some(n) => self.receivers(n).unwrap_or_default(),
-            None => {
-                let loc = top
-                    .iter()
-                    .find(|(k, _)| k.value == "spec")
-                    .map_or_else(|| self.ctx.loc(spec_node), |(k, _)| self.key_loc(k));
-                self.ctx.error(
-                    loc,
-                    "spec.receivers",
-                    "missing required key `receivers`",
-                    Some("add receivers, e.g. `receivers: {oncall: [oncall@example.com]}`".into()),
-                );
-                Vec::new()
-            }
-        };
-        let names: Vec<String> = receivers.iter().map(|(n, _)| n.clone()).collect();
-        let routes = match Self::get(spec, "routes") {
-            Some(n) => self.routes(n, &names).unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let timing = match Self::get(spec, "timing") {
-            Some(n) => self.timing(n),
-            None => Timing::default(),
-        };
-        let inhibit_rules = match Self::get(spec, "inhibitRules") {
-            Some(n) => self.inhibit_rules(n).unwrap_or_default(),
-            None => default_inhibit_rules(),
-        };
-        let resolved_notices = Self::get(spec, "resolvedNotices")
-            .and_then(|n| self.bool(n, "spec.resolvedNotices"))
-            .unwrap_or(true);
-        let mut stakeholder_notices = StakeholderNotices {
-            on_breach: true,
-            on_projected_breach: true,
-        };
-        if let Some(n) = Self::get(spec, "stakeholderNotices")
-            && let Some(m) =
-                self.mapping(n, "spec.stakeholderNotices", "a mapping", STAKEHOLDER_KEYS)
-        {
-            if let Some(v) = Self::get(m, "onBreach") {
-                stakeholder_notices.on_breach = self
-                    .bool(v, "spec.stakeholderNotices.onBreach")
-                    .unwrap_or(true);
-            }
-            if let Some(v) = Self::get(m, "onProjectedBreach") {
-                stakeholder_notices.on_projected_breach = self
-                    .bool(v, "spec.stakeholderNotices.onProjectedBreach")
-                    .unwrap_or(true);
-            }
+        if let Some(l) = meta.get("labels") {
+            ctx.string_map(l, "metadata.labels");
         }
-        (self.ctx.error_count() == errors_before).then_some(Policy {
-            name,
-            receivers,
-            routes,
-            timing,
-            inhibit_rules,
-            resolved_notices,
-            stakeholder_notices,
-        })
     }
-
-    fn missing(&mut self, at: &SNode, path: &str, hint: Option<String>) {
-        let loc = self.ctx.loc(at);
-        let key = path.rsplit('.').next().unwrap_or(path);
-        self.ctx
-            .error(loc, path, format!("missing required key `{key}`"), hint);
-    }
-
-    fn receivers(&mut self, n: &SNode) -> Option<Vec<(String, Vec<String>)>> {
-        let entries = self.mapping(
+    let spec_node = ctx.require(
+        &top,
+        "spec",
+        Some("add `spec:` with `receivers` and `routes`".into()),
+    )?;
+    let spec = ctx.fields(spec_node, "spec", "a mapping", &SPEC)?;
+    let receivers = ctx
+        .require(
+            &spec,
+            "receivers",
+            Some("add receivers, e.g. `receivers: {oncall: [oncall@example.com]}`".into()),
+        )
+        .and_then(|n| decode_receivers(ctx, n))
+        .unwrap_or_default();
+    let names: Vec<&str> = receivers.iter().map(|(n, _)| n.as_str()).collect();
+    let routes = match spec.get("routes") {
+        Some(n) => decode_routes(ctx, n, &names).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let timing = match spec.get("timing") {
+        Some(n) => decode_timing(ctx, n),
+        None => Timing::default(),
+    };
+    let inhibit_rules = match spec.get("inhibitRules") {
+        Some(n) => decode_inhibit_rules(ctx, n).unwrap_or_default(),
+        None => default_inhibit_rules(),
+    };
+    let resolved_notices = spec
+        .get("resolvedNotices")
+        .and_then(|n| ctx.bool(n, "spec.resolvedNotices"))
+        .unwrap_or(true);
+    let mut stakeholder_notices = StakeholderNotices {
+        on_breach: true,
+        on_projected_breach: true,
+    };
+    if let Some(n) = spec.get("stakeholderNotices")
+        && let Some(m) = ctx.fields(
             n,
-            "spec.receivers",
-            "a mapping of receiver names to email addresses",
-            &[],
-        )?;
-        let mut out = Vec::new();
-        for (k, v) in entries {
-            let path = format!("spec.receivers.{}", k.value);
-            if !valid_name(&k.value) {
-                let loc = self.key_loc(k);
-                self.ctx.error(
-                    loc,
-                    &path,
-                    format!("`{}` is not a valid receiver name", k.value),
-                    Some("use letters, digits, `-`, `_` and `.`".into()),
-                );
+            "spec.stakeholderNotices",
+            "a mapping",
+            &STAKEHOLDER_NOTICES,
+        )
+    {
+        for (key, slot) in [
+            ("onBreach", &mut stakeholder_notices.on_breach),
+            (
+                "onProjectedBreach",
+                &mut stakeholder_notices.on_projected_breach,
+            ),
+        ] {
+            if let Some(v) = m.get(key).and_then(|v| ctx.bool(v, &m.path(key))) {
+                *slot = v;
             }
-            let Some(list) = self.string_list(v, &path) else {
-                continue;
-            };
-            if list.is_empty() {
-                let loc = self.ctx.loc(v);
-                self.ctx.error(
-                    loc,
-                    &path,
-                    "a receiver needs at least one email address",
-                    None,
-                );
-                continue;
-            }
-            let mut addrs = Vec::new();
-            for (i, (a, node)) in list.iter().enumerate() {
-                let p = format!("{path}[{i}]");
-                match a.parse::<lettre::Address>() {
-                    Ok(_) => addrs.push(a.clone()),
-                    Err(e) => {
-                        let loc = self.ctx.loc(node);
-                        let hint = if a.contains('<') {
-                            Some("write the bare address, without a display name".to_owned())
-                        } else if !a.contains('@') {
-                            Some("an address looks like `oncall@example.com`".to_owned())
-                        } else {
-                            None
-                        };
-                        self.ctx.error(
-                            loc,
-                            &p,
-                            format!("`{a}` is not a valid email address ({e})"),
-                            hint,
-                        );
-                    }
-                }
-            }
-            out.push((k.value.clone(), addrs));
         }
-        Some(out)
     }
+    (ctx.error_count() == errors_before).then_some(Policy {
+        name,
+        receivers,
+        routes,
+        timing,
+        inhibit_rules,
+        resolved_notices,
+        stakeholder_notices,
+    })
+}
 
-    fn receiver_refs(&mut self, n: &SNode, path: &str, names: &[String]) -> Option<Vec<String>> {
-        let list = self.string_list(n, path)?;
-        if list.is_empty() {
-            let loc = self.ctx.loc(n);
-            self.ctx
-                .error(loc, path, "a route needs at least one receiver", None);
-            return None;
-        }
-        let known: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut ok = true;
-        for (i, (r, node)) in list.iter().enumerate() {
-            if !known.contains(&r.as_str()) {
-                ok = false;
-                let hint = match did_you_mean(r, &known) {
-                    Some(m) => format!("did you mean `{m}`?"),
-                    None if known.is_empty() => "define it under `spec.receivers`".to_owned(),
-                    None => format!("defined receivers: {}", one_of(&known)),
-                };
-                let loc = self.ctx.loc(node);
-                self.ctx.error(
-                    loc,
-                    &format!("{path}[{i}]"),
-                    format!("unknown receiver `{r}`"),
-                    Some(hint),
-                );
-            }
-        }
-        ok.then(|| list.into_iter().map(|(r, _)| r).collect())
-    }
-
-    fn routes(&mut self, n: &SNode, names: &[String]) -> Option<Vec<Route>> {
-        let Node::Seq(items) = &n.value else {
-            self.type_error(n, "spec.routes", "a list of routes", None);
-            return None;
+fn decode_receivers(ctx: &mut Ctx<'_>, n: &SNode) -> Option<Vec<(String, Vec<String>)>> {
+    let entries = ctx.free_map(
+        n,
+        "spec.receivers",
+        "a mapping of receiver names to email addresses",
+    )?;
+    let mut out = Vec::new();
+    for (k, v) in entries.entries {
+        let path = entries.path(&k.value);
+        ctx.check_name(ctx.key_loc(k), &path, "receiver name", &k.value);
+        let Some(list) = ctx.string_items(v, &path) else {
+            continue;
         };
-        let mut out = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let path = format!("spec.routes[{i}]");
-            let Some(r) = self.mapping(item, &path, "a route (a mapping)", ROUTE_KEYS) else {
-                continue;
-            };
-            let matcher = match Self::get(r, "match") {
-                Some(m) => self.route_match(m, &join(&path, "match")),
-                None => Some(RouteMatch::default()),
-            };
-            let receivers = match Self::get(r, "receivers") {
-                Some(v) => self.receiver_refs(v, &join(&path, "receivers"), names),
-                None => {
-                    self.missing(
-                        item,
-                        &join(&path, "receivers"),
-                        Some("name who gets the mail, e.g. `receivers: [oncall]`".into()),
+        if list.is_empty() {
+            let loc = ctx.loc(v);
+            ctx.error(
+                loc,
+                &path,
+                "a receiver needs at least one email address",
+                None,
+            );
+            continue;
+        }
+        let mut addrs = Vec::new();
+        for (a, node, p) in list {
+            match a.parse::<lettre::Address>() {
+                Ok(_) => addrs.push(a),
+                Err(e) => {
+                    let hint = if a.contains('<') {
+                        Some("write the bare address, without a display name".to_owned())
+                    } else if !a.contains('@') {
+                        Some("an address looks like `oncall@example.com`".to_owned())
+                    } else {
+                        None
+                    };
+                    let loc = ctx.loc(node);
+                    ctx.error(
+                        loc,
+                        &p,
+                        format!("`{a}` is not a valid email address ({e})"),
+                        hint,
                     );
-                    None
                 }
+            }
+        }
+        out.push((k.value.clone(), addrs));
+    }
+    Some(out)
+}
+
+fn decode_receiver_refs(
+    ctx: &mut Ctx<'_>,
+    n: &SNode,
+    path: &str,
+    known: &[&str],
+) -> Option<Vec<String>> {
+    let list = ctx.string_items(n, path)?;
+    if list.is_empty() {
+        let loc = ctx.loc(n);
+        ctx.error(loc, path, "a route needs at least one receiver", None);
+        return None;
+    }
+    let mut ok = true;
+    for (r, node, p) in &list {
+        if !known.contains(&r.as_str()) {
+            ok = false;
+            let hint = match did_you_mean(r, known) {
+                Some(m) => format!("did you mean `{m}`?"),
+                None if known.is_empty() => "define it under `spec.receivers`".to_owned(),
+                None => format!("defined receivers: {}", one_of(known)),
             };
-            let audience = match Self::get(r, "audience") {
-                Some(v) => self
-                    .enum_value(v, &join(&path, "audience"), "audience", AUDIENCES)
-                    .map(|i| [Audience::Oncall, Audience::Stakeholder][i]),
-                None => Some(Audience::Oncall),
-            };
-            let continue_matching = Self::get(r, "continue")
-                .map(|v| self.bool(v, &join(&path, "continue")))
-                .unwrap_or(Some(false));
-            let override_spec = Self::get(r, "overrideSpec")
-                .map(|v| self.bool(v, &join(&path, "overrideSpec")))
-                .unwrap_or(Some(false));
-            if let (Some(matcher), Some(receivers), Some(audience), Some(c), Some(o)) = (
+            let loc = ctx.loc(node);
+            ctx.error(loc, p, format!("unknown receiver `{r}`"), Some(hint));
+        }
+    }
+    ok.then(|| list.into_iter().map(|(r, _, _)| r).collect())
+}
+
+fn decode_routes(ctx: &mut Ctx<'_>, n: &SNode, names: &[&str]) -> Option<Vec<Route>> {
+    let Node::Seq(items) = &n.value else {
+        ctx.type_error(n, "spec.routes", "a list of routes", None);
+        return None;
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = index("spec.routes", i);
+        let Some(r) = ctx.fields(item, &path, "a route (a mapping)", &ROUTE) else {
+            continue;
+        };
+        let matcher = match r.get("match") {
+            Some(m) => decode_route_match(ctx, m, &r.path("match")),
+            None => Some(RouteMatch::default()),
+        };
+        let receivers = ctx
+            .require(
+                &r,
+                "receivers",
+                Some("name who gets the mail, e.g. `receivers: [oncall]`".into()),
+            )
+            .and_then(|v| decode_receiver_refs(ctx, v, &r.path("receivers"), names));
+        let audience = match r.get("audience") {
+            Some(v) => ctx
+                .enum_value(v, &r.path("audience"), "audience", AUDIENCES)
+                .map(|i| [Audience::Oncall, Audience::Stakeholder][i]),
+            None => Some(Audience::Oncall),
+        };
+        let mut flag = |key: &str| match r.get(key) {
+            Some(v) => ctx.bool(v, &r.path(key)),
+            None => Some(false),
+        };
+        let (continue_matching, override_spec) = (flag("continue"), flag("overrideSpec"));
+        if let (Some(matcher), Some(receivers), Some(audience), Some(c), Some(o)) = (
+            matcher,
+            receivers,
+            audience,
+            continue_matching,
+            override_spec,
+        ) {
+            out.push(Route {
                 matcher,
                 receivers,
                 audience,
-                continue_matching,
-                override_spec,
-            ) {
-                out.push(Route {
-                    matcher,
-                    receivers,
-                    audience,
-                    continue_matching: c,
-                    override_spec: o,
-                });
-            }
+                continue_matching: c,
+                override_spec: o,
+            });
         }
-        Some(out)
     }
+    Some(out)
+}
 
-    fn route_match(&mut self, n: &SNode, path: &str) -> Option<RouteMatch> {
-        let m = self.mapping(n, path, "a mapping of what to match", MATCH_KEYS)?;
-        let mut out = RouteMatch::default();
-        let mut ok = true;
-        if let Some(v) = Self::get(m, "severity") {
-            match self.enum_list(v, &join(path, "severity"), "severity", SEVERITIES) {
-                Some(l) => {
-                    out.severity = l
-                        .into_iter()
-                        .map(|i| [Severity::Info, Severity::Ticket, Severity::Page][i])
-                        .collect();
-                }
-                None => ok = false,
-            }
+fn decode_route_match(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<RouteMatch> {
+    let m = ctx.fields(n, path, "a mapping of what to match", &MATCH)?;
+    let mut out = RouteMatch::default();
+    let mut ok = true;
+    if let Some(v) = m.get("severity") {
+        match ctx.enum_list(v, &m.path("severity"), "severity", Severity::NAMES) {
+            Some(l) => out.severity = l.into_iter().map(|i| Severity::ALL[i]).collect(),
+            None => ok = false,
         }
-        if let Some(v) = Self::get(m, "dimension") {
-            match self.enum_list(v, &join(path, "dimension"), "dimension", DIMENSIONS) {
-                Some(l) => {
-                    out.dimension = l
-                        .into_iter()
-                        .map(|i| {
-                            [
-                                Dimension::Availability,
-                                Dimension::Behavior,
-                                Dimension::Governance,
-                                Dimension::Fallback,
-                            ][i]
-                        })
-                        .collect();
-                }
-                None => ok = false,
-            }
-        }
-        for (key, slot) in [("spec", &mut out.spec), ("objective", &mut out.objective)] {
-            if let Some(v) = Self::get(m, key) {
-                match self.string_list(v, &join(path, key)) {
-                    Some(l) => *slot = l.into_iter().map(|(s, _)| s).collect(),
-                    None => ok = false,
-                }
-            }
-        }
-        if let Some(v) = Self::get(m, "labels") {
-            match self.label_map(v, &join(path, "labels")) {
-                Some(l) => out.labels = l,
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
     }
-
-    fn label_map(&mut self, n: &SNode, path: &str) -> Option<Vec<(String, String)>> {
-        let entries = self.mapping(n, path, "a mapping of label names to values", &[])?;
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (k, v) in entries {
-            let p = join(path, &k.value);
-            let value = match &v.value {
-                Node::Str(s) => Some(s.clone()),
-                Node::Int(i) => Some(i.to_string()),
-                Node::Bool(b) => Some(b.to_string()),
-                _ => {
-                    self.type_error(v, &p, "a label value (a string)", None);
-                    None
-                }
-            };
-            match value {
-                Some(val) => out.push((k.value.clone(), val)),
+    if let Some(v) = m.get("dimension") {
+        match ctx.enum_list(v, &m.path("dimension"), "dimension", Dimension::NAMES) {
+            Some(l) => out.dimension = l.into_iter().map(|i| Dimension::ALL[i]).collect(),
+            None => ok = false,
+        }
+    }
+    for (key, slot) in [("spec", &mut out.spec), ("objective", &mut out.objective)] {
+        if let Some(v) = m.get(key) {
+            match ctx.string_list(v, &m.path(key)) {
+                Some(l) => *slot = l,
                 None => ok = false,
             }
         }
-        ok.then_some(out)
     }
+    if let Some(v) = m.get("labels") {
+        match ctx.string_map(v, &m.path("labels")) {
+            Some(l) => out.labels = l,
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
 
-    fn timing(&mut self, n: &SNode) -> Timing {
-        let mut t = Timing::default();
-        let Some(m) = self.mapping(n, "spec.timing", "a mapping of durations", TIMING_KEYS) else {
-            return t;
-        };
-        let fields: [(&str, &mut i64, bool); 5] = [
-            ("groupWait", &mut t.group_wait_ms, true),
-            ("groupInterval", &mut t.group_interval_ms, false),
-            ("repeatInterval", &mut t.repeat_interval_ms, false),
-            ("keepFiringFor", &mut t.keep_firing_for_ms, true),
-            ("cooldown", &mut t.cooldown_ms, true),
-        ];
-        for (key, slot, zero) in fields {
-            if let Some(v) = Self::get(m, key)
-                && let Some(ms) = self.duration(v, &format!("spec.timing.{key}"), zero)
-            {
-                *slot = ms;
-            }
-        }
-        if let Some(v) = Self::get(m, "noDataTimeout") {
-            t.no_data_timeout_ms = self.duration(v, "spec.timing.noDataTimeout", false);
-        }
-        if t.repeat_interval_ms < t.group_interval_ms
-            && let Some(v) = Self::get(m, "repeatInterval")
+fn decode_timing(ctx: &mut Ctx<'_>, n: &SNode) -> Timing {
+    let mut t = Timing::default();
+    let Some(m) = ctx.fields(n, "spec.timing", "a mapping of durations", &TIMING) else {
+        return t;
+    };
+    let fields: [(&str, &mut i64, bool); 5] = [
+        ("groupWait", &mut t.group_wait_ms, true),
+        ("groupInterval", &mut t.group_interval_ms, false),
+        ("repeatInterval", &mut t.repeat_interval_ms, false),
+        ("keepFiringFor", &mut t.keep_firing_for_ms, true),
+        ("cooldown", &mut t.cooldown_ms, true),
+    ];
+    for (key, slot, zero) in fields {
+        if let Some(v) = m.get(key)
+            && let Some(ms) = ctx.duration(v, &m.path(key), zero)
         {
-            let loc = self.ctx.loc(v);
-            self.ctx.warn(
-                loc,
-                "spec.timing.repeatInterval",
-                "repeatInterval is shorter than groupInterval: updates and repeats will \
-                 interleave",
-                Some("repeatInterval is usually hours (`4h`), groupInterval minutes (`5m`)".into()),
-            );
+            *slot = ms;
         }
-        t
     }
+    if let Some(v) = m.get("noDataTimeout") {
+        t.no_data_timeout_ms = ctx.duration(v, &m.path("noDataTimeout"), false);
+    }
+    if t.repeat_interval_ms < t.group_interval_ms
+        && let Some(v) = m.get("repeatInterval")
+    {
+        let loc = ctx.loc(v);
+        ctx.warn(
+            loc,
+            "spec.timing.repeatInterval",
+            "repeatInterval is shorter than groupInterval: updates and repeats will \
+             interleave",
+            Some("repeatInterval is usually hours (`4h`), groupInterval minutes (`5m`)".into()),
+        );
+    }
+    t
+}
 
-    fn inhibit_rules(&mut self, n: &SNode) -> Option<Vec<InhibitRule>> {
-        let Node::Seq(items) = &n.value else {
-            self.type_error(n, "spec.inhibitRules", "a list of inhibition rules", None);
-            return None;
+fn decode_inhibit_rules(ctx: &mut Ctx<'_>, n: &SNode) -> Option<Vec<InhibitRule>> {
+    let Node::Seq(items) = &n.value else {
+        ctx.type_error(n, "spec.inhibitRules", "a list of inhibition rules", None);
+        return None;
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = index("spec.inhibitRules", i);
+        let Some(r) = ctx.fields(
+            item,
+            &path,
+            "a mapping with `source`, `target`, `equal`",
+            &INHIBIT_RULE,
+        ) else {
+            continue;
         };
-        let mut out = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let path = format!("spec.inhibitRules[{i}]");
-            let Some(r) = self.mapping(
-                item,
-                &path,
-                "a mapping with `source`, `target`, `equal`",
-                INHIBIT_KEYS,
-            ) else {
-                continue;
-            };
-            let side = |d: &mut Self, key: &str| -> Option<Vec<Matcher>> {
-                let Some(v) = Self::get(r, key) else {
-                    d.missing(
-                        item,
-                        &join(&path, key),
-                        Some(format!(
-                            "`{key}` is a mapping of labels, e.g. `{{dimension: availability}}`"
-                        )),
-                    );
-                    return None;
-                };
-                let labels = d.label_map(v, &join(&path, key))?;
-                if labels.is_empty() {
-                    let loc = d.ctx.loc(v);
-                    d.ctx.error(
-                        loc,
-                        &join(&path, key),
-                        "must match at least one label",
-                        None,
-                    );
-                    return None;
-                }
-                Some(
-                    labels
-                        .into_iter()
-                        .map(|(label, value)| Matcher {
-                            op: if value.contains('*') {
-                                MatchOp::Glob
-                            } else {
-                                MatchOp::Equal
-                            },
-                            label,
-                            value,
-                        })
-                        .collect(),
-                )
-            };
-            let source = side(self, "source");
-            let target = side(self, "target");
-            let equal = match Self::get(r, "equal") {
-                Some(v) => self
-                    .string_list(v, &join(&path, "equal"))
-                    .map(|l| l.into_iter().map(|(s, _)| s).collect()),
-                None => Some(Vec::new()),
-            };
-            if let (Some(source), Some(target), Some(equal)) = (source, target, equal) {
-                out.push(InhibitRule {
-                    source,
-                    target,
-                    equal,
-                });
+        let mut side = |key: &str| -> Option<Vec<Matcher>> {
+            let v = ctx.require(
+                &r,
+                key,
+                Some(format!(
+                    "`{key}` is a mapping of labels, e.g. `{{dimension: availability}}`"
+                )),
+            )?;
+            let labels = ctx.string_map(v, &r.path(key))?;
+            if labels.is_empty() {
+                let loc = ctx.loc(v);
+                ctx.error(loc, &r.path(key), "must match at least one label", None);
+                return None;
             }
+            Some(
+                labels
+                    .into_iter()
+                    .map(|(label, value)| Matcher {
+                        op: if value.contains('*') {
+                            MatchOp::Glob
+                        } else {
+                            MatchOp::Equal
+                        },
+                        label,
+                        value,
+                    })
+                    .collect(),
+            )
+        };
+        let (source, target) = (side("source"), side("target"));
+        let equal = match r.get("equal") {
+            Some(v) => ctx.string_list(v, &r.path("equal")),
+            None => Some(Vec::new()),
+        };
+        if let (Some(source), Some(target), Some(equal)) = (source, target, equal) {
+            out.push(InhibitRule {
+                source,
+                target,
+                equal,
+            });
         }
-        Some(out)
     }
+    Some(out)
 }
 
 /// The default inhibition: an availability page on a key silences behavior alerts on it.
@@ -1205,12 +981,6 @@ pub fn default_inhibit_rules() -> Vec<InhibitRule> {
         target: vec![eq("dimension", "behavior")],
         equal: vec!["key".into()],
     }]
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use maud::{DOCTYPE, Markup, html};
 use super::AlertError;
 use super::chart::{self, ChartImage};
 use super::incident::{IncidentView, Notification, NotificationKind, SlaLevel, ViewStatus};
-use super::policy::{Audience, Timing, dimension_name, severity_name};
+use super::policy::{Audience, Timing};
 use crate::finding::{Check, Comparator, Detail, Finding, Subject, Unit};
 use crate::present::{fmt_value, pct};
 use crate::session::EpochMs;
@@ -558,7 +558,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 /// The subject line, e.g. `[FIRING:page] support-bot-prod/success — success ratio 80%
 /// (target 99%) on support-bot sp-v1 · 3 segments`.
 pub fn subject(n: &Notification) -> String {
-    let sev = severity_name(n.group.severity);
+    let sev = n.group.severity.as_str();
     let name = format!("{}/{}", n.group.spec, n.group.objective);
     let Some(h) = headline(n) else {
         return format!("[{}] {name}", n.kind.as_str().to_uppercase());
@@ -665,7 +665,7 @@ fn oncall_intro(n: &Notification) -> String {
         NotificationKind::Escalated => format!(
             "Every incident of this {} group is now a page: it continues in the page thread \
              of {}/{}. This thread is closed.",
-            severity_name(n.group.severity),
+            n.group.severity.as_str(),
             n.group.spec,
             n.group.objective
         ),
@@ -900,14 +900,14 @@ fn oncall_text(n: &Notification, t: &Timing) -> String {
     let state = match n.kind {
         NotificationKind::Resolved => "RESOLVED".to_owned(),
         NotificationKind::Escalated => "ESCALATED".to_owned(),
-        _ => format!("FIRING ({})", severity_name(n.group.severity)),
+        _ => format!("FIRING ({})", n.group.severity.as_str()),
     };
     let _ = writeln!(
         o,
         "{state} · {} / {} · {}",
         n.group.spec,
         n.group.objective,
-        dimension_name(n.dimension)
+        n.dimension.as_str()
     );
     o.push('\n');
     o.push_str(&wrap(&oncall_intro(n), TEXT_WIDTH, "", ""));
@@ -1405,7 +1405,7 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
         "{}/{} · {}",
         n.group.spec,
         n.group.objective,
-        dimension_name(n.dimension)
+        n.dimension.as_str()
     );
     let title = match headline(n) {
         Some(h) if n.kind == NotificationKind::Resolved => {

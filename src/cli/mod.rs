@@ -80,6 +80,23 @@ pub enum Command {
     Query(query::QueryArgs),
     /// Generate a realistic session stream, optionally with injected incidents.
     Simulate(crate::simulate::SimulateArgs),
+    /// Print the JSON Schema of specs or policies, for editors with a YAML language server.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which format: `spec` (`kind: AgentSLA`) or `policy` (`kind: NotificationPolicy`).
+    pub format: SchemaFormat,
+}
+
+/// A format `slawatch schema` describes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SchemaFormat {
+    /// SLA specs: `schemas/slawatch-spec.schema.json`.
+    Spec,
+    /// Notification policies: `schemas/notification-policy.schema.json`.
+    Policy,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +209,16 @@ pub fn main() -> ExitCode {
         Command::SmtpTest(a) => alerts::smtp_test(&a),
         Command::Silence(a) => alerts::silence(&a),
         Command::Simulate(a) => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),
+        Command::Schema(a) => {
+            print!(
+                "{}",
+                match a.format {
+                    SchemaFormat::Spec => spec::format::schema(),
+                    SchemaFormat::Policy => crate::alerts::policy::schema(),
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

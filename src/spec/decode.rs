@@ -6,24 +6,20 @@
 //! when it produced no error. The semantic lints (warnings) live in [`super::lint`]; this module
 //! never does I/O and never parses YAML syntax itself.
 
-use super::diagnostic::{Diagnostic, Level, did_you_mean, one_of};
+use super::format;
 use super::model::{
     Alerting, BoolSignal, Bound, BurnRateTier, Confidence, Dimension, DriftSpec, FallbackSpec,
     FalseAlarmBudget, KeyField, LatePolicy, NumericField, Objective, ObjectiveKind, PiiRule,
     PiiSpec, Selector, SessionFilter, Severity, Spec, SpendSpec, ToolsSpec, WindowSpec,
 };
-use super::yaml::{Node, fmt_float};
 use crate::duration::{format_duration_ms, parse_duration_ms};
+use crate::schema::decoder::{AGENT_SLA, Ctx, Fields, Loc, Spot, fmt_num, index, pct};
+use crate::schema::diagnostic::{did_you_mean, one_of};
+use crate::schema::yaml::{Node, SNode};
 use crate::session::{PiiHandling, Status};
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
 
-type SNode = Spanned<Node>;
-
-/// The only supported `apiVersion`.
-pub const API_VERSION: &str = "slawatch/v1";
-/// The only supported `kind`.
-pub const KIND: &str = "AgentSLA";
 /// Default `spec.maxSegments`.
 pub const DEFAULT_MAX_SEGMENTS: usize = 20;
 /// Default `spec.minSessions`.
@@ -108,94 +104,21 @@ pub const OBJECTIVE_KINDS: &[&str] = &[
     "drift",
 ];
 
-const DIMENSIONS: &[&str] = &["availability", "behavior", "governance", "fallback"];
-const SEVERITIES: &[&str] = &["info", "ticket", "page"];
-const STATUSES: &[&str] = &["success", "error", "timeout", "abandoned"];
-const KEY_FIELDS: &[&str] = &["prompt_version", "model", "provider", "attributes.<name>"];
-
-const DOC_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
-const METADATA_KEYS: &[&str] = &["name", "labels", "runbook"];
-const SPEC_KEYS: &[&str] = &[
-    "selector",
-    "keyBy",
-    "segmentBy",
-    "maxSegments",
-    "window",
-    "minSessions",
-    "period",
-    "objectives",
-    "alerting",
-];
-const SELECTOR_KEYS: &[&str] = &["agent", "attributes"];
-const WINDOW_KEYS: &[&str] = &["size", "step", "allowedLateness", "latePolicy"];
-const PERIOD_KEYS: &[&str] = &["rolling"];
-const ALERTING_KEYS: &[&str] = &["burnRates", "notify", "stakeholders"];
-const TIER_KEYS: &[&str] = &["name", "factor", "long", "short", "severity"];
-const OBJECTIVE_COMMON_KEYS: &[&str] = &[
-    "name",
-    "dimension",
-    "description",
-    "runbook",
-    "severity",
-    "zeroTolerance",
-    "target",
-    "confidence",
-];
-const RATIO_KEYS: &[&str] = &["good"];
-const GOOD_KEYS: &[&str] = &["status", "maxDuration"];
-const LATENCY_KEYS: &[&str] = &["field", "threshold"];
-const PERCENTILE_KEYS: &[&str] = &["field", "p", "max", "min"];
-const MEAN_KEYS: &[&str] = &["field", "max", "min"];
-const RATE_KEYS: &[&str] = &["of", "max", "min"];
-const SPEND_KEYS: &[&str] = &[
-    "perSessionSoftUsd",
-    "perSessionMaxUsd",
-    "percentile",
-    "p99Usd",
-    "windowBudgetUsd",
-];
-const SPEND_PERCENTILE_KEYS: &[&str] = &["p", "maxUsd"];
-const PII_KEYS: &[&str] = &["allowPassThroughTo", "rules", "types"];
-const PII_RULE_KEYS: &[&str] = &["destination", "allow"];
-const TOOLS_KEYS: &[&str] = &["deny", "allow", "maxCallsPerSession", "maxConsecutiveCalls"];
-const FALLBACK_KEYS: &[&str] = &["requiredOn", "allowedKinds", "maxRate"];
-const DRIFT_KEYS: &[&str] = &[
-    "features",
-    "falseAlarms",
-    "pValue",
-    "minSamples",
-    "test",
-    "effectSize",
-    "ks",
-    "baseline",
-    "multivariate",
-    "sequential",
-];
-const DRIFT_BASELINE_KEYS: &[&str] = &["minDuration", "relearnEvery"];
+/// Values of `good.status` and `fallback.requiredOn`.
+pub const STATUSES: &[&str] = &["success", "error", "timeout", "abandoned"];
+/// Record fields of `keyBy`/`segmentBy` (plus `attributes.<name>`).
+pub const KEY_FIELDS: &[&str] = &["prompt_version", "model", "provider"];
+/// Values of `window.latePolicy`.
+pub const LATE_POLICIES: &[&str] = &["deadLetter", "drop"];
+/// The named sets of burn-rate tiers.
+pub const BURN_RATE_PRESETS: &[&str] = &["sre-workbook"];
+/// Values of `drift.ks`.
+pub const KS_DISTRIBUTIONS: &[&str] = &["auto", "exact"];
+/// Values of a PII rule's `allow` (the names of [`PiiHandling::ALL`]).
+pub const PII_HANDLINGS: &[&str] = &["redacted", "masked", "blocked", "passed_through"];
 /// Default `drift.baseline.minDuration`: a baseline learns for at least 6 hours.
 pub const DEFAULT_BASELINE_MIN_DURATION_MS: i64 = 6 * 3_600_000;
 
-/// A position in the file: 1-based line and column, and how many characters to underline.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Loc {
-    /// 1-based line (0 = unknown).
-    pub line: u32,
-    /// 1-based column in characters (0 = unknown).
-    pub col: u32,
-    /// Characters to underline.
-    pub width: u32,
-}
-
-/// A position together with the property path it belongs to (for lints).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Spot {
-    /// Where.
-    pub loc: Loc,
-    /// Property path, e.g. `spec.window.step`.
-    pub path: String,
-}
-
-/// Where the parts of a decoded spec were written, for the lints.
 #[derive(Debug, Clone, Default)]
 pub struct SpecSpans {
     /// `metadata.name` (or the document, if the name is missing).
@@ -249,68 +172,8 @@ pub struct Decoded {
     pub spans: SpecSpans,
 }
 
-/// Decoding state for one file: collects diagnostics.
-pub struct Ctx<'a> {
-    file: &'a str,
-    lines: Vec<&'a str>,
-    /// Everything found so far.
-    pub diags: Vec<Diagnostic>,
-    /// Line offset of the document being decoded (see [`super::yaml::Document`]).
-    pub line_offset: u32,
-}
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-fn index(path: &str, i: usize) -> String {
-    format!("{path}[{i}]")
-}
-
-fn clamp(v: u64) -> u32 {
-    u32::try_from(v).unwrap_or(u32::MAX)
-}
-
-/// Formats a ratio as a percentage: `0.995` → `99.5%`.
-pub fn pct(v: f64) -> String {
-    let s = format!("{:.4}", v * 100.0);
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    format!("{s}%")
-}
-
-/// A mapping being decoded.
-struct Fields<'n> {
-    entries: &'n [(Spanned<String>, SNode)],
-    loc: Loc,
-    path: String,
-}
-
-impl<'n> Fields<'n> {
-    fn get(&self, key: &str) -> Option<&'n SNode> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.value == key)
-            .map(|(_, v)| v)
-    }
-
-    fn key(&self, key: &str) -> Option<&'n Spanned<String>> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k.value == key)
-            .map(|(k, _)| k)
-    }
-
-    fn path(&self, key: &str) -> String {
-        join(&self.path, key)
-    }
-}
-
 /// Where a key that is unknown in one mapping belongs instead (for hints).
-fn home_of(key: &str, here: &str) -> Option<String> {
+pub fn home_of(key: &str, here: &str) -> Option<String> {
     let objective_level = [
         "target",
         "dimension",
@@ -337,775 +200,77 @@ fn home_of(key: &str, here: &str) -> Option<String> {
             ));
         }
     }
-    if here == "spec" && METADATA_KEYS.contains(&key) {
+    if here == "spec" && format::METADATA.declares(key) {
         return Some(format!("`{key}` belongs under `metadata`, not `spec`"));
     }
-    if here == "document" && (SPEC_KEYS.contains(&key) || key == "objectives") {
+    if here == "document" && (format::SPEC.declares(key) || key == "objectives") {
         return Some(format!("`{key}` belongs under `spec`"));
     }
-    if here == "document" && METADATA_KEYS.contains(&key) {
+    if here == "document" && format::METADATA.declares(key) {
         return Some(format!("`{key}` belongs under `metadata`"));
     }
     None
 }
 
-impl<'a> Ctx<'a> {
-    /// A context for `src`, named `file` in messages.
-    pub fn new(src: &'a str, file: &'a str) -> Self {
-        Ctx {
-            file,
-            lines: src.lines().collect(),
-            diags: Vec::new(),
-            line_offset: 0,
-        }
+/// `N per DURATION` (e.g. `1 per 30d`, `0.5 per 7d`).
+fn false_alarms(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<FalseAlarmBudget> {
+    let loc = ctx.loc(n);
+    let expected = "a budget like `1 per 30d` (false tickets per key per period)";
+    let Node::Str(s) = &n.value else {
+        ctx.type_error(n, path, expected, None);
+        return None;
+    };
+    let parsed = s.split_once(" per ").and_then(|(count, period)| {
+        let tickets: f64 = count.trim().parse().ok()?;
+        let per_ms = parse_duration_ms(period.trim()).ok()?;
+        (tickets.is_finite() && tickets > 0.0 && per_ms > 0)
+            .then_some(FalseAlarmBudget { tickets, per_ms })
+    });
+    if parsed.is_none() {
+        ctx.error(
+            loc,
+            path,
+            format!("invalid false-alarm budget `{s}`"),
+            Some(format!(
+                "write {expected}: a positive number, ` per `, and a duration like `7d` or `30d`"
+            )),
+        );
     }
-
-    /// How many errors were reported so far.
-    pub fn error_count(&self) -> usize {
-        self.diags.iter().filter(|d| d.is_error()).count()
-    }
-
-    /// Records a diagnostic at `loc`.
-    pub fn emit(
-        &mut self,
-        severity: Level,
-        loc: Loc,
-        path: &str,
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) {
-        let source_line = if loc.line > 0 {
-            self.lines
-                .get(loc.line as usize - 1)
-                .map(|s| (*s).to_owned())
-        } else {
-            None
-        };
-        self.diags.push(Diagnostic {
-            severity,
-            file: self.file.to_owned(),
-            line: loc.line,
-            col: loc.col,
-            path: path.to_owned(),
-            message: message.into(),
-            hint,
-            source_line,
-            width: loc.width.max(1),
-        });
-    }
-
-    /// Records an error.
-    pub fn error(
-        &mut self,
-        loc: Loc,
-        path: &str,
-        message: impl Into<String>,
-        hint: Option<String>,
-    ) {
-        self.emit(Level::Error, loc, path, message, hint);
-    }
-
-    /// Records a warning.
-    pub fn warn(&mut self, loc: Loc, path: &str, message: impl Into<String>, hint: Option<String>) {
-        self.emit(Level::Warning, loc, path, message, hint);
-    }
-
-    fn loc_of(&self, l: &serde_saphyr::Location, width: u64) -> Loc {
-        if l.line() == 0 {
-            return Loc::default();
-        }
-        Loc {
-            line: clamp(l.line()) + self.line_offset,
-            col: clamp(l.column()),
-            width: clamp(width).max(1),
-        }
-    }
-
-    /// The position of a node (the whole scalar is underlined).
-    pub fn loc(&self, n: &SNode) -> Loc {
-        let l = if n.referenced.line() > 0 {
-            &n.referenced
-        } else {
-            &n.defined
-        };
-        let width = if n.value.is_scalar() {
-            l.span().len()
-        } else {
-            1
-        };
-        self.loc_of(l, width)
-    }
-
-    pub fn key_loc(&self, k: &Spanned<String>) -> Loc {
-        self.loc_of(&k.referenced, k.referenced.span().len())
-    }
-
-    pub fn type_error(&mut self, n: &SNode, path: &str, expected: &str, hint: Option<String>) {
-        let hint = hint.or_else(|| match &n.value {
-            Node::Str(s) if s.trim().parse::<f64>().is_ok() => {
-                Some(format!("remove the quotes: `{}`", s.trim()))
-            }
-            Node::Seq(items) if items.len() == 1 && items[0].value.is_scalar() => {
-                let text = match &items[0].value {
-                    Node::Str(s) => s.clone(),
-                    Node::Int(i) => i.to_string(),
-                    Node::Float(f) => fmt_float(*f),
-                    Node::Bool(b) => b.to_string(),
-                    _ => String::new(),
-                };
-                Some(format!("write the value without brackets: `{text}`"))
-            }
-            _ => None,
-        });
-        let msg = format!("expected {expected}, found {}", n.value.describe());
-        let loc = self.loc(n);
-        self.error(loc, path, msg, hint);
-    }
-
-    /// `node` as a mapping, or a type error.
-    fn as_map<'n>(&mut self, n: &'n SNode, path: &str, expected: &str) -> Option<Fields<'n>> {
-        match &n.value {
-            Node::Map(entries) => Some(Fields {
-                entries,
-                loc: self.loc(n),
-                path: path.to_owned(),
-            }),
-            _ => {
-                self.type_error(n, path, expected, None);
-                None
-            }
-        }
-    }
-
-    /// Reports unknown and duplicate keys of `f`. `here` names the mapping for hints.
-    fn check_keys(&mut self, f: &Fields<'_>, known: &[&str], here: &str, extra: fn(&str) -> bool) {
-        let mut seen: HashMap<&str, u32> = HashMap::new();
-        for (k, _) in f.entries {
-            let path = f.path(&k.value);
-            let loc = self.key_loc(k);
-            if let Some(first) = seen.get(k.value.as_str()) {
-                self.error(
-                    loc,
-                    &path,
-                    format!("duplicate key `{}`", k.value),
-                    Some(format!(
-                        "it was already given on line {first}; keep one of them"
-                    )),
-                );
-                continue;
-            }
-            seen.insert(&k.value, loc.line);
-            if known.contains(&k.value.as_str()) || extra(&k.value) {
-                continue;
-            }
-            let hint = if let Some(s) = did_you_mean(&k.value, known) {
-                format!("did you mean `{s}`?")
-            } else if let Some(h) = home_of(&k.value, here) {
-                h
-            } else {
-                format!(
-                    "valid keys here: {}",
-                    known
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            self.error(loc, &path, format!("unknown key `{}`", k.value), Some(hint));
-        }
-    }
-
-    fn fields<'n>(
-        &mut self,
-        n: &'n SNode,
-        path: &str,
-        expected: &str,
-        known: &[&str],
-        here: &str,
-    ) -> Option<Fields<'n>> {
-        let f = self.as_map(n, path, expected)?;
-        self.check_keys(&f, known, here, |_| false);
-        Some(f)
-    }
-
-    fn require<'n>(
-        &mut self,
-        f: &Fields<'n>,
-        key: &str,
-        hint: Option<String>,
-    ) -> Option<&'n SNode> {
-        let v = f.get(key);
-        if v.is_none() {
-            self.error(
-                f.loc,
-                &f.path(key),
-                format!("missing required key `{key}`"),
-                hint,
-            );
-        }
-        v
-    }
-
-    fn string(&mut self, n: &SNode, path: &str) -> Option<String> {
-        match &n.value {
-            Node::Str(s) => Some(s.clone()),
-            Node::Int(_) | Node::Float(_) | Node::Bool(_) => {
-                self.type_error(
-                    n,
-                    path,
-                    "a string",
-                    Some("quote it to use it as text".into()),
-                );
-                None
-            }
-            _ => {
-                self.type_error(n, path, "a string", None);
-                None
-            }
-        }
-    }
-
-    fn nonempty_string(&mut self, n: &SNode, path: &str) -> Option<String> {
-        let s = self.string(n, path)?;
-        if s.trim().is_empty() {
-            let loc = self.loc(n);
-            self.error(loc, path, "must not be empty", None);
-            return None;
-        }
-        Some(s)
-    }
-
-    /// A scalar rendered as a string (labels and attribute values).
-    fn scalar_text(&mut self, n: &SNode, path: &str) -> Option<String> {
-        match &n.value {
-            Node::Str(s) => Some(s.clone()),
-            Node::Int(i) => Some(i.to_string()),
-            Node::Float(f) => Some(fmt_float(*f)),
-            Node::Bool(b) => Some(b.to_string()),
-            _ => {
-                self.type_error(n, path, "a string", None);
-                None
-            }
-        }
-    }
-
-    /// A list of items, also accepting a single scalar as a one-item list.
-    fn list<'n>(
-        &mut self,
-        n: &'n SNode,
-        path: &str,
-        expected: &str,
-    ) -> Option<Vec<(&'n SNode, String)>> {
-        match &n.value {
-            Node::Seq(items) => Some(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| (item, index(path, i)))
-                    .collect(),
-            ),
-            Node::Map(_) | Node::Null => {
-                self.type_error(n, path, expected, None);
-                None
-            }
-            _ => Some(vec![(n, path.to_owned())]),
-        }
-    }
-
-    fn string_list(&mut self, n: &SNode, path: &str) -> Option<Vec<String>> {
-        let items = self.list(n, path, "a list of strings")?;
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (item, p) in items {
-            match self.nonempty_string(item, &p) {
-                Some(s) => out.push(s),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    }
-
-    pub fn bool(&mut self, n: &SNode, path: &str) -> Option<bool> {
-        match &n.value {
-            Node::Bool(b) => Some(*b),
-            Node::Str(s) => {
-                let hint = match s.to_ascii_lowercase().as_str() {
-                    "yes" | "on" | "y" => Some("write `true`".to_owned()),
-                    "no" | "off" | "n" => Some("write `false`".to_owned()),
-                    _ => Some("write `true` or `false`".to_owned()),
-                };
-                self.type_error(n, path, "`true` or `false`", hint);
-                None
-            }
-            _ => {
-                self.type_error(n, path, "`true` or `false`", None);
-                None
-            }
-        }
-    }
-
-    fn number(&mut self, n: &SNode, path: &str, expected: &str) -> Option<f64> {
-        match &n.value {
-            Node::Int(i) => Some(*i as f64),
-            Node::Float(f) => Some(*f),
-            Node::Str(s) if s.trim().ends_with('%') => {
-                self.type_error(
-                    n,
-                    path,
-                    expected,
-                    Some("percentages are only for fractions; write a plain number".into()),
-                );
-                None
-            }
-            Node::Str(s) if s.trim().starts_with('$') => {
-                let rest = s.trim().trim_start_matches('$');
-                self.type_error(
-                    n,
-                    path,
-                    expected,
-                    Some(format!(
-                        "amounts are in USD without a currency sign: `{rest}`"
-                    )),
-                );
-                None
-            }
-            _ => {
-                self.type_error(n, path, expected, None);
-                None
-            }
-        }
-    }
-
-    /// A number that must be `> 0` (or `>= 0` when `allow_zero`).
-    fn positive(&mut self, n: &SNode, path: &str, expected: &str, allow_zero: bool) -> Option<f64> {
-        let v = self.number(n, path, expected)?;
-        let bad = if allow_zero { v < 0.0 } else { v <= 0.0 };
-        if bad {
-            let loc = self.loc(n);
-            let must = if allow_zero {
-                "0 or more"
-            } else {
-                "more than 0"
-            };
-            self.error(
-                loc,
-                path,
-                format!("must be {must}, found `{}`", fmt_num(v)),
-                None,
-            );
-            return None;
-        }
-        Some(v)
-    }
-
-    fn uint(&mut self, n: &SNode, path: &str, min: u64) -> Option<u64> {
-        let expected = if min == 0 {
-            "a whole number"
-        } else {
-            "a positive whole number"
-        };
-        let v = match &n.value {
-            Node::Int(i) => *i as f64,
-            Node::Float(f) if f.fract() == 0.0 => *f,
-            _ => {
-                self.type_error(n, path, expected, None);
-                return None;
-            }
-        };
-        let problem = if v < min as f64 {
-            format!("must be at least {min}, found `{}`", fmt_num(v))
-        } else if v > 1e12 {
-            format!("`{}` is too large", fmt_num(v))
-        } else {
-            return Some(v as u64);
-        };
-        let loc = self.loc(n);
-        self.error(loc, path, problem, None);
-        None
-    }
-
-    /// A fraction: `99%`, or a number in `[0, 1]`. A bare number above 1 is ambiguous.
-    fn fraction(&mut self, n: &SNode, path: &str) -> Option<f64> {
-        let loc = self.loc(n);
-        let expected = "a fraction like `99%` or `0.99`";
-        let out_of_range = |ctx: &mut Self, shown: &str| {
-            ctx.error(
-                loc,
-                path,
-                format!("`{shown}` is not a fraction: it must lie between 0% and 100%"),
-                None,
-            );
-            None
-        };
-        match &n.value {
-            Node::Int(1) => {
-                self.error(
-                    loc,
-                    path,
-                    "`1` is ambiguous as a fraction",
-                    Some("write `100%` (or `1.0`) for all, or `1%` for one percent".into()),
-                );
-                None
-            }
-            Node::Int(i) => {
-                let v = *i as f64;
-                if (0.0..=1.0).contains(&v) {
-                    Some(v)
-                } else {
-                    self.ambiguous(loc, path, v, &i.to_string())
-                }
-            }
-            Node::Float(v) => {
-                if (0.0..=1.0).contains(v) {
-                    Some(*v)
-                } else {
-                    self.ambiguous(loc, path, *v, &fmt_float(*v))
-                }
-            }
-            Node::Str(s) => {
-                let t = s.trim();
-                if let Some(num) = t.strip_suffix('%') {
-                    match num.trim().parse::<f64>() {
-                        Ok(v) if (0.0..=100.0).contains(&v) => Some(v / 100.0),
-                        Ok(_) => out_of_range(self, t),
-                        Err(_) => {
-                            self.type_error(n, path, expected, None);
-                            None
-                        }
-                    }
-                } else if let Ok(v) = t.parse::<f64>() {
-                    let hint = if (0.0..=1.0).contains(&v) {
-                        format!("write `{t}` without quotes, or `{}`", pct(v))
-                    } else if v <= 100.0 {
-                        format!("write `{t}%` or `{}`", fmt_num(v / 100.0))
-                    } else {
-                        "write a percentage like `99%` or a number between 0 and 1".to_owned()
-                    };
-                    self.error(
-                        loc,
-                        path,
-                        format!("string `{s:?}` is ambiguous as a fraction"),
-                        Some(hint),
-                    );
-                    None
-                } else {
-                    self.type_error(n, path, expected, None);
-                    None
-                }
-            }
-            _ => {
-                self.type_error(n, path, expected, None);
-                None
-            }
-        }
-    }
-
-    fn ambiguous(&mut self, loc: Loc, path: &str, v: f64, shown: &str) -> Option<f64> {
-        if v > 1.0 && v <= 100.0 {
-            self.error(
-                loc,
-                path,
-                format!("`{shown}` is ambiguous as a fraction"),
-                Some(format!("write `{shown}%` or `{}`", fmt_num(v / 100.0))),
-            );
-        } else {
-            self.error(
-                loc,
-                path,
-                format!("`{shown}` is not a fraction: it must lie between 0% and 100%"),
-                Some("write a percentage like `99%` or a number between 0 and 1".into()),
-            );
-        }
-        None
-    }
-
-    /// A duration string (`90s`, `15m`, `1h30m`, `28d`) in ms.
-    /// `N per DURATION` (e.g. `1 per 30d`, `0.5 per 7d`).
-    pub fn false_alarms(&mut self, n: &SNode, path: &str) -> Option<FalseAlarmBudget> {
-        let loc = self.loc(n);
-        let expected = "a budget like `1 per 30d` (false tickets per key per period)";
-        let Node::Str(s) = &n.value else {
-            self.type_error(n, path, expected, None);
-            return None;
-        };
-        let parsed = s.split_once(" per ").and_then(|(count, period)| {
-            let tickets: f64 = count.trim().parse().ok()?;
-            let per_ms = parse_duration_ms(period.trim()).ok()?;
-            (tickets.is_finite() && tickets > 0.0 && per_ms > 0)
-                .then_some(FalseAlarmBudget { tickets, per_ms })
-        });
-        if parsed.is_none() {
-            self.error(
-                loc,
-                path,
-                format!("invalid false-alarm budget `{s}`"),
-                Some(format!(
-                    "write {expected}: a positive number, ` per `, and a duration like `7d` or `30d`"
-                )),
-            );
-        }
-        parsed
-    }
-
-    pub fn duration(&mut self, n: &SNode, path: &str, allow_zero: bool) -> Option<i64> {
-        let loc = self.loc(n);
-        let expected = "a duration like `90s`, `15m`, `1h` or `28d`";
-        let ms = match &n.value {
-            Node::Str(s) => match parse_duration_ms(s.trim()) {
-                Ok(ms) => ms,
-                Err(_) => {
-                    self.error(
-                        loc,
-                        path,
-                        format!("invalid duration `{s}`"),
-                        Some(duration_hint(s)),
-                    );
-                    return None;
-                }
-            },
-            Node::Int(i) => {
-                let hint = if *i > 0 && i % 60 == 0 {
-                    format!(
-                        "durations need a unit: `{i}s` is {}, `{i}ms` is {}",
-                        format_duration_ms(i * 1000),
-                        format_duration_ms(*i)
-                    )
-                } else {
-                    format!("durations need a unit, e.g. `{i}s` or `{i}ms`")
-                };
-                self.type_error(n, path, expected, Some(hint));
-                return None;
-            }
-            _ => {
-                self.type_error(n, path, expected, None);
-                return None;
-            }
-        };
-        if ms < 0 || (ms == 0 && !allow_zero) {
-            self.error(loc, path, "must be longer than 0", None);
-            return None;
-        }
-        Some(ms)
-    }
-
-    pub fn enum_value(
-        &mut self,
-        n: &SNode,
-        path: &str,
-        what: &str,
-        valid: &[&str],
-    ) -> Option<usize> {
-        let s = match &n.value {
-            Node::Str(s) => s.as_str(),
-            _ => {
-                let expected = format!("a {what}: {}", one_of(valid));
-                self.type_error(n, path, &expected, None);
-                return None;
-            }
-        };
-        if let Some(i) = valid.iter().position(|v| *v == s) {
-            return Some(i);
-        }
-        let hint = match did_you_mean(s, valid) {
-            Some(m) => format!("did you mean `{m}`?"),
-            None => format!("valid values: {}", one_of(valid)),
-        };
-        let loc = self.loc(n);
-        self.error(loc, path, format!("unknown {what} `{s}`"), Some(hint));
-        None
-    }
-
-    fn status(&mut self, n: &SNode, path: &str) -> Option<Status> {
-        let i = self.enum_value(n, path, "status", STATUSES)?;
-        Status::parse(STATUSES[i])
-    }
-
-    fn status_list(&mut self, n: &SNode, path: &str) -> Option<Vec<Status>> {
-        let items = self.list(n, path, "a list of statuses")?;
-        let mut out = Vec::new();
-        let mut ok = true;
-        for (item, p) in items {
-            match self.status(item, &p) {
-                Some(s) if out.contains(&s) => {
-                    let loc = self.loc(item);
-                    self.error(loc, &p, format!("`{}` is listed twice", s.as_str()), None);
-                    ok = false;
-                }
-                Some(s) => out.push(s),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
-    }
-
-    fn severity(&mut self, n: &SNode, path: &str) -> Option<Severity> {
-        let i = self.enum_value(n, path, "severity", SEVERITIES)?;
-        Some([Severity::Info, Severity::Ticket, Severity::Page][i])
-    }
+    parsed
 }
 
-fn fmt_num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        let s = format!("{v:.6}");
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    }
+fn status(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<Status> {
+    let i = ctx.enum_value(n, path, "status", STATUSES)?;
+    Status::parse(STATUSES[i])
 }
 
-fn duration_hint(s: &str) -> String {
-    let t = s.trim();
-    if t.starts_with('-') {
-        return "durations cannot be negative".to_owned();
-    }
-    let digits: String = t
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    let unit: String = t[digits.len()..].trim().to_owned();
-    let known = [
-        ("ms", "ms"),
-        ("msec", "ms"),
-        ("millis", "ms"),
-        ("sec", "s"),
-        ("secs", "s"),
-        ("second", "s"),
-        ("seconds", "s"),
-        ("min", "m"),
-        ("mins", "m"),
-        ("minute", "m"),
-        ("minutes", "m"),
-        ("hr", "h"),
-        ("hrs", "h"),
-        ("hour", "h"),
-        ("hours", "h"),
-        ("day", "d"),
-        ("days", "d"),
-        ("wk", "w"),
-        ("week", "w"),
-        ("weeks", "w"),
-        ("H", "h"),
-        ("S", "s"),
-        ("D", "d"),
-    ];
-    if !digits.is_empty()
-        && let Some((_, u)) = known
-            .iter()
-            .find(|(k, _)| *k == unit)
-            .or_else(|| known.iter().find(|(k, _)| k.eq_ignore_ascii_case(&unit)))
-    {
-        return format!("write `{digits}{u}`");
-    }
-    "write a number and a unit (`ms`, `s`, `m`, `h`, `d`, `w`), e.g. `250ms`, `90s`, `15m`, `1h30m` or `28d`".to_owned()
-}
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// A hint with a valid spelling of an invalid name, when one is obvious.
-fn name_hint(s: &str) -> Option<String> {
-    let slug = slug(s);
-    (s.is_ascii() && !slug.is_empty()).then(|| format!("e.g. `{slug}`"))
-}
-
-fn slug(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('-') {
-            out.push('-');
+fn status_list(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<Vec<Status>> {
+    let items = ctx.list(n, path, "a list of statuses")?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (item, p) in items {
+        match status(ctx, item, &p) {
+            Some(s) if out.contains(&s) => {
+                let loc = ctx.loc(item);
+                ctx.error(loc, &p, format!("`{}` is listed twice", s.as_str()), None);
+                ok = false;
+            }
+            Some(s) => out.push(s),
+            None => ok = false,
         }
     }
-    out.trim_matches('-').to_owned()
+    ok.then_some(out)
+}
+
+fn severity(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<Severity> {
+    let i = ctx.enum_value(n, path, "severity", Severity::NAMES)?;
+    Some(Severity::ALL[i])
 }
 
 /// Decodes one document; returns `None` (with the reasons in `ctx.diags`) if it is invalid.
 pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
     let errors_before = ctx.error_count();
-    let doc = ctx.as_map(
-        root,
-        "",
-        "an AgentSLA document (a mapping with `apiVersion`, `kind`, `metadata` and `spec`)",
-    )?;
-
-    // apiVersion and kind first: a document of another kind is not checked any further.
-    if let (Some(an), Some(kn)) = (doc.get("apiVersion"), doc.get("kind"))
-        && let (Node::Str(a), Node::Str(k)) = (&an.value, &kn.value)
-        && a != API_VERSION
-        && k != KIND
-        && !a.starts_with("slawatch")
-    {
-        let loc = ctx.loc(an);
-        ctx.error(
-            loc,
-            "",
-            format!("not a slawatch spec: apiVersion `{a}`, kind `{k}`"),
-            Some(format!(
-                "slawatch reads documents with `apiVersion: {API_VERSION}` and `kind: {KIND}`; keep other manifests out of the spec files"
-            )),
-        );
-        return None;
-    }
-    let mut foreign = false;
-    match doc.get("apiVersion") {
-        None => {
-            ctx.error(
-                doc.loc,
-                "apiVersion",
-                "missing required key `apiVersion`",
-                Some(format!("add `apiVersion: {API_VERSION}`")),
-            );
-            foreign = true;
-        }
-        Some(n) => {
-            if let Some(v) = ctx.string(n, "apiVersion")
-                && v != API_VERSION
-            {
-                let loc = ctx.loc(n);
-                ctx.error(
-                    loc,
-                    "apiVersion",
-                    format!("unsupported apiVersion `{v}`"),
-                    Some(format!("the supported apiVersion is `{API_VERSION}`")),
-                );
-                foreign = true;
-            }
-        }
-    }
-    match doc.get("kind") {
-        None => {
-            ctx.error(
-                doc.loc,
-                "kind",
-                "missing required key `kind`",
-                Some(format!("add `kind: {KIND}`")),
-            );
-            foreign = true;
-        }
-        Some(n) => {
-            if let Some(v) = ctx.string(n, "kind")
-                && v != KIND
-            {
-                let loc = ctx.loc(n);
-                let hint = if did_you_mean(&v, &[KIND]).is_some() {
-                    format!("did you mean `{KIND}`? It is the only supported kind")
-                } else {
-                    format!("`{API_VERSION}` has only `kind: {KIND}`")
-                };
-                ctx.error(loc, "kind", format!("unsupported kind `{v}`"), Some(hint));
-                foreign = true;
-            }
-        }
-    }
-    if foreign {
-        return None;
-    }
-    ctx.check_keys(&doc, DOC_KEYS, "document", |_| false);
+    let doc = ctx.document(root, &AGENT_SLA, &format::DOCUMENT)?;
 
     let mut spans = SpecSpans::default();
     let mut name = String::new();
@@ -1119,7 +284,7 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
         &doc,
         "metadata",
         Some("add `metadata: {name: my-agent-sla}`".into()),
-    ) && let Some(meta) = ctx.fields(m, "metadata", "a mapping", METADATA_KEYS, "metadata")
+    ) && let Some(meta) = ctx.fields(m, "metadata", "a mapping", &format::METADATA)
     {
         if let Some(n) = ctx.require(
             &meta,
@@ -1130,22 +295,15 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
                 loc: ctx.loc(n),
                 path: "metadata.name".into(),
             };
-            if let Some(s) = ctx.nonempty_string(n, "metadata.name") {
-                if valid_name(&s) {
-                    name = s;
-                } else {
-                    let loc = ctx.loc(n);
-                    ctx.error(
-                        loc,
-                        "metadata.name",
-                        format!("invalid name `{s}`: use letters, digits, `-`, `_` and `.` only"),
-                        name_hint(&s),
-                    );
-                }
+            let loc = ctx.loc(n);
+            if let Some(s) = ctx.nonempty_string(n, "metadata.name")
+                && ctx.check_name(loc, "metadata.name", "name", &s)
+            {
+                name = s;
             }
         }
         if let Some(n) = meta.get("labels") {
-            labels = decode_string_map(ctx, n, "metadata.labels");
+            labels = ctx.string_map(n, "metadata.labels").unwrap_or_default();
         }
         if let Some(n) = meta.get("runbook") {
             runbook = ctx.nonempty_string(n, "metadata.runbook");
@@ -1153,7 +311,7 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
     }
 
     let spec_node = ctx.require(&doc, "spec", None)?;
-    let sf = ctx.fields(spec_node, "spec", "a mapping", SPEC_KEYS, "spec")?;
+    let sf = ctx.fields(spec_node, "spec", "a mapping", &format::SPEC)?;
 
     let selector = match ctx.require(
         &sf,
@@ -1197,7 +355,7 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
                 None
             } else {
                 (|| {
-                    let pf = ctx.fields(n, "spec.period", "a mapping", PERIOD_KEYS, "period")?;
+                    let pf = ctx.fields(n, "spec.period", "a mapping", &format::PERIOD)?;
                     let r = ctx.require(&pf, "rolling", Some("e.g. `rolling: 28d`".into()))?;
                     spans.period = Spot {
                         loc: ctx.loc(r),
@@ -1286,36 +444,12 @@ fn tiers_at(loc: Loc, path: &str, n: usize) -> Vec<TierSpans> {
         .collect()
 }
 
-fn decode_string_map(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Vec<(String, String)> {
-    if !matches!(n.value, Node::Map(_)) {
-        ctx.type_error(
-            n,
-            path,
-            "a mapping of names to values",
-            Some("e.g. `{team: cx-ai}`".into()),
-        );
-        return Vec::new();
-    }
-    let Some(f) = ctx.as_map(n, path, "a mapping of names to values") else {
-        return Vec::new();
-    };
-    ctx.check_keys(&f, &[], "", |_| true);
-    let mut out = Vec::new();
-    for (k, v) in f.entries {
-        if let Some(s) = ctx.scalar_text(v, &f.path(&k.value)) {
-            out.push((k.value.clone(), s));
-        }
-    }
-    out
-}
-
 fn decode_selector(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<Selector> {
     let f = ctx.fields(
         n,
         path,
         "a mapping like `{agent: support-bot}`",
-        SELECTOR_KEYS,
-        "selector",
+        &format::SELECTOR,
     )?;
     let agents = match ctx.require(
         &f,
@@ -1326,7 +460,7 @@ fn decode_selector(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<Selector>
         None => None,
     };
     let attributes = match f.get("attributes") {
-        Some(a) => decode_string_map(ctx, a, &f.path("attributes")),
+        Some(a) => ctx.string_map(a, &f.path("attributes")).unwrap_or_default(),
         None => Vec::new(),
     };
     Some(Selector {
@@ -1352,12 +486,15 @@ fn key_field(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<KeyField> {
     let loc = ctx.loc(n);
     let hint = if s == "agent" {
         "the agent is always part of the key; remove it".to_owned()
-    } else if let Some(m) = did_you_mean(&s, &["prompt_version", "model", "provider"]) {
+    } else if let Some(m) = did_you_mean(&s, KEY_FIELDS) {
         format!("did you mean `{m}`?")
     } else if !s.contains('.') {
         format!("custom attributes are written `attributes.{s}`")
     } else {
-        format!("valid fields: {}", one_of(KEY_FIELDS))
+        format!(
+            "valid fields: {}",
+            one_of(&[KEY_FIELDS, &["attributes.<name>"]].concat())
+        )
     };
     ctx.error(loc, path, format!("unknown key field `{s}`"), Some(hint));
     None
@@ -1409,8 +546,7 @@ fn decode_window(ctx: &mut Ctx<'_>, sf: &Fields<'_>, spans: &mut SpecSpans) -> O
         n,
         "spec.window",
         "a mapping like `{size: 1h, step: 15m}`",
-        WINDOW_KEYS,
-        "window",
+        &format::WINDOW,
     )?;
     let size = ctx.require(&f, "size", Some("e.g. `size: 1h`".into()));
     let size_ms = size.and_then(|s| {
@@ -1436,12 +572,7 @@ fn decode_window(ctx: &mut Ctx<'_>, sf: &Fields<'_>, spans: &mut SpecSpans) -> O
     };
     let late_policy = match f.get("latePolicy") {
         Some(s) => ctx
-            .enum_value(
-                s,
-                &f.path("latePolicy"),
-                "late policy",
-                &["deadLetter", "drop"],
-            )
+            .enum_value(s, &f.path("latePolicy"), "late policy", LATE_POLICIES)
             .map(|i| [LatePolicy::DeadLetter, LatePolicy::Drop][i]),
         None => Some(LatePolicy::DeadLetter),
     };
@@ -1454,7 +585,7 @@ fn decode_window(ctx: &mut Ctx<'_>, sf: &Fields<'_>, spans: &mut SpecSpans) -> O
 }
 
 fn decode_alerting(ctx: &mut Ctx<'_>, n: &SNode, spans: &mut SpecSpans) -> Option<Alerting> {
-    let f = ctx.fields(n, "spec.alerting", "a mapping", ALERTING_KEYS, "alerting")?;
+    let f = ctx.fields(n, "spec.alerting", "a mapping", &format::ALERTING)?;
     let burn_rates = match f.get("burnRates") {
         None => {
             spans.tiers = tiers_at(f.loc, "spec.alerting", BurnRateTier::sre_workbook().len());
@@ -1485,7 +616,7 @@ fn decode_burn_rates(
 ) -> Option<Vec<BurnRateTier>> {
     let items = match &n.value {
         Node::Str(_) => {
-            ctx.enum_value(n, path, "burn-rate preset", &["sre-workbook"])?;
+            ctx.enum_value(n, path, "burn-rate preset", BURN_RATE_PRESETS)?;
             spans.tiers = tiers_at(ctx.loc(n), path, BurnRateTier::sre_workbook().len());
             return Some(BurnRateTier::sre_workbook());
         }
@@ -1510,8 +641,7 @@ fn decode_burn_rates(
             item,
             &p,
             "a tier like `{name: fast, factor: 14.4, long: 1h}`",
-            TIER_KEYS,
-            "tier",
+            &format::TIER,
         ) else {
             ok = false;
             continue;
@@ -1570,7 +700,7 @@ fn decode_burn_rates(
             ok = false;
         }
         let severity = match f.get("severity") {
-            Some(x) => ctx.severity(x, &f.path("severity")),
+            Some(x) => severity(ctx, x, &f.path("severity")),
             None => Some(Severity::Page),
         };
         let spot = |ctx: &Ctx<'_>, key: &str| {
@@ -1655,15 +785,6 @@ pub fn allowed_dimensions(kind: &str) -> &'static [Dimension] {
     }
 }
 
-fn dimension_name(d: Dimension) -> &'static str {
-    match d {
-        Dimension::Availability => "availability",
-        Dimension::Behavior => "behavior",
-        Dimension::Governance => "governance",
-        Dimension::Fallback => "fallback",
-    }
-}
-
 fn decode_objective(
     ctx: &mut Ctx<'_>,
     n: &SNode,
@@ -1671,18 +792,13 @@ fn decode_objective(
     spans: &mut ObjectiveSpans,
     names: &mut HashMap<String, u32>,
 ) -> Option<Objective> {
-    let f = ctx.as_map(
+    let errors_before = ctx.error_count();
+    let f = ctx.fields(
         n,
         path,
         "an objective (a mapping with `name` and one check)",
+        &format::OBJECTIVE,
     )?;
-    let known: Vec<&str> = OBJECTIVE_COMMON_KEYS
-        .iter()
-        .chain(OBJECTIVE_KINDS)
-        .copied()
-        .collect();
-    let errors_before = ctx.error_count();
-    ctx.check_keys(&f, &known, "objective", |_| false);
 
     spans.name = Spot {
         loc: f.loc,
@@ -1693,14 +809,7 @@ fn decode_objective(
             spans.name.loc = ctx.loc(x);
             let s = ctx.nonempty_string(x, &f.path("name"));
             match s {
-                Some(s) if !valid_name(&s) => {
-                    let loc = ctx.loc(x);
-                    ctx.error(
-                        loc,
-                        &f.path("name"),
-                        format!("invalid objective name `{s}`: use letters, digits, `-`, `_` and `.` only"),
-                        name_hint(&s),
-                    );
+                Some(s) if !ctx.check_name(ctx.loc(x), &f.path("name"), "objective name", &s) => {
                     None
                 }
                 Some(s) => {
@@ -1734,7 +843,7 @@ fn decode_objective(
         .filter(|k| OBJECTIVE_KINDS.contains(&k.value.as_str()))
         .collect();
     let misspelled_kind = f.entries.iter().any(|(k, _)| {
-        !known.contains(&k.value.as_str()) && did_you_mean(&k.value, OBJECTIVE_KINDS).is_some()
+        !format::OBJECTIVE.declares(&k.value) && did_you_mean(&k.value, OBJECTIVE_KINDS).is_some()
     });
     let kind_key = match kinds.as_slice() {
         [] if misspelled_kind => None,
@@ -1801,7 +910,7 @@ fn decode_objective(
         .get("runbook")
         .and_then(|x| ctx.nonempty_string(x, &f.path("runbook")));
     let severity = match f.get("severity") {
-        Some(x) => ctx.severity(x, &f.path("severity")),
+        Some(x) => severity(ctx, x, &f.path("severity")),
         None => Some(Severity::Ticket),
     };
     let zero_tolerance = match f.get("zeroTolerance") {
@@ -1811,15 +920,8 @@ fn decode_objective(
 
     let dimension_node = f.get("dimension");
     let dimension = dimension_node.and_then(|x| {
-        ctx.enum_value(x, &f.path("dimension"), "dimension", DIMENSIONS)
-            .map(|i| {
-                [
-                    Dimension::Availability,
-                    Dimension::Behavior,
-                    Dimension::Governance,
-                    Dimension::Fallback,
-                ][i]
-            })
+        ctx.enum_value(x, &f.path("dimension"), "dimension", Dimension::NAMES)
+            .map(|i| Dimension::ALL[i])
     });
 
     let kind_key = kind_key?;
@@ -1904,18 +1006,18 @@ fn decode_objective(
                 let allowed = allowed_dimensions(&kind_key);
                 if !allowed.contains(&d) {
                     let loc = ctx.loc(x);
-                    let names: Vec<&str> = allowed.iter().map(|d| dimension_name(*d)).collect();
+                    let names: Vec<&str> = allowed.iter().map(|d| Dimension::as_str(*d)).collect();
                     ctx.error(
                         loc,
                         &f.path("dimension"),
                         format!(
                             "a `{kind_key}` objective cannot be in dimension `{}`",
-                            dimension_name(d)
+                            Dimension::as_str(d)
                         ),
                         Some(format!(
                             "use {} (or leave `dimension` out: it defaults to `{}`)",
                             one_of(&names),
-                            dimension_name(default_dimension(&kind_key, field.as_ref()))
+                            Dimension::as_str(default_dimension(&kind_key, field.as_ref()))
                         )),
                     );
                 }
@@ -1972,8 +1074,7 @@ fn decode_ratio(ctx: &mut Ctx<'_>, n: &SNode, path: &str, target: f64) -> Option
         n,
         path,
         "a mapping like `{good: {status: [success]}}`",
-        RATIO_KEYS,
-        "ratio",
+        &format::RATIO,
     )?;
     let g = ctx.require(&f, "good", Some("e.g. `good: {status: [success]}`".into()))?;
     let gp = f.path("good");
@@ -1981,11 +1082,10 @@ fn decode_ratio(ctx: &mut Ctx<'_>, n: &SNode, path: &str, target: f64) -> Option
         g,
         &gp,
         "a session filter like `{status: [success]}`",
-        GOOD_KEYS,
-        "good",
+        &format::GOOD,
     )?;
     let status = match gf.get("status") {
-        Some(x) => ctx.status_list(x, &gf.path("status")),
+        Some(x) => status_list(ctx, x, &gf.path("status")),
         None => Some(Vec::new()),
     };
     let max_duration = match gf.get("maxDuration") {
@@ -2125,8 +1225,7 @@ fn decode_latency(
         n,
         path,
         "a mapping like `{threshold: 8s}`",
-        LATENCY_KEYS,
-        "latency",
+        &format::LATENCY,
     ) else {
         return (None, None);
     };
@@ -2176,8 +1275,7 @@ fn decode_percentile(
         n,
         path,
         "a mapping like `{field: duration_ms, p: 99, max: 20s}`",
-        PERCENTILE_KEYS,
-        "percentile",
+        &format::PERCENTILE,
     ) else {
         return (None, None);
     };
@@ -2249,8 +1347,7 @@ fn decode_mean(
         n,
         path,
         "a mapping like `{field: quality.score, min: 0.7}`",
-        MEAN_KEYS,
-        "mean",
+        &format::MEAN,
     ) else {
         return (None, None);
     };
@@ -2381,8 +1478,7 @@ fn decode_rate(
         n,
         path,
         "a mapping like `{of: quality.refusal, max: 3%}`",
-        RATE_KEYS,
-        "rate",
+        &format::RATE,
     )?;
     let of = ctx
         .require(&f, "of", Some("e.g. `of: quality.refusal`".into()))
@@ -2395,15 +1491,19 @@ fn decode_rate(
     })
 }
 
-fn is_spend_shorthand(key: &str) -> bool {
+pub fn is_spend_shorthand(key: &str) -> bool {
     key.strip_prefix('p')
         .and_then(|k| k.strip_suffix("Usd"))
         .is_some_and(|p| p.parse::<f64>().is_ok_and(|v| v > 0.0 && v < 100.0))
 }
 
 fn decode_spend(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<SpendSpec> {
-    let f = ctx.as_map(n, path, "a mapping like `{perSessionMaxUsd: 0.50}`")?;
-    ctx.check_keys(&f, SPEND_KEYS, "spend", is_spend_shorthand);
+    let f = ctx.fields(
+        n,
+        path,
+        "a mapping like `{perSessionMaxUsd: 0.50}`",
+        &format::SPEND,
+    )?;
     let usd = |ctx: &mut Ctx<'_>, key: &str| -> Option<Option<f64>> {
         match f.get(key) {
             Some(x) => ctx
@@ -2444,8 +1544,7 @@ fn decode_spend(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<SpendSpec> {
                 x,
                 &pp,
                 "a mapping like `{p: 99, maxUsd: 0.05}`",
-                SPEND_PERCENTILE_KEYS,
-                "spend percentile",
+                &format::SPEND_PERCENTILE,
             )?;
             let p = ctx
                 .require(&pf, "p", Some("e.g. `p: 99`".into()))
@@ -2510,8 +1609,7 @@ fn decode_pii(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<PiiSpec> {
         n,
         path,
         "a mapping like `{allowPassThroughTo: [model]}`",
-        PII_KEYS,
-        "pii",
+        &format::PII,
     )?;
     let allow = match f.get("allowPassThroughTo") {
         Some(x) => ctx.string_list(x, &f.path("allowPassThroughTo")),
@@ -2561,8 +1659,7 @@ fn decode_pii_rule(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<PiiRule> 
         n,
         path,
         "a rule like `{destination: log, allow: [redacted]}`",
-        PII_RULE_KEYS,
-        "rule",
+        &format::PII_RULE,
     )?;
     let destination = ctx
         .require(&f, "destination", None)
@@ -2570,17 +1667,8 @@ fn decode_pii_rule(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<PiiRule> 
     let allow = ctx
         .require(&f, "allow", Some("e.g. `allow: [redacted, masked]`".into()))
         .and_then(|x| {
-            let handlings: Vec<&str> = PiiHandling::ALL.iter().map(|h| h.as_str()).collect();
-            let items = ctx.list(x, &f.path("allow"), "a list of handlings")?;
-            let mut out = Vec::new();
-            let mut ok = true;
-            for (item, p) in items {
-                match ctx.enum_value(item, &p, "PII handling", &handlings) {
-                    Some(i) => out.push(PiiHandling::ALL[i]),
-                    None => ok = false,
-                }
-            }
-            ok.then_some(out)
+            let items = ctx.enum_list(x, &f.path("allow"), "PII handling", PII_HANDLINGS)?;
+            Some(items.into_iter().map(|i| PiiHandling::ALL[i]).collect())
         });
     Some(PiiRule {
         destination: destination?,
@@ -2593,8 +1681,7 @@ fn decode_tools(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<ToolsSpec> {
         n,
         path,
         "a mapping like `{deny: [delete_account]}`",
-        TOOLS_KEYS,
-        "tools",
+        &format::TOOLS,
     )?;
     let deny = match f.get("deny") {
         Some(x) => ctx.string_list(x, &f.path("deny")),
@@ -2657,12 +1744,11 @@ fn decode_fallback(ctx: &mut Ctx<'_>, n: &SNode, path: &str, target: f64) -> Opt
         n,
         path,
         "a mapping like `{requiredOn: [error, timeout]}`",
-        FALLBACK_KEYS,
-        "fallback",
+        &format::FALLBACK,
     )?;
     let required_on = match f.get("requiredOn") {
         Some(x) => {
-            let v = ctx.status_list(x, &f.path("requiredOn"));
+            let v = status_list(ctx, x, &f.path("requiredOn"));
             if v.as_ref().is_some_and(Vec::is_empty) {
                 let loc = ctx.loc(x);
                 ctx.error(
@@ -2699,8 +1785,7 @@ fn decode_drift(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<DriftSpec> {
         n,
         path,
         "a mapping like `{features: [output_tokens, tool_mix]}`",
-        DRIFT_KEYS,
-        "drift",
+        &format::DRIFT,
     )?;
     let features = ctx
         .require(
@@ -2771,7 +1856,7 @@ fn decode_drift(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<DriftSpec> {
         None => Some(f64::NAN),
     };
     let false_alarms = match f.get("falseAlarms") {
-        Some(x) => ctx.false_alarms(x, &f.path("falseAlarms")),
+        Some(x) => false_alarms(ctx, x, &f.path("falseAlarms")),
         None => Some(FalseAlarmBudget::DEFAULT),
     };
     let min_samples = match f.get("minSamples") {
@@ -2795,8 +1880,7 @@ fn decode_drift(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<DriftSpec> {
             b,
             &bp,
             "a mapping like `{minDuration: 6h, relearnEvery: 7d}`",
-            DRIFT_BASELINE_KEYS,
-            "drift.baseline",
+            &format::DRIFT_BASELINE,
         ) {
             if let Some(x) = bf.get("minDuration") {
                 min_duration = ctx.duration(x, &bf.path("minDuration"), true);
@@ -2816,7 +1900,7 @@ fn decode_drift(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<DriftSpec> {
     };
     let ks_exact = match f.get("ks") {
         Some(x) => ctx
-            .enum_value(x, &f.path("ks"), "KS distribution", &["auto", "exact"])
+            .enum_value(x, &f.path("ks"), "KS distribution", KS_DISTRIBUTIONS)
             .map(|i| i == 1),
         None => Some(false),
     };

@@ -6,7 +6,6 @@
 //! columns. It only formats a [`Spec`]: it never validates (that is [`super::decode`]'s job)
 //! and never does I/O.
 
-use super::decode::pct;
 use super::lint::{fmt_factor, max_burn_rate};
 use super::model::{
     BoolSignal, Bound, Confidence, Dimension, KeyField, LatePolicy, NumericField, Objective,
@@ -14,6 +13,7 @@ use super::model::{
 };
 use crate::confidence::{self, Side};
 use crate::duration::format_duration_ms;
+use crate::schema::decoder::pct;
 use std::fmt::Write;
 
 const WIDTH: usize = 100;

@@ -5,9 +5,10 @@
 //! validate --strict` promotes them to errors); they never reject a spec and never do I/O.
 //! Problems that make a spec meaningless are errors of [`super::decode`] instead.
 
-use super::decode::{Ctx, Decoded, Spot, pct};
+use super::decode::Decoded;
 use super::model::{KeyField, ObjectiveKind, Spec};
 use crate::duration::format_duration_ms;
+use crate::schema::decoder::{Ctx, Spot, pct};
 
 /// The highest burn rate an SLO with `target` can reach (every session bad): `1 / (1 - target)`.
 pub fn max_burn_rate(target: f64) -> f64 {

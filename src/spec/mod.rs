@@ -2,7 +2,8 @@
 //! that report every problem of a file at once.
 //!
 //! The pipeline is: YAML text → span-carrying [`yaml::Node`] tree (serde-saphyr) →
-//! schema-directed [`decode`] that collects every error with its `file:line:col`, property path,
+//! [`decode`], built on the shared toolkit of [`crate::schema`] and reading keys through the
+//! shapes of [`format`], which collects every error with its `file:line:col`, property path,
 //! expected-vs-found and a hint → semantic [`lint`] warnings on the specs that decoded. The
 //! format itself is documented in `sla-specs/README.md`.
 //!
@@ -10,103 +11,30 @@
 //! [`explain()`] turns a spec into a plain-language description with its burn-rate table.
 
 pub mod decode;
-pub mod diagnostic;
 pub mod explain;
+pub mod format;
 pub mod lint;
 pub mod model;
-pub mod yaml;
+
+pub use crate::schema::{diagnostic, yaml};
 
 pub use diagnostic::{Diagnostic, Level, has_errors, make_strict, render_all, summary};
 pub use explain::explain;
 pub use model::*;
 
-use decode::{Ctx, Loc, decode_document};
+use crate::schema::decoder::{Ctx, Loc};
+use decode::decode_document;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// First place each spec name was defined: name → `file:line:col`.
 type SeenNames = HashMap<String, String>;
 
-/// The innermost `{` or `[` still open at `line:col` (1-based), skipping quoted text and
-/// comments, as `(char, line, col)`.
-fn open_bracket_before(src: &str, line: u32, col: u32) -> Option<(char, usize, usize)> {
-    let mut stack: Vec<(char, usize, usize)> = Vec::new();
-    for (li, text) in src.lines().enumerate() {
-        let ln = li + 1;
-        if ln > line as usize {
-            break;
-        }
-        let mut quote: Option<char> = None;
-        let mut prev = ' ';
-        for (ci, c) in text.chars().enumerate() {
-            let cn = ci + 1;
-            if ln == line as usize && cn >= col as usize {
-                break;
-            }
-            match quote {
-                Some(q) if c == q => quote = None,
-                Some(_) => {}
-                None => match c {
-                    '"' | '\'' => quote = Some(c),
-                    '#' if prev.is_whitespace() => break,
-                    '{' | '[' => stack.push((c, ln, cn)),
-                    '}' | ']' => {
-                        stack.pop();
-                    }
-                    _ => {}
-                },
-            }
-            prev = c;
-        }
-    }
-    stack.pop()
-}
-
-fn syntax_hint(message: &str, src: &str, line: u32, col: u32) -> Option<String> {
-    let m = message.to_ascii_lowercase();
-    if (m.contains("flow") || m.contains("bracket"))
-        && let Some((c, l, cl)) = open_bracket_before(src, line, col)
-    {
-        let close = if c == '{' { '}' } else { ']' };
-        return Some(format!(
-            "the `{c}` on line {l}, column {cl} is never closed: add `{close}`"
-        ));
-    }
-    if m.contains("tab") {
-        Some("YAML indentation must use spaces, not tabs".into())
-    } else if m.contains("mapping values are not allowed") {
-        Some("check this line's indentation, or quote a value that contains `: `".into())
-    } else if m.contains("did not find expected '-'") || m.contains("block collection") {
-        Some("every item of a list must start with `- ` at the same indentation".into())
-    } else if m.contains("unclosed quote") || m.contains("unterminated") {
-        Some("close the quote on the same line".into())
-    } else if m.contains("unclosed bracket") || m.contains("flow") {
-        Some("close the `{` or `[` of this flow mapping/list".into())
-    } else if m.contains("non-finite") {
-        Some("`.nan` and `.inf` are not allowed here: write a finite number".into())
-    } else if m.contains("duplicate") {
-        Some("keep one of the two keys".into())
-    } else {
-        None
-    }
-}
-
 fn parse_into(src: &str, file: &str, seen: &mut SeenNames) -> (Vec<Spec>, Vec<Diagnostic>) {
     let mut ctx = Ctx::new(src, file);
+    ctx.misplaced = decode::home_of;
     let (docs, syntax) = yaml::parse_documents(src);
-    for e in &syntax {
-        let loc = Loc {
-            line: e.line,
-            col: e.col,
-            width: 1,
-        };
-        ctx.error(
-            loc,
-            "",
-            format!("invalid YAML: {}", e.message),
-            syntax_hint(&e.message, src, e.line, e.col),
-        );
-    }
+    ctx.syntax_errors(&syntax);
     if docs.is_empty() && syntax.is_empty() {
         ctx.warn(
             Loc::default(),

@@ -93,6 +93,24 @@ pub enum Dimension {
     Fallback,
 }
 
+impl Dimension {
+    /// Every dimension, in the order of [`Dimension::NAMES`].
+    pub const ALL: [Dimension; 4] = [
+        Dimension::Availability,
+        Dimension::Behavior,
+        Dimension::Governance,
+        Dimension::Fallback,
+    ];
+    /// The names as written in YAML.
+    pub const NAMES: &'static [&'static str] =
+        &["availability", "behavior", "governance", "fallback"];
+
+    /// The name as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
 /// How urgent a finding is.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
@@ -103,6 +121,18 @@ pub enum Severity {
     Info,
     Ticket,
     Page,
+}
+
+impl Severity {
+    /// Every severity, in the order of [`Severity::NAMES`].
+    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Ticket, Severity::Page];
+    /// The names as written in YAML.
+    pub const NAMES: &'static [&'static str] = &["info", "ticket", "page"];
+
+    /// The name as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
 }
 
 /// One objective of a spec.

@@ -13,6 +13,7 @@ mod objectives;
 mod page;
 mod reload;
 mod replay_e2e;
+mod schema;
 mod sequential_arl;
 mod simulate;
 mod spec_validate;

@@ -1,4 +1,4 @@
-//! Spec diagnostics: one problem in one file, and how it is shown to a person.
+//! Diagnostics: one problem in one file (a spec or a policy), and how it is shown to a person.
 //!
 //! A [`Diagnostic`] renders like a compiler message — `file:line:col: error: path: message`,
 //! the offending source line with a caret under the column, and a `hint` — so that an engineer
@@ -33,7 +33,7 @@ impl fmt::Display for Level {
     }
 }
 
-/// One problem found in a spec file.
+/// One problem found in a spec or policy file.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Diagnostic {
     /// Error or warning.

@@ -1,16 +1,18 @@
-//! The span-carrying YAML node tree that spec decoding works on.
+//! The span-carrying YAML node tree that spec and policy decoding work on.
 //!
 //! serde stops at the first error it meets, but `slawatch validate` must report every problem
 //! in a file at once. So YAML is first read with serde-saphyr into this generic [`Node`] tree,
-//! in which every value (and every mapping key) keeps the line and column it came from; the
-//! schema-directed decoder in [`super::decode`] then walks the tree and collects diagnostics.
+//! in which every value (and every mapping key) keeps the line and column it came from; a
+//! format's decoder (built on [`super::decoder`]) then walks the tree and collects diagnostics.
 //!
-//! This module only parses YAML syntax: it knows nothing about the spec schema and never does
-//! I/O.
+//! This module only parses YAML syntax: it knows no format and never does I/O.
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{DuplicateKeyPolicy, Spanned};
 use std::fmt;
+
+/// A node with the position it was written at.
+pub type SNode = Spanned<Node>;
 
 /// A YAML value with no schema applied.
 ///
