@@ -317,6 +317,16 @@ impl Request {
     }
 }
 
+impl Request {
+    /// The range `cost` compares `range` with: the same span `compare` earlier.
+    pub fn compared_range(&self, range: Range) -> Range {
+        Range {
+            from: range.from - self.compare_ms,
+            to: range.to - self.compare_ms,
+        }
+    }
+}
+
 /// What went wrong answering.
 #[derive(Debug, thiserror::Error)]
 pub enum AnswerError {
@@ -387,10 +397,7 @@ pub fn answer(ctx: &Context<'_>, req: &Request) -> Result<serde_json::Value, Ans
                 ..Parts::COUNTS
             };
             let cur = query::merge_all(&fetch(range, GroupBy::None, parts)?);
-            let prev_range = Range {
-                from: range.from - req.compare_ms,
-                to: range.to - req.compare_ms,
-            };
+            let prev_range = req.compared_range(range);
             let prev = query::merge_all(&fetch(prev_range, GroupBy::None, Parts::COUNTS)?);
             to_json(&query::cost(
                 (range, &cur),
