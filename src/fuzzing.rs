@@ -31,7 +31,7 @@ use crate::history::query::{Range, plan};
 use crate::ingest::decode::{Decoder, RejectReason};
 use crate::session::Session;
 use crate::spec::Diagnostic;
-use crate::time::format_rfc3339_ms;
+use crate::time::{MAX_EPOCH_MS, MIN_EPOCH_MS, format_rfc3339_ms};
 
 /// Every target by name, as `fuzz/` builds them and the corpus replay runs them.
 pub const TARGETS: [(&str, fn(&[u8])); 5] = [
@@ -253,12 +253,7 @@ pub fn service_config(data: &[u8]) {
 
 /// The "now"s (newest event time of the history) a request is resolved against: none yet,
 /// a recent day, the first and last instants a record's timestamp can name.
-const NOWS: [i64; 4] = [
-    0,
-    20_400 * DAY_MS + 5,
-    -62_167_219_200_000,
-    253_402_300_799_999,
-];
+const NOWS: [i64; 4] = [0, 20_400 * DAY_MS + 5, MIN_EPOCH_MS, MAX_EPOCH_MS];
 
 /// An API request: the first byte picks the question, the rest is the raw query string.
 pub fn api_query(data: &[u8]) {
