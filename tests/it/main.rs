@@ -6,6 +6,7 @@ mod api;
 mod decode;
 mod drift_e2e;
 mod finding_wire;
+mod fuzz_targets;
 mod kafka_e2e;
 mod multivariate;
 mod objectives;
