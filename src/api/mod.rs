@@ -245,6 +245,20 @@ fn json(value: &impl Serialize) -> Response {
         .into_response()
 }
 
+/// Decodes a raw query string (`agent=a&last=1h`, without the `?`) into pairs, in order, exactly
+/// as the handlers' `Query` extractor does. The fuzz targets feed untrusted bytes through it.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, Problem> {
+    let uri: axum::http::Uri = format!("/?{query}").parse().map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "Invalid query string",
+            format!("{e}"),
+        )
+    })?;
+    params(Query::try_from_uri(&uri))
+}
+
 /// Parses a question's parameters into a request, or the problem that lists every bad one.
 pub fn parse_request(
     q: Question,

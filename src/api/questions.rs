@@ -113,6 +113,11 @@ enum RangeSpec {
     Between(Option<EpochMs>, Option<EpochMs>),
 }
 
+/// The longest `last` or `compare`: the 10 000 years a timestamp can name. Longer ones planned
+/// a bucket per day for billions of years (found by fuzzing: `last=15000000000w` hung a
+/// request) or overflowed the comparison range.
+const MAX_SPAN_MS: i64 = 10_000 * 366 * DAY_MS;
+
 /// One parameter that is not valid, with what would be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InvalidParam {
@@ -184,7 +189,7 @@ impl Request {
         let mut range = None;
         if let Some(v) = get("last") {
             match crate::duration::parse_duration_ms(v) {
-                Ok(ms) if ms > 0 => range = Some(RangeSpec::Last(ms)),
+                Ok(ms) if ms > 0 && ms <= MAX_SPAN_MS => range = Some(RangeSpec::Last(ms)),
                 _ => invalid(
                     "last",
                     format!("`{v}` is not a duration such as 15m, 24h or 7d"),
@@ -248,7 +253,7 @@ impl Request {
         let compare_ms = match get("compare") {
             None => 7 * DAY_MS,
             Some(v) => match crate::duration::parse_duration_ms(v) {
-                Ok(ms) if ms > 0 => ms,
+                Ok(ms) if ms > 0 && ms <= MAX_SPAN_MS => ms,
                 _ => {
                     invalid(
                         "compare",
@@ -313,6 +318,16 @@ impl Request {
                     to,
                 }
             }
+        }
+    }
+}
+
+impl Request {
+    /// The range `cost` compares `range` with: the same span `compare` earlier.
+    pub fn compared_range(&self, range: Range) -> Range {
+        Range {
+            from: range.from - self.compare_ms,
+            to: range.to - self.compare_ms,
         }
     }
 }
@@ -387,10 +402,7 @@ pub fn answer(ctx: &Context<'_>, req: &Request) -> Result<serde_json::Value, Ans
                 ..Parts::COUNTS
             };
             let cur = query::merge_all(&fetch(range, GroupBy::None, parts)?);
-            let prev_range = Range {
-                from: range.from - req.compare_ms,
-                to: range.to - req.compare_ms,
-            };
+            let prev_range = req.compared_range(range);
             let prev = query::merge_all(&fetch(prev_range, GroupBy::None, Parts::COUNTS)?);
             to_json(&query::cost(
                 (range, &cur),
@@ -641,6 +653,21 @@ mod tests {
         let names: Vec<&str> = err.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["limit", "from", "last", "group_by"]);
         assert!(err[0].reason.contains("expected one of"), "{:?}", err[0]);
+    }
+
+    /// Found by fuzzing (`fuzz/regressions/api_query/`): a `last` of 15 billion weeks planned
+    /// a bucket per day since long before the Big Bang and never answered; a `compare` as long
+    /// overflowed the comparison range.
+    #[test]
+    fn last_and_compare_longer_than_the_timestamp_range_are_invalid() {
+        for (k, v) in [("last", "15000000000w"), ("compare", "15000000000w")] {
+            let err = Request::parse(Question::Cost, &p(&[(k, v)])).unwrap_err();
+            assert_eq!(err.len(), 1, "{err:?}");
+            assert_eq!(err[0].name, k);
+        }
+        let longest = Request::parse(Question::Cost, &p(&[("last", "3660000d")])).unwrap();
+        let range = longest.resolve(crate::time::MIN_EPOCH_MS);
+        assert_eq!(range.to - range.from, MAX_SPAN_MS);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod query;
 mod replay;
 pub mod serve;
 mod service;
+pub use service::parse_config_file;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

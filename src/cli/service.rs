@@ -68,15 +68,19 @@ struct ConfigFile {
     kafka: Option<KafkaConfig>,
 }
 
+/// Parses the text of a service configuration file (`slawatch.yaml`): its `kafka:` section, if
+/// any. Pure; the fuzz targets feed untrusted bytes through it.
+pub fn parse_config_file(text: &str) -> Result<Option<KafkaConfig>, serde_saphyr::Error> {
+    serde_saphyr::from_str::<ConfigFile>(text).map(|file| file.kafka)
+}
+
 /// The Kafka configuration of a run, or `None` for a file/stdin run.
 pub fn kafka_config(args: &KafkaArgs) -> Result<Option<KafkaConfig>> {
     let mut cfg = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let file: ConfigFile = serde_saphyr::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            file.kafka
+            parse_config_file(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
         None => None,
     };

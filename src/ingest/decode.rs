@@ -17,7 +17,7 @@ use crate::catalog::Catalog;
 use crate::session::{
     AttrValue, Fallback, Pii, PiiHandling, Quality, Session, Status, ToolCall, ToolStatus,
 };
-use crate::time::parse_rfc3339_ms;
+use crate::time::{MAX_EPOCH_MS, parse_rfc3339_ms};
 
 /// Default size limit of one record: 1 MiB.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
@@ -221,7 +221,21 @@ impl Decoder {
                     (end, Some((end - start) as f64), true)
                 }
                 (None, Some(end), None) => (end, None, false),
-                (Some(start), None, Some(d)) => (start + d.round() as i64, Some(d), false),
+                (Some(start), None, Some(d)) => {
+                    // Checked in f64: a huge duration would overflow i64 (or land past the
+                    // last instant a timestamp can name, which nothing could read back).
+                    let end = start as f64 + d.round();
+                    if end > MAX_EPOCH_MS as f64 {
+                        return Err(RejectReason::InvalidValue {
+                            field: "duration_ms".into(),
+                            found: d.to_string(),
+                            expected: "a duration that ends (started_at + duration_ms) \
+                                       before year 10000"
+                                .into(),
+                        });
+                    }
+                    (end as i64, Some(d), false)
+                }
                 (_, None, _) => {
                     return Err(missing("ended_at (or started_at and duration_ms)"));
                 }
@@ -773,6 +787,35 @@ impl TypeCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (`fuzz/regressions/record/`): a huge `duration_ms` after `started_at`
+    /// overflowed the event time (a panic with overflow checks, a wrapped time without), and a
+    /// merely large one made an event time past year 9999 that no timestamp can name.
+    #[test]
+    fn a_duration_that_ends_after_year_9999_is_rejected() {
+        let decoder = Decoder::new(Arc::new(Catalog::embedded()));
+        for d in ["1111111111111111111811111111500", "1e15", "253402300799999"] {
+            let line = format!(
+                r#"{{"session_id":"s","agent":"a","prompt_version":"p","model":"m","started_at":"2026-11-01T00:00:00Z","duration_ms":{d},"status":"success"}}"#
+            );
+            let e = decoder.decode(line.as_bytes()).unwrap_err();
+            assert_eq!(e.code(), "invalid_value", "{d}: {e}");
+            assert!(e.to_string().contains("`duration_ms`"), "{e}");
+        }
+        let fits = r#"{"session_id":"s","agent":"a","prompt_version":"p","model":"m","started_at":"9999-12-31T23:59:59Z","duration_ms":999,"status":"success"}"#;
+        assert_eq!(
+            decoder.decode(fits.as_bytes()).unwrap().event_time,
+            MAX_EPOCH_MS
+        );
+    }
+
+    /// Found by fuzzing: `ended_at` a leap second after the end of 9999 (see `time`).
+    #[test]
+    fn an_ended_at_past_year_9999_is_a_bad_timestamp() {
+        let decoder = Decoder::new(Arc::new(Catalog::embedded()));
+        let line = br#"{"session_id": "s1", "agent": "a", "prompt_version": "p", "model": "m-2026-09", "ended_at": "9999-12-31T23:59:60.999Z", "status": "success"}"#;
+        assert_eq!(decoder.decode(line).unwrap_err().code(), "bad_timestamp");
+    }
 
     #[test]
     fn schema_versions() {

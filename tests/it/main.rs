@@ -7,6 +7,7 @@ mod decode;
 mod drift_e2e;
 mod finding_wire;
 mod helm;
+mod fuzz_targets;
 mod kafka_e2e;
 mod multivariate;
 mod objectives;

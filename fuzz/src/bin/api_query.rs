@@ -1,0 +1,5 @@
+//! AFL++ harness of `slawatch::fuzzing::api_query`.
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| slawatch::fuzzing::api_query(data));
+}

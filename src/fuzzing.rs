@@ -1,0 +1,316 @@
+//! The fuzz targets: one function per parser of untrusted bytes, each taking arbitrary bytes and
+//! panicking only when an invariant of that parser breaks.
+//!
+//! | target | parser | invariants beyond "no panic, no hang" |
+//! |---|---|---|
+//! | `record` | [`ingest::decode::Decoder`] (contract v1) | an accepted record re-encodes to JSON that decodes to the same session; a reject has a code in `RejectReason::CODES` and a message |
+//! | `spec` | [`spec::parse_str`] (`slawatch validate`) | errors and specs exclude each other per document; every diagnostic points inside the input; diagnostics render; valid specs explain |
+//! | `policy` | [`alerts::parse_policy`] | a policy only without errors; every diagnostic points inside the input; diagnostics render |
+//! | `service_config` | [`cli::parse_config_file`] (`slawatch.yaml`) | an error's position is inside the input |
+//! | `api_query` | [`api::query_pairs`] + [`api::parse_request`] (first byte picks the question) | a rejected request names only parameters it was given or depends on; an accepted one resolves to a range and a bucket plan, from any "now", that cover it in order |
+//!
+//! The same functions run under AFL++ (`fuzz/`, `scripts/fuzz.sh`) and in `cargo test`
+//! (`tests/it/fuzz_targets.rs` replays the committed corpora and every crash, then runs bounded
+//! property tests), so a crash fixed once stays fixed. Pure: no I/O, no wall clock.
+//!
+//! [`ingest::decode::Decoder`]: crate::ingest::decode::Decoder
+//! [`spec::parse_str`]: crate::spec::parse_str
+//! [`alerts::parse_policy`]: crate::alerts::policy::parse_policy
+//! [`cli::parse_config_file`]: crate::cli::parse_config_file
+//! [`api::query_pairs`]: crate::api::query_pairs
+//! [`api::parse_request`]: crate::api::parse_request
+
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{Map, Value, json};
+
+use crate::api::questions::{COMMON_PARAMS, Question};
+use crate::catalog::Catalog;
+use crate::history::DAY_MS;
+use crate::history::query::{Range, plan};
+use crate::ingest::decode::{Decoder, RejectReason};
+use crate::session::Session;
+use crate::spec::Diagnostic;
+use crate::time::{MAX_EPOCH_MS, MIN_EPOCH_MS, format_rfc3339_ms};
+
+/// Every target by name, as `fuzz/` builds them and the corpus replay runs them.
+pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+    ("record", record),
+    ("spec", spec),
+    ("policy", policy),
+    ("service_config", service_config),
+    ("api_query", api_query),
+];
+
+/// The target called `name`.
+pub fn target(name: &str) -> Option<fn(&[u8])> {
+    TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}
+
+fn decoder() -> &'static Decoder {
+    static DECODER: OnceLock<Decoder> = OnceLock::new();
+    DECODER.get_or_init(|| Decoder::new(Arc::new(Catalog::embedded())))
+}
+
+/// A session record (one JSON Lines line or one Kafka value).
+pub fn record(data: &[u8]) {
+    match decoder().decode(data) {
+        Ok(session) => {
+            let again = encode_record(&session);
+            match decoder().decode(again.as_bytes()) {
+                Ok(back) => assert_eq!(
+                    back, session,
+                    "the re-encoded record decodes to another session: {again}"
+                ),
+                Err(e) => panic!("the re-encoded record is rejected ({e}): {again}"),
+            }
+        }
+        Err(reason) => {
+            assert!(RejectReason::CODES.contains(&reason.code()));
+            assert!(!reason.to_string().is_empty());
+        }
+    }
+}
+
+/// A session as a contract v1 record: the fields it was decoded from, derived values left
+/// for the decoder to derive again.
+pub fn encode_record(s: &Session) -> String {
+    let mut o = Map::new();
+    for (k, v) in [
+        ("session_id", &s.session_id),
+        ("agent", &s.agent),
+        ("prompt_version", &s.prompt_version),
+        ("model", &s.model),
+    ] {
+        o.insert(k.into(), v.as_str().into());
+    }
+    if let Some(p) = &s.provider {
+        o.insert("provider".into(), p.as_str().into());
+    }
+    if let Some(start) = s.started_at {
+        o.insert("started_at".into(), format_rfc3339_ms(start).into());
+    }
+    o.insert("ended_at".into(), format_rfc3339_ms(s.event_time).into());
+    if let (Some(d), false) = (s.duration_ms, s.duration_derived) {
+        o.insert("duration_ms".into(), d.into());
+    }
+    o.insert("status".into(), s.status.as_str().into());
+    if let Some(e) = &s.error_type {
+        o.insert("error_type".into(), e.as_str().into());
+    }
+    let mut usage = Map::new();
+    if let Some(n) = s.input_tokens {
+        usage.insert("input_tokens".into(), n.into());
+    }
+    if let Some(n) = s.output_tokens {
+        usage.insert("output_tokens".into(), n.into());
+    }
+    if let (Some(c), false) = (s.cost_usd, s.cost_derived) {
+        usage.insert("cost_usd".into(), c.into());
+    }
+    o.insert("usage".into(), Value::Object(usage));
+    for (k, v) in [
+        ("turns", s.turns),
+        ("output_chars", s.output_chars),
+        ("context_tokens_max", s.context_tokens_max),
+    ] {
+        if let Some(n) = v {
+            o.insert(k.into(), n.into());
+        }
+    }
+    let tools: Vec<Value> = s
+        .tool_calls
+        .iter()
+        .map(|t| json!({"name": t.name, "status": t.status, "duration_ms": t.duration_ms}))
+        .collect();
+    o.insert("tool_calls".into(), tools.into());
+    if let Some(f) = &s.fallback {
+        o.insert(
+            "fallback".into(),
+            json!({"triggered": f.triggered, "kind": f.kind, "reason": f.reason}),
+        );
+    }
+    let pii: Vec<Value> = s
+        .pii
+        .iter()
+        .map(|p| json!({"type": p.kind, "handling": p.handling, "destination": p.destination}))
+        .collect();
+    o.insert("pii".into(), pii.into());
+    o.insert(
+        "quality".into(),
+        json!({"score": s.quality.score, "resolved": s.quality.resolved,
+               "refusal": s.quality.refusal}),
+    );
+    // Attributes keep record order and repeated names, which a JSON map would not: written by
+    // hand, each key and value through serde_json.
+    let mut text = Value::Object(o).to_string();
+    text.pop();
+    text.push_str(",\"attributes\":{");
+    for (i, (k, v)) in s.attributes.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&Value::from(k.as_str()).to_string());
+        text.push(':');
+        text.push_str(&serde_json::to_string(v).expect("attribute values serialize"));
+    }
+    text.push_str("}}");
+    text
+}
+
+/// Checks what every diagnostic of a YAML file must satisfy: it points inside `src` and renders.
+fn check_diagnostics(src: &str, diags: &[Diagnostic]) {
+    let lines = yaml_lines(src);
+    for d in diags {
+        assert!(
+            !d.message.is_empty(),
+            "a diagnostic without a message: {d:?}"
+        );
+        let line = d.line as usize;
+        assert!(
+            line <= lines.len(),
+            "line {line} of a {}-line input: {d:?}",
+            lines.len()
+        );
+        if line > 0 && d.col > 0 {
+            let chars = lines[line - 1].chars().count();
+            assert!(
+                d.col as usize <= chars + 1,
+                "column {} of a {chars}-character line: {d:?}",
+                d.col
+            );
+        }
+        let _ = d.to_string();
+    }
+    let _ = crate::spec::render_all(diags);
+    let _ = crate::spec::summary(diags);
+}
+
+/// The lines of a YAML text as YAML counts them: `\r\n`, `\r` and `\n` each end one.
+fn yaml_lines(src: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut rest = src;
+    while let Some(i) = rest.find(['\r', '\n']) {
+        lines.push(&rest[..i]);
+        let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+        rest = &rest[i + skip..];
+    }
+    lines.push(rest);
+    lines
+}
+
+/// A spec file's text (`slawatch validate`).
+pub fn spec(data: &[u8]) {
+    let Ok(src) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (specs, diags) = crate::spec::parse_str(src, "fuzz.yaml");
+    check_diagnostics(src, &diags);
+    if crate::spec::has_errors(&diags) {
+        // One document's error keeps that document's spec out, not the others'.
+        assert!(specs.len() <= src.matches("---").count() + 1);
+    }
+    for s in &specs {
+        let _ = crate::spec::explain(s);
+    }
+}
+
+/// A notification policy file's text.
+pub fn policy(data: &[u8]) {
+    let Ok(src) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (policy, diags) = crate::alerts::policy::parse_policy(src, "fuzz.yaml");
+    check_diagnostics(src, &diags);
+    assert_eq!(
+        policy.is_some(),
+        !crate::spec::has_errors(&diags),
+        "a policy exactly when there is no error: {diags:?}"
+    );
+    if let Some(p) = policy {
+        let _ = p.check_specs(&[]);
+    }
+}
+
+/// A service configuration file (`slawatch.yaml`).
+pub fn service_config(data: &[u8]) {
+    let Ok(src) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = crate::cli::parse_config_file(src) {
+        let message = e.to_string();
+        assert!(!message.is_empty());
+        if let Some(loc) = e.location() {
+            let lines = yaml_lines(src).len() as u64;
+            assert!(
+                loc.line() <= lines + 1,
+                "line {} of a {lines}-line input: {message}",
+                loc.line()
+            );
+        }
+    }
+}
+
+/// The "now"s (newest event time of the history) a request is resolved against: none yet,
+/// a recent day, the first and last instants a record's timestamp can name.
+const NOWS: [i64; 4] = [0, 20_400 * DAY_MS + 5, MIN_EPOCH_MS, MAX_EPOCH_MS];
+
+/// An API request: the first byte picks the question, the rest is the raw query string.
+pub fn api_query(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let question = Question::ALL[usize::from(pick) % Question::ALL.len()];
+    let Ok(query) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let Ok(pairs) = crate::api::query_pairs(query) else {
+        return;
+    };
+    match crate::api::parse_request(question, &pairs) {
+        Err(problem) => {
+            assert!(!problem.invalid_params.is_empty(), "{problem:?}");
+            for bad in &problem.invalid_params {
+                assert!(
+                    pairs.iter().any(|(k, _)| *k == bad.name)
+                        || COMMON_PARAMS.contains(&bad.name.as_str()),
+                    "`{}` is neither given nor a parameter: {problem:?}",
+                    bad.name
+                );
+                assert!(!bad.reason.is_empty());
+            }
+        }
+        Ok(req) => {
+            for now in NOWS {
+                let range = req.resolve(now);
+                check_plan(range, now);
+                if question == Question::Cost {
+                    check_plan(req.compared_range(range), now);
+                }
+            }
+        }
+    }
+}
+
+/// The buckets that answer `range` follow each other and cover it.
+fn check_plan(range: Range, now: i64) {
+    const PANE_MS: i64 = 5 * 60_000;
+    let spans = plan(range, PANE_MS, now, now - 8 * DAY_MS);
+    for s in &spans {
+        assert!(s.from < s.to, "an empty span {s:?} for {range:?}");
+    }
+    for w in spans.windows(2) {
+        assert!(
+            w[0].to <= w[1].from,
+            "spans out of order: {w:?} for {range:?}"
+        );
+    }
+    if range.from < range.to {
+        let first = spans.first().expect("a non-empty range has a span");
+        let last = spans.last().expect("a non-empty range has a span");
+        assert!(
+            first.from <= range.from && last.to >= range.to,
+            "{spans:?} for {range:?}"
+        );
+    }
+}
