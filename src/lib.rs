@@ -15,7 +15,8 @@
 //!    specs: what the questions of the [`api`] and `slawatch query` are answered from.
 //! 5. [`pipeline`] wires 1–4; [`present`] says findings in words (the core builds no
 //!    sentence); [`store`] (sled) keeps state; [`alerts`] turns findings into mail; [`cli`] is
-//!    the command line; [`simulate`] generates streams for demos and tests.
+//!    the command line; [`simulate`] generates streams for demos and tests; [`metrics`] and
+//!    [`health`] are what `/metrics` and `/readyz` report.
 //!
 //! The core (windowing, evaluate, drift, spec parsing) never does I/O and never reads the wall
 //! clock: same input, same findings.
@@ -30,8 +31,10 @@ pub mod duration;
 pub mod evaluate;
 pub mod finding;
 pub mod glob;
+pub mod health;
 pub mod history;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
 pub mod present;
 pub mod service;

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+
+use crate::health::Readiness;
+use crate::metrics::Metrics;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -19,7 +22,7 @@ use crate::store::Store;
 /// Where the API listens, and who may ask it.
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
-    /// Address of the HTTP API and status page (`/v1`, `/`, `/healthz`, `/readyz`); default
+    /// Address of the HTTP API and status page (`/v1`, `/`, `/metrics`, `/healthz`, `/readyz`); default
     /// 127.0.0.1:8632 (when that port is taken, the run goes on without an API and says so).
     /// Any address but loopback needs a token.
     #[arg(long, env = "SLAWATCH_LISTEN")]
@@ -115,7 +118,8 @@ pub fn start_api(
     store: Arc<Store>,
     specs: Vec<Spec>,
     history: HistoryConfig,
-    ready: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
 ) -> Result<RunningApi> {
     let file = api_file(data_dir);
     if args.no_api {
@@ -125,7 +129,8 @@ pub fn start_api(
         store,
         specs,
         history,
-        ready,
+        readiness,
+        metrics,
         token: api_token(args.api_token_file.as_deref())?,
     });
     let server = match args.listen {

@@ -33,13 +33,20 @@ use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Clear, Finding, LastSession};
+use crate::health::Readiness;
 use crate::ingest::DeadLetters;
 use crate::ingest::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, Topology};
+use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline, PipelineState};
 use crate::store::Store;
 
 pub mod partitioned;
 pub mod tables;
+
+/// What `/readyz` says while no input partition is assigned to this instance.
+const WAITING_FOR_ASSIGNMENT: &str = "waiting for partition assignment";
+/// How often consumer lag is read (from the consumer's cached watermarks).
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// What is persisted atomically at a checkpoint.
 #[derive(Serialize, Deserialize)]
@@ -91,6 +98,10 @@ pub struct ServiceOptions {
     pub shutdown: Arc<AtomicBool>,
     /// Shutdown must finish within this.
     pub shutdown_timeout: Duration,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
+    /// What `/readyz` reports: restored, assigned, consuming — or why not.
+    pub readiness: Arc<Readiness>,
 }
 
 /// What a run did.
@@ -125,6 +136,7 @@ struct State {
     /// Set after the final checkpoint: the revoke of a closing consumer changes nothing (a
     /// commit from inside the close could hang librdkafka).
     closing: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl State {
@@ -135,6 +147,7 @@ impl State {
     }
 
     fn apply(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+        self.metrics.record_consumed();
         let key = (m.topic().to_owned(), m.partition());
         if self.applied.get(&key).is_some_and(|a| m.offset() <= *a) {
             // Already reflected in the restored state: a redelivery after a crash.
@@ -147,7 +160,9 @@ impl State {
             let pid = self.pid(m.topic(), *partition);
             *partition = pid;
         }
-        let outcome = self.pipeline.process(&record, &mut self.found);
+        let outcome =
+            (self.metrics).evaluate(&mut self.pipeline, |p| p.process(&record, &mut self.found));
+        self.metrics.record_outcome(&outcome);
         if let Outcome::Rejected {
             reason,
             dead_letter: true,
@@ -175,10 +190,12 @@ impl State {
             &mut self.report,
             &self.sink,
             self.output.as_mut(),
+            &self.metrics,
         )
     }
 
     fn checkpoint(&mut self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
+        let started = Instant::now();
         self.emit()?;
         // Baselines are in the checkpoint; the copies in sled (for `slawatch baseline` and a
         // start without a checkpoint) follow at the same pace rather than at every window.
@@ -196,7 +213,8 @@ impl State {
             pipeline: self.pipeline.snapshot(),
             applied: self.applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         };
-        self.store.put_checkpoint(&encode_cbor(&cp))?;
+        let bytes = encode_cbor(&cp);
+        self.store.put_checkpoint(&bytes)?;
         self.store.persist_history(&mut self.pipeline)?;
         self.store.flush()?;
         self.output.checkpointed()?;
@@ -204,8 +222,36 @@ impl State {
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         self.report.checkpoints += 1;
+        self.metrics
+            .record_checkpoint(started.elapsed(), bytes.len() as u64);
+        self.metrics.set_watermark(self.pipeline.stream_time());
         Ok(())
     }
+}
+
+/// Reports the lag of every partition the consumer has assigned: high watermark − position. A
+/// partition not read from yet reports none. One short round trip per partition (rdkafka has
+/// no safe access to the watermarks librdkafka caches), hence only every [`LAG_EVERY`]; a
+/// broker that does not answer in time leaves the last value. (tansu's high watermark can miss
+/// the rest of the newest batch: the lag is then 0 a little early, never negative.)
+fn report_lag(consumer: &BaseConsumer<SourceContext>, topics: &[String], metrics: &Metrics) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    let mut lags = Vec::new();
+    for e in positions.elements() {
+        let rdkafka::Offset::Offset(position) = e.offset() else {
+            continue;
+        };
+        match consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_millis(500)) {
+            Ok((_, high)) if high >= 0 => {
+                lags.push((e.topic().to_owned(), e.partition(), high - position));
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+    metrics.set_consumer_lags(topics, &lags);
 }
 
 /// Every partition of the topics, from the broker's metadata (retried until it answers).
@@ -300,6 +346,8 @@ fn run_single(
 ) -> Result<ServiceReport> {
     let mut report = ServiceReport::default();
     let mut applied = BTreeMap::new();
+    opts.readiness
+        .set_not_ready("restoring state from the checkpoint");
     if let Some(bytes) = store.checkpoint()? {
         let cp =
             decode_cbor::<Checkpoint>(&bytes).context("reading the checkpoint in the data dir")?;
@@ -337,7 +385,9 @@ fn run_single(
         topics: opts.kafka.topics.clone(),
         found: Vec::new(),
         closing: false,
+        metrics: opts.metrics.clone(),
     }));
+    opts.readiness.set_not_ready(WAITING_FOR_ASSIGNMENT);
     let revoke_state = state.clone();
     let context = SourceContext {
         events: Mutex::default(),
@@ -387,9 +437,11 @@ fn run_single(
     let interval = Duration::from_millis(opts.kafka.checkpoint_interval_ms.max(0) as u64);
     let mut last_done_check = Instant::now();
     let mut first_record: Option<Instant> = None;
+    let mut last_lag = Instant::now();
     loop {
         if opts.shutdown.load(Ordering::Relaxed) {
             let deadline = Instant::now() + opts.shutdown_timeout;
+            opts.readiness.set_not_ready("shutting down");
             let mut st = lock(&state);
             st.checkpoint(&consumer)?;
             st.closing = true;
@@ -441,6 +493,12 @@ fn run_single(
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
             None => {}
         }
+        opts.readiness
+            .set(assigned.is_empty().then_some(WAITING_FOR_ASSIGNMENT));
+        if last_lag.elapsed() >= LAG_EVERY {
+            last_lag = Instant::now();
+            report_lag(&consumer, &opts.kafka.topics, &opts.metrics);
+        }
         let mut st = lock(&state);
         // Partitions quiet for the idle timeout (or at their end) stop holding the watermark.
         let now = Instant::now();
@@ -457,7 +515,7 @@ fn run_single(
                     .is_some_and(|t| now.duration_since(*t) >= idle_after)
             };
             let pid = st.pid(topic, *p);
-            st.pipeline.set_idle(pid, idle, &mut out);
+            (opts.metrics).evaluate(&mut st.pipeline, |pl| pl.set_idle(pid, idle, &mut out));
         }
         st.found.extend(out);
         st.emit()?;
@@ -478,9 +536,10 @@ fn run_single(
             }
         {
             let mut out = Vec::new();
-            st.pipeline.finish(&mut out);
+            (opts.metrics).evaluate(&mut st.pipeline, |pl| pl.finish(&mut out));
             st.found.extend(out);
             st.checkpoint(&consumer)?;
+            report_lag(&consumer, &opts.kafka.topics, &opts.metrics);
             st.closing = true;
             drop(st);
             consumer.unsubscribe();
@@ -506,6 +565,7 @@ fn deliver(
     report: &mut ServiceReport,
     sink: &kafka::Sink,
     output: &mut dyn Output,
+    metrics: &Metrics,
 ) -> Result<()> {
     if found.is_empty() && clears.is_empty() && seen.is_empty() {
         return Ok(());
@@ -515,6 +575,7 @@ fn deliver(
     }
     for f in found.drain(..) {
         report.findings += 1;
+        metrics.record_finding(&f);
         sink.finding(&f)?;
         output.finding(&f)?;
     }

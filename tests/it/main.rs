@@ -7,6 +7,7 @@ mod decode;
 mod drift_e2e;
 mod finding_wire;
 mod kafka_e2e;
+mod metrics;
 mod multivariate;
 mod objectives;
 mod page;
