@@ -417,16 +417,13 @@ fn file_run_metrics_count_exactly_what_the_input_holds() {
         0.0
     );
 
-    // Findings by severity and dimension: what the store holds, counted independently.
-    let out = Command::new(BIN)
-        .args(["findings", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    // Findings by severity and dimension: what the store holds (`/v1/findings`, every stored
+    // finding), counted here.
+    let (status, body) = get(&run.addr, "/v1/findings", Some("s3cret"));
+    assert_eq!(status, 200, "{body}");
+    let stored: Vec<Value> = serde_json::from_str(&body).unwrap();
     let mut want: BTreeMap<(String, String), f64> = BTreeMap::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
-        let f: Value = serde_json::from_str(line).unwrap();
+    for f in &stored {
         *want
             .entry((
                 f["severity"].as_str().unwrap().to_owned(),
