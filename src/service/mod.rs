@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -229,29 +230,57 @@ impl State {
     }
 }
 
-/// Reports the lag of every partition the consumer has assigned: high watermark − position. A
-/// partition not read from yet reports none. One short round trip per partition (rdkafka has
-/// no safe access to the watermarks librdkafka caches), hence only every [`LAG_EVERY`]; a
-/// broker that does not answer in time leaves the last value. (tansu's high watermark can miss
-/// the rest of the newest batch: the lag is then 0 a little early, never negative.)
-fn report_lag(consumer: &BaseConsumer<SourceContext>, topics: &[String], metrics: &Metrics) {
-    let Ok(positions) = consumer.position() else {
+/// Positions of a consumer's assigned partitions, for the lag watcher: (its topics, then
+/// (topic, partition, position) of each partition read from).
+type Positions = (Vec<String>, Vec<(String, i32, i64)>);
+
+/// Reads high watermarks on a thread of its own (each is a round trip, which the poll loop
+/// must not wait for) and reports every partition's lag, high watermark − position, to the
+/// metrics. Stops when the service drops its sender.
+fn spawn_lag_watcher(cfg: &KafkaConfig, metrics: Arc<Metrics>) -> Result<SyncSender<Positions>> {
+    let reader = kafka::Reader::new(cfg).context("creating the lag reader")?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Positions>(4);
+    std::thread::Builder::new()
+        .name("slawatch-lag".into())
+        .spawn(move || {
+            for (topics, positions) in rx {
+                let mut lags = Vec::new();
+                for (topic, partition, position) in positions {
+                    match reader.high_watermark(&topic, partition) {
+                        // (tansu's high watermark can miss the rest of the newest batch: the
+                        // lag is then 0 a little early, never negative.)
+                        Ok(high) if high >= 0 => lags.push((topic, partition, high - position)),
+                        Ok(_) => {}
+                        // The broker did not answer: keep the last values.
+                        Err(_) => continue,
+                    }
+                }
+                metrics.set_consumer_lags(&topics, &lags);
+            }
+        })
+        .context("starting the lag watcher")?;
+    Ok(tx)
+}
+
+/// Hands the positions of every partition the consumer has assigned (a local call) to the lag
+/// watcher; a partition not read from yet has none. Never blocks: a busy watcher skips a round.
+fn report_lag(
+    consumer: &BaseConsumer<SourceContext>,
+    topics: &[String],
+    lag: &SyncSender<Positions>,
+) {
+    let Ok(list) = consumer.position() else {
         return;
     };
-    let mut lags = Vec::new();
-    for e in positions.elements() {
-        let rdkafka::Offset::Offset(position) = e.offset() else {
-            continue;
-        };
-        match consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_millis(500)) {
-            Ok((_, high)) if high >= 0 => {
-                lags.push((e.topic().to_owned(), e.partition(), high - position));
-            }
-            Ok(_) => {}
-            Err(_) => return,
-        }
-    }
-    metrics.set_consumer_lags(topics, &lags);
+    let positions = list
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.topic().to_owned(), e.partition(), o)),
+            _ => None,
+        })
+        .collect();
+    let _ = lag.try_send((topics.to_vec(), positions));
 }
 
 /// Every partition of the topics, from the broker's metadata (retried until it answers).
@@ -438,6 +467,7 @@ fn run_single(
     let mut last_done_check = Instant::now();
     let mut first_record: Option<Instant> = None;
     let mut last_lag = Instant::now();
+    let lag = spawn_lag_watcher(&opts.kafka, opts.metrics.clone())?;
     loop {
         if opts.shutdown.load(Ordering::Relaxed) {
             let deadline = Instant::now() + opts.shutdown_timeout;
@@ -497,7 +527,7 @@ fn run_single(
             .set(assigned.is_empty().then_some(WAITING_FOR_ASSIGNMENT));
         if last_lag.elapsed() >= LAG_EVERY {
             last_lag = Instant::now();
-            report_lag(&consumer, &opts.kafka.topics, &opts.metrics);
+            report_lag(&consumer, &opts.kafka.topics, &lag);
         }
         let mut st = lock(&state);
         // Partitions quiet for the idle timeout (or at their end) stop holding the watermark.
@@ -539,7 +569,7 @@ fn run_single(
             (opts.metrics).evaluate(&mut st.pipeline, |pl| pl.finish(&mut out));
             st.found.extend(out);
             st.checkpoint(&consumer)?;
-            report_lag(&consumer, &opts.kafka.topics, &opts.metrics);
+            report_lag(&consumer, &opts.kafka.topics, &lag);
             st.closing = true;
             drop(st);
             consumer.unsubscribe();

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     LAG_EVERY, Output, ServiceOptions, ServiceReport, WAITING_FOR_ASSIGNMENT, decode_cbor, deliver,
-    encode_cbor, lock, others_done, peak_rss_kb, report_lag, topic_partitions,
+    encode_cbor, lock, others_done, peak_rss_kb, report_lag, spawn_lag_watcher, topic_partitions,
 };
 use crate::drift::baseline::Baseline;
 use crate::finding::Finding;
@@ -664,6 +664,7 @@ pub fn run(
     let mut last_progress = Instant::now();
     let mut first_record: Option<Instant> = None;
     let mut last_lag = Instant::now();
+    let lag = spawn_lag_watcher(cfg, opts.metrics.clone())?;
     let r_topics = vec![repartition.clone()];
     let drain_events = |c: &BaseConsumer<SourceContext>, assigned: &mut BTreeSet<_>| {
         let events: Vec<_> = c
@@ -754,8 +755,8 @@ pub fn run(
             .set(unassigned.then_some(WAITING_FOR_ASSIGNMENT));
         if last_lag.elapsed() >= LAG_EVERY {
             last_lag = Instant::now();
-            report_lag(&input, &cfg.topics, &opts.metrics);
-            report_lag(&stage2, &r_topics, &opts.metrics);
+            report_lag(&input, &cfg.topics, &lag);
+            report_lag(&stage2, &r_topics, &lag);
         }
         let mut st = lock(&state);
         if last_progress.elapsed() >= Duration::from_secs(1) {
@@ -817,8 +818,8 @@ pub fn run(
             st.persist()?;
             st.commit_input(&input)?;
             st.commit_parts(&stage2)?;
-            report_lag(&input, &cfg.topics, &opts.metrics);
-            report_lag(&stage2, &r_topics, &opts.metrics);
+            report_lag(&input, &cfg.topics, &lag);
+            report_lag(&stage2, &r_topics, &lag);
             st.closing = true;
             drop(st);
             input.unsubscribe();
