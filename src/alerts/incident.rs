@@ -252,6 +252,11 @@ impl Incident {
     fn is_active(&self) -> bool {
         self.status != IncidentStatus::Resolved
     }
+
+    /// Pending or firing (not resolved).
+    pub fn is_open(&self) -> bool {
+        self.is_active()
+    }
 }
 
 /// Why an incident resolved without a clean window: its key stopped receiving sessions.

@@ -1,5 +1,7 @@
 //! The HTTP API of `slawatch run`: the operational questions under `/v1` (JSON), the status
-//! page at `/`, `/healthz` and `/readyz`. The only module that imports axum.
+//! page at `/`, the service's own telemetry at `/metrics` (Prometheus), `/healthz` (the process
+//! answers) and `/readyz` (state restored and input flowing; otherwise 503 saying why). The
+//! only module that imports axum.
 //!
 //! - [`questions`]: parameters → typed request → answer from the data directory (shared with
 //!   `slawatch query`, so both give the same numbers).
@@ -16,7 +18,6 @@ pub mod questions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -27,7 +28,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
+use crate::health::Readiness;
 use crate::history::HistoryConfig;
+use crate::metrics::Metrics;
 use crate::service::reload::{ReloadReply, Reloader, SharedSpecs};
 use crate::spec::model::Spec;
 use crate::store::Store;
@@ -39,8 +42,10 @@ pub struct ApiState {
     /// The specs in force: a configuration reload replaces them.
     pub specs: SharedSpecs,
     pub history: HistoryConfig,
-    /// Set once the state is restored and input is flowing (or, for a file, fully read).
-    pub ready: Arc<AtomicBool>,
+    /// Ready once the state is restored and input is flowing; else why not.
+    pub readiness: Arc<Readiness>,
+    /// What `/metrics` exposes.
+    pub metrics: Arc<Metrics>,
     /// Required as `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
     /// `POST /-/reload`, when the API serves a run that can reload.
@@ -99,6 +104,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/findings", get(findings))
         .route("/v1/{question}", get(question))
         .route("/-/reload", post(reload))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -135,10 +141,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn readyz(State(st): State<Arc<ApiState>>) -> Response {
-    if st.ready.load(Ordering::Acquire) {
-        "ready\n".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    match st.readiness.status() {
+        Ok(()) => "ready\n".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -191,6 +200,17 @@ async fn reload(State(st): State<Arc<ApiState>>) -> Response {
 
 /// How long `POST /-/reload` waits for the evaluating loop to apply a valid configuration.
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn metrics(State(st): State<Arc<ApiState>>) -> Result<Response, Problem> {
+    let text = blocking(move || {
+        // The state's size is measured per scrape: it walks the store, which no record should.
+        let (bytes, keys) = st.store.size().map_err(internal)?;
+        st.metrics.set_state_size(bytes, keys);
+        Ok(st.metrics.encode())
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+}
 
 async fn not_found(req: Request) -> Problem {
     Problem::new(

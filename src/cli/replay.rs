@@ -7,7 +7,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -18,7 +18,9 @@ use super::{PipelineArgs, ReplayArgs, RunArgs, load_catalog, load_specs};
 use crate::alerts::{AlertService, MailSettings, Policy};
 use crate::evaluate::ObjectiveStats;
 use crate::finding::{Clear, Finding, LastSession};
+use crate::health::Readiness;
 use crate::ingest::{DeadLetters, IngestStats, LinesSource, Source};
+use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
 use crate::present::fmt_value;
 use crate::service::reload::Reloader;
@@ -68,6 +70,10 @@ pub trait Sink {
 
     /// Called before each record is processed (configuration reloads). Must be cheap.
     fn before_record(&mut self, _pipeline: &mut Pipeline) {}
+    /// Where the run's telemetry goes; a replay without one counts into a throwaway registry.
+    fn metrics(&self) -> Option<Arc<Metrics>> {
+        None
+    }
 }
 
 impl<F: FnMut(&Finding) -> Result<()>> Sink for F {
@@ -89,12 +95,16 @@ pub fn replay_stream(
     let started = Instant::now();
     let mut found = Vec::new();
     let mut findings = 0u64;
+    let metrics = sink.metrics().unwrap_or_default();
     while let Some(record) = source.next_record().context("reading the input")? {
         sink.before_record(pipeline);
+        metrics.record_consumed();
+        let outcome = metrics.evaluate(pipeline, |p| p.process(&record, &mut found));
+        metrics.record_outcome(&outcome);
         if let Outcome::Rejected {
             reason,
             dead_letter: true,
-        } = pipeline.process(&record, &mut found)
+        } = outcome
         {
             dead_letters
                 .write(&record, &reason)
@@ -102,16 +112,18 @@ pub fn replay_stream(
         }
         // Windows that close clean produce clears but no finding: hand them over at once so
         // incidents resolve on time.
-        findings += deliver(&mut found, pipeline, sink)?;
+        findings += deliver(&mut found, pipeline, sink, &metrics)?;
         if pipeline.stats().records % 4096 == 0 {
+            metrics.set_watermark(pipeline.stream_time());
             if let Some(bar) = progress {
                 bar.set_position(source.bytes_read());
             }
             sink.tick(pipeline)?;
         }
     }
-    pipeline.finish(&mut found);
-    findings += deliver(&mut found, pipeline, sink)?;
+    metrics.evaluate(pipeline, |p| p.finish(&mut found));
+    metrics.set_watermark(pipeline.stream_time());
+    findings += deliver(&mut found, pipeline, sink, &metrics)?;
     dead_letters.flush().context("writing dead letters")?;
     let objectives = pipeline
         .runtimes()
@@ -135,7 +147,12 @@ pub fn replay_stream(
 
 /// Hands a batch of findings, then the clears of the same windows, to the sink; returns how
 /// many findings there were.
-fn deliver(found: &mut Vec<Finding>, pipeline: &mut Pipeline, sink: &mut dyn Sink) -> Result<u64> {
+fn deliver(
+    found: &mut Vec<Finding>,
+    pipeline: &mut Pipeline,
+    sink: &mut dyn Sink,
+    metrics: &Metrics,
+) -> Result<u64> {
     let clears = pipeline.drain_clears();
     let seen = pipeline.drain_last_sessions();
     if found.is_empty() && clears.is_empty() && seen.is_empty() {
@@ -147,6 +164,7 @@ fn deliver(found: &mut Vec<Finding>, pipeline: &mut Pipeline, sink: &mut dyn Sin
     }
     let n = found.len() as u64;
     for f in found.drain(..) {
+        metrics.record_finding(&f);
         sink.finding(&f)?;
     }
     for c in &clears {
@@ -281,23 +299,27 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let store = Arc::new(Store::open(&args.data_dir)?);
     let history = HistoryWriter::new(store.clone(), args.history.config()?, HISTORY_FLUSH);
     pipeline = pipeline.with_history(history.history(run_origin()));
-    let ready = Arc::new(AtomicBool::new(false));
     let specs: Vec<_> = pipeline
         .runtimes()
         .iter()
         .map(|rt| (**rt.spec()).clone())
         .collect();
-    let reload = super::serve::reloader(args, &specs)?;
+    let readiness = Arc::new(Readiness::new("restoring state"));
+    let metrics = Arc::new(Metrics::new());
+    metrics.record_initial_config();
+    let reload = super::serve::reloader(args, &specs, metrics.clone())?;
     let api = start_api(
         &args.api,
         &args.data_dir,
         store.clone(),
         reload.clone(),
         args.history.config()?,
-        ready.clone(),
+        readiness.clone(),
+        metrics.clone(),
     )?;
     let outbox_dir = args.data_dir.join("outbox");
     let mut alerts = open_alerts(args, &store, &specs)?;
+    alerts.set_metrics(metrics.clone());
     let dead_path = args
         .pipeline
         .dead_letters
@@ -315,7 +337,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         batch_end: None,
         history,
         reload: reload.clone(),
+        metrics,
     };
+    // State restored, reading begins: the answers grow from here.
+    readiness.set_ready();
     let report = replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?;
     reload.finish();
     sink.history.flush(&mut pipeline)?;
@@ -339,8 +364,6 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         mailed,
         outbox_dir.display()
     );
-    // The input is fully applied: the answers are complete.
-    ready.store(true, Ordering::Release);
     if args.api.serve && api.addr().is_some() {
         let stop = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -391,6 +414,7 @@ struct RunSink<'a> {
     batch_end: Option<i64>,
     history: HistoryWriter,
     reload: Arc<Reloader>,
+    metrics: Arc<Metrics>,
 }
 
 impl RunSink<'_> {
@@ -444,6 +468,10 @@ impl Sink for RunSink<'_> {
             let records = pipeline.stats().records;
             self.reload.applied(pending, records, changes);
         }
+    }
+
+    fn metrics(&self) -> Option<Arc<Metrics>> {
+        Some(self.metrics.clone())
     }
 }
 

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+
+use crate::health::Readiness;
+use crate::metrics::Metrics;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -20,7 +23,7 @@ use crate::store::Store;
 /// Where the API listens, and who may ask it.
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
-    /// Address of the HTTP API and status page (`/v1`, `/`, `/healthz`, `/readyz`); default
+    /// Address of the HTTP API and status page (`/v1`, `/`, `/metrics`, `/healthz`, `/readyz`); default
     /// 127.0.0.1:8632 (when that port is taken, the run goes on without an API and says so).
     /// Any address but loopback needs a token.
     #[arg(long, env = "SLAWATCH_LISTEN")]
@@ -81,12 +84,16 @@ pub fn api_token(file: Option<&Path>) -> Result<Option<String>> {
 }
 
 /// Reloads of `run`'s specs and policy (SIGHUP, `POST /-/reload`); `specs` are in force now.
-pub fn reloader(args: &super::RunArgs, specs: &[Spec]) -> Result<Arc<Reloader>> {
+pub fn reloader(
+    args: &super::RunArgs,
+    specs: &[Spec],
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<Arc<Reloader>> {
     let files = ConfigFiles {
         specs: args.pipeline.specs.clone(),
         policy: args.policy.clone(),
     };
-    Reloader::new(files, specs).context("installing the SIGHUP handler")
+    Reloader::new(files, specs, metrics).context("installing the SIGHUP handler")
 }
 
 /// Where the API listens unless told otherwise.
@@ -125,7 +132,8 @@ pub fn start_api(
     store: Arc<Store>,
     reload: Arc<Reloader>,
     history: HistoryConfig,
-    ready: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
 ) -> Result<RunningApi> {
     let file = api_file(data_dir);
     if args.no_api {
@@ -136,7 +144,8 @@ pub fn start_api(
         specs: reload.specs(),
         reload: Some(reload),
         history,
-        ready,
+        readiness,
+        metrics,
         token: api_token(args.api_token_file.as_deref())?,
     });
     let server = match args.listen {

@@ -14,8 +14,10 @@ use serde::Deserialize;
 use super::{RunArgs, load_catalog, load_specs};
 use crate::alerts::deliver::AlertService;
 use crate::finding::{Clear, Finding, LastSession};
+use crate::health::Readiness;
 use crate::ingest::DeadLetters;
 use crate::ingest::kafka::{KafkaConfig, Topology};
+use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::service::{Output, ServiceOptions};
 use crate::store::Store;
@@ -202,16 +204,21 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| args.data_dir.join("dead-letters.jsonl"));
     let dead = DeadLetters::to_file(&dead_path)?;
-    let alerts = super::replay::open_alerts(args, &store, &specs)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.record_initial_config();
+    let readiness = Arc::new(Readiness::default());
+    let mut alerts = super::replay::open_alerts(args, &store, &specs)?;
+    alerts.set_metrics(metrics.clone());
     // The API answers from the store while the service fills it.
-    let reload = super::serve::reloader(args, &specs)?;
+    let reload = super::serve::reloader(args, &specs, metrics.clone())?;
     let api = super::serve::start_api(
         &args.api,
         &args.data_dir,
         store.clone(),
         reload.clone(),
         history,
-        Arc::new(AtomicBool::new(true)),
+        readiness.clone(),
+        metrics.clone(),
     )?;
     let tables = match tables_pipeline {
         Some(p) => Some(crate::service::tables::GlobalTables::start(
@@ -232,6 +239,8 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
             shutdown: shutdown.clone(),
             shutdown_timeout: Duration::from_secs(10),
             reload: Some(reload.clone()),
+            metrics,
+            readiness: readiness.clone(),
         },
         pipeline,
         store.clone(),
@@ -244,7 +253,8 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
     )?;
     if args.api.serve && api.addr().is_some() {
         // Input done (`--exit-at-eof`): keep answering, and keep the global tables current with
-        // what other instances still publish, until SIGTERM/SIGINT.
+        // what other instances still publish, until SIGTERM/SIGINT. The answers are complete.
+        readiness.set_ready();
         super::serve::serve_until(&shutdown);
     }
     if let Some(t) = tables {

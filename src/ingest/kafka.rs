@@ -662,6 +662,15 @@ impl Reader {
         })
     }
 
+    /// The broker's high watermark of a partition (one round trip; see [`Reader::end_offset`]
+    /// for why it may fall short of the end on tansu).
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> anyhow::Result<i64> {
+        Ok(self
+            .consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))?
+            .1)
+    }
+
     /// The offset after the last message of a partition.
     ///
     /// Read rather than trusted from the broker's high watermark: tansu reports the base offset

@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,14 +34,21 @@ use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Clear, Finding, LastSession};
+use crate::health::Readiness;
 use crate::ingest::DeadLetters;
 use crate::ingest::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, Topology};
+use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline, PipelineState};
 use crate::store::Store;
 
 pub mod partitioned;
 pub mod reload;
 pub mod tables;
+
+/// What `/readyz` says while no input partition is assigned to this instance.
+const WAITING_FOR_ASSIGNMENT: &str = "waiting for partition assignment";
+/// How often consumer lag is read (from the consumer's cached watermarks).
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// What is persisted atomically at a checkpoint.
 #[derive(Serialize, Deserialize)]
@@ -96,6 +104,10 @@ pub struct ServiceOptions {
     pub shutdown_timeout: Duration,
     /// Configuration reloads (SIGHUP, `POST /-/reload`), applied between two records.
     pub reload: Option<Arc<reload::Reloader>>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
+    /// What `/readyz` reports: restored, assigned, consuming — or why not.
+    pub readiness: Arc<Readiness>,
 }
 
 /// What a run did.
@@ -130,6 +142,7 @@ struct State {
     /// Set after the final checkpoint: the revoke of a closing consumer changes nothing (a
     /// commit from inside the close could hang librdkafka).
     closing: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl State {
@@ -140,6 +153,7 @@ impl State {
     }
 
     fn apply(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+        self.metrics.record_consumed();
         let key = (m.topic().to_owned(), m.partition());
         if self.applied.get(&key).is_some_and(|a| m.offset() <= *a) {
             // Already reflected in the restored state: a redelivery after a crash.
@@ -152,7 +166,9 @@ impl State {
             let pid = self.pid(m.topic(), *partition);
             *partition = pid;
         }
-        let outcome = self.pipeline.process(&record, &mut self.found);
+        let outcome =
+            (self.metrics).evaluate(&mut self.pipeline, |p| p.process(&record, &mut self.found));
+        self.metrics.record_outcome(&outcome);
         if let Outcome::Rejected {
             reason,
             dead_letter: true,
@@ -188,10 +204,12 @@ impl State {
             &mut self.report,
             &self.sink,
             self.output.as_mut(),
+            &self.metrics,
         )
     }
 
     fn checkpoint(&mut self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
+        let started = Instant::now();
         self.emit()?;
         // Baselines are in the checkpoint; the copies in sled (for `slawatch baseline` and a
         // start without a checkpoint) follow at the same pace rather than at every window.
@@ -209,7 +227,8 @@ impl State {
             pipeline: self.pipeline.snapshot(),
             applied: self.applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         };
-        self.store.put_checkpoint(&encode_cbor(&cp))?;
+        let bytes = encode_cbor(&cp);
+        self.store.put_checkpoint(&bytes)?;
         self.store.persist_history(&mut self.pipeline)?;
         self.store.flush()?;
         self.output.checkpointed()?;
@@ -217,8 +236,64 @@ impl State {
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         self.report.checkpoints += 1;
+        self.metrics
+            .record_checkpoint(started.elapsed(), bytes.len() as u64);
+        self.metrics.set_watermark(self.pipeline.stream_time());
         Ok(())
     }
+}
+
+/// Positions of a consumer's assigned partitions, for the lag watcher: (its topics, then
+/// (topic, partition, position) of each partition read from).
+type Positions = (Vec<String>, Vec<(String, i32, i64)>);
+
+/// Reads high watermarks on a thread of its own (each is a round trip, which the poll loop
+/// must not wait for) and reports every partition's lag, high watermark − position, to the
+/// metrics. Stops when the service drops its sender.
+fn spawn_lag_watcher(cfg: &KafkaConfig, metrics: Arc<Metrics>) -> Result<SyncSender<Positions>> {
+    let reader = kafka::Reader::new(cfg).context("creating the lag reader")?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Positions>(4);
+    std::thread::Builder::new()
+        .name("slawatch-lag".into())
+        .spawn(move || {
+            for (topics, positions) in rx {
+                let mut lags = Vec::new();
+                for (topic, partition, position) in positions {
+                    match reader.high_watermark(&topic, partition) {
+                        // (tansu's high watermark can miss the rest of the newest batch: the
+                        // lag is then 0 a little early, never negative.)
+                        Ok(high) if high >= 0 => lags.push((topic, partition, high - position)),
+                        Ok(_) => {}
+                        // The broker did not answer: keep the last values.
+                        Err(_) => continue,
+                    }
+                }
+                metrics.set_consumer_lags(&topics, &lags);
+            }
+        })
+        .context("starting the lag watcher")?;
+    Ok(tx)
+}
+
+/// Hands the positions of every partition the consumer has assigned (a local call) to the lag
+/// watcher; a partition not read from yet has none. Never blocks: a busy watcher skips a round.
+fn report_lag(
+    consumer: &BaseConsumer<SourceContext>,
+    topics: &[String],
+    lag: &SyncSender<Positions>,
+) {
+    let Ok(list) = consumer.position() else {
+        return;
+    };
+    let positions = list
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.topic().to_owned(), e.partition(), o)),
+            _ => None,
+        })
+        .collect();
+    let _ = lag.try_send((topics.to_vec(), positions));
 }
 
 /// Every partition of the topics, from the broker's metadata (retried until it answers).
@@ -313,6 +388,8 @@ fn run_single(
 ) -> Result<ServiceReport> {
     let mut report = ServiceReport::default();
     let mut applied = BTreeMap::new();
+    opts.readiness
+        .set_not_ready("restoring state from the checkpoint");
     if let Some(bytes) = store.checkpoint()? {
         let cp =
             decode_cbor::<Checkpoint>(&bytes).context("reading the checkpoint in the data dir")?;
@@ -350,7 +427,9 @@ fn run_single(
         topics: opts.kafka.topics.clone(),
         found: Vec::new(),
         closing: false,
+        metrics: opts.metrics.clone(),
     }));
+    opts.readiness.set_not_ready(WAITING_FOR_ASSIGNMENT);
     let revoke_state = state.clone();
     let context = SourceContext {
         events: Mutex::default(),
@@ -400,9 +479,12 @@ fn run_single(
     let interval = Duration::from_millis(opts.kafka.checkpoint_interval_ms.max(0) as u64);
     let mut last_done_check = Instant::now();
     let mut first_record: Option<Instant> = None;
+    let mut last_lag = Instant::now();
+    let lag = spawn_lag_watcher(&opts.kafka, opts.metrics.clone())?;
     loop {
         if opts.shutdown.load(Ordering::Relaxed) {
             let deadline = Instant::now() + opts.shutdown_timeout;
+            opts.readiness.set_not_ready("shutting down");
             let mut st = lock(&state);
             st.checkpoint(&consumer)?;
             st.closing = true;
@@ -454,6 +536,12 @@ fn run_single(
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
             None => {}
         }
+        opts.readiness
+            .set(assigned.is_empty().then_some(WAITING_FOR_ASSIGNMENT));
+        if last_lag.elapsed() >= LAG_EVERY {
+            last_lag = Instant::now();
+            report_lag(&consumer, &opts.kafka.topics, &lag);
+        }
         let mut st = lock(&state);
         if let Some(r) = &opts.reload
             && let Some(pending) = r.take()
@@ -475,7 +563,7 @@ fn run_single(
                     .is_some_and(|t| now.duration_since(*t) >= idle_after)
             };
             let pid = st.pid(topic, *p);
-            st.pipeline.set_idle(pid, idle, &mut out);
+            (opts.metrics).evaluate(&mut st.pipeline, |pl| pl.set_idle(pid, idle, &mut out));
         }
         st.found.extend(out);
         st.emit()?;
@@ -496,9 +584,10 @@ fn run_single(
             }
         {
             let mut out = Vec::new();
-            st.pipeline.finish(&mut out);
+            (opts.metrics).evaluate(&mut st.pipeline, |pl| pl.finish(&mut out));
             st.found.extend(out);
             st.checkpoint(&consumer)?;
+            report_lag(&consumer, &opts.kafka.topics, &lag);
             st.closing = true;
             drop(st);
             consumer.unsubscribe();
@@ -524,6 +613,7 @@ fn deliver(
     report: &mut ServiceReport,
     sink: &kafka::Sink,
     output: &mut dyn Output,
+    metrics: &Metrics,
 ) -> Result<()> {
     if found.is_empty() && clears.is_empty() && seen.is_empty() {
         return Ok(());
@@ -533,6 +623,7 @@ fn deliver(
     }
     for f in found.drain(..) {
         report.findings += 1;
+        metrics.record_finding(&f);
         sink.finding(&f)?;
         output.finding(&f)?;
     }

@@ -38,13 +38,14 @@ use rdkafka::message::{BorrowedMessage, Message};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Output, ServiceOptions, ServiceReport, decode_cbor, deliver, encode_cbor, lock, others_done,
-    peak_rss_kb, topic_partitions,
+    LAG_EVERY, Output, ServiceOptions, ServiceReport, WAITING_FOR_ASSIGNMENT, decode_cbor, deliver,
+    encode_cbor, lock, others_done, peak_rss_kb, report_lag, spawn_lag_watcher, topic_partitions,
 };
 use crate::drift::baseline::Baseline;
 use crate::finding::Finding;
 use crate::ingest::kafka::{self, RebalanceEvent, SourceContext, StateTopic, header};
 use crate::ingest::{DeadLetters, Position, RawRecord};
+use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline, PipelineState};
 use crate::session::EpochMs;
 use crate::store::Store;
@@ -150,6 +151,7 @@ struct State {
     /// Set after the final checkpoint: the revokes of closing consumers change nothing (a
     /// commit from inside a consumer's close could hang librdkafka).
     closing: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl State {
@@ -177,6 +179,7 @@ impl State {
 
     /// Stage 1: validate, dead-letter or forward, mark progress.
     fn ingest(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        self.metrics.record_consumed();
         let pid = self.pid(m.topic(), m.partition());
         let payload = m.payload().unwrap_or_default();
         match self.template.decode(payload) {
@@ -188,12 +191,16 @@ impl State {
                     if batch.bytes.len() >= BATCH_BYTES {
                         self.flush_batch(p, pid)?;
                     }
+                } else {
+                    // Its story ends here: stage 2 never sees a record no spec selects.
+                    self.metrics.record_accepted();
                 }
                 let n = self.newest.entry(pid).or_insert(session.event_time);
                 *n = (*n).max(session.event_time);
                 self.mark(pid, false)?;
             }
             Err(reason) => {
+                self.metrics.record_rejected(&reason);
                 let record = kafka::raw_record(m);
                 self.sink.dead_letter(&record, m.key(), &reason)?;
                 self.dead_file.write(&record, &reason)?;
@@ -303,10 +310,9 @@ impl State {
         let payload = m.payload().unwrap_or_default();
         if header(m, KIND) == Some("mark") {
             match serde_json::from_slice::<Mark>(payload) {
-                Ok(mark) => {
-                    part.pipeline
-                        .source_progress(mark.src, mark.newest, mark.idle, &mut self.found)
-                }
+                Ok(mark) => self.metrics.evaluate(&mut part.pipeline, |p| {
+                    p.source_progress(mark.src, mark.newest, mark.idle, &mut self.found)
+                }),
                 Err(e) => tracing::warn!(error = %e, offset = m.offset(), "an unreadable mark"),
             }
             return self.emit();
@@ -327,7 +333,10 @@ impl State {
                 continue;
             }
             part.sources.insert(src, src_offset);
-            let outcome = part.pipeline.process_bytes(bytes, src, &mut self.found);
+            let outcome = (self.metrics).evaluate(&mut part.pipeline, |p| {
+                p.process_bytes(bytes, src, &mut self.found)
+            });
+            self.metrics.record_outcome(&outcome);
             if let Outcome::Rejected {
                 reason,
                 dead_letter: true,
@@ -367,12 +376,14 @@ impl State {
             &mut self.report,
             &self.sink,
             self.output.as_mut(),
+            &self.metrics,
         )
     }
 
     /// Makes everything applied so far durable: state snapshots of changed stage-2 partitions,
     /// findings, forwarded records and dead letters delivered. Offsets may be committed after.
     fn persist(&mut self) -> Result<()> {
+        let checkpoint_started = Instant::now();
         self.flush_batches(None)?;
         self.emit()?;
         // Baselines are in the snapshots; the copies in sled (for `slawatch baseline` and a
@@ -425,6 +436,14 @@ impl State {
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         self.report.checkpoints += 1;
+        self.metrics
+            .record_checkpoint(checkpoint_started.elapsed(), bytes_written as u64);
+        let frontier = self
+            .parts
+            .values()
+            .filter_map(|p| p.pipeline.stream_time())
+            .min();
+        self.metrics.set_watermark(frontier);
         Ok(())
     }
 
@@ -566,7 +585,9 @@ pub fn run(
         since_checkpoint: 0,
         last_checkpoint: Instant::now(),
         closing: false,
+        metrics: opts.metrics.clone(),
     }));
+    opts.readiness.set_not_ready(WAITING_FOR_ASSIGNMENT);
 
     let s1_revoke = state.clone();
     let input = cfg
@@ -592,6 +613,7 @@ pub fn run(
         )
         .context("creating the Kafka consumer")?;
     let (s2_assign, s2_revoke) = (state.clone(), state.clone());
+    let restoring = opts.readiness.clone();
     let stage2 = cfg
         .consumer_of(
             &format!("{}.repartition", cfg.group_id),
@@ -614,6 +636,10 @@ pub fn run(
                         if st.parts.contains_key(p) {
                             continue;
                         }
+                        // Ready again once the loop sees the partitions assigned after this.
+                        restoring.set_not_ready(format!(
+                            "restoring stage-2 partition {p} from the state topic"
+                        ));
                         match st.load_part(*p) {
                             Ok(part) => {
                                 st.report.restored |= part.applied.is_some();
@@ -650,6 +676,8 @@ pub fn run(
     let mut last_done_check = Instant::now();
     let mut last_progress = Instant::now();
     let mut first_record: Option<Instant> = None;
+    let mut last_lag = Instant::now();
+    let lag = spawn_lag_watcher(cfg, opts.metrics.clone())?;
     let r_topics = vec![repartition.clone()];
     let drain_events = |c: &BaseConsumer<SourceContext>, assigned: &mut BTreeSet<_>| {
         let events: Vec<_> = c
@@ -676,6 +704,7 @@ pub fn run(
     loop {
         if opts.shutdown.load(Ordering::Relaxed) {
             let deadline = Instant::now() + opts.shutdown_timeout;
+            opts.readiness.set_not_ready("shutting down");
             let mut st = lock(&state);
             st.persist()?;
             st.commit_input(&input)?;
@@ -733,6 +762,14 @@ pub fn run(
         if !busy {
             // Nothing to do: wait for either consumer without spinning.
             std::thread::sleep(Duration::from_millis(1));
+        }
+        let unassigned = assigned_in.is_empty() && assigned_r.is_empty();
+        opts.readiness
+            .set(unassigned.then_some(WAITING_FOR_ASSIGNMENT));
+        if last_lag.elapsed() >= LAG_EVERY {
+            last_lag = Instant::now();
+            report_lag(&input, &cfg.topics, &lag);
+            report_lag(&stage2, &r_topics, &lag);
         }
         let mut st = lock(&state);
         if let Some(r) = &opts.reload
@@ -792,13 +829,15 @@ pub fn run(
         {
             let mut out = Vec::new();
             for part in st.parts.values_mut() {
-                part.pipeline.finish(&mut out);
+                (opts.metrics).evaluate(&mut part.pipeline, |p| p.finish(&mut out));
                 part.dirty = true;
             }
             st.found.extend(out);
             st.persist()?;
             st.commit_input(&input)?;
             st.commit_parts(&stage2)?;
+            report_lag(&input, &cfg.topics, &lag);
+            report_lag(&stage2, &r_topics, &lag);
             st.closing = true;
             drop(st);
             input.unsubscribe();

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::alerts::policy::{Policy, PolicyError, load_policy};
+use crate::metrics::Metrics;
 use crate::pipeline::SpecReload;
 use crate::spec::model::Spec;
 
@@ -136,12 +137,18 @@ pub struct Reloader {
     last: Mutex<LastReload>,
     /// Set when the loop will take no more requests.
     finished: AtomicBool,
+    /// Where the outcome of every reload is reported (`slawatch_config_last_reload_*`).
+    metrics: Arc<Metrics>,
 }
 
 impl Reloader {
     /// A reloader of `files`, whose initial configuration was `initial`; `SIGHUP` requests a
     /// reload from now on.
-    pub fn new(files: ConfigFiles, initial: &[Spec]) -> std::io::Result<Arc<Reloader>> {
+    pub fn new(
+        files: ConfigFiles,
+        initial: &[Spec],
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Arc<Reloader>> {
         let hup = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
         Ok(Arc::new(Reloader {
@@ -156,6 +163,7 @@ impl Reloader {
                 ..LastReload::default()
             }),
             finished: AtomicBool::new(false),
+            metrics,
         }))
     }
 
@@ -231,6 +239,8 @@ impl Reloader {
             last.successful = true;
             last.success_at_s = unix_now_s();
             last.error = None;
+            self.metrics
+                .record_config_load(true, (last.success_at_s * 1000.0) as i64);
         }
         for r in pending.replies {
             let _ = r.send(applied.clone());
@@ -257,6 +267,7 @@ impl Reloader {
         last.attempts += 1;
         last.successful = false;
         last.error = Some(errors);
+        self.metrics.record_config_load(false, 0);
     }
 }
 

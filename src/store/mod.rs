@@ -259,6 +259,32 @@ impl Store {
         }
     }
 
+    /// Bytes on disk (sled and the checkpoint files) and keys in every tree, for `/metrics`.
+    /// Counting keys walks every tree: a scrape's work, never a record's.
+    pub fn size(&self) -> Result<(u64, u64), StoreError> {
+        let mut bytes = self.db.size_on_disk()?;
+        if let Some(dir) = &self.dir
+            && let Ok(entries) = std::fs::read_dir(dir)
+        {
+            bytes += entries
+                .flatten()
+                .filter(|e| {
+                    e.path()
+                        .extension()
+                        .is_some_and(|x| x == "json" || x == "cbor")
+                })
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum::<u64>();
+        }
+        let mut keys = 0u64;
+        for name in self.db.tree_names() {
+            keys += self.db.open_tree(name)?.len() as u64;
+        }
+        Ok((bytes, keys))
+    }
+
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;

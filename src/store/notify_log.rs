@@ -67,6 +67,10 @@ pub struct MailRecord {
     /// The last delivery error, for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Wall-clock ms it was recorded at (0 in logs written before this field): how long the
+    /// oldest pending mail has waited.
+    #[serde(default)]
+    pub recorded_at: i64,
 }
 
 /// Counts of mails by status.
@@ -308,6 +312,7 @@ mod tests {
             attempts: 0,
             next_attempt_at: 0,
             last_error: None,
+            recorded_at: 0,
         }
     }
 

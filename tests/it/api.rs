@@ -312,13 +312,18 @@ fn start_run(input: &Path) -> Run {
         data,
         specs,
     };
-    // Wait for the address file, then for readiness (the whole input applied).
+    // Wait for the address file, then for readiness, then for the whole input applied (a file
+    // run is ready as soon as it reads; `--serve` says when the input is done).
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         if let Ok(text) = std::fs::read_to_string(run.data.join("api.json")) {
             let v: Value = serde_json::from_str(&text).unwrap();
             run.base = format!("http://{}", v["address"].as_str().unwrap());
-            if ureq_get(&format!("{}/readyz", run.base)).0 == 200 {
+            if ureq_get(&format!("{}/readyz", run.base)).0 == 200
+                && std::fs::read_to_string(&run.log)
+                    .unwrap_or_default()
+                    .contains("input done; serving until SIGTERM")
+            {
                 return run;
             }
         }

@@ -416,8 +416,12 @@ impl Serve {
                 }
             }
             if !serve.addr.is_empty() {
+                // Ready once reading began; `--serve` says when the input is done.
+                let done = fs::read_to_string(&serve.log)
+                    .is_ok_and(|l| l.contains("input done; serving until SIGTERM"));
                 match http_get(&serve.addr, "/readyz") {
-                    Ok((200, _)) => return serve,
+                    Ok((200, _)) if done => return serve,
+                    Ok((200, _)) => last = "ready, input not done yet".into(),
                     Ok((code, body)) => last = format!("/readyz answered {code}: {body}"),
                     Err(e) => last = e,
                 }

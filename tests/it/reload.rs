@@ -362,6 +362,8 @@ fn run_reloads_on_sighup_and_post_refusing_a_bad_spec_and_keeping_the_old_one() 
     std::fs::write(&spec_file, &good).unwrap();
     let (code, body) = http("POST", &addr, "/-/reload");
     assert!(code == 200 || code == 202, "{code} {body}");
+    let (_, metrics) = http("GET", &addr, "/metrics");
+    assert!(metrics.contains("\nslawatch_config_last_reload_successful 1\n") || code == 202);
     send(lines.len(), &mut stdin);
     drop(stdin);
     let status = guard.0.wait().unwrap();
