@@ -240,7 +240,7 @@ fn now_ms() -> i64 {
 }
 
 fn open_store(dir: &Path) -> Result<Store> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::store::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     Store::open(dir).with_context(|| {
         format!(
             "opening the store in {} (is `slawatch run` using it right now? sled allows one \

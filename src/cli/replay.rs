@@ -229,7 +229,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     // recorded stream can be asked the questions of `slawatch query`.
     let mut keep = None;
     if let Some(dir) = &args.data_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::store::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
         let store = Arc::new(Store::open(dir)?);
         let writer = HistoryWriter::new(store.clone(), args.history.config()?, HISTORY_FLUSH);
         pipeline = pipeline.with_history(writer.history(run_origin()));
@@ -294,7 +294,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     pipeline.set_future_skew(args.max_future_skew);
     let mut pipeline =
         pipeline.with_wall_clock(std::sync::Arc::new(crate::alerts::deliver::SystemClock));
-    std::fs::create_dir_all(&args.data_dir)
+    crate::store::create_private_dir(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = Arc::new(Store::open(&args.data_dir)?);
     let history = HistoryWriter::new(store.clone(), args.history.config()?, HISTORY_FLUSH);

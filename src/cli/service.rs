@@ -195,7 +195,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
                 .with_history(new_history()),
         ),
     };
-    std::fs::create_dir_all(&args.data_dir)
+    crate::store::create_private_dir(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let store = Arc::new(Store::open(&args.data_dir)?);
     let dead_path = args
