@@ -229,7 +229,8 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     // recorded stream can be asked the questions of `slawatch query`.
     let mut keep = None;
     if let Some(dir) = &args.data_dir {
-        crate::store::create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::store::create_private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         let store = Arc::new(Store::open(dir)?);
         let writer = HistoryWriter::new(store.clone(), args.history.config()?, HISTORY_FLUSH);
         pipeline = pipeline.with_history(writer.history(run_origin()));

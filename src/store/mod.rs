@@ -349,6 +349,9 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         // An existing directory is left as it is.
         create_private_dir(&dir).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 }

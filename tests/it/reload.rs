@@ -213,24 +213,8 @@ fn removed_and_added_specs_are_reported_and_the_added_one_starts_at_the_watermar
     );
 }
 
-/// A plain HTTP/1.1 request on loopback (the test's own client): status and body.
 fn http(method: &str, addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (
-        head.split(' ').nth(1).unwrap().parse().unwrap(),
-        body.to_owned(),
-    )
+    crate::support::http::request(method, addr, path, None)
 }
 
 fn append(path: &Path) -> std::fs::File {

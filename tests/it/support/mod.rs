@@ -1,3 +1,4 @@
 //! Fixtures shared by the integration tests.
 
+pub mod http;
 pub mod servers;
