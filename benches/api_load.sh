@@ -75,7 +75,7 @@ sessions=$(wc -l <"$stream")
 sled_bytes=$(du -sb "$data/state" | cut -f1)
 
 "$BIN" run --input /dev/null --data-dir "$data" --specs sla-specs \
-    --history-segment-by attributes.channel --listen 127.0.0.1:0 --serve >"$WORK/run.log" 2>&1 &
+    --history-segment-by attributes.channel --listen 127.0.0.1:0 --serve --api-rate-limit 0 >"$WORK/run.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 addr=""

@@ -12,6 +12,7 @@
 //! refuses any other address unless a bearer token is configured (from a file or the
 //! environment, never a flag); with a token, every route but the health checks requires it.
 
+pub mod limit;
 pub mod openapi;
 pub mod page;
 pub mod questions;
@@ -50,6 +51,8 @@ pub struct ApiState {
     pub token: Option<String>,
     /// `POST /-/reload`, when the API serves a run that can reload.
     pub reload: Option<Arc<Reloader>>,
+    /// Requests per second per client address (health checks are not limited).
+    pub rate_limit: limit::RateLimit,
 }
 
 impl ApiState {
@@ -107,10 +110,38 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
+}
+
+/// 429 with `Retry-After` once a client address has used its burst (see [`limit`]).
+async fn rate_limit(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = client
+        && let Err(wait) = st.rate_limit.check(ip, std::time::Instant::now())
+    {
+        let mut r = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too Many Requests",
+            format!(
+                "more requests from {ip} than the API's limit (--api-rate-limit); retry in {} ms",
+                wait.as_millis().max(1)
+            ),
+        )
+        .into_response();
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
+    next.run(req).await
 }
 
 async fn authorize(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
@@ -454,7 +485,7 @@ pub fn serve(addr: SocketAddr, state: Arc<ApiState>) -> Result<ApiServer, ServeE
                         return;
                     }
                 };
-                let app = router(state);
+                let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
                 if let Err(e) = axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = rx.await;

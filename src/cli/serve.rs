@@ -37,6 +37,10 @@ pub struct ApiArgs {
     /// After a finite input ends, keep serving the API until SIGTERM/SIGINT.
     #[arg(long)]
     pub serve: bool,
+    /// Requests per second each client address may make (bursts of twice that; health checks
+    /// are never limited); beyond it, 429 with `Retry-After`. 0: no limit.
+    #[arg(long, default_value_t = 200, env = "SLAWATCH_API_RATE_LIMIT")]
+    pub api_rate_limit: u32,
 }
 
 /// How the operational history is kept.
@@ -143,6 +147,7 @@ pub fn start_api(
         store,
         specs: reload.specs(),
         reload: Some(reload),
+        rate_limit: crate::api::limit::RateLimit::new(args.api_rate_limit),
         history,
         readiness,
         metrics,

@@ -3,6 +3,7 @@
 mod alerts;
 mod alerts_smtp;
 mod api;
+mod api_limit;
 mod decode;
 mod drift_e2e;
 mod finding_wire;
