@@ -24,7 +24,7 @@ use crate::alerts::Incident;
 use crate::finding::Finding;
 use crate::ingest::decode::RejectReason;
 use crate::pipeline::{Outcome, Pipeline};
-use crate::spec::model::{Dimension, Severity};
+use crate::spec::model::Severity;
 
 /// The media type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -92,23 +92,6 @@ impl Default for Metrics {
     }
 }
 
-fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Ticket => "ticket",
-        Severity::Page => "page",
-    }
-}
-
-fn dimension_name(d: Dimension) -> &'static str {
-    match d {
-        Dimension::Availability => "availability",
-        Dimension::Behavior => "behavior",
-        Dimension::Governance => "governance",
-        Dimension::Fallback => "fallback",
-    }
-}
-
 const SEVERITIES: [Severity; 3] = [Severity::Info, Severity::Ticket, Severity::Page];
 
 impl Metrics {
@@ -148,7 +131,7 @@ impl Metrics {
         }
         for s in SEVERITIES {
             let _ = m.incidents_open.get_or_create(&SeverityLabels {
-                severity: severity_name(s),
+                severity: s.as_str(),
             });
         }
         let r = &mut registry;
@@ -330,8 +313,8 @@ impl Metrics {
     pub fn record_finding(&self, f: &Finding) {
         self.findings
             .get_or_create(&FindingLabels {
-                severity: severity_name(f.severity),
-                dimension: dimension_name(f.dimension),
+                severity: f.severity.as_str(),
+                dimension: f.dimension.as_str(),
             })
             .inc();
     }
@@ -345,7 +328,7 @@ impl Metrics {
         for s in SEVERITIES {
             self.incidents_open
                 .get_or_create(&SeverityLabels {
-                    severity: severity_name(s),
+                    severity: s.as_str(),
                 })
                 .set(open[s as usize]);
         }
@@ -418,7 +401,12 @@ impl Metrics {
     /// The initial configuration loaded now (specs, policy, options): `run` calls this once at
     /// start-up; reloads call [`Metrics::record_config_load`].
     pub fn record_initial_config(&self) {
-        self.record_config_load(true, now_ms());
+        self.record_reload(true);
+    }
+
+    /// A reload applied (`true`) or refused, now.
+    pub fn record_reload(&self, ok: bool) {
+        self.record_config_load(ok, now_ms());
     }
 }
 

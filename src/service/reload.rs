@@ -88,18 +88,6 @@ fn push_line(errors: &mut String, text: &str) {
 /// The specs in force, shared with the API (which names objectives and lists specs).
 pub type SharedSpecs = Arc<RwLock<Arc<Vec<Spec>>>>;
 
-/// The outcome of the last reload, for `/metrics` and the log.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct LastReload {
-    /// Reloads tried so far (applied or refused).
-    pub attempts: u64,
-    pub successful: bool,
-    /// Wall-clock time of the last successful load (the initial one counts), Unix seconds.
-    pub success_at_s: f64,
-    /// The diagnostics of the last refused reload, if the last one was refused.
-    pub error: Option<String>,
-}
-
 /// What `POST /-/reload` gets back.
 #[derive(Debug)]
 pub enum ReloadReply {
@@ -134,7 +122,6 @@ pub struct Reloader {
     /// Set while `queued` is not empty: the loop's check per record is one atomic load.
     waiting: AtomicBool,
     specs: SharedSpecs,
-    last: Mutex<LastReload>,
     /// Set when the loop will take no more requests.
     finished: AtomicBool,
     /// Where the outcome of every reload is reported (`slawatch_config_last_reload_*`).
@@ -157,11 +144,6 @@ impl Reloader {
             queued: Mutex::new(Vec::new()),
             waiting: AtomicBool::new(false),
             specs: Arc::new(RwLock::new(Arc::new(initial.to_vec()))),
-            last: Mutex::new(LastReload {
-                successful: true,
-                success_at_s: unix_now_s(),
-                ..LastReload::default()
-            }),
             finished: AtomicBool::new(false),
             metrics,
         }))
@@ -170,10 +152,6 @@ impl Reloader {
     /// The specs in force (the API reads them per request).
     pub fn specs(&self) -> SharedSpecs {
         self.specs.clone()
-    }
-
-    pub fn last(&self) -> LastReload {
-        self.last.lock().expect("not poisoned").clone()
     }
 
     /// `POST /-/reload`: checks the files now; a valid configuration is queued for the loop,
@@ -233,15 +211,7 @@ impl Reloader {
             specs: changes,
         };
         *self.specs.write().expect("not poisoned") = Arc::new(pending.config.specs);
-        {
-            let mut last = self.last.lock().expect("not poisoned");
-            last.attempts += 1;
-            last.successful = true;
-            last.success_at_s = unix_now_s();
-            last.error = None;
-            self.metrics
-                .record_config_load(true, (last.success_at_s * 1000.0) as i64);
-        }
+        self.metrics.record_reload(true);
         for r in pending.replies {
             let _ = r.send(applied.clone());
         }
@@ -263,11 +233,7 @@ impl Reloader {
             "reload refused; the running configuration stays:\n{}",
             errors.trim_end()
         );
-        let mut last = self.last.lock().expect("not poisoned");
-        last.attempts += 1;
-        last.successful = false;
-        last.error = Some(errors);
-        self.metrics.record_config_load(false, 0);
+        self.metrics.record_reload(false);
     }
 }
 
@@ -275,10 +241,4 @@ impl Reloader {
 pub struct Pending {
     pub config: Config,
     replies: Vec<Reply>,
-}
-
-fn unix_now_s() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
