@@ -33,8 +33,11 @@ use crate::session::Session;
 use crate::spec::Diagnostic;
 use crate::time::{MAX_EPOCH_MS, MIN_EPOCH_MS, format_rfc3339_ms};
 
+/// A fuzz target: a parser of untrusted bytes with its invariants asserted.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as `fuzz/` builds them and the corpus replay runs them.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("record", record),
     ("spec", spec),
     ("policy", policy),

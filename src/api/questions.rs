@@ -523,7 +523,7 @@ pub fn changes(
             .filter(|fd| fd.drift.is_some() && is_this(fd))
             .cloned()
             .collect();
-        drift.sort_by(|a, b| b.window_end.cmp(&a.window_end));
+        drift.sort_by_key(|fd| std::cmp::Reverse(fd.window_end));
         let drifted = drift.iter().any(|fd| fd.verdict == Verdict::Breach);
         out.push(Change {
             agent: k.agent.clone(),

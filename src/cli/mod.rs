@@ -78,7 +78,7 @@ pub enum Command {
     /// Findings stored by `run`, oldest window first, as JSON Lines.
     Findings(FindingsArgs),
     /// Ask the operational questions: latency | slowest | outcomes | changes | cost | pii | status.
-    Query(query::QueryArgs),
+    Query(Box<query::QueryArgs>),
     /// Generate a realistic session stream, optionally with injected incidents.
     Simulate(crate::simulate::SimulateArgs),
     /// Print the JSON Schema of specs or policies, for editors with a YAML language server.

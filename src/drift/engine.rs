@@ -551,14 +551,14 @@ fn categorical(
     // small. Dividing Pearson's statistic by the design effect Σm²/Σm (m = labels per session)
     // is the first-order Rao–Scott correction at the worst case of every label of a session
     // being alike — conservative, and exactly 1 for one-label-per-session features.
-    let chi_sessions = chi.as_ref().and_then(|c| {
+    let chi_sessions = chi.as_ref().map(|c| {
         let statistic = c.statistic / deff;
-        Some((
+        (
             statistic,
             chi2_sf(statistic, c.dof as f64)
                 .filter(|_| c.dof > 0)
                 .unwrap_or(1.0),
-        ))
+        )
     });
     let small = r_sessions as usize <= SMALL_REFERENCE;
     let n = (rs as u64, cs as u64);

@@ -485,7 +485,7 @@ impl FeatureSample {
     ) -> (Vec<String>, Vec<f64>, Vec<f64>, f64) {
         let (r, c) = (&self.categorical[i], &current.categorical[i]);
         let ov = |s: &FeatureSample| s.overflow.get(i).copied().unwrap_or(0);
-        fn limit<'a>(overflowed: bool, m: &'a BTreeMap<String, u64>) -> Option<(u64, &'a str)> {
+        fn limit(overflowed: bool, m: &BTreeMap<String, u64>) -> Option<(u64, &str)> {
             overflowed
                 .then(|| m.keys().map(|k| (label_hash(k), k.as_str())).max())
                 .flatten()

@@ -34,7 +34,6 @@ pub struct Spot {
 }
 
 /// Where the parts of a decoded spec were written, for the lints.
-
 pub struct Ctx<'a> {
     /// The file, as named in messages.
     pub file: &'a str,

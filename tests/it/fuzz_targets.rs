@@ -119,12 +119,12 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 0u8..8).prop_map(|(p, b)| Mutation::FlipBit(p, b)),
-        (at.clone(), any::<u8>()).prop_map(|(p, b)| Mutation::SetByte(p, b)),
-        (at.clone(), 1usize..64).prop_map(|(p, n)| Mutation::Delete(p, n)),
-        (at.clone(), 1usize..32).prop_map(|(p, n)| Mutation::Duplicate(p, n)),
-        (at.clone(), any::<usize>()).prop_map(|(p, t)| Mutation::InsertToken(p, t)),
-        (at.clone(), any::<usize>(), at).prop_map(|(p, o, q)| Mutation::Splice(p, o, q)),
+        (at, 0u8..8).prop_map(|(p, b)| Mutation::FlipBit(p, b)),
+        (at, any::<u8>()).prop_map(|(p, b)| Mutation::SetByte(p, b)),
+        (at, 1usize..64).prop_map(|(p, n)| Mutation::Delete(p, n)),
+        (at, 1usize..32).prop_map(|(p, n)| Mutation::Duplicate(p, n)),
+        (at, any::<usize>()).prop_map(|(p, t)| Mutation::InsertToken(p, t)),
+        (at, any::<usize>(), at).prop_map(|(p, o, q)| Mutation::Splice(p, o, q)),
     ]
 }
 
