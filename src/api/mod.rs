@@ -8,6 +8,8 @@
 //! - [`page`]: the server-rendered status page (maud, inline SVG, no external fetches).
 //! - [`openapi`]: the OpenAPI document served at `/v1/openapi.json`.
 //!
+//! - [`tls`]: HTTPS on the listener (rustls), the certificate re-read on `SIGHUP`.
+//!
 //! Errors are RFC 7807 `application/problem+json`. The listener binds 127.0.0.1 by default and
 //! refuses any other address unless a bearer token is configured (from a file or the
 //! environment, never a flag); with a token, every route but the health checks requires it.
@@ -16,17 +18,20 @@ pub mod limit;
 pub mod openapi;
 pub mod page;
 pub mod questions;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use serde::Serialize;
 
 use crate::health::Readiness;
@@ -36,6 +41,7 @@ use crate::service::reload::{ReloadReply, Reloader, SharedSpecs};
 use crate::spec::model::Spec;
 use crate::store::Store;
 use questions::{Context, InvalidParam, Question};
+use tls::{Tls, TlsListener};
 
 /// What the handlers share.
 pub struct ApiState {
@@ -121,8 +127,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
 async fn rate_limit(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     let client = req
         .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|c| c.0.0.ip());
     if let Some(ip) = client
         && let Err(wait) = st.rate_limit.check(ip, std::time::Instant::now())
     {
@@ -142,6 +148,23 @@ async fn rate_limit(State(st): State<Arc<ApiState>>, req: Request, next: Next) -
         return r;
     }
     next.run(req).await
+}
+
+/// The client's address, as the rate limit keys it: what both listeners, plain and TLS, report
+/// for a connection (the TLS one after its handshake).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
 }
 
 async fn authorize(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
@@ -453,10 +476,17 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("starting the API's runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
-/// Binds `addr` and serves the API on a thread of its own until stopped.
-pub fn serve(addr: SocketAddr, state: Arc<ApiState>) -> Result<ApiServer, ServeError> {
+/// Binds `addr` and serves the API on a thread of its own until stopped: over HTTPS when `tls`
+/// is given, whose certificate is then read again on every `SIGHUP`.
+pub fn serve(
+    addr: SocketAddr,
+    state: Arc<ApiState>,
+    tls: Option<Tls>,
+) -> Result<ApiServer, ServeError> {
     if !addr.ip().is_loopback() && state.token.is_none() {
         return Err(ServeError::NoToken(addr));
     }
@@ -468,16 +498,28 @@ pub fn serve(addr: SocketAddr, state: Arc<ApiState>) -> Result<ApiServer, ServeE
     let local_addr = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { addr, source })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("slawatch-api")
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    // Listening for SIGHUP starts before this returns (and the caller announces the API), so a
+    // rotation signalled right after startup is not missed.
+    if let Some(tls) = &tls {
+        let _in_runtime = rt.enter();
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(ServeError::Runtime)?;
+        rt.spawn(reload_certificate_on_hup(hup, tls.clone()));
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("slawatch-api".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("the API runtime starts");
             rt.block_on(async move {
+                let shutdown = async {
+                    let _ = rx.await;
+                };
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => {
@@ -485,13 +527,23 @@ pub fn serve(addr: SocketAddr, state: Arc<ApiState>) -> Result<ApiServer, ServeE
                         return;
                     }
                 };
-                let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await
-                {
+                let app = router(state).into_make_service_with_connect_info::<ClientAddr>();
+                let served = match tls {
+                    None => {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(shutdown)
+                            .await
+                    }
+                    Some(tls) => match TlsListener::new(listener, &tls) {
+                        Ok(listener) => {
+                            axum::serve(listener, app)
+                                .with_graceful_shutdown(shutdown)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                if let Err(e) = served {
                     tracing::error!(error = %e, "the API server failed");
                 }
             });
@@ -502,4 +554,24 @@ pub fn serve(addr: SocketAddr, state: Arc<ApiState>) -> Result<ApiServer, ServeE
         shutdown: Some(tx),
         thread: Some(thread),
     })
+}
+
+/// Re-reads the certificate and key on every `SIGHUP` (the configuration reload signal), so a
+/// rotated certificate is served from the next handshake; a bad pair is refused and logged.
+async fn reload_certificate_on_hup(mut hup: tokio::signal::unix::Signal, tls: Tls) {
+    while hup.recv().await.is_some() {
+        let files = tls.files().clone();
+        let t = tls.clone();
+        match tokio::task::spawn_blocking(move || t.reload()).await {
+            Ok(Ok(())) => tracing::info!(
+                cert = %files.cert.display(),
+                "SIGHUP: reloaded the TLS certificate"
+            ),
+            Ok(Err(e)) => tracing::error!(
+                error = %e,
+                "SIGHUP: the TLS certificate was not reloaded; the one in force stays"
+            ),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the TLS reload failed"),
+        }
+    }
 }

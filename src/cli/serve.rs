@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::api::tls::{Tls, TlsFiles};
 use crate::api::{ApiServer, ApiState};
 use crate::history::{History, HistoryConfig};
 use crate::pipeline::Pipeline;
@@ -41,6 +42,27 @@ pub struct ApiArgs {
     /// are never limited); beyond it, 429 with `Retry-After`. 0: no limit.
     #[arg(long, default_value_t = 200, env = "SLAWATCH_API_RATE_LIMIT")]
     pub api_rate_limit: u32,
+    /// Serve the API over HTTPS with this PEM certificate chain (server certificate first);
+    /// needs --tls-key-file. Both are read again on SIGHUP (certificate rotation).
+    #[arg(long, env = "SLAWATCH_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SLAWATCH_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// The certificate and key to serve HTTPS with, if configured.
+    fn tls_files(&self) -> Option<TlsFiles> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            // clap's `requires` makes them come in pairs.
+            _ => None,
+        }
+    }
 }
 
 /// How the operational history is kept.
@@ -108,6 +130,13 @@ pub fn api_file(data_dir: &Path) -> PathBuf {
     data_dir.join("api.json")
 }
 
+/// What `<data-dir>/api.json` says about the API besides its address: `slawatch query` needs
+/// the scheme, and with HTTPS the certificate it may trust by default.
+struct AnnouncedApi {
+    scheme: &'static str,
+    tls_cert_file: Option<PathBuf>,
+}
+
 /// A started API: stops and removes its address file when dropped.
 pub struct RunningApi {
     server: Option<ApiServer>,
@@ -143,6 +172,16 @@ pub fn start_api(
     if args.no_api {
         return Ok(RunningApi { server: None, file });
     }
+    // A bad certificate or key stops the run, even where a taken default port would not.
+    let tls = args.tls_files().map(Tls::load).transpose()?;
+    let announce = AnnouncedApi {
+        scheme: if tls.is_some() { "https" } else { "http" },
+        tls_cert_file: tls
+            .as_ref()
+            .map(|t| std::path::absolute(&t.files().cert))
+            .transpose()
+            .context("resolving the TLS certificate file's path")?,
+    };
     let state = Arc::new(ApiState {
         store,
         specs: reload.specs(),
@@ -154,25 +193,32 @@ pub fn start_api(
         token: api_token(args.api_token_file.as_deref())?,
     });
     let server = match args.listen {
-        Some(addr) => crate::api::serve(addr, state)?,
-        None => match crate::api::serve(DEFAULT_LISTEN.parse().expect("a valid address"), state) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("warning: {e}; running without the API (choose another with --listen)");
-                return Ok(RunningApi { server: None, file });
+        Some(addr) => crate::api::serve(addr, state, tls)?,
+        None => {
+            match crate::api::serve(DEFAULT_LISTEN.parse().expect("a valid address"), state, tls) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!(
+                        "warning: {e}; running without the API (choose another with --listen)"
+                    );
+                    return Ok(RunningApi { server: None, file });
+                }
             }
-        },
+        }
     };
     let addr = server.local_addr;
-    std::fs::write(
-        &file,
-        serde_json::to_vec(
-            &serde_json::json!({ "address": addr.to_string(), "pid": std::process::id() }),
-        )?,
-    )
-    .with_context(|| format!("writing {}", file.display()))?;
-    tracing::info!(%addr, "serving the API");
-    eprintln!("API and status page at http://{addr}/");
+    let mut about = serde_json::json!({
+        "address": addr.to_string(),
+        "pid": std::process::id(),
+        "scheme": announce.scheme,
+    });
+    if let Some(cert) = &announce.tls_cert_file {
+        about["tls_cert_file"] = cert.display().to_string().into();
+    }
+    std::fs::write(&file, serde_json::to_vec(&about)?)
+        .with_context(|| format!("writing {}", file.display()))?;
+    tracing::info!(%addr, scheme = announce.scheme, "serving the API");
+    eprintln!("API and status page at {}://{addr}/", announce.scheme);
     Ok(RunningApi {
         server: Some(server),
         file,
