@@ -3,9 +3,16 @@
 //! question goes to its API (address in `<data-dir>/api.json`); otherwise it is answered from
 //! the data directory directly. Both paths run the same code ([`crate::api::questions`]), so
 //! the numbers are the same.
+//!
+//! An instance that serves HTTPS says so in `api.json`, with its certificate file; its
+//! certificate is verified against `--tls-ca-file`, or else against the certificates of that file
+//! (enough when it carries the CA that issued the server's). A certificate that does not verify
+//! is an error saying what to pass — never a silent fall back to plain HTTP or to an unverified
+//! connection (and the data directory is locked while the instance runs).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -22,9 +29,13 @@ pub struct QueryArgs {
     /// State directory of `slawatch run` (or `replay --data-dir`).
     #[arg(long, default_value = "slawatch-data")]
     pub data_dir: PathBuf,
-    /// Ask this API instead (e.g. `http://127.0.0.1:8632`).
+    /// Ask this API instead (e.g. `http://127.0.0.1:8632`, `https://slawatch.example:8632`).
     #[arg(long)]
     pub api: Option<String>,
+    /// PEM file of the CA certificates that verify an HTTPS API (default for `--api`: the
+    /// public web roots; for the instance in --data-dir: its own certificate file).
+    #[arg(long, env = "SLAWATCH_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// File holding the API's bearer token (or set SLAWATCH_API_TOKEN).
     #[arg(long, env = "SLAWATCH_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
@@ -108,7 +119,7 @@ pub fn query(args: &QueryArgs) -> Result<ExitCode> {
         }
     };
     let answer = match api_base(args)? {
-        Some(base) => ask_api(&base, q, &params, args)?,
+        Some(api) => ask_api(&api, q, &params, args)?,
         None => {
             let store = crate::store::Store::open(&args.data_dir)
                 .with_context(|| format!("opening the state in {}", args.data_dir.display()))?;
@@ -130,29 +141,107 @@ pub fn query(args: &QueryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A running API and the client that trusts its certificate.
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
 /// The API to ask: `--api`, or the running instance named in the data directory.
-fn api_base(args: &QueryArgs) -> Result<Option<String>> {
+fn api_base(args: &QueryArgs) -> Result<Option<Api>> {
     if let Some(a) = &args.api {
-        return Ok(Some(a.trim_end_matches('/').to_owned()));
+        return Ok(Some(Api {
+            base: a.trim_end_matches('/').to_owned(),
+            agent: agent(args.tls_ca_file.as_deref())?,
+        }));
     }
-    let Ok(text) = std::fs::read_to_string(api_file(&args.data_dir)) else {
+    let file = api_file(&args.data_dir);
+    let Ok(text) = std::fs::read_to_string(&file) else {
         return Ok(None);
     };
     let v: Value = serde_json::from_str(&text).context("reading api.json")?;
     let addr = v["address"].as_str().unwrap_or_default();
+    // An instance listening on every address is asked on loopback.
+    let addr = match addr.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let ip = match a.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            };
+            SocketAddr::new(ip, a.port()).to_string()
+        }
+        _ => addr.to_owned(),
+    };
+    let https = v["scheme"].as_str() == Some("https");
+    let (base, agent) = if https {
+        let ca = match (&args.tls_ca_file, v["tls_cert_file"].as_str()) {
+            (Some(ca), _) => ca.clone(),
+            (None, Some(cert)) => PathBuf::from(cert),
+            (None, None) => bail!(
+                "{} says the API serves HTTPS but names no certificate file: pass --tls-ca-file",
+                file.display()
+            ),
+        };
+        (format!("https://{addr}"), agent(Some(&ca))?)
+    } else {
+        (format!("http://{addr}"), agent(None)?)
+    };
     // A file left by an instance that died: only use it if something answers there.
-    let base = format!("http://{addr}");
-    let alive = ureq::get(&format!("{base}/healthz")).call().is_ok();
-    Ok(alive.then_some(base))
+    match agent.get(&format!("{base}/healthz")).call() {
+        Ok(_) => Ok(Some(Api { base, agent })),
+        Err(e) if https && !nobody_listens(&e) => bail!(
+            "the running instance at {base} (named in {}) serves HTTPS, and the connection \
+             failed: {e}; if its certificate is not verified, pass --tls-ca-file with the CA \
+             that issued it (the certificate must name {})",
+            file.display(),
+            addr.rsplit_once(':')
+                .map_or(addr.as_str(), |(host, _)| host)
+        ),
+        Err(_) => Ok(None),
+    }
 }
 
-fn ask_api(
-    base: &str,
-    q: Question,
-    params: &[(String, String)],
-    args: &QueryArgs,
-) -> Result<Value> {
-    let mut req = ureq::get(&format!("{base}/v1/{}", q.name()));
+/// Nothing answers at the address: the instance that wrote `api.json` is gone.
+fn nobody_listens(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        _ => false,
+    }
+}
+
+/// A client that verifies HTTPS with the certificates of `ca_file` (default: the public web
+/// roots).
+fn agent(ca_file: Option<&Path>) -> Result<ureq::Agent> {
+    use ureq::tls::{PemItem, RootCerts, TlsConfig};
+    let mut tls = TlsConfig::builder();
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca)
+            .with_context(|| format!("reading the TLS CA file {}", ca.display()))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            if let PemItem::Certificate(c) =
+                item.with_context(|| format!("the TLS CA file {} is not valid PEM", ca.display()))?
+            {
+                certs.push(c);
+            }
+        }
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "the TLS CA file {} holds no certificate",
+            ca.display()
+        );
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+    }
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .build()
+        .into())
+}
+
+fn ask_api(api: &Api, q: Question, params: &[(String, String)], args: &QueryArgs) -> Result<Value> {
+    let base = &api.base;
+    let mut req = api.agent.get(&format!("{base}/v1/{}", q.name()));
     for (k, v) in params {
         req = req.query(k, v);
     }
