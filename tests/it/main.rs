@@ -4,6 +4,7 @@ mod alerts;
 mod alerts_smtp;
 mod api;
 mod api_limit;
+mod api_tls;
 mod decode;
 mod drift_e2e;
 mod finding_wire;
