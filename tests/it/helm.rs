@@ -520,7 +520,15 @@ fn chart_example_specs_are_the_shipped_specs() {
 
 /// The pod's volumes written out as the kubelet mounts them, under `root/<volume>`; returns
 /// mount path → host directory for the container.
-fn mount_volumes(m: &Manifests, container: &Value, root: &Path) -> BTreeMap<String, PathBuf> {
+///
+/// A key of a Secret the chart does not render (an existing one) holds `stand_ins[key]`, or a
+/// made-up value.
+fn mount_volumes(
+    m: &Manifests,
+    container: &Value,
+    root: &Path,
+    stand_ins: &BTreeMap<&str, Vec<u8>>,
+) -> BTreeMap<String, PathBuf> {
     let sts = m.one("StatefulSet");
     let pod = &sts["spec"]["template"]["spec"];
     let mut dirs = BTreeMap::new();
@@ -551,7 +559,10 @@ fn mount_volumes(m: &Manifests, container: &Value, root: &Path) -> BTreeMap<Stri
                     Some(s) => base64::engine::general_purpose::STANDARD
                         .decode(str_at(s, &format!("/data/{key}")))
                         .unwrap(),
-                    None => format!("value-of-{key}\n").into_bytes(),
+                    None => stand_ins
+                        .get(key.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| format!("value-of-{key}\n").into_bytes()),
                 };
                 fs::write(dir.join(str_at(item, "/path")), value).unwrap();
             }
@@ -581,14 +592,14 @@ struct ConfigFile {
     kafka: slawatch::ingest::kafka::KafkaConfig,
 }
 
-fn run_rendered_pod(m: &Manifests, expected_specs: usize) {
+fn run_rendered_pod(m: &Manifests, expected_specs: usize, stand_ins: &BTreeMap<&str, Vec<u8>>) {
     let sts = m.one("StatefulSet");
     let pod = &sts["spec"]["template"]["spec"];
 
     // The init container: `slawatch validate` on the mounted specs, for real.
     let init = &pod["initContainers"][0];
     let root = tempfile::tempdir().unwrap();
-    let mounts = mount_volumes(m, init, &root.path().join("init"));
+    let mounts = mount_volumes(m, init, &root.path().join("init"), stand_ins);
     let args: Vec<String> = string_list(&init["args"])
         .iter()
         .map(|a| on_host(a, &mounts))
@@ -607,7 +618,7 @@ fn run_rendered_pod(m: &Manifests, expected_specs: usize) {
 
     // The main container: its configuration file parses as the binary's own type.
     let main = &pod["containers"][0];
-    let mounts = mount_volumes(m, main, &root.path().join("main"));
+    let mounts = mount_volumes(m, main, &root.path().join("main"), stand_ins);
     let rendered = string_list(&main["args"]);
     let config = on_host(&flag(&rendered, "--config").expect("--config"), &mounts);
     let text = fs::read_to_string(&config).unwrap();
@@ -654,10 +665,115 @@ fn rendered_pod_with_default_values_runs_with_the_real_binary() {
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension() == Some("yaml".as_ref()))
         .count();
-    run_rendered_pod(&render_defaults(), shipped);
+    run_rendered_pod(&render_defaults(), shipped, &BTreeMap::new());
 }
 
 #[test]
 fn rendered_pod_with_full_values_runs_with_the_real_binary() {
-    run_rendered_pod(&render_full(), 1);
+    run_rendered_pod(&render_full(), 1, &BTreeMap::new());
+}
+
+fn render_tls() -> Manifests {
+    render_ok(&[
+        "--set",
+        &format!("auth.apiToken={TOKEN}"),
+        "--set",
+        "tls.enabled=true",
+        "--set",
+        "tls.secretName=obs-api-tls",
+        "--set",
+        "serviceMonitor.enabled=true",
+    ])
+}
+
+#[test]
+fn tls_values_render_https_probes_a_mounted_tls_secret_and_an_https_service_monitor() {
+    let m = render_tls();
+    let lines = validate_against_schemas(&m);
+    assert_every_document_validated(&m, &lines);
+    let sts = m.one("StatefulSet");
+    assert_locked_down(sts);
+    let pod = &sts["spec"]["template"]["spec"];
+    let main = &pod["containers"][0];
+    let args = string_list(&main["args"]);
+    assert_eq!(
+        flag(&args, "--tls-cert-file").as_deref(),
+        Some("/etc/slawatch/tls/tls.crt")
+    );
+    assert_eq!(
+        flag(&args, "--tls-key-file").as_deref(),
+        Some("/etc/slawatch/tls/tls.key")
+    );
+    // The kubernetes.io/tls Secret, read-only, its two keys only.
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "obs-api-tls")
+        .expect("the TLS Secret as a volume");
+    let keys: Vec<&Value> = volume["secret"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["key"])
+        .collect();
+    assert_eq!(keys, ["tls.crt", "tls.key"]);
+    let mount = main["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == volume["name"])
+        .expect("the TLS volume mounted");
+    assert_eq!(mount["mountPath"], "/etc/slawatch/tls");
+    assert_eq!(mount["readOnly"], true);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(main[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
+    let endpoint = &m.one("ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(
+        endpoint["tlsConfig"],
+        serde_json::json!({
+            "ca": {"secret": {"name": "obs-api-tls", "key": "ca.crt"}},
+            "serverName": "obs-slawatch.monitoring.svc",
+        })
+    );
+    // Without TLS the probes and the scrape stay on HTTP.
+    let plain = render_ok(&[
+        "--set",
+        &format!("auth.apiToken={TOKEN}"),
+        "--set",
+        "serviceMonitor.enabled=true",
+    ]);
+    let plain_main = &plain.one("StatefulSet")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(plain_main["livenessProbe"]["httpGet"]["scheme"], "HTTP");
+    assert_eq!(
+        plain.one("ServiceMonitor")["spec"]["endpoints"][0]["scheme"],
+        "http"
+    );
+    assert!(plain_main["args"].to_string().find("--tls-").is_none());
+    // TLS without a Secret is refused at render time.
+    let err = render(&[
+        "--set",
+        &format!("auth.apiToken={TOKEN}"),
+        "--set",
+        "tls.enabled=true",
+    ])
+    .unwrap_err();
+    assert!(err.contains("tls.enabled needs tls.secretName"), "{err}");
+}
+
+#[test]
+fn rendered_pod_with_tls_runs_with_the_real_binary_and_a_real_certificate() {
+    let pki = crate::api_tls::Pki::new();
+    let (cert, key) = pki.issue("server", 1);
+    let stand_ins = BTreeMap::from([
+        ("tls.crt", fs::read(cert).unwrap()),
+        ("tls.key", fs::read(key).unwrap()),
+    ]);
+    let shipped = fs::read_dir(repo().join("sla-specs"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("yaml".as_ref()))
+        .count();
+    run_rendered_pod(&render_tls(), shipped, &stand_ins);
 }

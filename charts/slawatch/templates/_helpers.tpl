@@ -43,6 +43,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* `http`, or `https` with `tls.enabled`. */}}
+{{- define "slawatch.scheme" -}}
+{{- ternary "https" "http" (and .Values.tls.enabled true) }}
+{{- end }}
+
 {{/*
 Refuses values slawatch would refuse at start-up, so a bad install fails at `helm install`, not
 in a crash loop. slawatch will not listen beyond loopback without a token (src/api/mod.rs).
@@ -55,6 +60,9 @@ in a crash loop. slawatch will not listen beyond loopback without a token (src/a
 {{- end }}
 {{- if and (not .Values.auth.apiToken) (not .Values.auth.existingSecret) }}
 {{- fail (printf "the API listens on %s, beyond loopback, which needs a bearer token: set auth.apiToken or auth.existingSecret (a Secret with key %q)" (include "slawatch.listen" .) .Values.auth.apiTokenKey) }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
+{{- fail "tls.enabled needs tls.secretName: a kubernetes.io/tls Secret with tls.crt and tls.key" }}
 {{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (eq (toString .Values.kafka.topology) "single") }}
 {{- fail (printf "replicaCount %d needs kafka.topology partitioned: with topology single a second instance in the group sees only part of every key" (int .Values.replicaCount)) }}
