@@ -203,7 +203,7 @@ fn finish(child: Child, deadline: Duration) -> String {
     }
 }
 
-fn stored_findings(data: &Path) -> BTreeMap<String, Finding> {
+pub(crate) fn stored_findings(data: &Path) -> BTreeMap<String, Finding> {
     Store::open(data)
         .unwrap()
         .findings()
@@ -213,7 +213,7 @@ fn stored_findings(data: &Path) -> BTreeMap<String, Finding> {
         .collect()
 }
 
-fn assert_same(got: &BTreeMap<String, Finding>, want: &BTreeMap<String, Finding>) {
+pub(crate) fn assert_same(got: &BTreeMap<String, Finding>, want: &BTreeMap<String, Finding>) {
     let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
     assert!(
