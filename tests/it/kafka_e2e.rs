@@ -233,7 +233,7 @@ pub(crate) fn assert_same(got: &BTreeMap<String, Finding>, want: &BTreeMap<Strin
 type Consumed = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
 
 /// Every message of a topic (all partitions, from the beginning).
-fn drain(broker: &Tansu, topic: &str, expect_at_least: usize) -> Vec<Consumed> {
+pub(crate) fn drain(broker: &Tansu, topic: &str, expect_at_least: usize) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", format!("drain-{topic}"))
