@@ -7,6 +7,11 @@
 //! evaluated). Labels are low-cardinality by construction (reject reasons, severities,
 //! dimensions, Kafka partitions) — never a session id or a key. The families and what they
 //! mean are tabled in `docs/metrics.md`.
+//!
+//! Besides the `slawatch_` families it exposes the standard process metrics of Prometheus
+//! client libraries (`process_resident_memory_bytes`, `process_virtual_memory_bytes`,
+//! `process_start_time_seconds`), read from `/proc/self` at scrape time on Linux and absent
+//! elsewhere.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -84,6 +89,14 @@ pub struct Metrics {
     state_keys: Gauge,
     config_reload_successful: Gauge,
     config_reload_success_timestamp: FloatGauge,
+    /// The process's memory, refreshed by [`Metrics::encode`]; `None` without `/proc`.
+    process: Option<ProcessMetrics>,
+}
+
+/// `process_*` gauges whose values the kernel keeps: read when scraped.
+struct ProcessMetrics {
+    resident: Gauge,
+    virtual_memory: Gauge,
 }
 
 impl Default for Metrics {
@@ -98,7 +111,7 @@ impl Metrics {
     /// Every family registered, with the series whose zero means something listed from the
     /// start (every reject reason, every incident severity).
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("slawatch");
+        let mut registry = Registry::default();
         let m = Metrics {
             records_consumed: Counter::default(),
             records_accepted: Counter::default(),
@@ -124,6 +137,7 @@ impl Metrics {
             state_keys: Gauge::default(),
             config_reload_successful: Gauge::default(),
             config_reload_success_timestamp: FloatGauge::default(),
+            process: None,
             registry: Registry::default(),
         };
         for reason in RejectReason::CODES {
@@ -134,7 +148,8 @@ impl Metrics {
                 severity: s.as_str(),
             });
         }
-        let r = &mut registry;
+        let process = register_process_metrics(&mut registry);
+        let r = registry.sub_registry_with_prefix("slawatch");
         r.register(
             "records_consumed",
             "Records read from the input (file, stdin or Kafka), before decoding",
@@ -247,11 +262,20 @@ impl Metrics {
             })
             .set(1);
         r.register("build_info", "Always 1; the version of slawatch", build);
-        Metrics { registry, ..m }
+        Metrics {
+            registry,
+            process,
+            ..m
+        }
     }
 
-    /// The registry in the text exposition format (OpenMetrics, which Prometheus reads).
+    /// The registry in the text exposition format (OpenMetrics, which Prometheus reads), the
+    /// process metrics read now.
     pub fn encode(&self) -> String {
+        if let (Some(p), Some(mem)) = (&self.process, ProcMemory::read()) {
+            p.resident.set(mem.resident_bytes as i64);
+            p.virtual_memory.set(mem.virtual_bytes as i64);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");
@@ -410,6 +434,85 @@ impl Metrics {
     }
 }
 
+/// Registers the `process_*` gauges (unprefixed, as every Prometheus client names them) when
+/// `/proc/self` can be read; the start time is read once, it does not change.
+fn register_process_metrics(registry: &mut Registry) -> Option<ProcessMetrics> {
+    let mem = ProcMemory::read()?;
+    let p = ProcessMetrics {
+        resident: Gauge::default(),
+        virtual_memory: Gauge::default(),
+    };
+    p.resident.set(mem.resident_bytes as i64);
+    p.virtual_memory.set(mem.virtual_bytes as i64);
+    registry.register(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes (VmRSS), read at scrape time",
+        p.resident.clone(),
+    );
+    registry.register(
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes (VmSize), read at scrape time",
+        p.virtual_memory.clone(),
+    );
+    if let Some(started) = process_start_time_seconds() {
+        let g = FloatGauge::default();
+        g.set(started);
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds",
+            g,
+        );
+    }
+    Some(p)
+}
+
+/// The process's memory from `/proc/self/status`.
+struct ProcMemory {
+    resident_bytes: u64,
+    virtual_bytes: u64,
+}
+
+impl ProcMemory {
+    fn read() -> Option<ProcMemory> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        Some(ProcMemory {
+            resident_bytes: status_kib(&status, "VmRSS:")? * 1024,
+            virtual_bytes: status_kib(&status, "VmSize:")? * 1024,
+        })
+    }
+}
+
+/// The value of a `Name:   1234 kB` line of `/proc/<pid>/status`, in KiB.
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Clock ticks per second of `/proc` times: `USER_HZ`, 100 on every Linux architecture.
+const USER_HZ: f64 = 100.0;
+
+/// Boot time (`btime` of `/proc/stat`) plus the process's start in ticks after boot (field 22
+/// of `/proc/self/stat`), as Prometheus's own process collector computes it.
+fn process_start_time_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let boot = std::fs::read_to_string("/proc/stat").ok()?;
+    start_time_from(&stat, &boot)
+}
+
+/// See [`process_start_time_seconds`]: the command name (field 2) is in parentheses and may
+/// hold spaces, so fields are counted after its closing one (field 3 is the first).
+fn start_time_from(stat: &str, proc_stat: &str) -> Option<f64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let ticks: f64 = after_comm.split_whitespace().nth(22 - 3)?.parse().ok()?;
+    let btime: f64 = proc_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(btime + ticks / USER_HZ)
+}
+
 /// Wall-clock ms (telemetry is the shell's: it may read the clock).
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -458,5 +561,38 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         )));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn process_metrics_are_read_from_proc_at_scrape_time() {
+        let m = Metrics::new();
+        let rss = |text: &str| -> u64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("process_resident_memory_bytes "))
+                .unwrap_or_else(|| panic!("no resident memory in {text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        let before = rss(&m.encode());
+        // 128 MiB touched page by page must show in the next scrape; the margin leaves 32 MiB
+        // for other tests of this process freeing memory at the same time.
+        let mut big = vec![0u8; 128 << 20];
+        big.iter_mut().step_by(4096).for_each(|b| *b = 1);
+        let after = rss(&m.encode());
+        assert!(
+            after >= before + (96 << 20),
+            "resident {before} → {after} after touching 128 MiB"
+        );
+        std::hint::black_box(&big);
+    }
+
+    #[test]
+    fn start_time_counts_fields_after_the_command_name() {
+        // A command name with spaces and parentheses; starttime (field 22) = 12345 ticks.
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 12345 1000 50";
+        let proc_stat = "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n";
+        let t = start_time_from(stat, proc_stat).unwrap();
+        assert!((t - 1_700_000_123.45).abs() < 1e-6, "{t}");
+        assert_eq!(start_time_from("garbage", proc_stat), None);
     }
 }

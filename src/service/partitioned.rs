@@ -58,6 +58,12 @@ const MARK_EVERY: Duration = Duration::from_millis(100);
 const KIND: &str = "slawatch.kind";
 const SOURCE_ID: &str = "slawatch.source.id";
 const SOURCE_TOPIC: &str = "slawatch.source.topic";
+/// Fault injection for tests: while the file this variable names exists, the restore of an
+/// assigned stage-2 partition waits (the readiness reason already set), polling every
+/// [`HOLD_POLL`]. It lets a test observe `/readyz` during a restore, which otherwise takes
+/// milliseconds, without timing anything. Read once at start; unset, nothing waits.
+pub const RESTORE_HOLD_ENV: &str = "SLAWATCH_FAILPOINT_RESTORE_HOLD";
+const HOLD_POLL: Duration = Duration::from_millis(50);
 const SOURCE_PARTITION: &str = "slawatch.source.partition";
 /// Stage 1 sends a source partition's records for one stage-2 partition in batches of about
 /// this many bytes (fewer, larger messages: the broker's cost is per message).
@@ -614,6 +620,7 @@ pub fn run(
         .context("creating the Kafka consumer")?;
     let (s2_assign, s2_revoke) = (state.clone(), state.clone());
     let restoring = opts.readiness.clone();
+    let restore_hold = std::env::var_os(RESTORE_HOLD_ENV).map(std::path::PathBuf::from);
     let stage2 = cfg
         .consumer_of(
             &format!("{}.repartition", cfg.group_id),
@@ -640,6 +647,16 @@ pub fn run(
                         restoring.set_not_ready(format!(
                             "restoring stage-2 partition {p} from the state topic"
                         ));
+                        if let Some(hold) = restore_hold.as_ref().filter(|h| h.exists()) {
+                            tracing::warn!(
+                                partition = p,
+                                file = %hold.display(),
+                                "restore held by {RESTORE_HOLD_ENV} until the file is removed"
+                            );
+                            while hold.exists() {
+                                std::thread::sleep(HOLD_POLL);
+                            }
+                        }
                         match st.load_part(*p) {
                             Ok(part) => {
                                 st.report.restored |= part.applied.is_some();

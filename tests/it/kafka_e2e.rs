@@ -203,7 +203,7 @@ fn finish(child: Child, deadline: Duration) -> String {
     }
 }
 
-fn stored_findings(data: &Path) -> BTreeMap<String, Finding> {
+pub(crate) fn stored_findings(data: &Path) -> BTreeMap<String, Finding> {
     Store::open(data)
         .unwrap()
         .findings()
@@ -213,7 +213,7 @@ fn stored_findings(data: &Path) -> BTreeMap<String, Finding> {
         .collect()
 }
 
-fn assert_same(got: &BTreeMap<String, Finding>, want: &BTreeMap<String, Finding>) {
+pub(crate) fn assert_same(got: &BTreeMap<String, Finding>, want: &BTreeMap<String, Finding>) {
     let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
     assert!(
@@ -233,7 +233,7 @@ fn assert_same(got: &BTreeMap<String, Finding>, want: &BTreeMap<String, Finding>
 type Consumed = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
 
 /// Every message of a topic (all partitions, from the beginning).
-fn drain(broker: &Tansu, topic: &str, expect_at_least: usize) -> Vec<Consumed> {
+pub(crate) fn drain(broker: &Tansu, topic: &str, expect_at_least: usize) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", format!("drain-{topic}"))
