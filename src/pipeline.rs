@@ -339,6 +339,16 @@ impl Pipeline {
         }
     }
 
+    /// Spans that did not become a session: counted by reason like a rejected record (the
+    /// caller dead-letters them).
+    pub fn reject_spans(&mut self, reason: &crate::otel::SpanReject) -> Outcome {
+        let reason = RejectReason::Span {
+            code: reason.code(),
+            detail: reason.to_string(),
+        };
+        self.reject(reason, true)
+    }
+
     fn reject(&mut self, reason: RejectReason, dead_letter: bool) -> Outcome {
         *self
             .stats

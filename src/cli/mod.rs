@@ -9,6 +9,7 @@ mod query;
 mod replay;
 pub mod serve;
 mod service;
+pub mod spans;
 pub use service::parse_config_file;
 
 use std::path::PathBuf;
@@ -156,9 +157,10 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// JSON Lines file of session records, or `-` for stdin.
-    #[arg(long, default_value = "-")]
-    pub input: PathBuf,
+    /// JSON Lines file of session records, or `-` for stdin (the default unless the run takes
+    /// spans: `--otlp-http` alone has the receiver as its only input).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
     /// State directory: sled store, outbox, dead letters.
     #[arg(long, default_value = "slawatch-data")]
     pub data_dir: PathBuf,
@@ -176,6 +178,8 @@ pub struct RunArgs {
     pub smtp: alerts::SmtpArgs,
     #[command(flatten)]
     pub kafka: service::KafkaArgs,
+    #[command(flatten)]
+    pub spans: spans::SpanArgs,
     #[command(flatten)]
     pub api: serve::ApiArgs,
     #[command(flatten)]
@@ -199,7 +203,7 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => validate(&a),
         Command::Explain(a) => explain(&a),
         Command::Replay(a) => replay::replay(&a),
-        Command::Run(a) => match service::kafka_config(&a.kafka) {
+        Command::Run(a) => match service::kafka_config(&a.kafka, &a.spans) {
             Ok(Some(kafka)) => service::run_kafka(&a, kafka),
             Ok(None) => replay::run(&a),
             Err(e) => Err(e),

@@ -32,6 +32,10 @@ use crate::store::Store;
 /// per second, so moving less often writes far less).
 const HISTORY_FLUSH: Duration = Duration::from_secs(10);
 
+/// A receiver-only run: when no span has come for this long, the assembler's watermark
+/// follows the wall clock (minus the grace).
+const SPANS_IDLE: Duration = Duration::from_secs(5);
+
 /// What a replay did.
 #[derive(Debug, Clone)]
 pub struct ReplayReport {
@@ -125,6 +129,11 @@ pub fn replay_stream(
     metrics.set_watermark(pipeline.stream_time());
     findings += deliver(&mut found, pipeline, sink, &metrics)?;
     dead_letters.flush().context("writing dead letters")?;
+    Ok(report(pipeline, findings, started))
+}
+
+/// The report of a run that has ended.
+pub(super) fn report(pipeline: &Pipeline, findings: u64, started: Instant) -> ReplayReport {
     let objectives = pipeline
         .runtimes()
         .iter()
@@ -137,17 +146,17 @@ pub fn replay_stream(
                 .collect::<Vec<_>>()
         })
         .collect();
-    Ok(ReplayReport {
+    ReplayReport {
         ingest: pipeline.stats().clone(),
         objectives,
         findings,
         elapsed_s: started.elapsed().as_secs_f64(),
-    })
+    }
 }
 
 /// Hands a batch of findings, then the clears of the same windows, to the sink; returns how
 /// many findings there were.
-fn deliver(
+pub(super) fn deliver(
     found: &mut Vec<Finding>,
     pipeline: &mut Pipeline,
     sink: &mut dyn Sink,
@@ -309,6 +318,23 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     metrics.record_initial_config();
     let reload = super::serve::reloader(args, &specs, metrics.clone())?;
+    // `--otlp-http` without `--input`: the receiver is the only input.
+    anyhow::ensure!(
+        !(args.spans.otlp_http && args.input.is_some()),
+        "--otlp-http takes spans as the run's only input, or beside Kafka topics; \
+         drop --input (or replay the file separately)"
+    );
+    anyhow::ensure!(
+        args.spans.span_topics.is_empty(),
+        "--span-topic needs Kafka brokers (--brokers or the config file)"
+    );
+    let (intake, requests) = match args.spans.otlp_http {
+        true => {
+            let (i, r) = crate::service::spans::SpanIntake::channel(args.spans.otlp_max_body);
+            (Some(i), Some(r))
+        }
+        false => (None, None),
+    };
     let api = start_api(
         &args.api,
         &args.data_dir,
@@ -317,6 +343,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         args.history.config()?,
         readiness.clone(),
         metrics.clone(),
+        intake,
     )?;
     let outbox_dir = args.data_dir.join("outbox");
     let mut alerts = open_alerts(args, &store, &specs)?;
@@ -328,7 +355,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| args.data_dir.join("dead-letters.jsonl"));
     let mut dead = DeadLetters::to_file(&dead_path)
         .with_context(|| format!("opening {}", dead_path.display()))?;
-    let mut source = open_source(&args.input)?;
+    let input = args.input.clone().unwrap_or_else(|| "-".into());
     // Baselines survive restarts: comparisons continue where the last run left off.
     pipeline.restore_baselines(&store.baselines()?);
     let mut sink = RunSink {
@@ -342,7 +369,37 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     // State restored, reading begins: the answers grow from here.
     readiness.set_ready();
-    let report = replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let report = match requests {
+        Some(requests) => {
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, stop.clone())
+                    .context("installing signal handlers")?;
+            }
+            let otel = super::spans::otel_config(args)?;
+            let mut path = crate::service::spans::SpanPath::new(
+                &otel,
+                super::load_catalog(args.pipeline.models.as_ref())?,
+                0,
+                args.spans.emit_sessions.as_deref(),
+                sink.metrics.clone(),
+            )?;
+            super::spans::span_stream(
+                &requests,
+                &mut path,
+                &mut pipeline,
+                &mut dead,
+                &mut sink,
+                &stop,
+                SPANS_IDLE,
+                super::spans::grace_ms(&otel),
+            )?
+        }
+        None => {
+            let mut source = open_source(&input)?;
+            replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?
+        }
+    };
     reload.finish();
     sink.history.flush(&mut pipeline)?;
     let new_findings = sink.new_findings;
@@ -365,8 +422,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         mailed,
         outbox_dir.display()
     );
-    if args.api.serve && api.addr().is_some() {
-        let stop = Arc::new(AtomicBool::new(false));
+    if args.api.serve && api.addr().is_some() && !args.spans.otlp_http {
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
         }

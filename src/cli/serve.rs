@@ -138,11 +138,17 @@ pub fn start_api(
     history: HistoryConfig,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
+    spans: Option<Arc<crate::service::spans::SpanIntake>>,
 ) -> Result<RunningApi> {
     let file = api_file(data_dir);
     if args.no_api {
+        anyhow::ensure!(
+            spans.is_none(),
+            "--otlp-http serves on the API listener: drop --no-api"
+        );
         return Ok(RunningApi { server: None, file });
     }
+    let takes_spans = spans.is_some();
     let state = Arc::new(ApiState {
         store,
         specs: reload.specs(),
@@ -152,11 +158,15 @@ pub fn start_api(
         readiness,
         metrics,
         token: api_token(args.api_token_file.as_deref())?,
+        spans,
     });
     let server = match args.listen {
         Some(addr) => crate::api::serve(addr, state)?,
         None => match crate::api::serve(DEFAULT_LISTEN.parse().expect("a valid address"), state) {
             Ok(s) => s,
+            Err(e) if takes_spans => {
+                return Err(e).context("--otlp-http needs the API listener (choose one with --listen)");
+            }
             Err(e) => {
                 eprintln!("warning: {e}; running without the API (choose another with --listen)");
                 return Ok(RunningApi { server: None, file });

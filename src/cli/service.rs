@@ -77,7 +77,10 @@ pub fn parse_config_file(text: &str) -> Result<Option<KafkaConfig>, serde_saphyr
 }
 
 /// The Kafka configuration of a run, or `None` for a file/stdin run.
-pub fn kafka_config(args: &KafkaArgs) -> Result<Option<KafkaConfig>> {
+pub fn kafka_config(
+    args: &KafkaArgs,
+    spans: &super::spans::SpanArgs,
+) -> Result<Option<KafkaConfig>> {
     let mut cfg = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -93,6 +96,20 @@ pub fn kafka_config(args: &KafkaArgs) -> Result<Option<KafkaConfig>> {
     if !args.topics.is_empty() {
         cfg.topics = args.topics.clone();
     }
+    if !spans.span_topics.is_empty() {
+        // With span topics, record topics come from `--topic` only.
+        if args.topics.is_empty() {
+            cfg.topics.clear();
+        }
+        cfg.span_topics = spans.span_topics.clone();
+        cfg.span_encoding = spans.span_encoding.encoding();
+    }
+    anyhow::ensure!(
+        cfg.span_topics.is_empty() || cfg.topology == Topology::Single,
+        "--span-topic needs `--topology single`: in `partitioned`, stage 1 would have to \
+         assemble traces whose spans are spread over partitions; run one `single` instance \
+         for the span topics"
+    );
     if let Some(g) = &args.group_id {
         cfg.group_id = g.clone();
     }
@@ -211,6 +228,29 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
     alerts.set_metrics(metrics.clone());
     // The API answers from the store while the service fills it.
     let reload = super::serve::reloader(args, &specs, metrics.clone())?;
+    let otel = super::spans::otel_config(args)?;
+    let (intake, requests) = match args.spans.otlp_http {
+        true => {
+            let (intake, requests) =
+                crate::service::spans::SpanIntake::channel(args.spans.otlp_max_body);
+            (Some(intake), Some(requests))
+        }
+        false => (None, None),
+    };
+    let spans = match args.spans.any() {
+        true => Some(crate::service::SpanInput {
+            path: crate::service::spans::SpanPath::new(
+                &otel,
+                super::load_catalog(args.pipeline.models.as_ref())?,
+                crate::service::spans::SPAN_PARTITION,
+                args.spans.emit_sessions.as_deref(),
+                metrics.clone(),
+            )?,
+            requests,
+            grace_ms: super::spans::grace_ms(&otel),
+        }),
+        false => None,
+    };
     let api = super::serve::start_api(
         &args.api,
         &args.data_dir,
@@ -219,6 +259,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
         history,
         readiness.clone(),
         metrics.clone(),
+        intake,
     )?;
     let tables = match tables_pipeline {
         Some(p) => Some(crate::service::tables::GlobalTables::start(
@@ -241,6 +282,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
             reload: Some(reload.clone()),
             metrics,
             readiness: readiness.clone(),
+            spans,
         },
         pipeline,
         store.clone(),
@@ -269,6 +311,16 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
 mod tests {
     use super::*;
 
+    fn no_spans() -> crate::cli::spans::SpanArgs {
+        crate::cli::spans::SpanArgs {
+            otlp_http: false,
+            otlp_max_body: 1,
+            span_topics: Vec::new(),
+            span_encoding: crate::cli::spans::SpanEncoding::OtlpProto,
+            emit_sessions: None,
+        }
+    }
+
     #[test]
     fn the_example_config_parses_and_flags_override_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -286,7 +338,7 @@ mod tests {
             topology: Some(Topology::Single),
             properties: vec![("client.id".into(), "x".into())],
         };
-        let cfg = kafka_config(&args).unwrap().unwrap();
+        let cfg = kafka_config(&args, &no_spans()).unwrap().unwrap();
         assert_eq!(cfg.brokers, "10.0.0.1:9092");
         assert_eq!(cfg.topics, ["agent-sessions"]);
         assert_eq!(cfg.group_id, "other");
@@ -313,6 +365,6 @@ mod tests {
             topology: None,
             properties: Vec::new(),
         };
-        assert!(kafka_config(&args).unwrap().is_none());
+        assert!(kafka_config(&args, &no_spans()).unwrap().is_none());
     }
 }
