@@ -9,7 +9,7 @@ mod query;
 mod replay;
 pub mod serve;
 mod service;
-pub use service::parse_config_file;
+pub use service::{parse_config_file, parse_otel_config};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
