@@ -10,7 +10,7 @@ mod replay;
 pub mod serve;
 mod service;
 pub mod spans;
-pub use service::parse_config_file;
+pub use service::{parse_config_file, parse_otel_config};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -68,12 +68,21 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     kafka: Option<KafkaConfig>,
+    otel: Option<crate::otel::OtelConfig>,
 }
 
 /// Parses the text of a service configuration file (`slawatch.yaml`): its `kafka:` section, if
 /// any. Pure; the fuzz targets feed untrusted bytes through it.
 pub fn parse_config_file(text: &str) -> Result<Option<KafkaConfig>, serde_saphyr::Error> {
     serde_saphyr::from_str::<ConfigFile>(text).map(|file| file.kafka)
+}
+
+/// Parses the `otel:` section of a service configuration file (`slawatch.yaml`), if any, with
+/// the same positioned errors as the rest of the file. Pure.
+pub fn parse_otel_config(
+    text: &str,
+) -> Result<Option<crate::otel::OtelConfig>, serde_saphyr::Error> {
+    serde_saphyr::from_str::<ConfigFile>(text).map(|file| file.otel)
 }
 
 /// The Kafka configuration of a run, or `None` for a file/stdin run.

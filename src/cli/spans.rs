@@ -141,7 +141,14 @@ pub fn span_stream(
 
 /// The `otel:` section of the service configuration (`--config`), or the defaults.
 pub fn otel_config(args: &super::RunArgs) -> Result<OtelConfig> {
-    Ok(OtelConfig::default())
+    let Some(path) = &args.kafka.config else {
+        return Ok(OtelConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let otel = super::parse_otel_config(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(otel.unwrap_or_default())
 }
 
 /// The assembler's grace, ms.
