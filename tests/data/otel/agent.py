@@ -138,7 +138,6 @@ for i, s in enumerate(SESSIONS):
     root.end(end_time=end)
 
     record = {
-        "schema": "agent-session/v1",
         "session_id": trace_id,
         "agent": s["agent"],
         "prompt_version": s["version"],
@@ -149,12 +148,15 @@ for i, s in enumerate(SESSIONS):
         "duration_ms": float((end - start) // MS),
         "status": "error" if s["error"] else "success",
         "turns": len(s["calls"]),
+        # The largest context one model call sent.
+        "context_tokens_max": max(c[0] for c in s["calls"]),
         "usage": {
             "input_tokens": sum(c[0] for c in s["calls"]),
             "output_tokens": sum(c[1] for c in s["calls"]),
         },
-        "tool_calls": tool_calls,
     }
+    if tool_calls:
+        record["tool_calls"] = tool_calls
     if s["error"]:
         record["error_type"] = s["error"]
     expected.append(record)
