@@ -22,7 +22,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::catalog::Catalog;
 use crate::spec;
 
-pub use replay::{ReplayReport, Sink, replay_stream};
+pub use replay::{ReplayReport, Sink, SpanInput, replay_spans, replay_stream};
 
 /// slawatch — SLA, drift and governance monitoring for AI agents in production.
 #[derive(Debug, Parser)]
@@ -133,6 +133,28 @@ pub struct PipelineArgs {
     /// Records larger than this many bytes are rejected.
     #[arg(long, default_value_t = crate::ingest::decode::DEFAULT_MAX_RECORD_BYTES)]
     pub max_record_bytes: usize,
+    /// What the input holds: `records` (session records, JSON Lines), `otlp-json` (one OTLP
+    /// JSON ExportTraceServiceRequest per line, the Collector file exporter's format) or
+    /// `otlp-proto` (protobuf requests, each a u32 big-endian length then the bytes). Spans
+    /// are assembled into sessions as the `otel:` section of the configuration file says
+    /// (docs/otel.md).
+    #[arg(long, value_enum, default_value = "records")]
+    pub input_format: InputFormat,
+    /// With span input: write every assembled session here as a contract-v1 record (JSON Lines),
+    /// to check the mapping.
+    #[arg(long)]
+    pub emit_sessions: Option<PathBuf>,
+}
+
+/// What a file or stdin holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// Session records (contract v1), JSON Lines.
+    Records,
+    /// OTLP JSON `ExportTraceServiceRequest`s, one per line.
+    OtlpJson,
+    /// Length-delimited OTLP protobuf `ExportTraceServiceRequest`s.
+    OtlpProto,
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +175,9 @@ pub struct ReplayArgs {
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub history: serve::HistoryArgs,
+    /// Configuration file (`slawatch.yaml`); a replay reads its `otel:` section.
+    #[arg(long, env = "SLAWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

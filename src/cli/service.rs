@@ -113,12 +113,6 @@ pub fn kafka_config(
         cfg.span_topics = spans.span_topics.clone();
         cfg.span_encoding = spans.span_encoding.encoding();
     }
-    anyhow::ensure!(
-        cfg.span_topics.is_empty() || cfg.topology == Topology::Single,
-        "--span-topic needs `--topology single`: in `partitioned`, stage 1 would have to \
-         assemble traces whose spans are spread over partitions; run one `single` instance \
-         for the span topics"
-    );
     if let Some(g) = &args.group_id {
         cfg.group_id = g.clone();
     }
@@ -138,6 +132,12 @@ pub fn kafka_config(
     for (k, v) in &args.properties {
         cfg.properties.insert(k.clone(), v.clone());
     }
+    anyhow::ensure!(
+        cfg.span_topics.is_empty() || cfg.topology == Topology::Single,
+        "--span-topic needs `--topology single`: in `partitioned`, stage 1 would have to \
+         assemble traces whose spans are spread over partitions; run one `single` instance \
+         for the span topics"
+    );
     Ok(Some(cfg))
 }
 
@@ -252,7 +252,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
                 &otel,
                 super::load_catalog(args.pipeline.models.as_ref())?,
                 crate::service::spans::SPAN_PARTITION,
-                args.spans.emit_sessions.as_deref(),
+                args.pipeline.emit_sessions.as_deref(),
                 metrics.clone(),
             )?,
             requests,
@@ -326,7 +326,6 @@ mod tests {
             otlp_max_body: 1,
             span_topics: Vec::new(),
             span_encoding: crate::cli::spans::SpanEncoding::OtlpProto,
-            emit_sessions: None,
         }
     }
 

@@ -1,7 +1,6 @@
 //! The span inputs of `slawatch run`: the OTLP/HTTP receiver (`--otlp-http`) and Kafka span
 //! topics (`--span-topic`), and the loop of a run whose only input is the receiver.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -37,9 +36,6 @@ pub struct SpanArgs {
     /// Encoding of the span topics' messages (the Collector Kafka exporter's `encoding`).
     #[arg(long, value_enum, default_value_t = SpanEncoding::OtlpProto)]
     pub span_encoding: SpanEncoding,
-    /// Write every session assembled from spans here, as contract-v1 records (one per line).
-    #[arg(long)]
-    pub emit_sessions: Option<PathBuf>,
 }
 
 impl SpanArgs {

@@ -451,6 +451,10 @@ fn kafka_span_topics_find_what_the_records_find() {
         publish_raw(&broker, &topic, &[0x0a, 0xff, 0xff, 0x01]);
         let data = dir.path().join(format!("data-{flag}"));
         let dlq = format!("{topic}.dlq");
+        // Sessions keep the ids of their records (`gen_ai.conversation.id`, which the encoder
+        // writes), so exemplars and PII ids in findings are the same.
+        let config = dir.path().join(format!("slawatch-{flag}.yaml"));
+        std::fs::write(&config, "otel:\n  groupBy: conversation\n").unwrap();
         let report = run_to_end(
             &broker,
             &[
@@ -460,6 +464,8 @@ fn kafka_span_topics_find_what_the_records_find() {
                 encoding,
                 "--dead-letter-topic",
                 &dlq,
+                "--config",
+                config.to_str().unwrap(),
             ],
             &format!("g-{flag}"),
             &data,
