@@ -44,12 +44,7 @@ fn media_type(encoding: Encoding) -> &'static str {
 }
 
 fn answer(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, media_type(encoding))],
-        body,
-    )
-        .into_response()
+    (status, [(header::CONTENT_TYPE, media_type(encoding))], body).into_response()
 }
 
 fn error(status: StatusCode, code: Grpc, encoding: Encoding, message: &str) -> Response {
@@ -86,8 +81,15 @@ pub enum BodyError {
 }
 
 /// The request body, decompressed as `Content-Encoding` says, at most `max` bytes.
-pub fn read_body(content_encoding: Option<&str>, body: &[u8], max: usize) -> Result<Vec<u8>, BodyError> {
-    match content_encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
+pub fn read_body(
+    content_encoding: Option<&str>,
+    body: &[u8],
+    max: usize,
+) -> Result<Vec<u8>, BodyError> {
+    match content_encoding
+        .map(|e| e.trim().to_ascii_lowercase())
+        .as_deref()
+    {
         None | Some("") | Some("identity") => Ok(body.to_vec()),
         Some("gzip") | Some("x-gzip") => {
             let mut out = Vec::new();
@@ -207,7 +209,12 @@ fn rejected(intake: &SpanIntake, encoding: Encoding, reason: SpanReject, raw: Ve
     let message = format!("{} ({})", reason, reason.code());
     match intake.offer(Batch::Rejected { reason, raw }) {
         // Counted and dead-lettered by the loop; no need to wait for it.
-        Ok(_) => error(StatusCode::BAD_REQUEST, Grpc::InvalidArgument, encoding, &message),
+        Ok(_) => error(
+            StatusCode::BAD_REQUEST,
+            Grpc::InvalidArgument,
+            encoding,
+            &message,
+        ),
         Err(refused) => unavailable(refused, encoding),
     }
 }

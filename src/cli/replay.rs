@@ -592,9 +592,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                     &mut sink,
                     input,
                 )?,
-                None => {
-                    replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?
-                }
+                None => replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?,
             }
         }
     };

@@ -165,7 +165,8 @@ pub fn start_api(
         None => match crate::api::serve(DEFAULT_LISTEN.parse().expect("a valid address"), state) {
             Ok(s) => s,
             Err(e) if takes_spans => {
-                return Err(e).context("--otlp-http needs the API listener (choose one with --listen)");
+                return Err(e)
+                    .context("--otlp-http needs the API listener (choose one with --listen)");
             }
             Err(e) => {
                 eprintln!("warning: {e}; running without the API (choose another with --listen)");

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::replay::{ReplayReport, Sink, deliver};
-use crate::ingest::{DeadLetters, Position, RawRecord};
 use crate::ingest::decode::RejectReason;
+use crate::ingest::{DeadLetters, Position, RawRecord};
 use crate::otel::{Encoding, OtelConfig};
 use crate::pipeline::Pipeline;
 use crate::service::spans::{Request, SpanOutputs, SpanPath, now_ms, take_request};
@@ -31,7 +31,11 @@ pub struct SpanArgs {
     pub otlp_max_body: usize,
     /// Kafka topic(s) of OpenTelemetry spans, one `ExportTraceServiceRequest` per message (the
     /// OpenTelemetry Collector's Kafka exporter). `single` topology only.
-    #[arg(long = "span-topic", env = "SLAWATCH_SPAN_TOPICS", value_delimiter = ',')]
+    #[arg(
+        long = "span-topic",
+        env = "SLAWATCH_SPAN_TOPICS",
+        value_delimiter = ','
+    )]
     pub span_topics: Vec<String>,
     /// Encoding of the span topics' messages (the Collector Kafka exporter's `encoding`).
     #[arg(long, value_enum, default_value_t = SpanEncoding::OtlpProto)]
@@ -142,8 +146,8 @@ pub fn otel_config(args: &super::RunArgs) -> Result<OtelConfig> {
     };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let otel = super::parse_otel_config(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let otel =
+        super::parse_otel_config(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(otel.unwrap_or_default())
 }
 

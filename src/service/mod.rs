@@ -174,7 +174,11 @@ struct KafkaSpanOutputs<'a> {
 }
 
 impl spans::SpanOutputs for KafkaSpanOutputs<'_> {
-    fn dead_letter(&mut self, reason: &crate::ingest::decode::RejectReason, raw: &[u8]) -> Result<()> {
+    fn dead_letter(
+        &mut self,
+        reason: &crate::ingest::decode::RejectReason,
+        raw: &[u8],
+    ) -> Result<()> {
         let record = crate::ingest::RawRecord {
             bytes: raw.to_vec(),
             position: self.position.clone(),
@@ -250,9 +254,13 @@ impl State {
         let (pipeline, found) = (&mut self.pipeline, &mut self.found);
         match crate::otel::decode_request(&original.bytes, self.span_encoding) {
             Ok(spans) => path.push(spans, pipeline, found, &mut outputs)?,
-            Err(reason) => {
-                path.reject(reason, original.bytes.clone(), pipeline, found, &mut outputs)?
-            }
+            Err(reason) => path.reject(
+                reason,
+                original.bytes.clone(),
+                pipeline,
+                found,
+                &mut outputs,
+            )?,
         };
         Ok(())
     }
@@ -272,7 +280,13 @@ impl State {
             key: None,
             report: &mut self.report,
         };
-        spans::take_request(request, path, &mut self.pipeline, &mut self.found, &mut outputs)?;
+        spans::take_request(
+            request,
+            path,
+            &mut self.pipeline,
+            &mut self.found,
+            &mut outputs,
+        )?;
         self.since_checkpoint += 1;
         self.emit()
     }

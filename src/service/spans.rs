@@ -247,7 +247,8 @@ impl SpanPath {
             w.write_all(b"\n")?;
         }
         self.metrics.record_consumed();
-        let outcome = (self.metrics).evaluate(pipeline, |p| p.accept(session, self.partition, found));
+        let outcome =
+            (self.metrics).evaluate(pipeline, |p| p.accept(session, self.partition, found));
         self.metrics.record_outcome(&outcome);
         if let Outcome::Rejected {
             reason,

@@ -254,7 +254,10 @@ fn broken_requests_are_refused_and_dead_lettered_and_the_stream_goes_on() {
     let (status, head, body) = post(&run.addr, "/v1/traces", &proto, &good);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(head.contains("content-type: application/x-protobuf"));
-    assert!(body.is_empty(), "full success: an empty ExportTraceServiceResponse");
+    assert!(
+        body.is_empty(),
+        "full success: an empty ExportTraceServiceResponse"
+    );
 
     // Field 1 (resource_spans) claims 100 bytes and there are 3.
     let broken = [0x0a, 0x64, 0x01, 0x02, 0x03];
@@ -274,7 +277,12 @@ fn broken_requests_are_refused_and_dead_lettered_and_the_stream_goes_on() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["code"], 3);
 
-    let (status, _, _) = post(&run.addr, "/v1/traces", &[("Content-Type", "text/plain")], b"x");
+    let (status, _, _) = post(
+        &run.addr,
+        "/v1/traces",
+        &[("Content-Type", "text/plain")],
+        b"x",
+    );
     assert_eq!(status, 415);
     let (status, _, _) = post(&run.addr, "/v1/traces", &proto, &vec![0u8; 200_001]);
     assert_eq!(status, 413);
@@ -318,8 +326,10 @@ fn broken_requests_are_refused_and_dead_lettered_and_the_stream_goes_on() {
     assert!(dead[0]["raw_base64"].is_string() || dead[0]["raw"].is_string());
     // Every simulated session came through, once.
     let got = lines(&emitted);
-    let distinct: std::collections::BTreeSet<&str> =
-        got.iter().map(|r| r["session_id"].as_str().unwrap()).collect();
+    let distinct: std::collections::BTreeSet<&str> = got
+        .iter()
+        .map(|r| r["session_id"].as_str().unwrap())
+        .collect();
     assert_eq!((got.len(), distinct.len()), (50, 50));
     let agents: std::collections::BTreeSet<&str> =
         got.iter().map(|r| r["agent"].as_str().unwrap()).collect();
@@ -397,7 +407,12 @@ fn run_to_end(broker: &Tansu, input: &[&str], group: &str, data: &Path) -> Strin
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let mut out = String::new();
-            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             assert!(status.success(), "run {input:?} failed:\n{log}");
             return out;
@@ -437,14 +452,7 @@ fn kafka_span_topics_find_what_the_records_find() {
         let topic = format!("spans-{flag}");
         broker.create_topic(&topic, 2);
         let mut a: Vec<&str> = SIM.to_vec();
-        a.extend([
-            "--otel",
-            flag,
-            "--brokers",
-            &bootstrap,
-            "--topic",
-            &topic,
-        ]);
+        a.extend(["--otel", flag, "--brokers", &bootstrap, "--topic", &topic]);
         slawatch(&a);
         // A message that is not an ExportTraceServiceRequest, in the middle of the topic's
         // partitions.
@@ -476,7 +484,11 @@ fn kafka_span_topics_find_what_the_records_find() {
         assert_eq!(spans, records, "{encoding}");
         let dead = lines(&data.join("dead-letters.jsonl"));
         let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-        let want = if flag == "proto" { "bad_protobuf" } else { "bad_json" };
+        let want = if flag == "proto" {
+            "bad_protobuf"
+        } else {
+            "bad_json"
+        };
         assert_eq!(reasons, [want], "{encoding}");
     }
 }
