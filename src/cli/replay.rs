@@ -577,8 +577,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 &mut dead,
                 &mut sink,
                 &stop,
-                SPANS_IDLE,
-                super::spans::grace_ms(&otel),
+                (SPANS_IDLE, super::spans::grace_ms(&otel)),
             )?
         }
         None => {

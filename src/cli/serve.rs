@@ -130,6 +130,7 @@ impl Drop for RunningApi {
 }
 
 /// Starts the API unless disabled; writes its address to `<data-dir>/api.json`.
+#[allow(clippy::too_many_arguments)] // each is one shared handle of the run; a struct would only rename them
 pub fn start_api(
     args: &ApiArgs,
     data_dir: &Path,

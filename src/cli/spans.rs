@@ -83,7 +83,7 @@ impl SpanOutputs for DeadLetters {
     }
 }
 
-/// Drives the pipeline from the OTLP/HTTP receiver until `stop` (SIGTERM/SIGINT): spans are
+/// Drives the pipeline from the OTLP/HTTP receiver (`(idle, grace_ms)`: the idle advance) until `stop` (SIGTERM/SIGINT): spans are
 /// assembled into sessions as they come; when none has come for `idle`, the assembler's
 /// watermark follows the wall clock (nothing older is coming); at the end every trace with a
 /// root becomes a session and the open windows are evaluated, as at the end of a file.
@@ -94,8 +94,7 @@ pub fn span_stream(
     dead: &mut DeadLetters,
     sink: &mut dyn Sink,
     stop: &AtomicBool,
-    idle: Duration,
-    grace_ms: i64,
+    (idle, grace_ms): (Duration, i64),
 ) -> Result<ReplayReport> {
     let started = Instant::now();
     let metrics = sink.metrics().unwrap_or_default();
