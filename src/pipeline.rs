@@ -260,6 +260,18 @@ impl Pipeline {
         }
     }
 
+    /// Counts one input unit the shell decoded itself (an OTLP request of the span path): it
+    /// is a record of the stream, whatever sessions or rejects it turns into.
+    pub fn count_input(&mut self, bytes: usize) {
+        self.stats.records += 1;
+        self.stats.bytes += bytes as u64;
+    }
+
+    /// Counts a reject the shell found before the pipeline (span rejects, by their code).
+    pub fn count_reject(&mut self, code: &str) {
+        *self.stats.rejected.entry(code.to_owned()).or_default() += 1;
+    }
+
     /// Rejects records more than `max_future_skew_ms` ahead of `clock` (the shell's wall
     /// clock; the core never reads one). Without it (replays) event times are not bounded.
     pub fn with_wall_clock(mut self, clock: Arc<dyn crate::alerts::deliver::Clock>) -> Pipeline {
@@ -337,6 +349,16 @@ impl Pipeline {
                 policy == LatePolicy::DeadLetter,
             ),
         }
+    }
+
+    /// Spans that did not become a session: counted by reason like a rejected record (the
+    /// caller dead-letters them).
+    pub fn reject_spans(&mut self, reason: &crate::otel::SpanReject) -> Outcome {
+        let reason = RejectReason::Span {
+            code: reason.code(),
+            detail: reason.to_string(),
+        };
+        self.reject(reason, true)
     }
 
     fn reject(&mut self, reason: RejectReason, dead_letter: bool) -> Outcome {

@@ -7,6 +7,7 @@
 //!   `slawatch query`, so both give the same numbers).
 //! - [`page`]: the server-rendered status page (maud, inline SVG, no external fetches).
 //! - [`openapi`]: the OpenAPI document served at `/v1/openapi.json`.
+//! - [`otlp`]: `POST /v1/traces`, the OTLP/HTTP span receiver of `run --otlp-http`.
 //!
 //! - [`tls`]: HTTPS on the listener (rustls), the certificate re-read on `SIGHUP`.
 //!
@@ -16,6 +17,7 @@
 
 pub mod limit;
 pub mod openapi;
+pub mod otlp;
 pub mod page;
 pub mod questions;
 pub mod tls;
@@ -59,6 +61,8 @@ pub struct ApiState {
     pub reload: Option<Arc<Reloader>>,
     /// Requests per second per client address (health checks are not limited).
     pub rate_limit: limit::RateLimit,
+    /// `POST /v1/traces` (OTLP/HTTP), when the run takes spans (`--otlp-http`).
+    pub spans: Option<Arc<crate::service::spans::SpanIntake>>,
 }
 
 impl ApiState {
@@ -107,8 +111,13 @@ impl IntoResponse for Problem {
 
 /// The routes, on shared state.
 pub fn router(state: Arc<ApiState>) -> Router {
+    let max_span_body = state.spans.as_ref().map_or(0, |s| s.max_body);
     Router::new()
         .route("/", get(status_page))
+        .route(
+            "/v1/traces",
+            post(otlp::traces).layer(axum::extract::DefaultBodyLimit::max(max_span_body)),
+        )
         .route("/v1/openapi.json", get(openapi_doc))
         .route("/v1/findings", get(findings))
         .route("/v1/{question}", get(question))

@@ -9,7 +9,8 @@ mod query;
 mod replay;
 pub mod serve;
 mod service;
-pub use service::parse_config_file;
+pub mod spans;
+pub use service::{parse_config_file, parse_otel_config};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::catalog::Catalog;
 use crate::spec;
 
-pub use replay::{ReplayReport, Sink, replay_stream};
+pub use replay::{ReplayReport, Sink, SpanInput, replay_spans, replay_stream};
 
 /// slawatch — SLA, drift and governance monitoring for AI agents in production.
 #[derive(Debug, Parser)]
@@ -132,6 +133,28 @@ pub struct PipelineArgs {
     /// Records larger than this many bytes are rejected.
     #[arg(long, default_value_t = crate::ingest::decode::DEFAULT_MAX_RECORD_BYTES)]
     pub max_record_bytes: usize,
+    /// What the input holds: `records` (session records, JSON Lines), `otlp-json` (one OTLP
+    /// JSON ExportTraceServiceRequest per line, the Collector file exporter's format) or
+    /// `otlp-proto` (protobuf requests, each a u32 big-endian length then the bytes). Spans
+    /// are assembled into sessions as the `otel:` section of the configuration file says
+    /// (docs/otel.md).
+    #[arg(long, value_enum, default_value = "records")]
+    pub input_format: InputFormat,
+    /// With span input: write every assembled session here as a contract-v1 record (JSON Lines),
+    /// to check the mapping.
+    #[arg(long)]
+    pub emit_sessions: Option<PathBuf>,
+}
+
+/// What a file or stdin holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// Session records (contract v1), JSON Lines.
+    Records,
+    /// OTLP JSON `ExportTraceServiceRequest`s, one per line.
+    OtlpJson,
+    /// Length-delimited OTLP protobuf `ExportTraceServiceRequest`s.
+    OtlpProto,
 }
 
 #[derive(Debug, Args)]
@@ -152,13 +175,17 @@ pub struct ReplayArgs {
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub history: serve::HistoryArgs,
+    /// Configuration file (`slawatch.yaml`); a replay reads its `otel:` section.
+    #[arg(long, env = "SLAWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// JSON Lines file of session records, or `-` for stdin.
-    #[arg(long, default_value = "-")]
-    pub input: PathBuf,
+    /// JSON Lines file of session records, or `-` for stdin (the default unless the run takes
+    /// spans: `--otlp-http` alone has the receiver as its only input).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
     /// State directory: sled store, outbox, dead letters.
     #[arg(long, default_value = "slawatch-data")]
     pub data_dir: PathBuf,
@@ -176,6 +203,8 @@ pub struct RunArgs {
     pub smtp: alerts::SmtpArgs,
     #[command(flatten)]
     pub kafka: service::KafkaArgs,
+    #[command(flatten)]
+    pub spans: spans::SpanArgs,
     #[command(flatten)]
     pub api: serve::ApiArgs,
     #[command(flatten)]
@@ -199,7 +228,7 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => validate(&a),
         Command::Explain(a) => explain(&a),
         Command::Replay(a) => replay::replay(&a),
-        Command::Run(a) => match service::kafka_config(&a.kafka) {
+        Command::Run(a) => match service::kafka_config(&a.kafka, &a.spans) {
             Ok(Some(kafka)) => service::run_kafka(&a, kafka),
             Ok(None) => replay::run(&a),
             Err(e) => Err(e),

@@ -14,13 +14,14 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::serve::{HistoryWriter, run_origin, start_api};
-use super::{PipelineArgs, ReplayArgs, RunArgs, load_catalog, load_specs};
+use super::{InputFormat, PipelineArgs, ReplayArgs, RunArgs, load_catalog, load_specs};
 use crate::alerts::{AlertService, MailSettings, Policy};
 use crate::evaluate::ObjectiveStats;
 use crate::finding::{Clear, Finding, LastSession};
 use crate::health::Readiness;
-use crate::ingest::{DeadLetters, IngestStats, LinesSource, Source};
+use crate::ingest::{DeadLetters, FramedSource, IngestStats, LinesSource, Source};
 use crate::metrics::Metrics;
+use crate::otel::{self, Assembled, Assembler, Encoding};
 use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
 use crate::present::fmt_value;
 use crate::service::reload::Reloader;
@@ -31,6 +32,10 @@ use crate::store::Store;
 /// each move rewrites the hour and day buckets it touches (a replay covers hours of event time
 /// per second, so moving less often writes far less).
 const HISTORY_FLUSH: Duration = Duration::from_secs(10);
+
+/// A receiver-only run: when no span has come for this long, the assembler's watermark
+/// follows the wall clock (minus the grace).
+const SPANS_IDLE: Duration = Duration::from_secs(5);
 
 /// What a replay did.
 #[derive(Debug, Clone)]
@@ -92,23 +97,79 @@ pub fn replay_stream(
     progress: Option<&ProgressBar>,
     sink: &mut dyn Sink,
 ) -> Result<ReplayReport> {
+    drive(source, pipeline, dead_letters, progress, sink, None)
+}
+
+/// The span path of a replay: each record of the source is one OTLP `ExportTraceServiceRequest`
+/// in `encoding`; its spans go through `assembler`, whose sessions go to the pipeline.
+pub struct SpanInput {
+    pub encoding: Encoding,
+    pub assembler: Assembler,
+    /// Where every assembled session is written as a contract-v1 record, if anywhere.
+    pub emit_sessions: Option<Box<dyn Write>>,
+}
+
+/// [`replay_stream`] over OTLP span requests instead of session records.
+pub fn replay_spans(
+    source: &mut dyn Source,
+    pipeline: &mut Pipeline,
+    dead_letters: &mut DeadLetters,
+    progress: Option<&ProgressBar>,
+    sink: &mut dyn Sink,
+    spans: &mut SpanInput,
+) -> Result<ReplayReport> {
+    drive(source, pipeline, dead_letters, progress, sink, Some(spans))
+}
+
+fn drive(
+    source: &mut dyn Source,
+    pipeline: &mut Pipeline,
+    dead_letters: &mut DeadLetters,
+    progress: Option<&ProgressBar>,
+    sink: &mut dyn Sink,
+    mut spans: Option<&mut SpanInput>,
+) -> Result<ReplayReport> {
     let started = Instant::now();
     let mut found = Vec::new();
+    let mut assembled = Vec::new();
     let mut findings = 0u64;
     let metrics = sink.metrics().unwrap_or_default();
     while let Some(record) = source.next_record().context("reading the input")? {
         sink.before_record(pipeline);
         metrics.record_consumed();
-        let outcome = metrics.evaluate(pipeline, |p| p.process(&record, &mut found));
-        metrics.record_outcome(&outcome);
-        if let Outcome::Rejected {
-            reason,
-            dead_letter: true,
-        } = outcome
-        {
-            dead_letters
-                .write(&record, &reason)
-                .context("writing a dead letter")?;
+        match spans.as_deref_mut() {
+            None => {
+                let outcome = metrics.evaluate(pipeline, |p| p.process(&record, &mut found));
+                metrics.record_outcome(&outcome);
+                if let Outcome::Rejected {
+                    reason,
+                    dead_letter: true,
+                } = outcome
+                {
+                    dead_letters
+                        .write(&record, &reason)
+                        .context("writing a dead letter")?;
+                }
+            }
+            Some(input) => {
+                pipeline.count_input(record.bytes.len());
+                match otel::decode_request(&record.bytes, input.encoding) {
+                    Ok(decoded) => input.assembler.push(decoded, &mut assembled),
+                    Err(reason) => assembled.push(Assembled::Rejected {
+                        reason,
+                        raw: record.bytes.clone(),
+                    }),
+                }
+                accept_assembled(
+                    &mut assembled,
+                    &record.position,
+                    input,
+                    pipeline,
+                    dead_letters,
+                    &metrics,
+                    &mut found,
+                )?;
+            }
         }
         // Windows that close clean produce clears but no finding: hand them over at once so
         // incidents resolve on time.
@@ -121,10 +182,36 @@ pub fn replay_stream(
             sink.tick(pipeline)?;
         }
     }
+    if let Some(input) = spans {
+        // End of input: traces with a root complete, the rest are dead-lettered.
+        input.assembler.finish(&mut assembled);
+        let end = crate::ingest::Position::Line {
+            source: "<end of input>".into(),
+            line: 0,
+        };
+        accept_assembled(
+            &mut assembled,
+            &end,
+            input,
+            pipeline,
+            dead_letters,
+            &metrics,
+            &mut found,
+        )?;
+        findings += deliver(&mut found, pipeline, sink, &metrics)?;
+        if let Some(w) = &mut input.emit_sessions {
+            w.flush().context("writing --emit-sessions")?;
+        }
+    }
     metrics.evaluate(pipeline, |p| p.finish(&mut found));
     metrics.set_watermark(pipeline.stream_time());
     findings += deliver(&mut found, pipeline, sink, &metrics)?;
     dead_letters.flush().context("writing dead letters")?;
+    Ok(report(pipeline, findings, started))
+}
+
+/// The report of a run that has ended.
+pub(super) fn report(pipeline: &Pipeline, findings: u64, started: Instant) -> ReplayReport {
     let objectives = pipeline
         .runtimes()
         .iter()
@@ -137,17 +224,65 @@ pub fn replay_stream(
                 .collect::<Vec<_>>()
         })
         .collect();
-    Ok(ReplayReport {
+    ReplayReport {
         ingest: pipeline.stats().clone(),
         objectives,
         findings,
         elapsed_s: started.elapsed().as_secs_f64(),
-    })
+    }
+}
+
+/// Hands what the assembler produced to the pipeline: sessions through `accept` (and to
+/// `--emit-sessions`), span rejects counted and dead-lettered as OTLP JSON at the position of
+/// the request that completed them.
+fn accept_assembled(
+    assembled: &mut Vec<Assembled>,
+    position: &crate::ingest::Position,
+    input: &mut SpanInput,
+    pipeline: &mut Pipeline,
+    dead_letters: &mut DeadLetters,
+    metrics: &Metrics,
+    found: &mut Vec<Finding>,
+) -> Result<()> {
+    for a in assembled.drain(..) {
+        match a {
+            Assembled::Session(session) => {
+                if let Some(w) = &mut input.emit_sessions {
+                    w.write_all(&otel::session_record_json(&session))?;
+                    w.write_all(b"\n")?;
+                }
+                let outcome = metrics.evaluate(pipeline, |p| p.accept(&session, 0, found));
+                metrics.record_outcome(&outcome);
+                if let Outcome::Rejected {
+                    reason,
+                    dead_letter: true,
+                } = outcome
+                {
+                    dead_letters
+                        .write_reason(
+                            position,
+                            reason.code(),
+                            reason.to_string(),
+                            &otel::session_record_json(&session),
+                        )
+                        .context("writing a dead letter")?;
+                }
+            }
+            Assembled::Rejected { reason, raw } => {
+                pipeline.count_reject(reason.code());
+                metrics.record_span_rejected(reason.code());
+                dead_letters
+                    .write_reason(position, reason.code(), reason.to_string(), &raw)
+                    .context("writing a dead letter")?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Hands a batch of findings, then the clears of the same windows, to the sink; returns how
 /// many findings there were.
-fn deliver(
+pub(super) fn deliver(
     found: &mut Vec<Finding>,
     pipeline: &mut Pipeline,
     sink: &mut dyn Sink,
@@ -174,14 +309,58 @@ fn deliver(
     Ok(n)
 }
 
-fn open_source(input: &Path) -> Result<Box<dyn Source>> {
-    if input == Path::new("-") {
-        Ok(Box::new(LinesSource::stdin()))
-    } else {
-        Ok(Box::new(
-            LinesSource::open(input).with_context(|| format!("opening {}", input.display()))?,
-        ))
-    }
+fn open_source(input: &Path, args: &PipelineArgs) -> Result<Box<dyn Source>> {
+    let stdin = input == Path::new("-");
+    let open_err = || format!("opening {}", input.display());
+    Ok(match (args.input_format, stdin) {
+        (InputFormat::OtlpProto, true) => Box::new(FramedSource::new(
+            std::io::stdin(),
+            "<stdin>".into(),
+            args.max_record_bytes,
+        )),
+        (InputFormat::OtlpProto, false) => {
+            Box::new(FramedSource::open(input, args.max_record_bytes).with_context(open_err)?)
+        }
+        (_, true) => Box::new(LinesSource::stdin()),
+        (_, false) => Box::new(LinesSource::open(input).with_context(open_err)?),
+    })
+}
+
+/// The span path's input, when `--input-format` names an OTLP encoding: the `otel:` section of
+/// the configuration file (defaults without one) and `--emit-sessions`.
+fn span_input(args: &PipelineArgs, config: Option<&Path>) -> Result<Option<SpanInput>> {
+    let encoding = match args.input_format {
+        InputFormat::Records => {
+            if args.emit_sessions.is_some() {
+                anyhow::bail!("--emit-sessions needs --input-format otlp-json or otlp-proto");
+            }
+            return Ok(None);
+        }
+        InputFormat::OtlpJson => Encoding::Json,
+        InputFormat::OtlpProto => Encoding::Protobuf,
+    };
+    let otel_config = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            super::parse_otel_config(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                .unwrap_or_default()
+        }
+        None => otel::OtelConfig::default(),
+    };
+    let catalog = load_catalog(args.models.as_ref())?;
+    let emit_sessions: Option<Box<dyn Write>> = match &args.emit_sessions {
+        Some(p) => Some(Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        ))),
+        None => None,
+    };
+    Ok(Some(SpanInput {
+        encoding,
+        assembler: Assembler::new(&otel_config).with_catalog(catalog),
+        emit_sessions,
+    }))
 }
 
 fn build_pipeline(args: &PipelineArgs) -> Result<Pipeline> {
@@ -214,7 +393,8 @@ fn progress_bar(input: &Path, hidden: bool) -> Option<ProgressBar> {
 
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut pipeline = build_pipeline(&args.pipeline)?;
-    let mut source = open_source(&args.input)?;
+    let mut source = open_source(&args.input, &args.pipeline)?;
+    let mut spans = span_input(&args.pipeline, args.config.as_deref())?;
     let mut dead = match &args.pipeline.dead_letters {
         Some(p) => DeadLetters::to_file(p).with_context(|| format!("opening {}", p.display()))?,
         None => DeadLetters::discard(),
@@ -238,13 +418,23 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     }
     let bar = progress_bar(&args.input, args.no_progress);
     let mut sink = ReplaySink { out, keep };
-    let report = replay_stream(
-        source.as_mut(),
-        &mut pipeline,
-        &mut dead,
-        bar.as_ref(),
-        &mut sink,
-    )?;
+    let report = match &mut spans {
+        Some(input) => replay_spans(
+            source.as_mut(),
+            &mut pipeline,
+            &mut dead,
+            bar.as_ref(),
+            &mut sink,
+            input,
+        )?,
+        None => replay_stream(
+            source.as_mut(),
+            &mut pipeline,
+            &mut dead,
+            bar.as_ref(),
+            &mut sink,
+        )?,
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -309,6 +499,23 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     metrics.record_initial_config();
     let reload = super::serve::reloader(args, &specs, metrics.clone())?;
+    // `--otlp-http` without `--input`: the receiver is the only input.
+    anyhow::ensure!(
+        !(args.spans.otlp_http && args.input.is_some()),
+        "--otlp-http takes spans as the run's only input, or beside Kafka topics; \
+         drop --input (or replay the file separately)"
+    );
+    anyhow::ensure!(
+        args.spans.span_topics.is_empty(),
+        "--span-topic needs Kafka brokers (--brokers or the config file)"
+    );
+    let (intake, requests) = match args.spans.otlp_http {
+        true => {
+            let (i, r) = crate::service::spans::SpanIntake::channel(args.spans.otlp_max_body);
+            (Some(i), Some(r))
+        }
+        false => (None, None),
+    };
     let api = start_api(
         &args.api,
         &args.data_dir,
@@ -317,6 +524,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         args.history.config()?,
         readiness.clone(),
         metrics.clone(),
+        intake,
     )?;
     let outbox_dir = args.data_dir.join("outbox");
     let mut alerts = open_alerts(args, &store, &specs)?;
@@ -328,7 +536,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| args.data_dir.join("dead-letters.jsonl"));
     let mut dead = DeadLetters::to_file(&dead_path)
         .with_context(|| format!("opening {}", dead_path.display()))?;
-    let mut source = open_source(&args.input)?;
+    let input = args.input.clone().unwrap_or_else(|| "-".into());
+    // A file or stdin of spans (`--input-format`); the receiver's spans take their own loop.
+    let mut spans = match requests {
+        Some(_) => None,
+        None => span_input(&args.pipeline, args.kafka.config.as_deref())?,
+    };
     // Baselines survive restarts: comparisons continue where the last run left off.
     pipeline.restore_baselines(&store.baselines()?);
     let mut sink = RunSink {
@@ -342,7 +555,46 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     // State restored, reading begins: the answers grow from here.
     readiness.set_ready();
-    let report = replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let report = match requests {
+        Some(requests) => {
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, stop.clone())
+                    .context("installing signal handlers")?;
+            }
+            let otel = super::spans::otel_config(args)?;
+            let mut path = crate::service::spans::SpanPath::new(
+                &otel,
+                super::load_catalog(args.pipeline.models.as_ref())?,
+                0,
+                args.pipeline.emit_sessions.as_deref(),
+                sink.metrics.clone(),
+            )?;
+            super::spans::span_stream(
+                &requests,
+                &mut path,
+                &mut pipeline,
+                &mut dead,
+                &mut sink,
+                &stop,
+                (SPANS_IDLE, super::spans::grace_ms(&otel)),
+            )?
+        }
+        None => {
+            let mut source = open_source(&input, &args.pipeline)?;
+            match &mut spans {
+                Some(input) => replay_spans(
+                    source.as_mut(),
+                    &mut pipeline,
+                    &mut dead,
+                    None,
+                    &mut sink,
+                    input,
+                )?,
+                None => replay_stream(source.as_mut(), &mut pipeline, &mut dead, None, &mut sink)?,
+            }
+        }
+    };
     reload.finish();
     sink.history.flush(&mut pipeline)?;
     let new_findings = sink.new_findings;
@@ -365,8 +617,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         mailed,
         outbox_dir.display()
     );
-    if args.api.serve && api.addr().is_some() {
-        let stop = Arc::new(AtomicBool::new(false));
+    if args.api.serve && api.addr().is_some() && !args.spans.otlp_http {
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
         }

@@ -159,6 +159,7 @@ impl Drop for RunningApi {
 }
 
 /// Starts the API unless disabled; writes its address to `<data-dir>/api.json`.
+#[allow(clippy::too_many_arguments)] // each is one shared handle of the run; a struct would only rename them
 pub fn start_api(
     args: &ApiArgs,
     data_dir: &Path,
@@ -167,9 +168,14 @@ pub fn start_api(
     history: HistoryConfig,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
+    spans: Option<Arc<crate::service::spans::SpanIntake>>,
 ) -> Result<RunningApi> {
     let file = api_file(data_dir);
     if args.no_api {
+        anyhow::ensure!(
+            spans.is_none(),
+            "--otlp-http serves on the API listener: drop --no-api"
+        );
         return Ok(RunningApi { server: None, file });
     }
     // A bad certificate or key stops the run, even where a taken default port would not.
@@ -182,6 +188,7 @@ pub fn start_api(
             .transpose()
             .context("resolving the TLS certificate file's path")?,
     };
+    let takes_spans = spans.is_some();
     let state = Arc::new(ApiState {
         store,
         specs: reload.specs(),
@@ -191,12 +198,17 @@ pub fn start_api(
         readiness,
         metrics,
         token: api_token(args.api_token_file.as_deref())?,
+        spans,
     });
     let server = match args.listen {
         Some(addr) => crate::api::serve(addr, state, tls)?,
         None => {
             match crate::api::serve(DEFAULT_LISTEN.parse().expect("a valid address"), state, tls) {
                 Ok(s) => s,
+                Err(e) if takes_spans => {
+                    return Err(e)
+                        .context("--otlp-http needs the API listener (choose one with --listen)");
+                }
                 Err(e) => {
                     eprintln!(
                         "warning: {e}; running without the API (choose another with --listen)"

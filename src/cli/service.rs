@@ -68,6 +68,7 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     kafka: Option<KafkaConfig>,
+    otel: Option<crate::otel::OtelConfig>,
 }
 
 /// Parses the text of a service configuration file (`slawatch.yaml`): its `kafka:` section, if
@@ -76,8 +77,19 @@ pub fn parse_config_file(text: &str) -> Result<Option<KafkaConfig>, serde_saphyr
     serde_saphyr::from_str::<ConfigFile>(text).map(|file| file.kafka)
 }
 
+/// Parses the `otel:` section of a service configuration file (`slawatch.yaml`), if any, with
+/// the same positioned errors as the rest of the file. Pure.
+pub fn parse_otel_config(
+    text: &str,
+) -> Result<Option<crate::otel::OtelConfig>, serde_saphyr::Error> {
+    serde_saphyr::from_str::<ConfigFile>(text).map(|file| file.otel)
+}
+
 /// The Kafka configuration of a run, or `None` for a file/stdin run.
-pub fn kafka_config(args: &KafkaArgs) -> Result<Option<KafkaConfig>> {
+pub fn kafka_config(
+    args: &KafkaArgs,
+    spans: &super::spans::SpanArgs,
+) -> Result<Option<KafkaConfig>> {
     let mut cfg = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -92,6 +104,14 @@ pub fn kafka_config(args: &KafkaArgs) -> Result<Option<KafkaConfig>> {
     let Some(mut cfg) = cfg else { return Ok(None) };
     if !args.topics.is_empty() {
         cfg.topics = args.topics.clone();
+    }
+    if !spans.span_topics.is_empty() {
+        // With span topics, record topics come from `--topic` only.
+        if args.topics.is_empty() {
+            cfg.topics.clear();
+        }
+        cfg.span_topics = spans.span_topics.clone();
+        cfg.span_encoding = spans.span_encoding.encoding();
     }
     if let Some(g) = &args.group_id {
         cfg.group_id = g.clone();
@@ -112,6 +132,12 @@ pub fn kafka_config(args: &KafkaArgs) -> Result<Option<KafkaConfig>> {
     for (k, v) in &args.properties {
         cfg.properties.insert(k.clone(), v.clone());
     }
+    anyhow::ensure!(
+        cfg.span_topics.is_empty() || cfg.topology == Topology::Single,
+        "--span-topic needs `--topology single`: in `partitioned`, stage 1 would have to \
+         assemble traces whose spans are spread over partitions; run one `single` instance \
+         for the span topics"
+    );
     Ok(Some(cfg))
 }
 
@@ -211,6 +237,29 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
     alerts.set_metrics(metrics.clone());
     // The API answers from the store while the service fills it.
     let reload = super::serve::reloader(args, &specs, metrics.clone())?;
+    let otel = super::spans::otel_config(args)?;
+    let (intake, requests) = match args.spans.otlp_http {
+        true => {
+            let (intake, requests) =
+                crate::service::spans::SpanIntake::channel(args.spans.otlp_max_body);
+            (Some(intake), Some(requests))
+        }
+        false => (None, None),
+    };
+    let spans = match args.spans.any() {
+        true => Some(crate::service::SpanInput {
+            path: crate::service::spans::SpanPath::new(
+                &otel,
+                super::load_catalog(args.pipeline.models.as_ref())?,
+                crate::service::spans::SPAN_PARTITION,
+                args.pipeline.emit_sessions.as_deref(),
+                metrics.clone(),
+            )?,
+            requests,
+            grace_ms: super::spans::grace_ms(&otel),
+        }),
+        false => None,
+    };
     let api = super::serve::start_api(
         &args.api,
         &args.data_dir,
@@ -219,6 +268,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
         history,
         readiness.clone(),
         metrics.clone(),
+        intake,
     )?;
     let tables = match tables_pipeline {
         Some(p) => Some(crate::service::tables::GlobalTables::start(
@@ -241,6 +291,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
             reload: Some(reload.clone()),
             metrics,
             readiness: readiness.clone(),
+            spans,
         },
         pipeline,
         store.clone(),
@@ -269,6 +320,15 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
 mod tests {
     use super::*;
 
+    fn no_spans() -> crate::cli::spans::SpanArgs {
+        crate::cli::spans::SpanArgs {
+            otlp_http: false,
+            otlp_max_body: 1,
+            span_topics: Vec::new(),
+            span_encoding: crate::cli::spans::SpanEncoding::OtlpProto,
+        }
+    }
+
     #[test]
     fn the_example_config_parses_and_flags_override_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -286,7 +346,7 @@ mod tests {
             topology: Some(Topology::Single),
             properties: vec![("client.id".into(), "x".into())],
         };
-        let cfg = kafka_config(&args).unwrap().unwrap();
+        let cfg = kafka_config(&args, &no_spans()).unwrap().unwrap();
         assert_eq!(cfg.brokers, "10.0.0.1:9092");
         assert_eq!(cfg.topics, ["agent-sessions"]);
         assert_eq!(cfg.group_id, "other");
@@ -313,6 +373,6 @@ mod tests {
             topology: None,
             properties: Vec::new(),
         };
-        assert!(kafka_config(&args).unwrap().is_none());
+        assert!(kafka_config(&args, &no_spans()).unwrap().is_none());
     }
 }

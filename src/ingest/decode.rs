@@ -63,6 +63,9 @@ pub enum RejectReason {
     /// --max-future-skew`): a producer's broken clock would otherwise move the watermark and
     /// make every honest record late.
     Future { event_time: String, limit: String },
+    /// Spans that did not become a session (OpenTelemetry input): the
+    /// [`crate::otel::SpanReject`]'s code and what it says.
+    Span { code: &'static str, detail: String },
 }
 
 impl RejectReason {
@@ -94,6 +97,7 @@ impl RejectReason {
             RejectReason::NegativeValue { .. } => "negative_value",
             RejectReason::Late { .. } => "late",
             RejectReason::Future { .. } => "future",
+            RejectReason::Span { code, .. } => code,
         }
     }
 }
@@ -101,6 +105,7 @@ impl RejectReason {
 impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            RejectReason::Span { detail, .. } => f.write_str(detail),
             RejectReason::TooLarge { bytes, limit } => {
                 write!(f, "record is {bytes} bytes, over the {limit}-byte limit")
             }

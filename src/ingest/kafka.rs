@@ -81,6 +81,13 @@ pub struct KafkaConfig {
     /// librdkafka properties passed through as they are (security, SASL, timeouts…).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Topics of OpenTelemetry spans (`--span-topic`; `single` topology only), one
+    /// `ExportTraceServiceRequest` per message.
+    #[serde(default)]
+    pub span_topics: Vec<String>,
+    /// Their encoding (`--span-encoding`); not read from the file.
+    #[serde(skip, default = "default_span_encoding")]
+    pub span_encoding: crate::otel::Encoding,
 }
 
 /// How instances of one consumer group share the work.
@@ -98,6 +105,9 @@ pub enum Topology {
 
 fn default_topics() -> Vec<String> {
     vec!["agent-sessions".into()]
+}
+fn default_span_encoding() -> crate::otel::Encoding {
+    crate::otel::Encoding::Protobuf
 }
 fn default_group() -> String {
     "slawatch".into()
@@ -135,6 +145,8 @@ impl KafkaConfig {
             internal_partitions: None,
             internal_replication: default_replication(),
             properties: BTreeMap::new(),
+            span_topics: Vec::new(),
+            span_encoding: default_span_encoding(),
         }
     }
 
@@ -166,7 +178,14 @@ impl KafkaConfig {
         &self,
         context: SourceContext,
     ) -> Result<BaseConsumer<SourceContext>, KafkaError> {
-        self.consumer_of(&self.group_id, &self.topics, context)
+        self.consumer_of(&self.group_id, &self.input_topics(), context)
+    }
+
+    /// Every topic the `single` consumer reads: record topics, then span topics.
+    pub fn input_topics(&self) -> Vec<String> {
+        let mut all = self.topics.clone();
+        all.extend(self.span_topics.iter().cloned());
+        all
     }
 
     /// A consumer of `topics` in group `group`, configured like [`KafkaConfig::consumer`].

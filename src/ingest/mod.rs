@@ -164,6 +164,96 @@ impl<R: Read> Source for LinesSource<R> {
     }
 }
 
+/// Length-delimited records: each a `u32` big-endian byte length, then that many bytes (how
+/// `replay --input-format otlp-proto` reads protobuf `ExportTraceServiceRequest`s). A record's
+/// position is its 1-based frame number as the "line". A length over `max_frame_bytes` or a
+/// truncated last frame is an error: framing lost cannot be resynchronised.
+pub struct FramedSource<R> {
+    reader: BufReader<R>,
+    name: Arc<str>,
+    frame: u64,
+    bytes_read: u64,
+    max_frame_bytes: usize,
+}
+
+impl FramedSource<File> {
+    pub fn open(path: &Path, max_frame_bytes: usize) -> io::Result<FramedSource<File>> {
+        Ok(FramedSource::new(
+            File::open(path)?,
+            path.display().to_string(),
+            max_frame_bytes,
+        ))
+    }
+}
+
+impl<R: Read> FramedSource<R> {
+    pub fn new(reader: R, name: String, max_frame_bytes: usize) -> FramedSource<R> {
+        FramedSource {
+            reader: BufReader::with_capacity(1 << 20, reader),
+            name: name.into(),
+            frame: 0,
+            bytes_read: 0,
+            max_frame_bytes,
+        }
+    }
+}
+
+impl<R: Read> Source for FramedSource<R> {
+    fn next_record(&mut self) -> io::Result<Option<RawRecord>> {
+        let mut len = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match self.reader.read(&mut len[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{}: truncated length of frame {}",
+                            self.name,
+                            self.frame + 1
+                        ),
+                    ));
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let n = u32::from_be_bytes(len) as usize;
+        self.frame += 1;
+        if n > self.max_frame_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: frame {} claims {n} bytes, more than the limit of {} \
+                     (is this a length-delimited file?)",
+                    self.name, self.frame, self.max_frame_bytes
+                ),
+            ));
+        }
+        let mut bytes = vec![0u8; n];
+        self.reader.read_exact(&mut bytes).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{}: frame {} truncated: {e}", self.name, self.frame),
+            )
+        })?;
+        self.bytes_read += 4 + n as u64;
+        Ok(Some(RawRecord {
+            bytes,
+            position: Position::Line {
+                source: self.name.clone(),
+                line: self.frame,
+            },
+        }))
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+}
+
 /// A hasher for keys that are already hashes.
 #[derive(Default)]
 pub struct IdentityHasher(u64);
@@ -329,23 +419,39 @@ impl DeadLetters {
     }
 
     pub fn write(&mut self, record: &RawRecord, reason: &RejectReason) -> io::Result<()> {
+        self.write_reason(
+            &record.position,
+            reason.code(),
+            reason.to_string(),
+            &record.bytes,
+        )
+    }
+
+    /// Writes one dead letter for any reject reason (span rejects too): its code, its message
+    /// and the bytes to keep.
+    pub fn write_reason(
+        &mut self,
+        position: &Position,
+        code: &'static str,
+        detail: String,
+        bytes: &[u8],
+    ) -> io::Result<()> {
         self.written += 1;
         let Some(out) = &mut self.out else {
             return Ok(());
         };
-        let truncated_at =
-            (record.bytes.len() >= MAX_KEPT_LINE_BYTES).then_some(MAX_KEPT_LINE_BYTES);
-        let (raw, raw_base64) = match std::str::from_utf8(&record.bytes) {
+        let truncated_at = (bytes.len() >= MAX_KEPT_LINE_BYTES).then_some(MAX_KEPT_LINE_BYTES);
+        let (raw, raw_base64) = match std::str::from_utf8(bytes) {
             Ok(s) => (Some(s), None),
             Err(_) => (
                 None,
-                Some(base64::engine::general_purpose::STANDARD.encode(&record.bytes)),
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
             ),
         };
         let letter = DeadLetter {
-            position: &record.position,
-            reason: reason.code(),
-            detail: reason.to_string(),
+            position,
+            reason: code,
+            detail,
             raw,
             raw_base64,
             truncated_at,

@@ -43,6 +43,7 @@ use crate::store::Store;
 
 pub mod partitioned;
 pub mod reload;
+pub mod spans;
 pub mod tables;
 
 /// What `/readyz` says while no input partition is assigned to this instance.
@@ -56,6 +57,9 @@ struct Checkpoint {
     pipeline: PipelineState,
     /// Last applied offset per (topic, partition).
     applied: Vec<((String, i32), i64)>,
+    /// The open traces of the span path, so a restart loses no span.
+    #[serde(default)]
+    assembler: Option<crate::otel::AssemblerState>,
 }
 
 /// CBOR rather than JSON: summaries hold NaN (a missing feature value) and ±∞ (an empty
@@ -108,6 +112,16 @@ pub struct ServiceOptions {
     pub metrics: Arc<Metrics>,
     /// What `/readyz` reports: restored, assigned, consuming — or why not.
     pub readiness: Arc<Readiness>,
+    /// The span path (`--span-topic`, `--otlp-http`; `single` topology only).
+    pub spans: Option<SpanInput>,
+}
+
+/// The span inputs of a Kafka run: the assembler, and the OTLP/HTTP receiver's requests.
+pub struct SpanInput {
+    pub path: spans::SpanPath,
+    pub requests: Option<std::sync::mpsc::Receiver<spans::Request>>,
+    /// The assembler's grace: an idle advance moves its watermark to now − grace.
+    pub grace_ms: i64,
 }
 
 /// What a run did.
@@ -143,6 +157,37 @@ struct State {
     /// commit from inside the close could hang librdkafka).
     closing: bool,
     metrics: Arc<Metrics>,
+    /// The span path, when the run takes spans.
+    spans: Option<spans::SpanPath>,
+    span_topics: Vec<String>,
+    span_encoding: crate::otel::Encoding,
+}
+
+/// Dead letters of the span path in a Kafka run: to the dead-letter topic and file, at the
+/// position of the message (or request) the spans came in.
+struct KafkaSpanOutputs<'a> {
+    sink: &'a kafka::Sink,
+    dead_file: &'a mut DeadLetters,
+    position: &'a crate::ingest::Position,
+    key: Option<&'a [u8]>,
+    report: &'a mut ServiceReport,
+}
+
+impl spans::SpanOutputs for KafkaSpanOutputs<'_> {
+    fn dead_letter(
+        &mut self,
+        reason: &crate::ingest::decode::RejectReason,
+        raw: &[u8],
+    ) -> Result<()> {
+        let record = crate::ingest::RawRecord {
+            bytes: raw.to_vec(),
+            position: self.position.clone(),
+        };
+        self.sink.dead_letter(&record, self.key, reason)?;
+        self.dead_file.write(&record, reason)?;
+        self.report.dead_letters += 1;
+        Ok(())
+    }
 }
 
 impl State {
@@ -159,6 +204,13 @@ impl State {
             // Already reflected in the restored state: a redelivery after a crash.
             self.report.skipped_redelivered += 1;
             return Ok(());
+        }
+        if self.span_topics.iter().any(|t| t == m.topic()) {
+            self.apply_spans(m)?;
+            self.applied.insert(key, m.offset());
+            self.report.records += 1;
+            self.since_checkpoint += 1;
+            return self.emit();
         }
         let mut record = kafka::raw_record(m);
         // The pipeline counts partitions by number; topics are folded into it.
@@ -183,6 +235,79 @@ impl State {
         self.applied.insert(key, m.offset());
         self.report.records += 1;
         self.since_checkpoint += 1;
+        self.emit()
+    }
+
+    /// One message of a span topic: one `ExportTraceServiceRequest` into the assembler.
+    fn apply_spans(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+        let Some(path) = &mut self.spans else {
+            return Ok(());
+        };
+        let original = kafka::raw_record(m);
+        let mut outputs = KafkaSpanOutputs {
+            sink: &self.sink,
+            dead_file: &mut self.dead_file,
+            position: &original.position,
+            key: m.key(),
+            report: &mut self.report,
+        };
+        let (pipeline, found) = (&mut self.pipeline, &mut self.found);
+        match crate::otel::decode_request(&original.bytes, self.span_encoding) {
+            Ok(spans) => path.push(spans, pipeline, found, &mut outputs)?,
+            Err(reason) => path.reject(
+                reason,
+                original.bytes.clone(),
+                pipeline,
+                found,
+                &mut outputs,
+            )?,
+        };
+        Ok(())
+    }
+
+    /// One request of the OTLP/HTTP receiver. Its spans live in the assembler (and in the
+    /// next checkpoint); HTTP has no redelivery, so what came after the last checkpoint is lost
+    /// in a crash.
+    fn apply_request(&mut self, request: spans::Request) -> Result<()> {
+        let Some(path) = &mut self.spans else {
+            return Ok(());
+        };
+        let position = crate::cli::spans::span_position("otlp-http");
+        let mut outputs = KafkaSpanOutputs {
+            sink: &self.sink,
+            dead_file: &mut self.dead_file,
+            position: &position,
+            key: None,
+            report: &mut self.report,
+        };
+        spans::take_request(
+            request,
+            path,
+            &mut self.pipeline,
+            &mut self.found,
+            &mut outputs,
+        )?;
+        self.since_checkpoint += 1;
+        self.emit()
+    }
+
+    /// Advances the assembler (idle span inputs) or finishes it (end of input).
+    fn spans_advance(&mut self, watermark: Option<i64>) -> Result<()> {
+        let Some(path) = &mut self.spans else {
+            return Ok(());
+        };
+        let position = crate::cli::spans::span_position("span-assembler");
+        let mut outputs = KafkaSpanOutputs {
+            sink: &self.sink,
+            dead_file: &mut self.dead_file,
+            position: &position,
+            key: None,
+            report: &mut self.report,
+        };
+        match watermark {
+            Some(w) => path.advance(w, &mut self.pipeline, &mut self.found, &mut outputs)?,
+            None => path.finish(&mut self.pipeline, &mut self.found, &mut outputs)?,
+        };
         self.emit()
     }
 
@@ -223,9 +348,13 @@ impl State {
         // The history delta is sealed before the snapshot, so the checkpoint carries it until the
         // store has applied it: a crash in between re-applies it, and the store counts it once.
         self.pipeline.history_seal();
+        if let Some(path) = &mut self.spans {
+            path.flush()?;
+        }
         let cp = Checkpoint {
             pipeline: self.pipeline.snapshot(),
             applied: self.applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            assembler: self.spans.as_ref().map(|p| p.assembler().snapshot()),
         };
         let bytes = encode_cbor(&cp);
         self.store.put_checkpoint(&bytes)?;
@@ -373,14 +502,20 @@ pub fn run(
     output: Box<dyn Output>,
 ) -> Result<ServiceReport> {
     match opts.kafka.topology {
-        Topology::Partitioned => partitioned::run(opts, pipeline, store, dead_file, output),
+        Topology::Partitioned => {
+            anyhow::ensure!(
+                opts.spans.is_none(),
+                "spans (--span-topic, --otlp-http) need `--topology single`"
+            );
+            partitioned::run(opts, pipeline, store, dead_file, output)
+        }
         Topology::Single => run_single(opts, pipeline, store, dead_file, output),
     }
 }
 
 /// The `single` topology: this instance consumes every partition and evaluates directly.
 fn run_single(
-    opts: ServiceOptions,
+    mut opts: ServiceOptions,
     mut pipeline: Pipeline,
     store: Arc<Store>,
     dead_file: DeadLetters,
@@ -388,6 +523,10 @@ fn run_single(
 ) -> Result<ServiceReport> {
     let mut report = ServiceReport::default();
     let mut applied = BTreeMap::new();
+    let (mut span_path, span_requests, span_grace_ms) = match opts.spans.take() {
+        Some(s) => (Some(s.path), s.requests, s.grace_ms),
+        None => (None, None, 0),
+    };
     opts.readiness
         .set_not_ready("restoring state from the checkpoint");
     if let Some(bytes) = store.checkpoint()? {
@@ -395,6 +534,9 @@ fn run_single(
             decode_cbor::<Checkpoint>(&bytes).context("reading the checkpoint in the data dir")?;
         if pipeline.restore(cp.pipeline) {
             applied = cp.applied.into_iter().collect();
+            if let (Some(path), Some(state)) = (&mut span_path, cp.assembler) {
+                path.assembler_mut().restore(state);
+            }
             report.restored = true;
             // A history delta sealed by the last checkpoint may not have reached the store.
             store.persist_history(&mut pipeline)?;
@@ -428,7 +570,11 @@ fn run_single(
         found: Vec::new(),
         closing: false,
         metrics: opts.metrics.clone(),
+        spans: span_path,
+        span_topics: opts.kafka.span_topics.clone(),
+        span_encoding: opts.kafka.span_encoding,
     }));
+    let takes_spans = lock(&state).spans.is_some();
     opts.readiness.set_not_ready(WAITING_FOR_ASSIGNMENT);
     let revoke_state = state.clone();
     let context = SourceContext {
@@ -459,8 +605,12 @@ fn run_single(
     // its end, or stayed quiet (or unassigned) for the idle timeout: after a crash, partitions
     // still held by the dead member come back once its session expires, and their records
     // must not be late by then.
-    let expected = topic_partitions(&consumer, &opts.kafka.topics)?;
+    let all_topics = opts.kafka.input_topics();
+    let expected = topic_partitions(&consumer, &all_topics)?;
     let reader = kafka::Reader::new(&opts.kafka).context("creating the Kafka reader")?;
+    let is_span_topic = |t: &str| opts.kafka.span_topics.iter().any(|s| s == t);
+    let mut last_span_request = Instant::now();
+    let mut spans_idle = false;
     let mut unassigned_since: BTreeMap<(String, i32), Instant> = expected
         .iter()
         .map(|p| (p.clone(), Instant::now()))
@@ -468,8 +618,14 @@ fn run_single(
     {
         let mut st = lock(&state);
         for (topic, p) in &expected {
-            let pid = st.pid(topic, *p);
-            st.pipeline.assign_partition(pid);
+            if !is_span_topic(topic) {
+                let pid = st.pid(topic, *p);
+                st.pipeline.assign_partition(pid);
+            }
+        }
+        // Sessions assembled from spans arrive in a partition of their own.
+        if takes_spans {
+            st.pipeline.assign_partition(spans::SPAN_PARTITION);
         }
     }
     let mut assigned: BTreeSet<(String, i32)> = BTreeSet::new();
@@ -506,8 +662,10 @@ fn run_single(
                 RebalanceEvent::Assigned(ps) => {
                     let mut st = lock(&state);
                     for (topic, p) in &ps {
-                        let pid = st.pid(topic, *p);
-                        st.pipeline.assign_partition(pid);
+                        if !is_span_topic(topic) {
+                            let pid = st.pid(topic, *p);
+                            st.pipeline.assign_partition(pid);
+                        }
                         unassigned_since.remove(&(topic.clone(), *p));
                         last_seen.entry(*p).or_insert_with(Instant::now);
                     }
@@ -548,9 +706,16 @@ fn run_single(
         {
             st.reload(r, pending);
         }
+        if let Some(requests) = &span_requests {
+            while let Ok(request) = requests.try_recv() {
+                last_span_request = Instant::now();
+                st.apply_request(request)?;
+            }
+        }
         // Partitions quiet for the idle timeout (or at their end) stop holding the watermark.
         let now = Instant::now();
         let mut out = Vec::new();
+        let mut all_spans_idle = true;
         for (topic, p) in &expected {
             let idle = if assigned.contains(&(topic.clone(), *p)) {
                 at_eof.contains(p)
@@ -562,8 +727,27 @@ fn run_single(
                     .get(&(topic.clone(), *p))
                     .is_some_and(|t| now.duration_since(*t) >= idle_after)
             };
+            if is_span_topic(topic) {
+                all_spans_idle &= idle;
+                continue;
+            }
             let pid = st.pid(topic, *p);
             (opts.metrics).evaluate(&mut st.pipeline, |pl| pl.set_idle(pid, idle, &mut out));
+        }
+        if takes_spans {
+            // The span inputs are idle when every span partition is and the receiver has had
+            // no request for the idle timeout: nothing older is coming, so the assembler's
+            // watermark follows the wall clock and its partition stops holding the stream.
+            let idle = all_spans_idle
+                && (span_requests.is_none() || last_span_request.elapsed() >= idle_after);
+            if idle && !spans_idle {
+                st.found.extend(std::mem::take(&mut out));
+                st.spans_advance(Some(spans::now_ms() - span_grace_ms))?;
+            }
+            spans_idle = idle;
+            (opts.metrics).evaluate(&mut st.pipeline, |pl| {
+                pl.set_idle(spans::SPAN_PARTITION, idle, &mut out)
+            });
         }
         st.found.extend(out);
         st.emit()?;
@@ -580,9 +764,11 @@ fn run_single(
                 last_done_check = Instant::now();
                 // The rest of the topic must be done too: partitions still held by a member
                 // that crashed come back to us after its session times out.
-                others_done(&consumer, &reader, &opts.kafka.topics, &assigned)
+                others_done(&consumer, &reader, &all_topics, &assigned)
             }
         {
+            // End of input: every trace with a root becomes a session first.
+            st.spans_advance(None)?;
             let mut out = Vec::new();
             (opts.metrics).evaluate(&mut st.pipeline, |pl| pl.finish(&mut out));
             st.found.extend(out);
@@ -712,6 +898,7 @@ mod tests {
         let bytes = encode_cbor(&Checkpoint {
             pipeline: first.snapshot(),
             applied: Vec::new(),
+            assembler: None,
         });
         drop(first);
         let mut second = pipeline();

@@ -99,6 +99,76 @@ pub struct SimulateArgs {
     /// At most this many records per second when publishing (default: as fast as possible).
     #[arg(long)]
     pub rate_limit: Option<f64>,
+    /// Write the sessions as OpenTelemetry GenAI spans instead of session records: one OTLP
+    /// `ExportTraceServiceRequest` per session, `json` one per line (the Collector file
+    /// exporter's format), `proto` length-delimited (u32 big-endian length, then the bytes).
+    /// Malformed (`--dirty-fraction`) records have no span form and are left out. With
+    /// `--brokers`/`--topic`: one request per Kafka message (the Collector Kafka exporter's
+    /// `otlp_json`/`otlp_proto`).
+    #[arg(long, value_enum)]
+    pub otel: Option<OtelFormat>,
+}
+
+/// The span encodings of `simulate --otel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtelFormat {
+    Json,
+    Proto,
+}
+
+impl OtelFormat {
+    pub fn encoding(self) -> crate::otel::Encoding {
+        match self {
+            OtelFormat::Json => crate::otel::Encoding::Json,
+            OtelFormat::Proto => crate::otel::Encoding::Protobuf,
+        }
+    }
+}
+
+/// The simulated sessions as OTLP span requests, one per session, in stream order. Records the
+/// decoder rejects (the dirty ones) have no span form and are skipped.
+pub fn span_requests(
+    sim: &mut Simulator,
+    encoding: crate::otel::Encoding,
+) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let decoder = crate::ingest::decode::Decoder::new(std::sync::Arc::new(
+        crate::catalog::Catalog::embedded(),
+    ));
+    let options = crate::otel::EncodeOptions::default();
+    let mut line = Vec::new();
+    std::iter::from_fn(move || {
+        loop {
+            line.clear();
+            if !sim.write_next(&mut line) {
+                return None;
+            }
+            if let Ok(session) = decoder.decode(&line) {
+                return Some(crate::otel::encode_request(&[session], encoding, &options));
+            }
+        }
+    })
+}
+
+/// Writes the simulated sessions as span requests, framed for a file (see `--otel`).
+pub fn write_spans(
+    sim: &mut Simulator,
+    format: OtelFormat,
+    w: &mut impl io::Write,
+) -> io::Result<()> {
+    for request in span_requests(sim, format.encoding()) {
+        match format {
+            OtelFormat::Json => {
+                w.write_all(&request)?;
+                w.write_all(b"\n")?;
+            }
+            OtelFormat::Proto => {
+                let len = u32::try_from(request.len()).map_err(io::Error::other)?;
+                w.write_all(&len.to_be_bytes())?;
+                w.write_all(&request)?;
+            }
+        }
+    }
+    w.flush()
 }
 
 fn parse_start(s: &str) -> Result<i64, String> {
@@ -132,6 +202,7 @@ impl Default for SimulateArgs {
             brokers: None,
             topic: None,
             rate_limit: None,
+            otel: None,
         }
     }
 }
@@ -189,6 +260,13 @@ impl SimulateArgs {
 /// A closed stdout (`| head`) ends the stream early without error.
 pub fn run(args: &SimulateArgs) -> anyhow::Result<Stats> {
     let mut sim = Simulator::new(args.to_config()?)?;
+    if let (Some(brokers), Some(topic), Some(format)) = (&args.brokers, &args.topic, args.otel) {
+        // One ExportTraceServiceRequest per message, as the Collector's Kafka exporter writes.
+        let requests = span_requests(&mut sim, format.encoding());
+        crate::ingest::kafka::publish_lines(brokers, topic, requests, args.rate_limit)
+            .with_context(|| format!("publishing spans to {topic} on {brokers}"))?;
+        return Ok(sim.into_stats());
+    }
     if let (Some(brokers), Some(topic)) = (&args.brokers, &args.topic) {
         let mut line = Vec::new();
         let lines = std::iter::from_fn(|| {
@@ -198,6 +276,25 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<Stats> {
         crate::ingest::kafka::publish_lines(brokers, topic, lines, args.rate_limit)
             .with_context(|| format!("publishing to {topic} on {brokers}"))?;
         return Ok(sim.into_stats());
+    }
+    if let Some(format) = args.otel {
+        let result = match &args.out {
+            Some(path) => {
+                let file = File::create(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                write_spans(
+                    &mut sim,
+                    format,
+                    &mut BufWriter::with_capacity(1 << 16, file),
+                )
+                .with_context(|| format!("writing {}", path.display()))
+            }
+            None => match write_spans(&mut sim, format, &mut io::stdout().lock()) {
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.context("writing to stdout"),
+            },
+        };
+        return result.map(|()| sim.into_stats());
     }
     match &args.out {
         Some(path) => {

@@ -1,0 +1,276 @@
+//! Spans → sessions: grouping by trace on event time, with a grace for late children and a cap
+//! on open traces. Pure: no I/O, no wall clock.
+//!
+//! The assembler keeps a watermark: the newest span end seen minus the grace (or a newer one
+//! the shell passes to [`Assembler::advance`]). A trace whose root `invoke_agent` span has
+//! arrived completes when the watermark reaches the root's end — every child ending up to a
+//! grace after the root still joins it. A trace without a root is an orphan once the watermark
+//! is a grace past its newest span. Both deadlines live in one ordered index, so a push costs
+//! O(log open traces), never a scan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::session::Session;
+
+use super::config::OtelConfig;
+use super::decode::{spans_to_otlp_json, trace_label};
+use super::map::{is_root, session_from_trace};
+use super::{Span, SpanReject};
+
+/// What the assembler hands out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Assembled {
+    /// A complete session, for `Pipeline::accept`.
+    Session(Box<Session>),
+    /// Spans that did not become a session; `raw` is them as OTLP JSON for the dead letters.
+    Rejected { reason: SpanReject, raw: Vec<u8> },
+}
+
+/// One open trace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OpenTrace {
+    /// Order of opening: the eviction order.
+    seq: u64,
+    spans: Vec<Span>,
+    /// Newest end of an `invoke_agent` span, once one has arrived.
+    root_end_ms: Option<i64>,
+    /// Newest end of any span.
+    newest_end_ms: i64,
+    /// Its entry in `due`.
+    deadline: i64,
+}
+
+impl OpenTrace {
+    fn deadline(&self, grace_ms: i64) -> i64 {
+        match self.root_end_ms {
+            Some(end) => end,
+            None => self.newest_end_ms.saturating_add(grace_ms),
+        }
+    }
+}
+
+/// Open traces to persist in a checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AssemblerState {
+    traces: Vec<([u8; 16], OpenTrace)>,
+    next_seq: u64,
+    newest_end_ms: Option<i64>,
+    external_ms: Option<i64>,
+}
+
+/// Groups spans into sessions. See the module documentation.
+pub struct Assembler {
+    config: OtelConfig,
+    catalog: Option<Arc<Catalog>>,
+    open: FxHashMap<[u8; 16], OpenTrace>,
+    /// `seq` → trace: oldest first, for eviction.
+    by_seq: BTreeMap<u64, [u8; 16]>,
+    /// `(deadline, seq)` of every open trace: due when the watermark reaches the deadline.
+    due: BTreeSet<(i64, u64)>,
+    next_seq: u64,
+    newest_end_ms: Option<i64>,
+    /// The newest watermark passed to [`Assembler::advance`].
+    external_ms: Option<i64>,
+}
+
+impl Assembler {
+    pub fn new(config: &OtelConfig) -> Assembler {
+        Assembler {
+            config: config.clone(),
+            catalog: None,
+            open: FxHashMap::default(),
+            by_seq: BTreeMap::new(),
+            due: BTreeSet::new(),
+            next_seq: 0,
+            newest_end_ms: None,
+            external_ms: None,
+        }
+    }
+
+    /// Derives cost and context utilisation from the model catalog, as the record decoder does.
+    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Assembler {
+        self.catalog = Some(catalog);
+        self
+    }
+
+    /// Traces open now.
+    pub fn open_traces(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The event-time watermark: the newest span end minus the grace, or the newest passed to
+    /// [`Assembler::advance`] if that is later.
+    pub fn watermark(&self) -> Option<i64> {
+        let own = self
+            .newest_end_ms
+            .map(|t| t.saturating_sub(self.config.grace_ms));
+        match (own, self.external_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Adds spans; sessions they complete (and traces evicted or orphaned) go to `out`.
+    pub fn push(&mut self, spans: Vec<Span>, out: &mut Vec<Assembled>) {
+        for span in spans {
+            self.add(span, out);
+        }
+        self.release(out);
+    }
+
+    /// Moves the watermark to at least `watermark_ms` (idle input, another partition's
+    /// progress) and releases what became due.
+    pub fn advance(&mut self, watermark_ms: i64, out: &mut Vec<Assembled>) {
+        self.external_ms = Some(
+            self.external_ms
+                .map_or(watermark_ms, |w| w.max(watermark_ms)),
+        );
+        self.release(out);
+    }
+
+    /// End of input: every trace with a root becomes a session, the rest are dead-lettered
+    /// (`incomplete_trace`). Deadline order, so the output is deterministic.
+    pub fn finish(&mut self, out: &mut Vec<Assembled>) {
+        while let Some(&(_, seq)) = self.due.first() {
+            let trace = self.take(seq);
+            if trace.root_end_ms.is_some() {
+                out.push(self.complete(trace.spans));
+            } else {
+                let reason = SpanReject::IncompleteTrace {
+                    trace: trace_label(&trace.spans[0].trace_id),
+                    spans: trace.spans.len(),
+                };
+                out.push(rejected(reason, &trace.spans));
+            }
+        }
+    }
+
+    fn add(&mut self, span: Span, out: &mut Vec<Assembled>) {
+        let end_ms = span.end_ms();
+        self.newest_end_ms = Some(self.newest_end_ms.map_or(end_ms, |t| t.max(end_ms)));
+        let grace = self.config.grace_ms;
+        let root = is_root(&span);
+        let id = span.trace_id;
+        if let Some(trace) = self.open.get_mut(&id) {
+            if trace.spans.len() >= self.config.max_spans_per_trace {
+                let reason = SpanReject::EvictedOpenTrace {
+                    trace: trace_label(&id),
+                    spans: 1,
+                    cap: self.config.max_spans_per_trace,
+                };
+                out.push(rejected(reason, std::slice::from_ref(&span)));
+                return;
+            }
+            trace.newest_end_ms = trace.newest_end_ms.max(end_ms);
+            if root {
+                trace.root_end_ms = Some(trace.root_end_ms.map_or(end_ms, |t| t.max(end_ms)));
+            }
+            trace.spans.push(span);
+            let deadline = trace.deadline(grace);
+            if deadline != trace.deadline {
+                self.due.remove(&(trace.deadline, trace.seq));
+                self.due.insert((deadline, trace.seq));
+                trace.deadline = deadline;
+            }
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut trace = OpenTrace {
+            seq,
+            spans: vec![span],
+            root_end_ms: root.then_some(end_ms),
+            newest_end_ms: end_ms,
+            deadline: 0,
+        };
+        trace.deadline = trace.deadline(grace);
+        self.due.insert((trace.deadline, seq));
+        self.by_seq.insert(seq, id);
+        self.open.insert(id, trace);
+        while self.open.len() > self.config.max_open_traces {
+            let (&oldest, _) = self.by_seq.first_key_value().expect("open traces");
+            let trace = self.take(oldest);
+            let reason = SpanReject::EvictedOpenTrace {
+                trace: trace_label(&trace.spans[0].trace_id),
+                spans: trace.spans.len(),
+                cap: self.config.max_open_traces,
+            };
+            out.push(rejected(reason, &trace.spans));
+        }
+    }
+
+    /// Completes (or orphans) every trace whose deadline the watermark has reached.
+    fn release(&mut self, out: &mut Vec<Assembled>) {
+        let Some(wm) = self.watermark() else { return };
+        while let Some(&(deadline, seq)) = self.due.first() {
+            if deadline > wm {
+                break;
+            }
+            let trace = self.take(seq);
+            if trace.root_end_ms.is_some() {
+                out.push(self.complete(trace.spans));
+            } else {
+                let reason = SpanReject::OrphanSpan {
+                    trace: trace_label(&trace.spans[0].trace_id),
+                    spans: trace.spans.len(),
+                };
+                out.push(rejected(reason, &trace.spans));
+            }
+        }
+    }
+
+    fn take(&mut self, seq: u64) -> OpenTrace {
+        let id = self.by_seq.remove(&seq).expect("seq of an open trace");
+        let trace = self.open.remove(&id).expect("open trace");
+        self.due.remove(&(trace.deadline, seq));
+        trace
+    }
+
+    fn complete(&self, spans: Vec<Span>) -> Assembled {
+        match session_from_trace(&spans, &self.config, self.catalog.as_deref()) {
+            Ok(s) => Assembled::Session(Box::new(s)),
+            Err(reason) => rejected(reason, &spans),
+        }
+    }
+
+    /// The open traces, for a checkpoint.
+    pub fn snapshot(&self) -> AssemblerState {
+        AssemblerState {
+            traces: self
+                .by_seq
+                .values()
+                .map(|id| (*id, self.open[id].clone()))
+                .collect(),
+            next_seq: self.next_seq,
+            newest_end_ms: self.newest_end_ms,
+            external_ms: self.external_ms,
+        }
+    }
+
+    /// Replaces the state with a snapshot's.
+    pub fn restore(&mut self, state: AssemblerState) {
+        self.open.clear();
+        self.by_seq.clear();
+        self.due.clear();
+        for (id, trace) in state.traces {
+            self.by_seq.insert(trace.seq, id);
+            self.due.insert((trace.deadline, trace.seq));
+            self.open.insert(id, trace);
+        }
+        self.next_seq = state.next_seq;
+        self.newest_end_ms = state.newest_end_ms;
+        self.external_ms = state.external_ms;
+    }
+}
+
+fn rejected(reason: SpanReject, spans: &[Span]) -> Assembled {
+    Assembled::Rejected {
+        reason,
+        raw: spans_to_otlp_json(spans),
+    }
+}
