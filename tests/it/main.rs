@@ -13,6 +13,7 @@ mod kafka_e2e;
 mod metrics;
 mod multivariate;
 mod objectives;
+mod otel;
 mod page;
 mod reload;
 mod replay_e2e;
