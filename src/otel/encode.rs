@@ -239,7 +239,7 @@ pub fn session_spans(session: &Session, options: &EncodeOptions) -> Vec<Span> {
             at + d,
         );
         // Start order is call order: ties broken by a nanosecond.
-        at = at + d.max(1);
+        at += d.max(1);
         call.attributes = vec![
             ("gen_ai.operation.name".into(), s(EXECUTE_TOOL)),
             ("gen_ai.tool.name".into(), s(&t.name)),
