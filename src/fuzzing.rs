@@ -7,6 +7,7 @@
 //! | `spec` | [`spec::parse_str`] (`slawatch validate`) | errors and specs exclude each other per document; every diagnostic points inside the input; diagnostics render; valid specs explain |
 //! | `policy` | [`alerts::parse_policy`] | a policy only without errors; every diagnostic points inside the input; diagnostics render |
 //! | `service_config` | [`cli::parse_config_file`] (`slawatch.yaml`) | an error's position is inside the input |
+//! | `otlp` | [`otel::decode_request`] (first byte: even = protobuf, odd = OTLP JSON) then an [`otel::Assembler`] to the end of input | a reject has a code in `SpanReject::CODES` and a message; decoded spans re-encode (OTLP JSON) to the same spans; every trace ends as a session or a reject |
 //! | `api_query` | [`api::query_pairs`] + [`api::parse_request`] (first byte picks the question) | a rejected request names only parameters it was given or depends on; an accepted one resolves to a range and a bucket plan, from any "now", that cover it in order |
 //!
 //! The same functions run under AFL++ (`fuzz/`, `scripts/fuzz.sh`) and in `cargo test`
@@ -17,6 +18,8 @@
 //! [`spec::parse_str`]: crate::spec::parse_str
 //! [`alerts::parse_policy`]: crate::alerts::policy::parse_policy
 //! [`cli::parse_config_file`]: crate::cli::parse_config_file
+//! [`otel::decode_request`]: crate::otel::decode_request
+//! [`otel::Assembler`]: crate::otel::Assembler
 //! [`api::query_pairs`]: crate::api::query_pairs
 //! [`api::parse_request`]: crate::api::parse_request
 
@@ -37,8 +40,9 @@ use crate::time::{MAX_EPOCH_MS, MIN_EPOCH_MS, format_rfc3339_ms};
 pub type Target = fn(&[u8]);
 
 /// Every target by name, as `fuzz/` builds them and the corpus replay runs them.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("record", record),
+    ("otlp", otlp),
     ("spec", spec),
     ("policy", policy),
     ("service_config", service_config),
@@ -53,6 +57,57 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
 fn decoder() -> &'static Decoder {
     static DECODER: OnceLock<Decoder> = OnceLock::new();
     DECODER.get_or_init(|| Decoder::new(Arc::new(Catalog::embedded())))
+}
+
+/// One OTLP `ExportTraceServiceRequest` (an OTLP/HTTP body, a span topic's message, a line or
+/// frame of a span file); the first byte picks the encoding.
+pub fn otlp(data: &[u8]) {
+    use crate::otel::{Assembled, Assembler, Encoding, OtelConfig, SpanReject, Value};
+    let Some((&first, body)) = data.split_first() else {
+        return;
+    };
+    let encoding = if first % 2 == 0 {
+        Encoding::Protobuf
+    } else {
+        Encoding::Json
+    };
+    let spans = match crate::otel::decode_request(body, encoding) {
+        Ok(spans) => spans,
+        Err(reason) => {
+            assert!(SpanReject::CODES.contains(&reason.code()));
+            assert!(!reason.to_string().is_empty());
+            return;
+        }
+    };
+    // What is kept of a span survives the dead letters' OTLP JSON. Values not kept (arrays,
+    // maps, bytes) and NaN (never equal to itself) are left out of the comparison.
+    let comparable = spans.iter().all(|s| {
+        s.attributes
+            .iter()
+            .chain(s.events.iter().flat_map(|e| &e.attributes))
+            .all(|(_, v)| {
+                !matches!(v, Value::Other(_)) && !matches!(v, Value::Double(d) if d.is_nan())
+            })
+    });
+    if comparable {
+        let json = crate::otel::spans_to_otlp_json(&spans);
+        let back = crate::otel::decode_request(&json, Encoding::Json)
+            .unwrap_or_else(|e| panic!("the spans' OTLP JSON is rejected ({e})"));
+        assert!(back == spans, "the spans' OTLP JSON decodes to other spans");
+    }
+    let traces: std::collections::BTreeSet<[u8; 16]> = spans.iter().map(|s| s.trace_id).collect();
+    let mut assembler = Assembler::new(&OtelConfig::default());
+    let mut out = Vec::new();
+    assembler.push(spans, &mut out);
+    assembler.finish(&mut out);
+    assert_eq!(assembler.open_traces(), 0);
+    for a in &out {
+        if let Assembled::Rejected { reason, .. } = a {
+            assert!(SpanReject::CODES.contains(&reason.code()));
+        }
+    }
+    // Late spans of a completed trace open it again, so a trace may end more than once.
+    assert!(out.len() >= traces.len(), "a trace vanished");
 }
 
 /// A session record (one JSON Lines line or one Kafka value).

@@ -274,3 +274,176 @@ fn rejected(reason: SpanReject, spans: &[Span]) -> Assembled {
         raw: spans_to_otlp_json(spans),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otel::{SpanStatus, Value};
+
+    const GRACE: i64 = 30_000;
+
+    fn span(trace: u8, id: u8, op: &str, start_ms: i64, end_ms: i64) -> Span {
+        let mut attributes = vec![("gen_ai.operation.name".to_owned(), Value::Str(op.into()))];
+        if op == "invoke_agent" {
+            attributes.push(("gen_ai.agent.name".into(), Value::Str("bot".into())));
+            attributes.push(("gen_ai.request.model".into(), Value::Str("m-1".into())));
+        }
+        if op == "chat" {
+            attributes.push(("gen_ai.response.model".into(), Value::Str("m-1".into())));
+        }
+        Span {
+            trace_id: [trace; 16],
+            span_id: [id; 8],
+            parent_span_id: (op != "invoke_agent").then_some([1; 8]),
+            name: op.into(),
+            kind: 1,
+            start_unix_nano: start_ms as u64 * 1_000_000,
+            end_unix_nano: end_ms as u64 * 1_000_000,
+            status: SpanStatus::Unset,
+            status_message: String::new(),
+            attributes,
+            events: Vec::new(),
+            service_name: None,
+            schema_url: String::new(),
+        }
+    }
+
+    fn assembler() -> Assembler {
+        Assembler::new(&OtelConfig {
+            grace_ms: GRACE,
+            ..OtelConfig::default()
+        })
+    }
+
+    fn sessions(out: &[Assembled]) -> Vec<(String, u64)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Assembled::Session(s) => Some((s.session_id.clone(), s.turns.unwrap())),
+                Assembled::Rejected { .. } => None,
+            })
+            .collect()
+    }
+
+    fn codes(out: &[Assembled]) -> Vec<&'static str> {
+        out.iter()
+            .filter_map(|a| match a {
+                Assembled::Rejected { reason, .. } => Some(reason.code()),
+                Assembled::Session(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_session_completes_when_the_watermark_passes_its_root_end() {
+        let mut a = assembler();
+        let mut out = Vec::new();
+        a.push(
+            vec![
+                span(1, 2, "chat", 0, 900),
+                span(1, 1, "invoke_agent", 0, 1_000),
+            ],
+            &mut out,
+        );
+        assert!(out.is_empty());
+        // Another trace's span one millisecond short of root end + grace: still waiting.
+        a.push(vec![span(2, 2, "chat", 0, 1_000 + GRACE - 1)], &mut out);
+        assert!(out.is_empty());
+        assert_eq!(a.watermark(), Some(999));
+        // A late child within the grace still joins the session.
+        a.push(vec![span(1, 3, "chat", 950, 990)], &mut out);
+        assert!(out.is_empty());
+        a.push(vec![span(3, 2, "chat", 0, 1_000 + GRACE)], &mut out);
+        assert_eq!(sessions(&out), vec![(crate::otel::hex(&[1; 16]), 2)]);
+        assert_eq!(a.open_traces(), 2);
+    }
+
+    #[test]
+    fn advance_moves_the_watermark_from_outside() {
+        let mut a = assembler();
+        let mut out = Vec::new();
+        a.push(vec![span(1, 1, "invoke_agent", 0, 5_000)], &mut out);
+        a.advance(4_999, &mut out);
+        assert!(out.is_empty());
+        a.advance(5_000, &mut out);
+        assert_eq!(sessions(&out).len(), 1);
+        // An older watermark never moves it back.
+        a.advance(0, &mut out);
+        assert_eq!(a.watermark(), Some(5_000));
+    }
+
+    #[test]
+    fn a_trace_without_root_is_an_orphan_a_grace_after_its_newest_span() {
+        let mut a = assembler();
+        let mut out = Vec::new();
+        a.push(vec![span(1, 2, "chat", 0, 1_000)], &mut out);
+        // Watermark = newest end − grace; the orphan deadline is its newest end + grace.
+        a.push(vec![span(2, 2, "chat", 0, 1_000 + 2 * GRACE - 1)], &mut out);
+        assert!(codes(&out).is_empty());
+        a.push(vec![span(3, 2, "chat", 0, 1_000 + 2 * GRACE)], &mut out);
+        assert_eq!(codes(&out), vec!["orphan_span"]);
+        // Its dead letter is the span as OTLP JSON.
+        let Assembled::Rejected { raw, .. } = &out[0] else {
+            unreachable!()
+        };
+        let spans = crate::otel::decode_request(raw, crate::otel::Encoding::Json).unwrap();
+        assert_eq!(spans, vec![span(1, 2, "chat", 0, 1_000)]);
+    }
+
+    #[test]
+    fn finish_completes_rooted_traces_and_dead_letters_the_rest() {
+        let mut a = assembler();
+        let mut out = Vec::new();
+        a.push(
+            vec![
+                span(1, 1, "invoke_agent", 0, 1_000),
+                span(2, 2, "chat", 0, 1_000),
+            ],
+            &mut out,
+        );
+        a.finish(&mut out);
+        assert_eq!(sessions(&out).len(), 1);
+        assert_eq!(codes(&out), vec!["incomplete_trace"]);
+        assert_eq!(a.open_traces(), 0);
+    }
+
+    #[test]
+    fn the_cap_evicts_the_oldest_open_trace() {
+        let mut a = Assembler::new(&OtelConfig {
+            max_open_traces: 2,
+            ..OtelConfig::default()
+        });
+        let mut out = Vec::new();
+        for t in 1..=3 {
+            a.push(vec![span(t, 2, "chat", 0, 10)], &mut out);
+            assert!(a.open_traces() <= 2);
+        }
+        assert_eq!(codes(&out), vec!["evicted_open_trace"]);
+        let Assembled::Rejected { reason, .. } = &out[0] else {
+            unreachable!()
+        };
+        assert!(reason.to_string().contains(&crate::otel::hex(&[1; 16])));
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_open_traces() {
+        let mut a = assembler();
+        let mut out = Vec::new();
+        a.push(
+            vec![
+                span(1, 1, "invoke_agent", 0, 1_000),
+                span(2, 2, "chat", 0, 500),
+            ],
+            &mut out,
+        );
+        let mut b = assembler();
+        b.restore(a.snapshot());
+        assert_eq!(b.open_traces(), 2);
+        for x in [&mut a, &mut b] {
+            x.push(vec![span(3, 1, "invoke_agent", 0, 1_000 + GRACE)], &mut out);
+        }
+        let half = sessions(&out[..out.len() / 2]);
+        assert_eq!(half.len(), 1);
+        assert_eq!(sessions(&out), [half.clone(), half].concat());
+        assert_eq!(a.open_traces(), b.open_traces());
+    }
+}

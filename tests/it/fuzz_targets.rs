@@ -43,6 +43,7 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 fn dictionary(target: &str) -> Vec<Vec<u8>> {
     let file = match target {
         "record" | "api_query" => format!("{target}.dict"),
+        "otlp" => "record.dict".to_owned(),
         _ => "yaml.dict".to_owned(),
     };
     let text = std::fs::read_to_string(fuzz_dir().join("dict").join(file)).unwrap();
@@ -225,4 +226,9 @@ fn bounded_mutation_run_service_config() {
 #[test]
 fn bounded_mutation_run_api_query() {
     bounded_run("api_query");
+}
+
+#[test]
+fn bounded_mutation_run_otlp() {
+    bounded_run("otlp");
 }

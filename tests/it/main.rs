@@ -14,6 +14,7 @@ mod kafka_e2e;
 mod metrics;
 mod multivariate;
 mod objectives;
+mod otel;
 mod otel_io;
 mod page;
 mod readiness;

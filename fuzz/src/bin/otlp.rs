@@ -1,0 +1,5 @@
+//! AFL++ harness of `slawatch::fuzzing::otlp`.
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| slawatch::fuzzing::otlp(data));
+}
