@@ -607,6 +607,19 @@ fn run_single(
     // must not be late by then.
     let all_topics = opts.kafka.input_topics();
     let expected = topic_partitions(&consumer, &all_topics)?;
+    // One assembler serves every span source and its sessions share one pipeline partition:
+    // with several span partitions read unevenly, the sessions of the slower one would arrive
+    // behind the watermark the faster one moved. Until each span partition has an assembler of
+    // its own, a span topic must have one partition.
+    for topic in &opts.kafka.span_topics {
+        let n = expected.iter().filter(|(t, _)| t == topic).count();
+        anyhow::ensure!(
+            n <= 1,
+            "span topic {topic} has {n} partitions; this version assembles spans from \
+             single-partition topics only (recreate it with one partition, or send the spans \
+             over OTLP/HTTP with --otlp-http)"
+        );
+    }
     let reader = kafka::Reader::new(&opts.kafka).context("creating the Kafka reader")?;
     let is_span_topic = |t: &str| opts.kafka.span_topics.iter().any(|s| s == t);
     let mut last_span_request = Instant::now();

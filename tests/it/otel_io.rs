@@ -436,7 +436,7 @@ fn run_to_end(broker: &Tansu, input: &[&str], group: &str, data: &Path) -> Strin
 fn kafka_span_topics_find_what_the_records_find() {
     let broker = Tansu::start();
     let bootstrap = broker.bootstrap();
-    broker.create_topic("records", 2);
+    broker.create_topic("records", 1);
     let mut a: Vec<&str> = SIM.to_vec();
     a.extend(["--brokers", &bootstrap, "--topic", "records"]);
     slawatch(&a);
@@ -450,7 +450,7 @@ fn kafka_span_topics_find_what_the_records_find() {
 
     for (encoding, flag) in [("otlp_proto", "proto"), ("otlp_json", "json")] {
         let topic = format!("spans-{flag}");
-        broker.create_topic(&topic, 2);
+        broker.create_topic(&topic, 1);
         let mut a: Vec<&str> = SIM.to_vec();
         a.extend(["--otel", flag, "--brokers", &bootstrap, "--topic", &topic]);
         slawatch(&a);
@@ -491,6 +491,26 @@ fn kafka_span_topics_find_what_the_records_find() {
         };
         assert_eq!(reasons, [want], "{encoding}");
     }
+
+    // A span topic of several partitions is refused at the start, naming the topic.
+    broker.create_topic("spans-two", 2);
+    let data = dir.path().join("data-two");
+    let out = Command::new(BIN)
+        .args(["run", "--brokers", &bootstrap, "--group", "g-two"])
+        .args(["--topology", "single", "--exit-at-eof", "--no-api"])
+        .args(["--span-topic", "spans-two", "--span-encoding", "otlp_proto"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--specs")
+        .arg(specs())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("span topic spans-two has 2 partitions"),
+        "{stderr}"
+    );
 }
 
 fn stored_findings_of(
