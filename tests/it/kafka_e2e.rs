@@ -85,6 +85,12 @@ fn replay_findings(sessions: u64, dirty: bool) -> BTreeMap<String, Finding> {
     let mut a = sim_args(sessions, dirty);
     a.extend(["--out".into(), file.display().to_string()]);
     slawatch(&a);
+    replay_file(&file)
+}
+
+/// Findings of one pipeline over the records of `file` (the shipped specs), by id: what a
+/// service run must equal.
+pub(crate) fn replay_file(file: &Path) -> BTreeMap<String, Finding> {
     let mut p = Pipeline::new(
         load_specs(&[specs()]).unwrap(),
         Arc::new(Catalog::embedded()),
@@ -92,7 +98,7 @@ fn replay_findings(sessions: u64, dirty: bool) -> BTreeMap<String, Finding> {
     );
     let mut out = BTreeMap::new();
     replay_stream(
-        &mut LinesSource::open(&file).unwrap(),
+        &mut LinesSource::open(file).unwrap(),
         &mut p,
         &mut DeadLetters::discard(),
         None,

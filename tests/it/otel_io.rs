@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use slawatch::finding::Finding;
 use slawatch::store::Store;
 
+use crate::support::run::Run;
 use crate::support::servers::{Tansu, tools_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_slawatch");
@@ -21,84 +22,25 @@ fn specs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("sla-specs")
 }
 
-/// A `slawatch run` with its API on a free port; killed on drop.
-struct Run {
-    child: Child,
-    log: PathBuf,
-    addr: String,
+/// `slawatch run ARGS` on the shipped specs with its API on a free port (log beside `data`).
+fn spawn(args: &[&str], data: &Path) -> Run {
+    let mut all: Vec<String> = vec!["run".into()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all.extend(["--specs".into(), specs().display().to_string()]);
+    Run::spawn(&all, data, data.with_extension("log"))
 }
 
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn endpoint(run: &Run) -> String {
+    format!("http://{}/v1/traces", run.addr)
 }
 
-impl Run {
-    /// `slawatch run ARGS --listen 127.0.0.1:0 --data-dir DATA`, waiting for its API address.
-    fn spawn(args: &[&str], data: &Path) -> Run {
-        let log = data.with_extension("log");
-        let child = Command::new(BIN)
-            .arg("run")
-            .args(args)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .arg("--specs")
-            .arg(specs())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut run = Run {
-            child,
-            log,
-            addr: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(data.join("api.json"))
-                && let Ok(v) = serde_json::from_str::<Value>(&text)
-                && let Some(a) = v["address"].as_str()
-            {
-                run.addr = a.to_owned();
-                return run;
-            }
-            if let Ok(Some(status)) = run.child.try_wait() {
-                panic!("slawatch run exited ({status}):\n{}", run.log_text());
-            }
-            assert!(Instant::now() < deadline, "no API:\n{}", run.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}/v1/traces", self.addr)
-    }
-
-    /// SIGTERM (the end of a receiver-only input) and the exit that follows.
-    fn sigterm(mut self) -> String {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit {status}:\n{}", self.log_text());
-                return self.log_text();
-            }
-            assert!(Instant::now() < deadline, "no exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// SIGTERM (the end of a receiver-only input), a clean exit, and the run's log.
+fn finish(run: Run) -> String {
+    let log = run.log.clone();
+    let status = run.sigterm();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(status.success(), "exit {status}:\n{text}");
+    text
 }
 
 /// One raw HTTP/1.1 POST: status, headers (lowercase) and body bytes.
@@ -156,13 +98,13 @@ fn python_sdk_spans_become_the_sessions_the_agent_ran() {
         let data = dir.path().join("data");
         let emitted = dir.path().join("sessions.jsonl");
         let expected = dir.path().join("expected.jsonl");
-        let run = Run::spawn(
+        let run = spawn(
             &["--otlp-http", "--emit-sessions", emitted.to_str().unwrap()],
             &data,
         );
         let out = Command::new(python())
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/otel/agent.py"))
-            .arg(run.endpoint())
+            .arg(endpoint(&run))
             .arg(encoding)
             .arg(&expected)
             .output()
@@ -175,7 +117,7 @@ fn python_sdk_spans_become_the_sessions_the_agent_ran() {
         );
         // The exporter got its 200s: the spans are in the assembler. The end of the input
         // completes every trace.
-        let log = run.sigterm();
+        let log = finish(run);
         let want = by_id(lines(&expected));
         let got = by_id(lines(&emitted));
         assert_eq!(want.len(), 5, "{encoding}");
@@ -237,7 +179,7 @@ fn broken_requests_are_refused_and_dead_lettered_and_the_stream_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let emitted = dir.path().join("sessions.jsonl");
-    let run = Run::spawn(
+    let run = spawn(
         &[
             "--otlp-http",
             "--otlp-max-body",
@@ -317,7 +259,7 @@ fn broken_requests_are_refused_and_dead_lettered_and_the_stream_goes_on() {
     );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(head.contains("content-type: application/json"));
-    run.sigterm();
+    finish(run);
 
     let dead = lines(&data.join("dead-letters.jsonl"));
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();

@@ -15,16 +15,11 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use slawatch::catalog::Catalog;
-use slawatch::cli::{load_specs, replay_stream};
 use slawatch::finding::Finding;
-use slawatch::ingest::{DeadLetters, LinesSource};
-use slawatch::pipeline::{Pipeline, PipelineConfig};
 
-use crate::kafka_e2e::{assert_same, stored_findings};
+use crate::kafka_e2e::{assert_same, replay_file, stored_findings};
 use crate::metrics::kafka_args;
 use crate::support::run::{Run, consumed_exactly, get, produce_all, simulate};
 use crate::support::servers::Tansu;
@@ -34,25 +29,7 @@ fn replay_findings(lines: &[String]) -> BTreeMap<String, Finding> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("all.jsonl");
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sla-specs");
-    let mut p = Pipeline::new(
-        load_specs(&[specs]).unwrap(),
-        Arc::new(Catalog::embedded()),
-        &PipelineConfig::default(),
-    );
-    let mut out = BTreeMap::new();
-    replay_stream(
-        &mut LinesSource::open(&file).unwrap(),
-        &mut p,
-        &mut DeadLetters::discard(),
-        None,
-        &mut |f: &Finding| {
-            out.insert(f.id.clone(), f.clone());
-            Ok(())
-        },
-    )
-    .unwrap();
-    out
+    replay_file(&file)
 }
 
 /// The JSON report a run prints on stdout when it exits (its log's only JSON line).

@@ -235,10 +235,13 @@ impl Run {
     }
 
     /// SIGTERM, and waits for the exit.
-    pub fn sigterm(mut self) {
+    pub fn sigterm(mut self) -> std::process::ExitStatus {
         self.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.child.try_wait().unwrap().is_none() {
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
             assert!(Instant::now() < deadline, "no exit after SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
