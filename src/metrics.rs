@@ -313,13 +313,6 @@ impl Metrics {
         }
     }
 
-    /// Spans rejected before they became a session, by the span reject code.
-    pub fn record_span_rejected(&self, code: &'static str) {
-        self.records_rejected
-            .get_or_create(&ReasonLabels { reason: code })
-            .inc();
-    }
-
     /// A record stage 1 of `partitioned` accepted without forwarding it (no spec selects it).
     pub fn record_accepted(&self) {
         self.records_accepted.inc();

@@ -267,11 +267,6 @@ impl Pipeline {
         self.stats.bytes += bytes as u64;
     }
 
-    /// Counts a reject the shell found before the pipeline (span rejects, by their code).
-    pub fn count_reject(&mut self, code: &str) {
-        *self.stats.rejected.entry(code.to_owned()).or_default() += 1;
-    }
-
     /// Rejects records more than `max_future_skew_ms` ahead of `clock` (the shell's wall
     /// clock; the core never reads one). Without it (replays) event times are not bounded.
     pub fn with_wall_clock(mut self, clock: Arc<dyn crate::alerts::deliver::Clock>) -> Pipeline {

@@ -269,11 +269,17 @@ fn accept_assembled(
                 }
             }
             Assembled::Rejected { reason, raw } => {
-                pipeline.count_reject(reason.code());
-                metrics.record_span_rejected(reason.code());
-                dead_letters
-                    .write_reason(position, reason.code(), reason.to_string(), &raw)
-                    .context("writing a dead letter")?;
+                let outcome = pipeline.reject_spans(&reason);
+                metrics.record_outcome(&outcome);
+                if let Outcome::Rejected { reason, .. } = &outcome {
+                    let record = crate::ingest::RawRecord {
+                        bytes: raw,
+                        position: position.clone(),
+                    };
+                    dead_letters
+                        .write(&record, reason)
+                        .context("writing a dead letter")?;
+                }
             }
         }
     }
