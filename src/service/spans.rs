@@ -246,7 +246,6 @@ impl SpanPath {
             w.write_all(&crate::otel::session_record_json(session))?;
             w.write_all(b"\n")?;
         }
-        self.metrics.record_consumed();
         let outcome =
             (self.metrics).evaluate(pipeline, |p| p.accept(session, self.partition, found));
         self.metrics.record_outcome(&outcome);
@@ -278,6 +277,9 @@ pub fn take_request(
     found: &mut Vec<Finding>,
     outputs: &mut dyn SpanOutputs,
 ) -> Result<()> {
+    // A request is the receiver's unit of input, as a message is a topic's and a line a
+    // file's: counted once here, whatever sessions and rejects it turns into.
+    path.metrics.record_consumed();
     let pushed = match request.batch {
         Batch::Spans(spans) => path.push(spans, pipeline, found, outputs)?,
         Batch::Rejected { reason, raw } => path.reject(reason, raw, pipeline, found, outputs)?,
