@@ -398,6 +398,10 @@ pub struct Finding {
     /// the bound the verdict rests on. Absent when judged on the point estimate.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bound: Option<ConfidenceBound>,
+    /// Onset and layer attribution (`crate::forensics`), on the first breach of a key's
+    /// objective.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub forensics: Option<Box<crate::forensics::Forensics>>,
 }
 
 /// The one-sided confidence bound a per-window threshold was judged on

@@ -32,6 +32,7 @@ pub mod drift;
 pub mod duration;
 pub mod evaluate;
 pub mod finding;
+pub mod forensics;
 pub mod fuzzing;
 pub mod glob;
 pub mod health;

@@ -500,6 +500,15 @@ impl Pipeline {
         true
     }
 
+    /// Takes the sessions counting against an objective handed out since the last call
+    /// (`crate::forensics::AffectedBatch`), for the shell to file under their incidents.
+    pub fn drain_affected(&mut self) -> Vec<crate::forensics::AffectedBatch> {
+        self.runtimes
+            .iter_mut()
+            .flat_map(SpecRuntime::drain_affected)
+            .collect()
+    }
+
     /// Takes the clears of every spec produced since the last call.
     pub fn drain_clears(&mut self) -> Vec<Clear> {
         self.runtimes

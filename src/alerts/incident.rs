@@ -1830,6 +1830,7 @@ mod tests {
             chart: None,
             drift: None,
             bound: None,
+            forensics: None,
         }
     }
 

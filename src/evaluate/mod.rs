@@ -257,6 +257,11 @@ impl SpecRuntime {
 
     /// Takes the newest session of every key whose windows closed since the last call (what
     /// tells the alert engine a key stopped receiving sessions).
+    pub fn drain_affected(&mut self) -> Vec<crate::forensics::AffectedBatch> {
+        // Interface only: filled by the forensics work (issue 14).
+        Vec::new()
+    }
+
     pub fn drain_last_sessions(&mut self) -> Vec<LastSession> {
         std::mem::take(&mut self.last_sessions_out)
     }
@@ -1404,6 +1409,7 @@ impl Ctx<'_> {
             chart: None,
             drift: None,
             bound: p.bound,
+            forensics: None,
         }
     }
 
