@@ -3,7 +3,7 @@
 //!
 //! | target | parser | invariants beyond "no panic, no hang" |
 //! |---|---|---|
-//! | `record` | [`ingest::decode::Decoder`] (contract v1) | an accepted record re-encodes to JSON that decodes to the same session; a reject has a code in `RejectReason::CODES` and a message |
+//! | `record` | [`ingest::decode::Decoder`] (contract v1) | the scanner (fast path) and the serde path give the same session or the same reject, to the bit; an accepted record re-encodes to JSON that decodes to the same session; a reject has a code in `RejectReason::CODES` and a message |
 //! | `spec` | [`spec::parse_str`] (`slawatch validate`) | errors and specs exclude each other per document; every diagnostic points inside the input; diagnostics render; valid specs explain |
 //! | `policy` | [`alerts::parse_policy`] | a policy only without errors; every diagnostic points inside the input; diagnostics render |
 //! | `service_config` | [`cli::parse_config_file`] (`slawatch.yaml`) | an error's position is inside the input |
@@ -112,7 +112,14 @@ pub fn otlp(data: &[u8]) {
 
 /// A session record (one JSON Lines line or one Kafka value).
 pub fn record(data: &[u8]) {
-    match decoder().decode(data) {
+    let decoded = decoder().decode(data);
+    // The scanner (the decoder's fast path) must give what the serde path gives, to the bit.
+    assert_eq!(
+        format!("{decoded:?}"),
+        format!("{:?}", decoder().decode_serde(data)),
+        "the scanner and the serde path disagree"
+    );
+    match decoded {
         Ok(session) => {
             let again = encode_record(&session);
             match decoder().decode(again.as_bytes()) {

@@ -1,8 +1,10 @@
 //! Bytes → [`Session`], or a [`RejectReason`] that says exactly what was wrong.
 //!
-//! The fast path deserializes into a borrowed wire struct and checks values; only when serde
-//! itself fails (a wrong JSON type somewhere) does the slow path parse a `serde_json::Value`
-//! to find which field it was. Unknown fields are ignored (contract: forward compatible).
+//! The fast path ([`scan`]) reads the record straight into a borrowed wire struct; anything it
+//! does not expect (an escape, a wrong type, a duplicate field, …) goes to serde_json, which
+//! deserializes into the same wire struct, and only when serde itself fails (a wrong JSON type
+//! somewhere) does the slow path parse a `serde_json::Value` to find which field it was. Values
+//! are checked on the wire struct, whichever path read it. Unknown fields are ignored (contract: forward compatible).
 //! A `null` for an optional field counts as absent. Never does I/O.
 
 use std::borrow::Cow;
@@ -18,6 +20,8 @@ use crate::session::{
     AttrValue, Fallback, Pii, PiiHandling, Quality, Session, Status, ToolCall, ToolStatus,
 };
 use crate::time::{MAX_EPOCH_MS, parse_rfc3339_ms};
+
+mod scan;
 
 /// Default size limit of one record: 1 MiB.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
@@ -180,6 +184,28 @@ impl Decoder {
         }
         // Validating UTF-8 once for the whole record is cheaper than serde_json's check of
         // every string; invalid UTF-8 takes the slice path, which reports it as before.
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return self.decode_serde(bytes);
+        };
+        // The scanner reads what producers write; whatever it gives up on (including every
+        // record that is rejected before `check`) takes the serde path, whose reasons and
+        // messages are the contract.
+        match scan::scan(text) {
+            Some(wire) => self.check(wire),
+            None => self.decode_serde(bytes),
+        }
+    }
+
+    /// The decoder without its scanner: serde_json into the wire form, and on failure the
+    /// diagnosis of which field was wrong. The reference the scanner is held to (the `record`
+    /// fuzz target checks that both give the same session), and the path of every reject.
+    pub fn decode_serde(&self, bytes: &[u8]) -> Result<Session, RejectReason> {
+        if bytes.len() > self.max_bytes {
+            return Err(RejectReason::TooLarge {
+                bytes: bytes.len(),
+                limit: self.max_bytes,
+            });
+        }
         let parsed = match std::str::from_utf8(bytes) {
             Ok(text) => serde_json::from_str::<Wire<'_>>(text),
             Err(_) => serde_json::from_slice::<Wire<'_>>(bytes),

@@ -107,3 +107,143 @@ fn the_contract_sample_decodes_without_a_reject() {
     }
     assert_eq!(n, 4800);
 }
+
+/// The decoder's scanner (its fast path) against the serde path it falls back to: the same
+/// session, to the bit (`{:?}` tells `-0.0` from `0.0`), or the same reject with the same
+/// message, on every decode vector, the contract sample and records written to sit on the
+/// scanner's edges — numbers serde reads through different routes (integers, `-0`, 2^53 + 1,
+/// beyond u64, underflow, overflow, leading zeros), escapes, nulls, duplicates, whitespace,
+/// types serde reads in unusual ways (a struct from an array) and trailing bytes.
+#[test]
+fn the_scanner_decodes_exactly_what_the_serde_path_decodes() {
+    let d = decoder();
+    let same = |bytes: &[u8]| {
+        let fast = format!("{:?}", d.decode(bytes));
+        let reference = format!("{:?}", d.decode_serde(bytes));
+        assert_eq!(fast, reference, "{}", String::from_utf8_lossy(bytes));
+        fast.starts_with("Ok(")
+    };
+    let mut accepted = 0;
+    for line in include_str!("../data/decode/cases.jsonl").lines() {
+        let case: Value = serde_json::from_str(line).unwrap();
+        let bytes = match case.get("raw") {
+            Some(raw) => raw.as_str().unwrap().as_bytes().to_vec(),
+            None => serde_json::to_vec(&case["line"]).unwrap(),
+        };
+        accepted += usize::from(same(&bytes));
+    }
+    for line in include_str!("../data/sample-sessions.jsonl").lines() {
+        assert!(same(line.as_bytes()));
+    }
+    let base = r#""session_id":"s1","agent":"a","prompt_version":"p","model":"m-2026-09","ended_at":"2026-11-01T00:00:02Z","status":"success""#;
+    let numbers = [
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "0.1",
+        "-0.0",
+        "1e3",
+        "1E+3",
+        "1e-3",
+        "2286.4",
+        "3138.1",
+        "0.001016",
+        "9007199254740993",
+        "18446744073709551615",
+        "18446744073709551616",
+        "123456789012345678901234567890",
+        "1.7976931348623157e308",
+        "1e308",
+        "1e309",
+        "4.9e-324",
+        "1e-400",
+        "0.30000000000000004",
+        "1.0000000000000002",
+        "01",
+        "1.",
+        ".5",
+        "-",
+        "+1",
+        "1e",
+        "1e+",
+        "0x10",
+        "1.5e3.2",
+        "NaN",
+        "Infinity",
+        "0.000000000000000000000000000000000000001",
+    ];
+    for n in numbers {
+        for template in [
+            format!(r#"{{{base},"duration_ms":{n}}}"#),
+            format!(r#"{{{base},"usage":{{"input_tokens":{n},"cost_usd":{n}}}}}"#),
+            format!(r#"{{{base},"quality":{{"score":{n}}}}}"#),
+            format!(r#"{{{base},"attributes":{{"x":{n}}}}}"#),
+            format!(r#"{{{base},"unknown":[{n},{{"a":{n}}}]}}"#),
+        ] {
+            accepted += usize::from(same(template.as_bytes()));
+        }
+    }
+    let edges = [
+        format!(r#"{{{base}}}"#),
+        format!(" \t\r\n{{{base}}} \n"),
+        format!(
+            r#"{{ {} }}"#,
+            base.replace(',', " ,\n\t").replace(':', " : ")
+        ),
+        format!(r#"{{{base}}}x"#),
+        format!(r#"{{{base}}}{{}}"#),
+        format!(r#"{{{base},}}"#),
+        format!(r#"[{{{base}}}]"#),
+        format!(r#"{{{base},"agent":"b"}}"#),
+        format!(r#"{{{base},"agent":null}}"#),
+        format!(r#"{{"session_id":null,{base}}}"#),
+        format!(
+            r#"{{{base},"provider":null,"error_type":null,"usage":null,"tool_calls":null,"fallback":null,"pii":null,"quality":null,"attributes":null,"turns":null}}"#
+        ),
+        format!(r#"{{{base},"provider":"a\"b"}}"#),
+        format!(r#"{{{base},"provider":"caf\u00e9"}}"#),
+        format!(r#"{{{base},"provider":"café ☕"}}"#),
+        format!("{{{base},\"provider\":\"a\tb\"}}"),
+        format!(r#"{{{base},"unknown":"a\"b\\"}}"#),
+        format!(r#"{{{base},"unkn\u006fwn":1}}"#),
+        format!(r#"{{{base},"st\u0061tus":"error"}}"#),
+        format!(r#"{{{base},"usage":[1,2,3]}}"#),
+        format!(r#"{{{base},"usage":{{"input_tokens":1,"input_tokens":2}}}}"#),
+        format!(r#"{{{base},"usage":{{"input_tokens":"1"}}}}"#),
+        format!(r#"{{{base},"usage":{{"other":{{"deep":[[[[[]]]]]}}}}}}"#),
+        format!(
+            r#"{{{base},"tool_calls":[{{"name":"t","status":"ok","duration_ms":1.5,"x":null}},{{"name":"u"}}]}}"#
+        ),
+        format!(r#"{{{base},"tool_calls":[null]}}"#),
+        format!(r#"{{{base},"tool_calls":[["t","ok",1]]}}"#),
+        format!(r#"{{{base},"tool_calls":[{{"name":"t"}},]}}"#),
+        format!(r#"{{{base},"fallback":{{"triggered":true,"kind":"model","reason":null}}}}"#),
+        format!(r#"{{{base},"fallback":{{"triggered":1}}}}"#),
+        format!(r#"{{{base},"pii":[{{"type":"email","handling":"masked","destination":"crm"}}]}}"#),
+        format!(r#"{{{base},"quality":{{"score":0.5,"resolved":false,"refusal":true}}}}"#),
+        format!(r#"{{{base},"quality":{{"resolved":tru}}}}"#),
+        format!(r#"{{{base},"attributes":{{"a":"x","a":2,"b":true,"c":false}}}}"#),
+        format!(r#"{{{base},"attributes":{{"a":null}}}}"#),
+        format!(r#"{{{base},"attributes":{{"a":[1]}}}}"#),
+        format!(
+            r#"{{{base},"unknown":{}}}"#,
+            "[".repeat(200) + &"]".repeat(200)
+        ),
+        format!(
+            r#"{{{base},"unknown":{}}}"#,
+            "[".repeat(40) + &"]".repeat(40)
+        ),
+        format!(r#"{{{base},"unknown":nul}}"#),
+        format!(r#"{{{base},"unknown":truex}}"#),
+        r#"{"session_id":"s1"}"#.to_owned(),
+        "{}".to_owned(),
+        "".to_owned(),
+        "null".to_owned(),
+    ];
+    for e in &edges {
+        accepted += usize::from(same(e.as_bytes()));
+    }
+    // The edges are not all rejects: the comparison covers accepted records too.
+    assert!(accepted > 100, "only {accepted} accepted");
+}
