@@ -75,8 +75,24 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 /// Good/total counts of one SLI in time buckets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Beside the buckets it keeps their running totals, so that the sum over any range — a burn
+/// window, the whole error-budget period — is one subtraction, not a walk over up to a period
+/// of buckets at every window close. The running totals are derived: checkpoints hold the
+/// buckets only (the same encoding as before them), equality ignores them, and they are rebuilt
+/// on restore.
+#[derive(Debug, Clone)]
 pub struct SliTimeline {
+    data: Timeline,
+    /// `running[i]`: the counts of every bucket before `buckets[i]` since the timeline began
+    /// (including buckets already forgotten); one more entry than `buckets`, so the sum of
+    /// `buckets[lo..hi]` is `running[hi] − running[lo]`.
+    running: VecDeque<Counts>,
+}
+
+/// What a [`SliTimeline`] keeps, and its checkpoint encoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Timeline {
     bucket_ms: i64,
     /// Bucket number (`t / bucket_ms`) of `buckets[0]`.
     first: i64,
@@ -86,17 +102,64 @@ pub struct SliTimeline {
     first_seen: Option<EpochMs>,
 }
 
+impl PartialEq for SliTimeline {
+    fn eq(&self, other: &SliTimeline) -> bool {
+        self.data == other.data
+    }
+}
+
+impl Serialize for SliTimeline {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.data.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SliTimeline {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SliTimeline, D::Error> {
+        Timeline::deserialize(d).map(SliTimeline::from_data)
+    }
+}
+
+impl Counts {
+    fn plus(self, o: Counts) -> Counts {
+        Counts {
+            good: self.good + o.good,
+            total: self.total + o.total,
+            sessions: self.sessions + o.sessions,
+        }
+    }
+
+    fn minus(self, o: Counts) -> Counts {
+        Counts {
+            good: self.good - o.good,
+            total: self.total - o.total,
+            sessions: self.sessions - o.sessions,
+        }
+    }
+}
+
 impl SliTimeline {
     /// A timeline keeping `span_ms` of history in buckets of `bucket_ms`.
     pub fn new(bucket_ms: i64, span_ms: i64) -> SliTimeline {
         let capacity = (span_ms / bucket_ms + 1).max(1) as usize;
-        SliTimeline {
+        SliTimeline::from_data(Timeline {
             bucket_ms,
             first: 0,
             buckets: VecDeque::new(),
             capacity,
             first_seen: None,
+        })
+    }
+
+    fn from_data(data: Timeline) -> SliTimeline {
+        let mut running = VecDeque::with_capacity(data.buckets.len() + 1);
+        let mut acc = Counts::default();
+        running.push_back(acc);
+        for &c in &data.buckets {
+            acc = acc.plus(c);
+            running.push_back(acc);
         }
+        SliTimeline { data, running }
     }
 
     /// Counts one session at `t` that is eligible for the SLI, good or bad.
@@ -110,68 +173,76 @@ impl SliTimeline {
     }
 
     fn count(&mut self, t: EpochMs, outcome: Option<bool>) {
-        let b = t.div_euclid(self.bucket_ms);
-        if self.buckets.is_empty() {
-            self.first = b;
+        let d = &mut self.data;
+        let b = t.div_euclid(d.bucket_ms);
+        if d.buckets.is_empty() {
+            d.first = b;
         }
-        if b < self.first {
+        if b < d.first {
             // Older than the history we keep, or before the first bucket: grow backwards
             // while there is room, otherwise it is beyond every lookback.
-            let missing = (self.first - b) as usize;
-            if self.buckets.len() + missing > self.capacity {
+            let missing = (d.first - b) as usize;
+            if d.buckets.len() + missing > d.capacity {
                 // Dropped: it must not extend the history either.
                 return;
             }
+            // Empty buckets in front: the running total before each of them is the one
+            // before the old first bucket.
+            let before = self.running[0];
             for _ in 0..missing {
-                self.buckets.push_front(Counts::default());
+                d.buckets.push_front(Counts::default());
+                self.running.push_front(before);
             }
-            self.first = b;
+            d.first = b;
         }
-        let idx = (b - self.first) as usize;
-        if idx >= self.buckets.len() {
-            self.buckets.resize(idx + 1, Counts::default());
+        let idx = (b - d.first) as usize;
+        if idx >= d.buckets.len() {
+            d.buckets.resize(idx + 1, Counts::default());
+            let last = *self
+                .running
+                .back()
+                .expect("one more running total than buckets");
+            self.running.resize(idx + 2, last);
         }
-        let c = &mut self.buckets[idx];
-        c.sessions += 1;
-        if let Some(good) = outcome {
-            c.total += 1;
-            c.good += u64::from(good);
+        let delta = Counts {
+            good: u64::from(outcome == Some(true)),
+            total: u64::from(outcome.is_some()),
+            sessions: 1,
+        };
+        let c = &mut d.buckets[idx];
+        *c = c.plus(delta);
+        // Sessions land in the newest buckets, so this touches one or two totals.
+        for r in self.running.range_mut(idx + 1..) {
+            *r = r.plus(delta);
         }
         // Only a counted event extends the history (an event dropped above as older than every
         // lookback once made a brand-new key look days old).
-        self.first_seen = Some(self.first_seen.map_or(t, |f| f.min(t)));
-        while self.buckets.len() > self.capacity {
-            self.buckets.pop_front();
-            self.first += 1;
+        d.first_seen = Some(d.first_seen.map_or(t, |f| f.min(t)));
+        while d.buckets.len() > d.capacity {
+            d.buckets.pop_front();
+            self.running.pop_front();
+            d.first += 1;
         }
     }
 
     /// Sum over `[from, to)`.
     pub fn sum(&self, from: EpochMs, to: EpochMs) -> Counts {
-        let (fb, tb) = (
-            from.div_euclid(self.bucket_ms),
-            to.div_euclid(self.bucket_ms),
-        );
-        let lo = (fb - self.first).max(0) as usize;
-        let hi = ((tb - self.first).max(0) as usize).min(self.buckets.len());
-        let mut out = Counts::default();
-        for c in self.buckets.range(lo.min(hi)..hi) {
-            out.good += c.good;
-            out.total += c.total;
-            out.sessions += c.sessions;
-        }
-        out
+        let d = &self.data;
+        let (fb, tb) = (from.div_euclid(d.bucket_ms), to.div_euclid(d.bucket_ms));
+        let lo = (fb - d.first).max(0) as usize;
+        let hi = ((tb - d.first).max(0) as usize).min(d.buckets.len());
+        self.running[hi].minus(self.running[lo.min(hi)])
     }
 
     /// Earliest event time counted.
     pub fn first_seen(&self) -> Option<EpochMs> {
-        self.first_seen
+        self.data.first_seen
     }
 
     /// End of the newest bucket holding data.
     pub fn newest_end(&self) -> Option<EpochMs> {
-        (!self.buckets.is_empty())
-            .then(|| (self.first + self.buckets.len() as i64) * self.bucket_ms)
+        let d = &self.data;
+        (!d.buckets.is_empty()).then(|| (d.first + d.buckets.len() as i64) * d.bucket_ms)
     }
 }
 
@@ -263,6 +334,53 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000;
+
+    /// The running totals against a walk over the buckets, for every range, while sessions
+    /// arrive out of order, the timeline grows backwards, drops what is too old and forgets its
+    /// oldest buckets; and after a checkpoint round trip (which stores the buckets only).
+    #[test]
+    fn running_totals_sum_every_range_as_the_buckets_do() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut t = SliTimeline::new(5 * MIN, 4 * 60 * MIN);
+        let walk = |t: &SliTimeline, from: i64, to: i64| {
+            let d = &t.data;
+            let (lo, hi) = (from.div_euclid(d.bucket_ms), to.div_euclid(d.bucket_ms));
+            let mut out = Counts::default();
+            for (i, c) in d.buckets.iter().enumerate() {
+                let b = d.first + i as i64;
+                if b >= lo && b < hi {
+                    out = out.plus(*c);
+                }
+            }
+            out
+        };
+        let mut newest = 10 * 60 * MIN;
+        for step in 0..3_000 {
+            newest += rng.random_range(0..3 * MIN);
+            // Mostly recent, sometimes hours late (beyond the span: dropped).
+            let t_ms = newest - rng.random_range(0..if step % 50 == 0 { 6 * 60 } else { 20 }) * MIN;
+            match rng.random_range(0..3) {
+                0 => t.add_ineligible(t_ms),
+                1 => t.add(t_ms, true),
+                _ => t.add(t_ms, false),
+            }
+            if step % 97 == 0 {
+                for from in (newest - 6 * 60 * MIN..newest + 10 * MIN).step_by(7 * MIN as usize) {
+                    for len in [MIN, 5 * MIN, 60 * MIN, 6 * 60 * MIN] {
+                        assert_eq!(t.sum(from, from + len), walk(&t, from, from + len));
+                    }
+                }
+                let json = serde_json::to_string(&t).unwrap();
+                let back: SliTimeline = serde_json::from_str(&json).unwrap();
+                assert_eq!(back, t);
+                assert!(!json.contains("running"), "{json}");
+                for len in [5 * MIN, 60 * MIN, 4 * 60 * MIN] {
+                    assert_eq!(back.sum(newest - len, newest), t.sum(newest - len, newest));
+                }
+            }
+        }
+    }
 
     #[test]
     fn timeline_sums_ranges_and_forgets_beyond_span() {
