@@ -36,11 +36,14 @@ pub mod pairs {
 /// A `BTreeMap<i64, HashMap<K, V>>` with any inner key, as nested lists of pairs.
 pub mod nested_pairs {
     use std::collections::{BTreeMap, HashMap};
-    use std::hash::Hash;
+    use std::hash::{BuildHasher, Hash};
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<K, V, S>(map: &BTreeMap<i64, HashMap<K, V>>, s: S) -> Result<S::Ok, S::Error>
+    pub fn serialize<K, V, H, S>(
+        map: &BTreeMap<i64, HashMap<K, V, H>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error>
     where
         K: Serialize,
         V: Serialize,
@@ -51,10 +54,11 @@ pub mod nested_pairs {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<i64, HashMap<K, V>>, D::Error>
+    pub fn deserialize<'de, K, V, H, D>(d: D) -> Result<BTreeMap<i64, HashMap<K, V, H>>, D::Error>
     where
         K: Deserialize<'de> + Eq + Hash,
         V: Deserialize<'de>,
+        H: BuildHasher + Default,
         D: Deserializer<'de>,
     {
         let v: Vec<(i64, Vec<(K, V)>)> = Vec::deserialize(d)?;

@@ -97,8 +97,9 @@ pub struct Late {
 pub struct Windows<K, S> {
     config: WindowConfig,
     pane_ms: i64,
+    /// Every record looks up its key here: FxHash, as keys are the pipeline's own strings.
     #[serde(with = "crate::snapshot::nested_pairs")]
-    panes: BTreeMap<EpochMs, HashMap<K, S>>,
+    panes: BTreeMap<EpochMs, HashMap<K, S, rustc_hash::FxBuildHasher>>,
     /// End of the last closed window; records before it are late.
     closed_until: Option<EpochMs>,
     max_event_time: Option<EpochMs>,
