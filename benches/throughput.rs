@@ -3,11 +3,18 @@
 //! reading lines only, and parsing every line into a `serde_json::Value`; `decode` (the
 //! pipeline's typed decoder alone) shows how the pipeline's time splits.
 //!
-//! `cargo bench --bench throughput -- --sessions 1000000,5000000 [--repeat 3] [--heavy N]`
+//! `cargo bench --bench throughput -- --sessions 1000000,5000000 [--repeat 3] [--heavy N]
+//! [--long N] [--file PATH]…`
 //!
 //! `--heavy N` adds a high-traffic, drift-heavy stream of N sessions in the same run: two keys
 //! of `support-bot` (prompt versions) at 10,000 sessions/hour each, so every drift window
 //! compares a full 5,000-row window sample with a 10,000-row baseline (issue 10, item 12).
+//!
+//! `--long N` adds a light, long stream: N sessions at 200 sessions/hour (300,000 span 62
+//! days), where closing windows costs more than reading records. `--file PATH` adds a stream
+//! from a file (e.g. a `slawatch simulate --demo` stream with dirty lines and duplicates).
+//! Every stream is also read by Python's `json.loads` (`benches/json_loads.py`, one call per
+//! line, in the same run) when `python3` is on the path: the row `json.loads (Python)`.
 //!
 //! Streams are generated once into `target/bench-data/` at a fixed rate (100k sessions/hour),
 //! so a longer stream means more hours, not denser windows: peak RSS must stay flat as N grows.
@@ -65,10 +72,22 @@ fn main() {
         .iter()
         .position(|a| a == "--heavy")
         .map(|i| args[i + 1].parse().expect("--heavy N"));
+    let long: Option<u64> = args
+        .iter()
+        .position(|a| a == "--long")
+        .map(|i| args[i + 1].parse().expect("--long N"));
+    let files = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == "--file")
+        .map(|(i, _)| PathBuf::from(&args[i + 1]))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p));
     let streams = sizes
         .into_iter()
         .map(|n| (n.to_string(), generate(n)))
-        .chain(heavy.map(|n| (format!("heavy {n}"), generate_heavy(n))));
+        .chain(heavy.map(|n| (format!("heavy {n}"), generate_heavy(n))))
+        .chain(long.map(|n| (format!("long {n}"), generate_long(n))))
+        .chain(files);
     for (n, file) in streams {
         // Untimed pass so the first timed mode does not pay for a cold page cache.
         run_child("read", &file);
@@ -96,7 +115,38 @@ fn main() {
                 ratio(parse_rate),
             );
         }
+        let python: Vec<[f64; 3]> = (0..repeat).filter_map(|_| json_loads(&file)).collect();
+        if let Some(best) = python.iter().min_by(|a, b| a[0].total_cmp(&b[0])) {
+            let [secs, records, bytes] = *best;
+            println!(
+                "| {n} | json.loads (Python) | {secs:.2} | — | {:.0} | {:.0} | — | {:.3}× | {:.3}× |",
+                records / secs,
+                bytes / secs / 1e6,
+                records / secs / read_rate.unwrap_or(f64::NAN),
+                records / secs / parse_rate.unwrap_or(f64::NAN),
+            );
+        }
     }
+}
+
+/// `python3 benches/json_loads.py FILE`: `[seconds, records, bytes]`, or `None` without Python.
+fn json_loads(file: &Path) -> Option<[f64; 3]> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/json_loads.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(file)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("json_loads.py: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let line = String::from_utf8(out.stdout).ok()?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (f.len() == 3).then(|| [f[0], f[1], f[2]])
 }
 
 /// Runs one measurement in a child process: `[seconds, records, bytes, peak_rss_kb]`.
@@ -176,6 +226,30 @@ fn generate_heavy(n: u64) -> PathBuf {
             slawatch::simulate::AgentProfile::new("support-bot", "sp-v2", "m-2026-09")
                 .with_provider("acme-llm"),
         ],
+        ..SimConfig::default()
+    };
+    let tmp = path.with_extension("tmp");
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).unwrap());
+    slawatch::simulate::write_jsonl(&cfg, &mut w).unwrap();
+    w.flush().unwrap();
+    drop(w);
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// The light, long stream: 200 sessions/hour (the sample day's rate), one agent, seed 42.
+fn generate_long(n: u64) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("long-{n}.jsonl"));
+    if path.exists() {
+        return path;
+    }
+    let cfg = SimConfig {
+        seed: 42,
+        sessions_per_hour: 200.0,
+        duration_ms: i64::MAX / 4,
+        max_sessions: Some(n),
         ..SimConfig::default()
     };
     let tmp = path.with_extension("tmp");
