@@ -40,10 +40,10 @@ pub mod nested_pairs {
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<K, V, H, S>(
-        map: &BTreeMap<i64, HashMap<K, V, H>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error>
+    /// Maps of maps by an `i64`, the inner ones with any hasher.
+    type Nested<K, V, H> = BTreeMap<i64, HashMap<K, V, H>>;
+
+    pub fn serialize<K, V, H, S>(map: &Nested<K, V, H>, s: S) -> Result<S::Ok, S::Error>
     where
         K: Serialize,
         V: Serialize,
@@ -54,7 +54,7 @@ pub mod nested_pairs {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, K, V, H, D>(d: D) -> Result<BTreeMap<i64, HashMap<K, V, H>>, D::Error>
+    pub fn deserialize<'de, K, V, H, D>(d: D) -> Result<Nested<K, V, H>, D::Error>
     where
         K: Deserialize<'de> + Eq + Hash,
         V: Deserialize<'de>,
