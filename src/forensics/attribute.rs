@@ -238,8 +238,16 @@ fn tools(
             let error = (rate(t0.errors, t0.calls), rate(t1.errors, t1.calls));
             let share = (rate(t0.calls, calls0), rate(t1.calls, calls1));
             let latency = (
-                if t0.calls > 0 { t0.latency_ms / t0.calls as f64 } else { 0.0 },
-                if t1.calls > 0 { t1.latency_ms / t1.calls as f64 } else { 0.0 },
+                if t0.calls > 0 {
+                    t0.latency_ms / t0.calls as f64
+                } else {
+                    0.0
+                },
+                if t1.calls > 0 {
+                    t1.latency_ms / t1.calls as f64
+                } else {
+                    0.0
+                },
             );
             let options = [
                 (CandidateMetric::ErrorRate, error, moved(error.0, error.1)),
@@ -252,12 +260,13 @@ fn tools(
             ];
             let (metric, (b, a), _) = options
                 .into_iter()
-                .fold(None, |best: Option<(CandidateMetric, (f64, f64), f64)>, o| {
-                    match best {
+                .fold(
+                    None,
+                    |best: Option<(CandidateMetric, (f64, f64), f64)>, o| match best {
                         Some(bst) if bst.2 >= o.2 => Some(bst),
                         _ => Some(o),
-                    }
-                })
+                    },
+                )
                 .expect("three options");
             Candidate {
                 layer: Layer::Tool,

@@ -164,7 +164,8 @@ fn best_of(profile: &[Option<f64>], null: f64, m: usize) -> Option<ChangePoint> 
     let (at, best_ll) = best?;
     let statistic = 2.0 * (best_ll - null);
     let critical = critical_value(m);
-    if !(statistic > critical) {
+    // NaN never passes.
+    if statistic.is_nan() || statistic <= critical {
         return None;
     }
     let within: Vec<usize> = profile
@@ -190,11 +191,7 @@ mod tests {
     fn brute_binomial(series: &[RatePane]) -> Vec<Option<f64>> {
         let outcomes: Vec<Vec<bool>> = series
             .iter()
-            .map(|p| {
-                (0..p.sessions)
-                    .map(|i| i < p.bad)
-                    .collect::<Vec<bool>>()
-            })
+            .map(|p| (0..p.sessions).map(|i| i < p.bad).collect::<Vec<bool>>())
             .collect();
         let ll = |xs: &[bool]| {
             if xs.is_empty() {
@@ -296,7 +293,11 @@ mod tests {
         let mut values: Vec<Vec<f64>> = Vec::new();
         for i in 0..25 {
             let base = if i < 15 { 100.0 } else { 160.0 };
-            values.push((0..6).map(|j| base + ((i * 7 + j * 3) % 21) as f64 - 10.0).collect());
+            values.push(
+                (0..6)
+                    .map(|j| base + ((i * 7 + j * 3) % 21) as f64 - 10.0)
+                    .collect(),
+            );
         }
         let series: Vec<ValuePane> = values
             .iter()

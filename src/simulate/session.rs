@@ -166,10 +166,10 @@ const CHANNELS: [(&str, f64); 3] = [("web", 0.5), ("email", 0.3), ("mobile", 0.2
 /// A channel name as one of the generator's static strings (others are leaked once per
 /// compiled configuration — a handful of bytes — so drafts stay `&'static str`).
 fn static_channel(name: &str) -> &'static str {
-    CHANNELS
-        .iter()
-        .find(|(c, _)| *c == name)
-        .map_or_else(|| &*Box::leak(name.to_owned().into_boxed_str()), |(c, _)| *c)
+    CHANNELS.iter().find(|(c, _)| *c == name).map_or_else(
+        || &*Box::leak(name.to_owned().into_boxed_str()),
+        |(c, _)| *c,
+    )
 }
 
 struct CIncident {
@@ -317,7 +317,10 @@ impl Compiled {
                     calls: *calls,
                     share: *share,
                 },
-                IncidentKind::ToolFailure { tool: t, error_rate } => CKind::ToolFailure {
+                IncidentKind::ToolFailure {
+                    tool: t,
+                    error_rate,
+                } => CKind::ToolFailure {
                     tool: tool_index(&mut tool_names, t)?,
                     error_rate: *error_rate,
                 },

@@ -257,7 +257,10 @@ fn affected_sessions_of_a_stream_equal_those_computed_from_its_lines() {
         "spans (min from the start): {:?}",
         spans
             .iter()
-            .map(|(a, b)| ((a - DEFAULT_START_MS) / 60_000, (b - DEFAULT_START_MS) / 60_000))
+            .map(|(a, b)| (
+                (a - DEFAULT_START_MS) / 60_000,
+                (b - DEFAULT_START_MS) / 60_000
+            ))
             .collect::<Vec<_>>()
     );
     // The test's own reading of the file: sessions whose status is not success, by ended_at.
