@@ -205,6 +205,15 @@ impl CompiledMeasures {
             _ => (false, false),
         }
     }
+
+    /// What a session violates under a violation measure (empty = compliant, or not a
+    /// violation measure): the per-session definition forensics hands affected sessions out by.
+    pub fn violations_of(&self, measure: usize, s: &Session) -> Vec<Detail> {
+        match &self.measures[measure] {
+            Measure::Violations(rule) => violations(rule, s),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The shared counters and per-measure states of one key's sessions in one pane or window.

@@ -6,6 +6,7 @@
 //! `observe(session)`, `advance(watermark)` → findings — so the same input always gives the same
 //! findings, byte for byte. Never reads the wall clock, never does I/O.
 
+mod forensic;
 pub mod measure;
 pub mod slo;
 
@@ -87,6 +88,10 @@ pub struct RuntimeState {
     /// Event time of every key's newest session (absent in snapshots from before it existed).
     #[serde(default)]
     pub last_session: HashMap<Arc<str>, EpochMs>,
+    /// Retained panes and breach streaks of incident forensics (absent in snapshots from
+    /// before it existed: forensics then starts from the restore).
+    #[serde(default)]
+    pub forensics: crate::forensics::retain::Retained<GroupKey>,
 }
 
 /// What a configuration reload kept of a spec's state ([`SpecRuntime::carry_over`]).
@@ -130,6 +135,12 @@ pub struct SpecRuntime {
     drift: Vec<(usize, DriftRuntime)>,
     late: u64,
     scratch: String,
+    /// Objectives with a per-session definition of "counts against it" (forensics).
+    tracked: Vec<forensic::Tracked>,
+    /// Incident forensics: retained panes per key and segment, breach streaks, reloads.
+    retained: crate::forensics::retain::Retained<GroupKey>,
+    /// Affected sessions handed out since the last drain.
+    affected_out: Vec<crate::forensics::AffectedBatch>,
 }
 
 impl SpecRuntime {
@@ -163,7 +174,11 @@ impl SpecRuntime {
                 _ => None,
             })
             .collect();
+        let tracked = forensic::tracked(&spec, &measures);
         SpecRuntime {
+            tracked,
+            retained: Default::default(),
+            affected_out: Vec::new(),
             windows: Windows::new(WindowConfig {
                 size_ms: w.size_ms,
                 step_ms: w.step_ms,
@@ -219,6 +234,7 @@ impl SpecRuntime {
                 .map(|(_, d)| d.baselines().values().cloned().collect())
                 .collect(),
             last_session: self.last_session.clone(),
+            forensics: self.retained.clone(),
         }
     }
 
@@ -243,6 +259,7 @@ impl SpecRuntime {
         self.stats = state.stats;
         self.late = state.late;
         self.last_session = state.last_session;
+        self.retained = state.forensics;
         for ((_, d), baselines) in self.drift.iter_mut().zip(state.baselines) {
             d.restore(baselines);
         }
@@ -258,8 +275,7 @@ impl SpecRuntime {
     /// Takes the newest session of every key whose windows closed since the last call (what
     /// tells the alert engine a key stopped receiving sessions).
     pub fn drain_affected(&mut self) -> Vec<crate::forensics::AffectedBatch> {
-        // Interface only: filled by the forensics work (issue 14).
-        Vec::new()
+        std::mem::take(&mut self.affected_out)
     }
 
     pub fn drain_last_sessions(&mut self) -> Vec<LastSession> {
@@ -306,6 +322,7 @@ impl SpecRuntime {
             }
         }
         let segment = self.segment_of(&key, s);
+        self.retain_forensics(&key, segment.as_ref(), s);
         let groups = [
             Some(GroupKey {
                 key: key.clone(),
@@ -386,9 +403,16 @@ impl SpecRuntime {
     }
 
     fn evaluate_all(&mut self, closed: Vec<ClosedWindow<GroupKey, SpecSummary>>) -> Vec<Finding> {
+        let clears_from = self.clears.len();
+        let mut out = self.evaluate_closed(&closed);
+        self.investigate(&closed, &mut out, clears_from);
+        out
+    }
+
+    fn evaluate_closed(&mut self, closed: &[ClosedWindow<GroupKey, SpecSummary>]) -> Vec<Finding> {
         let mut out = Vec::new();
-        self.evaluate_drift(&closed, &mut out);
-        for w in &closed {
+        self.evaluate_drift(closed, &mut out);
+        for w in closed {
             for i in 0..self.spec.objectives.len() {
                 let before = out.len();
                 let standing = self.evaluate(i, w, &mut out);
@@ -657,6 +681,8 @@ impl SpecRuntime {
             && self.timeline_bucket_ms == old.timeline_bucket_ms
             && self.timeline_span_ms == old.timeline_span_ms;
         let mut carried = Carried::Nothing;
+        // A reload at the onset of a change is a candidate explanation of it (forensics).
+        let reloaded_at = old.last_session.values().max().copied();
         if same_windows {
             std::mem::swap(&mut self.windows, &mut old.windows);
             std::mem::swap(&mut self.timelines, &mut old.timelines);
@@ -664,6 +690,7 @@ impl SpecRuntime {
             std::mem::swap(&mut self.interned, &mut old.interned);
             std::mem::swap(&mut self.segments, &mut old.segments);
             std::mem::swap(&mut self.last_session, &mut old.last_session);
+            std::mem::swap(&mut self.retained, &mut old.retained);
             self.late = old.late;
             for (o, st) in self.spec.objectives.iter().zip(&mut self.stats) {
                 if let Some(i) = was.objectives.iter().position(|p| p.name == o.name) {
@@ -672,6 +699,7 @@ impl SpecRuntime {
             }
             carried = Carried::Windows;
         }
+        self.retained.reloads.extend(reloaded_at);
         for (oi, d) in &mut self.drift {
             let objective = &self.spec.objectives[*oi];
             let before = old.drift.iter().find(|(pi, _)| {

@@ -6,6 +6,10 @@
 //! objective as [`AffectedBatch`]es (`Pipeline::drain_affected`), which the shell files under
 //! the incident the finding joined.
 
+pub mod attribute;
+pub mod onset;
+pub mod retain;
+
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Detail, rfc3339_ms};

@@ -84,11 +84,44 @@ pub enum IncidentKind {
         /// Fraction of sessions affected.
         share: f64,
     },
+    /// Calls of `tool` fail with probability `error_rate`; a session with a failed call of it
+    /// fails (`status: error`, `error_type: tool_error`). Forensics: layer `tool`.
+    ToolFailure {
+        /// The failing tool.
+        tool: String,
+        /// Probability that one call of it fails.
+        error_rate: f64,
+    },
+    /// Sessions served by `provider` fail with probability `error_rate`, with
+    /// `error_type: provider_5xx`; other providers are untouched. Forensics: layer `provider`.
+    ProviderOutage {
+        /// The failing provider (an agent profile's `provider`).
+        provider: String,
+        /// Probability that a session on it fails.
+        error_rate: f64,
+    },
+    /// A new prompt version whose successful sessions are resolved with probability
+    /// `resolved_rate` (everything else unchanged). Forensics: layer `prompt`.
+    PromptRollout {
+        /// The new `prompt_version` key.
+        prompt_version: String,
+        /// Probability that a successful, non-refused session is resolved.
+        resolved_rate: f64,
+    },
+    /// A `share` of the sessions come from `channel` (the rest keep their mix); with an agent
+    /// profile whose [`super::AgentProfile::channel_failure`] names that channel, traffic moves
+    /// to a segment that always fails more. Forensics: layer `input`.
+    MixShift {
+        /// The `attributes.channel` value traffic moves to.
+        channel: String,
+        /// Share of the sessions on it during the incident.
+        share: f64,
+    },
 }
 
 impl IncidentKind {
     /// Spec names of every kind, in declaration order.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 12] = [
         "latency-tail",
         "error-burst",
         "pii-leak",
@@ -97,6 +130,10 @@ impl IncidentKind {
         "model-swap",
         "denied-tool",
         "tool-loop",
+        "tool-failure",
+        "provider-outage",
+        "prompt-rollout",
+        "mix-shift",
     ];
 
     /// The spec name of this kind (`"latency-tail"`, ...), also the key in
@@ -116,6 +153,10 @@ impl IncidentKind {
             IncidentKind::ModelSwap { .. } => 5,
             IncidentKind::DeniedTool { .. } => 6,
             IncidentKind::ToolLoop { .. } => 7,
+            IncidentKind::ToolFailure { .. } => 8,
+            IncidentKind::ProviderOutage { .. } => 9,
+            IncidentKind::PromptRollout { .. } => 10,
+            IncidentKind::MixShift { .. } => 11,
         }
     }
 
@@ -129,6 +170,10 @@ impl IncidentKind {
     /// - `model-swap`: model `m-2026-11`, refusal_rate 0.07
     /// - `denied-tool`: tool `delete_account`, share 0.05
     /// - `tool-loop`: tool `search_kb`, calls 15, share 0.1
+    /// - `tool-failure`: tool `get_order`, error_rate 0.6
+    /// - `provider-outage`: provider `acme-llm`, error_rate 0.3
+    /// - `prompt-rollout`: prompt_version `sp-v3`, resolved_rate 0.55
+    /// - `mix-shift`: channel `mobile`, share 0.7
     pub fn defaults(name: &str) -> Option<IncidentKind> {
         Some(match name {
             "latency-tail" => IncidentKind::LatencyTail {
@@ -167,6 +212,22 @@ impl IncidentKind {
                 tool: "search_kb".into(),
                 calls: 15,
                 share: 0.1,
+            },
+            "tool-failure" => IncidentKind::ToolFailure {
+                tool: "get_order".into(),
+                error_rate: 0.6,
+            },
+            "provider-outage" => IncidentKind::ProviderOutage {
+                provider: "acme-llm".into(),
+                error_rate: 0.3,
+            },
+            "prompt-rollout" => IncidentKind::PromptRollout {
+                prompt_version: "sp-v3".into(),
+                resolved_rate: 0.55,
+            },
+            "mix-shift" => IncidentKind::MixShift {
+                channel: "mobile".into(),
+                share: 0.7,
             },
             _ => return None,
         })
@@ -259,6 +320,37 @@ impl IncidentKind {
                 }
                 unit("share", *share)
             }
+            IncidentKind::ToolFailure {
+                tool: t,
+                error_rate,
+            } => {
+                tool(t)?;
+                unit("error_rate", *error_rate)
+            }
+            IncidentKind::ProviderOutage {
+                provider,
+                error_rate,
+            } => {
+                if provider.is_empty() {
+                    return Err("provider must not be empty".into());
+                }
+                unit("error_rate", *error_rate)
+            }
+            IncidentKind::PromptRollout {
+                prompt_version,
+                resolved_rate,
+            } => {
+                if prompt_version.is_empty() {
+                    return Err("prompt_version must not be empty".into());
+                }
+                unit("resolved_rate", *resolved_rate)
+            }
+            IncidentKind::MixShift { channel, share } => {
+                if channel.is_empty() {
+                    return Err("channel must not be empty".into());
+                }
+                unit("share", *share)
+            }
         }
     }
 
@@ -321,6 +413,32 @@ impl IncidentKind {
                 }
                 "share" => *share = num(value)?,
                 _ => return Err(bad_key("tool, calls, share, agent")),
+            },
+            IncidentKind::ToolFailure { tool, error_rate } => match key {
+                "tool" => *tool = value.to_string(),
+                "error_rate" | "rate" => *error_rate = num(value)?,
+                _ => return Err(bad_key("tool, error_rate, agent")),
+            },
+            IncidentKind::ProviderOutage {
+                provider,
+                error_rate,
+            } => match key {
+                "provider" => *provider = value.to_string(),
+                "error_rate" | "rate" => *error_rate = num(value)?,
+                _ => return Err(bad_key("provider, error_rate, agent")),
+            },
+            IncidentKind::PromptRollout {
+                prompt_version,
+                resolved_rate,
+            } => match key {
+                "prompt_version" | "prompt" => *prompt_version = value.to_string(),
+                "resolved_rate" | "resolved" => *resolved_rate = num(value)?,
+                _ => return Err(bad_key("prompt_version, resolved_rate, agent")),
+            },
+            IncidentKind::MixShift { channel, share } => match key {
+                "channel" => *channel = value.to_string(),
+                "share" => *share = num(value)?,
+                _ => return Err(bad_key("channel, share, agent")),
             },
         }
         Ok(())

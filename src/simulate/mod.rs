@@ -102,6 +102,10 @@ pub struct AgentProfile {
     pub tool_mix: Vec<(String, f64)>,
     /// USD per million (input, output) tokens; [`catalog_price`] of the model by default.
     pub price_per_mtok: (f64, f64),
+    /// A channel (`attributes.channel`) whose sessions fail with at least this probability
+    /// (`status: error`, `error_type: channel_unsupported`), all stream long: the segment an
+    /// [`IncidentKind::MixShift`] moves traffic to. `None` by default.
+    pub channel_failure: Option<(String, f64)>,
 }
 
 impl AgentProfile {
@@ -132,12 +136,19 @@ impl AgentProfile {
                 .iter()
                 .map(|(t, w)| (t.to_string(), *w))
                 .collect(),
+            channel_failure: None,
         }
     }
 
     /// Sets the provider.
     pub fn with_provider(mut self, provider: impl Into<String>) -> AgentProfile {
         self.provider = Some(provider.into());
+        self
+    }
+
+    /// Makes sessions on `channel` fail with at least probability `rate`.
+    pub fn with_channel_failure(mut self, channel: impl Into<String>, rate: f64) -> AgentProfile {
+        self.channel_failure = Some((channel.into(), rate));
         self
     }
 
@@ -319,6 +330,12 @@ impl SimConfig {
                 if t.is_empty() || !(w.is_finite() && *w >= 0.0) {
                     return Err(ctx(format!("tool mix entry ({t:?}, {w}) is invalid")));
                 }
+            }
+            if let Some((channel, rate)) = &a.channel_failure {
+                if channel.is_empty() {
+                    return Err(ctx("channel_failure: channel must not be empty".into()));
+                }
+                unit("channel_failure rate", *rate).map_err(|e| ctx(e.0))?;
             }
             if !a.tool_mix.is_empty() && a.tool_mix.iter().all(|(_, w)| *w == 0.0) {
                 return Err(ctx("tool mix weights must not all be 0".into()));

@@ -102,6 +102,7 @@ struct CAgent {
     provider: Option<u32>,
     price: (f64, f64),
     mix: Mix,
+    channel_failure: Option<(&'static str, f64)>,
     p: AgentProfile,
 }
 
@@ -141,6 +142,34 @@ enum CKind {
         calls: u32,
         share: f64,
     },
+    ToolFailure {
+        tool: u16,
+        error_rate: f64,
+    },
+    ProviderOutage {
+        provider: u32,
+        error_rate: f64,
+    },
+    PromptRollout {
+        prompt: u32,
+        resolved_rate: f64,
+    },
+    MixShift {
+        channel: &'static str,
+        share: f64,
+    },
+}
+
+/// The channels the generator draws, with their steady weights.
+const CHANNELS: [(&str, f64); 3] = [("web", 0.5), ("email", 0.3), ("mobile", 0.2)];
+
+/// A channel name as one of the generator's static strings (others are leaked once per
+/// compiled configuration — a handful of bytes — so drafts stay `&'static str`).
+fn static_channel(name: &str) -> &'static str {
+    CHANNELS.iter().find(|(c, _)| *c == name).map_or_else(
+        || &*Box::leak(name.to_owned().into_boxed_str()),
+        |(c, _)| *c,
+    )
 }
 
 struct CIncident {
@@ -214,6 +243,10 @@ impl Compiled {
                 provider: a.provider.as_deref().map(|p| intern(&mut strings, p)),
                 price: a.price_per_mtok,
                 mix: compile_mix(&mut tool_names, &a.tool_mix)?,
+                channel_failure: a
+                    .channel_failure
+                    .as_ref()
+                    .map(|(c, r)| (static_channel(c), *r)),
                 p: a.clone(),
             });
         }
@@ -282,6 +315,31 @@ impl Compiled {
                 } => CKind::ToolLoop {
                     tool: tool_index(&mut tool_names, t)?,
                     calls: *calls,
+                    share: *share,
+                },
+                IncidentKind::ToolFailure {
+                    tool: t,
+                    error_rate,
+                } => CKind::ToolFailure {
+                    tool: tool_index(&mut tool_names, t)?,
+                    error_rate: *error_rate,
+                },
+                IncidentKind::ProviderOutage {
+                    provider,
+                    error_rate,
+                } => CKind::ProviderOutage {
+                    provider: intern(&mut strings, provider),
+                    error_rate: *error_rate,
+                },
+                IncidentKind::PromptRollout {
+                    prompt_version,
+                    resolved_rate,
+                } => CKind::PromptRollout {
+                    prompt: intern(&mut strings, prompt_version),
+                    resolved_rate: *resolved_rate,
+                },
+                IncidentKind::MixShift { channel, share } => CKind::MixShift {
+                    channel: static_channel(channel),
                     share: *share,
                 },
             };
@@ -423,6 +481,10 @@ struct Effects<'c> {
     spike: Option<f64>,
     denied: Option<u16>,
     tool_loop: Option<(u16, u32)>,
+    tool_failure: Option<(u16, f64)>,
+    outage: Option<f64>,
+    resolved_rate: f64,
+    channel: Option<&'static str>,
 }
 
 /// Draws session `seq` starting at `start_ms` (fractional) into `d`, counting the sessions each
@@ -475,6 +537,10 @@ pub(crate) fn draw(
         spike: None,
         denied: None,
         tool_loop: None,
+        tool_failure: None,
+        outage: None,
+        resolved_rate: p.resolved_rate,
+        channel: None,
     };
     for (i, inc) in c.incidents.iter().enumerate() {
         if t < inc.start || t >= inc.end || inc.agent.is_some_and(|x| x != ai) {
@@ -541,6 +607,37 @@ pub(crate) fn draw(
                 }
                 hit
             }
+            CKind::ToolFailure { tool, error_rate } => {
+                fx.tool_failure = Some((*tool, *error_rate));
+                true
+            }
+            CKind::ProviderOutage {
+                provider,
+                error_rate,
+            } => {
+                let hit = a.provider == Some(*provider);
+                if hit {
+                    fx.outage = Some(*error_rate);
+                }
+                hit
+            }
+            CKind::PromptRollout {
+                prompt,
+                resolved_rate,
+            } => {
+                fx.prompt = *prompt;
+                fx.resolved_rate = *resolved_rate;
+                true
+            }
+            CKind::MixShift { channel, share } => {
+                let hit = unit(rng) < *share;
+                fx.channel = Some(if hit {
+                    channel
+                } else {
+                    pick_str(rng, &CHANNELS)
+                });
+                hit
+            }
         };
         if hit {
             touched[i] += 1;
@@ -548,6 +645,15 @@ pub(crate) fn draw(
     }
     d.prompt = fx.prompt;
     d.model = fx.model;
+    // A channel that fails more is known before the outcome (an extra draw only for a profile
+    // or incident that needs it, so other streams stay byte-identical).
+    if fx.channel.is_none() && a.channel_failure.is_some() {
+        fx.channel = Some(pick_str(rng, &CHANNELS));
+    }
+    let channel_fails = match (a.channel_failure, fx.channel) {
+        (Some((c, rate)), Some(ch)) if c == ch => Some(rate),
+        _ => None,
+    };
 
     // Outcome.
     let mut fallback_rate = p.fallback_rate;
@@ -556,8 +662,15 @@ pub(crate) fn draw(
         p_fail = p_fail.max(rate);
         fallback_rate = fb;
     }
+    if let Some(rate) = fx.outage.or(channel_fails) {
+        p_fail = p_fail.max(rate);
+    }
     let (status, error_type) = if unit(rng) >= p_fail {
         (Status::Success, None)
+    } else if fx.outage.is_some() {
+        (Status::Error, Some("provider_5xx"))
+    } else if channel_fails.is_some() {
+        (Status::Error, Some("channel_unsupported"))
     } else if fx.burst.is_some() {
         if unit(rng) < 0.85 {
             (Status::Error, Some("provider_5xx"))
@@ -572,9 +685,8 @@ pub(crate) fn draw(
             _ => (Status::Abandoned, None),
         }
     };
-    d.status = Some(status);
-    d.error_type = error_type;
-    d.failed = status != Status::Success;
+    let mut status = status;
+    let mut error_type = error_type;
     d.refusal = status == Status::Success && unit(rng) < fx.refusal_rate;
     d.turns = pick(rng, &TURN_WEIGHTS) as u32 + 1;
 
@@ -604,6 +716,23 @@ pub(crate) fn draw(
             tenths: tenths(ms),
         });
     }
+    if let Some((tool, rate)) = fx.tool_failure {
+        let mut failed = false;
+        for call in d.calls.iter_mut().filter(|c| c.tool == tool) {
+            if unit(rng) < rate {
+                call.status = CallStatus::Error;
+                failed = true;
+            }
+        }
+        if failed && status == Status::Success {
+            status = Status::Error;
+            error_type = Some("tool_error");
+            d.refusal = false;
+        }
+    }
+    d.status = Some(status);
+    d.error_type = error_type;
+    d.failed = status != Status::Success;
     if error_type == Some("tool_timeout") {
         let ms = 8_000.0 + unit(rng) * 150.0;
         let timed_out = Call {
@@ -726,7 +855,7 @@ pub(crate) fn draw(
         d.resolved = false;
         kumaraswamy(rng, 2.0, 4.0)
     } else {
-        d.resolved = unit(rng) < p.resolved_rate;
+        d.resolved = unit(rng) < fx.resolved_rate;
         if d.resolved {
             kumaraswamy(rng, 14.0, 2.0)
         } else {
@@ -770,7 +899,8 @@ pub(crate) fn draw(
         });
     }
 
-    d.channel = pick_str(rng, &[("web", 0.5), ("email", 0.3), ("mobile", 0.2)]);
+    let drawn = pick_str(rng, &CHANNELS);
+    d.channel = fx.channel.unwrap_or(drawn);
     d.tier = pick_str(rng, &[("free", 0.7), ("pro", 0.3)]);
 
     d.fallback = None;

@@ -8,6 +8,7 @@ mod api_tls;
 mod decode;
 mod drift_e2e;
 mod finding_wire;
+mod forensics;
 mod fuzz_targets;
 mod helm;
 mod kafka_e2e;

@@ -72,9 +72,16 @@ fn event_time(line: &[u8]) -> i64 {
     slawatch::time::parse_rfc3339_ms(v["ended_at"].as_str().unwrap()).unwrap()
 }
 
-fn of_spec<'a>(fs: &'a [Finding], spec: &str, after: i64) -> Vec<&'a Finding> {
+/// The findings of a spec after a time, without their forensics: which finding opens a
+/// streak, and whether a reload coincides with an onset, depend on what was judged before the
+/// reload (under the old targets), so only verdicts are compared.
+fn of_spec(fs: &[Finding], spec: &str, after: i64) -> Vec<Finding> {
     fs.iter()
         .filter(|f| f.spec == spec && f.window_end > after)
+        .map(|f| Finding {
+            forensics: None,
+            ..f.clone()
+        })
         .collect()
 }
 
