@@ -25,7 +25,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-
 use crate::api::questions::{COMMON_PARAMS, Question};
 use crate::catalog::Catalog;
 use crate::history::DAY_MS;

@@ -475,7 +475,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // A file or stdin of spans (`--input-format`); the receiver's spans take their own loop.
     let mut spans = match requests {
         Some(_) => None,
-        None => span_input(&args.pipeline, args.kafka.config.as_deref(), metrics.clone())?,
+        None => span_input(
+            &args.pipeline,
+            args.kafka.config.as_deref(),
+            metrics.clone(),
+        )?,
     };
     // Baselines survive restarts: comparisons continue where the last run left off.
     pipeline.restore_baselines(&store.baselines()?);

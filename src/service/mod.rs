@@ -310,7 +310,13 @@ impl State {
             key: None,
             report: &mut self.report,
         };
-        path.set_source_idle(source, idle, &mut self.pipeline, &mut self.found, &mut outputs)?;
+        path.set_source_idle(
+            source,
+            idle,
+            &mut self.pipeline,
+            &mut self.found,
+            &mut outputs,
+        )?;
         Ok(())
     }
 

@@ -136,8 +136,14 @@ fn collect(
     let report = match spans {
         None => replay_stream(source, &mut pipeline, dead, None, &mut sink).unwrap(),
         Some((encoding, config)) => {
-            let path = SpanPath::new(config, Arc::new(Catalog::embedded()), 0, None, Arc::default())
-                .unwrap();
+            let path = SpanPath::new(
+                config,
+                Arc::new(Catalog::embedded()),
+                0,
+                None,
+                Arc::default(),
+            )
+            .unwrap();
             let mut input = SpanInput { encoding, path };
             replay_spans(source, &mut pipeline, dead, None, &mut sink, &mut input).unwrap()
         }

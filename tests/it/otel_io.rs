@@ -449,23 +449,33 @@ fn kafka_span_topics_find_what_the_records_find() {
     let data = dir.path().join("data-three");
     let report = run_to_end(
         &broker,
-        &["--span-topic", "spans-three", "--span-encoding", "otlp_json"]
-            .into_iter()
-            .chain(["--config", config.to_str().unwrap()])
-            .collect::<Vec<_>>(),
+        &[
+            "--span-topic",
+            "spans-three",
+            "--span-encoding",
+            "otlp_json",
+        ]
+        .into_iter()
+        .chain(["--config", config.to_str().unwrap()])
+        .collect::<Vec<_>>(),
         "g-three",
         &data,
     );
     let dead = std::fs::read_to_string(data.join("dead-letters.jsonl")).unwrap_or_default();
     assert!(dead.is_empty(), "three partitions: {dead}");
-    assert!(stored_findings(&data) == records, "three partitions: {report}");
+    assert!(
+        stored_findings(&data) == records,
+        "three partitions: {report}"
+    );
 }
 
 /// Contract-v1 lines, decoded.
 fn decode_lines(text: &str) -> Vec<slawatch::session::Session> {
     let catalog = std::sync::Arc::new(slawatch::catalog::Catalog::embedded());
     let p = slawatch::pipeline::Pipeline::new(Vec::new(), catalog, &Default::default());
-    text.lines().map(|l| p.decode(l.as_bytes()).unwrap()).collect()
+    text.lines()
+        .map(|l| p.decode(l.as_bytes()).unwrap())
+        .collect()
 }
 
 /// The spans of `sessions` one per message (OTLP JSON), in the order they end — the order an
@@ -479,7 +489,11 @@ fn span_messages(sessions: &[slawatch::session::Session]) -> Vec<(String, Vec<u8
     };
     let mut spans: Vec<_> = sessions
         .iter()
-        .flat_map(|s| session_spans(s, &options).into_iter().map(|x| (&s.session_id, x)))
+        .flat_map(|s| {
+            session_spans(s, &options)
+                .into_iter()
+                .map(|x| (&s.session_id, x))
+        })
         .collect();
     spans.sort_by_key(|(_, s)| s.end_unix_nano);
     spans
@@ -522,7 +536,11 @@ fn a_restart_keeps_the_open_traces() {
     let bootstrap = broker.bootstrap();
     let sessions = simulated_sessions(300);
     let messages = span_messages(&sessions);
-    let cut = messages.len() / 2;
+    // Stop in the middle, between two spans of one session (its root, which ends last, comes
+    // after the stop).
+    let cut = (messages.len() / 2..messages.len())
+        .find(|&i| messages[i - 1].0 == messages[i].0)
+        .expect("a session of several spans");
     // The cut is between spans of traces (computed from the input), so open traces must
     // survive the stop.
     let before: std::collections::BTreeSet<&str> =
@@ -561,7 +579,9 @@ fn a_restart_keeps_the_open_traces() {
     args.extend(["--emit-sessions", first.to_str().unwrap()]);
     let mut run = spawn(&args, &data);
     run.wait_for("the first half consumed", Duration::from_secs(180), |r| {
-        let consumed = r.metrics(None).value("slawatch_records_consumed_total", &[]);
+        let consumed = r
+            .metrics(None)
+            .value("slawatch_records_consumed_total", &[]);
         assert!(consumed <= cut as f64, "consumed {consumed} of {cut}");
         (consumed == cut as f64).then_some(())
     });
@@ -583,7 +603,12 @@ fn a_restart_keeps_the_open_traces() {
             .map(|s| (s.session_id.clone(), s))
             .collect::<BTreeMap<_, _>>()
     };
-    let want = by_id(sessions);
+    let want = by_id(assembled_without_restart(&messages));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        by_id(sessions).keys().collect::<Vec<_>>(),
+        "every input session is assembled"
+    );
     let n = first.len() + second.len();
     let got = by_id(first.into_iter().chain(second).collect());
     assert_eq!(n, got.len(), "a session assembled twice");
@@ -602,6 +627,32 @@ fn a_restart_keeps_the_open_traces() {
     );
     let dead = std::fs::read_to_string(data.join("dead-letters.jsonl")).unwrap_or_default();
     assert!(dead.is_empty(), "{dead}");
+}
+
+/// The sessions one assembler makes of the messages read in one go, as `--emit-sessions`
+/// writes them (a contract-v1 line each), decoded.
+fn assembled_without_restart(messages: &[(String, Vec<u8>)]) -> Vec<slawatch::session::Session> {
+    use slawatch::ingest::encode::{RecordStyle, encode_record};
+    use slawatch::otel::{Assembled, Assembler, Encoding, GroupBy, OtelConfig, decode_request};
+    let catalog = std::sync::Arc::new(slawatch::catalog::Catalog::embedded());
+    let config = OtelConfig {
+        group_by: GroupBy::Conversation,
+        ..OtelConfig::default()
+    };
+    let mut assembler = Assembler::new(&config).with_catalog(catalog);
+    let mut out = Vec::new();
+    for (_, m) in messages {
+        assembler.push(decode_request(m, Encoding::Json).unwrap(), &mut out);
+    }
+    assembler.finish(&mut out);
+    let lines: Vec<String> = out
+        .iter()
+        .map(|a| match a {
+            Assembled::Session(s) => encode_record(s, RecordStyle::Sparse),
+            Assembled::Rejected { reason, .. } => panic!("{reason}"),
+        })
+        .collect();
+    decode_lines(&lines.join("\n"))
 }
 
 /// Waits for a run with `--exit-at-eof` to stop by itself; its log.
