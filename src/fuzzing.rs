@@ -25,16 +25,14 @@
 
 use std::sync::{Arc, OnceLock};
 
-use serde_json::{Map, Value, json};
-
 use crate::api::questions::{COMMON_PARAMS, Question};
 use crate::catalog::Catalog;
 use crate::history::DAY_MS;
 use crate::history::query::{Range, plan};
 use crate::ingest::decode::{Decoder, RejectReason};
-use crate::session::Session;
+use crate::ingest::encode::{RecordStyle, encode_record};
 use crate::spec::Diagnostic;
-use crate::time::{MAX_EPOCH_MS, MIN_EPOCH_MS, format_rfc3339_ms};
+use crate::time::{MAX_EPOCH_MS, MIN_EPOCH_MS};
 
 /// A fuzz target: a parser of untrusted bytes with its invariants asserted.
 pub type Target = fn(&[u8]);
@@ -121,7 +119,7 @@ pub fn record(data: &[u8]) {
     );
     match decoded {
         Ok(session) => {
-            let again = encode_record(&session);
+            let again = encode_record(&session, RecordStyle::Full);
             match decoder().decode(again.as_bytes()) {
                 Ok(back) => assert_eq!(
                     back, session,
@@ -135,92 +133,6 @@ pub fn record(data: &[u8]) {
             assert!(!reason.to_string().is_empty());
         }
     }
-}
-
-/// A session as a contract v1 record: the fields it was decoded from, derived values left
-/// for the decoder to derive again.
-pub fn encode_record(s: &Session) -> String {
-    let mut o = Map::new();
-    for (k, v) in [
-        ("session_id", &s.session_id),
-        ("agent", &s.agent),
-        ("prompt_version", &s.prompt_version),
-        ("model", &s.model),
-    ] {
-        o.insert(k.into(), v.as_str().into());
-    }
-    if let Some(p) = &s.provider {
-        o.insert("provider".into(), p.as_str().into());
-    }
-    if let Some(start) = s.started_at {
-        o.insert("started_at".into(), format_rfc3339_ms(start).into());
-    }
-    o.insert("ended_at".into(), format_rfc3339_ms(s.event_time).into());
-    if let (Some(d), false) = (s.duration_ms, s.duration_derived) {
-        o.insert("duration_ms".into(), d.into());
-    }
-    o.insert("status".into(), s.status.as_str().into());
-    if let Some(e) = &s.error_type {
-        o.insert("error_type".into(), e.as_str().into());
-    }
-    let mut usage = Map::new();
-    if let Some(n) = s.input_tokens {
-        usage.insert("input_tokens".into(), n.into());
-    }
-    if let Some(n) = s.output_tokens {
-        usage.insert("output_tokens".into(), n.into());
-    }
-    if let (Some(c), false) = (s.cost_usd, s.cost_derived) {
-        usage.insert("cost_usd".into(), c.into());
-    }
-    o.insert("usage".into(), Value::Object(usage));
-    for (k, v) in [
-        ("turns", s.turns),
-        ("output_chars", s.output_chars),
-        ("context_tokens_max", s.context_tokens_max),
-    ] {
-        if let Some(n) = v {
-            o.insert(k.into(), n.into());
-        }
-    }
-    let tools: Vec<Value> = s
-        .tool_calls
-        .iter()
-        .map(|t| json!({"name": t.name, "status": t.status, "duration_ms": t.duration_ms}))
-        .collect();
-    o.insert("tool_calls".into(), tools.into());
-    if let Some(f) = &s.fallback {
-        o.insert(
-            "fallback".into(),
-            json!({"triggered": f.triggered, "kind": f.kind, "reason": f.reason}),
-        );
-    }
-    let pii: Vec<Value> = s
-        .pii
-        .iter()
-        .map(|p| json!({"type": p.kind, "handling": p.handling, "destination": p.destination}))
-        .collect();
-    o.insert("pii".into(), pii.into());
-    o.insert(
-        "quality".into(),
-        json!({"score": s.quality.score, "resolved": s.quality.resolved,
-               "refusal": s.quality.refusal}),
-    );
-    // Attributes keep record order and repeated names, which a JSON map would not: written by
-    // hand, each key and value through serde_json.
-    let mut text = Value::Object(o).to_string();
-    text.pop();
-    text.push_str(",\"attributes\":{");
-    for (i, (k, v)) in s.attributes.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&Value::from(k.as_str()).to_string());
-        text.push(':');
-        text.push_str(&serde_json::to_string(v).expect("attribute values serialize"));
-    }
-    text.push_str("}}");
-    text
 }
 
 /// Checks what every diagnostic of a YAML file must satisfy: it points inside `src` and renders.

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 mod baseline;
+pub mod otlp_export;
 mod query;
 mod replay;
 pub mod serve;
@@ -238,7 +239,10 @@ pub fn main() -> ExitCode {
         Command::Query(a) => query::query(&a),
         Command::SmtpTest(a) => alerts::smtp_test(&a),
         Command::Silence(a) => alerts::silence(&a),
-        Command::Simulate(a) => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),
+        Command::Simulate(a) => match (&a.otlp_endpoint, a.otel) {
+            (Some(url), Some(format)) => otlp_export::simulate_to(url, format, &a),
+            _ => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),
+        },
         Command::Schema(a) => {
             print!(
                 "{}",

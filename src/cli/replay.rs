@@ -21,10 +21,11 @@ use crate::finding::{Clear, Finding, LastSession};
 use crate::health::Readiness;
 use crate::ingest::{DeadLetters, FramedSource, IngestStats, LinesSource, Source};
 use crate::metrics::Metrics;
-use crate::otel::{self, Assembled, Assembler, Encoding};
+use crate::otel::{self, Encoding};
 use crate::pipeline::{Outcome, Pipeline, PipelineConfig};
 use crate::present::fmt_value;
 use crate::service::reload::Reloader;
+use crate::service::spans::SpanPath;
 use crate::spec::model::{Dimension, Severity};
 use crate::store::Store;
 
@@ -101,12 +102,11 @@ pub fn replay_stream(
 }
 
 /// The span path of a replay: each record of the source is one OTLP `ExportTraceServiceRequest`
-/// in `encoding`; its spans go through `assembler`, whose sessions go to the pipeline.
+/// in `encoding`; its spans go through `path` (the same [`SpanPath`] the receiver and the Kafka
+/// loop use), whose sessions go to the pipeline.
 pub struct SpanInput {
     pub encoding: Encoding,
-    pub assembler: Assembler,
-    /// Where every assembled session is written as a contract-v1 record, if anywhere.
-    pub emit_sessions: Option<Box<dyn Write>>,
+    pub path: SpanPath,
 }
 
 /// [`replay_stream`] over OTLP span requests instead of session records.
@@ -131,7 +131,6 @@ fn drive(
 ) -> Result<ReplayReport> {
     let started = Instant::now();
     let mut found = Vec::new();
-    let mut assembled = Vec::new();
     let mut findings = 0u64;
     let metrics = sink.metrics().unwrap_or_default();
     while let Some(record) = source.next_record().context("reading the input")? {
@@ -153,22 +152,20 @@ fn drive(
             }
             Some(input) => {
                 pipeline.count_input(record.bytes.len());
+                let at = &record.position;
                 match otel::decode_request(&record.bytes, input.encoding) {
-                    Ok(decoded) => input.assembler.push(decoded, &mut assembled),
-                    Err(reason) => assembled.push(Assembled::Rejected {
+                    Ok(decoded) => {
+                        (input.path).push(decoded, at, pipeline, &mut found, dead_letters)?
+                    }
+                    Err(reason) => (input.path).reject(
                         reason,
-                        raw: record.bytes.clone(),
-                    }),
-                }
-                accept_assembled(
-                    &mut assembled,
-                    &record.position,
-                    input,
-                    pipeline,
-                    dead_letters,
-                    &metrics,
-                    &mut found,
-                )?;
+                        record.bytes.clone(),
+                        at,
+                        pipeline,
+                        &mut found,
+                        dead_letters,
+                    )?,
+                };
             }
         }
         // Windows that close clean produce clears but no finding: hand them over at once so
@@ -184,24 +181,8 @@ fn drive(
     }
     if let Some(input) = spans {
         // End of input: traces with a root complete, the rest are dead-lettered.
-        input.assembler.finish(&mut assembled);
-        let end = crate::ingest::Position::Line {
-            source: "<end of input>".into(),
-            line: 0,
-        };
-        accept_assembled(
-            &mut assembled,
-            &end,
-            input,
-            pipeline,
-            dead_letters,
-            &metrics,
-            &mut found,
-        )?;
+        input.path.finish(pipeline, &mut found, dead_letters)?;
         findings += deliver(&mut found, pipeline, sink, &metrics)?;
-        if let Some(w) = &mut input.emit_sessions {
-            w.flush().context("writing --emit-sessions")?;
-        }
     }
     metrics.evaluate(pipeline, |p| p.finish(&mut found));
     metrics.set_watermark(pipeline.stream_time());
@@ -230,60 +211,6 @@ pub(super) fn report(pipeline: &Pipeline, findings: u64, started: Instant) -> Re
         findings,
         elapsed_s: started.elapsed().as_secs_f64(),
     }
-}
-
-/// Hands what the assembler produced to the pipeline: sessions through `accept` (and to
-/// `--emit-sessions`), span rejects counted and dead-lettered as OTLP JSON at the position of
-/// the request that completed them.
-fn accept_assembled(
-    assembled: &mut Vec<Assembled>,
-    position: &crate::ingest::Position,
-    input: &mut SpanInput,
-    pipeline: &mut Pipeline,
-    dead_letters: &mut DeadLetters,
-    metrics: &Metrics,
-    found: &mut Vec<Finding>,
-) -> Result<()> {
-    for a in assembled.drain(..) {
-        match a {
-            Assembled::Session(session) => {
-                if let Some(w) = &mut input.emit_sessions {
-                    w.write_all(&otel::session_record_json(&session))?;
-                    w.write_all(b"\n")?;
-                }
-                let outcome = metrics.evaluate(pipeline, |p| p.accept(&session, 0, found));
-                metrics.record_outcome(&outcome);
-                if let Outcome::Rejected {
-                    reason,
-                    dead_letter: true,
-                } = outcome
-                {
-                    dead_letters
-                        .write_reason(
-                            position,
-                            reason.code(),
-                            reason.to_string(),
-                            &otel::session_record_json(&session),
-                        )
-                        .context("writing a dead letter")?;
-                }
-            }
-            Assembled::Rejected { reason, raw } => {
-                let outcome = pipeline.reject_spans(&reason);
-                metrics.record_outcome(&outcome);
-                if let Outcome::Rejected { reason, .. } = &outcome {
-                    let record = crate::ingest::RawRecord {
-                        bytes: raw,
-                        position: position.clone(),
-                    };
-                    dead_letters
-                        .write(&record, reason)
-                        .context("writing a dead letter")?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Hands a batch of findings, then the clears of the same windows, to the sink; returns how
@@ -333,8 +260,13 @@ fn open_source(input: &Path, args: &PipelineArgs) -> Result<Box<dyn Source>> {
 }
 
 /// The span path's input, when `--input-format` names an OTLP encoding: the `otel:` section of
-/// the configuration file (defaults without one) and `--emit-sessions`.
-fn span_input(args: &PipelineArgs, config: Option<&Path>) -> Result<Option<SpanInput>> {
+/// the configuration file (defaults without one) and `--emit-sessions`; its rejects counted in
+/// `metrics`.
+fn span_input(
+    args: &PipelineArgs,
+    config: Option<&Path>,
+    metrics: Arc<Metrics>,
+) -> Result<Option<SpanInput>> {
     let encoding = match args.input_format {
         InputFormat::Records => {
             if args.emit_sessions.is_some() {
@@ -356,17 +288,14 @@ fn span_input(args: &PipelineArgs, config: Option<&Path>) -> Result<Option<SpanI
         None => otel::OtelConfig::default(),
     };
     let catalog = load_catalog(args.models.as_ref())?;
-    let emit_sessions: Option<Box<dyn Write>> = match &args.emit_sessions {
-        Some(p) => Some(Box::new(BufWriter::new(
-            File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        ))),
-        None => None,
-    };
-    Ok(Some(SpanInput {
-        encoding,
-        assembler: Assembler::new(&otel_config).with_catalog(catalog),
-        emit_sessions,
-    }))
+    let path = SpanPath::new(
+        &otel_config,
+        catalog,
+        0,
+        args.emit_sessions.as_deref(),
+        metrics,
+    )?;
+    Ok(Some(SpanInput { encoding, path }))
 }
 
 fn build_pipeline(args: &PipelineArgs) -> Result<Pipeline> {
@@ -400,7 +329,7 @@ fn progress_bar(input: &Path, hidden: bool) -> Option<ProgressBar> {
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut pipeline = build_pipeline(&args.pipeline)?;
     let mut source = open_source(&args.input, &args.pipeline)?;
-    let mut spans = span_input(&args.pipeline, args.config.as_deref())?;
+    let mut spans = span_input(&args.pipeline, args.config.as_deref(), Arc::default())?;
     let mut dead = match &args.pipeline.dead_letters {
         Some(p) => DeadLetters::to_file(p).with_context(|| format!("opening {}", p.display()))?,
         None => DeadLetters::discard(),
@@ -546,7 +475,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // A file or stdin of spans (`--input-format`); the receiver's spans take their own loop.
     let mut spans = match requests {
         Some(_) => None,
-        None => span_input(&args.pipeline, args.kafka.config.as_deref())?,
+        None => span_input(
+            &args.pipeline,
+            args.kafka.config.as_deref(),
+            metrics.clone(),
+        )?,
     };
     // Baselines survive restarts: comparisons continue where the last run left off.
     pipeline.restore_baselines(&store.baselines()?);

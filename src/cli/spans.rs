@@ -9,11 +9,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::replay::{ReplayReport, Sink, deliver};
-use crate::ingest::decode::RejectReason;
-use crate::ingest::{DeadLetters, Position, RawRecord};
+use crate::ingest::DeadLetters;
 use crate::otel::{Encoding, OtelConfig};
 use crate::pipeline::Pipeline;
-use crate::service::spans::{Request, SpanOutputs, SpanPath, now_ms, take_request};
+use crate::service::spans::{Request, SpanPath, now_ms, take_request};
 
 /// Default `--otlp-max-body`: 8 MiB, compressed or once decompressed.
 pub const DEFAULT_OTLP_MAX_BODY: usize = 8 * 1024 * 1024;
@@ -62,24 +61,6 @@ impl SpanEncoding {
             SpanEncoding::OtlpProto => Encoding::Protobuf,
             SpanEncoding::OtlpJson => Encoding::Json,
         }
-    }
-}
-
-/// Where a span path's dead letter is said to come from.
-pub fn span_position(source: &str) -> Position {
-    Position::Line {
-        source: source.into(),
-        line: 0,
-    }
-}
-
-impl SpanOutputs for DeadLetters {
-    fn dead_letter(&mut self, reason: &RejectReason, raw: &[u8]) -> Result<()> {
-        let record = RawRecord {
-            bytes: raw.to_vec(),
-            position: span_position("otlp-http"),
-        };
-        self.write(&record, reason).context("writing a dead letter")
     }
 }
 

@@ -6,6 +6,7 @@
 //! every rejected record's original bytes with its reason.
 
 pub mod decode;
+pub mod encode;
 pub mod kafka;
 
 use std::collections::{BTreeMap, HashSet};

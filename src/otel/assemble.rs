@@ -7,6 +7,14 @@
 //! grace after the root still joins it. A trace without a root is an orphan once the watermark
 //! is a grace past its newest span. Both deadlines live in one ordered index, so a push costs
 //! O(log open traces), never a scan.
+//!
+//! Spans may come from several *sources* read at different paces (the partitions of a Kafka
+//! span topic: the Collector's exporter partitions by trace id or not at all, so a trace's
+//! spans may be spread over them). Then the watermark is the minimum over the sources that
+//! are not idle of their newest span end, minus the grace — as the pipeline's watermark is over
+//! its partitions —, so a source read behind the others never finds its traces completed
+//! without it. A registered source that has delivered nothing yet holds the watermark back
+//! until it does or is idle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -54,6 +62,15 @@ impl OpenTrace {
     }
 }
 
+/// Progress of one source of spans (see the module documentation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct SourceProgress {
+    /// Newest span end it delivered.
+    newest_end_ms: Option<i64>,
+    /// Idle sources do not hold the watermark back.
+    idle: bool,
+}
+
 /// Open traces to persist in a checkpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AssemblerState {
@@ -61,6 +78,9 @@ pub struct AssemblerState {
     next_seq: u64,
     newest_end_ms: Option<i64>,
     external_ms: Option<i64>,
+    /// Per-source progress; absent in checkpoints written before sources existed.
+    #[serde(default)]
+    sources: BTreeMap<i32, SourceProgress>,
 }
 
 /// Groups spans into sessions. See the module documentation.
@@ -76,6 +96,8 @@ pub struct Assembler {
     newest_end_ms: Option<i64>,
     /// The newest watermark passed to [`Assembler::advance`].
     external_ms: Option<i64>,
+    /// Registered sources; empty when spans come from one stream.
+    sources: BTreeMap<i32, SourceProgress>,
 }
 
 impl Assembler {
@@ -89,6 +111,7 @@ impl Assembler {
             next_seq: 0,
             newest_end_ms: None,
             external_ms: None,
+            sources: BTreeMap::new(),
         }
     }
 
@@ -107,12 +130,37 @@ impl Assembler {
     /// [`Assembler::advance`] if that is later.
     pub fn watermark(&self) -> Option<i64> {
         let own = self
-            .newest_end_ms
+            .sources_newest_end()
             .map(|t| t.saturating_sub(self.config.grace_ms));
         match (own, self.external_ms) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The newest span end the watermark may follow: the minimum over the registered sources
+    /// that are not idle (none while one of them has delivered nothing), else the newest of all.
+    fn sources_newest_end(&self) -> Option<i64> {
+        let mut active = self.sources.values().filter(|s| !s.idle).peekable();
+        if active.peek().is_none() {
+            return self.newest_end_ms;
+        }
+        active
+            .map(|s| s.newest_end_ms)
+            .try_fold(i64::MAX, |m, t| t.map(|t| m.min(t)))
+    }
+
+    /// Declares a source of spans (a span partition) before it delivers: from now on the
+    /// watermark waits for it. Keeps the progress of a source already known (restored).
+    pub fn add_source(&mut self, source: i32) {
+        self.sources.entry(source).or_default();
+    }
+
+    /// Marks a source idle (no span for the idle timeout, at its end, or unassigned) or active
+    /// again, and releases what became due.
+    pub fn set_source_idle(&mut self, source: i32, idle: bool, out: &mut Vec<Assembled>) {
+        self.sources.entry(source).or_default().idle = idle;
+        self.release(out);
     }
 
     /// Adds spans; sessions they complete (and traces evicted or orphaned) go to `out`.
@@ -121,6 +169,17 @@ impl Assembler {
             self.add(span, out);
         }
         self.release(out);
+    }
+
+    /// [`Assembler::push`] of spans read from `source` (registered if it was not).
+    pub fn push_from(&mut self, source: i32, spans: Vec<Span>, out: &mut Vec<Assembled>) {
+        let newest = spans.iter().map(Span::end_ms).max();
+        let progress = self.sources.entry(source).or_default();
+        progress.idle = false;
+        if let Some(t) = newest {
+            progress.newest_end_ms = Some(progress.newest_end_ms.map_or(t, |n| n.max(t)));
+        }
+        self.push(spans, out);
     }
 
     /// Moves the watermark to at least `watermark_ms` (idle input, another partition's
@@ -249,6 +308,7 @@ impl Assembler {
             next_seq: self.next_seq,
             newest_end_ms: self.newest_end_ms,
             external_ms: self.external_ms,
+            sources: self.sources.clone(),
         }
     }
 
@@ -265,6 +325,7 @@ impl Assembler {
         self.next_seq = state.next_seq;
         self.newest_end_ms = state.newest_end_ms;
         self.external_ms = state.external_ms;
+        self.sources = state.sources;
     }
 }
 
@@ -422,6 +483,48 @@ mod tests {
             unreachable!()
         };
         assert!(reason.to_string().contains(&crate::otel::hex(&[1; 16])));
+    }
+
+    #[test]
+    fn the_watermark_waits_for_the_slowest_source() {
+        let mut a = assembler();
+        let mut out = Vec::new();
+        a.add_source(0);
+        a.add_source(1);
+        // The root on source 0, a child on source 1 not read yet; source 0 races ahead.
+        a.push_from(0, vec![span(1, 1, "invoke_agent", 0, 1_000)], &mut out);
+        a.push_from(0, vec![span(2, 2, "chat", 0, 1_000 + 10 * GRACE)], &mut out);
+        assert_eq!(a.watermark(), None, "source 1 has delivered nothing");
+        assert!(out.is_empty());
+        // Source 1 delivers the late child: it joins the session.
+        a.push_from(1, vec![span(1, 3, "chat", 500, 900)], &mut out);
+        assert_eq!(a.watermark(), Some(900 - GRACE));
+        assert!(out.is_empty());
+        a.push_from(1, vec![span(3, 2, "chat", 0, 1_000 + GRACE)], &mut out);
+        assert_eq!(sessions(&out), vec![(crate::otel::hex(&[1; 16]), 1)]);
+        // An idle source stops holding the watermark back.
+        a.set_source_idle(1, true, &mut out);
+        assert_eq!(a.watermark(), Some(1_000 + 9 * GRACE));
+        assert_eq!(codes(&out), vec!["orphan_span"], "trace 3 has no root");
+        // A source that delivers again is active again.
+        a.push_from(1, vec![span(4, 2, "chat", 0, 2_000 + GRACE)], &mut out);
+        assert_eq!(a.watermark(), Some(2_000));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_sources() {
+        let mut a = assembler();
+        let mut out = Vec::new();
+        a.add_source(0);
+        a.add_source(1);
+        a.push_from(0, vec![span(1, 1, "invoke_agent", 0, 1_000)], &mut out);
+        a.push_from(0, vec![span(2, 2, "chat", 0, 1_000 + GRACE)], &mut out);
+        let mut b = assembler();
+        b.restore(a.snapshot());
+        b.add_source(0);
+        assert_eq!(b.watermark(), None, "source 1 still holds it back");
+        b.push_from(1, vec![span(3, 2, "chat", 0, 1_000 + GRACE)], &mut out);
+        assert_eq!(sessions(&out).len(), 1);
     }
 
     #[test]

@@ -6,11 +6,9 @@
 //! in order, and the mapped attributes and events on the root. Ids are derived from the session
 //! id, so the same sessions always give the same bytes.
 
-use serde_json::{Map, Value as Json, json};
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::session::{AttrValue, Session, Status, ToolStatus};
-use crate::time::format_rfc3339_ms;
 
 use super::config::{GroupBy, Mapping};
 use super::decode::encode_spans;
@@ -258,93 +256,4 @@ pub fn session_spans(session: &Session, options: &EncodeOptions) -> Vec<Span> {
     }
     let _ = options.group_by;
     spans
-}
-
-/// The session as one contract-v1 record (one JSON line, no newline). Derived values (cost,
-/// duration) are left out, as a producer would have: decoding the line derives them again.
-pub fn session_record_json(session: &Session) -> Vec<u8> {
-    let mut r = Map::new();
-    r.insert("session_id".into(), json!(session.session_id));
-    r.insert("agent".into(), json!(session.agent));
-    r.insert("prompt_version".into(), json!(session.prompt_version));
-    r.insert("model".into(), json!(session.model));
-    if let Some(p) = &session.provider {
-        r.insert("provider".into(), json!(p));
-    }
-    if let Some(t) = session.started_at {
-        r.insert("started_at".into(), json!(format_rfc3339_ms(t)));
-    }
-    r.insert(
-        "ended_at".into(),
-        json!(format_rfc3339_ms(session.event_time)),
-    );
-    if let (Some(d), false) = (session.duration_ms, session.duration_derived) {
-        r.insert("duration_ms".into(), json!(d));
-    }
-    r.insert("status".into(), json!(session.status.as_str()));
-    if let Some(e) = &session.error_type {
-        r.insert("error_type".into(), json!(e));
-    }
-    if let Some(t) = session.turns {
-        r.insert("turns".into(), json!(t));
-    }
-    let mut usage = Map::new();
-    if let Some(n) = session.input_tokens {
-        usage.insert("input_tokens".into(), json!(n));
-    }
-    if let Some(n) = session.output_tokens {
-        usage.insert("output_tokens".into(), json!(n));
-    }
-    if let (Some(c), false) = (session.cost_usd, session.cost_derived) {
-        usage.insert("cost_usd".into(), json!(c));
-    }
-    if !usage.is_empty() {
-        r.insert("usage".into(), Json::Object(usage));
-    }
-    if !session.tool_calls.is_empty() {
-        r.insert("tool_calls".into(), json!(session.tool_calls));
-    }
-    if let Some(f) = &session.fallback {
-        r.insert("fallback".into(), json!(f));
-    }
-    if !session.pii.is_empty() {
-        let pii: Vec<Json> = session
-            .pii
-            .iter()
-            .map(|p| match &p.destination {
-                Some(d) => json!({"type": p.kind, "handling": p.handling, "destination": d}),
-                None => json!({"type": p.kind, "handling": p.handling}),
-            })
-            .collect();
-        r.insert("pii".into(), Json::Array(pii));
-    }
-    let q = &session.quality;
-    if q.score.is_some() || q.resolved.is_some() || q.refusal.is_some() {
-        let mut quality = Map::new();
-        if let Some(v) = q.score {
-            quality.insert("score".into(), json!(v));
-        }
-        if let Some(v) = q.resolved {
-            quality.insert("resolved".into(), json!(v));
-        }
-        if let Some(v) = q.refusal {
-            quality.insert("refusal".into(), json!(v));
-        }
-        r.insert("quality".into(), Json::Object(quality));
-    }
-    if let Some(n) = session.output_chars {
-        r.insert("output_chars".into(), json!(n));
-    }
-    if let Some(n) = session.context_tokens_max {
-        r.insert("context_tokens_max".into(), json!(n));
-    }
-    if !session.attributes.is_empty() {
-        let attrs: Map<String, Json> = session
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v)))
-            .collect();
-        r.insert("attributes".into(), Json::Object(attrs));
-    }
-    serde_json::to_vec(&Json::Object(r)).expect("a record serializes")
 }

@@ -16,8 +16,8 @@
 //!   root's end; open traces are capped, the oldest evicted to the dead letters.
 //! * [`map`] turns one trace's spans into a [`Session`] following the GenAI semantic
 //!   conventions and the configurable [`Mapping`] (`docs/otel.md` tables every field).
-//! * [`encode_request`] is the inverse, for `simulate --otel` and the tests;
-//!   [`session_record_json`] writes a session as a contract-v1 record.
+//! * [`encode_request`] is the inverse, for `simulate --otel` and the tests (a session as a
+//!   contract-v1 record is `ingest::encode::encode_record`).
 //!
 //! Never does I/O and never reads the wall clock. Only this module imports `opentelemetry-proto`
 //! and `prost`.
@@ -32,7 +32,7 @@ pub mod response;
 pub use assemble::{Assembled, Assembler, AssemblerState};
 pub use config::{GroupBy, Mapping, OtelConfig};
 pub use decode::{decode_request, spans_to_otlp_json};
-pub use encode::{EncodeOptions, encode_request, session_record_json};
+pub use encode::{EncodeOptions, encode_request, session_spans};
 
 use serde::{Deserialize, Serialize};
 

@@ -168,7 +168,6 @@ struct State {
 struct KafkaSpanOutputs<'a> {
     sink: &'a kafka::Sink,
     dead_file: &'a mut DeadLetters,
-    position: &'a crate::ingest::Position,
     key: Option<&'a [u8]>,
     report: &'a mut ServiceReport,
 }
@@ -176,12 +175,13 @@ struct KafkaSpanOutputs<'a> {
 impl spans::SpanOutputs for KafkaSpanOutputs<'_> {
     fn dead_letter(
         &mut self,
+        at: &crate::ingest::Position,
         reason: &crate::ingest::decode::RejectReason,
         raw: &[u8],
     ) -> Result<()> {
         let record = crate::ingest::RawRecord {
             bytes: raw.to_vec(),
-            position: self.position.clone(),
+            position: at.clone(),
         };
         self.sink.dead_letter(&record, self.key, reason)?;
         self.dead_file.write(&record, reason)?;
@@ -244,19 +244,21 @@ impl State {
             return Ok(());
         };
         let original = kafka::raw_record(m);
+        let at = &original.position;
         let mut outputs = KafkaSpanOutputs {
             sink: &self.sink,
             dead_file: &mut self.dead_file,
-            position: &original.position,
             key: m.key(),
             report: &mut self.report,
         };
         let (pipeline, found) = (&mut self.pipeline, &mut self.found);
+        let source = Self::span_source(&self.span_topics, m.topic(), m.partition());
         match crate::otel::decode_request(&original.bytes, self.span_encoding) {
-            Ok(spans) => path.push(spans, pipeline, found, &mut outputs)?,
+            Ok(spans) => path.push_from(source, spans, at, pipeline, found, &mut outputs)?,
             Err(reason) => path.reject(
                 reason,
                 original.bytes.clone(),
+                at,
                 pipeline,
                 found,
                 &mut outputs,
@@ -272,11 +274,9 @@ impl State {
         let Some(path) = &mut self.spans else {
             return Ok(());
         };
-        let position = crate::cli::spans::span_position("otlp-http");
         let mut outputs = KafkaSpanOutputs {
             sink: &self.sink,
             dead_file: &mut self.dead_file,
-            position: &position,
             key: None,
             report: &mut self.report,
         };
@@ -291,16 +291,43 @@ impl State {
         self.emit()
     }
 
+    /// The assembler's source number of a span partition (span topics folded in as record
+    /// topics are in [`State::pid`]).
+    fn span_source(span_topics: &[String], topic: &str, partition: i32) -> i32 {
+        let t = span_topics.iter().position(|x| x == topic).unwrap_or(0) as i32;
+        t * 1_000_000 + partition
+    }
+
+    /// A span partition became idle or active again.
+    fn span_source_idle(&mut self, topic: &str, partition: i32, idle: bool) -> Result<()> {
+        let source = Self::span_source(&self.span_topics, topic, partition);
+        let Some(path) = &mut self.spans else {
+            return Ok(());
+        };
+        let mut outputs = KafkaSpanOutputs {
+            sink: &self.sink,
+            dead_file: &mut self.dead_file,
+            key: None,
+            report: &mut self.report,
+        };
+        path.set_source_idle(
+            source,
+            idle,
+            &mut self.pipeline,
+            &mut self.found,
+            &mut outputs,
+        )?;
+        Ok(())
+    }
+
     /// Advances the assembler (idle span inputs) or finishes it (end of input).
     fn spans_advance(&mut self, watermark: Option<i64>) -> Result<()> {
         let Some(path) = &mut self.spans else {
             return Ok(());
         };
-        let position = crate::cli::spans::span_position("span-assembler");
         let mut outputs = KafkaSpanOutputs {
             sink: &self.sink,
             dead_file: &mut self.dead_file,
-            position: &position,
             key: None,
             report: &mut self.report,
         };
@@ -505,7 +532,9 @@ pub fn run(
         Topology::Partitioned => {
             anyhow::ensure!(
                 opts.spans.is_none(),
-                "spans (--span-topic, --otlp-http) need `--topology single`"
+                "spans (--span-topic, --otlp-http) need `--topology single`: `partitioned` \
+                 routes records by agent, and a trace's agent is known only once one assembler \
+                 has seen all of its spans, which may come from any partition"
             );
             partitioned::run(opts, pipeline, store, dead_file, output)
         }
@@ -607,23 +636,13 @@ fn run_single(
     // must not be late by then.
     let all_topics = opts.kafka.input_topics();
     let expected = topic_partitions(&consumer, &all_topics)?;
-    // One assembler serves every span source and its sessions share one pipeline partition:
-    // with several span partitions read unevenly, the sessions of the slower one would arrive
-    // behind the watermark the faster one moved. Until each span partition has an assembler of
-    // its own, a span topic must have one partition.
-    for topic in &opts.kafka.span_topics {
-        let n = expected.iter().filter(|(t, _)| t == topic).count();
-        anyhow::ensure!(
-            n <= 1,
-            "span topic {topic} has {n} partitions; this version assembles spans from \
-             single-partition topics only (recreate it with one partition, or send the spans \
-             over OTLP/HTTP with --otlp-http)"
-        );
-    }
     let reader = kafka::Reader::new(&opts.kafka).context("creating the Kafka reader")?;
     let is_span_topic = |t: &str| opts.kafka.span_topics.iter().any(|s| s == t);
-    let mut last_span_request = Instant::now();
+    // The last span message or request: the wall-clock advance of the assembler waits for
+    // the span inputs to be quiet this long.
+    let mut last_span_input = Instant::now();
     let mut spans_idle = false;
+    let mut span_idle: BTreeMap<(String, i32), bool> = BTreeMap::new();
     let mut unassigned_since: BTreeMap<(String, i32), Instant> = expected
         .iter()
         .map(|p| (p.clone(), Instant::now()))
@@ -636,9 +655,18 @@ fn run_single(
                 st.pipeline.assign_partition(pid);
             }
         }
-        // Sessions assembled from spans arrive in a partition of their own.
+        // Sessions assembled from spans arrive in a partition of their own. One assembler
+        // serves every span partition (the Collector's exporter partitions by trace id or not
+        // at all, so a trace may be spread over several): its watermark waits for each of them.
         if takes_spans {
             st.pipeline.assign_partition(spans::SPAN_PARTITION);
+            let topics = st.span_topics.clone();
+            if let Some(path) = &mut st.spans {
+                for (topic, p) in expected.iter().filter(|(t, _)| is_span_topic(t)) {
+                    path.assembler_mut()
+                        .add_source(State::span_source(&topics, topic, *p));
+                }
+            }
         }
     }
     let mut assigned: BTreeSet<(String, i32)> = BTreeSet::new();
@@ -699,6 +727,9 @@ fn run_single(
                 first_record.get_or_insert_with(Instant::now);
                 at_eof.remove(&m.partition());
                 last_seen.insert(m.partition(), Instant::now());
+                if is_span_topic(m.topic()) {
+                    last_span_input = Instant::now();
+                }
                 lock(&state).apply(&m)?;
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -721,7 +752,7 @@ fn run_single(
         }
         if let Some(requests) = &span_requests {
             while let Ok(request) = requests.try_recv() {
-                last_span_request = Instant::now();
+                last_span_input = Instant::now();
                 st.apply_request(request)?;
             }
         }
@@ -742,6 +773,10 @@ fn run_single(
             };
             if is_span_topic(topic) {
                 all_spans_idle &= idle;
+                if span_idle.get(&(topic.clone(), *p)) != Some(&idle) {
+                    span_idle.insert((topic.clone(), *p), idle);
+                    st.span_source_idle(topic, *p, idle)?;
+                }
                 continue;
             }
             let pid = st.pid(topic, *p);
@@ -751,8 +786,10 @@ fn run_single(
             // The span inputs are idle when every span partition is and the receiver has had
             // no request for the idle timeout: nothing older is coming, so the assembler's
             // watermark follows the wall clock and its partition stops holding the stream.
-            let idle = all_spans_idle
-                && (span_requests.is_none() || last_span_request.elapsed() >= idle_after);
+            // Quiet, not merely at their end: a partition at its end has delivered all there is
+            // now, but children of open traces may still be on their way; only a wall-clock
+            // timeout says they are not.
+            let idle = all_spans_idle && last_span_input.elapsed() >= idle_after;
             if idle && !spans_idle {
                 st.found.extend(std::mem::take(&mut out));
                 st.spans_advance(Some(spans::now_ms() - span_grace_ms))?;

@@ -20,6 +20,8 @@ use anyhow::{Context, Result};
 
 use crate::finding::Finding;
 use crate::ingest::decode::RejectReason;
+use crate::ingest::encode::{RecordStyle, encode_record};
+use crate::ingest::{DeadLetters, Position};
 use crate::metrics::Metrics;
 use crate::otel::{Assembled, Assembler, OtelConfig, Span, SpanReject};
 use crate::pipeline::{Outcome, Pipeline};
@@ -92,11 +94,30 @@ impl SpanIntake {
     }
 }
 
-/// Where the span path's dead letters go, implemented by each loop (file run, Kafka): spans
-/// rejected by the assembler or the decoder (`raw`: the spans as OTLP JSON, or the request's
-/// bytes), and assembled sessions the pipeline rejected (`raw`: the contract-v1 record).
+/// Where the span path's dead letters go, implemented by each loop (file, receiver, Kafka):
+/// spans rejected by the assembler or the decoder (`raw`: the spans as OTLP JSON, or the
+/// request's bytes), and assembled sessions the pipeline rejected (`raw`: the contract-v1
+/// record). `at` is the input unit (line, message, request) whose spans completed or rejected
+/// them, passed by the caller of each [`SpanPath`] step.
 pub trait SpanOutputs {
-    fn dead_letter(&mut self, reason: &RejectReason, raw: &[u8]) -> Result<()>;
+    fn dead_letter(&mut self, at: &Position, reason: &RejectReason, raw: &[u8]) -> Result<()>;
+}
+
+/// A file of dead letters (replay, a receiver-only run).
+impl SpanOutputs for DeadLetters {
+    fn dead_letter(&mut self, at: &Position, reason: &RejectReason, raw: &[u8]) -> Result<()> {
+        self.write_reason(at, reason.code(), reason.to_string(), raw)
+            .context("writing a dead letter")
+    }
+}
+
+/// The position of dead letters that no input unit completed: the receiver's requests
+/// (`otlp-http`), the idle advance and the end of input (`span-assembler`).
+pub fn span_position(source: &str) -> Position {
+    Position::Line {
+        source: source.into(),
+        line: 0,
+    }
 }
 
 /// The assembler of a loop, and what it writes beside the pipeline.
@@ -147,13 +168,46 @@ impl SpanPath {
     pub fn push(
         &mut self,
         spans: Vec<Span>,
+        at: &Position,
         pipeline: &mut Pipeline,
         found: &mut Vec<Finding>,
         outputs: &mut dyn SpanOutputs,
     ) -> Result<Pushed> {
         let mut out = Vec::new();
         self.assembler.push(spans, &mut out);
-        self.take(out, pipeline, found, outputs)
+        self.take(out, at, pipeline, found, outputs)
+    }
+
+    /// [`SpanPath::push`] of spans read from `source` (a span partition: the assembler's
+    /// watermark is the minimum over its sources).
+    pub fn push_from(
+        &mut self,
+        source: i32,
+        spans: Vec<Span>,
+        at: &Position,
+        pipeline: &mut Pipeline,
+        found: &mut Vec<Finding>,
+        outputs: &mut dyn SpanOutputs,
+    ) -> Result<Pushed> {
+        let mut out = Vec::new();
+        self.assembler.push_from(source, spans, &mut out);
+        self.take(out, at, pipeline, found, outputs)
+    }
+
+    /// A span source became idle (or active again): it stops (or starts again) holding the
+    /// assembler's watermark back.
+    pub fn set_source_idle(
+        &mut self,
+        source: i32,
+        idle: bool,
+        pipeline: &mut Pipeline,
+        found: &mut Vec<Finding>,
+        outputs: &mut dyn SpanOutputs,
+    ) -> Result<Pushed> {
+        let mut out = Vec::new();
+        self.assembler.set_source_idle(source, idle, &mut out);
+        let at = span_position("span-assembler");
+        self.take(out, &at, pipeline, found, outputs)
     }
 
     /// A request that could not be decoded.
@@ -161,12 +215,13 @@ impl SpanPath {
         &mut self,
         reason: SpanReject,
         raw: Vec<u8>,
+        at: &Position,
         pipeline: &mut Pipeline,
         found: &mut Vec<Finding>,
         outputs: &mut dyn SpanOutputs,
     ) -> Result<Pushed> {
         let out = vec![Assembled::Rejected { reason, raw }];
-        self.take(out, pipeline, found, outputs)
+        self.take(out, at, pipeline, found, outputs)
     }
 
     /// Moves the assembler's watermark (no span for a while: nothing earlier is coming).
@@ -179,7 +234,8 @@ impl SpanPath {
     ) -> Result<Pushed> {
         let mut out = Vec::new();
         self.assembler.advance(watermark_ms, &mut out);
-        self.take(out, pipeline, found, outputs)
+        let at = span_position("span-assembler");
+        self.take(out, &at, pipeline, found, outputs)
     }
 
     /// End of input: every trace with a root becomes a session, the rest dead letters.
@@ -191,7 +247,8 @@ impl SpanPath {
     ) -> Result<Pushed> {
         let mut out = Vec::new();
         self.assembler.finish(&mut out);
-        let pushed = self.take(out, pipeline, found, outputs)?;
+        let at = span_position("<end of input>");
+        let pushed = self.take(out, &at, pipeline, found, outputs)?;
         self.flush()?;
         Ok(pushed)
     }
@@ -206,6 +263,7 @@ impl SpanPath {
     fn take(
         &mut self,
         out: Vec<Assembled>,
+        at: &Position,
         pipeline: &mut Pipeline,
         found: &mut Vec<Finding>,
         outputs: &mut dyn SpanOutputs,
@@ -214,7 +272,7 @@ impl SpanPath {
         let mut reasons: std::collections::BTreeMap<&'static str, u64> = Default::default();
         for a in out {
             match a {
-                Assembled::Session(s) => self.accept(&s, pipeline, found, outputs)?,
+                Assembled::Session(s) => self.accept(&s, at, pipeline, found, outputs)?,
                 Assembled::Rejected { reason, raw } => {
                     self.rejected += 1;
                     pushed.rejected_spans += 1;
@@ -222,7 +280,7 @@ impl SpanPath {
                     let outcome = pipeline.reject_spans(&reason);
                     self.metrics.record_outcome(&outcome);
                     if let Outcome::Rejected { reason, .. } = &outcome {
-                        outputs.dead_letter(reason, &raw)?;
+                        outputs.dead_letter(at, reason, &raw)?;
                     }
                 }
             }
@@ -237,13 +295,14 @@ impl SpanPath {
     fn accept(
         &mut self,
         session: &Session,
+        at: &Position,
         pipeline: &mut Pipeline,
         found: &mut Vec<Finding>,
         outputs: &mut dyn SpanOutputs,
     ) -> Result<()> {
         self.sessions += 1;
         if let Some(w) = &mut self.emit {
-            w.write_all(&crate::otel::session_record_json(session))?;
+            w.write_all(encode_record(session, RecordStyle::Sparse).as_bytes())?;
             w.write_all(b"\n")?;
         }
         let outcome =
@@ -254,7 +313,8 @@ impl SpanPath {
             dead_letter: true,
         } = &outcome
         {
-            outputs.dead_letter(reason, &crate::otel::session_record_json(session))?;
+            let record = encode_record(session, RecordStyle::Sparse);
+            outputs.dead_letter(at, reason, record.as_bytes())?;
         }
         Ok(())
     }
@@ -280,9 +340,12 @@ pub fn take_request(
     // A request is the receiver's unit of input, as a message is a topic's and a line a
     // file's: counted once here, whatever sessions and rejects it turns into.
     path.metrics.record_consumed();
+    let at = span_position("otlp-http");
     let pushed = match request.batch {
-        Batch::Spans(spans) => path.push(spans, pipeline, found, outputs)?,
-        Batch::Rejected { reason, raw } => path.reject(reason, raw, pipeline, found, outputs)?,
+        Batch::Spans(spans) => path.push(spans, &at, pipeline, found, outputs)?,
+        Batch::Rejected { reason, raw } => {
+            path.reject(reason, raw, &at, pipeline, found, outputs)?
+        }
     };
     if let Some(reply) = request.reply {
         // The client may have gone; its spans are taken all the same.

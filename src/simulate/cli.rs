@@ -107,6 +107,15 @@ pub struct SimulateArgs {
     /// `otlp_json`/`otlp_proto`).
     #[arg(long, value_enum)]
     pub otel: Option<OtelFormat>,
+    /// With `--otel`: post the spans to this OTLP/HTTP endpoint (e.g.
+    /// `http://127.0.0.1:8632/v1/traces`, the receiver of `slawatch run --otlp-http`) instead
+    /// of writing them, retrying `429`/`503` after the server's `Retry-After`.
+    #[arg(long, requires = "otel", conflicts_with_all = ["brokers", "out"])]
+    pub otlp_endpoint: Option<String>,
+    /// With `--otlp-endpoint`: sessions per request (an SDK's batch span processor sends the
+    /// spans of many traces in one request).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub otlp_batch: u64,
 }
 
 /// The span encodings of `simulate --otel`.
@@ -131,21 +140,33 @@ pub fn span_requests(
     sim: &mut Simulator,
     encoding: crate::otel::Encoding,
 ) -> impl Iterator<Item = Vec<u8>> + '_ {
+    span_batches(sim, encoding, 1)
+}
+
+/// [`span_requests`] with the spans of `batch` sessions per request.
+pub fn span_batches(
+    sim: &mut Simulator,
+    encoding: crate::otel::Encoding,
+    batch: usize,
+) -> impl Iterator<Item = Vec<u8>> + '_ {
     let decoder = crate::ingest::decode::Decoder::new(std::sync::Arc::new(
         crate::catalog::Catalog::embedded(),
     ));
     let options = crate::otel::EncodeOptions::default();
     let mut line = Vec::new();
+    let mut sessions = Vec::with_capacity(batch);
     std::iter::from_fn(move || {
-        loop {
+        sessions.clear();
+        while sessions.len() < batch {
             line.clear();
             if !sim.write_next(&mut line) {
-                return None;
+                break;
             }
             if let Ok(session) = decoder.decode(&line) {
-                return Some(crate::otel::encode_request(&[session], encoding, &options));
+                sessions.push(session);
             }
         }
+        (!sessions.is_empty()).then(|| crate::otel::encode_request(&sessions, encoding, &options))
     })
 }
 
@@ -203,6 +224,8 @@ impl Default for SimulateArgs {
             topic: None,
             rate_limit: None,
             otel: None,
+            otlp_endpoint: None,
+            otlp_batch: 64,
         }
     }
 }

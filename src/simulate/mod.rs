@@ -33,7 +33,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::Exp1;
 use serde::Serialize;
 
-pub use cli::{OtelFormat, SimulateArgs, run, span_requests, write_spans};
+pub use cli::{OtelFormat, SimulateArgs, run, span_batches, span_requests, write_spans};
 pub use dirty::{DirtyKind, OVERSIZED_MIN_BYTES};
 pub use incident::{Incident, IncidentKind, IncidentSpec, IncidentSpecError, PROMPT_V2_TOOL_MIX};
 pub use json::rfc3339_ms;

@@ -14,6 +14,7 @@ use slawatch::otel::{
     Assembled, Assembler, Encoding, GroupBy, OtelConfig, Span, SpanStatus, Value, decode_request,
 };
 use slawatch::pipeline::{Pipeline, PipelineConfig};
+use slawatch::service::spans::SpanPath;
 use slawatch::session::{AttrValue, Quality, Session, Status, ToolCall, ToolStatus};
 use slawatch::simulate::{
     Incident, IncidentKind, OtelFormat, SimConfig, Simulator, write_jsonl, write_spans,
@@ -101,8 +102,11 @@ fn an_sdk_shaped_genai_trace_maps_to_the_expected_session() {
     // The session as a contract-v1 record decodes back to the same session.
     let catalog = Arc::new(Catalog::embedded());
     let decoder = slawatch::ingest::decode::Decoder::new(catalog);
-    let line = slawatch::otel::session_record_json(session);
-    let again = decoder.decode(&line).unwrap();
+    let line = slawatch::ingest::encode::encode_record(
+        session,
+        slawatch::ingest::encode::RecordStyle::Sparse,
+    );
+    let again = decoder.decode(line.as_bytes()).unwrap();
     assert_eq!(again.tool_calls, session.tool_calls);
     assert_eq!(again.input_tokens, session.input_tokens);
     assert_eq!(again.event_time, session.event_time);
@@ -132,11 +136,15 @@ fn collect(
     let report = match spans {
         None => replay_stream(source, &mut pipeline, dead, None, &mut sink).unwrap(),
         Some((encoding, config)) => {
-            let mut input = SpanInput {
-                encoding,
-                assembler: Assembler::new(config).with_catalog(Arc::new(Catalog::embedded())),
-                emit_sessions: None,
-            };
+            let path = SpanPath::new(
+                config,
+                Arc::new(Catalog::embedded()),
+                0,
+                None,
+                Arc::default(),
+            )
+            .unwrap();
+            let mut input = SpanInput { encoding, path };
             replay_spans(source, &mut pipeline, dead, None, &mut sink, &mut input).unwrap()
         }
     };

@@ -434,25 +434,235 @@ fn kafka_span_topics_find_what_the_records_find() {
         assert_eq!(reasons, [want], "{encoding}");
     }
 
-    // A span topic of several partitions is refused at the start, naming the topic.
-    broker.create_topic("spans-two", 2);
-    let data = dir.path().join("data-two");
-    let out = Command::new(BIN)
-        .args(["run", "--brokers", &bootstrap, "--group", "g-two"])
-        .args(["--topology", "single", "--exit-at-eof", "--no-api"])
-        .args(["--span-topic", "spans-two", "--span-encoding", "otlp_proto"])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--specs")
-        .arg(specs())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("span topic spans-two has 2 partitions"),
-        "{stderr}"
+    // The same sessions, one span per message spread round-robin over a span topic of three
+    // partitions (the Collector's exporter without `partition_traces_by_id`: a trace's spans
+    // land in several partitions): one assembler over all of them finds the same.
+    let mut sim: Vec<&str> = SIM.to_vec();
+    let file = dir.path().join("sim.jsonl");
+    sim.extend(["--out", file.to_str().unwrap()]);
+    slawatch(&sim);
+    let sessions = decode_lines(&std::fs::read_to_string(&file).unwrap());
+    broker.create_topic("spans-three", 3);
+    produce_spread(&broker, "spans-three", &span_messages(&sessions));
+    let config = dir.path().join("slawatch-three.yaml");
+    std::fs::write(&config, "otel:\n  groupBy: conversation\n").unwrap();
+    let data = dir.path().join("data-three");
+    let report = run_to_end(
+        &broker,
+        &[
+            "--span-topic",
+            "spans-three",
+            "--span-encoding",
+            "otlp_json",
+        ]
+        .into_iter()
+        .chain(["--config", config.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+        "g-three",
+        &data,
     );
+    let dead = std::fs::read_to_string(data.join("dead-letters.jsonl")).unwrap_or_default();
+    assert!(dead.is_empty(), "three partitions: {dead}");
+    assert!(
+        stored_findings(&data) == records,
+        "three partitions: {report}"
+    );
+}
+
+/// Contract-v1 lines, decoded.
+fn decode_lines(text: &str) -> Vec<slawatch::session::Session> {
+    let catalog = std::sync::Arc::new(slawatch::catalog::Catalog::embedded());
+    let p = slawatch::pipeline::Pipeline::new(Vec::new(), catalog, &Default::default());
+    text.lines()
+        .map(|l| p.decode(l.as_bytes()).unwrap())
+        .collect()
+}
+
+/// The spans of `sessions` one per message (OTLP JSON), in the order they end — the order an
+/// SDK exports them —, with `gen_ai.conversation.id` so grouping by conversation gives the
+/// session ids back; each with its session's id.
+fn span_messages(sessions: &[slawatch::session::Session]) -> Vec<(String, Vec<u8>)> {
+    use slawatch::otel::{EncodeOptions, GroupBy, session_spans, spans_to_otlp_json};
+    let options = EncodeOptions {
+        group_by: GroupBy::Conversation,
+        ..EncodeOptions::default()
+    };
+    let mut spans: Vec<_> = sessions
+        .iter()
+        .flat_map(|s| {
+            session_spans(s, &options)
+                .into_iter()
+                .map(|x| (&s.session_id, x))
+        })
+        .collect();
+    spans.sort_by_key(|(_, s)| s.end_unix_nano);
+    spans
+        .iter()
+        .map(|(id, s)| (id.to_string(), spans_to_otlp_json(std::slice::from_ref(s))))
+        .collect()
+}
+
+/// Produces message `i` to partition `i mod 3` (never by trace), and waits for the acks.
+fn produce_spread(broker: &Tansu, topic: &str, messages: &[(String, Vec<u8>)]) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    for (i, (_, payload)) in messages.iter().enumerate() {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+            .partition((i % 3) as i32)
+            .payload(payload);
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    p.poll(Duration::from_millis(10));
+                    record = r;
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Spans of traces split across a restart: the first half of the messages, a SIGTERM while
+/// traces are open (a root's children on both sides of the stop), the rest to a new run on the
+/// same data directory. The sessions of the two runs are exactly the sessions of the input —
+/// none lost, none twice, none missing a child —, as a run without restart assembles them.
+#[test]
+fn a_restart_keeps_the_open_traces() {
+    let broker = Tansu::start();
+    let bootstrap = broker.bootstrap();
+    let sessions = simulated_sessions(300);
+    let messages = span_messages(&sessions);
+    // Stop in the middle, between two spans of one session (its root, which ends last, comes
+    // after the stop).
+    let cut = (messages.len() / 2..messages.len())
+        .find(|&i| messages[i - 1].0 == messages[i].0)
+        .expect("a session of several spans");
+    // The cut is between spans of traces (computed from the input), so open traces must
+    // survive the stop.
+    let before: std::collections::BTreeSet<&str> =
+        messages[..cut].iter().map(|(t, _)| t.as_str()).collect();
+    let split = messages[cut..]
+        .iter()
+        .filter(|(t, _)| before.contains(t.as_str()))
+        .map(|(t, _)| t.as_str())
+        .collect::<std::collections::BTreeSet<_>>();
+    assert!(!split.is_empty(), "no trace spans the cut");
+    broker.create_topic("spans", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("slawatch.yaml");
+    std::fs::write(&config, "otel:\n  groupBy: conversation\n").unwrap();
+    let common = [
+        "--brokers",
+        &bootstrap,
+        "--group",
+        "g-restart",
+        "--topology",
+        "single",
+        "--span-topic",
+        "spans",
+        "--span-encoding",
+        "otlp_json",
+        "--config",
+        config.to_str().unwrap(),
+        "--checkpoint-interval",
+        "500ms",
+    ];
+
+    produce_spread(&broker, "spans", &messages[..cut]);
+    let first = dir.path().join("first.jsonl");
+    let mut args = common.to_vec();
+    args.extend(["--emit-sessions", first.to_str().unwrap()]);
+    let mut run = spawn(&args, &data);
+    run.wait_for("the first half consumed", Duration::from_secs(180), |r| {
+        let consumed = r
+            .metrics(None)
+            .value("slawatch_records_consumed_total", &[]);
+        assert!(consumed <= cut as f64, "consumed {consumed} of {cut}");
+        (consumed == cut as f64).then_some(())
+    });
+    finish(run);
+
+    produce_spread(&broker, "spans", &messages[cut..]);
+    let second = dir.path().join("second.jsonl");
+    let mut args = common.to_vec();
+    args.extend(["--emit-sessions", second.to_str().unwrap(), "--exit-at-eof"]);
+    let log = finish_at_eof(spawn(&args, &data));
+
+    let first = decode_lines(&std::fs::read_to_string(&first).unwrap());
+    let second = decode_lines(&std::fs::read_to_string(&second).unwrap());
+    assert!(!first.is_empty() && !second.is_empty(), "{log}");
+    let ids_first: std::collections::BTreeSet<_> =
+        first.iter().map(|s| s.session_id.clone()).collect();
+    let by_id = |v: Vec<slawatch::session::Session>| {
+        v.into_iter()
+            .map(|s| (s.session_id.clone(), s))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let want = by_id(assembled_without_restart(&messages));
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        by_id(sessions).keys().collect::<Vec<_>>(),
+        "every input session is assembled"
+    );
+    let n = first.len() + second.len();
+    let got = by_id(first.into_iter().chain(second).collect());
+    assert_eq!(n, got.len(), "a session assembled twice");
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{log}"
+    );
+    for (id, w) in &want {
+        assert_eq!(&got[id], w, "session {id}");
+    }
+    // The traces open at the stop were completed by the second run.
+    assert!(
+        split.iter().all(|id| !ids_first.contains(*id)),
+        "a trace completed before all its spans came"
+    );
+    let dead = std::fs::read_to_string(data.join("dead-letters.jsonl")).unwrap_or_default();
+    assert!(dead.is_empty(), "{dead}");
+}
+
+/// The sessions one assembler makes of the messages read in one go, as `--emit-sessions`
+/// writes them (a contract-v1 line each), decoded.
+fn assembled_without_restart(messages: &[(String, Vec<u8>)]) -> Vec<slawatch::session::Session> {
+    use slawatch::ingest::encode::{RecordStyle, encode_record};
+    use slawatch::otel::{Assembled, Assembler, Encoding, GroupBy, OtelConfig, decode_request};
+    let catalog = std::sync::Arc::new(slawatch::catalog::Catalog::embedded());
+    let config = OtelConfig {
+        group_by: GroupBy::Conversation,
+        ..OtelConfig::default()
+    };
+    let mut assembler = Assembler::new(&config).with_catalog(catalog);
+    let mut out = Vec::new();
+    for (_, m) in messages {
+        assembler.push(decode_request(m, Encoding::Json).unwrap(), &mut out);
+    }
+    assembler.finish(&mut out);
+    let lines: Vec<String> = out
+        .iter()
+        .map(|a| match a {
+            Assembled::Session(s) => encode_record(s, RecordStyle::Sparse),
+            Assembled::Rejected { reason, .. } => panic!("{reason}"),
+        })
+        .collect();
+    decode_lines(&lines.join("\n"))
+}
+
+/// Waits for a run with `--exit-at-eof` to stop by itself; its log.
+fn finish_at_eof(mut run: Run) -> String {
+    let status = run.wait_for("the end of the input", Duration::from_secs(300), |r| {
+        r.child.try_wait().unwrap()
+    });
+    let text = run.log_text();
+    assert!(status.success(), "exit {status}:\n{text}");
+    text
 }
 
 fn stored_findings_of(
@@ -477,4 +687,60 @@ fn publish_raw(broker: &Tansu, topic: &str, payload: &[u8]) {
         .map_err(|(e, _)| e)
         .unwrap();
     p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// `simulate --otel … --otlp-endpoint` posts the simulated stream to `run --otlp-http` (in
+/// batches of sessions, and one session per request so the loop's queue fills and the
+/// exporter meets `503 Retry-After`); the findings equal those of the same stream replayed as
+/// session records.
+#[test]
+fn simulate_posts_spans_to_the_receiver_and_they_find_what_the_records_find() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sim.jsonl");
+    let mut sim: Vec<&str> = SIM.to_vec();
+    sim.extend(["--out", file.to_str().unwrap()]);
+    slawatch(&sim);
+    let records_data = dir.path().join("records");
+    let specs = specs();
+    slawatch(&[
+        "replay",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--specs",
+        specs.to_str().unwrap(),
+        "--data-dir",
+        records_data.to_str().unwrap(),
+    ]);
+    let records = stored_findings(&records_data);
+    assert!(records.len() >= 3, "the incident must produce findings");
+    let config = dir.path().join("slawatch.yaml");
+    std::fs::write(&config, "otel:\n  groupBy: conversation\n").unwrap();
+    for (flag, batch) in [("proto", "64"), ("json", "1")] {
+        let data = dir.path().join(format!("http-{flag}"));
+        let run = spawn(
+            &["--otlp-http", "--config", config.to_str().unwrap()],
+            &data,
+        );
+        let url = endpoint(&run);
+        let mut sim: Vec<&str> = SIM.to_vec();
+        sim.extend([
+            "--otel",
+            flag,
+            "--otlp-endpoint",
+            &url,
+            "--otlp-batch",
+            batch,
+        ]);
+        slawatch(&sim);
+        let log = finish(run);
+        let spans = stored_findings(&data);
+        assert_eq!(
+            spans.keys().collect::<Vec<_>>(),
+            records.keys().collect::<Vec<_>>(),
+            "{flag}:\n{log}"
+        );
+        assert!(spans == records, "{flag}: findings differ");
+        let dead = std::fs::read_to_string(data.join("dead-letters.jsonl")).unwrap_or_default();
+        assert!(dead.is_empty(), "{flag}: {dead}");
+    }
 }
