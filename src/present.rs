@@ -358,7 +358,7 @@ fn span_words(ms: i64) -> String {
     let m = (ms.max(0) + 30_000) / 60_000;
     match m {
         m if m < 120 => format!("{m} min"),
-        m if m < 48 * 60 => format!("{} h", (m + 30) / 60),
+        m if m < 36 * 60 => format!("{} h", (m + 30) / 60),
         m => format!("{} days", (m + 720) / 1440),
     }
 }

@@ -732,3 +732,202 @@ pub fn affected_json_line(s: &AffectedSession) -> String {
     line.push('\n');
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::alerts::incident::AlertEngine;
+    use crate::alerts::policy::Policy;
+    use crate::finding::{Check, Verdict};
+    use crate::session::Status;
+
+    const HOUR: i64 = 3_600_000;
+    /// 2026-11-01T00:00:00Z
+    const T0: i64 = 1_793_491_200_000;
+
+    fn engine() -> AlertEngine {
+        let yaml = "apiVersion: slawatch/v1\nkind: AgentSLA\nmetadata:\n  name: bot-prod\n  \
+                    runbooks: {tool: 'https://wiki.example.com/tools'}\n\
+                    spec:\n  selector: {agent: bot}\n  window: {size: 1h}\n  \
+                    alerting: {notify: [oncall]}\n  objectives:\n    \
+                    - {name: success, ratio: {good: {status: [success]}}, target: 99%}\n";
+        let (specs, diags) = crate::spec::parse_str(yaml, "test.yaml");
+        assert!(!crate::spec::has_errors(&diags), "{}", crate::spec::render_all(&diags));
+        AlertEngine::new(Arc::new(Policy::embedded()), &specs)
+    }
+
+    fn key() -> Vec<(String, String)> {
+        vec![("agent".into(), "bot".into())]
+    }
+
+    fn finding(end: EpochMs, verdict: Verdict) -> Finding {
+        let check = Check::Window;
+        Finding {
+            id: Finding::make_id("bot-prod", "success", check, &key(), None, end - HOUR, end),
+            spec: "bot-prod".into(),
+            objective: "success".into(),
+            check,
+            dimension: Dimension::Availability,
+            verdict,
+            severity: Severity::Ticket,
+            key: key(),
+            segment: None,
+            window_start: end - HOUR,
+            window_end: end,
+            sessions: 200,
+            observed: 0.8,
+            comparator: crate::finding::Comparator::AtLeast,
+            target: 0.99,
+            unit: crate::finding::Unit::Ratio,
+            budget_consumed: None,
+            burn_rates: Vec::new(),
+            exemplars: Vec::new(),
+            details: Vec::new(),
+            subject: None,
+            message: String::new(),
+            runbook: None,
+            chart: None,
+            drift: None,
+            bound: None,
+            forensics: None,
+        }
+    }
+
+    fn batch(end: EpochMs, n: usize, tag: &str) -> AffectedBatch {
+        AffectedBatch {
+            spec: "bot-prod".into(),
+            objective: "success".into(),
+            key: key(),
+            segment: None,
+            window_end: end,
+            sessions: (0..n)
+                .map(|i| AffectedSession {
+                    session_id: format!("{tag}-{i:06}"),
+                    event_time: end - HOUR + i as i64,
+                    key: key(),
+                    segment: Some(if i % 4 == 0 { "channel=web" } else { "channel=app" }.into()),
+                    reason: AffectedReason::Status {
+                        status: Status::Error,
+                    },
+                })
+                .collect(),
+            dropped: 0,
+        }
+    }
+
+    fn sync(a: &mut Archive, e: &mut AlertEngine) {
+        let changed = e.take_changed();
+        let live: Vec<Incident> = e.incidents().cloned().collect();
+        for inc in changed.iter().chain(&live) {
+            let silences = e.silences_of(inc);
+            let books = e
+                .spec_info("bot-prod")
+                .and_then(|s| s.objective("success"))
+                .map(|o| o.runbooks.clone())
+                .unwrap_or_default();
+            a.follow(inc, &silences, || books).unwrap();
+        }
+    }
+
+    fn open_of(e: &AlertEngine) -> impl Fn(&IncidentKey) -> Option<Incident> + '_ {
+        |k| {
+            e.incidents()
+                .find(|i| i.id == k.id() && i.is_open())
+                .cloned()
+        }
+    }
+
+    #[test]
+    fn a_batch_that_arrives_before_its_incident_is_filed_and_counted_once_and_resolution_is_kept() {
+        let store = Store::temporary().unwrap();
+        let mut a = Archive::open(&store).unwrap();
+        let mut e = engine();
+        let end = T0 + HOUR;
+        // The batch of the opening window arrives first; an older one of the same key never
+        // gets an incident.
+        a.on_batch(batch(end - HOUR, 3, "old"), open_of(&e)).unwrap();
+        a.on_batch(batch(end, 10, "s"), open_of(&e)).unwrap();
+        e.on_finding(&finding(end, Verdict::Breach));
+        e.advance(end);
+        sync(&mut a, &mut e);
+        a.file_waiting(end, open_of(&e)).unwrap();
+        // The same batch again (a replay): nothing new.
+        a.on_batch(batch(end, 10, "s"), open_of(&e)).unwrap();
+        a.save(e.now(), |_| true).unwrap();
+        let list = list(&store).unwrap();
+        assert_eq!(list.len(), 1);
+        let r = &list[0];
+        assert_eq!(r.id, episode_id(&IncidentKey::of_finding(&finding(end, Verdict::Breach)).id(), end));
+        assert_eq!(r.affected.total, 10);
+        assert_eq!(r.affected.listed, 10);
+        assert_eq!(r.affected.by_segment["channel=web"], 3);
+        assert_eq!(r.affected.by_segment["channel=app"], 7);
+        assert_eq!(r.affected.by_reason["status:error"], 10);
+        assert_eq!(
+            r.runbooks.get(&Layer::Tool).map(String::as_str),
+            Some("https://wiki.example.com/tools")
+        );
+        let ids: Vec<String> = affected(&store, &r.id)
+            .unwrap()
+            .map(|s| s.unwrap().session_id)
+            .collect();
+        assert_eq!(ids, (0..10).map(|i| format!("s-{i:06}")).collect::<Vec<_>>());
+        assert!(a.waiting.is_empty(), "the old batch is dropped once its window passed");
+
+        // Clean windows resolve it: the record says so, with the reason.
+        e.on_clear(&crate::finding::Clear {
+            spec: "bot-prod".into(),
+            objective: "success".into(),
+            key: key(),
+            segment: None,
+            window_end: end + HOUR,
+            ..crate::finding::Clear::default()
+        });
+        e.advance(end + 2 * HOUR);
+        sync(&mut a, &mut e);
+        a.save(e.now(), |_| false).unwrap();
+        let r = report(&store, &list[0].id).unwrap().unwrap();
+        assert_eq!(r.record.status, RecordStatus::Resolved);
+        let res = r.record.resolution.clone().unwrap();
+        assert_eq!(
+            res.reason,
+            ResolutionReason::CleanWindows {
+                clean_since: end + HOUR
+            }
+        );
+        assert!(matches!(
+            r.timeline.last().unwrap().event,
+            TimelineEvent::Resolved { .. }
+        ));
+        // Past the retention, a later resolution deletes it with its sessions.
+        a.live.clear();
+        a.retain(res.at + RETENTION_MS + 1).unwrap();
+        assert!(report(&store, &list[0].id).unwrap().is_none());
+        assert_eq!(affected(&store, &list[0].id).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn beyond_the_bound_sessions_are_counted_not_listed() {
+        let store = Store::temporary().unwrap();
+        let mut a = Archive::open(&store).unwrap();
+        let mut e = engine();
+        let end = T0 + HOUR;
+        e.on_finding(&finding(end, Verdict::Breach));
+        sync(&mut a, &mut e);
+        let n = AFFECTED_IDS_PER_INCIDENT as usize + 5;
+        let mut b = batch(end, n, "s");
+        b.dropped = 7;
+        a.on_batch(b, open_of(&e)).unwrap();
+        a.save(e.now(), |_| true).unwrap();
+        let r = &list(&store).unwrap()[0];
+        assert_eq!(r.affected.listed, AFFECTED_IDS_PER_INCIDENT);
+        assert_eq!(r.affected.unlisted, 5 + 7);
+        assert_eq!(r.affected.total, n as u64 + 7);
+        assert_eq!(
+            affected(&store, &r.id).unwrap().count() as u64,
+            AFFECTED_IDS_PER_INCIDENT
+        );
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 mod baseline;
+mod incident;
 mod query;
 mod replay;
 pub mod serve;
@@ -72,6 +73,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Send one test mail and report which SMTP stage fails.
     SmtpTest(alerts::SmtpTestArgs),
+    /// Incident records: list | show ID | affected ID (timeline, onset, attribution, affected sessions).
+    Incident(incident::IncidentArgs),
     /// Hold back alert mail for matching incidents: add | list | expire.
     Silence(alerts::SilenceArgs),
     /// Inspect and steer drift baselines: list, show, pin, reset, export.
@@ -238,6 +241,7 @@ pub fn main() -> ExitCode {
         Command::Query(a) => query::query(&a),
         Command::SmtpTest(a) => alerts::smtp_test(&a),
         Command::Silence(a) => alerts::silence(&a),
+        Command::Incident(a) => incident::incident(&a),
         Command::Simulate(a) => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),
         Command::Schema(a) => {
             print!(

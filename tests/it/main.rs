@@ -10,6 +10,7 @@ mod drift_e2e;
 mod finding_wire;
 mod fuzz_targets;
 mod helm;
+mod incidents;
 mod kafka_e2e;
 mod metrics;
 mod multivariate;
