@@ -1427,6 +1427,8 @@ fn mail_previews() {
         "https://runbooks.example.com/support-bot/tools".into(),
     );
     let m = render::render(&n, &timing);
+    // Lines wrap at 80 columns: compare with the words joined again.
+    let flat = m.text.split_whitespace().collect::<Vec<_>>().join(" ");
     for needle in [
         "When it started and where",
         "Started around ",
@@ -1436,9 +1438,24 @@ fn mail_previews() {
         "none above 10%",
         "tool: https://runbooks.example.com/support-bot/tools",
     ] {
-        assert!(m.text.contains(needle), "{needle} missing:\n{}", m.text);
+        assert!(flat.contains(needle), "{needle} missing:\n{}", m.text);
     }
     assert!(m.html.contains("Open the tool runbook"), "{}", m.html);
+    // Stakeholders read when it started, in plain words (no layer jargon).
+    let mut st = ns
+        .iter()
+        .find(|s| s.audience == Audience::Stakeholder)
+        .expect("a stakeholder notice")
+        .clone();
+    st.incidents[0].forensics = n.incidents[0].forensics.clone();
+    let sm = render::render(&st, &timing);
+    let sflat = sm.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        sflat.contains("When it started Our best estimate is that the problem started around"),
+        "{}",
+        sm.text
+    );
+    assert!(!sm.text.contains("get_order"));
     assert!(m.html.contains("get_order"));
     if let Some(dir) = &dir {
         let name = "oncall-firing-forensics";
