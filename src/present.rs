@@ -318,33 +318,6 @@ fn trim_float(v: f64) -> String {
     format!("{v}")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_in_their_units() {
-        assert_eq!(fmt_value(3200.0, Unit::Ms), "3.2 s");
-        assert_eq!(fmt_value(850.0, Unit::Ms), "850 ms");
-        assert_eq!(fmt_value(0.1234, Unit::Usd), "$0.123");
-        assert_eq!(fmt_value(0.9995, Unit::Ratio), "99.95%");
-        assert_eq!(fmt_value(0.5, Unit::Ratio), "50%");
-        assert_eq!(fmt_value(12345.0, Unit::Tokens), "12350");
-    }
-
-    #[test]
-    fn budget_is_spoken_of_as_what_is_left() {
-        assert_eq!(
-            budget_left(0.6, 28 * 86_400_000),
-            "40% of the 28d error budget left"
-        );
-        assert_eq!(
-            budget_left(2.321, 28 * 86_400_000),
-            "none of the 28d error budget left"
-        );
-    }
-}
-
 // ------------------------------------------------------------------ forensics --
 
 /// Weekday of an epoch-ms time (UTC), `Mon`…`Sun`.
@@ -458,6 +431,33 @@ mod forensics_words {
             candidate_words(&c, Some(&onset)),
             "tool `get_order` — error rate 2% → 38% since 14:05, in 91% of the sessions that \
              count against the objective (explains 84% of the change)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_in_their_units() {
+        assert_eq!(fmt_value(3200.0, Unit::Ms), "3.2 s");
+        assert_eq!(fmt_value(850.0, Unit::Ms), "850 ms");
+        assert_eq!(fmt_value(0.1234, Unit::Usd), "$0.123");
+        assert_eq!(fmt_value(0.9995, Unit::Ratio), "99.95%");
+        assert_eq!(fmt_value(0.5, Unit::Ratio), "50%");
+        assert_eq!(fmt_value(12345.0, Unit::Tokens), "12350");
+    }
+
+    #[test]
+    fn budget_is_spoken_of_as_what_is_left() {
+        assert_eq!(
+            budget_left(0.6, 28 * 86_400_000),
+            "40% of the 28d error budget left"
+        );
+        assert_eq!(
+            budget_left(2.321, 28 * 86_400_000),
+            "none of the 28d error budget left"
         );
     }
 }

@@ -296,7 +296,11 @@ impl IncidentRecord {
             .by_segment
             .entry(segment.unwrap_or(NO_SEGMENT).to_owned())
             .or_default() += n;
-        *self.affected.by_reason.entry(reason.to_owned()).or_default() += n;
+        *self
+            .affected
+            .by_reason
+            .entry(reason.to_owned())
+            .or_default() += n;
     }
 }
 
@@ -596,7 +600,10 @@ pub struct IncidentReport {
 
 /// The timeline of a record: onset, first breach, notifications (with the notification log's
 /// facts), acknowledgements and resolution, in event-time order.
-pub fn timeline(r: &IncidentRecord, log: Option<&NotifyLog>) -> Result<Vec<TimelineEntry>, AlertError> {
+pub fn timeline(
+    r: &IncidentRecord,
+    log: Option<&NotifyLog>,
+) -> Result<Vec<TimelineEntry>, AlertError> {
     let mut out = Vec::new();
     if let Some(o) = r.forensics.as_ref().and_then(|f| f.onset.as_ref()) {
         out.push(TimelineEntry {
@@ -754,7 +761,11 @@ mod tests {
                     alerting: {notify: [oncall]}\n  objectives:\n    \
                     - {name: success, ratio: {good: {status: [success]}}, target: 99%}\n";
         let (specs, diags) = crate::spec::parse_str(yaml, "test.yaml");
-        assert!(!crate::spec::has_errors(&diags), "{}", crate::spec::render_all(&diags));
+        assert!(
+            !crate::spec::has_errors(&diags),
+            "{}",
+            crate::spec::render_all(&diags)
+        );
         AlertEngine::new(Arc::new(Policy::embedded()), &specs)
     }
 
@@ -807,7 +818,14 @@ mod tests {
                     session_id: format!("{tag}-{i:06}"),
                     event_time: end - HOUR + i as i64,
                     key: key(),
-                    segment: Some(if i % 4 == 0 { "channel=web" } else { "channel=app" }.into()),
+                    segment: Some(
+                        if i % 4 == 0 {
+                            "channel=web"
+                        } else {
+                            "channel=app"
+                        }
+                        .into(),
+                    ),
                     reason: AffectedReason::Status {
                         status: Status::Error,
                     },
@@ -847,7 +865,8 @@ mod tests {
         let end = T0 + HOUR;
         // The batch of the opening window arrives first; an older one of the same key never
         // gets an incident.
-        a.on_batch(batch(end - HOUR, 3, "old"), open_of(&e)).unwrap();
+        a.on_batch(batch(end - HOUR, 3, "old"), open_of(&e))
+            .unwrap();
         a.on_batch(batch(end, 10, "s"), open_of(&e)).unwrap();
         e.on_finding(&finding(end, Verdict::Breach));
         e.advance(end);
@@ -859,7 +878,13 @@ mod tests {
         let list = list(&store).unwrap();
         assert_eq!(list.len(), 1);
         let r = &list[0];
-        assert_eq!(r.id, episode_id(&IncidentKey::of_finding(&finding(end, Verdict::Breach)).id(), end));
+        assert_eq!(
+            r.id,
+            episode_id(
+                &IncidentKey::of_finding(&finding(end, Verdict::Breach)).id(),
+                end
+            )
+        );
         assert_eq!(r.affected.total, 10);
         assert_eq!(r.affected.listed, 10);
         assert_eq!(r.affected.by_segment["channel=web"], 3);
@@ -873,8 +898,14 @@ mod tests {
             .unwrap()
             .map(|s| s.unwrap().session_id)
             .collect();
-        assert_eq!(ids, (0..10).map(|i| format!("s-{i:06}")).collect::<Vec<_>>());
-        assert!(a.waiting.is_empty(), "the old batch is dropped once its window passed");
+        assert_eq!(
+            ids,
+            (0..10).map(|i| format!("s-{i:06}")).collect::<Vec<_>>()
+        );
+        assert!(
+            a.waiting.is_empty(),
+            "the old batch is dropped once its window passed"
+        );
 
         // Clean windows resolve it: the record says so, with the reason.
         e.on_clear(&crate::finding::Clear {

@@ -25,14 +25,14 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::AlertError;
+use super::archive::Archive;
 use super::incident::{
     AlertEngine, ClearSynthesizer, EngineState, IncidentKey, Notification, Silence,
 };
 use super::policy::{Audience, Policy};
-use super::archive::Archive;
 use super::render;
-use crate::forensics::AffectedBatch;
 use crate::finding::{Clear, Finding, LastSession};
+use crate::forensics::AffectedBatch;
 use crate::metrics::Metrics;
 use crate::session::EpochMs;
 use crate::spec::model::Spec;

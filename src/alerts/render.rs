@@ -939,7 +939,10 @@ fn forensics_rows(n: &Notification) -> Vec<(String, String)> {
         };
         rows.push(("Next".to_owned(), next));
         if let Some(url) = layer_runbook(n, top.layer) {
-            rows.push(("Runbook".to_owned(), format!("{}: {url}", top.layer.as_str())));
+            rows.push((
+                "Runbook".to_owned(),
+                format!("{}: {url}", top.layer.as_str()),
+            ));
         }
     }
     rows
@@ -1997,31 +2000,6 @@ fn stakeholder_html(n: &Notification, chart: Option<&ChartImage>, cid: &str) -> 
     html_page(&subject(n), rows)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wrapping_keeps_lines_short() {
-        let w = wrap(&format!("a {} b", "x".repeat(200)), 20, "  ", "    ");
-        assert!(w.lines().all(|l| l.chars().count() <= 20), "{w}");
-        assert!(w.contains("a"));
-        assert_eq!(wrap("one two", 80, "", ""), "one two\n");
-    }
-
-    #[test]
-    fn plain_numbers() {
-        assert_eq!(one_in(0.2), "1 in 5");
-        assert_eq!(one_in(0.03), "3 in 100");
-        assert_eq!(one_in(0.6), "6 in 10");
-        assert_eq!(one_in(0.0004), "fewer than 1 in 1,000");
-        assert_eq!(share_words(0.99), "99 in 100");
-        assert_eq!(share_words(0.995), "995 in 1,000");
-        assert_eq!(human_duration(135 * 60_000), "2 h 15 min");
-        assert_eq!(human_duration(26 * 3_600_000), "1 day 2 h");
-    }
-}
-
 // ------------------------------------------------------------ incident records --
 
 fn timeline_words(e: &super::archive::TimelineEvent) -> String {
@@ -2061,10 +2039,9 @@ fn timeline_words(e: &super::archive::TimelineEvent) -> String {
             when(*until)
         ),
         E::Resolved { reason } => match reason {
-            R::CleanWindows { clean_since } => format!(
-                "resolved: clean windows since {}",
-                when(*clean_since)
-            ),
+            R::CleanWindows { clean_since } => {
+                format!("resolved: clean windows since {}", when(*clean_since))
+            }
             R::NoData {
                 last_session,
                 superseded_by,
@@ -2086,7 +2063,11 @@ pub fn incident_markdown(r: &super::archive::IncidentReport) -> String {
     let rec = &r.record;
     let mut o = String::new();
     let key = key_short(&rec.key);
-    let _ = writeln!(o, "# Incident {} — {}/{}\n", rec.id, rec.spec, rec.objective);
+    let _ = writeln!(
+        o,
+        "# Incident {} — {}/{}\n",
+        rec.id, rec.spec, rec.objective
+    );
     let _ = writeln!(o, "## Summary\n");
     let _ = writeln!(
         o,
@@ -2218,11 +2199,19 @@ pub fn incident_text(r: &super::archive::IncidentReport) -> String {
     row(&mut o, "Detected", &when(rec.detected));
     if let Some(f) = &rec.forensics {
         if let Some(on) = &f.onset {
-            row(&mut o, "Onset", &crate::present::onset_words(on, rec.detected));
+            row(
+                &mut o,
+                "Onset",
+                &crate::present::onset_words(on, rec.detected),
+            );
         }
         for (i, c) in f.candidates.iter().enumerate() {
             let label = if i == 0 { "Most likely" } else { "Next" };
-            row(&mut o, label, &crate::present::candidate_words(c, f.onset.as_ref()));
+            row(
+                &mut o,
+                label,
+                &crate::present::candidate_words(c, f.onset.as_ref()),
+            );
             if let Some(u) = rec.runbooks.get(&c.layer) {
                 row(&mut o, "Runbook", &format!("{}: {u}", c.layer.as_str()));
             }
@@ -2232,7 +2221,10 @@ pub fn incident_text(r: &super::archive::IncidentReport) -> String {
     row(
         &mut o,
         "Affected",
-        &format!("{} sessions ({} listed, {} counted only)", a.total, a.listed, a.unlisted),
+        &format!(
+            "{} sessions ({} listed, {} counted only)",
+            a.total, a.listed, a.unlisted
+        ),
     );
     for (s, c) in &a.by_segment {
         row(&mut o, "  segment", &format!("{s}: {c}"));
@@ -2247,4 +2239,29 @@ pub fn incident_text(r: &super::archive::IncidentReport) -> String {
         ));
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapping_keeps_lines_short() {
+        let w = wrap(&format!("a {} b", "x".repeat(200)), 20, "  ", "    ");
+        assert!(w.lines().all(|l| l.chars().count() <= 20), "{w}");
+        assert!(w.contains("a"));
+        assert_eq!(wrap("one two", 80, "", ""), "one two\n");
+    }
+
+    #[test]
+    fn plain_numbers() {
+        assert_eq!(one_in(0.2), "1 in 5");
+        assert_eq!(one_in(0.03), "3 in 100");
+        assert_eq!(one_in(0.6), "6 in 10");
+        assert_eq!(one_in(0.0004), "fewer than 1 in 1,000");
+        assert_eq!(share_words(0.99), "99 in 100");
+        assert_eq!(share_words(0.995), "995 in 1,000");
+        assert_eq!(human_duration(135 * 60_000), "2 h 15 min");
+        assert_eq!(human_duration(26 * 3_600_000), "1 day 2 h");
+    }
 }

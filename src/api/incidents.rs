@@ -93,7 +93,11 @@ pub(super) async fn list(
 }
 
 /// The format asked for by `?format=` (first) or `Accept`.
-fn format_of(pairs: &[(String, String)], headers: &HeaderMap, known: &[&str]) -> Result<Option<String>, Problem> {
+fn format_of(
+    pairs: &[(String, String)],
+    headers: &HeaderMap,
+    known: &[&str],
+) -> Result<Option<String>, Problem> {
     if let Some((_, v)) = pairs.iter().find(|(k, _)| k == "format") {
         if known.contains(&v.as_str()) {
             return Ok(Some(v.clone()));

@@ -1081,7 +1081,11 @@ fn decode_runbooks(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<BTreeMap<
                 loc,
                 &at,
                 format!("a runbook must be an http or https URL, found `{url}`"),
-                Some(format!("e.g. `{}: https://wiki.example.com/runbooks/{}`", layer.as_str(), layer.as_str())),
+                Some(format!(
+                    "e.g. `{}: https://wiki.example.com/runbooks/{}`",
+                    layer.as_str(),
+                    layer.as_str()
+                )),
             );
             ok = false;
         }

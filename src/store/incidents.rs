@@ -147,10 +147,7 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         let a = store.incident_archive().unwrap();
-        let ids: Vec<String> = a
-            .affected("i-1")
-            .map(|s| s.unwrap().session_id)
-            .collect();
+        let ids: Vec<String> = a.affected("i-1").map(|s| s.unwrap().session_id).collect();
         assert_eq!(ids, ["s1", "s0", "s2", "s3"]);
         let all: Vec<serde_json::Value> = a.all().unwrap();
         assert_eq!(all.len(), 2);

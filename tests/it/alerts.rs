@@ -1409,17 +1409,15 @@ fn mail_previews() {
             high: at + 15 * 60_000,
             panes: 192,
         }),
-        candidates: vec![
-            slawatch::forensics::Candidate {
-                layer: slawatch::forensics::Layer::Tool,
-                name: "get_order".into(),
-                explained: 0.84,
-                metric: slawatch::forensics::CandidateMetric::ErrorRate,
-                before: 0.02,
-                after: 0.38,
-                in_bad_share: 0.91,
-            },
-        ],
+        candidates: vec![slawatch::forensics::Candidate {
+            layer: slawatch::forensics::Layer::Tool,
+            name: "get_order".into(),
+            explained: 0.84,
+            metric: slawatch::forensics::CandidateMetric::ErrorRate,
+            before: 0.02,
+            after: 0.38,
+            in_bad_share: 0.91,
+        }],
     }));
     let objective = n.objective.as_mut().expect("objective info");
     objective.runbooks.insert(

@@ -50,10 +50,17 @@ fn incident_records_tell_the_timeline_the_outbox_received_and_resolve_on_clean_w
     let file = dir.path().join("in.jsonl");
     std::fs::write(&file, input.join("\n") + "\n").unwrap();
     let data = dir.path().join("data");
-    let args: Vec<String> = ["run", "--input", &file.display().to_string(), "--specs", &specs(), "--serve"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "run",
+        "--input",
+        &file.display().to_string(),
+        "--specs",
+        &specs(),
+        "--serve",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut run = Run::spawn(&args, &data, dir.path().join("run.log"));
     run.wait_for("the end of the input", Duration::from_secs(240), |r| {
         r.log_text()
@@ -138,18 +145,33 @@ fn incident_records_tell_the_timeline_the_outbox_received_and_resolve_on_clean_w
 
     // The affected export: CSV with its header, as many rows as the record lists.
     let id = &ids[0];
-    let (status, csv) = get(&run.addr, &format!("/v1/incidents/{id}/affected?format=csv"), None);
+    let (status, csv) = get(
+        &run.addr,
+        &format!("/v1/incidents/{id}/affected?format=csv"),
+        None,
+    );
     assert_eq!(status, 200, "{csv}");
     let mut rows = csv.lines();
-    assert_eq!(rows.next(), Some("session_id,event_time,key,segment,reason"));
+    assert_eq!(
+        rows.next(),
+        Some("session_id,event_time,key,segment,reason")
+    );
     let listed = reports[0]["affected"]["listed"].as_u64().unwrap();
     assert_eq!(rows.count() as u64, listed);
     let input_ids: BTreeSet<String> = input
         .iter()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["session_id"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["session_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     for line in csv.lines().skip(1) {
-        assert!(input_ids.contains(line.split(',').next().unwrap()), "{line}");
+        assert!(
+            input_ids.contains(line.split(',').next().unwrap()),
+            "{line}"
+        );
     }
 
     // Unknown ids are problems.
@@ -164,9 +186,23 @@ fn incident_records_tell_the_timeline_the_outbox_received_and_resolve_on_clean_w
     let (code, out, err) = cli(&["incident", "list", "--data-dir", &d]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(id.as_str()), "{out}");
-    let (code, md, err) = cli(&["incident", "show", id, "--format", "markdown", "--data-dir", &d]);
+    let (code, md, err) = cli(&[
+        "incident",
+        "show",
+        id,
+        "--format",
+        "markdown",
+        "--data-dir",
+        &d,
+    ]);
     assert_eq!(code, 0, "{err}");
-    for section in ["## Summary", "## Impact", "## Timeline", "## Onset", "## Layer attribution"] {
+    for section in [
+        "## Summary",
+        "## Impact",
+        "## Timeline",
+        "## Onset",
+        "## Layer attribution",
+    ] {
         assert!(md.contains(section), "{md}");
     }
     let (code, via_api, err) = cli(&["incident", "show", id, "--format", "json", "--data-dir", &d]);
@@ -174,7 +210,8 @@ fn incident_records_tell_the_timeline_the_outbox_received_and_resolve_on_clean_w
     assert!(run.sigterm().success());
 
     // From the data directory once the run is gone: the same record.
-    let (code, from_dir, err) = cli(&["incident", "show", id, "--format", "json", "--data-dir", &d]);
+    let (code, from_dir, err) =
+        cli(&["incident", "show", id, "--format", "json", "--data-dir", &d]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         serde_json::from_str::<Value>(&from_dir).unwrap(),
@@ -183,7 +220,15 @@ fn incident_records_tell_the_timeline_the_outbox_received_and_resolve_on_clean_w
     let (code, _, err) = cli(&["incident", "show", "inc-nope", "--data-dir", &d]);
     assert_eq!(code, 1);
     assert!(err.contains("no incident `inc-nope`"), "{err}");
-    let (code, csv_dir, err) = cli(&["incident", "affected", id, "--format", "csv", "--data-dir", &d]);
+    let (code, csv_dir, err) = cli(&[
+        "incident",
+        "affected",
+        id,
+        "--format",
+        "csv",
+        "--data-dir",
+        &d,
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(csv_dir, csv);
 }
