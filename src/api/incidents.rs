@@ -162,35 +162,76 @@ pub(super) async fn affected(
 ) -> Result<Response, Problem> {
     let csv = format_of(&params(query)?, &headers, &["jsonl", "csv"])?.as_deref() == Some("csv");
     let lookup = id.clone();
-    // At most `AFFECTED_IDS_PER_INCIDENT` lines (about 15 MB), so the body is assembled
-    // off the async threads and sent whole.
-    let body = blocking(move || {
-        if archive::report(&st.store, &lookup)
-            .map_err(internal)?
-            .is_none()
-        {
-            return Ok(None);
-        }
-        let mut out = String::new();
-        if csv {
-            out.push_str(archive::AFFECTED_CSV_HEADER);
-        }
-        for s in archive::affected(&st.store, &lookup).map_err(internal)? {
-            let s = s.map_err(internal)?;
-            out.push_str(&if csv {
-                archive::affected_csv_line(&s)
-            } else {
-                archive::affected_json_line(&s)
-            });
-        }
-        Ok(Some(out))
+    let store = st.store.clone();
+    let known = blocking(move || {
+        archive::report(&store, &lookup)
+            .map(|r| r.is_some())
+            .map_err(internal)
     })
-    .await?
-    .ok_or_else(|| unknown(&id))?;
+    .await?;
+    if !known {
+        return Err(unknown(&id));
+    }
+    // Streamed: a blocking task reads the store in chunks of lines into a small channel, so
+    // an export of 100,000 sessions never sits whole in memory and a client that stops
+    // reading stops the reader.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = String::new();
+        if csv {
+            chunk.push_str(archive::AFFECTED_CSV_HEADER);
+        }
+        let rows = match archive::affected(&st.store, &id) {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+        };
+        for s in rows {
+            match s {
+                Ok(s) if csv => chunk.push_str(&archive::affected_csv_line(&s)),
+                Ok(s) => chunk.push_str(&archive::affected_json_line(&s)),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            }
+            if chunk.len() >= CHUNK_BYTES
+                && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
+            {
+                return;
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.blocking_send(Ok(chunk));
+        }
+    });
     let ctype = if csv {
         "text/csv; charset=utf-8"
     } else {
         "application/x-ndjson"
     };
-    Ok(([(header::CONTENT_TYPE, ctype)], body).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, ctype)],
+        axum::body::Body::from_stream(Lines(rx)),
+    )
+        .into_response())
+}
+
+/// Bytes of lines sent at once.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The chunks of an export as a `Stream` for the response body.
+struct Lines(tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>);
+
+impl futures_core::Stream for Lines {
+    type Item = Result<String, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
 }
