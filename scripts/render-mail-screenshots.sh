@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# render-mail-screenshots.sh — regenerate docs/mail-oncall.png and docs/mail-stakeholder.png,
-# screenshots of the HTML part of two alert mails, as a mail client would show them.
+# render-mail-screenshots.sh — regenerate docs/mail-oncall.png, docs/mail-stakeholder.png and
+# docs/mail-oncall-forensics.png, screenshots of the HTML part of alert mails, as a mail client
+# would show them. The forensics one is the first on-call mail of the replay with an onset and a
+# layer attribution attached (issue 14) and a per-layer runbook.
 #
 # The mails come from a deterministic replay (an error burst and a PII leak in a generated
 # stream) rendered by the `alerts::mail_previews` integration test, which writes every mail as
@@ -38,3 +40,4 @@ shot() { # shot PREVIEW OUT HEIGHT
 mkdir -p docs
 shot oncall-firing-success-page docs/mail-oncall.png 1530
 shot stakeholder-projected_breach-success-page docs/mail-stakeholder.png 900
+shot oncall-firing-forensics docs/mail-oncall-forensics.png 1730

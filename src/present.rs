@@ -318,6 +318,123 @@ fn trim_float(v: f64) -> String {
     format!("{v}")
 }
 
+// ------------------------------------------------------------------ forensics --
+
+/// Weekday of an epoch-ms time (UTC), `Mon`…`Sun`.
+fn weekday(ms: i64) -> &'static str {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    DAYS[ms.div_euclid(86_400_000).rem_euclid(7) as usize]
+}
+
+/// A span of time in rounded words: `15 min`, `3 h`, `2 days`.
+fn span_words(ms: i64) -> String {
+    let m = (ms.max(0) + 30_000) / 60_000;
+    match m {
+        m if m < 120 => format!("{m} min"),
+        m if m < 36 * 60 => format!("{} h", (m + 30) / 60),
+        m => format!("{} days", (m + 720) / 1440),
+    }
+}
+
+/// When a change began, relative to the first alert: `started around Tue 14:05 UTC (± 15 min),
+/// 2 days before the first alert`. `detected` is the end of the first breaching window.
+pub fn onset_words(onset: &crate::forensics::Onset, detected: i64) -> String {
+    let at = crate::time::format_rfc3339_ms(onset.at);
+    let half = (onset.high - onset.low).max(0) / 2;
+    let before = detected - onset.at;
+    let lead = if before > 0 {
+        format!(", {} before the first alert", span_words(before))
+    } else {
+        String::new()
+    };
+    format!(
+        "started around {} {} UTC (± {}){lead}",
+        weekday(onset.at),
+        &at[11..16],
+        span_words(half)
+    )
+}
+
+/// A candidate's measure as a value: `38%` for rates and shares, `1.2 s` for latency.
+fn candidate_value(metric: crate::forensics::CandidateMetric, v: f64) -> String {
+    use crate::forensics::CandidateMetric as M;
+    match metric {
+        M::LatencyMs => fmt_value(v, Unit::Ms),
+        M::ErrorRate | M::BadRate | M::TrafficShare | M::CallShare => pct(v),
+    }
+}
+
+/// What a candidate's measure is called.
+fn metric_words(metric: crate::forensics::CandidateMetric) -> &'static str {
+    use crate::forensics::CandidateMetric as M;
+    match metric {
+        M::ErrorRate => "error rate",
+        M::BadRate => "bad rate",
+        M::TrafficShare => "traffic share",
+        M::CallShare => "share of tool calls",
+        M::LatencyMs => "mean latency",
+    }
+}
+
+/// A candidate with its evidence: ``tool `get_order` — error rate 2% → 38% since 14:05, in 91%
+/// of the sessions that count against the objective (explains 84% of the change)``.
+pub fn candidate_words(
+    c: &crate::forensics::Candidate,
+    onset: Option<&crate::forensics::Onset>,
+) -> String {
+    let since = onset
+        .map(|o| format!(" since {}", &crate::time::format_rfc3339_ms(o.at)[11..16]))
+        .unwrap_or_default();
+    format!(
+        "{} `{}` — {} {} → {}{since}, in {} of the sessions that count against the objective \
+         (explains {} of the change)",
+        c.layer.as_str(),
+        c.name,
+        metric_words(c.metric),
+        candidate_value(c.metric, c.before),
+        candidate_value(c.metric, c.after),
+        pct(c.in_bad_share),
+        pct(c.explained)
+    )
+}
+
+#[cfg(test)]
+mod forensics_words {
+    use super::*;
+    use crate::forensics::{Candidate, CandidateMetric, Layer, Onset};
+
+    #[test]
+    fn onset_and_candidate_read_like_the_issue() {
+        // 2026-11-03 is a Tuesday.
+        let at = crate::time::parse_rfc3339_ms("2026-11-03T14:05:00Z").unwrap();
+        let onset = Onset {
+            at,
+            low: at - 15 * 60_000,
+            high: at + 15 * 60_000,
+            panes: 96,
+        };
+        let detected = at + 2 * 86_400_000;
+        assert_eq!(
+            onset_words(&onset, detected),
+            "started around Tue 14:05 UTC (± 15 min), 2 days before the first alert"
+        );
+        let c = Candidate {
+            layer: Layer::Tool,
+            name: "get_order".into(),
+            explained: 0.84,
+            metric: CandidateMetric::ErrorRate,
+            before: 0.02,
+            after: 0.38,
+            in_bad_share: 0.91,
+        };
+        assert_eq!(
+            candidate_words(&c, Some(&onset)),
+            "tool `get_order` — error rate 2% → 38% since 14:05, in 91% of the sessions that \
+             count against the objective (explains 84% of the change)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

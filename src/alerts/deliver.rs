@@ -25,12 +25,14 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::AlertError;
+use super::archive::Archive;
 use super::incident::{
     AlertEngine, ClearSynthesizer, EngineState, IncidentKey, Notification, Silence,
 };
 use super::policy::{Audience, Policy};
 use super::render;
 use crate::finding::{Clear, Finding, LastSession};
+use crate::forensics::AffectedBatch;
 use crate::metrics::Metrics;
 use crate::session::EpochMs;
 use crate::spec::model::Spec;
@@ -335,6 +337,16 @@ pub fn stored_incidents(store: &Store) -> Result<Vec<super::Incident>, AlertErro
     Ok(snapshot.engine.incidents.into_values().collect())
 }
 
+/// The engine's open incident with these coordinates.
+fn open_incident(engine: &AlertEngine, k: &IncidentKey) -> Option<super::Incident> {
+    engine
+        .state()
+        .incidents
+        .get(&k.id())
+        .filter(|i| i.is_open())
+        .cloned()
+}
+
 /// Engine + notification log + delivery: what `slawatch run` drives.
 pub struct AlertService {
     metrics: Option<Arc<Metrics>>,
@@ -348,6 +360,7 @@ pub struct AlertService {
     dirty: bool,
     recorded: u64,
     batch_end: Option<EpochMs>,
+    archive: Archive,
 }
 
 impl AlertService {
@@ -392,6 +405,7 @@ impl AlertService {
             dirty: false,
             recorded: 0,
             batch_end: None,
+            archive: Archive::open(store)?,
         })
     }
 
@@ -545,6 +559,33 @@ impl AlertService {
         self.advance(watermark)
     }
 
+    /// Files a batch of affected sessions under the open incident with the same coordinates
+    /// (or keeps it until that incident opens; see [`Archive::on_batch`]).
+    pub fn on_affected(&mut self, batch: AffectedBatch) -> Result<(), AlertError> {
+        self.sync_archive()?;
+        let engine = &self.engine;
+        self.archive.on_batch(batch, |k| open_incident(engine, k))
+    }
+
+    /// Brings the incident archive in step with the engine: incidents that opened, came back or
+    /// resolved (even those the engine then forgot), and every live one.
+    fn sync_archive(&mut self) -> Result<(), AlertError> {
+        let changed = self.engine.take_changed();
+        let engine = &self.engine;
+        for inc in changed.iter().chain(engine.incidents()) {
+            let silences = engine.silences_of(inc);
+            let runbooks = || {
+                engine
+                    .spec_info(&inc.key.spec)
+                    .and_then(|s| s.objective(&inc.key.objective))
+                    .map(|o| o.runbooks.clone())
+                    .unwrap_or_default()
+            };
+            self.archive.follow(inc, &silences, runbooks)?;
+        }
+        Ok(())
+    }
+
     /// Reloads silences from the store (after `slawatch silence` changed them).
     pub fn reload_silences(&mut self) -> Result<(), AlertError> {
         let s: Vec<Silence> = self.log().silences()?;
@@ -559,12 +600,19 @@ impl AlertService {
         if let Some(m) = &self.metrics {
             m.set_incidents(self.engine.incidents());
         }
+        self.sync_archive()?;
         let mut recorded = 0;
         for n in &ns {
             if self.record(n)? {
                 recorded += 1;
+                self.archive.notified(n)?;
             }
         }
+        let engine = &self.engine;
+        self.archive
+            .file_waiting(now, |k| open_incident(engine, k))?;
+        let held = |id: &str| engine.incidents().any(|i| i.id == id);
+        self.archive.save(engine.now(), held)?;
         if !ns.is_empty() || self.dirty {
             self.save()?;
         }
@@ -635,6 +683,10 @@ impl AlertService {
     /// Saves the engine snapshot and makes the log durable.
     pub fn checkpoint(&mut self) -> Result<(), AlertError> {
         self.save()?;
+        self.sync_archive()?;
+        let engine = &self.engine;
+        let held = |id: &str| engine.incidents().any(|i| i.id == id);
+        self.archive.save(engine.now(), held)?;
         self.log().flush()?;
         Ok(())
     }

@@ -34,6 +34,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::policy::{Audience, Labels, Matcher, Policy};
 use crate::finding::{Check, Clear, Finding, LastSession, Verdict};
+use crate::forensics::{Forensics, Layer};
 use crate::session::EpochMs;
 use crate::spec::model::{Dimension, Severity, Spec};
 
@@ -74,6 +75,10 @@ pub struct ObjectiveInfo {
     pub slo_target: Option<f64>,
     /// The YAML key of the check (`ratio`, `percentile`, `pii`, …).
     pub kind: String,
+    /// Runbook links per layer (the objective's, else the spec's), shown next to the layer
+    /// an incident is attributed to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runbooks: BTreeMap<Layer, String>,
 }
 
 impl SpecInfo {
@@ -100,6 +105,7 @@ impl SpecInfo {
                     description: o.description.clone(),
                     slo_target: o.kind.slo_target(),
                     kind: o.kind.yaml_key().to_owned(),
+                    runbooks: s.runbooks_for(o),
                 })
                 .collect(),
         }
@@ -246,6 +252,10 @@ pub struct Incident {
     /// Set when it resolved because a configuration reload removed its objective (or spec).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retired: bool,
+    /// Onset and layer attribution, from the newest breach finding that carried them (the
+    /// first breach finding of the incident does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forensics: Option<Box<Forensics>>,
 }
 
 impl Incident {
@@ -446,6 +456,9 @@ pub struct IncidentView {
     /// Resolved because a configuration reload removed its objective.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retired: bool,
+    /// Onset and layer attribution of the incident, when evaluation found them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forensics: Option<Box<Forensics>>,
 }
 
 /// Error budget and projection of the group's headline incident (SLO objectives).
@@ -555,6 +568,11 @@ pub struct EngineState {
     pub last_sessions: BTreeMap<String, LastSession>,
     /// Emitted, not yet taken by [`AlertEngine::advance`].
     pub outbox: Vec<Notification>,
+    /// Incidents as they were when they opened, came back or resolved, not yet taken by
+    /// [`AlertEngine::take_changed`] (the shell's incident archive; a resolved incident may be
+    /// forgotten by the engine in the same step).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<Incident>,
     /// Counters.
     pub stats: EngineStats,
 }
@@ -570,6 +588,7 @@ impl Default for EngineState {
             silences: Vec::new(),
             last_sessions: BTreeMap::new(),
             outbox: Vec::new(),
+            changed: Vec::new(),
             stats: EngineStats::default(),
         }
     }
@@ -674,6 +693,7 @@ impl AlertEngine {
                 inc.resolved_at = Some(at);
                 inc.last_event = inc.last_event.max(at);
                 inc.retired = true;
+                self.state.changed.push(inc.clone());
             }
         }
     }
@@ -706,6 +726,32 @@ impl AlertEngine {
     /// Every group, ordered by `spec/objective/severity`.
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
         self.state.groups.values()
+    }
+
+    /// The incidents that opened, came back or resolved since the last call, as they were
+    /// then (oldest change first).
+    pub fn take_changed(&mut self) -> Vec<Incident> {
+        std::mem::take(&mut self.state.changed)
+    }
+
+    /// The silences whose matchers cover the incident and whose time overlaps its life so far
+    /// (from its first breach window to its resolution, or to now): its acknowledgements.
+    pub fn silences_of(&self, inc: &Incident) -> Vec<&Silence> {
+        let labels = self.labels(inc);
+        let end = inc
+            .resolved_at
+            .or(self.state.now)
+            .unwrap_or(inc.last_breach)
+            .max(inc.detected);
+        self.state
+            .silences
+            .iter()
+            .filter(|s| {
+                s.starts_at < end
+                    && s.ends_at > inc.since
+                    && s.matchers.iter().all(|m| m.matches(&labels))
+            })
+            .collect()
     }
 
     /// Replaces the silences (e.g. after `slawatch silence add` changed the store).
@@ -753,6 +799,9 @@ impl AlertEngine {
                 }
                 inc.clean_since = None;
                 inc.zero_tolerance |= is_zero_tolerance(f);
+                if f.forensics.is_some() {
+                    inc.forensics = f.forensics.clone();
+                }
                 if inc.status == IncidentStatus::Resolved {
                     inc.status = IncidentStatus::Pending;
                     inc.resolved_at = None;
@@ -760,6 +809,7 @@ impl AlertEngine {
                     inc.retired = false;
                     inc.reopened += 1;
                     inc.active_since = end;
+                    self.state.changed.push(inc.clone());
                 }
                 inc.severity = inc.severity.max(f.severity);
                 let new_severity = inc.severity;
@@ -820,7 +870,9 @@ impl AlertEngine {
                     peak: f.clone(),
                     no_data: None,
                     retired: false,
+                    forensics: f.forensics.clone(),
                 };
+                self.state.changed.push(inc.clone());
                 self.state.incidents.insert(id.clone(), inc);
                 self.join_group(&ik, f.severity, f.dimension, &id);
             }
@@ -934,6 +986,7 @@ impl AlertEngine {
             // (the key coming back) can open the incident again.
             inc.last_event = inc.last_event.max(at);
             inc.no_data = Some(nd);
+            self.state.changed.push(inc.clone());
         }
         // A key is remembered while an incident is about it, or while it could still be the
         // live successor of another key (it had sessions within its timeout).
@@ -1002,6 +1055,7 @@ impl AlertEngine {
         if end - inc.last_breach >= keep {
             inc.status = IncidentStatus::Resolved;
             inc.resolved_at = Some(clean.max(inc.last_breach + keep));
+            self.state.changed.push(inc.clone());
         }
     }
 
@@ -1125,6 +1179,7 @@ impl AlertEngine {
             {
                 inc.status = IncidentStatus::Resolved;
                 inc.resolved_at = Some(clean.max(inc.last_breach + keep));
+                self.state.changed.push(inc.clone());
             }
         }
         // No sessions on a key for noDataTimeout: its incidents end instead of reminding
@@ -1532,6 +1587,7 @@ impl AlertEngine {
                 peak: inc.peak.clone(),
                 no_data: inc.no_data.clone(),
                 retired: inc.retired,
+                forensics: inc.forensics.clone(),
             });
         }
         out.sort_by(|a, b| {

@@ -8,12 +8,15 @@
 //!   interval, repeat, cooldown, silences and inhibition, all in event time.
 //! - [`render`] and [`chart`]: subjects, 80-column text, HTML with an inline PNG chart, for
 //!   two audiences (on-call and stakeholders).
+//! - [`archive`]: the incident record — every incident episode with its timeline, onset,
+//!   layer attribution, runbooks and affected sessions, kept in the store (bounded).
 //! - [`deliver`] and [`smtp`]: the I/O shell — the durable notification log in sled
 //!   (`store::notify_log`), retries with backoff, SMTP (STARTTLS by default) or `.eml` files
 //!   in an outbox directory when no SMTP server is configured.
 //!
 //! Mails carry ids, PII types, counts and labels only — never personal data.
 
+pub mod archive;
 pub mod chart;
 pub mod deliver;
 pub mod incident;

@@ -25,6 +25,7 @@ use super::chart::{self, ChartImage};
 use super::incident::{IncidentView, Notification, NotificationKind, SlaLevel, ViewStatus};
 use super::policy::{Audience, Timing};
 use crate::finding::{Check, Comparator, Detail, Finding, Subject, Unit};
+use crate::forensics::{Forensics, Layer};
 use crate::present::{fmt_value, pct};
 use crate::session::EpochMs;
 use crate::spec::model::{BoolSignal, Dimension, Severity};
@@ -895,6 +896,58 @@ fn observed_row(f: &Finding) -> String {
     )
 }
 
+/// The forensics a mail shows: those of the headline incident, else of the first incident
+/// that has them.
+fn forensics_of(n: &Notification) -> Option<(&IncidentView, &Forensics)> {
+    let pick = |v: &'_ IncidentView| v.forensics.is_some();
+    let v = headline(n)
+        .filter(|h| pick(h))
+        .or_else(|| n.incidents.iter().find(|v| pick(v)))?;
+    Some((v, v.forensics.as_deref()?))
+}
+
+/// The runbook of a layer, from the objective's `runbooks`.
+fn layer_runbook(n: &Notification, layer: Layer) -> Option<&str> {
+    n.objective
+        .as_ref()
+        .and_then(|o| o.runbooks.get(&layer))
+        .map(String::as_str)
+}
+
+/// The on-call rows about onset and attribution: `Onset`, `Most likely`, `Next`, and the
+/// runbook of the most likely layer.
+fn forensics_rows(n: &Notification) -> Vec<(String, String)> {
+    let Some((v, f)) = forensics_of(n) else {
+        return Vec::new();
+    };
+    let mut rows = Vec::new();
+    if let Some(o) = &f.onset {
+        rows.push((
+            "Onset".to_owned(),
+            capitalize(&crate::present::onset_words(o, v.detected)),
+        ));
+    }
+    let mut candidates = f.candidates.iter();
+    if let Some(top) = candidates.next() {
+        rows.push((
+            "Most likely".to_owned(),
+            crate::present::candidate_words(top, f.onset.as_ref()),
+        ));
+        let next = match candidates.next() {
+            Some(c) => crate::present::candidate_words(c, f.onset.as_ref()),
+            None => "none above 10%".to_owned(),
+        };
+        rows.push(("Next".to_owned(), next));
+        if let Some(url) = layer_runbook(n, top.layer) {
+            rows.push((
+                "Runbook".to_owned(),
+                format!("{}: {url}", top.layer.as_str()),
+            ));
+        }
+    }
+    rows
+}
+
 fn oncall_text(n: &Notification, t: &Timing) -> String {
     let mut o = String::new();
     let state = match n.kind {
@@ -950,6 +1003,14 @@ fn oncall_text(n: &Notification, t: &Timing) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
         );
+    }
+    let forensics = forensics_rows(n);
+    if !forensics.is_empty() {
+        o.push('\n');
+        let _ = writeln!(o, "When it started and where");
+        for (k, v) in &forensics {
+            row(&mut o, k, v);
+        }
     }
     o.push('\n');
     let _ = writeln!(o, "Affected, worst first");
@@ -1400,6 +1461,25 @@ fn html_runbook(url: &str) -> Markup {
     }
 }
 
+/// The runbook of the attributed layer as a link (http(s) only, as [`html_runbook`]).
+fn html_layer_runbook(layer: Layer, url: &str) -> Markup {
+    let lower = url.to_ascii_lowercase();
+    let linkable = lower.starts_with("https://") || lower.starts_with("http://");
+    html! {
+        tr {
+            td style="padding:8px 28px 4px 28px;font-size:14px;color:#263238;" {
+                @if linkable {
+                    a href=(url) style="color:#1565c0;font-weight:600;" {
+                        "Open the " (layer.as_str()) " runbook"
+                    }
+                } @else {
+                    "Runbook (" (layer.as_str()) "): " code { (url) }
+                }
+            }
+        }
+    }
+}
+
 fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &str) -> String {
     let sub = format!(
         "{}/{} · {}",
@@ -1415,6 +1495,10 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
         None => format!("{}/{}", n.group.spec, n.group.objective),
     };
     let facts = oncall_facts(n);
+    let forensics = forensics_rows(n);
+    let layer_book = forensics_of(n)
+        .and_then(|(_, f)| f.candidates.first())
+        .and_then(|c| Some((c.layer, layer_runbook(n, c.layer)?)));
     let ex = exemplars(n);
     let runbook = n.incidents.iter().find_map(|v| v.latest.runbook.as_deref());
     let receivers = if n.receivers.is_empty() {
@@ -1428,6 +1512,13 @@ fn oncall_html(n: &Notification, t: &Timing, chart: Option<&ChartImage>, cid: &s
             @if let Some(w) = early_end_words(n) { (html_para(&w)) }
         @if let Some(h) = headline(n) {
             (html_kpis(&oncall_kpis(n, h)))
+        }
+        @if !forensics.is_empty() {
+            (html_section("When it started and where"))
+            (html_facts(&forensics))
+            @if let Some((layer, url)) = layer_book {
+                (html_layer_runbook(layer, url))
+            }
         }
         (html_chart(chart, cid))
         (html_section("Affected, worst first"))
@@ -1832,6 +1923,17 @@ fn stakeholder_paragraphs(n: &Notification) -> (String, Vec<(String, String)>) {
             }
         }
     };
+    if let Some(o) = forensics_of(n).and_then(|(v, f)| Some((v, f.onset.as_ref()?)))
+        && n.kind != NotificationKind::Recovered
+    {
+        sections.push((
+            "When it started".to_owned(),
+            format!(
+                "Our best estimate is that the problem {}.",
+                crate::present::onset_words(o.1, o.0.detected)
+            ),
+        ));
+    }
     sections.push(("What happens next".to_owned(), next));
     if let Some(d) = n.objective.as_ref().and_then(|o| o.description.clone()) {
         sections.push(("The promise".to_owned(), d));
@@ -1896,6 +1998,247 @@ fn stakeholder_html(n: &Notification, chart: Option<&ChartImage>, cid: &str) -> 
         }
     };
     html_page(&subject(n), rows)
+}
+
+// ------------------------------------------------------------ incident records --
+
+fn timeline_words(e: &super::archive::TimelineEvent) -> String {
+    use super::archive::{ResolutionReason as R, TimelineEvent as E};
+    match e {
+        E::Onset { low, high } => format!(
+            "change began (estimate; between {} and {})",
+            when(*low),
+            when(*high)
+        ),
+        E::FirstBreachWindow { window_end, .. } => format!(
+            "first breaching window began (it closed at {}, which opened the incident)",
+            when(*window_end)
+        ),
+        E::Notified {
+            kind,
+            audience,
+            mail,
+            ..
+        } => {
+            let mut s = format!("{} mail ({})", kind.as_str(), audience.as_str());
+            if let Some(m) = mail {
+                let _ = write!(s, " to {}, {}", m.recipients.join(", "), m.delivery);
+                if let Some(at) = &m.sent_at {
+                    let _ = write!(s, " at {at} (wall clock)");
+                }
+            }
+            s
+        }
+        E::Acknowledged {
+            silence_id,
+            until,
+            comment,
+            created_by,
+        } => format!(
+            "silenced by {created_by} until {} ({silence_id}: {comment})",
+            when(*until)
+        ),
+        E::Resolved { reason } => match reason {
+            R::CleanWindows { clean_since } => {
+                format!("resolved: clean windows since {}", when(*clean_since))
+            }
+            R::NoData {
+                last_session,
+                superseded_by,
+            } => {
+                let mut s = format!("resolved: no sessions since {}", when(*last_session));
+                if let Some(by) = superseded_by {
+                    let _ = write!(s, "; superseded by {}", superseded_words(by));
+                }
+                s
+            }
+            R::Retired => "resolved: a configuration reload removed the objective".to_owned(),
+        },
+    }
+}
+
+/// The facts section of a postmortem, in Markdown: summary, impact (affected counts by
+/// segment and reason), timeline, onset, layer attribution with evidence, runbook links.
+pub fn incident_markdown(r: &super::archive::IncidentReport) -> String {
+    let rec = &r.record;
+    let mut o = String::new();
+    let key = key_short(&rec.key);
+    let _ = writeln!(
+        o,
+        "# Incident {} — {}/{}\n",
+        rec.id, rec.spec, rec.objective
+    );
+    let _ = writeln!(o, "## Summary\n");
+    let _ = writeln!(
+        o,
+        "- **What:** {} ({}, {})",
+        crate::present::message(&rec.first_finding),
+        rec.dimension.as_str(),
+        rec.severity.as_str()
+    );
+    let _ = writeln!(o, "- **Key:** `{key}`");
+    if let Some(seg) = &rec.segment {
+        let _ = writeln!(o, "- **Segment:** `{seg}`");
+    }
+    let _ = writeln!(o, "- **Status:** {}", rec.status.as_str());
+    let _ = writeln!(
+        o,
+        "- **Detected:** {} (first breaching window {} – {}); {} breaching window{}",
+        when(rec.detected),
+        when(rec.since),
+        when(rec.detected),
+        rec.breaches,
+        if rec.breaches == 1 { "" } else { "s" }
+    );
+    if let Some(res) = &rec.resolution {
+        let _ = writeln!(
+            o,
+            "- **Resolved:** {} after {}",
+            when(res.at),
+            human_duration(res.at - rec.detected)
+        );
+    }
+    let _ = writeln!(o, "\n## Impact\n");
+    let a = &rec.affected;
+    let _ = writeln!(
+        o,
+        "{} session{} counted against the objective ({} listed by id{}).\n",
+        a.total,
+        if a.total == 1 { "" } else { "s" },
+        a.listed,
+        if a.unlisted > 0 {
+            format!(", {} counted only", a.unlisted)
+        } else {
+            String::new()
+        }
+    );
+    if !a.by_segment.is_empty() {
+        let _ = writeln!(o, "| segment | sessions |\n|---|---:|");
+        for (s, c) in &a.by_segment {
+            let _ = writeln!(o, "| {s} | {c} |");
+        }
+        let _ = writeln!(o);
+        let _ = writeln!(o, "| reason | sessions |\n|---|---:|");
+        for (s, c) in &a.by_reason {
+            let _ = writeln!(o, "| {s} | {c} |");
+        }
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(
+        o,
+        "The list: `slawatch incident affected {} --format csv`.",
+        rec.id
+    );
+    let _ = writeln!(o, "\n## Timeline (UTC, event time)\n");
+    for e in &r.timeline {
+        let _ = writeln!(o, "- **{}** — {}", when(e.at), timeline_words(&e.event));
+    }
+    let _ = writeln!(o, "\n## Onset\n");
+    let f = rec.forensics.as_ref();
+    match f.and_then(|f| f.onset.as_ref()) {
+        Some(on) => {
+            let _ = writeln!(
+                o,
+                "The change {} (change point over {} panes of history).",
+                crate::present::onset_words(on, rec.detected),
+                on.panes
+            );
+        }
+        None => {
+            let _ = writeln!(o, "No change point in the retained history.");
+        }
+    }
+    let _ = writeln!(o, "\n## Layer attribution\n");
+    match f.filter(|f| !f.candidates.is_empty()) {
+        Some(f) => {
+            for (i, c) in f.candidates.iter().enumerate() {
+                let book = rec
+                    .runbooks
+                    .get(&c.layer)
+                    .map(|u| format!(" — [{} runbook]({u})", c.layer.as_str()))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    o,
+                    "{}. {}{book}",
+                    i + 1,
+                    crate::present::candidate_words(c, f.onset.as_ref())
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(o, "No candidate explains a meaningful share of the change.");
+        }
+    }
+    if !rec.runbooks.is_empty() {
+        let _ = writeln!(o, "\n## Runbooks\n");
+        for (l, u) in &rec.runbooks {
+            let _ = writeln!(o, "- {}: <{u}>", l.as_str());
+        }
+    }
+    o
+}
+
+/// An incident record for a terminal.
+pub fn incident_text(r: &super::archive::IncidentReport) -> String {
+    let rec = &r.record;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} · {}/{} · {} · {}",
+        rec.id,
+        rec.spec,
+        rec.objective,
+        rec.severity.as_str(),
+        rec.status.as_str()
+    );
+    row(&mut o, "What", &crate::present::message(&rec.first_finding));
+    row(&mut o, "Key", &key_short(&rec.key));
+    if let Some(seg) = &rec.segment {
+        row(&mut o, "Segment", seg);
+    }
+    row(&mut o, "Detected", &when(rec.detected));
+    if let Some(f) = &rec.forensics {
+        if let Some(on) = &f.onset {
+            row(
+                &mut o,
+                "Onset",
+                &crate::present::onset_words(on, rec.detected),
+            );
+        }
+        for (i, c) in f.candidates.iter().enumerate() {
+            let label = if i == 0 { "Most likely" } else { "Next" };
+            row(
+                &mut o,
+                label,
+                &crate::present::candidate_words(c, f.onset.as_ref()),
+            );
+            if let Some(u) = rec.runbooks.get(&c.layer) {
+                row(&mut o, "Runbook", &format!("{}: {u}", c.layer.as_str()));
+            }
+        }
+    }
+    let a = &rec.affected;
+    row(
+        &mut o,
+        "Affected",
+        &format!(
+            "{} sessions ({} listed, {} counted only)",
+            a.total, a.listed, a.unlisted
+        ),
+    );
+    for (s, c) in &a.by_segment {
+        row(&mut o, "  segment", &format!("{s}: {c}"));
+    }
+    o.push_str("\nTimeline (event time)\n");
+    for e in &r.timeline {
+        o.push_str(&wrap(
+            &format!("{} {}", when(e.at), timeline_words(&e.event)),
+            TEXT_WIDTH,
+            "  ",
+            "    ",
+        ));
+    }
+    o
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!   `slawatch query`, so both give the same numbers).
 //! - [`page`]: the server-rendered status page (maud, inline SVG, no external fetches).
 //! - [`openapi`]: the OpenAPI document served at `/v1/openapi.json`.
+//! - [`incidents`]: `/v1/incidents`, `/v1/incidents/{id}` and its affected sessions.
 //! - [`otlp`]: `POST /v1/traces`, the OTLP/HTTP span receiver of `run --otlp-http`.
 //!
 //! - [`tls`]: HTTPS on the listener (rustls), the certificate re-read on `SIGHUP`.
@@ -15,6 +16,7 @@
 //! refuses any other address unless a bearer token is configured (from a file or the
 //! environment, never a flag); with a token, every route but the health checks requires it.
 
+pub mod incidents;
 pub mod limit;
 pub mod openapi;
 pub mod otlp;
@@ -120,6 +122,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/openapi.json", get(openapi_doc))
         .route("/v1/findings", get(findings))
+        .route("/v1/incidents", get(incidents::list))
+        .route("/v1/incidents/{id}", get(incidents::show))
+        .route("/v1/incidents/{id}/affected", get(incidents::affected))
         .route("/v1/{question}", get(question))
         .route("/-/reload", post(reload))
         .route("/metrics", get(metrics))

@@ -110,6 +110,35 @@ pub fn document() -> Value {
             "responses": {"200": {"description": "Findings", "content": {"application/json": {"schema": {"type": "array"}}}},
                           "400": {"$ref": "#/components/responses/Problem"}}}}),
     );
+    let id = json!({"name": "id", "in": "path", "required": true, "description": "Incident record id (`inc-…`, from /v1/incidents)", "schema": {"type": "string"}});
+    paths.insert(
+        "/v1/incidents".into(),
+        json!({"get": {"operationId": "incidents", "summary": "Incident records (open and resolved, within the retention), newest first",
+            "parameters": [
+                {"name": "status", "in": "query", "required": false, "description": "`open` or `resolved`", "schema": {"type": "string", "enum": ["open", "resolved"]}},
+                {"name": "since", "in": "query", "required": false, "description": "Only incidents detected at or after this RFC 3339 time", "schema": {"type": "string", "format": "date-time"}}
+            ],
+            "responses": {"200": {"description": "Incident records", "content": {"application/json": {"schema": {"type": "array"}}}},
+                          "400": {"$ref": "#/components/responses/Problem"}}}}),
+    );
+    paths.insert(
+        "/v1/incidents/{id}".into(),
+        json!({"get": {"operationId": "incident", "summary": "One incident: timeline, onset, layer attribution, runbooks, affected counts; `format=markdown` drafts the postmortem's facts section",
+            "parameters": [id.clone(),
+                {"name": "format", "in": "query", "required": false, "description": "`json` (default), `markdown` or `text`; or `Accept: text/markdown`", "schema": {"type": "string", "enum": ["json", "markdown", "text"]}}],
+            "responses": {"200": {"description": "The incident", "content": {"application/json": {"schema": {"type": "object", "required": ["id", "timeline", "affected"]}}, "text/markdown": {"schema": {"type": "string"}}}},
+                          "400": {"$ref": "#/components/responses/Problem"},
+                          "404": {"$ref": "#/components/responses/Problem"}}}}),
+    );
+    paths.insert(
+        "/v1/incidents/{id}/affected".into(),
+        json!({"get": {"operationId": "incidentAffected", "summary": "The sessions that count against the incident's objective: session id, event time, key, segment, reason (no content)",
+            "parameters": [id,
+                {"name": "format", "in": "query", "required": false, "description": "`jsonl` (default) or `csv`; or `Accept: text/csv`", "schema": {"type": "string", "enum": ["jsonl", "csv"]}}],
+            "responses": {"200": {"description": "One session per line", "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}},
+                          "400": {"$ref": "#/components/responses/Problem"},
+                          "404": {"$ref": "#/components/responses/Problem"}}}}),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {

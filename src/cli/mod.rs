@@ -5,6 +5,7 @@
 
 pub mod alerts;
 mod baseline;
+mod incident;
 pub mod otlp_export;
 mod query;
 mod replay;
@@ -73,6 +74,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Send one test mail and report which SMTP stage fails.
     SmtpTest(alerts::SmtpTestArgs),
+    /// Incident records: list | show ID | affected ID (timeline, onset, attribution, affected sessions).
+    Incident(incident::IncidentArgs),
     /// Hold back alert mail for matching incidents: add | list | expire.
     Silence(alerts::SilenceArgs),
     /// Inspect and steer drift baselines: list, show, pin, reset, export.
@@ -239,6 +242,7 @@ pub fn main() -> ExitCode {
         Command::Query(a) => query::query(&a),
         Command::SmtpTest(a) => alerts::smtp_test(&a),
         Command::Silence(a) => alerts::silence(&a),
+        Command::Incident(a) => incident::incident(&a),
         Command::Simulate(a) => match (&a.otlp_endpoint, a.otel) {
             (Some(url), Some(format)) => otlp_export::simulate_to(url, format, &a),
             _ => crate::simulate::run(&a).map(|_| ExitCode::SUCCESS),

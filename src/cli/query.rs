@@ -118,7 +118,11 @@ pub fn query(args: &QueryArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let answer = match api_base(args)? {
+    let answer = match api_base(
+        args.api.as_deref(),
+        args.tls_ca_file.as_deref(),
+        &args.data_dir,
+    )? {
         Some(api) => ask_api(&api, q, &params, args)?,
         None => {
             let store = crate::store::Store::open(&args.data_dir)
@@ -142,20 +146,62 @@ pub fn query(args: &QueryArgs) -> Result<ExitCode> {
 }
 
 /// A running API and the client that trusts its certificate.
-struct Api {
+pub(super) struct Api {
     base: String,
     agent: ureq::Agent,
 }
 
-/// The API to ask: `--api`, or the running instance named in the data directory.
-fn api_base(args: &QueryArgs) -> Result<Option<Api>> {
-    if let Some(a) = &args.api {
+impl Api {
+    /// `GET base + path` with query parameters and the bearer token: the status and the body.
+    pub(super) fn get(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+        token_file: Option<&Path>,
+    ) -> Result<(u16, String)> {
+        let base = &self.base;
+        let mut req = self.agent.get(&format!("{base}{path}"));
+        for (k, v) in params {
+            req = req.query(k, v);
+        }
+        if let Some(t) = api_token(token_file)? {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = req
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .with_context(|| format!("asking {base}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_string()
+            .context("reading the answer")?;
+        Ok((status, body))
+    }
+
+    /// The API's address.
+    pub(super) fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+/// The API to ask: `api` (`--api`), or the running instance named in the data directory.
+pub(super) fn api_base(
+    api: Option<&str>,
+    tls_ca_file: Option<&Path>,
+    data_dir: &Path,
+) -> Result<Option<Api>> {
+    if let Some(a) = api {
         return Ok(Some(Api {
             base: a.trim_end_matches('/').to_owned(),
-            agent: agent(args.tls_ca_file.as_deref())?,
+            agent: agent(tls_ca_file)?,
         }));
     }
-    let file = api_file(&args.data_dir);
+    let file = api_file(data_dir);
     let Ok(text) = std::fs::read_to_string(&file) else {
         return Ok(None);
     };
@@ -174,8 +220,8 @@ fn api_base(args: &QueryArgs) -> Result<Option<Api>> {
     };
     let https = v["scheme"].as_str() == Some("https");
     let (base, agent) = if https {
-        let ca = match (&args.tls_ca_file, v["tls_cert_file"].as_str()) {
-            (Some(ca), _) => ca.clone(),
+        let ca = match (tls_ca_file, v["tls_cert_file"].as_str()) {
+            (Some(ca), _) => ca.to_path_buf(),
             (None, Some(cert)) => PathBuf::from(cert),
             (None, None) => bail!(
                 "{} says the API serves HTTPS but names no certificate file: pass --tls-ca-file",

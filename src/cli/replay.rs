@@ -62,6 +62,12 @@ pub trait Sink {
         Ok(())
     }
 
+    /// Sessions that count against an objective, handed out as its windows close; ignored
+    /// unless overridden.
+    fn affected(&mut self, _batch: crate::forensics::AffectedBatch) -> Result<()> {
+        Ok(())
+    }
+
     /// Called after the findings and clears of windows that closed together: the moment to
     /// persist what changed (baselines). Ignored unless overridden.
     fn windows_closed(&mut self, _pipeline: &mut Pipeline) -> Result<()> {
@@ -237,6 +243,9 @@ pub(super) fn deliver(
     }
     for c in &clears {
         sink.clear(c)?;
+    }
+    for b in pipeline.drain_affected() {
+        sink.affected(b)?;
     }
     sink.windows_closed(pipeline)?;
     Ok(n)
@@ -635,6 +644,10 @@ impl Sink for RunSink<'_> {
     fn last_session(&mut self, s: &LastSession) -> Result<()> {
         self.alerts.on_last_session(s);
         Ok(())
+    }
+
+    fn affected(&mut self, batch: crate::forensics::AffectedBatch) -> Result<()> {
+        Ok(self.alerts.on_affected(batch)?)
     }
 
     fn windows_closed(&mut self, pipeline: &mut Pipeline) -> Result<()> {

@@ -176,6 +176,10 @@ impl Output for ServiceOutput {
         Ok(())
     }
 
+    fn affected(&mut self, batch: crate::forensics::AffectedBatch) -> Result<()> {
+        Ok(self.alerts.on_affected(batch)?)
+    }
+
     fn batch_done(&mut self) -> Result<()> {
         if let Some(t) = self.batch_end {
             self.alerts.advance(t)?;

@@ -62,6 +62,16 @@ pub enum Layer {
 }
 
 impl Layer {
+    /// Every layer, in the order runbooks and reports list them.
+    pub const ALL: [Layer; 6] = [
+        Layer::Prompt,
+        Layer::Model,
+        Layer::Provider,
+        Layer::Tool,
+        Layer::Input,
+        Layer::Config,
+    ];
+
     /// The wire name, also the key of a spec's `runbooks` map.
     pub fn as_str(self) -> &'static str {
         match self {

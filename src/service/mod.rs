@@ -84,6 +84,10 @@ pub trait Output: Send {
     fn last_session(&mut self, _s: &LastSession) -> Result<()> {
         Ok(())
     }
+    /// Sessions that count against an objective, as its windows close.
+    fn affected(&mut self, _batch: crate::forensics::AffectedBatch) -> Result<()> {
+        Ok(())
+    }
     /// After the findings and clears of windows that closed together.
     fn batch_done(&mut self) -> Result<()> {
         Ok(())
@@ -349,6 +353,9 @@ impl State {
     fn emit(&mut self) -> Result<()> {
         let clears = self.pipeline.drain_clears();
         let seen = self.pipeline.drain_last_sessions();
+        for b in self.pipeline.drain_affected() {
+            self.output.affected(b)?;
+        }
         deliver(
             &mut self.found,
             &clears,

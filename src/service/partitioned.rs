@@ -370,6 +370,13 @@ impl State {
             .values_mut()
             .flat_map(|p| p.pipeline.drain_clears())
             .collect();
+        for b in self
+            .parts
+            .values_mut()
+            .flat_map(|p| p.pipeline.drain_affected())
+        {
+            self.output.affected(b)?;
+        }
         let seen: Vec<_> = self
             .parts
             .values_mut()

@@ -18,7 +18,9 @@ use crate::schema::diagnostic::{did_you_mean, one_of};
 use crate::schema::yaml::{Node, SNode};
 use crate::session::{PiiHandling, Status};
 use serde_saphyr::Spanned;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::forensics::Layer;
 
 /// Default `spec.maxSegments`.
 pub const DEFAULT_MAX_SEGMENTS: usize = 20;
@@ -276,6 +278,7 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
     let mut name = String::new();
     let mut labels = Vec::new();
     let mut runbook = None;
+    let mut runbooks = BTreeMap::new();
     spans.name = Spot {
         loc: doc.loc,
         path: "metadata.name".into(),
@@ -307,6 +310,9 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
         }
         if let Some(n) = meta.get("runbook") {
             runbook = ctx.nonempty_string(n, "metadata.runbook");
+        }
+        if let Some(n) = meta.get("runbooks") {
+            runbooks = decode_runbooks(ctx, n, "metadata.runbooks").unwrap_or_default();
         }
     }
 
@@ -416,6 +422,7 @@ pub fn decode_document(ctx: &mut Ctx<'_>, root: &SNode) -> Option<Decoded> {
         name,
         labels,
         runbook,
+        runbooks,
         source: ctx.file.to_owned(),
         selector: selector?,
         key_by: key_by?,
@@ -909,6 +916,10 @@ fn decode_objective(
     let runbook = f
         .get("runbook")
         .and_then(|x| ctx.nonempty_string(x, &f.path("runbook")));
+    let runbooks = match f.get("runbooks") {
+        Some(x) => decode_runbooks(ctx, x, &f.path("runbooks")),
+        None => Some(BTreeMap::new()),
+    };
     let severity = match f.get("severity") {
         Some(x) => severity(ctx, x, &f.path("severity")),
         None => Some(Severity::Ticket),
@@ -1035,10 +1046,61 @@ fn decode_objective(
         dimension: dimension?,
         description,
         runbook,
+        runbooks: runbooks?,
         severity: severity?,
         zero_tolerance: zero_tolerance?,
         kind: kind?,
     })
+}
+
+/// `runbooks`: a link per layer — only the layers of [`Layer`] (an unknown key gets a "did you
+/// mean"), each an http(s) URL with a host.
+fn decode_runbooks(ctx: &mut Ctx<'_>, n: &SNode, path: &str) -> Option<BTreeMap<Layer, String>> {
+    let f = ctx.fields(
+        n,
+        path,
+        "a mapping of layers to runbook URLs",
+        &format::RUNBOOKS,
+    )?;
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for layer in Layer::ALL {
+        let Some(v) = f.get(layer.as_str()) else {
+            continue;
+        };
+        let at = f.path(layer.as_str());
+        let Some(url) = ctx.nonempty_string(v, &at) else {
+            ok = false;
+            continue;
+        };
+        if is_runbook_url(&url) {
+            out.insert(layer, url);
+        } else {
+            let loc = ctx.loc(v);
+            ctx.error(
+                loc,
+                &at,
+                format!("a runbook must be an http or https URL, found `{url}`"),
+                Some(format!(
+                    "e.g. `{}: https://wiki.example.com/runbooks/{}`",
+                    layer.as_str(),
+                    layer.as_str()
+                )),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `http(s)://host…` without blanks: what [`format::RUNBOOK_URL`] says.
+fn is_runbook_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        && !url.chars().any(char::is_whitespace)
 }
 
 /// Decodes the check of an objective; also returns the measured field (for the dimension).

@@ -49,8 +49,27 @@ pub static METADATA: Shape = shape!(
         req("name", Ty::Name, "Unique across all loaded specs; names findings and incidents (letters, digits, `-`, `_`, `.`)."),
         opt("labels", Ty::Map(&Ty::Scalar), "Free labels copied onto findings, for routing."),
         opt("runbook", Ty::Text, "Default runbook link of every objective."),
+        opt("runbooks", Ty::Object(&RUNBOOKS), "Rollback runbooks per layer, shown next to the layer an incident is attributed to."),
     ],
 );
+
+/// `runbooks` (spec `metadata` and objective): one link per layer an agent's behaviour lives in.
+#[rustfmt::skip]
+pub static RUNBOOKS: Shape = shape!(
+    "runbooks",
+    "Runbook links per layer (http or https URLs); an objective's override the spec's layer by layer.",
+    &[
+        opt("prompt", Ty::Pattern(RUNBOOK_URL), "Reverting or pinning a prompt version."),
+        opt("model", Ty::Pattern(RUNBOOK_URL), "Pinning or rolling back a model."),
+        opt("provider", Ty::Pattern(RUNBOOK_URL), "Failing over or escalating to a provider."),
+        opt("tool", Ty::Pattern(RUNBOOK_URL), "Disabling or fixing a tool."),
+        opt("input", Ty::Pattern(RUNBOOK_URL), "A shift in the input mix (segments, attributes)."),
+        opt("config", Ty::Pattern(RUNBOOK_URL), "slawatch's own spec or policy change."),
+    ],
+);
+
+/// What a runbook link must look like (the decoder checks the same).
+pub const RUNBOOK_URL: &str = r"^https?://[^\s/]+\S*$";
 
 /// `spec`.
 #[rustfmt::skip]
@@ -142,6 +161,7 @@ pub static OBJECTIVE: Shape = Shape {
         opt("dimension", Ty::Enum(Dimension::NAMES), "The SLA dimension (default by check)."),
         opt("description", Ty::Text, "Shown by `explain` and in alert mails."),
         opt("runbook", Ty::Text, "Overrides the spec's runbook."),
+        opt("runbooks", Ty::Object(&RUNBOOKS), "Runbook links per layer; override the spec's layer by layer."),
         opt("severity", Ty::Enum(Severity::NAMES), "Severity of a per-window breach (default `ticket`)."),
         opt("zeroTolerance", Ty::Bool, "The first violating session pages (`spend`, `pii`, `tools` only)."),
         opt("target", Ty::Fraction, "The SLO of `ratio`, `latency` and `fallback`: share of sessions that must be good, e.g. `99.5%`."),

@@ -5,7 +5,11 @@
 //! was valid". Nothing here does I/O. Fractions are always stored as ratios in `0..=1` (a YAML
 //! `99%` becomes `0.99`), times as milliseconds.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+use crate::forensics::Layer;
 
 /// One `kind: AgentSLA` document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -16,6 +20,8 @@ pub struct Spec {
     pub labels: Vec<(String, String)>,
     /// `metadata.runbook`: default runbook link for every objective.
     pub runbook: Option<String>,
+    /// `metadata.runbooks`: rollback runbook links per layer (http(s) URLs).
+    pub runbooks: BTreeMap<Layer, String>,
     /// File the spec came from (for messages), as given on the command line.
     pub source: String,
     /// `spec.selector`: which sessions this spec is about.
@@ -38,6 +44,15 @@ pub struct Spec {
     pub objectives: Vec<Objective>,
     /// `spec.alerting`.
     pub alerting: Alerting,
+}
+
+impl Spec {
+    /// The runbook links per layer of an objective: its own, else the spec's.
+    pub fn runbooks_for(&self, objective: &Objective) -> BTreeMap<Layer, String> {
+        let mut out = self.runbooks.clone();
+        out.extend(objective.runbooks.iter().map(|(l, u)| (*l, u.clone())));
+        out
+    }
 }
 
 /// Which sessions a spec applies to.
@@ -146,6 +161,8 @@ pub struct Objective {
     pub description: Option<String>,
     /// `runbook`: overrides the spec-level runbook.
     pub runbook: Option<String>,
+    /// `runbooks`: per-layer links that override the spec's layer by layer.
+    pub runbooks: BTreeMap<Layer, String>,
     /// `severity`: severity of a breach of a per-window threshold (default `ticket`;
     /// burn-rate tiers carry their own).
     pub severity: Severity,

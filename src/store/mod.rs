@@ -2,6 +2,7 @@
 //! history ([`history`]). The only module that imports sled, so the store can be swapped.
 
 pub mod history;
+pub mod incidents;
 pub mod notify_log;
 
 use std::path::Path;

@@ -1393,6 +1393,77 @@ fn mail_previews() {
         "{}",
         describe(&ns)
     );
+    // The same first on-call mail once evaluation attached onset and attribution (issue 14),
+    // with runbooks per layer: constructed forensics until the evaluation's own are merged.
+    let mut n = ns
+        .iter()
+        .find(|n| n.audience == Audience::Oncall && n.kind == NotificationKind::Firing)
+        .expect("a firing mail")
+        .clone();
+    let detected = n.incidents[0].detected;
+    let at = detected - 2 * 86_400_000 + 5 * 60_000;
+    n.incidents[0].forensics = Some(Box::new(slawatch::forensics::Forensics {
+        onset: Some(slawatch::forensics::Onset {
+            at,
+            low: at - 15 * 60_000,
+            high: at + 15 * 60_000,
+            panes: 192,
+        }),
+        candidates: vec![slawatch::forensics::Candidate {
+            layer: slawatch::forensics::Layer::Tool,
+            name: "get_order".into(),
+            explained: 0.84,
+            metric: slawatch::forensics::CandidateMetric::ErrorRate,
+            before: 0.02,
+            after: 0.38,
+            in_bad_share: 0.91,
+        }],
+    }));
+    let objective = n.objective.as_mut().expect("objective info");
+    objective.runbooks.insert(
+        slawatch::forensics::Layer::Tool,
+        "https://runbooks.example.com/support-bot/tools".into(),
+    );
+    let m = render::render(&n, &timing);
+    // Lines wrap at 80 columns: compare with the words joined again.
+    let flat = m.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "When it started and where",
+        "Started around ",
+        "2 days before the first alert",
+        "tool `get_order` — error rate 2% → 38%",
+        "Next",
+        "none above 10%",
+        "tool: https://runbooks.example.com/support-bot/tools",
+    ] {
+        assert!(flat.contains(needle), "{needle} missing:\n{}", m.text);
+    }
+    assert!(m.html.contains("Open the tool runbook"), "{}", m.html);
+    // Stakeholders read when it started, in plain words (no layer jargon).
+    let mut st = ns
+        .iter()
+        .find(|s| s.audience == Audience::Stakeholder)
+        .expect("a stakeholder notice")
+        .clone();
+    st.incidents[0].forensics = n.incidents[0].forensics.clone();
+    let sm = render::render(&st, &timing);
+    let sflat = sm.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        sflat.contains("When it started Our best estimate is that the problem started around"),
+        "{}",
+        sm.text
+    );
+    assert!(!sm.text.contains("get_order"));
+    assert!(m.html.contains("get_order"));
+    if let Some(dir) = &dir {
+        let name = "oncall-firing-forensics";
+        let mut html = m.html.clone();
+        if let Some(c) = &m.chart {
+            std::fs::write(dir.join(format!("{name}.png")), &c.png).unwrap();
+            html = html.replace(&format!("cid:{}", m.chart_cid), &format!("{name}.png"));
+        }
+        std::fs::write(dir.join(format!("{name}.html")), html).unwrap();
+    }
 }
 
 #[test]

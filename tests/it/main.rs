@@ -11,6 +11,7 @@ mod finding_wire;
 mod forensics;
 mod fuzz_targets;
 mod helm;
+mod incidents;
 mod kafka_e2e;
 mod metrics;
 mod multivariate;
