@@ -409,6 +409,21 @@ pub fn raw_record(m: &BorrowedMessage<'_>) -> RawRecord {
     }
 }
 
+/// The position (the offset of the next record to read) of every assigned partition read
+/// from; a local call. A partition not read from yet has none.
+pub fn positions(consumer: &BaseConsumer<SourceContext>) -> BTreeMap<(String, i32), i64> {
+    let Ok(list) = consumer.position() else {
+        return BTreeMap::new();
+    };
+    list.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Commits `offset + 1` of every partition (the next record to read).
 pub fn commit(
     consumer: &BaseConsumer<SourceContext>,
