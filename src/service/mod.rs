@@ -53,6 +53,8 @@ use timing::{CheckpointSchedule, EndOfInput, Liveness};
 const WAITING_FOR_ASSIGNMENT: &str = "waiting for partition assignment";
 /// How often consumer lag is read (from the consumer's cached watermarks).
 const LAG_EVERY: Duration = Duration::from_secs(1);
+/// How long a run that reached the end of its input waits for its consumers to leave the group.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 /// How often, at most, the broker is asked whether a finite input has ended everywhere.
 const END_CHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -653,9 +655,8 @@ fn run_single(
             st.checkpoint(&consumer)?;
             st.closing = true;
             drop(st);
-            consumer.unsubscribe();
-            // Let the leave-group go out, but never past the deadline.
-            while Instant::now() < deadline && consumer.poll(Duration::from_millis(50)).is_some() {}
+            // Leave the group, but never past the deadline.
+            kafka::close(consumer, deadline);
             break;
         }
         let polled = consumer.poll(Duration::from_millis(100));
@@ -787,10 +788,8 @@ fn run_single(
             report_lag(&consumer, &opts.kafka.topics, &lag);
             st.closing = true;
             drop(st);
-            consumer.unsubscribe();
-            // Serve the revoke and let the leave-group request go out, within a bound.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline && consumer.poll(Duration::from_millis(50)).is_some() {}
+            // Serve the revoke and leave the group, within a bound.
+            kafka::close(consumer, Instant::now() + CLOSE_WITHIN);
             break;
         }
     }

@@ -39,8 +39,9 @@ use serde::{Deserialize, Serialize};
 
 use super::timing::{CheckpointSchedule, EndOfInput, Liveness};
 use super::{
-    END_CHECK_EVERY, LAG_EVERY, Output, ServiceOptions, ServiceReport, WAITING_FOR_ASSIGNMENT, decode_cbor, deliver,
-    encode_cbor, lock, others_done, peak_rss_kb, report_lag, spawn_lag_watcher, topic_partitions,
+    CLOSE_WITHIN, END_CHECK_EVERY, LAG_EVERY, Output, ServiceOptions, ServiceReport,
+    WAITING_FOR_ASSIGNMENT, decode_cbor, deliver, encode_cbor, lock, others_done, peak_rss_kb,
+    report_lag, spawn_lag_watcher, topic_partitions,
 };
 use crate::drift::baseline::Baseline;
 use crate::finding::Finding;
@@ -717,12 +718,8 @@ pub fn run(
             st.commit_parts(&stage2)?;
             st.closing = true;
             drop(st);
-            input.unsubscribe();
-            stage2.unsubscribe();
-            while Instant::now() < deadline
-                && (input.poll(Duration::from_millis(25)).is_some()
-                    || stage2.poll(Duration::from_millis(25)).is_some())
-            {}
+            kafka::close(input, deadline);
+            kafka::close(stage2, deadline);
             break;
         }
         let mut busy = false;
@@ -861,14 +858,10 @@ pub fn run(
             report_lag(&stage2, &r_topics, &lag);
             st.closing = true;
             drop(st);
-            input.unsubscribe();
-            stage2.unsubscribe();
-            // Serve the revokes and let the leave-group requests go out, within a bound.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline
-                && (input.poll(Duration::from_millis(25)).is_some()
-                    || stage2.poll(Duration::from_millis(25)).is_some())
-            {}
+            // Serve the revokes and leave both groups, within a bound.
+            let deadline = Instant::now() + CLOSE_WITHIN;
+            kafka::close(input, deadline);
+            kafka::close(stage2, deadline);
             break;
         }
     }

@@ -294,7 +294,10 @@ mod tests {
     fn a_checkpoint_is_due_by_records_by_interval_or_when_draining() {
         let t0 = Instant::now();
         let mut s = CheckpointSchedule::new(Duration::from_secs(10), 3, t0);
-        assert!(!s.due(secs(t0, 60), true), "nothing changed: nothing to write");
+        assert!(
+            !s.due(secs(t0, 60), true),
+            "nothing changed: nothing to write"
+        );
         s.changed();
         assert!(s.pending());
         assert!(!s.due(secs(t0, 9), false));

@@ -29,8 +29,12 @@ fn produce_to(broker: &Tansu, topic: &str, partition: i32, lines: &[String]) {
         .create()
         .unwrap();
     for line in lines {
-        p.send(BaseRecord::<[u8], _>::to(topic).partition(partition).payload(line))
-            .unwrap();
+        p.send(
+            BaseRecord::<[u8], _>::to(topic)
+                .partition(partition)
+                .payload(line),
+        )
+        .unwrap();
     }
     p.flush(Duration::from_secs(30)).unwrap();
 }

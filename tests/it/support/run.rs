@@ -239,7 +239,11 @@ impl Run {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "run failed ({status}):\n{}", self.log_text());
+                assert!(
+                    status.success(),
+                    "run failed ({status}):\n{}",
+                    self.log_text()
+                );
                 return report(&self.log);
             }
             assert!(
