@@ -46,6 +46,10 @@ pub struct KafkaArgs {
     /// Checkpoint interval, e.g. `2s`.
     #[arg(long)]
     pub checkpoint_interval: Option<String>,
+    /// How long a partition must deliver no record before it stops holding the watermark
+    /// back, e.g. `30s` (`idleTimeout`).
+    #[arg(long)]
+    pub idle_timeout: Option<String>,
     /// Stop when every assigned partition is at its end, evaluating the windows still open.
     #[arg(long)]
     pub exit_at_eof: bool,
@@ -125,6 +129,10 @@ pub fn kafka_config(
     if let Some(i) = &args.checkpoint_interval {
         cfg.checkpoint_interval_ms = crate::duration::parse_duration_ms(i)
             .map_err(|e| anyhow::anyhow!("--checkpoint-interval: {e}"))?;
+    }
+    if let Some(i) = &args.idle_timeout {
+        cfg.idle_timeout_ms = crate::duration::parse_duration_ms(i)
+            .map_err(|e| anyhow::anyhow!("--idle-timeout: {e}"))?;
     }
     if let Some(t) = args.topology {
         cfg.topology = t;
@@ -346,6 +354,7 @@ mod tests {
             dead_letter_topic: None,
             findings_topic: None,
             checkpoint_interval: Some("500ms".into()),
+            idle_timeout: None,
             exit_at_eof: false,
             topology: Some(Topology::Single),
             properties: vec![("client.id".into(), "x".into())],
@@ -373,6 +382,7 @@ mod tests {
             dead_letter_topic: None,
             findings_topic: None,
             checkpoint_interval: None,
+            idle_timeout: Some("5m".into()),
             exit_at_eof: false,
             topology: None,
             properties: Vec::new(),

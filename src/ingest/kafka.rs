@@ -409,6 +409,50 @@ pub fn raw_record(m: &BorrowedMessage<'_>) -> RawRecord {
     }
 }
 
+/// The position (the offset of the next record to read) of every assigned partition read
+/// from; a local call. A partition not read from yet has none.
+pub fn positions(consumer: &BaseConsumer<SourceContext>) -> BTreeMap<(String, i32), i64> {
+    let Ok(list) = consumer.position() else {
+        return BTreeMap::new();
+    };
+    list.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Leaves the group and closes the consumer, serving its last rebalance callbacks, but never
+/// past `deadline`.
+///
+/// Dropping a group consumer closes it too, but waits for the close without a bound: when the
+/// coordinator holds the group in a rebalance (a member joined or left as this one stops) the
+/// leave can wait for that rebalance, up to the rebalance timeout (`max.poll.interval.ms`, 5
+/// min), and a run that has finished would hang. Everything is checkpointed and committed
+/// before this is called, so a consumer that is not closed by the deadline is abandoned
+/// instead: the coordinator drops the member when its session times out.
+pub fn close(consumer: BaseConsumer<SourceContext>, deadline: std::time::Instant) {
+    if let Err(e) = consumer.close_queue() {
+        tracing::warn!(error = %e, "closing the consumer");
+        std::mem::forget(consumer);
+        return;
+    }
+    while !consumer.closed() {
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "the consumer did not leave its group in time; the coordinator will drop it \
+                 when its session times out"
+            );
+            // Its Drop would wait for the close without a bound.
+            std::mem::forget(consumer);
+            return;
+        }
+        consumer.poll(Duration::from_millis(50));
+    }
+}
+
 /// Commits `offset + 1` of every partition (the next record to read).
 pub fn commit(
     consumer: &BaseConsumer<SourceContext>,

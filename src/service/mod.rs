@@ -45,11 +45,18 @@ pub mod partitioned;
 pub mod reload;
 pub mod spans;
 pub mod tables;
+pub mod timing;
+
+use timing::{CheckpointSchedule, EndOfInput, Liveness};
 
 /// What `/readyz` says while no input partition is assigned to this instance.
 const WAITING_FOR_ASSIGNMENT: &str = "waiting for partition assignment";
 /// How often consumer lag is read (from the consumer's cached watermarks).
 const LAG_EVERY: Duration = Duration::from_secs(1);
+/// How long a run that reached the end of its input waits for its consumers to leave the group.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+/// How often, at most, the broker is asked whether a finite input has ended everywhere.
+const END_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// What is persisted atomically at a checkpoint.
 #[derive(Serialize, Deserialize)]
@@ -152,8 +159,7 @@ struct State {
     dead_file: DeadLetters,
     output: Box<dyn Output>,
     applied: BTreeMap<(String, i32), i64>,
-    since_checkpoint: u64,
-    last_checkpoint: Instant,
+    schedule: CheckpointSchedule,
     report: ServiceReport,
     topics: Vec<String>,
     found: Vec<Finding>,
@@ -213,7 +219,7 @@ impl State {
             self.apply_spans(m)?;
             self.applied.insert(key, m.offset());
             self.report.records += 1;
-            self.since_checkpoint += 1;
+            self.schedule.changed();
             return self.emit();
         }
         let mut record = kafka::raw_record(m);
@@ -238,7 +244,7 @@ impl State {
         }
         self.applied.insert(key, m.offset());
         self.report.records += 1;
-        self.since_checkpoint += 1;
+        self.schedule.changed();
         self.emit()
     }
 
@@ -291,7 +297,7 @@ impl State {
             &mut self.found,
             &mut outputs,
         )?;
-        self.since_checkpoint += 1;
+        self.schedule.changed();
         self.emit()
     }
 
@@ -346,7 +352,7 @@ impl State {
     fn reload(&mut self, reloader: &reload::Reloader, pending: reload::Pending) {
         let changes = self.pipeline.reload(pending.config.specs.clone());
         self.output.reload(&pending.config);
-        self.since_checkpoint += 1;
+        self.schedule.changed();
         reloader.applied(pending, self.report.records, changes);
     }
 
@@ -396,8 +402,7 @@ impl State {
         self.store.flush()?;
         self.output.checkpointed()?;
         kafka::commit(consumer, &self.applied).context("committing offsets")?;
-        self.since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
+        self.schedule.done(Instant::now());
         self.report.checkpoints += 1;
         self.metrics
             .record_checkpoint(started.elapsed(), bytes.len() as u64);
@@ -445,16 +450,9 @@ fn report_lag(
     topics: &[String],
     lag: &SyncSender<Positions>,
 ) {
-    let Ok(list) = consumer.position() else {
-        return;
-    };
-    let positions = list
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            rdkafka::Offset::Offset(o) => Some((e.topic().to_owned(), e.partition(), o)),
-            _ => None,
-        })
+    let positions = kafka::positions(consumer)
+        .into_iter()
+        .map(|((t, p), o)| (t, p, o))
         .collect();
     let _ = lag.try_send((topics.to_vec(), positions));
 }
@@ -599,8 +597,11 @@ fn run_single(
         dead_file,
         output,
         applied,
-        since_checkpoint: 0,
-        last_checkpoint: Instant::now(),
+        schedule: CheckpointSchedule::new(
+            Duration::from_millis(opts.kafka.checkpoint_interval_ms.max(0) as u64),
+            opts.kafka.checkpoint_records,
+            Instant::now(),
+        ),
         report,
         topics: opts.kafka.topics.clone(),
         found: Vec::new(),
@@ -650,10 +651,11 @@ fn run_single(
     let mut last_span_input = Instant::now();
     let mut spans_idle = false;
     let mut span_idle: BTreeMap<(String, i32), bool> = BTreeMap::new();
-    let mut unassigned_since: BTreeMap<(String, i32), Instant> = expected
-        .iter()
-        .map(|p| (p.clone(), Instant::now()))
-        .collect();
+    let idle_after = Duration::from_millis(opts.kafka.idle_timeout_ms.max(0) as u64);
+    let mut liveness = Liveness::new(idle_after, opts.exit_at_eof);
+    for p in &expected {
+        liveness.expect(p.clone(), Instant::now());
+    }
     {
         let mut st = lock(&state);
         for (topic, p) in &expected {
@@ -676,12 +678,7 @@ fn run_single(
             }
         }
     }
-    let mut assigned: BTreeSet<(String, i32)> = BTreeSet::new();
-    let mut at_eof: BTreeSet<i32> = BTreeSet::new();
-    let mut last_seen: BTreeMap<i32, Instant> = BTreeMap::new();
-    let idle_after = Duration::from_millis(opts.kafka.idle_timeout_ms.max(0) as u64);
-    let interval = Duration::from_millis(opts.kafka.checkpoint_interval_ms.max(0) as u64);
-    let mut last_done_check = Instant::now();
+    let mut end_of_input = EndOfInput::new(END_CHECK_EVERY);
     let mut first_record: Option<Instant> = None;
     let mut last_lag = Instant::now();
     let lag = spawn_lag_watcher(&opts.kafka, opts.metrics.clone())?;
@@ -693,12 +690,12 @@ fn run_single(
             st.checkpoint(&consumer)?;
             st.closing = true;
             drop(st);
-            consumer.unsubscribe();
-            // Let the leave-group go out, but never past the deadline.
-            while Instant::now() < deadline && consumer.poll(Duration::from_millis(50)).is_some() {}
+            // Leave the group, but never past the deadline.
+            kafka::close(consumer, deadline);
             break;
         }
         let polled = consumer.poll(Duration::from_millis(100));
+        let now = Instant::now();
         for ev in consumer
             .context()
             .events
@@ -709,44 +706,42 @@ fn run_single(
             match ev {
                 RebalanceEvent::Assigned(ps) => {
                     let mut st = lock(&state);
-                    for (topic, p) in &ps {
-                        if !is_span_topic(topic) {
-                            let pid = st.pid(topic, *p);
+                    for (topic, p) in ps {
+                        if !is_span_topic(&topic) {
+                            let pid = st.pid(&topic, p);
                             st.pipeline.assign_partition(pid);
                         }
-                        unassigned_since.remove(&(topic.clone(), *p));
-                        last_seen.entry(*p).or_insert_with(Instant::now);
+                        liveness.assigned((topic, p), now);
                     }
-                    drop(st);
-                    assigned.extend(ps);
                 }
                 RebalanceEvent::Revoked(ps) => {
-                    for p in &ps {
-                        assigned.remove(p);
-                        at_eof.remove(&p.1);
-                        unassigned_since.insert(p.clone(), Instant::now());
+                    for p in ps {
+                        liveness.revoked(p, now);
                     }
                 }
             }
         }
         match polled {
             Some(Ok(m)) => {
-                first_record.get_or_insert_with(Instant::now);
-                at_eof.remove(&m.partition());
-                last_seen.insert(m.partition(), Instant::now());
+                first_record.get_or_insert(now);
+                liveness.record(&(m.topic().to_owned(), m.partition()), now);
                 if is_span_topic(m.topic()) {
-                    last_span_input = Instant::now();
+                    last_span_input = now;
                 }
                 lock(&state).apply(&m)?;
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
-                at_eof.insert(p);
+                // librdkafka names only the partition: with several topics, every assigned
+                // partition of that number has reached its end or will say so again.
+                for tp in expected.iter().filter(|(_, q)| *q == p) {
+                    liveness.at_end(tp);
+                }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
             None => {}
         }
         opts.readiness
-            .set(assigned.is_empty().then_some(WAITING_FOR_ASSIGNMENT));
+            .set((!liveness.any_assigned()).then_some(WAITING_FOR_ASSIGNMENT));
         if last_lag.elapsed() >= LAG_EVERY {
             last_lag = Instant::now();
             report_lag(&consumer, &opts.kafka.topics, &lag);
@@ -763,30 +758,22 @@ fn run_single(
                 st.apply_request(request)?;
             }
         }
-        // Partitions quiet for the idle timeout (or at their end) stop holding the watermark.
+        // Partitions quiet for the idle timeout (or unassigned that long, or at their end of a
+        // finite input) stop holding the watermark.
         let now = Instant::now();
         let mut out = Vec::new();
         let mut all_spans_idle = true;
-        for (topic, p) in &expected {
-            let idle = if assigned.contains(&(topic.clone(), *p)) {
-                at_eof.contains(p)
-                    || last_seen
-                        .get(p)
-                        .is_some_and(|t| now.duration_since(*t) >= idle_after)
-            } else {
-                unassigned_since
-                    .get(&(topic.clone(), *p))
-                    .is_some_and(|t| now.duration_since(*t) >= idle_after)
-            };
-            if is_span_topic(topic) {
+        for tp in &expected {
+            let idle = liveness.is_idle(tp, now);
+            if is_span_topic(&tp.0) {
                 all_spans_idle &= idle;
-                if span_idle.get(&(topic.clone(), *p)) != Some(&idle) {
-                    span_idle.insert((topic.clone(), *p), idle);
-                    st.span_source_idle(topic, *p, idle)?;
+                if span_idle.get(tp) != Some(&idle) {
+                    span_idle.insert(tp.clone(), idle);
+                    st.span_source_idle(&tp.0, tp.1, idle)?;
                 }
                 continue;
             }
-            let pid = st.pid(topic, *p);
+            let pid = st.pid(&tp.0, tp.1);
             (opts.metrics).evaluate(&mut st.pipeline, |pl| pl.set_idle(pid, idle, &mut out));
         }
         if takes_spans {
@@ -796,7 +783,8 @@ fn run_single(
             // Quiet, not merely at their end: a partition at its end has delivered all there is
             // now, but children of open traces may still be on their way; only a wall-clock
             // timeout says they are not.
-            let idle = all_spans_idle && last_span_input.elapsed() >= idle_after;
+            let idle =
+                all_spans_idle && now.saturating_duration_since(last_span_input) >= idle_after;
             if idle && !spans_idle {
                 st.found.extend(std::mem::take(&mut out));
                 st.spans_advance(Some(spans::now_ms() - span_grace_ms))?;
@@ -808,21 +796,32 @@ fn run_single(
         }
         st.found.extend(out);
         st.emit()?;
-        if st.since_checkpoint >= opts.kafka.checkpoint_records
-            || (st.since_checkpoint > 0 && st.last_checkpoint.elapsed() >= interval)
-        {
+        if st.schedule.due(now, false) {
             st.checkpoint(&consumer)?;
         }
         if opts.exit_at_eof
-            && !assigned.is_empty()
-            && assigned.iter().all(|(_, p)| at_eof.contains(p))
-            && last_done_check.elapsed() >= Duration::from_millis(500)
+            && end_of_input.ask(
+                now,
+                liveness.any_assigned() && liveness.all_assigned_at_end(),
+            )
+            // End-of-partition events name no topic, so our own partitions are checked
+            // against their end offsets too; and the rest of the topics must be done: partitions
+            // still held by a member that crashed come back to us after its session times out.
             && {
-                last_done_check = Instant::now();
-                // The rest of the topic must be done too: partitions still held by a member
-                // that crashed come back to us after its session times out.
-                others_done(&consumer, &reader, &all_topics, &assigned)
+                let positions = kafka::positions(&consumer);
+                liveness.assigned_partitions().all(|tp| {
+                    let next = (st.applied.get(tp).map(|a| a + 1))
+                        .max(positions.get(tp).copied())
+                        .unwrap_or(0);
+                    reader.end_offset(&tp.0, tp.1).is_ok_and(|end| next >= end)
+                })
             }
+            && others_done(
+                &consumer,
+                &reader,
+                &all_topics,
+                &liveness.assigned_partitions().cloned().collect(),
+            )
         {
             // End of input: every trace with a root becomes a session first.
             st.spans_advance(None)?;
@@ -833,10 +832,8 @@ fn run_single(
             report_lag(&consumer, &opts.kafka.topics, &lag);
             st.closing = true;
             drop(st);
-            consumer.unsubscribe();
-            // Serve the revoke and let the leave-group request go out, within a bound.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline && consumer.poll(Duration::from_millis(50)).is_some() {}
+            // Serve the revoke and leave the group, within a bound.
+            kafka::close(consumer, Instant::now() + CLOSE_WITHIN);
             break;
         }
     }

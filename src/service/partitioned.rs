@@ -37,9 +37,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use serde::{Deserialize, Serialize};
 
+use super::timing::{CheckpointSchedule, EndOfInput, Liveness};
 use super::{
-    LAG_EVERY, Output, ServiceOptions, ServiceReport, WAITING_FOR_ASSIGNMENT, decode_cbor, deliver,
-    encode_cbor, lock, others_done, peak_rss_kb, report_lag, spawn_lag_watcher, topic_partitions,
+    CLOSE_WITHIN, END_CHECK_EVERY, LAG_EVERY, Output, ServiceOptions, ServiceReport,
+    WAITING_FOR_ASSIGNMENT, decode_cbor, deliver, encode_cbor, lock, others_done, peak_rss_kb,
+    report_lag, spawn_lag_watcher, topic_partitions,
 };
 use crate::drift::baseline::Baseline;
 use crate::finding::Finding;
@@ -152,8 +154,7 @@ struct State {
     parts: BTreeMap<i32, Part>,
     found: Vec<Finding>,
     report: ServiceReport,
-    since_checkpoint: u64,
-    last_checkpoint: Instant,
+    schedule: CheckpointSchedule,
     /// Set after the final checkpoint: the revokes of closing consumers change nothing (a
     /// commit from inside a consumer's close could hang librdkafka).
     closing: bool,
@@ -179,7 +180,7 @@ impl State {
             part.dirty = true;
         }
         self.output.reload(&pending.config);
-        self.since_checkpoint += 1;
+        self.schedule.changed();
         reloader.applied(pending, self.report.records, changes);
     }
 
@@ -216,7 +217,7 @@ impl State {
         self.input_applied
             .insert((m.topic().to_owned(), m.partition()), m.offset());
         self.report.records += 1;
-        self.since_checkpoint += 1;
+        self.schedule.changed();
         Ok(())
     }
 
@@ -290,7 +291,7 @@ impl State {
         }
         self.marked.insert(pid, (newest, idle, Instant::now()));
         // A checkpoint follows, so the exit check (nothing pending) also covers marks.
-        self.since_checkpoint += 1;
+        self.schedule.changed();
         Ok(())
     }
 
@@ -312,7 +313,7 @@ impl State {
         part.applied = Some(m.offset());
         part.dirty = true;
         self.report.repartitioned += 1;
-        self.since_checkpoint += 1;
+        self.schedule.changed();
         let payload = m.payload().unwrap_or_default();
         if header(m, KIND) == Some("mark") {
             match serde_json::from_slice::<Mark>(payload) {
@@ -446,8 +447,7 @@ impl State {
         for part in self.parts.values_mut() {
             part.dirty = false;
         }
-        self.since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
+        self.schedule.done(Instant::now());
         self.report.checkpoints += 1;
         self.metrics
             .record_checkpoint(checkpoint_started.elapsed(), bytes_written as u64);
@@ -595,8 +595,11 @@ pub fn run(
         parts: BTreeMap::new(),
         found: Vec::new(),
         report: ServiceReport::default(),
-        since_checkpoint: 0,
-        last_checkpoint: Instant::now(),
+        schedule: CheckpointSchedule::new(
+            Duration::from_millis(cfg.checkpoint_interval_ms.max(0) as u64),
+            cfg.checkpoint_records,
+            Instant::now(),
+        ),
         closing: false,
         metrics: opts.metrics.clone(),
     }));
@@ -691,39 +694,26 @@ pub fn run(
         let mut st = lock(&state);
         st.sources = expected.iter().map(|(t, p)| st.pid(t, *p)).collect();
     }
-    let mut assigned_in: BTreeSet<(String, i32)> = BTreeSet::new();
+    // Stage 1's input partitions: only those assigned here are marked (idle or not) to stage
+    // 2; a source partition nobody has marked yet holds stage 2's watermark back.
+    let mut liveness = Liveness::new(
+        Duration::from_millis(cfg.idle_timeout_ms.max(0) as u64),
+        opts.exit_at_eof,
+    );
     let mut assigned_r: BTreeSet<(String, i32)> = BTreeSet::new();
-    let mut eof_in: BTreeSet<i32> = BTreeSet::new();
-    let mut last_seen: BTreeMap<i32, Instant> = BTreeMap::new();
-    let idle_after = Duration::from_millis(cfg.idle_timeout_ms.max(0) as u64);
-    let interval = Duration::from_millis(cfg.checkpoint_interval_ms.max(0) as u64);
-    let mut last_done_check = Instant::now();
+    let mut end_of_input = EndOfInput::new(END_CHECK_EVERY);
     let mut last_progress = Instant::now();
     let mut first_record: Option<Instant> = None;
     let mut last_lag = Instant::now();
     let lag = spawn_lag_watcher(cfg, opts.metrics.clone())?;
     let r_topics = vec![repartition.clone()];
-    let drain_events = |c: &BaseConsumer<SourceContext>, assigned: &mut BTreeSet<_>| {
-        let events: Vec<_> = c
-            .context()
+    let events = |c: &BaseConsumer<SourceContext>| -> Vec<RebalanceEvent> {
+        c.context()
             .events
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
-            .collect();
-        let mut revoked = Vec::new();
-        for ev in events {
-            match ev {
-                RebalanceEvent::Assigned(ps) => assigned.extend(ps),
-                RebalanceEvent::Revoked(ps) => {
-                    for p in ps {
-                        assigned.remove(&p);
-                        revoked.push(p);
-                    }
-                }
-            }
-        }
-        revoked
+            .collect()
     };
     loop {
         if opts.shutdown.load(Ordering::Relaxed) {
@@ -735,34 +725,40 @@ pub fn run(
             st.commit_parts(&stage2)?;
             st.closing = true;
             drop(st);
-            input.unsubscribe();
-            stage2.unsubscribe();
-            while Instant::now() < deadline
-                && (input.poll(Duration::from_millis(25)).is_some()
-                    || stage2.poll(Duration::from_millis(25)).is_some())
-            {}
+            kafka::close(input, deadline);
+            kafka::close(stage2, deadline);
             break;
         }
         let mut busy = false;
         // Stage 1 and stage 2 take turns, a bounded batch each.
         for _ in 0..4096 {
             let polled = input.poll(Duration::ZERO);
-            for (_, p) in drain_events(&input, &mut assigned_in) {
-                eof_in.remove(&p);
+            let now = Instant::now();
+            for ev in events(&input) {
+                match ev {
+                    RebalanceEvent::Assigned(ps) => {
+                        ps.into_iter().for_each(|p| liveness.assigned(p, now))
+                    }
+                    RebalanceEvent::Revoked(ps) => {
+                        ps.into_iter().for_each(|p| liveness.revoked(p, now))
+                    }
+                }
             }
             match polled {
                 Some(Ok(m)) => {
                     busy = true;
                     first_record.get_or_insert_with(|| {
                         tracing::debug!("first input record");
-                        Instant::now()
+                        now
                     });
-                    eof_in.remove(&m.partition());
-                    last_seen.insert(m.partition(), Instant::now());
+                    liveness.record(&(m.topic().to_owned(), m.partition()), now);
                     lock(&state).ingest(&m)?;
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    eof_in.insert(p);
+                    // The event names no topic: every assigned partition of that number.
+                    for t in &cfg.topics {
+                        liveness.at_end(&(t.clone(), p));
+                    }
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
                 None => break,
@@ -772,7 +768,14 @@ pub fn run(
         lock(&state).flush_batches(None)?;
         for _ in 0..4096 {
             let polled = stage2.poll(Duration::ZERO);
-            drain_events(&stage2, &mut assigned_r);
+            for ev in events(&stage2) {
+                match ev {
+                    RebalanceEvent::Assigned(ps) => assigned_r.extend(ps),
+                    RebalanceEvent::Revoked(ps) => ps.iter().for_each(|p| {
+                        assigned_r.remove(p);
+                    }),
+                }
+            }
             match polled {
                 Some(Ok(m)) => {
                     busy = true;
@@ -787,7 +790,7 @@ pub fn run(
             // Nothing to do: wait for either consumer without spinning.
             std::thread::sleep(Duration::from_millis(1));
         }
-        let unassigned = assigned_in.is_empty() && assigned_r.is_empty();
+        let unassigned = !liveness.any_assigned() && assigned_r.is_empty();
         opts.readiness
             .set(unassigned.then_some(WAITING_FOR_ASSIGNMENT));
         if last_lag.elapsed() >= LAG_EVERY {
@@ -809,22 +812,21 @@ pub fn run(
                 "progress"
             );
         }
-        // Owned source partitions at their end or quiet for the idle timeout stop holding the
-        // watermark back.
+        // Owned source partitions quiet for the idle timeout (or at their end of a finite
+        // input) stop holding the watermark back.
         let now = Instant::now();
-        for (topic, p) in &assigned_in {
-            let seen = *last_seen.entry(*p).or_insert(now);
-            let idle = eof_in.contains(p) || now.duration_since(seen) >= idle_after;
-            let pid = st.pid(topic, *p);
+        let marks: Vec<(i32, bool)> = liveness
+            .assigned_partitions()
+            .map(|tp| (st.pid(&tp.0, tp.1), liveness.is_idle(tp, now)))
+            .collect();
+        for (pid, idle) in marks {
             st.mark(pid, idle)?;
         }
-        let input_at_end = assigned_in.iter().all(|(_, p)| eof_in.contains(p));
+        let input_at_end = liveness.all_assigned_at_end();
         // At the end of a finite input, checkpoint at once: the exit check needs everything
         // committed, and waiting for the interval would only idle.
         let draining = opts.exit_at_eof && input_at_end && !busy;
-        if st.since_checkpoint >= cfg.checkpoint_records
-            || (st.since_checkpoint > 0 && (draining || st.last_checkpoint.elapsed() >= interval))
-        {
+        if st.schedule.due(now, draining) {
             st.persist()?;
             st.commit_input(&input)?;
             st.commit_parts(&stage2)?;
@@ -834,22 +836,21 @@ pub fn run(
         // committed — so everything was forwarded — then every repartition partition drained:
         // ours up to its current end, the others committed at theirs.
         if opts.exit_at_eof
-            && !busy
-            && st.since_checkpoint == 0
-            && (!assigned_in.is_empty() || !assigned_r.is_empty())
-            && input_at_end
-            && last_done_check.elapsed() >= Duration::from_millis(500)
-            && {
-                last_done_check = Instant::now();
-                others_done(&input, &reader, &cfg.topics, &BTreeSet::new())
-                    && assigned_r.iter().all(|(t, p)| {
-                        let applied = st.parts.get(p).and_then(|x| x.applied);
-                        reader
-                            .end_offset(t, *p)
-                            .is_ok_and(|end| end == 0 || applied.is_some_and(|a| a + 1 >= end))
-                    })
-                    && others_done(&stage2, &reader, &r_topics, &assigned_r)
-            }
+            && end_of_input.ask(
+                now,
+                !busy
+                    && !st.schedule.pending()
+                    && (liveness.any_assigned() || !assigned_r.is_empty())
+                    && input_at_end,
+            )
+            && others_done(&input, &reader, &cfg.topics, &BTreeSet::new())
+            && assigned_r.iter().all(|(t, p)| {
+                let applied = st.parts.get(p).and_then(|x| x.applied);
+                reader
+                    .end_offset(t, *p)
+                    .is_ok_and(|end| end == 0 || applied.is_some_and(|a| a + 1 >= end))
+            })
+            && others_done(&stage2, &reader, &r_topics, &assigned_r)
         {
             let mut out = Vec::new();
             for part in st.parts.values_mut() {
@@ -864,14 +865,10 @@ pub fn run(
             report_lag(&stage2, &r_topics, &lag);
             st.closing = true;
             drop(st);
-            input.unsubscribe();
-            stage2.unsubscribe();
-            // Serve the revokes and let the leave-group requests go out, within a bound.
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline
-                && (input.poll(Duration::from_millis(25)).is_some()
-                    || stage2.poll(Duration::from_millis(25)).is_some())
-            {}
+            // Serve the revokes and leave both groups, within a bound.
+            let deadline = Instant::now() + CLOSE_WITHIN;
+            kafka::close(input, deadline);
+            kafka::close(stage2, deadline);
             break;
         }
     }

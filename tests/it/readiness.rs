@@ -21,7 +21,7 @@ use slawatch::finding::Finding;
 
 use crate::kafka_e2e::{assert_same, replay_file, stored_findings};
 use crate::metrics::kafka_args;
-use crate::support::run::{Run, consumed_exactly, get, produce_all, simulate};
+use crate::support::run::{Run, consumed_exactly, get, produce_all, report, simulate};
 use crate::support::servers::Tansu;
 
 /// Findings of a replay of `lines` through one pipeline: the run without any restart.
@@ -30,16 +30,6 @@ fn replay_findings(lines: &[String]) -> BTreeMap<String, Finding> {
     let file = dir.path().join("all.jsonl");
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     replay_file(&file)
-}
-
-/// The JSON report a run prints on stdout when it exits (its log's only JSON line).
-fn report(log: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(log).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with('{') && l.contains("\"restored\""))
-        .unwrap_or_else(|| panic!("no report in {text}"));
-    serde_json::from_str(line).unwrap()
 }
 
 #[test]

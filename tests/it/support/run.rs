@@ -234,6 +234,27 @@ impl Run {
         assert!(ok, "kill -{signal}");
     }
 
+    /// Waits for a run with `--exit-at-eof` to stop by itself (exit 0), and returns its report.
+    pub fn wait_exit(&mut self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "run failed ({status}):\n{}",
+                    self.log_text()
+                );
+                return report(&self.log);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the run did not stop at the end of its input within 300 s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, and waits for the exit.
     pub fn sigterm(mut self) -> std::process::ExitStatus {
         self.signal("TERM");
@@ -246,6 +267,16 @@ impl Run {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The JSON report a run prints on stdout when it exits (its log's only JSON line).
+pub fn report(log: &Path) -> Value {
+    let text = std::fs::read_to_string(log).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('{') && l.contains("\"restored\""))
+        .unwrap_or_else(|| panic!("no report in {text}"));
+    serde_json::from_str(line).unwrap()
 }
 
 /// The lines `slawatch simulate ARGS` writes.

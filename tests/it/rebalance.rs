@@ -1,0 +1,275 @@
+//! Group membership changing while the `partitioned` topology consumes, on the real broker
+//! (tansu): a member joins mid-stream, a member leaves mid-stream, a member is SIGKILLed in the
+//! middle of a rebalance. In each the members together find exactly what one pipeline finds
+//! replaying the whole stream, and every record is validated by exactly one member (or, after a
+//! SIGKILL, at least once and counted once).
+//!
+//! Each step waits on a condition (a member's `/readyz`, its `/metrics`, a line of its log),
+//! never on a sleep; where the change lands in the stream depends on the machine's speed, what
+//! the members find does not.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::kafka_e2e::{assert_same, replay_file, stored_findings};
+use crate::metrics::kafka_args;
+use crate::support::run::{Run, get, report};
+use crate::support::servers::Tansu;
+
+/// Log levels of the runs: the service's own debug lines say where a hung run stopped.
+const RUST_LOG: &str = "warn,slawatch::service=debug";
+
+/// The test stream: its lines (bytes: dirty ones need not be UTF-8) and its file, which the
+/// replay reads.
+struct Stream {
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    lines: Vec<Vec<u8>>,
+}
+
+/// A stream of about 10 h with incidents across the membership changes (dirty records and
+/// duplicates included, so dead letters and dedupe state move too).
+fn stream() -> Stream {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.jsonl");
+    let args = [
+        "--seed",
+        "5",
+        "--rate",
+        "4000",
+        "--sessions",
+        "80000",
+        "--incident",
+        "latency-tail@3h+1h",
+        "--incident",
+        "pii-leak@5h+10m",
+        "--incident",
+        "error-burst@7h+1h",
+        "--dirty-fraction",
+        "0.01",
+        "--duplicate-fraction",
+        "0.01",
+    ];
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_slawatch"))
+        .arg("simulate")
+        .args(args)
+        .arg("--out")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines = std::fs::read(&file)
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    Stream {
+        _dir: dir,
+        file,
+        lines,
+    }
+}
+
+/// Publishes `lines` keyed by session id (like `slawatch simulate --brokers`) and waits until
+/// every one is acknowledged.
+fn produce(broker: &Tansu, topic: &str, lines: &[Vec<u8>]) {
+    use rdkafka::ClientConfig;
+    use rdkafka::error::KafkaError;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::types::RDKafkaErrorCode;
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        // The dirty lines include records over slawatch's size limit.
+        .set("message.max.bytes", "16777216")
+        .create()
+        .unwrap();
+    for line in lines {
+        let key = session_id(line).unwrap_or_default();
+        let mut record = BaseRecord::to(topic).key(key).payload(line.as_slice());
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                // The local queue is full: let it drain.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    record = r;
+                }
+                Err((e, _)) => panic!("producing a line of {} bytes: {e}", line.len()),
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// The bytes of `"session_id":"…"` in a line, without parsing it (dirty lines included).
+fn session_id(line: &[u8]) -> Option<&[u8]> {
+    let needle = b"\"session_id\":\"";
+    let start = line.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let len = line[start..].iter().position(|&b| b == b'"')?;
+    Some(&line[start..start + len])
+}
+
+fn topics(broker: &Tansu, topic: &str) {
+    broker.create_topic(topic, 4);
+    broker.create_topic(&format!("{topic}.dlq"), 1);
+    broker.create_topic(&format!("{topic}.findings"), 1);
+}
+
+fn spawn(args: &[String], dir: &Path, name: &str, env: &[(&str, &OsStr)]) -> Run {
+    let mut env = env.to_vec();
+    env.push(("RUST_LOG", OsStr::new(RUST_LOG)));
+    Run::spawn_with_env(args, &dir.join(name), dir.join(format!("{name}.log")), &env)
+}
+
+/// Records the run has consumed (stage 1), from its `/metrics`.
+fn consumed(run: &Run) -> f64 {
+    run.metrics(None)
+        .value("slawatch_records_consumed_total", &[])
+}
+
+/// Waits until the run is ready (partitions assigned, restored) and has consumed a record.
+fn consuming(run: &mut Run) {
+    run.wait_for("ready and consuming", Duration::from_secs(120), |r| {
+        let (code, _) = get(&r.addr, "/readyz", None);
+        (code == 200 && consumed(r) > 0.0).then_some(())
+    });
+}
+
+/// Findings of both members' stores; a finding both stored must be stored the same.
+fn union(dirs: &[&Path]) -> std::collections::BTreeMap<String, slawatch::finding::Finding> {
+    let mut all = std::collections::BTreeMap::new();
+    for d in dirs {
+        for (id, f) in stored_findings(d) {
+            if let Some(before) = all.insert(id.clone(), f.clone()) {
+                assert_eq!(before, f, "two members stored finding {id} differently");
+            }
+        }
+    }
+    all
+}
+
+fn replay(stream: &Stream) -> std::collections::BTreeMap<String, slawatch::finding::Finding> {
+    let want = replay_file(&stream.file);
+    assert!(
+        want.values().any(|f| f.objective == "pii"),
+        "the stream has incidents"
+    );
+    want
+}
+
+/// Waits until the run has taken a checkpoint: every stage-2 partition it owns has a snapshot
+/// in the state topic (progress marks reach every partition before the first checkpoint).
+fn checkpointed(run: &mut Run) {
+    run.wait_for("a checkpoint", Duration::from_secs(120), |r| {
+        (r.metrics(None)
+            .value("slawatch_checkpoint_duration_seconds_count", &[])
+            > 0.0)
+            .then_some(())
+    });
+}
+
+/// A second member joins while the first is consuming: input partitions and the state of the
+/// stage-2 partitions move to it mid-stream, and the findings are still those of one run.
+#[test]
+fn a_member_joining_mid_stream_takes_over_state_and_changes_no_finding() {
+    let broker = Tansu::start();
+    topics(&broker, "join");
+    let stream = stream();
+    let lines = &stream.lines;
+    produce(&broker, "join", lines);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = kafka_args(&broker, "join", "partitioned");
+    args.push("--exit-at-eof".into());
+    let mut a = spawn(&args, dir.path(), "a", &[]);
+    consuming(&mut a);
+    checkpointed(&mut a);
+    let mut b = spawn(&args, dir.path(), "b", &[]);
+    let (ra, rb) = (a.wait_exit(), b.wait_exit());
+    eprintln!("member joining mid-stream: {ra} / {rb}");
+    assert_eq!(rb["restored"], true, "the joiner took state over: {rb}");
+    assert_eq!(
+        ra["records"].as_u64().unwrap() + rb["records"].as_u64().unwrap(),
+        lines.len() as u64,
+        "every record (dirty ones and duplicates included) validated by exactly one member"
+    );
+    assert_same(
+        &union(&[&dir.path().join("a"), &dir.path().join("b")]),
+        &replay(&stream),
+    );
+}
+
+/// A member leaves (SIGTERM) while the stream is consumed: it checkpoints and commits on the
+/// way out, the other takes its partitions over from the state topic, and nothing is lost or
+/// counted twice.
+#[test]
+fn a_member_leaving_mid_stream_hands_over_and_changes_no_finding() {
+    let broker = Tansu::start();
+    topics(&broker, "leave");
+    let stream = stream();
+    let lines = &stream.lines;
+    produce(&broker, "leave", lines);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = kafka_args(&broker, "leave", "partitioned");
+    // B leaves; A stays to the end of the input.
+    let mut b = spawn(&args, dir.path(), "b", &[]);
+    consuming(&mut b);
+    args.push("--exit-at-eof".into());
+    let mut a = spawn(&args, dir.path(), "a", &[]);
+    consuming(&mut a);
+    let b_log = b.log.clone();
+    assert!(b.sigterm().success(), "B exits 0 after SIGTERM");
+    let rb = report(&b_log);
+    let ra = a.wait_exit();
+    eprintln!("member leaving mid-stream: {ra} / {rb}");
+    assert!(rb["records"].as_u64().unwrap() > 0, "{rb}");
+    assert_eq!(
+        ra["records"].as_u64().unwrap() + rb["records"].as_u64().unwrap(),
+        lines.len() as u64,
+        "every record validated by exactly one member"
+    );
+    assert_same(
+        &union(&[&dir.path().join("a"), &dir.path().join("b")]),
+        &replay(&stream),
+    );
+}
+
+/// A joining member is SIGKILLed in the middle of the rebalance — inside the restore of a
+/// stage-2 partition assigned to it, held open by the service's fault-injection hook so the
+/// kill lands there on any machine. Once its session expires the survivor owns every
+/// partition again and alone finds exactly what one pipeline finds.
+#[test]
+fn a_member_killed_mid_rebalance_changes_no_finding() {
+    let broker = Tansu::start();
+    topics(&broker, "kill");
+    let stream = stream();
+    let lines = &stream.lines;
+    produce(&broker, "kill", lines);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = kafka_args(&broker, "kill", "partitioned");
+    args.push("--exit-at-eof".into());
+    let mut a = spawn(&args, dir.path(), "a", &[]);
+    consuming(&mut a);
+    checkpointed(&mut a);
+    let hold = dir.path().join("hold-restore");
+    std::fs::write(&hold, "").unwrap();
+    let mut b = spawn(
+        &args,
+        dir.path(),
+        "b",
+        &[("SLAWATCH_FAILPOINT_RESTORE_HOLD", OsStr::new(&hold))],
+    );
+    b.wait_for("B inside a restore", Duration::from_secs(120), |r| {
+        r.log_text()
+            .contains("restore held by SLAWATCH_FAILPOINT_RESTORE_HOLD")
+            .then_some(())
+    });
+    b.signal("KILL");
+    let _ = b.child.wait();
+    let ra = a.wait_exit();
+    eprintln!("member killed mid-rebalance: A {ra}");
+    // B never evaluated: A's findings alone are those of one pipeline.
+    assert!(stored_findings(&dir.path().join("b")).is_empty());
+    assert_same(&stored_findings(&dir.path().join("a")), &replay(&stream));
+}
