@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::{GroupKey, SpecRuntime};
 use crate::finding::{Finding, Verdict};
 use crate::forensics::onset::{self, RatePane, ValuePane};
-use crate::forensics::retain::{ForensicPane, MAX_RETENTION_MS, Outcome};
+use crate::forensics::retain::{FIXED, ForensicPane, MAX_RETENTION_MS, Outcome};
 use crate::forensics::{
     AffectedBatch, AffectedReason, AffectedSession, Forensics, Onset, attribute,
 };
@@ -403,8 +403,8 @@ impl SpecRuntime {
                         .get(j)
                         .map_or_else(ValuePane::default, |o| ValuePane {
                             count: o.count,
-                            sum: o.sum,
-                            sum_sq: o.sum_sq,
+                            sum: o.sum as f64 / FIXED,
+                            sum_sq: o.sum_sq as f64 / FIXED,
                         })
                 })
                 .collect();

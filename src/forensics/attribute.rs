@@ -239,12 +239,12 @@ fn tools(
             let share = (rate(t0.calls, calls0), rate(t1.calls, calls1));
             let latency = (
                 if t0.calls > 0 {
-                    t0.latency_ms / t0.calls as f64
+                    t0.latency_us as f64 / 1e3 / t0.calls as f64
                 } else {
                     0.0
                 },
                 if t1.calls > 0 {
-                    t1.latency_ms / t1.calls as f64
+                    t1.latency_us as f64 / 1e3 / t1.calls as f64
                 } else {
                     0.0
                 },
@@ -386,7 +386,7 @@ mod tests {
         let tool = |calls, errors, sessions, bad| ToolCell {
             calls,
             errors,
-            latency_ms: 150.0 * calls as f64,
+            latency_us: 150_000 * calls,
             sessions: cell(sessions, bad),
         };
         let mut b = pane(1000, 10);

@@ -70,8 +70,9 @@ impl Cell {
 pub struct ToolCell {
     pub calls: u64,
     pub errors: u64,
-    /// Sum of the calls' durations, ms.
-    pub latency_ms: f64,
+    /// Sum of the calls' durations in µs, fixed point so that merging panes in any order
+    /// gives the same sum (a key's panes are merged in whatever order partitions deliver).
+    pub latency_us: u64,
     /// Sessions calling the tool (and those of them counting against each objective).
     pub sessions: Cell,
 }
@@ -80,7 +81,7 @@ impl ToolCell {
     fn merge(&mut self, other: &ToolCell) {
         self.calls += other.calls;
         self.errors += other.errors;
-        self.latency_ms += other.latency_ms;
+        self.latency_us += other.latency_us;
         self.sessions.merge(&other.sessions);
     }
 }
@@ -96,16 +97,24 @@ pub struct BadSession {
     pub reason: AffectedReason,
 }
 
+/// Fixed-point scale of [`ObjectivePane`]'s sums: 1e-9 of the unit.
+pub const FIXED: f64 = 1e9;
+
+fn fixed(v: f64) -> i128 {
+    (v * FIXED).round() as i128
+}
+
 /// One tracked objective in one pane.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ObjectivePane {
     /// Sessions counting against the objective.
     pub bad: u64,
     /// Sessions the objective's value was known for, with sum and sum of squares of it (the
-    /// Gaussian series of mean objectives).
+    /// Gaussian series of mean objectives), in fixed point ([`FIXED`] per unit) so that panes
+    /// merged in any order give the same sums.
     pub count: u64,
-    pub sum: f64,
-    pub sum_sq: f64,
+    pub sum: i128,
+    pub sum_sq: i128,
     /// The first [`MAX_BAD_IDS`] bad sessions in arrival order.
     pub kept: Vec<BadSession>,
     /// Bad sessions beyond the cap.
@@ -167,8 +176,8 @@ impl ForensicPane {
         for (pane, o) in self.objectives.iter_mut().zip(outcomes) {
             if let Some(v) = o.value {
                 pane.count += 1;
-                pane.sum += v;
-                pane.sum_sq += v * v;
+                pane.sum += fixed(v);
+                pane.sum_sq += fixed(v * v);
             }
             if let Some(reason) = &o.bad {
                 pane.bad += 1;
@@ -205,7 +214,7 @@ impl ForensicPane {
             let t = self.tools.entry(name.to_owned()).or_default();
             t.calls += 1;
             t.errors += u64::from(call.status == Some(ToolStatus::Error));
-            t.latency_ms += call.duration_ms.unwrap_or(0.0);
+            t.latency_us += (call.duration_ms.unwrap_or(0.0).max(0.0) * 1e3).round() as u64;
             if !seen.contains(&name) {
                 seen.push(name);
                 t.sessions.add(&bad);

@@ -99,7 +99,29 @@ fn incident_records_tell_the_timeline_the_outbox_received_and_resolve_on_clean_w
         assert_eq!(status, 200, "{body}");
         let r: Value = serde_json::from_str(&body).unwrap();
         let timeline = r["timeline"].as_array().unwrap();
-        assert_eq!(timeline[0]["event"], "first_breach_window", "{body}");
+        // The timeline holds the onset when forensics found one, never after the end of the
+        // first breaching window (it may fall inside it), and opens with one of the two.
+        let first_breach = timeline
+            .iter()
+            .find(|e| e["event"] == "first_breach_window")
+            .unwrap_or_else(|| panic!("no first breach in {body}"));
+        match r["forensics"]["onset"]["at"].as_str() {
+            Some(onset) => {
+                let first = timeline[0]["event"].as_str().unwrap();
+                assert!(first == "onset" || first == "first_breach_window", "{body}");
+                assert!(
+                    timeline
+                        .iter()
+                        .any(|e| e["event"] == "onset" && e["at"] == onset),
+                    "{body}"
+                );
+                assert!(
+                    onset <= first_breach["window_end"].as_str().unwrap(),
+                    "{body}"
+                );
+            }
+            None => assert_eq!(timeline[0]["event"], "first_breach_window", "{body}"),
+        }
         let mut last = String::new();
         for e in timeline {
             let at = e["at"].as_str().unwrap().to_owned();
