@@ -62,10 +62,15 @@ const LAG_BOUND_SECONDS: f64 = 10.0;
 /// RSS in the last third of the run may exceed the middle third's median by this fraction plus
 /// [`RSS_SLACK_BYTES`]. Memory is bounded by open windows (a few per agent) and caches, so it
 /// levels off once the first windows closed; what remains is allocator and sled page-cache
-/// noise of a few MiB. A leak of one record's bytes per record (~1 KiB × 400/s) adds ~8 MiB
+/// noise of a few MiB. State kept for a retention (forensic panes keep the spec's `period`, at
+/// most 7 days) grows until the retention is full: the spec's period of 30 minutes fills it in
+/// under 5 s of this run, so the thirds compared are steady state. A leak of one record's bytes per record (~1 KiB × 400/s) adds ~8 MiB
 /// per third of a 20 s run and more over a real soak, which this bound catches.
 const RSS_TOLERANCE: f64 = 0.10;
 const RSS_SLACK_BYTES: f64 = 8.0 * 1024.0 * 1024.0;
+/// Memory one filed affected-session id may hold in the store (sled's log and cache of one
+/// small insert; measured about 3.5 KiB in this soak). Filing is bounded per incident.
+const AFFECTED_ID_BYTES: f64 = 4096.0;
 
 fn env_num(name: &str, default: f64) -> f64 {
     std::env::var(name).map_or(default, |v| {
@@ -86,6 +91,7 @@ spec:
   window:
     size: 5m
     allowedLateness: 20m
+  period: {{rolling: 30m}}
   minSessions: {MIN_SESSIONS}
   objectives:
     - name: {OBJECTIVE}
@@ -402,9 +408,23 @@ fn soak_steady_stream_with_a_reload_loses_nothing_and_stays_flat() {
     middle.sort_by(f64::total_cmp);
     let median = middle[middle.len() / 2];
     let last_max = rss[2 * third..].iter().copied().fold(0.0, f64::max);
+    // After the reload every session breaches the new limit and is filed as an affected
+    // session of its incident (bounded per incident): one small sled insert each, which sled
+    // keeps in its log and cache. That growth is state by design, bounded by the per-incident
+    // cap, and allowed for at AFFECTED_ID_BYTES per filed id; anything else still counts.
+    let (status, body) = get(&run.addr, "/v1/incidents", None);
+    assert_eq!(status, 200, "{body}");
+    let incidents: Value = serde_json::from_str(&body).unwrap();
+    let filed: f64 = incidents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["affected"]["listed"].as_f64().unwrap_or(0.0))
+        .sum();
     assert!(
-        last_max <= median * (1.0 + RSS_TOLERANCE) + RSS_SLACK_BYTES,
-        "RSS grows: last third peaks at {last_max} against a middle median of {median}"
+        last_max <= median * (1.0 + RSS_TOLERANCE) + RSS_SLACK_BYTES + filed * AFFECTED_ID_BYTES,
+        "RSS grows: last third peaks at {last_max} against a middle median of {median} \
+         ({filed} affected ids filed)"
     );
 
     // The reload took effect: judged by the new limit from the first window that closed after
