@@ -278,19 +278,7 @@ pub fn period_name(ms: i64) -> String {
 
 /// The record field name of a numeric field (`duration_ms`, `attributes.tier`).
 pub fn field_name(field: &NumericField) -> String {
-    match field {
-        NumericField::DurationMs => "duration_ms".into(),
-        NumericField::CostUsd => "cost_usd".into(),
-        NumericField::InputTokens => "input_tokens".into(),
-        NumericField::OutputTokens => "output_tokens".into(),
-        NumericField::Turns => "turns".into(),
-        NumericField::ToolCalls => "tool_calls".into(),
-        NumericField::QualityScore => "quality.score".into(),
-        NumericField::OutputChars => "output_chars".into(),
-        NumericField::ContextTokensMax => "context_tokens_max".into(),
-        NumericField::ContextUtilisation => "context_utilisation".into(),
-        NumericField::Attribute(a) => format!("attributes.{a}"),
-    }
+    field.record_name()
 }
 
 fn unit_of(field: &NumericField) -> Unit {

@@ -747,7 +747,7 @@ mod tests {
     use super::*;
     use crate::alerts::incident::AlertEngine;
     use crate::alerts::policy::Policy;
-    use crate::finding::{Check, Verdict};
+    use crate::finding::Verdict;
     use crate::session::Status;
 
     const HOUR: i64 = 3_600_000;
@@ -774,36 +774,7 @@ mod tests {
     }
 
     fn finding(end: EpochMs, verdict: Verdict) -> Finding {
-        let check = Check::Window;
-        Finding {
-            id: Finding::make_id("bot-prod", "success", check, &key(), None, end - HOUR, end),
-            spec: "bot-prod".into(),
-            objective: "success".into(),
-            check,
-            dimension: Dimension::Availability,
-            verdict,
-            severity: Severity::Ticket,
-            key: key(),
-            segment: None,
-            window_start: end - HOUR,
-            window_end: end,
-            sessions: 200,
-            observed: 0.8,
-            comparator: crate::finding::Comparator::AtLeast,
-            target: 0.99,
-            unit: crate::finding::Unit::Ratio,
-            budget_consumed: None,
-            burn_rates: Vec::new(),
-            exemplars: Vec::new(),
-            details: Vec::new(),
-            subject: None,
-            message: String::new(),
-            runbook: None,
-            chart: None,
-            drift: None,
-            bound: None,
-            forensics: None,
-        }
+        crate::alerts::incident::tests::window_finding(key(), end, verdict)
     }
 
     fn batch(end: EpochMs, n: usize, tag: &str) -> AffectedBatch {

@@ -1822,7 +1822,7 @@ impl ClearSynthesizer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Issue 10, item 11 ("Incidents end"): a key without sessions stops reminding.
     use super::*;
 
@@ -1857,7 +1857,15 @@ mod tests {
     /// A ticket breach of `success` on `prompt` for the hour ending at `end` (on-call mail
     /// only: a ticket without a budget tells stakeholders nothing).
     fn breach(prompt: &str, end: EpochMs) -> Finding {
-        let key = key(prompt);
+        window_finding(key(prompt), end, Verdict::Breach)
+    }
+
+    /// A `Window` finding of `success` (spec `bot-prod`) on `key` for the hour ending at `end`.
+    pub(crate) fn window_finding(
+        key: Vec<(String, String)>,
+        end: EpochMs,
+        verdict: Verdict,
+    ) -> Finding {
         let check = Check::Window;
         Finding {
             id: Finding::make_id("bot-prod", "success", check, &key, None, end - HOUR, end),
@@ -1865,7 +1873,7 @@ mod tests {
             objective: "success".into(),
             check,
             dimension: Dimension::Availability,
-            verdict: Verdict::Breach,
+            verdict,
             severity: Severity::Ticket,
             key,
             segment: None,

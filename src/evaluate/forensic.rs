@@ -109,23 +109,6 @@ pub(super) fn tracked(spec: &Spec, measures: &CompiledMeasures) -> Vec<Tracked> 
     out
 }
 
-/// The record field name of a numeric field.
-fn field_name(field: &NumericField) -> String {
-    match field {
-        NumericField::DurationMs => "duration_ms".into(),
-        NumericField::CostUsd => "cost_usd".into(),
-        NumericField::InputTokens => "input_tokens".into(),
-        NumericField::OutputTokens => "output_tokens".into(),
-        NumericField::Turns => "turns".into(),
-        NumericField::ToolCalls => "tool_calls".into(),
-        NumericField::QualityScore => "quality.score".into(),
-        NumericField::OutputChars => "output_chars".into(),
-        NumericField::ContextTokensMax => "context_tokens_max".into(),
-        NumericField::ContextUtilisation => "context_utilisation".into(),
-        NumericField::Attribute(a) => format!("attributes.{a}"),
-    }
-}
-
 fn signal_name(s: &BoolSignal) -> String {
     match s {
         BoolSignal::Resolved => "resolved".into(),
@@ -160,7 +143,7 @@ pub(super) fn outcome(t: &Tracked, measures: &CompiledMeasures, s: &Session) -> 
                     }
                 }
                 Measure::Ratio(RatioDef::AtMost(field, threshold)) => AffectedReason::Value {
-                    field: field_name(field),
+                    field: field.record_name(),
                     value: numeric(field, s).unwrap_or(f64::NAN),
                     threshold: *threshold,
                 },
@@ -194,7 +177,7 @@ pub(super) fn outcome(t: &Tracked, measures: &CompiledMeasures, s: &Session) -> 
             let bad = value
                 .filter(|v| !bound.holds(*v))
                 .map(|v| AffectedReason::Value {
-                    field: field_name(field),
+                    field: field.record_name(),
                     value: v,
                     threshold: bound.value(),
                 });

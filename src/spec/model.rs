@@ -289,6 +289,25 @@ pub enum NumericField {
     Attribute(String),
 }
 
+impl NumericField {
+    /// The record field's name (`duration_ms`, `attributes.tier`).
+    pub fn record_name(&self) -> String {
+        match self {
+            NumericField::DurationMs => "duration_ms".into(),
+            NumericField::CostUsd => "cost_usd".into(),
+            NumericField::InputTokens => "input_tokens".into(),
+            NumericField::OutputTokens => "output_tokens".into(),
+            NumericField::Turns => "turns".into(),
+            NumericField::ToolCalls => "tool_calls".into(),
+            NumericField::QualityScore => "quality.score".into(),
+            NumericField::OutputChars => "output_chars".into(),
+            NumericField::ContextTokensMax => "context_tokens_max".into(),
+            NumericField::ContextUtilisation => "context_utilisation".into(),
+            NumericField::Attribute(a) => format!("attributes.{a}"),
+        }
+    }
+}
+
 /// Boolean per-session signals for `rate` objectives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
