@@ -1394,7 +1394,7 @@ fn mail_previews() {
         describe(&ns)
     );
     // The same first on-call mail once evaluation attached onset and attribution (issue 14),
-    // with runbooks per layer: constructed forensics until the evaluation's own are merged.
+    // with runbooks per layer: constructed forensics, so the wording is checked on known numbers.
     let mut n = ns
         .iter()
         .find(|n| n.audience == Audience::Oncall && n.kind == NotificationKind::Firing)
@@ -1455,12 +1455,54 @@ fn mail_previews() {
     );
     assert!(!sm.text.contains("get_order"));
     assert!(m.html.contains("get_order"));
+
+    // The replay's own: the error burst's first on-call mail carries the onset and layer
+    // attribution evaluation computed (the burst fails sessions on the provider), shown with
+    // the runbook of its top layer. This is the mail of the screenshot in docs/.
+    let mut real = ns
+        .iter()
+        .find(|n| {
+            n.audience == Audience::Oncall
+                && n.incidents.iter().any(|i| {
+                    i.forensics
+                        .as_ref()
+                        .is_some_and(|f| f.onset.is_some() && !f.candidates.is_empty())
+                })
+        })
+        .unwrap_or_else(|| panic!("no on-call mail with forensics:\n{}", describe(&ns)))
+        .clone();
+    let forensics = real
+        .incidents
+        .iter()
+        .find_map(|i| i.forensics.clone())
+        .unwrap();
+    let top = &forensics.candidates[0];
+    real.objective
+        .as_mut()
+        .expect("objective info")
+        .runbooks
+        .insert(
+            top.layer,
+            format!(
+                "https://runbooks.example.com/support-bot/{}",
+                top.layer.as_str()
+            ),
+        );
+    let rm = render::render(&real, &timing);
+    let rflat = rm.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "When it started and where".to_owned(),
+        "Started around ".to_owned(),
+        format!("{} `{}`", top.layer.as_str(), top.name),
+    ] {
+        assert!(rflat.contains(&needle), "{needle} missing:\n{}", rm.text);
+    }
     if let Some(dir) = &dir {
         let name = "oncall-firing-forensics";
-        let mut html = m.html.clone();
-        if let Some(c) = &m.chart {
+        let mut html = rm.html.clone();
+        if let Some(c) = &rm.chart {
             std::fs::write(dir.join(format!("{name}.png")), &c.png).unwrap();
-            html = html.replace(&format!("cid:{}", m.chart_cid), &format!("{name}.png"));
+            html = html.replace(&format!("cid:{}", rm.chart_cid), &format!("{name}.png"));
         }
         std::fs::write(dir.join(format!("{name}.html")), html).unwrap();
     }
