@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 
-use super::retain::{Cell, ForensicPane};
+use super::retain::{Cell, ForensicPane, ToolCell};
 use super::{Candidate, CandidateMetric, Layer};
 
 /// Candidates explaining less than this share of the change are not listed.
@@ -237,18 +237,14 @@ fn tools(
             let moved = |a: f64, b: f64| (b + 1e-3) / (a + 1e-3);
             let error = (rate(t0.errors, t0.calls), rate(t1.errors, t1.calls));
             let share = (rate(t0.calls, calls0), rate(t1.calls, calls1));
-            let latency = (
-                if t0.calls > 0 {
-                    t0.latency_us as f64 / 1e3 / t0.calls as f64
+            let mean_ms = |t: &ToolCell| {
+                if t.calls > 0 {
+                    t.latency_us as f64 / 1e3 / t.calls as f64
                 } else {
                     0.0
-                },
-                if t1.calls > 0 {
-                    t1.latency_us as f64 / 1e3 / t1.calls as f64
-                } else {
-                    0.0
-                },
-            );
+                }
+            };
+            let latency = (mean_ms(&t0), mean_ms(&t1));
             let options = [
                 (CandidateMetric::ErrorRate, error, moved(error.0, error.1)),
                 (CandidateMetric::CallShare, share, moved(share.0, share.1)),
@@ -258,15 +254,10 @@ fn tools(
                     moved(latency.0 / 1e3, latency.1 / 1e3),
                 ),
             ];
+            // The first of equals wins, as in the order above.
             let (metric, (b, a), _) = options
                 .into_iter()
-                .fold(
-                    None,
-                    |best: Option<(CandidateMetric, (f64, f64), f64)>, o| match best {
-                        Some(bst) if bst.2 >= o.2 => Some(bst),
-                        _ => Some(o),
-                    },
-                )
+                .reduce(|best, o| if best.2 >= o.2 { best } else { o })
                 .expect("three options");
             Candidate {
                 layer: Layer::Tool,
@@ -382,7 +373,6 @@ mod tests {
 
     #[test]
     fn a_failing_tool_beats_the_tools_it_shares_sessions_with() {
-        use super::super::retain::ToolCell;
         let tool = |calls, errors, sessions, bad| ToolCell {
             calls,
             errors,

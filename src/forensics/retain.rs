@@ -211,7 +211,11 @@ impl ForensicPane {
             } else {
                 OTHER
             };
-            let t = self.tools.entry(name.to_owned()).or_default();
+            // Look up before inserting: a tool already in the pane costs no allocation.
+            if !self.tools.contains_key(name) {
+                self.tools.insert(name.to_owned(), ToolCell::default());
+            }
+            let t = self.tools.get_mut(name).expect("inserted above");
             t.calls += 1;
             t.errors += u64::from(call.status == Some(ToolStatus::Error));
             t.latency_us += (call.duration_ms.unwrap_or(0.0).max(0.0) * 1e3).round() as u64;
