@@ -161,7 +161,7 @@ fn drive(
                 let at = &record.position;
                 match otel::decode_request(&record.bytes, input.encoding) {
                     Ok(decoded) => {
-                        (input.path).push(decoded, at, pipeline, &mut found, dead_letters)?
+                        (input.path).push(None, decoded, at, pipeline, &mut found, dead_letters)?
                     }
                     Err(reason) => (input.path).reject(
                         reason,

@@ -264,7 +264,7 @@ impl State {
         let (pipeline, found) = (&mut self.pipeline, &mut self.found);
         let source = Self::span_source(&self.span_topics, m.topic(), m.partition());
         match crate::otel::decode_request(&original.bytes, self.span_encoding) {
-            Ok(spans) => path.push_from(source, spans, at, pipeline, found, &mut outputs)?,
+            Ok(spans) => path.push(Some(source), spans, at, pipeline, found, &mut outputs)?,
             Err(reason) => path.reject(
                 reason,
                 original.bytes.clone(),

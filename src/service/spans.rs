@@ -164,9 +164,12 @@ impl SpanPath {
         &mut self.assembler
     }
 
-    /// Pushes one batch; what it completes goes into the pipeline.
+    /// Pushes one batch, read from `source` when it came from a span partition (the
+    /// assembler's watermark is the minimum over its sources); what it completes goes into
+    /// the pipeline.
     pub fn push(
         &mut self,
+        source: Option<i32>,
         spans: Vec<Span>,
         at: &Position,
         pipeline: &mut Pipeline,
@@ -174,23 +177,10 @@ impl SpanPath {
         outputs: &mut dyn SpanOutputs,
     ) -> Result<Pushed> {
         let mut out = Vec::new();
-        self.assembler.push(spans, &mut out);
-        self.take(out, at, pipeline, found, outputs)
-    }
-
-    /// [`SpanPath::push`] of spans read from `source` (a span partition: the assembler's
-    /// watermark is the minimum over its sources).
-    pub fn push_from(
-        &mut self,
-        source: i32,
-        spans: Vec<Span>,
-        at: &Position,
-        pipeline: &mut Pipeline,
-        found: &mut Vec<Finding>,
-        outputs: &mut dyn SpanOutputs,
-    ) -> Result<Pushed> {
-        let mut out = Vec::new();
-        self.assembler.push_from(source, spans, &mut out);
+        match source {
+            Some(source) => self.assembler.push_from(source, spans, &mut out),
+            None => self.assembler.push(spans, &mut out),
+        }
         self.take(out, at, pipeline, found, outputs)
     }
 
@@ -342,7 +332,7 @@ pub fn take_request(
     path.metrics.record_consumed();
     let at = span_position("otlp-http");
     let pushed = match request.batch {
-        Batch::Spans(spans) => path.push(spans, &at, pipeline, found, outputs)?,
+        Batch::Spans(spans) => path.push(None, spans, &at, pipeline, found, outputs)?,
         Batch::Rejected { reason, raw } => {
             path.reject(reason, raw, &at, pipeline, found, outputs)?
         }
