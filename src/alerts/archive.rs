@@ -143,7 +143,7 @@ pub struct AffectedCounts {
     pub unlisted: u64,
     /// By the session's segment (`(none)` when the spec does not segment).
     pub by_segment: BTreeMap<String, u64>,
-    /// By reason: `status:error`, `signal:resolved`, `value:duration_ms`, `violation`, `drifted`.
+    /// By reason: `status:error`, `signal:resolved`, `value:duration_ms`, `violation`, `drifted:output_tokens`.
     pub by_reason: BTreeMap<String, u64>,
 }
 
@@ -154,7 +154,7 @@ pub fn reason_code(r: &AffectedReason) -> String {
         AffectedReason::Signal { signal } => format!("signal:{signal}"),
         AffectedReason::Value { field, .. } => format!("value:{field}"),
         AffectedReason::Violation { .. } => "violation".to_owned(),
-        AffectedReason::Drifted => "drifted".to_owned(),
+        AffectedReason::Drifted { feature, .. } => format!("drifted:{feature}"),
     }
 }
 

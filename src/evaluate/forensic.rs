@@ -17,8 +17,9 @@
 //!   starts at the onset (or at the window's start without one). So a session is handed out at
 //!   most once, and at most [`MAX_BAD_IDS`](crate::forensics::retain::MAX_BAD_IDS) per pane are
 //!   kept; the rest are counted in `dropped`.
-//! - Drift objectives and window budgets have no per-session definition: they are not
-//!   tracked (no onset, no candidates, no affected sessions).
+//! - Drift objectives have no per-session definition: they are not tracked here but by
+//!   [`super::drift_forensic`], which follows the drifted feature instead. Window budgets
+//!   likewise, see there.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -436,6 +437,7 @@ impl SpecRuntime {
         Forensics {
             candidates: attribute::attribute(&before, &after, j, reload),
             onset: Some(onset),
+            feature: None,
         }
     }
 

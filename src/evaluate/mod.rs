@@ -6,6 +6,7 @@
 //! `observe(session)`, `advance(watermark)` → findings — so the same input always gives the same
 //! findings, byte for byte. Never reads the wall clock, never does I/O.
 
+mod drift_forensic;
 mod forensic;
 pub mod measure;
 pub mod slo;
@@ -92,6 +93,10 @@ pub struct RuntimeState {
     /// before it existed: forensics then starts from the restore).
     #[serde(default)]
     pub forensics: crate::forensics::retain::Retained<GroupKey>,
+    /// Per drift objective (in objective order), its feature panes and streaks (absent in
+    /// snapshots from before drift forensics: it then starts from the restore).
+    #[serde(default)]
+    pub drift_forensics: Vec<crate::forensics::drift::DriftRetained<GroupKey>>,
 }
 
 /// What a configuration reload kept of a spec's state ([`SpecRuntime::carry_over`]).
@@ -141,6 +146,8 @@ pub struct SpecRuntime {
     retained: crate::forensics::retain::Retained<GroupKey>,
     /// Affected sessions handed out since the last drain.
     affected_out: Vec<crate::forensics::AffectedBatch>,
+    /// Drift forensics, per drift objective (indexed like `drift`): feature panes and streaks.
+    drift_retained: Vec<crate::forensics::drift::DriftRetained<GroupKey>>,
 }
 
 impl SpecRuntime {
@@ -165,7 +172,7 @@ impl SpecRuntime {
             .max()
             .unwrap_or(0)
             .max(spec.period_ms);
-        let drift = spec
+        let drift: Vec<(usize, DriftRuntime)> = spec
             .objectives
             .iter()
             .enumerate()
@@ -175,7 +182,9 @@ impl SpecRuntime {
             })
             .collect();
         let tracked = forensic::tracked(&spec, &measures);
+        let drift_retained = (0..drift.len()).map(|_| Default::default()).collect();
         SpecRuntime {
+            drift_retained,
             tracked,
             retained: Default::default(),
             affected_out: Vec::new(),
@@ -235,6 +244,7 @@ impl SpecRuntime {
                 .collect(),
             last_session: self.last_session.clone(),
             forensics: self.retained.clone(),
+            drift_forensics: self.drift_retained.clone(),
         }
     }
 
@@ -260,6 +270,11 @@ impl SpecRuntime {
         self.late = state.late;
         self.last_session = state.last_session;
         self.retained = state.forensics;
+        self.drift_retained = if state.drift_forensics.len() == self.drift.len() {
+            state.drift_forensics
+        } else {
+            (0..self.drift.len()).map(|_| Default::default()).collect()
+        };
         for ((_, d), baselines) in self.drift.iter_mut().zip(state.baselines) {
             d.restore(baselines);
         }
@@ -323,6 +338,7 @@ impl SpecRuntime {
         }
         let segment = self.segment_of(&key, s);
         self.retain_forensics(&key, segment.as_ref(), s);
+        self.retain_drift_forensics(&key, segment.as_ref(), s);
         let groups = [
             Some(GroupKey {
                 key: key.clone(),
@@ -406,6 +422,7 @@ impl SpecRuntime {
         let clears_from = self.clears.len();
         let mut out = self.evaluate_closed(&closed);
         self.investigate(&closed, &mut out, clears_from);
+        self.investigate_drift(&closed, &mut out, clears_from);
         out
     }
 
@@ -691,6 +708,8 @@ impl SpecRuntime {
             std::mem::swap(&mut self.segments, &mut old.segments);
             std::mem::swap(&mut self.last_session, &mut old.last_session);
             std::mem::swap(&mut self.retained, &mut old.retained);
+            // Same measures: the same drift objectives with the same features.
+            std::mem::swap(&mut self.drift_retained, &mut old.drift_retained);
             self.late = old.late;
             for (o, st) in self.spec.objectives.iter().zip(&mut self.stats) {
                 if let Some(i) = was.objectives.iter().position(|p| p.name == o.name) {

@@ -107,8 +107,15 @@ pub fn attribute(
             offer(c);
         }
     }
-    let mut ranked: Vec<Candidate> = out.into_values().collect();
-    if reload_at_onset {
+    let reload = reload_at_onset.then_some((CandidateMetric::BadRate, k0.rate(), k1.rate()));
+    rank(out.into_values().collect(), reload)
+}
+
+/// The candidates worth listing, best first: a reload at the onset (its metric and values
+/// given) takes what the others leave unexplained; those under [`MIN_EXPLAINED`] are dropped,
+/// ties ranked by layer, then name; at most [`MAX_CANDIDATES`].
+fn rank(mut ranked: Vec<Candidate>, reload: Option<(CandidateMetric, f64, f64)>) -> Vec<Candidate> {
+    if let Some((metric, before, after)) = reload {
         let taken: f64 = ranked
             .iter()
             .filter(|c| c.explained >= MIN_EXPLAINED)
@@ -118,9 +125,9 @@ pub fn attribute(
             layer: Layer::Config,
             name: "reload".into(),
             explained: (1.0 - taken).clamp(0.0, 1.0),
-            metric: CandidateMetric::BadRate,
-            before: k0.rate(),
-            after: k1.rate(),
+            metric,
+            before,
+            after,
             in_bad_share: 1.0,
         });
     }
@@ -151,6 +158,19 @@ fn rest(total: Side, part: Side) -> Side {
 
 /// The share of `E` of a subset of sessions (`v₀`, `v₁`) against the rest of the key.
 fn share_of(v0: Side, v1: Side, k0: Side, k1: Side, excess: f64) -> (f64, f64, f64, bool) {
+    share_of_with(v0, v1, k0, k1, excess, rest)
+}
+
+/// [`share_of`] with the rest of the key taken by `rest` (counts clip at zero; signed sums of
+/// a feature do not).
+fn share_of_with(
+    v0: Side,
+    v1: Side,
+    k0: Side,
+    k1: Side,
+    excess: f64,
+    rest: fn(Side, Side) -> Side,
+) -> (f64, f64, f64, bool) {
     let (s0, s1) = (v0.n / k0.n, v1.n / k1.n);
     if s0 < NEW_BEFORE && s1 >= NEW_AFTER {
         let c = v1.bad - v1.n * k0.rate();
@@ -313,6 +333,89 @@ fn provider_errors(
         .collect()
 }
 
+/// One side of the onset for [`attribute_shift`]: the drifted feature's count and sum of values
+/// over the key, and per layer value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShiftSide {
+    pub count: f64,
+    pub sum: f64,
+    /// Per layer and value: `(count, sum)`.
+    pub layers: BTreeMap<Layer, BTreeMap<String, (f64, f64)>>,
+}
+
+/// Counts clip at zero, a signed sum does not.
+fn rest_signed(total: Side, part: Side) -> Side {
+    Side {
+        n: (total.n - part.n).max(0.0),
+        bad: total.bad - part.bad,
+    }
+}
+
+/// The candidates of a feature's shift (drift objectives): the same split as [`attribute`],
+/// with a value's mean in place of its bad rate. The excess is `E = S₁ − N₁·m₀` (`S₁` the sum
+/// after the onset, `m₀` the mean before), taken on the side of the change: for a fall
+/// (`rise == false`) every value is negated first. `rate_feature` when the feature is yes/no
+/// (its mean is a rate). A candidate's `in_bad_share` is its share of the key's sessions after
+/// the onset — every one of them counts against a drift objective.
+pub fn attribute_shift(
+    before: &ShiftSide,
+    after: &ShiftSide,
+    rise: bool,
+    rate_feature: bool,
+    reload_at_onset: bool,
+) -> Vec<Candidate> {
+    let sign = if rise { 1.0 } else { -1.0 };
+    let side = |(n, sum): (f64, f64)| Side { n, bad: sign * sum };
+    let mean = |(n, sum): (f64, f64)| if n > 0.0 { sum / n } else { 0.0 };
+    let (t0, t1) = ((before.count, before.sum), (after.count, after.sum));
+    let (k0, k1) = (side(t0), side(t1));
+    let excess = k1.bad - k1.n * k0.rate();
+    let metric = if rate_feature {
+        CandidateMetric::FeatureRate
+    } else {
+        CandidateMetric::FeatureMean
+    };
+    let mut out = Vec::new();
+    if k0.n > 0.0 && k1.n > 0.0 && excess > 0.0 {
+        let empty = BTreeMap::new();
+        for layer in [Layer::Prompt, Layer::Model, Layer::Provider, Layer::Input] {
+            let b = before.layers.get(&layer).unwrap_or(&empty);
+            let a = after.layers.get(&layer).unwrap_or(&empty);
+            let mut values: Vec<&String> = b.keys().chain(a.keys()).collect();
+            values.sort();
+            values.dedup();
+            if values.len() < 2 {
+                continue;
+            }
+            for v in values {
+                let (c0, c1) = (
+                    b.get(v).copied().unwrap_or_default(),
+                    a.get(v).copied().unwrap_or_default(),
+                );
+                let (v0, v1) = (side(c0), side(c1));
+                let (explained, rate_effect, mix_effect, new) =
+                    share_of_with(v0, v1, k0, k1, excess, rest_signed);
+                let (m, before, after) = if new || mix_effect.abs() > rate_effect.abs() {
+                    (CandidateMetric::TrafficShare, v0.n / k0.n, v1.n / k1.n)
+                } else {
+                    (metric, mean(c0), mean(c1))
+                };
+                out.push(Candidate {
+                    layer,
+                    name: v.clone(),
+                    explained: explained.clamp(0.0, 1.0),
+                    metric: m,
+                    before,
+                    after,
+                    in_bad_share: v1.n / k1.n,
+                });
+            }
+        }
+    }
+    let reload = reload_at_onset.then_some((metric, mean(t0), mean(t1)));
+    rank(out, reload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,5 +504,60 @@ mod tests {
         let c = attribute(&b, &a, 0, true);
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].layer, c[0].explained), (Layer::Config, 1.0));
+    }
+
+    /// Builds both sides from individual sessions `(layer values, value)`, the way the retained
+    /// panes would sum them.
+    fn shift_side(sessions: &[(&str, &str, f64)]) -> ShiftSide {
+        let mut s = ShiftSide::default();
+        for (prompt, model, x) in sessions {
+            s.count += 1.0;
+            s.sum += x;
+            for (layer, v) in [(Layer::Prompt, prompt), (Layer::Model, model)] {
+                let e = s.layers.entry(layer).or_default().entry(v.to_string()).or_default();
+                e.0 += 1.0;
+                e.1 += x;
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn a_shift_is_split_by_the_values_whose_mean_moved() {
+        // Before: m1 and m2 both at 300 tokens. After: m1 at 400 (+ a little spread), m2 same.
+        let mut b = Vec::new();
+        let mut a = Vec::new();
+        for i in 0..500 {
+            let wobble = f64::from(i % 3) - 1.0;
+            b.push(("p", "m1", 300.0 + wobble));
+            b.push(("p", "m2", 300.0 - wobble));
+            a.push(("p", "m1", 400.0 + wobble));
+            a.push(("p", "m2", 300.0 - wobble));
+        }
+        let (sb, sa) = (shift_side(&b), shift_side(&a));
+        let c = attribute_shift(&sb, &sa, true, false, false);
+        // E = Σ after − N₁·m₀ = 50 000; m1 carries all of it, m2 none; one prompt: nothing.
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!((c[0].layer, c[0].name.as_str()), (Layer::Model, "m1"));
+        assert!((c[0].explained - 1.0).abs() < 1e-9, "{c:?}");
+        assert_eq!(c[0].metric, CandidateMetric::FeatureMean);
+        assert!((c[0].before - 300.0).abs() < 0.01 && (c[0].after - 400.0).abs() < 0.01);
+        assert!((c[0].in_bad_share - 0.5).abs() < 1e-12);
+        // Looked at as a fall, there is no excess: nothing to explain.
+        assert!(attribute_shift(&sb, &sa, false, false, false).is_empty());
+    }
+
+    #[test]
+    fn a_fall_with_a_new_prompt_is_the_rollout() {
+        let b: Vec<_> = (0..800).map(|i| ("v1", "m", 0.4 + f64::from(i % 2) * 0.2)).collect();
+        let mut a: Vec<_> = (0..200).map(|i| ("v1", "m", 0.4 + f64::from(i % 2) * 0.2)).collect();
+        a.extend((0..800).map(|_| ("v2", "m", 0.1)));
+        let c = attribute_shift(&shift_side(&b), &shift_side(&a), false, true, false);
+        assert_eq!((c[0].layer, c[0].name.as_str()), (Layer::Prompt, "v2"));
+        // Negated: m₀ = −0.5, S₁ = −(200·0.5 + 800·0.1) = −180, E = −180 + 500 = 320;
+        // v2: −80 + 800·0.5 = 320 → all of it.
+        assert!((c[0].explained - 1.0).abs() < 1e-9, "{c:?}");
+        assert_eq!(c[0].metric, CandidateMetric::TrafficShare);
+        assert_eq!((c[0].before, c[0].after), (0.0, 0.8));
     }
 }

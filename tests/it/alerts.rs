@@ -1418,6 +1418,7 @@ fn mail_previews() {
             after: 0.38,
             in_bad_share: 0.91,
         }],
+        feature: None,
     }));
     let objective = n.objective.as_mut().expect("objective info");
     objective.runbooks.insert(
