@@ -13,9 +13,10 @@
 //!   change point in both directions — a Gaussian mean shift for numeric features, a binomial
 //!   rate change for yes/no ones — and the most significant (largest statistic over its
 //!   critical value) is the onset. The candidates split that feature's shift.
-//! - As for the other objectives, a key with no change in its own series (a rollout under the
-//!   default `keyBy` makes a new key whose drift is against the version it replaced) is judged
-//!   together with its agent's other keys, pane by pane.
+//! - As for the other objectives, a key with no change in its own series is judged together
+//!   with its agent's other keys, pane by pane; so is a key younger than one window (a rollout
+//!   under the default `keyBy` makes a new key whose drift is against the version it replaced,
+//!   and its few panes of its own cannot show where it came from).
 //! - **What counts against a drift objective:** every session of the drifting key (and
 //!   segment) from the onset (or the window's start without one) to the end of each drifting
 //!   window of the streak, handed out once; the reason names the drifted feature and carries
@@ -222,7 +223,17 @@ impl SpecRuntime {
         let from = since.unwrap_or(EpochMs::MIN);
         let own: Vec<(EpochMs, &FeaturePane)> = all.range(from..end).map(|(t, p)| (*t, p)).collect();
         let mut merged: BTreeMap<EpochMs, FeaturePane> = BTreeMap::new();
-        let series = match best_change(&own, &columns, numeric) {
+        // A key younger than one window is new (a rollout): a few panes of its own cannot show
+        // where it came from, so it is judged with its agent's other keys straight away.
+        let young = own
+            .first()
+            .is_none_or(|(t, _)| *t >= end - self.spec.window.size_ms);
+        let own_change = if young {
+            None
+        } else {
+            best_change(&own, &columns, numeric)
+        };
+        let series = match own_change {
             Some(change) => Some((own, change)),
             None => {
                 let agent = |k: &GroupKey| {
