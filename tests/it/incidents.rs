@@ -4,8 +4,8 @@
 //!
 //! The timeline's notifications must be exactly the mails in the outbox (named by notification
 //! id), and the burst's incidents resolve on clean windows. The affected export is checked for
-//! its shape and against the record's counts; equality with the list computed from the input
-//! needs the evaluation's `Pipeline::drain_affected` (issue 14, *onset*).
+//! its shape and against the record's counts there, and for exact equality with the list the
+//! test computes from the input file in `the_affected_export_equals_the_list_computed_from_the_input_file`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
