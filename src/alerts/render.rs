@@ -2207,11 +2207,7 @@ pub fn incident_text(r: &super::archive::IncidentReport) -> String {
         }
         for (i, c) in f.candidates.iter().enumerate() {
             let label = if i == 0 { "Most likely" } else { "Next" };
-            row(
-                &mut o,
-                label,
-                &crate::present::candidate_words(c, f),
-            );
+            row(&mut o, label, &crate::present::candidate_words(c, f));
             if let Some(u) = rec.runbooks.get(&c.layer) {
                 row(&mut o, "Runbook", &format!("{}: {u}", c.layer.as_str()));
             }

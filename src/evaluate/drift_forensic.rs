@@ -21,6 +21,7 @@
 //!   segment) from the onset (or the window's start without one) to the end of each drifting
 //!   window of the streak, handed out once; the reason names the drifted feature and carries
 //!   the session's value of it. At most `MAX_BAD_IDS` ids per pane, the rest counted.
+//! - The onset is searched over at most [`DRIFT_LOOKBACK_MS`] (a day) of panes.
 //! - Window budgets (`spend.windowBudgetUsd`) judge a window's total, which no session is
 //!   "against" on its own; they keep `forensics: None`.
 
@@ -37,6 +38,12 @@ use crate::forensics::{AffectedBatch, AffectedReason, AffectedSession, Forensics
 use crate::session::{EpochMs, Session};
 use crate::spec::model::Severity;
 use crate::windowing::ClosedWindow;
+
+/// How far back drift forensics keeps feature panes (within the spec's retention): a drift is
+/// judged window by window against a frozen baseline, so a change shows within a few windows of
+/// its start, and a day of panes keeps every session id of a key (two to four times the
+/// memory of the other objectives' panes per pane, which keep only bad sessions).
+pub const DRIFT_LOOKBACK_MS: i64 = 86_400_000;
 
 /// Coordinates of a finding or clear on one window.
 type Coordinates = (String, Vec<(String, String)>, Option<String>, EpochMs);
@@ -173,7 +180,10 @@ impl SpecRuntime {
                         from = from.max(h);
                     }
                     self.hand_out_drift(d, w, &parts, from, column);
-                    let t = self.drift_retained[d].tracks.entry(w.key.clone()).or_default();
+                    let t = self.drift_retained[d]
+                        .tracks
+                        .entry(w.key.clone())
+                        .or_default();
                     t.open = true;
                     t.column = column;
                     t.handed_until = Some(t.handed_until.map_or(w.end, |h| h.max(w.end)));
@@ -187,7 +197,7 @@ impl SpecRuntime {
             }
         }
         if let Some(end) = newest {
-            let oldest = end - self.forensic_retention_ms();
+            let oldest = end - self.forensic_retention_ms().min(DRIFT_LOOKBACK_MS);
             for r in &mut self.drift_retained {
                 r.trim(oldest);
             }
@@ -221,7 +231,8 @@ impl SpecRuntime {
             return (Forensics::default(), columns.first().copied());
         };
         let from = since.unwrap_or(EpochMs::MIN);
-        let own: Vec<(EpochMs, &FeaturePane)> = all.range(from..end).map(|(t, p)| (*t, p)).collect();
+        let own: Vec<(EpochMs, &FeaturePane)> =
+            all.range(from..end).map(|(t, p)| (*t, p)).collect();
         let mut merged: BTreeMap<EpochMs, FeaturePane> = BTreeMap::new();
         // A key younger than one window is new (a rollout): a few panes of its own cannot show
         // where it came from, so it is judged with its agent's other keys straight away.
@@ -293,7 +304,13 @@ impl SpecRuntime {
             .iter()
             .any(|r| *r >= onset.low - step && *r <= onset.high + step);
         let forensics = Forensics {
-            candidates: attribute::attribute_shift(&before, &after, rise, column >= numeric, reload),
+            candidates: attribute::attribute_shift(
+                &before,
+                &after,
+                rise,
+                column >= numeric,
+                reload,
+            ),
             onset: Some(onset),
             feature: Some(names[column].clone()),
         };
@@ -351,12 +368,19 @@ impl SpecRuntime {
 /// The most significant change point over `columns` of a series of panes, in either
 /// direction: a Gaussian mean shift for numeric columns (below `numeric`), a binomial rate
 /// change for yes/no ones. Ranked by statistic over critical value; ties by column, rise first.
-fn best_change(panes: &[(EpochMs, &FeaturePane)], columns: &[usize], numeric: usize) -> Option<Change> {
+fn best_change(
+    panes: &[(EpochMs, &FeaturePane)],
+    columns: &[usize],
+    numeric: usize,
+) -> Option<Change> {
     let mut best: Option<Change> = None;
     for &c in columns {
         for rise in [true, false] {
             let cp = if c < numeric {
-                let series: Vec<_> = panes.iter().map(|(_, p)| p.feature(c).value_pane()).collect();
+                let series: Vec<_> = panes
+                    .iter()
+                    .map(|(_, p)| p.feature(c).value_pane())
+                    .collect();
                 onset::gaussian(&series, rise)
             } else {
                 let series: Vec<_> = panes
@@ -366,11 +390,74 @@ fn best_change(panes: &[(EpochMs, &FeaturePane)], columns: &[usize], numeric: us
                 onset::binomial(&series)
             };
             if let Some(cp) = cp
-                && best.is_none_or(|(_, _, b)| cp.statistic / cp.critical > b.statistic / b.critical)
+                && best
+                    .is_none_or(|(_, _, b)| cp.statistic / cp.critical > b.statistic / b.critical)
             {
                 best = Some((c, rise, cp));
             }
         }
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::ingest::decode::Decoder;
+    use crate::simulate::{SimConfig, Simulator};
+
+    /// The figure behind the drift lookback: bytes of snapshot (JSON) per key and pane of the
+    /// steady stream (200 sessions an hour, three channel segments) for a drift objective on
+    /// four retained features, and what a day of panes costs a key.
+    #[test]
+    fn drift_panes_of_a_steady_day_are_bounded_by_the_lookback() {
+        let yaml = "apiVersion: slawatch/v1\nkind: AgentSLA\nmetadata: {name: t}\nspec:\n  \
+             selector: {agent: support-bot}\n  segmentBy: [attributes.channel]\n  \
+             window: {size: 1h, step: 5m, allowedLateness: 5m}\n  minSessions: 100\n  \
+             period: {rolling: 28d}\n  objectives:\n    - name: drift\n      drift:\n        \
+             features: [output_tokens, tool_calls, tool_mix, quality.refusal, quality.resolved]\n";
+        let (mut specs, diags) = crate::spec::parse_str(yaml, "t.yaml");
+        assert!(
+            !crate::spec::has_errors(&diags),
+            "{}",
+            crate::spec::render_all(&diags)
+        );
+        let mut rt = SpecRuntime::new(Arc::new(specs.remove(0)));
+        let decoder = Decoder::new(Arc::new(Catalog::embedded()));
+        let mut cfg = SimConfig::steady(3, 30);
+        cfg.late_fraction = 0.0;
+        let mut sessions = 0;
+        for line in Simulator::new(cfg).unwrap() {
+            let s = decoder.decode(&line).unwrap();
+            if rt.observe(&s).is_ok() {
+                sessions += 1;
+                rt.advance(s.event_time);
+            }
+        }
+        let state = &rt.snapshot().drift_forensics[0];
+        let whole = state
+            .panes
+            .iter()
+            .find(|(k, _)| k.segment.is_none())
+            .map(|(_, p)| p)
+            .unwrap();
+        // 30 h of traffic, a day kept behind the newest closed window (plus the open panes).
+        assert!((288..=288 + 13).contains(&whole.len()), "{}", whole.len());
+        let ids: usize = whole.values().map(|p| p.kept.len()).sum();
+        let dropped: u64 = whole.values().map(|p| p.dropped).sum();
+        assert_eq!(dropped, 0);
+        assert!(ids < sessions, "{ids} of {sessions}");
+        let panes: usize = state.panes.values().map(|p| p.len()).sum();
+        let bytes = serde_json::to_vec(state).unwrap().len();
+        let per_pane = bytes as f64 / panes as f64;
+        println!(
+            "drift retained: {bytes} B for {panes} panes of {} groups ({per_pane:.0} B a pane, \
+             {ids} ids in the whole key's day)",
+            state.panes.len()
+        );
+        assert!(per_pane < 8_000.0, "{per_pane} B a pane");
+    }
 }

@@ -514,7 +514,12 @@ mod tests {
             s.count += 1.0;
             s.sum += x;
             for (layer, v) in [(Layer::Prompt, prompt), (Layer::Model, model)] {
-                let e = s.layers.entry(layer).or_default().entry(v.to_string()).or_default();
+                let e = s
+                    .layers
+                    .entry(layer)
+                    .or_default()
+                    .entry(v.to_string())
+                    .or_default();
                 e.0 += 1.0;
                 e.1 += x;
             }
@@ -549,8 +554,12 @@ mod tests {
 
     #[test]
     fn a_fall_with_a_new_prompt_is_the_rollout() {
-        let b: Vec<_> = (0..800).map(|i| ("v1", "m", 0.4 + f64::from(i % 2) * 0.2)).collect();
-        let mut a: Vec<_> = (0..200).map(|i| ("v1", "m", 0.4 + f64::from(i % 2) * 0.2)).collect();
+        let b: Vec<_> = (0..800)
+            .map(|i| ("v1", "m", 0.4 + f64::from(i % 2) * 0.2))
+            .collect();
+        let mut a: Vec<_> = (0..200)
+            .map(|i| ("v1", "m", 0.4 + f64::from(i % 2) * 0.2))
+            .collect();
         a.extend((0..800).map(|_| ("v2", "m", 0.1)));
         let c = attribute_shift(&shift_side(&b), &shift_side(&a), false, true, false);
         assert_eq!((c[0].layer, c[0].name.as_str()), (Layer::Prompt, "v2"));

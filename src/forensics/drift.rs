@@ -298,8 +298,20 @@ mod tests {
         assert_eq!(m.count, 2);
         assert!((m.total() - 3.75).abs() < 1e-12);
         assert!((m.value_pane().sum_sq - 7.3125).abs() < 1e-12);
-        assert_eq!(whole.feature(1).rate_pane(true), RatePane { bad: 1, sessions: 2 });
-        assert_eq!(whole.feature(1).rate_pane(false), RatePane { bad: 1, sessions: 2 });
+        assert_eq!(
+            whole.feature(1).rate_pane(true),
+            RatePane {
+                bad: 1,
+                sessions: 2
+            }
+        );
+        assert_eq!(
+            whole.feature(1).rate_pane(false),
+            RatePane {
+                bad: 1,
+                sessions: 2
+            }
+        );
         assert_eq!(whole.layers[&Layer::Prompt]["p1"].sessions, 2);
         assert_eq!(whole.kept.len(), 3);
         assert_eq!(whole.kept[1].values, vec![Some(2.25), None]);

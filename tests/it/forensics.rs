@@ -489,7 +489,12 @@ fn affected_sessions_of_a_drift_equal_the_drifting_keys_sessions_since_the_onset
         ];
         if spans.iter().any(|(k, a, b)| *k == key && *a <= t && t < *b) {
             let tokens = v["usage"]["output_tokens"].as_f64();
-            expected.insert((v["session_id"].as_str().unwrap().to_owned(), t, key, tokens.map(f64::to_bits)));
+            expected.insert((
+                v["session_id"].as_str().unwrap().to_owned(),
+                t,
+                key,
+                tokens.map(f64::to_bits),
+            ));
         }
     }
     let mut got = Vec::new();
@@ -501,7 +506,12 @@ fn affected_sessions_of_a_drift_equal_the_drifting_keys_sessions_since_the_onset
                 panic!("{:?}", s.reason)
             };
             assert_eq!(feature, "output_tokens");
-            got.push((s.session_id.clone(), s.event_time, s.key.clone(), value.map(f64::to_bits)));
+            got.push((
+                s.session_id.clone(),
+                s.event_time,
+                s.key.clone(),
+                value.map(f64::to_bits),
+            ));
         }
     }
     let handed = got.len();

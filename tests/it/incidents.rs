@@ -358,7 +358,10 @@ fn the_affected_export_equals_the_list_computed_from_the_input_file() {
         let mut open: Option<(i64, i64, i64)> = None;
         let mut end = lo.div_euclid(STEP) * STEP + STEP;
         while end - SIZE <= hi {
-            let inside: Vec<&&Row> = rs.iter().filter(|r| end - SIZE <= r.t && r.t < end).collect();
+            let inside: Vec<&&Row> = rs
+                .iter()
+                .filter(|r| end - SIZE <= r.t && r.t < end)
+                .collect();
             let n = inside.len() as u64;
             let bad = inside.iter().filter(|r| r.bad).count() as u64;
             if n >= MIN_SESSIONS {
@@ -423,7 +426,9 @@ fn the_affected_export_equals_the_list_computed_from_the_input_file() {
         assert_eq!(at(&first_breach["window_end"]), first_end, "{body}");
         let from = r["forensics"]["onset"]["at"]
             .as_str()
-            .map_or(first_start, |s| slawatch::time::parse_rfc3339_ms(s).unwrap());
+            .map_or(first_start, |s| {
+                slawatch::time::parse_rfc3339_ms(s).unwrap()
+            });
         let expected: Vec<&&Row> = groups[&group]
             .iter()
             .filter(|r| r.bad && from <= r.t && r.t < last_end)
@@ -449,12 +454,21 @@ fn the_affected_export_equals_the_list_computed_from_the_input_file() {
             .iter()
             .map(|r| (r.id.clone(), r.t, r.key.clone(), r.segment.clone()))
             .collect();
-        assert_eq!(got.len(), want.len(), "{id}: {} listed, {} expected", got.len(), want.len());
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{id}: {} listed, {} expected",
+            got.len(),
+            want.len()
+        );
         let got_set: BTreeSet<_> = got.iter().cloned().collect();
         assert_eq!(got_set.len(), got.len(), "{id}: a session listed twice");
-        assert!(got_set == want, "{id}: missing {:?}, extra {:?}",
+        assert!(
+            got_set == want,
+            "{id}: missing {:?}, extra {:?}",
             want.difference(&got_set).take(5).collect::<Vec<_>>(),
-            got_set.difference(&want).take(5).collect::<Vec<_>>());
+            got_set.difference(&want).take(5).collect::<Vec<_>>()
+        );
         // CSV: the same rows, written by the test from its own list.
         let (status, csv) = get(
             &run.addr,
@@ -463,7 +477,10 @@ fn the_affected_export_equals_the_list_computed_from_the_input_file() {
         );
         assert_eq!(status, 200, "{csv}");
         let mut lines = csv.lines();
-        assert_eq!(lines.next(), Some("session_id,event_time,key,segment,reason"));
+        assert_eq!(
+            lines.next(),
+            Some("session_id,event_time,key,segment,reason")
+        );
         let got_csv: BTreeSet<String> = lines.map(str::to_owned).collect();
         let want_csv: BTreeSet<String> = expected
             .iter()
@@ -472,7 +489,11 @@ fn the_affected_export_equals_the_list_computed_from_the_input_file() {
                     "{},{},\"{}\",{},signal:status:success=false",
                     r.id,
                     slawatch::time::format_rfc3339_ms(r.t),
-                    r.key.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+                    r.key
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
                     r.segment
                 )
             })
@@ -486,7 +507,10 @@ fn the_affected_export_equals_the_list_computed_from_the_input_file() {
         let counts: std::collections::BTreeMap<String, u64> =
             serde_json::from_value(r["affected"]["by_segment"].clone()).unwrap();
         assert_eq!(counts, by_segment, "{id}");
-        assert_eq!(r["affected"]["listed"].as_u64(), Some(expected.len() as u64));
+        assert_eq!(
+            r["affected"]["listed"].as_u64(),
+            Some(expected.len() as u64)
+        );
         assert_eq!(r["affected"]["total"].as_u64(), Some(expected.len() as u64));
         table.push(format!(
             "{id} {:<16} onset {} first breach {} last {}: {} affected {by_segment:?}",
