@@ -466,7 +466,8 @@ fn affected_sessions_of_a_drift_equal_the_drifting_keys_sessions_since_the_onset
         12,
     );
     let (findings, affected) = run(drift_spec(""), &bytes);
-    let mut spans: Vec<(Vec<(String, String)>, i64, i64)> = Vec::new();
+    type Span = (Vec<(String, String)>, i64, i64);
+    let mut spans: Vec<Span> = Vec::new();
     let mut streak_from = i64::MIN;
     for f in findings.iter().filter(|f| opens_drift_incident(f)) {
         if let Some(fx) = f.forensics.as_deref() {

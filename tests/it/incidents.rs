@@ -343,6 +343,8 @@ fn the_affected_export_equals_the_list_computed_from_the_input_file() {
     // Per (key, segment or whole key): every window's verdict, then its streaks as
     // (first breaching window's end, last breaching window's end, first window's start).
     type Group = (Vec<(String, String)>, Option<String>);
+    // Session id, event time, key, segment.
+    type Listed = (String, i64, Vec<(String, String)>, String);
     let mut groups: std::collections::BTreeMap<Group, Vec<&Row>> = Default::default();
     for r in &rows {
         groups.entry((r.key.clone(), None)).or_default().push(r);
@@ -436,7 +438,7 @@ fn the_affected_export_equals_the_list_computed_from_the_input_file() {
         // JSON Lines.
         let (status, jsonl) = get(&run.addr, &format!("/v1/incidents/{id}/affected"), None);
         assert_eq!(status, 200, "{jsonl}");
-        let got: Vec<(String, i64, Vec<(String, String)>, String)> = jsonl
+        let got: Vec<Listed> = jsonl
             .lines()
             .map(|l| {
                 let v: Value = serde_json::from_str(l).unwrap();
@@ -450,7 +452,7 @@ fn the_affected_export_equals_the_list_computed_from_the_input_file() {
                 )
             })
             .collect();
-        let want: BTreeSet<(String, i64, Vec<(String, String)>, String)> = expected
+        let want: BTreeSet<Listed> = expected
             .iter()
             .map(|r| (r.id.clone(), r.t, r.key.clone(), r.segment.clone()))
             .collect();
