@@ -17,7 +17,8 @@
 //!   single value explains nothing (it is the key itself);
 //! - **a tool**: the same for the sessions calling it against those that do not (a session
 //!   calls several tools, so tools are not a partition); metric: the tool's call error rate,
-//!   call share or mean latency, whichever changed most;
+//!   call share or mean latency, whichever got worse most. A tool none of whose measures got
+//!   worse by a fifth is not a candidate: its sessions merely share the cause;
 //! - **provider errors**: per provider, the failed sessions with a `provider…` `error_type`
 //!   beyond their old share of the traffic, `(b₁ₑ − N₁·b₀ₑ/N₀) / E` (metric: share of sessions
 //!   failing so);
@@ -38,6 +39,10 @@ pub const MAX_CANDIDATES: usize = 5;
 /// A value with less than this share of the traffic before the onset and at least
 /// [`NEW_AFTER`] after it is a rollout.
 const NEW_BEFORE: f64 = 0.02;
+/// A tool is a candidate only when its error rate, call share or mean latency rose by at least
+/// this factor: sessions that fail more while calling a tool that works as before point at
+/// another cause they share.
+const TOOL_WORSE_BY: f64 = 1.2;
 const NEW_AFTER: f64 = 0.05;
 
 fn rate(bad: u64, n: u64) -> f64 {
@@ -248,15 +253,11 @@ fn tools(
     names.dedup();
     names
         .into_iter()
-        .map(|name| {
+        .filter_map(|name| {
             let t0 = before.tools.get(name).cloned().unwrap_or_default();
             let t1 = after.tools.get(name).cloned().unwrap_or_default();
             let (v0, v1) = (side(Some(&t0.sessions), j), side(Some(&t1.sessions), j));
             let (explained, ..) = share_of(v0, v1, k0, k1, excess);
-            // The measure that moved most, relative to where it was.
-            let moved = |a: f64, b: f64| (b + 1e-3) / (a + 1e-3);
-            let error = (rate(t0.errors, t0.calls), rate(t1.errors, t1.calls));
-            let share = (rate(t0.calls, calls0), rate(t1.calls, calls1));
             let mean_ms = |t: &ToolCell| {
                 if t.calls > 0 {
                     t.latency_us as f64 / 1e3 / t.calls as f64
@@ -264,22 +265,35 @@ fn tools(
                     0.0
                 }
             };
-            let latency = (mean_ms(&t0), mean_ms(&t1));
             let options = [
-                (CandidateMetric::ErrorRate, error, moved(error.0, error.1)),
-                (CandidateMetric::CallShare, share, moved(share.0, share.1)),
                 (
-                    CandidateMetric::LatencyMs,
-                    latency,
-                    moved(latency.0 / 1e3, latency.1 / 1e3),
+                    CandidateMetric::ErrorRate,
+                    (rate(t0.errors, t0.calls), rate(t1.errors, t1.calls)),
                 ),
+                (
+                    CandidateMetric::CallShare,
+                    (rate(t0.calls, calls0), rate(t1.calls, calls1)),
+                ),
+                (CandidateMetric::LatencyMs, (mean_ms(&t0), mean_ms(&t1))),
             ];
-            // The first of equals wins, as in the order above.
-            let (metric, (b, a), _) = options
+            // The measure that got worse most, relative to where it was (latency in seconds,
+            // so a millisecond's jitter does not count as a rise from nothing); the first of
+            // equals wins, in the order above. A tool none of whose measures got worse by
+            // [`TOOL_WORSE_BY`] only shares its sessions with the cause: not a candidate.
+            let worse_by = |metric: CandidateMetric, (b, a): (f64, f64)| {
+                let unit = if metric == CandidateMetric::LatencyMs {
+                    1e3
+                } else {
+                    1.0
+                };
+                (a / unit + 1e-3) / (b / unit + 1e-3)
+            };
+            let (_, metric, (b, a)) = options
                 .into_iter()
-                .reduce(|best, o| if best.2 >= o.2 { best } else { o })
-                .expect("three options");
-            Candidate {
+                .map(|(metric, ba)| (worse_by(metric, ba), metric, ba))
+                .filter(|(by, ..)| *by >= TOOL_WORSE_BY)
+                .reduce(|best, o| if best.0 >= o.0 { best } else { o })?;
+            Some(Candidate {
                 layer: Layer::Tool,
                 name: name.clone(),
                 explained: explained.clamp(0.0, 1.0),
@@ -287,7 +301,7 @@ fn tools(
                 before: b,
                 after: a,
                 in_bad_share: if k1.bad > 0.0 { v1.bad / k1.bad } else { 0.0 },
-            }
+            })
         })
         .collect()
 }
@@ -495,6 +509,34 @@ mod tests {
         assert!(c[0].explained > 0.9, "{c:?}");
         assert!((c[0].in_bad_share - 300.0 / 310.0).abs() < 1e-12);
         assert!(c.iter().all(|x| x.name != "search_kb"), "{c:?}");
+    }
+
+    #[test]
+    fn a_tool_that_works_as_before_is_not_a_candidate_even_when_its_sessions_fail_more() {
+        // The provider fails; sessions calling `update_address` fail with it, but the tool's
+        // error rate, call share and latency (165 ms → 144 ms) did not get worse.
+        let tool = |calls, errors, latency_ms: u64, sessions, bad| ToolCell {
+            calls,
+            errors,
+            latency_us: latency_ms * 1000 * calls,
+            sessions: cell(sessions, bad),
+        };
+        let mut b = pane(1000, 10);
+        b.tools
+            .insert("update_address".into(), tool(300, 3, 165, 300, 3));
+        let mut a = pane(1000, 210);
+        a.tools
+            .insert("update_address".into(), tool(300, 3, 144, 300, 120));
+        assert!(attribute(&b, &a, 0, false).is_empty());
+        // The same sessions with the tool's latency up by a half: a candidate, by latency.
+        a.tools
+            .insert("update_address".into(), tool(300, 3, 250, 300, 120));
+        let c = attribute(&b, &a, 0, false);
+        assert_eq!(
+            (c[0].name.as_str(), c[0].metric),
+            ("update_address", CandidateMetric::LatencyMs)
+        );
+        assert_eq!((c[0].before, c[0].after), (165.0, 250.0));
     }
 
     #[test]
