@@ -141,6 +141,10 @@ pub struct SpecRuntime {
     retained: crate::forensics::retain::Retained<GroupKey>,
     /// Affected sessions handed out since the last drain.
     affected_out: Vec<crate::forensics::AffectedBatch>,
+    /// Scratch: the current session's outcome against each tracked objective.
+    outcomes: Vec<crate::forensics::retain::Outcome>,
+    /// Scratch: the current session's `(eligible, good)` under each measure.
+    judged: Vec<(bool, bool)>,
 }
 
 impl SpecRuntime {
@@ -179,6 +183,8 @@ impl SpecRuntime {
             tracked,
             retained: Default::default(),
             affected_out: Vec::new(),
+            outcomes: Vec::new(),
+            judged: Vec::new(),
             windows: Windows::new(WindowConfig {
                 size_ms: w.size_ms,
                 step_ms: w.step_ms,
@@ -322,7 +328,10 @@ impl SpecRuntime {
             }
         }
         let segment = self.segment_of(&key, s);
-        self.retain_forensics(&key, segment.as_ref(), s);
+        // Each ratio measure judges the session once, for windows, timelines and forensics.
+        let mut judged = std::mem::take(&mut self.judged);
+        self.measures.judge(s, &mut judged);
+        self.retain_forensics(&key, segment.as_ref(), s, &judged);
         let groups = [
             Some(GroupKey {
                 key: key.clone(),
@@ -340,7 +349,7 @@ impl SpecRuntime {
                     s.event_time,
                     &group,
                     || measures.empty_summary(),
-                    |sum| measures.observe(sum, s),
+                    |sum| measures.observe_judged(sum, s, &judged),
                 )
                 .expect("checked above");
             if !self.slos.is_empty() {
@@ -351,7 +360,7 @@ impl SpecRuntime {
                     .entry(group)
                     .or_insert_with(|| vec![SliTimeline::new(bucket, span); n]);
                 for ((_, m, _), tl) in self.slos.iter().zip(timelines.iter_mut()) {
-                    let (eligible, good) = self.measures.ratio_outcome(*m, s);
+                    let (eligible, good) = judged[*m];
                     if eligible {
                         tl.add(s.event_time, good);
                     } else {
@@ -360,6 +369,7 @@ impl SpecRuntime {
                 }
             }
         }
+        self.judged = judged;
         Ok(())
     }
 
