@@ -148,6 +148,10 @@ pub struct SpecRuntime {
     affected_out: Vec<crate::forensics::AffectedBatch>,
     /// Drift forensics, per drift objective (indexed like `drift`): feature panes and streaks.
     drift_retained: Vec<crate::forensics::drift::DriftRetained<GroupKey>>,
+    /// Scratch: the current session's outcome against each tracked objective.
+    outcomes: Vec<crate::forensics::retain::Outcome>,
+    /// Scratch: the current session's `(eligible, good)` under each measure.
+    judged: Vec<(bool, bool)>,
 }
 
 impl SpecRuntime {
@@ -188,6 +192,8 @@ impl SpecRuntime {
             tracked,
             retained: Default::default(),
             affected_out: Vec::new(),
+            outcomes: Vec::new(),
+            judged: Vec::new(),
             windows: Windows::new(WindowConfig {
                 size_ms: w.size_ms,
                 step_ms: w.step_ms,
@@ -337,7 +343,10 @@ impl SpecRuntime {
             }
         }
         let segment = self.segment_of(&key, s);
-        self.retain_forensics(&key, segment.as_ref(), s);
+        // Each ratio measure judges the session once, for windows, timelines and forensics.
+        let mut judged = std::mem::take(&mut self.judged);
+        self.measures.judge(s, &mut judged);
+        self.retain_forensics(&key, segment.as_ref(), s, &judged);
         self.retain_drift_forensics(&key, segment.as_ref(), s);
         let groups = [
             Some(GroupKey {
@@ -356,7 +365,7 @@ impl SpecRuntime {
                     s.event_time,
                     &group,
                     || measures.empty_summary(),
-                    |sum| measures.observe(sum, s),
+                    |sum| measures.observe_judged(sum, s, &judged),
                 )
                 .expect("checked above");
             if !self.slos.is_empty() {
@@ -367,7 +376,7 @@ impl SpecRuntime {
                     .entry(group)
                     .or_insert_with(|| vec![SliTimeline::new(bucket, span); n]);
                 for ((_, m, _), tl) in self.slos.iter().zip(timelines.iter_mut()) {
-                    let (eligible, good) = self.measures.ratio_outcome(*m, s);
+                    let (eligible, good) = judged[*m];
                     if eligible {
                         tl.add(s.event_time, good);
                     } else {
@@ -376,6 +385,7 @@ impl SpecRuntime {
                 }
             }
         }
+        self.judged = judged;
         Ok(())
     }
 
