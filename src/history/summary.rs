@@ -402,6 +402,14 @@ pub struct OpsSummary {
     pub cost_sessions: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of `input_tokens`, those read from and written to prompt caches; of `output_tokens`,
+    /// those spent reasoning (sessions that report them; absent in buckets written before).
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    #[serde(default)]
+    pub reasoning_output_tokens: u64,
     pub turns: u64,
     pub tool_calls: u64,
     /// Sessions that triggered a fallback.
@@ -428,6 +436,9 @@ impl OpsSummary {
             cost_sessions: 0,
             input_tokens: 0,
             output_tokens: 0,
+            cache_read_input_tokens: 0,
+            cache_creation_input_tokens: 0,
+            reasoning_output_tokens: 0,
             turns: 0,
             tool_calls: 0,
             fallbacks: 0,
@@ -460,6 +471,9 @@ impl OpsSummary {
         }
         self.input_tokens += s.input_tokens.unwrap_or(0);
         self.output_tokens += s.output_tokens.unwrap_or(0);
+        self.cache_read_input_tokens += s.cache_read_input_tokens.unwrap_or(0);
+        self.cache_creation_input_tokens += s.cache_creation_input_tokens.unwrap_or(0);
+        self.reasoning_output_tokens += s.reasoning_output_tokens.unwrap_or(0);
         self.turns += s.turns.unwrap_or(0);
         self.tool_calls += s.tool_calls.len() as u64;
         self.fallbacks += u64::from(s.fell_back());
@@ -503,6 +517,9 @@ impl OpsSummary {
         self.cost_sessions += o.cost_sessions;
         self.input_tokens += o.input_tokens;
         self.output_tokens += o.output_tokens;
+        self.cache_read_input_tokens += o.cache_read_input_tokens;
+        self.cache_creation_input_tokens += o.cache_creation_input_tokens;
+        self.reasoning_output_tokens += o.reasoning_output_tokens;
         self.turns += o.turns;
         self.tool_calls += o.tool_calls;
         self.fallbacks += o.fallbacks;
