@@ -688,4 +688,68 @@ mod tests {
         assert_eq!(c.ids[0].1, "s000");
         assert_eq!(c.ids[99].1, "s099");
     }
+
+    /// Cache and reasoning tokens are summed like the other counts, merge like them, and a
+    /// bucket written before they existed reads as zero.
+    #[test]
+    fn cache_and_reasoning_tokens_are_summed_and_merged() {
+        let decoder = crate::ingest::decode::Decoder::new(std::sync::Arc::new(
+            crate::catalog::Catalog::embedded(),
+        ));
+        let line = |id: &str, usage: &str| {
+            let text = format!(
+                r#"{{"session_id":"{id}","agent":"a","prompt_version":"p","model":"m","ended_at":"2026-11-01T00:00:02Z","status":"success","usage":{{{usage}}}}}"#
+            );
+            decoder.decode(text.as_bytes()).unwrap()
+        };
+        let sessions = [
+            line(
+                "s1",
+                r#""input_tokens":100,"cache_read_input_tokens":60,"reasoning_output_tokens":7"#,
+            ),
+            line(
+                "s2",
+                r#""input_tokens":50,"cache_creation_input_tokens":30"#,
+            ),
+            line("s3", r#""input_tokens":10"#),
+        ];
+        let caps = Caps {
+            slowest: 5,
+            costliest: 5,
+        };
+        let mut whole = OpsSummary::new(caps);
+        let (mut a, mut b) = (OpsSummary::new(caps), OpsSummary::new(caps));
+        for (i, s) in sessions.iter().enumerate() {
+            whole.add(s);
+            if i == 0 { &mut a } else { &mut b }.add(s);
+        }
+        a.merge(&b);
+        for x in [&whole, &a] {
+            assert_eq!(
+                (
+                    x.input_tokens,
+                    x.cache_read_input_tokens,
+                    x.cache_creation_input_tokens,
+                    x.reasoning_output_tokens
+                ),
+                (160, 60, 30, 7)
+            );
+        }
+        // The store's form (CBOR) of a bucket without the three counts.
+        let ciborium::Value::Map(fields) = ciborium::Value::serialized(&whole).unwrap() else {
+            panic!("a summary is a map")
+        };
+        let old = ciborium::Value::Map(
+            fields
+                .into_iter()
+                .filter(|(k, _)| {
+                    !k.as_text().is_some_and(|k| {
+                        k.ends_with("put_tokens") && k != "input_tokens" && k != "output_tokens"
+                    })
+                })
+                .collect(),
+        );
+        let old: OpsSummary = old.deserialized().unwrap();
+        assert_eq!((old.input_tokens, old.cache_read_input_tokens), (160, 0));
+    }
 }

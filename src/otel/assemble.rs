@@ -538,8 +538,7 @@ impl Assembler {
         let id = self.by_seq.remove(&seq).expect("seq of an open trace");
         let trace = self.open.remove(&id).expect("open trace");
         self.due.remove(&(trace.deadline, seq));
-        self.released_traces
-            .insert(id, self.config.max_open_traces);
+        self.released_traces.insert(id, self.config.max_open_traces);
         trace
     }
 
@@ -806,7 +805,11 @@ mod tests {
         assert_eq!(a.watermark(), Some(1_000 + 9 * GRACE));
         a.push_from(1, vec![span(5, 2, "chat", 0, 1_000 + 11 * GRACE)], &mut out);
         a.push_from(0, vec![span(6, 2, "chat", 0, 1_000 + 12 * GRACE)], &mut out);
-        assert_eq!(a.watermark(), Some(1_000 + 10 * GRACE), "source 1 caught up");
+        assert_eq!(
+            a.watermark(),
+            Some(1_000 + 10 * GRACE),
+            "source 1 caught up"
+        );
     }
 
     /// Issue 12: with several sources the watermark went back when an idle source resumed, so
@@ -843,7 +846,11 @@ mod tests {
         let Assembled::Rejected { reason, .. } = &out[0] else {
             unreachable!()
         };
-        assert!(reason.to_string().contains("after the trace had been released"));
+        assert!(
+            reason
+                .to_string()
+                .contains("after the trace had been released")
+        );
         // Trace 3 was never released: it completes at once, behind the watermark (the
         // pipeline judges whether its windows are still open).
         assert_eq!(sessions(&out), vec![(crate::otel::hex(&[3; 16]), 0)]);
@@ -868,10 +875,18 @@ mod tests {
         a.add_source(RECEIVER_SOURCE);
         a.push_from(0, vec![span(1, 1, "invoke_agent", 0, 1_000)], &mut out);
         a.push_from(0, vec![span(2, 2, "chat", 0, 1_000 + 5 * GRACE)], &mut out);
-        assert_eq!(a.watermark(), None, "the receiver has delivered nothing yet");
+        assert_eq!(
+            a.watermark(),
+            None,
+            "the receiver has delivered nothing yet"
+        );
         // A child of trace 1 comes over HTTP: it joins, and the receiver's progress holds the
         // watermark back.
-        a.push_from(RECEIVER_SOURCE, vec![span(1, 3, "chat", 100, 800)], &mut out);
+        a.push_from(
+            RECEIVER_SOURCE,
+            vec![span(1, 3, "chat", 100, 800)],
+            &mut out,
+        );
         assert_eq!(a.watermark(), Some(800 - GRACE));
         assert!(out.is_empty());
         // No request for the idle timeout: the partition alone moves the watermark.
@@ -885,8 +900,16 @@ mod tests {
         assert_eq!(a.watermark(), Some(1_000 + 4 * GRACE));
         assert_eq!(codes(&out), vec!["late_span"]);
         a.push_from(0, vec![span(4, 2, "chat", 0, 1_000 + 9 * GRACE)], &mut out);
-        assert_eq!(a.watermark(), Some(1_000 + 4 * GRACE), "the receiver is behind");
-        a.push_from(RECEIVER_SOURCE, vec![span(5, 2, "chat", 0, 1_000 + 7 * GRACE)], &mut out);
+        assert_eq!(
+            a.watermark(),
+            Some(1_000 + 4 * GRACE),
+            "the receiver is behind"
+        );
+        a.push_from(
+            RECEIVER_SOURCE,
+            vec![span(5, 2, "chat", 0, 1_000 + 7 * GRACE)],
+            &mut out,
+        );
         assert_eq!(a.watermark(), Some(1_000 + 6 * GRACE));
     }
 
@@ -985,7 +1008,10 @@ mod tests {
         // Exactly `grace` after the last root's end: still open.
         a.push(vec![span(8, 3, "chat", 0, 24_000 + 2 * GRACE)], &mut out);
         assert_eq!(a.open_conversations(), 1);
-        a.push(vec![span(8, 4, "chat", 0, 24_000 + 2 * GRACE + 1)], &mut out);
+        a.push(
+            vec![span(8, 4, "chat", 0, 24_000 + 2 * GRACE + 1)],
+            &mut out,
+        );
         assert_eq!(a.open_conversations(), 0);
         let all = session_list(&out);
         assert_eq!(all.len(), 2);

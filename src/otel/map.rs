@@ -209,7 +209,10 @@ pub fn session_from_trace(
     for s in &model_calls {
         for (sum, names) in [
             (&mut cache_read_input_tokens, &CACHE_READ_INPUT_TOKENS),
-            (&mut cache_creation_input_tokens, &CACHE_CREATION_INPUT_TOKENS),
+            (
+                &mut cache_creation_input_tokens,
+                &CACHE_CREATION_INPUT_TOKENS,
+            ),
             (&mut reasoning_output_tokens, &REASONING_OUTPUT_TOKENS),
         ] {
             if let Some(n) = read.first_count_on(s, names)? {
@@ -384,9 +387,7 @@ pub fn session_from_trace(
         provider,
         started_at: Some((first.start_unix_nano / 1_000_000) as i64),
         event_time: root.end_ms(),
-        duration_ms: Some(
-            root.end_unix_nano.saturating_sub(first.start_unix_nano) as f64 / 1e6,
-        ),
+        duration_ms: Some(root.end_unix_nano.saturating_sub(first.start_unix_nano) as f64 / 1e6),
         duration_derived: false,
         status,
         error_type,

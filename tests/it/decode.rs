@@ -115,7 +115,10 @@ fn cache_and_reasoning_tokens_are_kept_and_written_back() {
     assert!((s.cost_usd.unwrap() - 1.25).abs() < 1e-12);
     for style in [RecordStyle::Sparse, RecordStyle::Full] {
         let line = encode_record(&s, style);
-        assert!(line.contains(r#""reasoning_output_tokens":200000"#), "{line}");
+        assert!(
+            line.contains(r#""reasoning_output_tokens":200000"#),
+            "{line}"
+        );
         assert_eq!(d.decode(line.as_bytes()).unwrap(), s, "{line}");
     }
 
@@ -130,7 +133,10 @@ fn cache_and_reasoning_tokens_are_kept_and_written_back() {
         (None, None, None)
     );
     let line = encode_record(&s, RecordStyle::Sparse);
-    assert!(!line.contains("cache") && !line.contains("reasoning"), "{line}");
+    assert!(
+        !line.contains("cache") && !line.contains("reasoning"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -264,7 +270,9 @@ fn the_scanner_decodes_exactly_what_the_serde_path_decodes() {
         format!(
             r#"{{{base},"usage":{{"cache_read_input_tokens":1,"cache_creation_input_tokens":null,"reasoning_output_tokens":3}}}}"#
         ),
-        format!(r#"{{{base},"usage":{{"reasoning_output_tokens":1,"reasoning_output_tokens":2}}}}"#),
+        format!(
+            r#"{{{base},"usage":{{"reasoning_output_tokens":1,"reasoning_output_tokens":2}}}}"#
+        ),
         format!(r#"{{{base},"usage":{{"cache_read_input_tokens":true}}}}"#),
         format!(r#"{{{base},"usage":{{"other":{{"deep":[[[[[]]]]]}}}}}}"#),
         format!(

@@ -639,7 +639,10 @@ fn conversations_group_their_traces_into_one_session() {
         newest_end = newest_end.max(span.end_ms());
         let watermark = newest_end - GRACE;
         let mut out = Vec::new();
-        assembler.push(decode_request(&request(&[span]), Encoding::Json).unwrap(), &mut out);
+        assembler.push(
+            decode_request(&request(&[span]), Encoding::Json).unwrap(),
+            &mut out,
+        );
         for a in out {
             let Assembled::Session(s) = a else {
                 panic!("{a:?}")
@@ -668,12 +671,18 @@ fn conversations_group_their_traces_into_one_session() {
         };
         got.insert(s.session_id.clone(), *s);
     }
-    assert!(before_finish > 10, "{before_finish} released by the watermark");
+    assert!(
+        before_finish > 10,
+        "{before_finish} released by the watermark"
+    );
     assert_eq!(got.len(), expected.len());
     for (id, want) in &expected {
         assert_eq!(got.get(id), Some(want), "session {id}");
     }
-    assert_eq!(expected.keys().filter(|k| k.starts_with("conv-")).count(), 16);
+    assert_eq!(
+        expected.keys().filter(|k| k.starts_with("conv-")).count(),
+        16
+    );
 }
 
 /// `otel.groupBy` in `slawatch.yaml` is checked like every other key: an unknown value is an
@@ -688,6 +697,9 @@ fn the_group_by_setting_is_validated() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("conversations"), "{err}");
-    assert!(err.contains("conversation") && err.contains("trace"), "{err}");
+    assert!(
+        err.contains("conversation") && err.contains("trace"),
+        "{err}"
+    );
     assert!(err.contains("line 2"), "{err}");
 }
