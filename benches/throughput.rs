@@ -192,7 +192,7 @@ fn generate_spans(n: u64) -> [PathBuf; 3] {
         let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).unwrap());
         let mut sim = Simulator::new(cfg.clone()).unwrap();
         match i {
-            0 => slawatch::simulate::write_jsonl(&cfg, &mut w).unwrap(),
+            0 => drop(slawatch::simulate::write_jsonl(&cfg, &mut w).unwrap()),
             1 => slawatch::simulate::write_spans(&mut sim, OtelFormat::Json, &mut w).unwrap(),
             _ => slawatch::simulate::write_spans(&mut sim, OtelFormat::Proto, &mut w).unwrap(),
         }
