@@ -66,7 +66,14 @@ fn main() {
                 .map(|s| s.parse().expect("--sessions N[,N]"))
                 .collect()
         })
-        .unwrap_or_else(|| vec![1_000_000, 5_000_000]);
+        // `--spans N` alone measures only the span path.
+        .unwrap_or_else(|| {
+            if args.iter().any(|a| a == "--spans") {
+                Vec::new()
+            } else {
+                vec![1_000_000, 5_000_000]
+            }
+        });
     let repeat: usize = args
         .iter()
         .position(|a| a == "--repeat")
