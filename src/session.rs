@@ -230,6 +230,13 @@ pub struct Session {
     pub turns: Option<u64>,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Input tokens served from a provider-managed prompt cache, all calls summed; part of
+    /// `input_tokens` (as in the GenAI conventions), never added to it.
+    pub cache_read_input_tokens: Option<u64>,
+    /// Input tokens written to a provider-managed prompt cache; part of `input_tokens`.
+    pub cache_creation_input_tokens: Option<u64>,
+    /// Output tokens the model spent reasoning; part of `output_tokens`.
+    pub reasoning_output_tokens: Option<u64>,
     /// Reported cost, or the catalog's estimate (see `cost_derived`), or `None` when the model
     /// is not in the catalog and no cost was reported.
     pub cost_usd: Option<f64>,
