@@ -19,7 +19,8 @@ use crate::session::Session;
 /// still changes the fingerprint: it adds at least one byte to the encoding.
 const PROBE: &str = r#"{"session_id":"probe","agent":"a","prompt_version":"p","model":"m",
 "provider":"v","started_at":1,"event_time":2,"duration_ms":1.5,"duration_derived":true,
-"status":"error","error_type":"e","turns":3,"input_tokens":4,"output_tokens":5,"cost_usd":0.25,
+"status":"error","error_type":"e","turns":3,"input_tokens":4,"output_tokens":5,"cache_read_input_tokens":9,
+"cache_creation_input_tokens":10,"reasoning_output_tokens":11,"cost_usd":0.25,
 "cost_derived":true,"tool_calls":[{"name":"t","status":"denied","duration_ms":2.5}],
 "fallback":{"triggered":true,"kind":"k","reason":"r"},
 "pii":[{"kind":"email","handling":"masked","destination":"d"}],
