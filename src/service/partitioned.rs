@@ -247,6 +247,10 @@ struct PartSnapshot {
     applied: Option<i64>,
     /// Last applied source offset per source partition.
     sources: Vec<(i32, i64)>,
+    /// Its windows were flushed at the end of a finite input (`--exit-at-eof`) and nothing was
+    /// applied since: a member waits for every partition to be finished before it exits.
+    #[serde(default)]
+    finished: bool,
 }
 
 /// The stage-2 partition an agent's sessions go to.
@@ -261,6 +265,8 @@ struct Part {
     sources: BTreeMap<i32, i64>,
     dirty: bool,
     snapshot_id: u64,
+    /// See [`PartSnapshot::finished`].
+    finished: bool,
 }
 
 struct State {
@@ -470,6 +476,7 @@ impl State {
         }
         part.applied = Some(m.offset());
         part.dirty = true;
+        part.finished = false;
         self.report.repartitioned += 1;
         self.schedule.changed();
         let payload = m.payload().unwrap_or_default();
@@ -656,6 +663,7 @@ impl State {
                 pipeline: part.pipeline.snapshot(),
                 applied: part.applied,
                 sources: part.sources.iter().map(|(k, v)| (*k, *v)).collect(),
+                finished: part.finished,
             };
             let bytes = encode_cbor(&snapshot);
             bytes_written += bytes.len();
@@ -723,6 +731,39 @@ impl State {
         kafka::commit(consumer, &applied).context("committing repartition offsets")
     }
 
+    /// Whether every stage-2 partition not assigned here was finished by its owner (its newest
+    /// snapshot says so) or never received a message.
+    fn others_finished(
+        &self,
+        reader: &kafka::Reader,
+        assigned: &BTreeSet<(String, i32)>,
+    ) -> Result<bool> {
+        for p in 0..self.internal_partitions {
+            if assigned.contains(&(self.repartition.clone(), p)) {
+                continue;
+            }
+            let finished = match self.state_topic.read_latest(p)? {
+                Some((id, bytes)) => {
+                    let snapshot: PartSnapshot = decode_cbor(&bytes).with_context(|| {
+                        format!("reading snapshot {id} of {}/{p}", self.state_topic.topic())
+                    })?;
+                    snapshot.finished
+                }
+                None => reader
+                    .end_offset(&self.repartition, p)
+                    .is_ok_and(|end| end == 0),
+            };
+            if !finished {
+                tracing::debug!(
+                    partition = p,
+                    "waiting for a stage-2 partition to be finished"
+                );
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// A stage-2 partition from its newest snapshot, or fresh (with the stored baselines of
     /// the agents routed to it).
     fn load_part(&self, p: i32) -> Result<Part> {
@@ -733,6 +774,7 @@ impl State {
             sources: BTreeMap::new(),
             dirty: false,
             snapshot_id: 0,
+            finished: false,
         };
         match self.state_topic.read_latest(p)? {
             Some((id, bytes)) => {
@@ -749,6 +791,7 @@ impl State {
                 );
                 if part.pipeline.restore(snapshot.pipeline) {
                     part.applied = snapshot.applied;
+                    part.finished = snapshot.finished;
                     part.sources = snapshot.sources.into_iter().collect();
                 } else {
                     tracing::warn!(
@@ -1095,15 +1138,22 @@ pub fn run(
             })
             && others_done(&stage2, &reader, &r_topics, &assigned_r)
         {
+            // Flush the windows of every owned partition not yet finished. A partition another
+            // member left behind (committed at its end, its windows never flushed) is finished
+            // by whoever owns it next, so exit only once every partition is.
             let mut out = Vec::new();
-            for part in st.parts.values_mut() {
+            for part in st.parts.values_mut().filter(|part| !part.finished) {
                 (opts.metrics).evaluate(&mut part.pipeline, |p| p.finish(&mut out));
+                part.finished = true;
                 part.dirty = true;
             }
             st.found.extend(out);
             st.persist()?;
             st.commit_input(&input)?;
             st.commit_parts(&stage2)?;
+            if !st.others_finished(&reader, &assigned_r)? {
+                continue;
+            }
             report_lag(&input, &cfg.topics, &lag);
             report_lag(&stage2, &r_topics, &lag);
             st.closing = true;
