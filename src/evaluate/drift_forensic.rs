@@ -25,18 +25,18 @@
 //! - Window budgets (`spend.windowBudgetUsd`) judge a window's total, which no session is
 //!   "against" on its own; they keep `forensics: None`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
+use super::forensic::{Coordinates, breaches_and_clears};
 use super::measure::{Measure, SpecSummary};
 use super::{GroupKey, SpecRuntime};
 use crate::drift::features::FeatureSet;
-use crate::finding::{Check, FeatureVerdict, Finding, Verdict};
+use crate::finding::{Check, FeatureVerdict, Finding};
 use crate::forensics::attribute::{self, ShiftSide};
 use crate::forensics::drift::FeaturePane;
 use crate::forensics::onset::{self, ChangePoint};
 use crate::forensics::{AffectedBatch, AffectedReason, AffectedSession, Forensics, Onset};
 use crate::session::{EpochMs, Session};
-use crate::spec::model::Severity;
 use crate::windowing::ClosedWindow;
 
 /// How far back drift forensics keeps feature panes (within the spec's retention): a drift is
@@ -44,9 +44,6 @@ use crate::windowing::ClosedWindow;
 /// its start, and a day of panes keeps every session id of a key (two to four times the
 /// memory of the other objectives' panes per pane, which keep only bad sessions).
 pub const DRIFT_LOOKBACK_MS: i64 = 86_400_000;
-
-/// Coordinates of a finding or clear on one window.
-type Coordinates = (String, Vec<(String, String)>, Option<String>, EpochMs);
 
 /// The best change point of one feature column over a series of panes: `(column, rise, cp)`.
 type Change = (usize, bool, ChangePoint);
@@ -110,34 +107,9 @@ impl SpecRuntime {
         if self.drift.is_empty() {
             return;
         }
-        let mut breaches: HashMap<Coordinates, Vec<usize>> = HashMap::new();
-        for (i, f) in out.iter().enumerate() {
-            if f.check == Check::Drift
-                && f.verdict == Verdict::Breach
-                && f.severity >= Severity::Ticket
-            {
-                breaches
-                    .entry((
-                        f.objective.clone(),
-                        f.key.clone(),
-                        f.segment.clone(),
-                        f.window_end,
-                    ))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        let cleared: HashSet<Coordinates> = self.clears[clears_from..]
-            .iter()
-            .map(|c| {
-                (
-                    c.objective.clone(),
-                    c.key.clone(),
-                    c.segment.clone(),
-                    c.window_end,
-                )
-            })
-            .collect();
+        let (breaches, cleared) = breaches_and_clears(out, &self.clears[clears_from..], |f| {
+            f.check == Check::Drift
+        });
         let mut newest = None;
         for w in closed {
             newest = newest.max(Some(w.end));

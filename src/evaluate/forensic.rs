@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{GroupKey, SpecRuntime};
-use crate::finding::{Finding, Verdict};
+use crate::finding::{Clear, Finding, Verdict};
 use crate::forensics::onset::{self, RatePane, ValuePane};
 use crate::forensics::retain::{
     FIXED, ForensicPane, MAX_RETENTION_MS, Outcome, Reason, RetainedPane,
@@ -234,7 +234,41 @@ pub(super) fn outcome(
 }
 
 /// Coordinates of a finding or clear on one window.
-type Coordinates = (String, Vec<(String, String)>, Option<String>, EpochMs);
+/// An objective, key, segment and window end: where a finding or clear stands.
+pub(super) type Coordinates = (String, Vec<(String, String)>, Option<String>, EpochMs);
+
+/// The findings that open or continue an incident (breaches of ticket severity or above) among
+/// those `counts`, by coordinates, and the coordinates of `clears`.
+pub(super) fn breaches_and_clears(
+    out: &[Finding],
+    clears: &[Clear],
+    counts: impl Fn(&Finding) -> bool,
+) -> (HashMap<Coordinates, Vec<usize>>, HashSet<Coordinates>) {
+    let mut breaches: HashMap<Coordinates, Vec<usize>> = HashMap::new();
+    for (i, f) in out.iter().enumerate() {
+        if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket && counts(f) {
+            let at = (
+                f.objective.clone(),
+                f.key.clone(),
+                f.segment.clone(),
+                f.window_end,
+            );
+            breaches.entry(at).or_default().push(i);
+        }
+    }
+    let cleared = clears
+        .iter()
+        .map(|c| {
+            (
+                c.objective.clone(),
+                c.key.clone(),
+                c.segment.clone(),
+                c.window_end,
+            )
+        })
+        .collect();
+    (breaches, cleared)
+}
 
 impl SpecRuntime {
     /// How long retained panes are kept: the SLO period, at least the window, at most 7 days.
@@ -293,31 +327,7 @@ impl SpecRuntime {
         if self.tracked.is_empty() {
             return;
         }
-        let mut breaches: HashMap<Coordinates, Vec<usize>> = HashMap::new();
-        for (i, f) in out.iter().enumerate() {
-            if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket {
-                breaches
-                    .entry((
-                        f.objective.clone(),
-                        f.key.clone(),
-                        f.segment.clone(),
-                        f.window_end,
-                    ))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        let cleared: HashSet<Coordinates> = self.clears[clears_from..]
-            .iter()
-            .map(|c| {
-                (
-                    c.objective.clone(),
-                    c.key.clone(),
-                    c.segment.clone(),
-                    c.window_end,
-                )
-            })
-            .collect();
+        let (breaches, cleared) = breaches_and_clears(out, &self.clears[clears_from..], |_| true);
         let mut newest = None;
         for w in closed {
             newest = newest.max(Some(w.end));
