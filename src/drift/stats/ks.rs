@@ -195,16 +195,75 @@ fn prob_outside_square(n: i64, h: i64) -> f64 {
     2.0 * p
 }
 
-/// Band `[minj, maxj)` of rows inside `|x/m - y/n| < h/lcm` in column `i`
-/// (scipy's float arithmetic: `(ng*i -+ h) / mg`, floor / ceil).
+/// `floor(a / b)` for `b > 0`.
+#[inline]
+fn floor_div(a: i64, b: i64) -> i64 {
+    a.div_euclid(b)
+}
+
+/// `ceil(a / b)` for `b > 0`.
+#[inline]
+fn ceil_div(a: i64, b: i64) -> i64 {
+    -(-a).div_euclid(b)
+}
+
+/// Band `[minj, maxj)` of rows inside `|x/m - y/n| < h/lcm` in column `i`: scipy's
+/// `floor((ng*i - h) / mg) + 1` and `ceil((ng*i + h) / mg)` in float arithmetic, here in
+/// integers. They agree: for integers `|a| < 2^53` and `b ≥ 1`, a quotient that is not an
+/// integer is at least `1/b` from every integer, while the float quotient is within
+/// `|a/b|·2^-53 < 1/b` of it, so floor and ceil see the same side of every integer (the exact
+/// branch has `lcm ≤ 10⁸`, far below).
 #[inline]
 fn band(i: i64, n: i64, mg: i64, ng: i64, h: i64) -> (i64, i64) {
     if i == 0 {
-        return (0, ((h as f64 / mg as f64).ceil() as i64).min(n + 1));
+        return (0, ceil_div(h, mg).min(n + 1));
     }
-    let minj = (((ng * i - h) as f64 / mg as f64).floor() as i64 + 1).clamp(0, n);
-    let maxj = (((ng * i + h) as f64 / mg as f64).ceil() as i64).min(n + 1);
+    let minj = (floor_div(ng * i - h, mg) + 1).clamp(0, n);
+    let maxj = ceil_div(ng * i + h, mg).min(n + 1);
     (minj, maxj)
+}
+
+/// The bands of columns 1, 2, 3, … in turn, equal to [`band`]'s: each numerator grows by `ng`
+/// a column, so its quotient and remainder by `mg` are carried along instead of divided again
+/// (two integer divisions a column were a third of a narrow band's work).
+struct Bands {
+    n: i64,
+    mg: i64,
+    /// `ng / mg` and `ng % mg`.
+    step: (i64, i64),
+    /// `ng·i - h` and `ng·i + h` as (quotient, remainder in `[0, mg)`) by `mg`.
+    lower: (i64, i64),
+    upper: (i64, i64),
+}
+
+impl Bands {
+    /// Positioned at column 1.
+    fn new(n: i64, mg: i64, ng: i64, h: i64) -> Bands {
+        let split = |a: i64| (a.div_euclid(mg), a.rem_euclid(mg));
+        Bands {
+            n,
+            mg,
+            step: (ng / mg, ng % mg),
+            lower: split(ng - h),
+            upper: split(ng + h),
+        }
+    }
+
+    /// The current column's band `[minj, maxj)`; moves to the next column.
+    #[inline]
+    fn next_band(&mut self) -> (i64, i64) {
+        let minj = (self.lower.0 + 1).clamp(0, self.n);
+        let maxj = (self.upper.0 + i64::from(self.upper.1 != 0)).min(self.n + 1);
+        for (q, r) in [&mut self.lower, &mut self.upper] {
+            *q += self.step.0;
+            *r += self.step.1;
+            if *r >= self.mg {
+                *r -= self.mg;
+                *q += 1;
+            }
+        }
+        (minj, maxj)
+    }
 }
 
 /// Columns advanced together by [`outer_prob_inside_method`].
@@ -226,8 +285,9 @@ fn outer_prob_inside_method(m: i64, n: i64, g: i64, h: i64) -> f64 {
     let (m, n) = if m < n { (n, m) } else { (m, n) };
     let (mg, ng) = (m / g, n / g);
     // scipy returns 1.0 as soon as a column's band is empty.
-    if (1..=m).any(|i| {
-        let (lo, hi) = band(i, n, mg, ng, h);
+    let mut bands = Bands::new(n, mg, ng, h);
+    if (1..=m).any(|_| {
+        let (lo, hi) = bands.next_band();
         hi <= lo
     }) {
         return 1.0;
@@ -241,6 +301,7 @@ fn outer_prob_inside_method(m: i64, n: i64, g: i64, h: i64) -> f64 {
     }
     let mut next = vec![1.0f64; len];
     let mut prev_maxj = maxj0;
+    let mut bands = Bands::new(n, mg, ng, h);
     let mut i = 1;
     while i <= m {
         let kk = LANES.min((m - i + 1) as usize);
@@ -254,7 +315,7 @@ fn outer_prob_inside_method(m: i64, n: i64, g: i64, h: i64) -> f64 {
         let mut s_end = 0;
         let mut lo0 = 0;
         for k in 0..kk {
-            let (l, u) = band(i + k as i64, n, mg, ng, h);
+            let (l, u) = bands.next_band();
             if k == 0 {
                 lo0 = l;
             }
@@ -462,6 +523,50 @@ mod tests {
                 let a = outer_prob_inside_method(m, n, g, h);
                 let b = outer_prob_inside_reference(m, n, g, h);
                 assert_eq!(a.to_bits(), b.to_bits(), "m={m} n={n} h={h}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// scipy's band in float arithmetic, as `_compute_outer_prob_inside_method` computes it.
+    fn band_float(i: i64, n: i64, mg: i64, ng: i64, h: i64) -> (i64, i64) {
+        if i == 0 {
+            return (0, ((h as f64 / mg as f64).ceil() as i64).min(n + 1));
+        }
+        let minj = (((ng * i - h) as f64 / mg as f64).floor() as i64 + 1).clamp(0, n);
+        let maxj = (((ng * i + h) as f64 / mg as f64).ceil() as i64).min(n + 1);
+        (minj, maxj)
+    }
+
+    #[test]
+    fn integer_bands_equal_scipy_float_bands() {
+        // Sizes up to scipy's exact limit (lcm up to 10^8), h across the whole range, every
+        // column of the lattice.
+        for (m, n) in [
+            (2i64, 1i64),
+            (10, 9),
+            (37, 100),
+            (250, 249),
+            (2_400, 200),
+            (9_999, 10_000),
+            (10_000, 5_000),
+            (10_000, 7_919),
+        ] {
+            let (m, n) = if m < n { (n, m) } else { (m, n) };
+            let g = gcd(m as u64, n as u64) as i64;
+            let (mg, ng) = (m / g, n / g);
+            let lcm = mg * n;
+            for h in (1..=lcm)
+                .step_by((lcm as usize / 97).max(1))
+                .chain([lcm - 1, lcm])
+            {
+                let mut bands = Bands::new(n, mg, ng, h);
+                for i in 0..=m {
+                    let want = band_float(i, n, mg, ng, h);
+                    assert_eq!(band(i, n, mg, ng, h), want, "m={m} n={n} h={h} i={i}");
+                    if i > 0 {
+                        assert_eq!(bands.next_band(), want, "m={m} n={n} h={h} i={i}");
+                    }
+                }
             }
         }
     }
