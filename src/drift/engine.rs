@@ -104,10 +104,56 @@ pub struct PendingRule {
     pub corrected: bool,
 }
 
+/// A numeric column of a reference sample, prepared once for every window compared with it:
+/// the reference side of a KS test is the same at each window close while the reference is
+/// frozen, and extracting, summing and sorting its 10,000 values again each time was most of a
+/// numeric test's cost outside the p-value.
+#[derive(Debug, Clone)]
+pub struct ReferenceColumn {
+    /// Values in the column.
+    len: u64,
+    /// `np.std` of the values in sample order (0 when undefined).
+    sd: f64,
+    /// The values sorted; `None` when one is NaN (the feature is then insufficient).
+    sorted: Option<SortedSample>,
+}
+
+impl ReferenceColumn {
+    /// The numeric columns of `reference`, in the feature set's order.
+    pub fn all(cfg: &DriftConfig, reference: &FeatureSample) -> Vec<ReferenceColumn> {
+        (0..cfg.set.numeric.len())
+            .map(|col| {
+                let values = reference.column(col);
+                ReferenceColumn {
+                    len: values.len() as u64,
+                    sd: crate::drift::stats::std(&values).unwrap_or(0.0),
+                    sorted: SortedSample::from_vec(values),
+                }
+            })
+            .collect()
+    }
+}
+
 /// Compares a window's sample against a reference, feature by feature (before correction).
 pub fn compare(
     cfg: &DriftConfig,
     reference: &FeatureSample,
+    current: &FeatureSample,
+) -> Vec<Pending> {
+    compare_prepared(
+        cfg,
+        reference,
+        &ReferenceColumn::all(cfg, reference),
+        current,
+    )
+}
+
+/// [`compare`] with the reference's numeric columns prepared by [`ReferenceColumn::all`]
+/// (kept by the caller while the reference does not change).
+pub fn compare_prepared(
+    cfg: &DriftConfig,
+    reference: &FeatureSample,
+    columns: &[ReferenceColumn],
     current: &FeatureSample,
 ) -> Vec<Pending> {
     let mut out = Vec::new();
@@ -117,13 +163,21 @@ pub fn compare(
     let floor = cfg.spec.effect_size;
     for (col, f) in cfg.set.numeric.iter().enumerate() {
         let name = f.name().to_owned();
-        let (r, c) = (reference.column(col), current.column(col));
         let ks = if cfg.spec.ks_exact {
             KsPolicy::Scipy
         } else {
             KsPolicy::Budget
         };
-        out.push(numeric(name, r, c, rule, ks, min, alpha, floor));
+        out.push(numeric(
+            name,
+            (&columns[col], || reference.column(col)),
+            current.column(col),
+            rule,
+            ks,
+            min,
+            alpha,
+            floor,
+        ));
     }
     for (i, f) in cfg.set.binary.iter().enumerate() {
         let (rt, rn) = reference.binary[i];
@@ -228,12 +282,13 @@ pub fn effect_floor(family: Family, effect_size: f64) -> f64 {
     }
 }
 
-/// `r` and `c` are freshly extracted columns: they are sorted in place, after everything
-/// that reads them in sample order (the pairwise sums of `std`, the binned distances).
+/// `reference` is the prepared column with a way to extract its values in sample order (only
+/// the binned distances read them); `c` is a freshly extracted column, sorted in place after
+/// everything that reads it in sample order.
 #[allow(clippy::too_many_arguments)]
 fn numeric(
     name: String,
-    r: Vec<f64>,
+    (reference, r_values): (&ReferenceColumn, impl FnOnce() -> Vec<f64>),
     c: Vec<f64>,
     rule: &str,
     ks_policy: KsPolicy,
@@ -241,31 +296,34 @@ fn numeric(
     alpha: f64,
     floor: f64,
 ) -> Pending {
-    let (nr, nc) = (r.len() as u64, c.len() as u64);
+    let (nr, nc) = (reference.len, c.len() as u64);
     if nr < min || nc < min {
         return insufficient(name, "ks", nr, nc);
     }
-    if r.iter().chain(&c).any(|v| v.is_nan()) {
+    let Some(rs) = reference.sorted.as_ref() else {
+        return insufficient(name, "ks", nr, nc);
+    };
+    if c.iter().any(|v| v.is_nan()) {
         return insufficient(name, "ks", nr, nc);
     }
-    let small = r.len() <= SMALL_REFERENCE;
-    let sd = crate::drift::stats::std(&r).unwrap_or(0.0);
+    let small = nr as usize <= SMALL_REFERENCE;
+    let sd = reference.sd;
     let binned = match rule {
         "hellinger" => Some(
-            crate::drift::stats::shared_histogram(&r, &c, NUMERIC_BINS).and_then(|h| {
+            crate::drift::stats::shared_histogram(&r_values(), &c, NUMERIC_BINS).and_then(|h| {
                 hellinger(
                     &crate::drift::shares(&h.reference),
                     &crate::drift::shares(&h.current),
                 )
             }),
         ),
-        "jensenshannon" => Some(js_distance_binned(&r, &c, NUMERIC_BINS)),
+        "jensenshannon" => Some(js_distance_binned(&r_values(), &c, NUMERIC_BINS)),
         _ => None,
     };
-    let (Some(rs), Some(cs)) = (SortedSample::from_vec(r), SortedSample::from_vec(c)) else {
+    let Some(cs) = SortedSample::from_vec(c) else {
         return insufficient(name, "ks", nr, nc);
     };
-    let w = wasserstein_sorted(&rs, &cs).unwrap_or(0.0);
+    let w = wasserstein_sorted(rs, &cs).unwrap_or(0.0);
     let w_norm = if sd > 0.0 {
         w / sd
     } else if w == 0.0 {
@@ -303,7 +361,7 @@ fn numeric(
             };
             if small && distinct > 5 {
                 // scipy's `ks_2samp` default, whatever the cost, as Evidently calls it.
-                let ks = ks_2samp_policy(&rs, &cs, KsPolicy::Scipy);
+                let ks = ks_2samp_policy(rs, &cs, KsPolicy::Scipy);
                 let p = ks.as_ref().map(|k| k.p_value);
                 decided(
                     "ks",
@@ -364,7 +422,7 @@ fn numeric(
             }
         }
         "psi" => {
-            let psi = psi_sorted(&rs, &cs);
+            let psi = psi_sorted(rs, &cs);
             let drift = psi.as_ref().is_some_and(|p| p.psi >= p.threshold);
             decided_or_pending(
                 name,
@@ -404,7 +462,7 @@ fn numeric(
             )
         }
         _ => {
-            let ks = ks_2samp_policy(&rs, &cs, ks_policy);
+            let ks = ks_2samp_policy(rs, &cs, ks_policy);
             decided_or_pending(
                 name,
                 "ks",

@@ -11,14 +11,18 @@ pub mod multivariate;
 pub mod sequential;
 pub mod stats;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use ndarray::Array2;
 
 use crate::finding::{Chart, DriftReport, FeatureResult, FeatureVerdict};
 use crate::session::EpochMs;
 use baseline::{Baseline, BaselineKey};
-use engine::{Baselines, DriftConfig, Pending, compare, decide, reference_for, step_z};
+use engine::{
+    Baselines, DriftConfig, Pending, ReferenceColumn, compare_prepared, decide, reference_for,
+    step_z,
+};
 use features::{FeatureSample, FeatureSet};
 use multivariate::{MultivariateModel, MultivariateParams};
 
@@ -94,6 +98,30 @@ pub struct DriftRuntime {
     pub config: DriftConfig,
     baselines: Baselines,
     dirty: BTreeSet<BaselineKey>,
+    /// The numeric columns of each baseline used as a reference, prepared once
+    /// ([`ReferenceColumn`]). Derived, never stored: an entry is dropped whenever its baseline's
+    /// sample may change (it learns a new reference, is edited by hand, or is restored), and is
+    /// checked against the sample's [`SampleStamp`] before use.
+    prepared: HashMap<BaselineKey, (SampleStamp, Arc<[ReferenceColumn]>)>,
+}
+
+/// What identifies a reference sample's contents cheaply: a frozen sample only changes when the
+/// baseline freezes again (a new `frozen_at`) or is replaced by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SampleStamp {
+    frozen_at: Option<EpochMs>,
+    sessions: u64,
+    rows: usize,
+}
+
+impl SampleStamp {
+    fn of(b: &Baseline) -> SampleStamp {
+        SampleStamp {
+            frozen_at: b.frozen_at,
+            sessions: b.sample.sessions,
+            rows: b.sample.rows.len(),
+        }
+    }
 }
 
 impl DriftRuntime {
@@ -102,6 +130,7 @@ impl DriftRuntime {
             config,
             baselines: Baselines::new(),
             dirty: BTreeSet::new(),
+            prepared: HashMap::new(),
         }
     }
 
@@ -116,6 +145,7 @@ impl DriftRuntime {
 
     /// Installs baselines restored from storage.
     pub fn restore(&mut self, baselines: impl IntoIterator<Item = Baseline>) {
+        self.prepared.clear();
         for b in baselines {
             self.baselines.insert(b.key.clone(), b);
         }
@@ -139,7 +169,18 @@ impl DriftRuntime {
         for w in batch {
             match reference_for(&self.baselines, &w.key) {
                 Some((reference, predecessor)) => {
-                    let mut tests = compare(cfg, &reference.sample, w.window);
+                    let stamp = SampleStamp::of(reference);
+                    let columns = match self.prepared.get(&reference.key) {
+                        Some((at, columns)) if *at == stamp => columns.clone(),
+                        _ => {
+                            let columns: Arc<[ReferenceColumn]> =
+                                ReferenceColumn::all(cfg, &reference.sample).into();
+                            self.prepared
+                                .insert(reference.key.clone(), (stamp, columns.clone()));
+                            columns
+                        }
+                    };
+                    let mut tests = compare_prepared(cfg, &reference.sample, &columns, w.window);
                     if let Some(model) = &reference.multivariate {
                         tests.extend(multivariate_tests(cfg, model, w.window));
                     }
@@ -229,7 +270,9 @@ impl DriftRuntime {
                 .baselines
                 .entry(w.key.clone())
                 .or_insert_with(|| Baseline::new(w.key.clone(), set, w.end - w.step_ms));
-            b.learn(w.newest_step, set, w.end, life);
+            if b.learn(w.newest_step, set, w.end, life) || !b.is_reference() {
+                self.prepared.remove(&w.key);
+            }
             if !b.is_reference() {
                 o.learning = Some((b.sample.sessions, life.min_samples));
             }
@@ -241,6 +284,7 @@ impl DriftRuntime {
     /// Pins, resets or replaces a baseline by hand (`slawatch baseline`).
     pub fn baseline_mut(&mut self, key: &BaselineKey) -> Option<&mut Baseline> {
         self.dirty.insert(key.clone());
+        self.prepared.remove(key);
         self.baselines.get_mut(key)
     }
 }
@@ -387,4 +431,88 @@ fn chart_for(
         current: norm(&c),
         labels,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::features::{Row, RowValues};
+
+    fn config() -> DriftConfig {
+        DriftConfig::new(&crate::spec::model::DriftSpec {
+            features: vec!["output_tokens".into()],
+            p_value: 0.01,
+            p_value_explicit: true,
+            false_alarms: crate::spec::model::FalseAlarmBudget::DEFAULT,
+            min_samples: 10,
+            test: "auto".into(),
+            effect_size: 0.1,
+            baseline_min_duration_ms: 0,
+            relearn_every_ms: None,
+            multivariate: false,
+            sequential: false,
+            ks_exact: false,
+        })
+    }
+
+    fn sample(cfg: &DriftConfig, values: impl Iterator<Item = f64>) -> FeatureSample {
+        let mut s = FeatureSample::new(&cfg.set, 10_000);
+        for (i, v) in values.enumerate() {
+            s.rows.push(Row {
+                hash: i as u64,
+                values: RowValues::from_slice(&[v]),
+            });
+        }
+        s.sessions = s.rows.len() as u64;
+        s
+    }
+
+    fn key() -> BaselineKey {
+        BaselineKey {
+            spec: "s".into(),
+            objective: "drift".into(),
+            agent: "a".into(),
+            prompt_version: "p1".into(),
+            model: "m".into(),
+            segment: None,
+        }
+    }
+
+    fn report(rt: &mut DriftRuntime, window: &FeatureSample) -> String {
+        let empty = rt.empty_sample();
+        let out = rt.evaluate(&[DriftInput {
+            key: key(),
+            end: 3_600_000,
+            step_ms: 900_000,
+            window,
+            newest_step: &empty,
+        }]);
+        format!("{:?}", out[0].report)
+    }
+
+    /// The prepared reference columns are reused while the reference stays, and never outlive
+    /// it: a baseline replaced by hand with a sample of the same size and freeze time (which
+    /// the stamp alone would not tell apart) is compared as a fresh runtime compares it.
+    #[test]
+    fn prepared_reference_columns_follow_a_baseline_edited_by_hand() {
+        let cfg = config();
+        let mut rt = DriftRuntime::new(cfg.clone());
+        let mut b = Baseline::new(key(), &cfg.set, 0);
+        b.sample = sample(&cfg, (0..400).map(|i| f64::from(i % 97)));
+        b.freeze(&cfg.set, 1, &cfg.life);
+        rt.restore([b.clone()]);
+        let window = sample(&cfg, (0..150).map(|i| f64::from(i % 89) + 3.0));
+        let first = report(&mut rt, &window);
+        assert!(first.contains("p_value: Some("), "{first}");
+        assert_eq!(first, report(&mut rt, &window));
+
+        let shifted = sample(&cfg, (0..400).map(|i| f64::from(i % 97) + 40.0));
+        rt.baseline_mut(&key()).unwrap().sample = shifted.clone();
+        let after = report(&mut rt, &window);
+        b.sample = shifted;
+        let mut fresh = DriftRuntime::new(cfg.clone());
+        fresh.restore([b]);
+        assert_eq!(after, report(&mut fresh, &window));
+        assert_ne!(after, first);
+    }
 }
