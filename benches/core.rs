@@ -128,5 +128,83 @@ fn evaluation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, windowing, evaluation);
+/// The light, long stream's sessions (200/hour, seed 42, as `throughput`'s `long-N`) for
+/// `hours` hours.
+fn long_stream(decoder: &Decoder, hours: i64) -> Vec<Session> {
+    let cfg = slawatch::simulate::SimConfig {
+        seed: 42,
+        sessions_per_hour: 200.0,
+        duration_ms: hours * 3_600_000,
+        ..slawatch::simulate::SimConfig::default()
+    };
+    let mut sim = slawatch::simulate::Simulator::new(cfg).unwrap();
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    while {
+        line.clear();
+        sim.write_next(&mut line)
+    } {
+        if let Ok(s) = decoder.decode(&line) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn windows_evaluated(rt: &SpecRuntime) -> u64 {
+    rt.stats().iter().map(|s| s.windows_evaluated).sum()
+}
+
+/// One window close of the long stream after 60 hours (baselines frozen since hour 12, forensic
+/// panes of 2.5 days retained): the `advance` that closes the next 15-minute step's windows of
+/// every key and segment, on a runtime restored from the same snapshot each time.
+fn window_close(c: &mut Criterion) {
+    let decoder = Decoder::new(Arc::new(Catalog::embedded()));
+    let sessions = long_stream(&decoder, 61);
+    let spec = spec();
+    let mut rt = SpecRuntime::new(spec.clone());
+    let cut = sessions[0].event_time + 60 * 3_600_000;
+    let mut last = 0;
+    for s in sessions.iter().take_while(|s| s.event_time < cut) {
+        if rt.observe(s).is_ok() {
+            rt.advance(s.event_time);
+        }
+        last = s.event_time;
+    }
+    let state = rt.snapshot();
+    let restored = || {
+        let mut rt = SpecRuntime::new(spec.clone());
+        assert!(rt.restore(state.clone()));
+        rt
+    };
+    // The watermark of the next close, to the minute.
+    let mut probe = restored();
+    let before = windows_evaluated(&probe);
+    let close_at = (1..=15)
+        .map(|m| last + m * 60_000)
+        .find(|&t| {
+            probe.advance(t);
+            windows_evaluated(&probe) > before
+        })
+        .expect("a window closes within a step");
+    let mut once = restored();
+    let findings = once.advance(close_at).len();
+    eprintln!(
+        "window_close/long_stream_60h: one close evaluates {} objective windows, {} findings",
+        windows_evaluated(&once) - before,
+        findings
+    );
+    let mut g = c.benchmark_group("window_close");
+    g.sample_size(20);
+    g.bench_function("long_stream_60h", |b| {
+        b.iter_batched(
+            restored,
+            |mut rt| black_box(rt.advance(close_at).len()),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, windowing, evaluation, window_close);
 criterion_main!(benches);
