@@ -346,6 +346,42 @@ impl Archive {
         })
     }
 
+    /// An archive over the same store with nothing loaded (the archive of another alert
+    /// engine: a stage-2 partition's).
+    pub fn sibling(&self) -> Archive {
+        Archive {
+            store: self.store.clone(),
+            live: BTreeMap::new(),
+            dirty: Default::default(),
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// Takes over the records of the incidents an engine restored from a stage-2 partition's
+    /// snapshot holds, writing them to this store (so this instance's API shows them).
+    pub fn adopt(&mut self, records: Vec<IncidentRecord>) -> Result<(), AlertError> {
+        for r in records {
+            self.store.put(&r.id, &r)?;
+            self.live.insert(r.id.clone(), r);
+        }
+        Ok(())
+    }
+
+    /// The records of the incidents the engine holds, as last saved (what a stage-2
+    /// partition's snapshot carries).
+    pub fn live_records(&self) -> Vec<IncidentRecord> {
+        self.live.values().cloned().collect()
+    }
+
+    /// Hands the live records over: they leave this store (their partition's next owner has
+    /// them from its snapshot); affected sessions filed here stay.
+    pub fn release(self) -> Result<(), AlertError> {
+        for id in self.live.keys() {
+            self.store.remove_record(id)?;
+        }
+        Ok(())
+    }
+
     /// The record of an engine incident, loaded or created.
     fn record_mut(
         &mut self,

@@ -43,6 +43,7 @@ use super::{
     WAITING_FOR_ASSIGNMENT, decode_cbor, deliver, encode_cbor, lock, others_done, peak_rss_kb,
     report_lag, spawn_lag_watcher, topic_partitions,
 };
+use crate::alerts::PartAlerts;
 use crate::drift::baseline::Baseline;
 use crate::finding::Finding;
 use crate::ingest::kafka::{self, RebalanceEvent, SourceContext, StateTopic, header};
@@ -115,6 +116,9 @@ struct PartSnapshot {
     applied: Option<i64>,
     /// Last applied source offset per source partition.
     sources: Vec<(i32, i64)>,
+    /// The partition's alert state: engine, incident records, pending and recent mails.
+    #[serde(default)]
+    alerts: Option<PartAlerts>,
 }
 
 /// The stage-2 partition an agent's sessions go to.
@@ -322,7 +326,7 @@ impl State {
                 }),
                 Err(e) => tracing::warn!(error = %e, offset = m.offset(), "an unreadable mark"),
             }
-            return self.emit();
+            return self.emit(p);
         }
         let num = |k: &str| header(m, k).and_then(|v| v.parse::<i64>().ok());
         let (Some(src), Some(src_partition)) = (num(SOURCE_ID), num(SOURCE_PARTITION)) else {
@@ -362,27 +366,25 @@ impl State {
                 self.report.dead_letters += 1;
             }
         }
-        self.emit()
+        self.emit(p)
     }
 
-    fn emit(&mut self) -> Result<()> {
-        let clears: Vec<_> = self
-            .parts
-            .values_mut()
-            .flat_map(|p| p.pipeline.drain_clears())
-            .collect();
-        for b in self
-            .parts
-            .values_mut()
-            .flat_map(|p| p.pipeline.drain_affected())
-        {
+    /// Hands what partition `p`'s pipeline produced to the outputs — to `p`'s alert engine.
+    /// (`found` holds only `p`'s findings: it is emitted after every message.)
+    fn emit(&mut self, p: i32) -> Result<()> {
+        let Some(part) = self.parts.get_mut(&p) else {
+            return Ok(());
+        };
+        let clears = part.pipeline.drain_clears();
+        let affected = part.pipeline.drain_affected();
+        let seen = part.pipeline.drain_last_sessions();
+        if self.found.is_empty() && clears.is_empty() && seen.is_empty() && affected.is_empty() {
+            return Ok(());
+        }
+        self.output.focus(p)?;
+        for b in affected {
             self.output.affected(b)?;
         }
-        let seen: Vec<_> = self
-            .parts
-            .values_mut()
-            .flat_map(|p| p.pipeline.drain_last_sessions())
-            .collect();
         deliver(
             &mut self.found,
             &clears,
@@ -399,7 +401,10 @@ impl State {
     fn persist(&mut self) -> Result<()> {
         let checkpoint_started = Instant::now();
         self.flush_batches(None)?;
-        self.emit()?;
+        let owned: Vec<i32> = self.parts.keys().copied().collect();
+        for p in &owned {
+            self.emit(*p)?;
+        }
         // Baselines are in the snapshots; the copies in sled (for `slawatch baseline` and a
         // partition without a snapshot) follow at the same pace rather than at every window.
         for part in self.parts.values_mut() {
@@ -409,27 +414,12 @@ impl State {
         }
         let started = Instant::now();
         let mut bytes_written = 0;
-        for (p, part) in &mut self.parts {
-            if !part.dirty {
-                continue;
-            }
-            part.snapshot_id += 1;
-            let snapshot = PartSnapshot {
-                pipeline: part.pipeline.snapshot(),
-                applied: part.applied,
-                sources: part.sources.iter().map(|(k, v)| (*k, *v)).collect(),
-            };
-            let bytes = encode_cbor(&snapshot);
-            bytes_written += bytes.len();
-            tracing::debug!(
-                partition = p,
-                snapshot = part.snapshot_id,
-                bytes = bytes.len(),
-                applied = part.applied,
-                "writing a stage-2 snapshot"
-            );
-            self.state_topic
-                .write(&self.sink, *p, part.snapshot_id, &bytes)?;
+        let dirty: Vec<i32> = (self.parts.iter())
+            .filter(|(_, part)| part.dirty)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in dirty {
+            bytes_written += self.write_snapshot(p)?;
         }
         let encoded = started.elapsed();
         self.sink.flush()?;
@@ -444,6 +434,20 @@ impl State {
         self.dead_file.flush()?;
         self.store.flush()?;
         self.output.checkpointed()?;
+        // Mail goes out only now, when the snapshots holding the decisions are durable (a
+        // decision after the last snapshot is made again by whoever resumes from it). The
+        // marks of what was sent go into a snapshot at once, so the next owner of a partition
+        // — after a clean leave, or a crash after this point — sends none of it again.
+        let marked: Vec<i32> = (self.output.deliver_covered()?.into_iter())
+            .filter(|p| self.parts.contains_key(p))
+            .collect();
+        if !marked.is_empty() {
+            for p in &marked {
+                bytes_written += self.write_snapshot(*p)?;
+            }
+            self.sink.flush()?;
+            tracing::debug!(partitions = ?marked, "mail marks checkpointed");
+        }
         for part in self.parts.values_mut() {
             part.dirty = false;
         }
@@ -458,6 +462,31 @@ impl State {
             .min();
         self.metrics.set_watermark(frontier);
         Ok(())
+    }
+
+    /// Sends snapshot of stage-2 partition `p` (its pipeline, offsets and alert state) to the
+    /// state topic; durable once the sink is flushed. Returns its size.
+    fn write_snapshot(&mut self, p: i32) -> Result<usize> {
+        let alerts = self.output.export(p)?;
+        let part = self.parts.get_mut(&p).expect("an owned partition");
+        part.snapshot_id += 1;
+        let snapshot = PartSnapshot {
+            pipeline: part.pipeline.snapshot(),
+            applied: part.applied,
+            sources: part.sources.iter().map(|(k, v)| (*k, *v)).collect(),
+            alerts,
+        };
+        let bytes = encode_cbor(&snapshot);
+        tracing::debug!(
+            partition = p,
+            snapshot = part.snapshot_id,
+            bytes = bytes.len(),
+            applied = part.applied,
+            "writing a stage-2 snapshot"
+        );
+        self.state_topic
+            .write(&self.sink, p, part.snapshot_id, &bytes)?;
+        Ok(bytes.len())
     }
 
     /// Persists and commits (with `commit`) before revoked partitions go to another member;
@@ -486,8 +515,8 @@ impl State {
     }
 
     /// A stage-2 partition from its newest snapshot, or fresh (with the stored baselines of
-    /// the agents routed to it).
-    fn load_part(&self, p: i32) -> Result<Part> {
+    /// the agents routed to it), and the alert state its snapshot carries.
+    fn load_part(&self, p: i32) -> Result<(Part, Option<PartAlerts>)> {
         let started = Instant::now();
         let mut part = Part {
             pipeline: self.template.fresh(),
@@ -496,6 +525,7 @@ impl State {
             dirty: false,
             snapshot_id: 0,
         };
+        let mut alerts = None;
         match self.state_topic.read_latest(p)? {
             Some((id, bytes)) => {
                 let snapshot: PartSnapshot = decode_cbor(&bytes).with_context(|| {
@@ -507,8 +537,12 @@ impl State {
                     snapshot = id,
                     bytes = bytes.len(),
                     applied = snapshot.applied,
+                    incidents = snapshot.alerts.as_ref().map_or(0, |a| a.incidents().count()),
+                    mails = snapshot.alerts.as_ref().map_or(0, |a| a.mails().len()),
                     "restoring a stage-2 partition"
                 );
+                // Alert state does not depend on the specs (a reload resolves what they drop).
+                alerts = snapshot.alerts;
                 if part.pipeline.restore(snapshot.pipeline) {
                     part.applied = snapshot.applied;
                     part.sources = snapshot.sources.into_iter().collect();
@@ -537,7 +571,7 @@ impl State {
             ms = started.elapsed().as_millis() as u64,
             "stage-2 partition ready"
         );
-        Ok(part)
+        Ok((part, alerts))
     }
 }
 
@@ -575,6 +609,8 @@ pub fn run(
         partitions = counts[0],
         "partitioned topology: internal topics ready"
     );
+    let mut output = output;
+    output.set_partitioned()?;
     let sink = cfg.producer().context("creating the Kafka producer")?;
     let state_topic = StateTopic::new(cfg, state_name).context("creating the state reader")?;
     let state = Arc::new(Mutex::new(State {
@@ -644,6 +680,10 @@ pub fn run(
                     }
                     for (_, p) in revoked {
                         st.parts.remove(p);
+                        // Its alert state is in the snapshot just written: the next owner's.
+                        if let Err(e) = st.output.release(*p) {
+                            tracing::error!(error = %e, partition = p, "releasing alert state");
+                        }
                     }
                 })),
                 on_assign: Some(Box::new(move |_, assigned| {
@@ -667,7 +707,10 @@ pub fn run(
                                 std::thread::sleep(HOLD_POLL);
                             }
                         }
-                        match st.load_part(*p) {
+                        match st.load_part(*p).and_then(|(part, alerts)| {
+                            st.output.adopt(*p, alerts)?;
+                            Ok(part)
+                        }) {
                             Ok(part) => {
                                 st.report.restored |= part.applied.is_some();
                                 st.parts.insert(*p, part);
@@ -852,12 +895,14 @@ pub fn run(
             })
             && others_done(&stage2, &reader, &r_topics, &assigned_r)
         {
-            let mut out = Vec::new();
-            for part in st.parts.values_mut() {
-                (opts.metrics).evaluate(&mut part.pipeline, |p| p.finish(&mut out));
+            let owned: Vec<i32> = st.parts.keys().copied().collect();
+            for p in owned {
+                let st = &mut *st;
+                let part = st.parts.get_mut(&p).expect("owned");
+                (opts.metrics).evaluate(&mut part.pipeline, |x| x.finish(&mut st.found));
                 part.dirty = true;
+                st.emit(p)?;
             }
-            st.found.extend(out);
             st.persist()?;
             st.commit_input(&input)?;
             st.commit_parts(&stage2)?;

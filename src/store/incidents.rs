@@ -14,6 +14,7 @@ use super::{Store, StoreError};
 use crate::forensics::AffectedSession;
 
 /// The incident trees of one store.
+#[derive(Clone)]
 pub struct IncidentArchive {
     db: sled::Db,
     records: sled::Tree,
@@ -88,6 +89,13 @@ impl IncidentArchive {
             let v = v?;
             Ok(serde_json::from_slice(&v)?)
         })
+    }
+
+    /// Deletes a record but keeps its affected sessions (its incident moved to another instance
+    /// with its stage-2 partition; the sessions filed here stay exportable if it comes back).
+    pub fn remove_record(&self, id: &str) -> Result<(), StoreError> {
+        self.records.remove(id.as_bytes())?;
+        Ok(())
     }
 
     /// Deletes a record and its affected sessions.
