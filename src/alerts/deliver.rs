@@ -630,7 +630,9 @@ impl AlertService {
     pub fn on_affected(&mut self, batch: AffectedBatch) -> Result<(), AlertError> {
         self.sync_archive()?;
         let engine = &self.slot.engine;
-        self.slot.archive.on_batch(batch, |k| open_incident(engine, k))
+        self.slot
+            .archive
+            .on_batch(batch, |k| open_incident(engine, k))
     }
 
     /// Brings the incident archive in step with the engine: incidents that opened, came back or
@@ -677,7 +679,8 @@ impl AlertService {
             }
         }
         let engine = &self.slot.engine;
-        self.slot.archive
+        self.slot
+            .archive
             .file_waiting(now, |k| open_incident(engine, k))?;
         let held = |id: &str| engine.incidents().any(|i| i.id == id);
         self.slot.archive.save(engine.now(), held)?;
@@ -783,7 +786,11 @@ impl AlertService {
     /// Saves the engine snapshot and makes the log durable.
     pub fn checkpoint(&mut self) -> Result<(), AlertError> {
         self.save()?;
-        let owned: Vec<i32> = self.focus.into_iter().chain(self.parked.keys().copied()).collect();
+        let owned: Vec<i32> = self
+            .focus
+            .into_iter()
+            .chain(self.parked.keys().copied())
+            .collect();
         if owned.is_empty() {
             self.save_archive()?;
         }

@@ -23,6 +23,18 @@
 //!   committed. A partition assigned to an instance is restored from its newest snapshot, so
 //!   state follows the partition from instance to instance.
 //!
+//! **Alert state moves with the partition.** Each owned stage-2 partition has its own alert
+//! engine ([`Output::focus`], [`Output::adopt`], [`Output::release`]), and its snapshot carries
+//! that engine, the records of its incidents and its pending and recent mails
+//! ([`PartAlerts`]). A mail is sent only after the snapshot holding its decision is durable
+//! ([`Output::deliver_covered`]), and the partitions whose mails went out are snapshotted again
+//! at once with the sent marks. A clean leave therefore neither repeats nor loses a mail: the
+//! next owner resumes with every sent mail marked, sends what is pending, and decides again
+//! (deterministically, in event time) what came after the last snapshot. After a SIGKILL a
+//! mail repeats only if the process died between the SMTP server's acceptance and the ack of
+//! the snapshot marking it (same `Message-ID`). A group's incidents whose agents route to
+//! different partitions get one mail thread per partition.
+//!
 //! Findings are identical to the single topology's: windows, lateness and drift families are
 //! per key, and a key lives in exactly one stage-2 partition.
 
@@ -537,7 +549,10 @@ impl State {
                     snapshot = id,
                     bytes = bytes.len(),
                     applied = snapshot.applied,
-                    incidents = snapshot.alerts.as_ref().map_or(0, |a| a.incidents().count()),
+                    incidents = snapshot
+                        .alerts
+                        .as_ref()
+                        .map_or(0, |a| a.incidents().count()),
                     mails = snapshot.alerts.as_ref().map_or(0, |a| a.mails().len()),
                     "restoring a stage-2 partition"
                 );

@@ -229,7 +229,8 @@ impl NotifyLog {
             None => {
                 let mut m = mail.clone();
                 m.seq = self.next_seq()?;
-                self.mails.insert(m.id.as_bytes(), serde_json::to_vec(&m)?)?;
+                self.mails
+                    .insert(m.id.as_bytes(), serde_json::to_vec(&m)?)?;
             }
             Some(local) if local.status == MailStatus::Pending && mail.status != local.status => {
                 let status = mail.status.clone();
