@@ -412,6 +412,10 @@ fn incident_ids(dirs: &[&Path]) -> std::collections::BTreeSet<String> {
 /// takes the stage-2 partition over from the state topic, sees it resolve. The SMTP server gets
 /// every notification once: one firing and one resolved mail per thread, none twice, none
 /// missing, and the same mails (subjects) and incidents as one instance replaying the stream.
+///
+/// `kill: true` (the SIGKILL variant, A killed once all it consumed is checkpointed, mail marks
+/// included) is not a test yet: in its one run B consumed all of the second part but mailed no
+/// "resolved" within 180 s; the cause is open.
 fn alert_state_moves_with_the_partition(kill: bool) {
     let name = if kill { "mailkill" } else { "mailleave" };
     let broker = Tansu::start();
