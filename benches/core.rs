@@ -48,6 +48,34 @@ fn decode(c: &mut Criterion) {
             }
         })
     });
+    // The same sessions in the binary form stage 1 of `partitioned` forwards to stage 2.
+    let binary: Vec<Vec<u8>> = sessions(&decoder)
+        .iter()
+        .map(|s| {
+            let mut out = Vec::new();
+            slawatch::ingest::binary::encode(s, &mut out);
+            out
+        })
+        .collect();
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    g.bench_function("binary_sample_day", |b| {
+        b.iter(|| {
+            for s in &binary {
+                black_box(slawatch::ingest::binary::decode(s).unwrap());
+            }
+        })
+    });
+    let decoded = sessions(&decoder);
+    g.bench_function("binary_encode_sample_day", |b| {
+        let mut out = Vec::with_capacity(1 << 20);
+        b.iter(|| {
+            out.clear();
+            for s in &decoded {
+                slawatch::ingest::binary::encode(s, &mut out);
+            }
+            black_box(out.len())
+        })
+    });
     g.finish();
 }
 

@@ -10,6 +10,12 @@
 //! of `support-bot` (prompt versions) at 10,000 sessions/hour each, so every drift window
 //! compares a full 5,000-row window sample with a 10,000-row baseline (issue 10, item 12).
 //!
+//! `--spans N` adds the span path (issue 12): the same simulated stream of N sessions as
+//! session records (`records`), as OTLP JSON requests, one a line (`otlp-json`), and as
+//! length-delimited OTLP protobuf requests (`otlp-proto`), one request per session, each
+//! replayed through the whole pipeline in the same run (`otel.groupBy: conversation`, so
+//! the session ids travel as `gen_ai.conversation.id` and the findings are the records').
+//!
 //! `--long N` adds a light, long stream: N sessions at 200 sessions/hour (300,000 span 62
 //! days), where closing windows costs more than reading records. `--file PATH` adds a stream
 //! from a file (e.g. a `slawatch simulate --demo` stream with dirty lines and duplicates).
@@ -29,11 +35,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use slawatch::catalog::Catalog;
-use slawatch::cli::replay_stream;
+use slawatch::cli::{SpanInput, replay_spans, replay_stream};
 use slawatch::ingest::decode::Decoder;
-use slawatch::ingest::{DeadLetters, LinesSource, Source};
+use slawatch::ingest::{DeadLetters, FramedSource, LinesSource, Source};
+use slawatch::otel::{Encoding, GroupBy, OtelConfig};
 use slawatch::pipeline::{Pipeline, PipelineConfig};
-use slawatch::simulate::{SimConfig, Simulator};
+use slawatch::service::spans::SpanPath;
+use slawatch::simulate::{OtelFormat, SimConfig, Simulator};
 
 const RATE_PER_HOUR: f64 = 100_000.0;
 
@@ -58,7 +66,14 @@ fn main() {
                 .map(|s| s.parse().expect("--sessions N[,N]"))
                 .collect()
         })
-        .unwrap_or_else(|| vec![1_000_000, 5_000_000]);
+        // `--spans N` alone measures only the span path.
+        .unwrap_or_else(|| {
+            if args.iter().any(|a| a == "--spans") {
+                Vec::new()
+            } else {
+                vec![1_000_000, 5_000_000]
+            }
+        });
     let repeat: usize = args
         .iter()
         .position(|a| a == "--repeat")
@@ -76,6 +91,13 @@ fn main() {
         .iter()
         .position(|a| a == "--long")
         .map(|i| args[i + 1].parse().expect("--long N"));
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--spans")
+        .map(|i| args[i + 1].parse::<u64>().expect("--spans N"))
+    {
+        span_path(n, repeat);
+    }
     let files = args
         .iter()
         .enumerate()
@@ -127,6 +149,65 @@ fn main() {
             );
         }
     }
+}
+
+/// The span path against the record path on the same stream: sessions/s of the whole
+/// pipeline from each input.
+fn span_path(n: u64, repeat: usize) {
+    let inputs = generate_spans(n);
+    for (mode, file) in [
+        ("records", &inputs[0]),
+        ("otlp-json", &inputs[1]),
+        ("otlp-proto", &inputs[2]),
+    ] {
+        run_child("read", file);
+        let mut runs: Vec<[f64; 4]> = (0..repeat).map(|_| run_child(mode, file)).collect();
+        runs.sort_by(|a, b| a[0].total_cmp(&b[0]));
+        let [secs, sessions, bytes, _] = runs[0];
+        let median = runs[runs.len() / 2][0];
+        let rss_kb = runs.iter().map(|r| r[3]).fold(0.0, f64::max);
+        println!(
+            "| spans {n} | {mode} | {secs:.2} | {median:.2} | {:.0} | {:.0} | {:.0} | — | — |",
+            sessions / secs,
+            bytes / secs / 1e6,
+            rss_kb / 1024.0,
+        );
+    }
+}
+
+/// One simulated stream as records, OTLP JSON and OTLP protobuf (generated once).
+fn generate_spans(n: u64) -> [PathBuf; 3] {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = SimConfig {
+        seed: 44,
+        sessions_per_hour: RATE_PER_HOUR,
+        duration_ms: i64::MAX / 4,
+        max_sessions: Some(n),
+        ..SimConfig::default()
+    };
+    let paths = [
+        dir.join(format!("spans-{n}.records.jsonl")),
+        dir.join(format!("spans-{n}.otlp.jsonl")),
+        dir.join(format!("spans-{n}.otlp.bin")),
+    ];
+    for (i, path) in paths.iter().enumerate() {
+        if path.exists() {
+            continue;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).unwrap());
+        let mut sim = Simulator::new(cfg.clone()).unwrap();
+        match i {
+            0 => drop(slawatch::simulate::write_jsonl(&cfg, &mut w).unwrap()),
+            1 => slawatch::simulate::write_spans(&mut sim, OtelFormat::Json, &mut w).unwrap(),
+            _ => slawatch::simulate::write_spans(&mut sim, OtelFormat::Proto, &mut w).unwrap(),
+        }
+        w.flush().unwrap();
+        drop(w);
+        std::fs::rename(&tmp, path).unwrap();
+    }
+    paths
 }
 
 /// `python3 benches/json_loads.py FILE`: `[seconds, records, bytes]`, or `None` without Python.
@@ -264,6 +345,19 @@ fn generate_long(n: u64) -> PathBuf {
 /// Runs one measurement and prints `seconds records bytes peak_rss_kb`.
 fn child(mode: &str, file: &Path) {
     let started = Instant::now();
+    if let Some(encoding) = match mode {
+        "otlp-json" => Some(Encoding::Json),
+        "otlp-proto" => Some(Encoding::Protobuf),
+        _ => None,
+    } {
+        let (sessions, bytes) = run_spans(encoding, file);
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{secs} {sessions} {bytes} {}",
+            slawatch::service::peak_rss_kb()
+        );
+        return;
+    }
     let mut src = LinesSource::open(file).unwrap();
     let (records, bytes) = match mode {
         "read" => {
@@ -292,7 +386,7 @@ fn child(mode: &str, file: &Path) {
             }
             (n, src.bytes_read())
         }
-        "pipeline" => {
+        "pipeline" | "records" => {
             let report = run_pipeline(&mut src);
             (report.0, report.1)
         }
@@ -303,6 +397,38 @@ fn child(mode: &str, file: &Path) {
         "{secs} {records} {bytes} {}",
         slawatch::service::peak_rss_kb()
     );
+}
+
+/// The whole pipeline over span requests: `(sessions accepted, bytes read)`.
+fn run_spans(encoding: Encoding, file: &Path) -> (u64, u64) {
+    let mut src: Box<dyn Source> = match encoding {
+        Encoding::Json => Box::new(LinesSource::open(file).unwrap()),
+        Encoding::Protobuf => Box::new(FramedSource::open(file, 1 << 20).unwrap()),
+    };
+    let specs = slawatch::cli::load_specs(&[spec_dir()]).unwrap();
+    let catalog = Arc::new(Catalog::embedded());
+    let mut pipeline = Pipeline::new(specs, catalog.clone(), &PipelineConfig::default());
+    let config = OtelConfig {
+        group_by: GroupBy::Conversation,
+        ..OtelConfig::default()
+    };
+    let path = SpanPath::new(&config, catalog, 0, None, Arc::default()).unwrap();
+    let mut input = SpanInput { encoding, path };
+    let mut findings = 0u64;
+    let report = replay_spans(
+        src.as_mut(),
+        &mut pipeline,
+        &mut DeadLetters::discard(),
+        None,
+        &mut |_: &slawatch::finding::Finding| {
+            findings += 1;
+            Ok(())
+        },
+        &mut input,
+    )
+    .unwrap();
+    std::hint::black_box(findings);
+    (report.ingest.accepted, src.bytes_read())
 }
 
 fn run_pipeline(src: &mut dyn Source) -> (u64, u64) {
@@ -342,4 +468,21 @@ fn smoke() {
     let (records, read) = run_pipeline(&mut src);
     assert_eq!(records, 20_000);
     assert_eq!(read, bytes.len() as u64);
+    // The span modes on a small stream: every session assembled.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimConfig {
+        max_sessions: Some(2_000),
+        ..cfg
+    };
+    for (format, encoding) in [
+        (OtelFormat::Json, Encoding::Json),
+        (OtelFormat::Proto, Encoding::Protobuf),
+    ] {
+        let path = dir.path().join(format!("{format:?}"));
+        let mut w = BufWriter::new(std::fs::File::create(&path).unwrap());
+        slawatch::simulate::write_spans(&mut Simulator::new(cfg.clone()).unwrap(), format, &mut w)
+            .unwrap();
+        drop(w);
+        assert_eq!(run_spans(encoding, &path).0, 2_000, "{format:?}");
+    }
 }

@@ -274,6 +274,14 @@ impl Pipeline {
         self
     }
 
+    /// Whether an event time is ahead of the shell's wall clock (never, without one): such a
+    /// record may yet be rejected as from the future by whoever applies it later.
+    pub fn ahead_of_clock(&self, event_time: EpochMs) -> bool {
+        self.wall_clock
+            .as_ref()
+            .is_some_and(|c| event_time > c.now_ms())
+    }
+
     /// Sets `max_future_skew_ms` (see [`PipelineConfig`]).
     pub fn set_future_skew(&mut self, skew_ms: i64) {
         self.config.max_future_skew_ms = skew_ms;

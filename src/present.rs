@@ -324,53 +324,80 @@ fn span_words(ms: i64) -> String {
     }
 }
 
-/// When a change began, relative to the first alert: `started around Tue 14:05 UTC (± 15 min),
-/// 2 days before the first alert`. `detected` is the end of the first breaching window.
+/// The widest symmetric interval still written as `± N min`; wider or lopsided ones are
+/// written as a range.
+const PLUS_MINUS_MAX_MS: i64 = 30 * 60_000;
+
+/// When a change began, relative to the first alert. `detected` is the end of the first
+/// breaching window. The interval decides the words:
+///
+/// - a single pane: `started at Tue 14:05 UTC (to the pane), 2 days before the first alert`;
+/// - narrow and symmetric: `started around Tue 14:05 UTC (± 15 min), …`;
+/// - wide or lopsided: `started around Tue 14:05 UTC (between 13:50 and 14:40), …` (with the
+///   weekday of an end on another day).
 pub fn onset_words(onset: &crate::forensics::Onset, detected: i64) -> String {
-    let at = crate::time::format_rfc3339_ms(onset.at);
-    let half = (onset.high - onset.low).max(0) / 2;
+    let clock = |ms: i64| crate::time::format_rfc3339_ms(ms)[11..16].to_owned();
+    let day = |ms: i64| ms.div_euclid(86_400_000);
+    let end = |ms: i64| {
+        if day(ms) == day(onset.at) {
+            clock(ms)
+        } else {
+            format!("{} {}", weekday(ms), clock(ms))
+        }
+    };
     let before = detected - onset.at;
     let lead = if before > 0 {
         format!(", {} before the first alert", span_words(before))
     } else {
         String::new()
     };
+    let (below, above) = (onset.at - onset.low, onset.high - onset.at);
+    let when = format!("{} {} UTC", weekday(onset.at), clock(onset.at));
+    if below <= 0 && above <= 0 {
+        return format!("started at {when} (to the pane){lead}");
+    }
+    if below == above && onset.high - onset.low <= PLUS_MINUS_MAX_MS {
+        return format!("started around {when} (± {}){lead}", span_words(below));
+    }
     format!(
-        "started around {} {} UTC (± {}){lead}",
-        weekday(onset.at),
-        &at[11..16],
-        span_words(half)
+        "started around {when} (between {} and {}){lead}",
+        end(onset.low),
+        end(onset.high)
     )
 }
 
-/// A candidate's measure as a value: `38%` for rates and shares, `1.2 s` for latency.
+/// A candidate's measure as a value: `38%` for rates and shares, `1.2 s` for latency, the
+/// feature's own number for a drifted feature's mean.
 fn candidate_value(metric: crate::forensics::CandidateMetric, v: f64) -> String {
     use crate::forensics::CandidateMetric as M;
     match metric {
         M::LatencyMs => fmt_value(v, Unit::Ms),
-        M::ErrorRate | M::BadRate | M::TrafficShare | M::CallShare => pct(v),
+        M::FeatureMean => fmt_num(v),
+        M::ErrorRate | M::BadRate | M::TrafficShare | M::CallShare | M::FeatureRate => pct(v),
     }
 }
 
-/// What a candidate's measure is called.
-fn metric_words(metric: crate::forensics::CandidateMetric) -> &'static str {
+/// What a candidate's measure is called; `feature` names a drifted feature.
+fn metric_words(metric: crate::forensics::CandidateMetric, feature: Option<&str>) -> String {
     use crate::forensics::CandidateMetric as M;
+    let feature = feature.unwrap_or("feature");
     match metric {
-        M::ErrorRate => "error rate",
-        M::BadRate => "bad rate",
-        M::TrafficShare => "traffic share",
-        M::CallShare => "share of tool calls",
-        M::LatencyMs => "mean latency",
+        M::ErrorRate => "error rate".into(),
+        M::BadRate => "bad rate".into(),
+        M::TrafficShare => "traffic share".into(),
+        M::CallShare => "share of tool calls".into(),
+        M::LatencyMs => "mean latency".into(),
+        M::FeatureMean => format!("mean {feature}"),
+        M::FeatureRate => format!("{feature} rate"),
     }
 }
 
 /// A candidate with its evidence: ``tool `get_order` — error rate 2% → 38% since 14:05, in 91%
 /// of the sessions that count against the objective (explains 84% of the change)``.
-pub fn candidate_words(
-    c: &crate::forensics::Candidate,
-    onset: Option<&crate::forensics::Onset>,
-) -> String {
-    let since = onset
+pub fn candidate_words(c: &crate::forensics::Candidate, f: &crate::forensics::Forensics) -> String {
+    let since = f
+        .onset
+        .as_ref()
         .map(|o| format!(" since {}", &crate::time::format_rfc3339_ms(o.at)[11..16]))
         .unwrap_or_default();
     format!(
@@ -378,7 +405,7 @@ pub fn candidate_words(
          (explains {} of the change)",
         c.layer.as_str(),
         c.name,
-        metric_words(c.metric),
+        metric_words(c.metric, f.feature.as_deref()),
         candidate_value(c.metric, c.before),
         candidate_value(c.metric, c.after),
         pct(c.in_bad_share),
@@ -415,10 +442,63 @@ mod forensics_words {
             after: 0.38,
             in_bad_share: 0.91,
         };
+        let f = crate::forensics::Forensics {
+            onset: Some(onset.clone()),
+            candidates: vec![c.clone()],
+            feature: None,
+        };
         assert_eq!(
-            candidate_words(&c, Some(&onset)),
+            candidate_words(&c, &f),
             "tool `get_order` — error rate 2% → 38% since 14:05, in 91% of the sessions that \
              count against the objective (explains 84% of the change)"
+        );
+        let drift = crate::forensics::Forensics {
+            feature: Some("output_tokens".into()),
+            ..f
+        };
+        let c = Candidate {
+            layer: Layer::Model,
+            name: "m-2".into(),
+            metric: CandidateMetric::FeatureMean,
+            before: 312.4,
+            after: 520.0,
+            ..c
+        };
+        assert_eq!(
+            candidate_words(&c, &drift),
+            "model `m-2` — mean output_tokens 312 → 520 since 14:05, in 91% of the sessions \
+             that count against the objective (explains 84% of the change)"
+        );
+    }
+
+    #[test]
+    fn an_exact_onset_is_to_the_pane_and_a_wide_one_a_range() {
+        // 2026-11-01 is a Sunday.
+        let at = crate::time::parse_rfc3339_ms("2026-11-01T10:00:00Z").unwrap();
+        let min = 60_000;
+        let onset = |low: i64, high: i64| Onset {
+            at,
+            low: at - low * min,
+            high: at + high * min,
+            panes: 96,
+        };
+        let detected = at + 15 * min;
+        assert_eq!(
+            onset_words(&onset(0, 0), detected),
+            "started at Sun 10:00 UTC (to the pane), 15 min before the first alert"
+        );
+        assert_eq!(
+            onset_words(&onset(5, 5), detected),
+            "started around Sun 10:00 UTC (± 5 min), 15 min before the first alert"
+        );
+        assert_eq!(
+            onset_words(&onset(10, 20), detected),
+            "started around Sun 10:00 UTC (between 09:50 and 10:20), 15 min before the first alert"
+        );
+        assert_eq!(
+            onset_words(&onset(630, 30), detected),
+            "started around Sun 10:00 UTC (between Sat 23:30 and 10:30), 15 min before the \
+             first alert"
         );
     }
 }

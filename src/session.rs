@@ -99,7 +99,7 @@ impl PiiHandling {
 }
 
 /// One tool call, in the order the agent made them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
     pub name: String,
     pub status: Option<ToolStatus>,
@@ -107,7 +107,7 @@ pub struct ToolCall {
 }
 
 /// The degradation a session took, if any.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fallback {
     pub triggered: bool,
     pub kind: Option<String>,
@@ -116,7 +116,7 @@ pub struct Fallback {
 
 /// Personal data that entered the agent's context. Only its type, handling and destination
 /// are known to slawatch — never the data itself.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pii {
     pub kind: String,
     pub handling: PiiHandling,
@@ -124,20 +124,70 @@ pub struct Pii {
 }
 
 /// Evaluator or user-feedback signals.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Quality {
     pub score: Option<f64>,
     pub resolved: Option<bool>,
     pub refusal: Option<bool>,
 }
 
-/// A value of a free segmentation attribute.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+/// A value of a free segmentation attribute: in JSON the plain value (`"web"`, `3`, `true`),
+/// in binary forms (see [`crate::ingest::binary`]) a tagged variant, since a format that does
+/// not describe itself cannot tell the three apart.
+#[derive(Debug, Clone, PartialEq)]
 pub enum AttrValue {
     Str(String),
     Num(f64),
     Bool(bool),
+}
+
+/// [`AttrValue`] as text formats carry it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PlainAttr {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+}
+
+/// [`AttrValue`] as binary formats carry it (variant index, then the value).
+#[derive(Deserialize)]
+#[serde(rename = "AttrValue")]
+enum TaggedAttr {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+}
+
+impl Serialize for AttrValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self, s.is_human_readable()) {
+            (AttrValue::Str(x), true) => s.serialize_str(x),
+            (AttrValue::Num(n), true) => s.serialize_f64(*n),
+            (AttrValue::Bool(b), true) => s.serialize_bool(*b),
+            (AttrValue::Str(x), false) => s.serialize_newtype_variant("AttrValue", 0, "Str", x),
+            (AttrValue::Num(n), false) => s.serialize_newtype_variant("AttrValue", 1, "Num", n),
+            (AttrValue::Bool(b), false) => s.serialize_newtype_variant("AttrValue", 2, "Bool", b),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AttrValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AttrValue, D::Error> {
+        Ok(if d.is_human_readable() {
+            match PlainAttr::deserialize(d)? {
+                PlainAttr::Str(x) => AttrValue::Str(x),
+                PlainAttr::Num(n) => AttrValue::Num(n),
+                PlainAttr::Bool(b) => AttrValue::Bool(b),
+            }
+        } else {
+            match TaggedAttr::deserialize(d)? {
+                TaggedAttr::Str(x) => AttrValue::Str(x),
+                TaggedAttr::Num(n) => AttrValue::Num(n),
+                TaggedAttr::Bool(b) => AttrValue::Bool(b),
+            }
+        })
+    }
 }
 
 impl AttrValue {
@@ -159,7 +209,7 @@ impl AttrValue {
 }
 
 /// A decoded, valid session record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub session_id: String,
     pub agent: String,
@@ -180,6 +230,13 @@ pub struct Session {
     pub turns: Option<u64>,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Input tokens served from a provider-managed prompt cache, all calls summed; part of
+    /// `input_tokens` (as in the GenAI conventions), never added to it.
+    pub cache_read_input_tokens: Option<u64>,
+    /// Input tokens written to a provider-managed prompt cache; part of `input_tokens`.
+    pub cache_creation_input_tokens: Option<u64>,
+    /// Output tokens the model spent reasoning; part of `output_tokens`.
+    pub reasoning_output_tokens: Option<u64>,
     /// Reported cost, or the catalog's estimate (see `cost_derived`), or `None` when the model
     /// is not in the catalog and no cost was reported.
     pub cost_usd: Option<f64>,

@@ -34,7 +34,7 @@ use crate::forensics::{AffectedBatch, AffectedReason, AffectedSession, Forensics
 use crate::session::EpochMs;
 use crate::spec::model::{Dimension, Severity};
 use crate::store::Store;
-use crate::store::incidents::IncidentArchive;
+use crate::store::incidents::{Filed, IncidentArchive};
 use crate::store::notify_log::{MailStatus, NotifyLog};
 
 /// Affected session ids kept per incident; beyond, sessions are only counted.
@@ -143,7 +143,7 @@ pub struct AffectedCounts {
     pub unlisted: u64,
     /// By the session's segment (`(none)` when the spec does not segment).
     pub by_segment: BTreeMap<String, u64>,
-    /// By reason: `status:error`, `signal:resolved`, `value:duration_ms`, `violation`, `drifted`.
+    /// By reason: `status:error`, `signal:resolved`, `value:duration_ms`, `violation`, `drifted:output_tokens`.
     pub by_reason: BTreeMap<String, u64>,
 }
 
@@ -154,7 +154,7 @@ pub fn reason_code(r: &AffectedReason) -> String {
         AffectedReason::Signal { signal } => format!("signal:{signal}"),
         AffectedReason::Value { field, .. } => format!("value:{field}"),
         AffectedReason::Violation { .. } => "violation".to_owned(),
-        AffectedReason::Drifted => "drifted".to_owned(),
+        AffectedReason::Drifted { feature, .. } => format!("drifted:{feature}"),
     }
 }
 
@@ -491,17 +491,17 @@ impl Archive {
             self.waiting.push_back(batch.clone());
             return Ok(());
         };
-        for s in &batch.sessions {
-            let reason = reason_code(&s.reason);
-            if r.affected.listed < AFFECTED_IDS_PER_INCIDENT {
-                if self.store.add_affected(&id, s)? {
-                    r.affected.listed += 1;
-                    r.count(s.segment.as_deref(), &reason, 1);
-                }
-            } else {
-                r.affected.unlisted += 1;
-                r.count(s.segment.as_deref(), &reason, 1);
+        // The batch is one value in the store; sessions filed before are left out, and
+        // those beyond the bound are counted, not listed.
+        let room = AFFECTED_IDS_PER_INCIDENT.saturating_sub(r.affected.listed);
+        let filed = self.store.add_affected(&id, &batch.sessions, room)?;
+        for (s, filed) in batch.sessions.iter().zip(filed) {
+            match filed {
+                Filed::New => r.affected.listed += 1,
+                Filed::NoRoom => r.affected.unlisted += 1,
+                Filed::Already => continue,
             }
+            r.count(s.segment.as_deref(), &reason_code(&s.reason), 1);
         }
         if batch.dropped > 0 {
             r.affected.unlisted += batch.dropped;
@@ -526,8 +526,14 @@ impl Archive {
                 self.store.put(&id, r)?;
             }
         }
-        self.live
-            .retain(|_, r| r.status == RecordStatus::Open || held(&r.incident_id));
+        let store = &self.store;
+        self.live.retain(|id, r| {
+            let keep = r.status == RecordStatus::Open || held(&r.incident_id);
+            if !keep {
+                store.forget_filed(id);
+            }
+            keep
+        });
         if resolved && let Some(now) = now {
             self.retain(now)?;
         }

@@ -931,10 +931,10 @@ fn forensics_rows(n: &Notification) -> Vec<(String, String)> {
     if let Some(top) = candidates.next() {
         rows.push((
             "Most likely".to_owned(),
-            crate::present::candidate_words(top, f.onset.as_ref()),
+            crate::present::candidate_words(top, f),
         ));
         let next = match candidates.next() {
-            Some(c) => crate::present::candidate_words(c, f.onset.as_ref()),
+            Some(c) => crate::present::candidate_words(c, f),
             None => "none above 10%".to_owned(),
         };
         rows.push(("Next".to_owned(), next));
@@ -2161,7 +2161,7 @@ pub fn incident_markdown(r: &super::archive::IncidentReport) -> String {
                     o,
                     "{}. {}{book}",
                     i + 1,
-                    crate::present::candidate_words(c, f.onset.as_ref())
+                    crate::present::candidate_words(c, f)
                 );
             }
         }
@@ -2207,14 +2207,13 @@ pub fn incident_text(r: &super::archive::IncidentReport) -> String {
         }
         for (i, c) in f.candidates.iter().enumerate() {
             let label = if i == 0 { "Most likely" } else { "Next" };
-            row(
-                &mut o,
-                label,
-                &crate::present::candidate_words(c, f.onset.as_ref()),
-            );
+            row(&mut o, label, &crate::present::candidate_words(c, f));
             if let Some(u) = rec.runbooks.get(&c.layer) {
                 row(&mut o, "Runbook", &format!("{}: {u}", c.layer.as_str()));
             }
+        }
+        if f.candidates.len() == 1 {
+            row(&mut o, "Next", "none above 10%");
         }
     }
     let a = &rec.affected;

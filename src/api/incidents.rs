@@ -62,15 +62,7 @@ impl ListFilter {
 }
 
 fn invalid(bad: Vec<super::InvalidParam>) -> Problem {
-    Problem {
-        invalid_params: bad,
-        ..Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-params",
-            "Invalid parameters",
-            "see invalid_params",
-        )
-    }
+    Problem::invalid_params(bad, "see invalid_params")
 }
 
 fn unknown(id: &str) -> Problem {

@@ -96,6 +96,19 @@ impl Problem {
             invalid_params: Vec::new(),
         }
     }
+
+    /// 400: the request's parameters listed in `bad`, each with why.
+    pub fn invalid_params(bad: Vec<InvalidParam>, detail: &str) -> Problem {
+        Problem {
+            invalid_params: bad,
+            ..Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-params",
+                "Invalid parameters",
+                detail,
+            )
+        }
+    }
 }
 
 impl IntoResponse for Problem {
@@ -352,12 +365,9 @@ pub fn parse_request(
     q: Question,
     pairs: &[(String, String)],
 ) -> Result<questions::Request, Problem> {
-    questions::Request::parse(q, pairs).map_err(|bad| Problem {
-        invalid_params: bad,
-        ..Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-params",
-            "Invalid parameters",
+    questions::Request::parse(q, pairs).map_err(|bad| {
+        Problem::invalid_params(
+            bad,
             "one or more query parameters are not valid (see invalid_params)",
         )
     })
@@ -405,15 +415,7 @@ async fn findings(State(st): State<Arc<ApiState>>, query: Params) -> Result<Resp
         }
     }
     if !bad.is_empty() {
-        return Err(Problem {
-            invalid_params: bad,
-            ..Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-params",
-                "Invalid parameters",
-                "see invalid_params",
-            )
-        });
+        return Err(Problem::invalid_params(bad, "see invalid_params"));
     }
     let get = move |k: &str| pairs.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
     let (spec, objective, agent) = (get("spec"), get("objective"), get("agent"));

@@ -286,31 +286,14 @@ fn agent(ca_file: Option<&Path>) -> Result<ureq::Agent> {
 }
 
 fn ask_api(api: &Api, q: Question, params: &[(String, String)], args: &QueryArgs) -> Result<Value> {
-    let base = &api.base;
-    let mut req = api.agent.get(&format!("{base}/v1/{}", q.name()));
-    for (k, v) in params {
-        req = req.query(k, v);
-    }
-    if let Some(t) = api_token(args.api_token_file.as_deref())? {
-        req = req.header("Authorization", &format!("Bearer {t}"));
-    }
-    let mut resp = req
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .call()
-        .with_context(|| format!("asking {base}"))?;
-    let status = resp.status();
-    let body: Value = serde_json::from_str(
-        &resp
-            .body_mut()
-            .read_to_string()
-            .context("reading the answer")?,
-    )
-    .context("the answer is not JSON")?;
-    if !status.is_success() {
+    let path = format!("/v1/{}", q.name());
+    let (status, body) = api.get(&path, params, args.api_token_file.as_deref())?;
+    let body: Value = serde_json::from_str(&body).context("the answer is not JSON")?;
+    if !(200..300).contains(&status) {
+        let status = ureq::http::StatusCode::from_u16(status).context("the answer's status")?;
         bail!(
-            "{base} answered {status}: {}",
+            "{} answered {status}: {}",
+            api.base(),
             body["detail"].as_str().unwrap_or_default()
         );
     }

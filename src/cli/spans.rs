@@ -87,7 +87,7 @@ pub fn span_stream(
         match requests.recv_timeout(Duration::from_millis(100)) {
             Ok(request) => {
                 sink.before_record(pipeline);
-                take_request(request, path, pipeline, &mut found, dead)?;
+                take_request(request, None, path, pipeline, &mut found, dead)?;
                 findings += deliver(&mut found, pipeline, sink, &metrics)?;
                 last_span = Instant::now();
             }
@@ -109,7 +109,7 @@ pub fn span_stream(
     }
     // Requests already queued are taken before the end.
     while let Ok(request) = requests.try_recv() {
-        take_request(request, path, pipeline, &mut found, dead)?;
+        take_request(request, None, path, pipeline, &mut found, dead)?;
     }
     path.finish(pipeline, &mut found, dead)?;
     metrics.evaluate(pipeline, |p| p.finish(&mut found));

@@ -17,18 +17,20 @@
 //!   starts at the onset (or at the window's start without one). So a session is handed out at
 //!   most once, and at most [`MAX_BAD_IDS`](crate::forensics::retain::MAX_BAD_IDS) per pane are
 //!   kept; the rest are counted in `dropped`.
-//! - Drift objectives and window budgets have no per-session definition: they are not
-//!   tracked (no onset, no candidates, no affected sessions).
+//! - Drift objectives have no per-session definition: they are not tracked here but by
+//!   [`super::drift_forensic`], which follows the drifted feature instead. Window budgets
+//!   likewise, see there.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use super::{GroupKey, SpecRuntime};
-use crate::finding::{Finding, Verdict};
+use crate::finding::{Clear, Finding, Verdict};
 use crate::forensics::onset::{self, RatePane, ValuePane};
-use crate::forensics::retain::{FIXED, ForensicPane, MAX_RETENTION_MS, Outcome};
-use crate::forensics::{
-    AffectedBatch, AffectedReason, AffectedSession, Forensics, Onset, attribute,
+use crate::forensics::retain::{
+    FIXED, ForensicPane, MAX_RETENTION_MS, Outcome, Reason, RetainedPane,
 };
+use crate::forensics::{AffectedBatch, AffectedSession, Forensics, Onset, attribute};
 use crate::session::{EpochMs, Session};
 use crate::spec::model::{BoolSignal, Bound, NumericField, ObjectiveKind, Severity, Spec};
 use crate::windowing::ClosedWindow;
@@ -57,6 +59,49 @@ pub(super) struct Tracked {
     pub def: BadDef,
     /// Mean objectives: the onset is a shift of the mean, not of the bad rate.
     pub gaussian: bool,
+    /// The names its reasons carry, made once: a bad session shares them.
+    labels: Labels,
+}
+
+/// The names in a tracked objective's reasons.
+#[derive(Debug, Clone, PartialEq)]
+struct Labels {
+    /// The field of a value reason.
+    field: Arc<str>,
+    /// The signal reason when the signal is `false` and when it is `true` (`resolved=false`,
+    /// `resolved=true`; a fallback objective's `fallback=false` in both).
+    signal: [Arc<str>; 2],
+}
+
+impl Labels {
+    fn of(def: &BadDef, measures: &CompiledMeasures) -> Labels {
+        let mut labels = Labels {
+            field: Arc::from(""),
+            signal: [Arc::from(""), Arc::from("")],
+        };
+        match def {
+            BadDef::Ratio { measure, .. } => match &measures.measures[*measure] {
+                Measure::Ratio(RatioDef::Good(_)) => labels.field = Arc::from("duration_ms"),
+                Measure::Ratio(RatioDef::AtMost(field, _)) => {
+                    labels.field = Arc::from(field.record_name())
+                }
+                Measure::Ratio(RatioDef::Signal(signal)) => {
+                    let name = signal_name(signal);
+                    labels.signal = [
+                        Arc::from(format!("{name}=false")),
+                        Arc::from(format!("{name}=true")),
+                    ];
+                }
+                _ => {
+                    let fallback: Arc<str> = Arc::from("fallback=false");
+                    labels.signal = [fallback.clone(), fallback];
+                }
+            },
+            BadDef::Value { field, .. } => labels.field = Arc::from(field.record_name()),
+            BadDef::Violations(_) => {}
+        }
+        labels
+    }
 }
 
 /// The objectives of a spec that have a per-session definition, in objective order.
@@ -102,6 +147,7 @@ pub(super) fn tracked(spec: &Spec, measures: &CompiledMeasures) -> Vec<Tracked> 
             out.push(Tracked {
                 objective: i,
                 gaussian: matches!(o.kind, ObjectiveKind::Mean { .. }),
+                labels: Labels::of(&def, measures),
                 def,
             });
         }
@@ -118,14 +164,20 @@ fn signal_name(s: &BoolSignal) -> String {
     }
 }
 
-/// How one session stands against one tracked objective.
-pub(super) fn outcome(t: &Tracked, measures: &CompiledMeasures, s: &Session) -> Outcome {
+/// How one session stands against one tracked objective. Reasons share the objective's
+/// labels: no string is made per session.
+pub(super) fn outcome(
+    t: &Tracked,
+    measures: &CompiledMeasures,
+    s: &Session,
+    judged: &[(bool, bool)],
+) -> Outcome {
     match &t.def {
         BadDef::Ratio {
             measure,
             signal_bad,
         } => {
-            let (eligible, good) = measures.ratio_outcome(*measure, s);
+            let (eligible, good) = judged[*measure];
             let bad = match signal_bad {
                 None => eligible && !good,
                 Some(side) => eligible && good == *side,
@@ -133,40 +185,28 @@ pub(super) fn outcome(t: &Tracked, measures: &CompiledMeasures, s: &Session) -> 
             let reason = bad.then(|| match &measures.measures[*measure] {
                 Measure::Ratio(RatioDef::Good(filter)) => {
                     if !filter.status.is_empty() && !filter.status.contains(&s.status) {
-                        AffectedReason::Status { status: s.status }
+                        Reason::Status(s.status)
                     } else {
-                        AffectedReason::Value {
-                            field: "duration_ms".into(),
+                        Reason::Value {
+                            field: t.labels.field.clone(),
                             value: s.duration_ms.unwrap_or(f64::NAN),
                             threshold: filter.max_duration_ms.unwrap_or(f64::NAN),
                         }
                     }
                 }
-                Measure::Ratio(RatioDef::AtMost(field, threshold)) => AffectedReason::Value {
-                    field: field.record_name(),
+                Measure::Ratio(RatioDef::AtMost(field, threshold)) => Reason::Value {
+                    field: t.labels.field.clone(),
                     value: numeric(field, s).unwrap_or(f64::NAN),
                     threshold: *threshold,
                 },
-                Measure::Ratio(RatioDef::Signal(signal)) => AffectedReason::Signal {
-                    signal: format!("{}={}", signal_name(signal), !good),
-                },
-                _ => AffectedReason::Signal {
-                    signal: "fallback=false".into(),
-                },
-            });
-            // A rate objective's "bad" side can be the signal holding.
-            let reason = match (reason, signal_bad) {
-                (Some(AffectedReason::Signal { .. }), Some(_)) => {
-                    let Measure::Ratio(RatioDef::Signal(signal)) = &measures.measures[*measure]
-                    else {
-                        unreachable!("rate objectives measure a signal")
-                    };
-                    Some(AffectedReason::Signal {
-                        signal: format!("{}={}", signal_name(signal), good),
-                    })
+                // A rate objective's "bad" side is the signal holding or not, as its bound
+                // says; any other ratio's is the signal not holding.
+                Measure::Ratio(RatioDef::Signal(_)) => {
+                    let value = if signal_bad.is_some() { good } else { !good };
+                    Reason::Signal(t.labels.signal[usize::from(value)].clone())
                 }
-                (r, _) => r,
-            };
+                _ => Reason::Signal(t.labels.signal[0].clone()),
+            });
             Outcome {
                 bad: reason,
                 value: None,
@@ -174,13 +214,11 @@ pub(super) fn outcome(t: &Tracked, measures: &CompiledMeasures, s: &Session) -> 
         }
         BadDef::Value { field, bound } => {
             let value = numeric(field, s);
-            let bad = value
-                .filter(|v| !bound.holds(*v))
-                .map(|v| AffectedReason::Value {
-                    field: field.record_name(),
-                    value: v,
-                    threshold: bound.value(),
-                });
+            let bad = value.filter(|v| !bound.holds(*v)).map(|v| Reason::Value {
+                field: t.labels.field.clone(),
+                value: v,
+                threshold: bound.value(),
+            });
             Outcome { bad, value }
         }
         BadDef::Violations(ms) => {
@@ -188,7 +226,7 @@ pub(super) fn outcome(t: &Tracked, measures: &CompiledMeasures, s: &Session) -> 
                 .iter()
                 .find_map(|m| measures.violations_of(*m, s).into_iter().next());
             Outcome {
-                bad: detail.map(|detail| AffectedReason::Violation { detail }),
+                bad: detail.map(|detail| Reason::Violation(Box::new(detail))),
                 value: None,
             }
         }
@@ -196,7 +234,41 @@ pub(super) fn outcome(t: &Tracked, measures: &CompiledMeasures, s: &Session) -> 
 }
 
 /// Coordinates of a finding or clear on one window.
-type Coordinates = (String, Vec<(String, String)>, Option<String>, EpochMs);
+/// An objective, key, segment and window end: where a finding or clear stands.
+pub(super) type Coordinates = (String, Vec<(String, String)>, Option<String>, EpochMs);
+
+/// The findings that open or continue an incident (breaches of ticket severity or above) among
+/// those `counts`, by coordinates, and the coordinates of `clears`.
+pub(super) fn breaches_and_clears(
+    out: &[Finding],
+    clears: &[Clear],
+    counts: impl Fn(&Finding) -> bool,
+) -> (HashMap<Coordinates, Vec<usize>>, HashSet<Coordinates>) {
+    let mut breaches: HashMap<Coordinates, Vec<usize>> = HashMap::new();
+    for (i, f) in out.iter().enumerate() {
+        if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket && counts(f) {
+            let at = (
+                f.objective.clone(),
+                f.key.clone(),
+                f.segment.clone(),
+                f.window_end,
+            );
+            breaches.entry(at).or_default().push(i);
+        }
+    }
+    let cleared = clears
+        .iter()
+        .map(|c| {
+            (
+                c.objective.clone(),
+                c.key.clone(),
+                c.segment.clone(),
+                c.window_end,
+            )
+        })
+        .collect();
+    (breaches, cleared)
+}
 
 impl SpecRuntime {
     /// How long retained panes are kept: the SLO period, at least the window, at most 7 days.
@@ -210,18 +282,22 @@ impl SpecRuntime {
     /// Adds a session to the retained panes of its key and segment.
     pub(super) fn retain_forensics(
         &mut self,
-        key: &std::sync::Arc<str>,
-        segment: Option<&std::sync::Arc<str>>,
+        key: &Arc<str>,
+        segment: Option<&Arc<str>>,
         s: &Session,
+        judged: &[(bool, bool)],
     ) {
         if self.tracked.is_empty() {
             return;
         }
-        let outcomes: Vec<Outcome> = self
-            .tracked
-            .iter()
-            .map(|t| outcome(t, &self.measures, s))
-            .collect();
+        // One buffer for every session's outcomes: no allocation per session.
+        let mut outcomes = std::mem::take(&mut self.outcomes);
+        outcomes.clear();
+        outcomes.extend(
+            self.tracked
+                .iter()
+                .map(|t| outcome(t, &self.measures, s, judged)),
+        );
         let pane_ms = self.windows.config().pane_ms();
         let pane = s.event_time.div_euclid(pane_ms) * pane_ms;
         let whole = GroupKey {
@@ -236,6 +312,7 @@ impl SpecRuntime {
             };
             self.retained.observe(&group, pane, s, segment, &outcomes);
         }
+        self.outcomes = outcomes;
     }
 
     /// After the windows of `closed` were judged: forensics on the first breach of each
@@ -250,31 +327,7 @@ impl SpecRuntime {
         if self.tracked.is_empty() {
             return;
         }
-        let mut breaches: HashMap<Coordinates, Vec<usize>> = HashMap::new();
-        for (i, f) in out.iter().enumerate() {
-            if f.verdict == Verdict::Breach && f.severity >= Severity::Ticket {
-                breaches
-                    .entry((
-                        f.objective.clone(),
-                        f.key.clone(),
-                        f.segment.clone(),
-                        f.window_end,
-                    ))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        let cleared: HashSet<Coordinates> = self.clears[clears_from..]
-            .iter()
-            .map(|c| {
-                (
-                    c.objective.clone(),
-                    c.key.clone(),
-                    c.segment.clone(),
-                    c.window_end,
-                )
-            })
-            .collect();
+        let (breaches, cleared) = breaches_and_clears(out, &self.clears[clears_from..], |_| true);
         let mut newest = None;
         for w in closed {
             newest = newest.max(Some(w.end));
@@ -345,7 +398,11 @@ impl SpecRuntime {
             return Forensics::default();
         };
         let from = since.unwrap_or(EpochMs::MIN);
-        let own = self.forensics_of(j, all.range(from..end).map(|(t, p)| (*t, p)).collect());
+        let own: Vec<(EpochMs, ForensicPane)> = all
+            .range(from..end)
+            .map(|(t, p)| (*t, p.to_pane(false)))
+            .collect();
+        let own = self.forensics_of(j, own.iter().map(|(t, p)| (*t, p)).collect());
         if own.onset.is_some() {
             return own;
         }
@@ -356,7 +413,7 @@ impl SpecRuntime {
                 .map(|(_, a)| a.clone())
         };
         let mine = agent(group);
-        let siblings: Vec<&BTreeMap<EpochMs, ForensicPane>> = self
+        let siblings: Vec<&BTreeMap<EpochMs, RetainedPane>> = self
             .retained
             .panes
             .iter()
@@ -369,7 +426,7 @@ impl SpecRuntime {
         let mut merged: BTreeMap<EpochMs, ForensicPane> = BTreeMap::new();
         for panes in siblings.into_iter().chain([all]) {
             for (t, p) in panes.range(from..end) {
-                merged.entry(*t).or_default().merge_counts(p);
+                p.add_counts_to(merged.entry(*t).or_default());
             }
         }
         self.forensics_of(j, merged.iter().map(|(t, p)| (*t, p)).collect())
@@ -436,6 +493,7 @@ impl SpecRuntime {
         Forensics {
             candidates: attribute::attribute(&before, &after, j, reload),
             onset: Some(onset),
+            feature: None,
         }
     }
 
@@ -456,16 +514,16 @@ impl SpecRuntime {
         // Sessions of a whole-key window name their own segment.
         let mut dropped = 0;
         for (_, p) in panes.range(from..w.end) {
-            let Some(o) = p.objectives.get(j) else {
+            let Some(o) = p.objective(j) else {
                 continue;
             };
             dropped += o.dropped;
-            sessions.extend(o.kept.iter().map(|b| AffectedSession {
-                session_id: b.session_id.clone(),
+            sessions.extend(p.kept(j).map(|b| AffectedSession {
+                session_id: b.session_id.to_owned(),
                 event_time: b.event_time,
                 key: parts.to_vec(),
-                segment: b.segment.as_deref().map(str::to_owned),
-                reason: b.reason.clone(),
+                segment: b.segment.map(|s| s.to_string()),
+                reason: b.reason.to_affected(),
             }));
         }
         if sessions.is_empty() && dropped == 0 {
@@ -552,6 +610,63 @@ mod tests {
             per_key_week / 1e6
         );
         assert!(per_pane < 2_000.0, "{per_pane} B a pane");
+        // In memory: the compact panes against the same panes in map form (how they were
+        // held before), heap bytes about.
+        let live = &rt.retained.panes;
+        let compact: usize = live
+            .values()
+            .flat_map(|p| p.values())
+            .map(|p| p.heap_bytes())
+            .sum();
+        let maps: usize = live
+            .values()
+            .flat_map(|p| p.values())
+            .map(|p| p.to_pane(true).heap_bytes())
+            .sum();
+        println!(
+            "in memory: {:.0} B a pane compact, {:.0} B a pane as maps; \
+             a key with 3 segments over 7 days ≈ {:.1} MB compact, {:.1} MB as maps",
+            compact as f64 / panes as f64,
+            maps as f64 / panes as f64,
+            compact as f64 / panes as f64 * (MAX_PANES * groups) as f64 / 1e6,
+            maps as f64 / panes as f64 * (MAX_PANES * groups) as f64 / 1e6,
+        );
+        assert!(compact * 2 < maps, "{compact} B compact, {maps} B as maps");
+    }
+
+    /// Compact panes are written in the snapshot layout of the map form, so a checkpoint of
+    /// either restores into the other: the restored state writes the same bytes, and keeps
+    /// counting as if never restored.
+    #[test]
+    fn retained_panes_restore_from_their_snapshot_byte_for_byte() {
+        let mut rt = runtime("28d");
+        feed(&mut rt, 6);
+        let json = serde_json::to_string(&rt.snapshot()).unwrap();
+        let mut restored = runtime("28d");
+        assert!(restored.restore(serde_json::from_str(&json).unwrap()));
+        // Every key's panes, in key order (the snapshot's maps list keys in hash order).
+        let panes = |rt: &SpecRuntime| -> BTreeMap<GroupKey, String> {
+            rt.snapshot()
+                .forensics
+                .panes
+                .iter()
+                .map(|(k, p)| (k.clone(), serde_json::to_string(p).unwrap()))
+                .collect()
+        };
+        assert_eq!(panes(&restored), panes(&rt));
+        assert_eq!(
+            restored.snapshot().forensics.tracks,
+            rt.snapshot().forensics.tracks
+        );
+        // The snapshot form of a pane is the map form, which reads back field for field.
+        let state = rt.snapshot().forensics;
+        let (_, panes) = state.panes.iter().next().unwrap();
+        let (_, pane) = panes.iter().next_back().unwrap();
+        let maps = pane.to_pane(true);
+        let reread: ForensicPane =
+            serde_json::from_str(&serde_json::to_string(pane).unwrap()).unwrap();
+        assert_eq!(reread, maps);
+        assert!(maps.sessions > 0 && !maps.prompt.is_empty());
     }
 
     #[test]

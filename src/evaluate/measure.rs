@@ -183,8 +183,26 @@ impl CompiledMeasures {
         }
     }
 
+    /// Each measure's `(eligible, good)` for one session (`(false, false)` for a measure that
+    /// is not a ratio), into `out`: judged once per session and shared by every summary,
+    /// timeline and forensic pane the session updates.
+    pub fn judge(&self, s: &Session, out: &mut Vec<(bool, bool)>) {
+        out.clear();
+        out.extend(self.measures.iter().map(|m| match m {
+            Measure::Ratio(def) => ratio_outcome(def, s),
+            _ => (false, false),
+        }));
+    }
+
     /// Adds one session to a summary.
     pub fn observe(&self, summary: &mut SpecSummary, s: &Session) {
+        let mut judged = Vec::new();
+        self.judge(s, &mut judged);
+        self.observe_judged(summary, s, &judged);
+    }
+
+    /// Adds one session to a summary, with its ratio outcomes from [`judge`](Self::judge).
+    pub fn observe_judged(&self, summary: &mut SpecSummary, s: &Session, judged: &[(bool, bool)]) {
         summary.sessions += 1;
         summary.by_status[s.status.index()] += 1;
         if let Some(d) = s.duration_ms {
@@ -193,8 +211,8 @@ impl CompiledMeasures {
         if let Some(c) = s.cost_usd {
             summary.costliest.offer(c, &s.session_id);
         }
-        for (m, state) in self.measures.iter().zip(&mut summary.states) {
-            state.observe(m, s);
+        for ((m, state), ratio) in self.measures.iter().zip(&mut summary.states).zip(judged) {
+            state.observe(m, s, *ratio);
         }
     }
 
@@ -339,10 +357,11 @@ impl MeasureState {
         }
     }
 
-    fn observe(&mut self, m: &Measure, s: &Session) {
+    /// Adds one session; `ratio` is its `(eligible, good)` under a ratio measure.
+    fn observe(&mut self, m: &Measure, s: &Session, ratio: (bool, bool)) {
         match (m, self) {
-            (Measure::Ratio(def), MeasureState::Ratio { good, total, bad }) => {
-                let (eligible, is_good) = ratio_outcome(def, s);
+            (Measure::Ratio(_), MeasureState::Ratio { good, total, bad }) => {
+                let (eligible, is_good) = ratio;
                 if eligible {
                     *total += 1;
                     if is_good {

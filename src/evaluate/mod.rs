@@ -6,6 +6,7 @@
 //! `observe(session)`, `advance(watermark)` → findings — so the same input always gives the same
 //! findings, byte for byte. Never reads the wall clock, never does I/O.
 
+mod drift_forensic;
 mod forensic;
 pub mod measure;
 pub mod slo;
@@ -92,6 +93,10 @@ pub struct RuntimeState {
     /// before it existed: forensics then starts from the restore).
     #[serde(default)]
     pub forensics: crate::forensics::retain::Retained<GroupKey>,
+    /// Per drift objective (in objective order), its feature panes and streaks (absent in
+    /// snapshots from before drift forensics: it then starts from the restore).
+    #[serde(default)]
+    pub drift_forensics: Vec<crate::forensics::drift::DriftRetained<GroupKey>>,
 }
 
 /// What a configuration reload kept of a spec's state ([`SpecRuntime::carry_over`]).
@@ -141,6 +146,12 @@ pub struct SpecRuntime {
     retained: crate::forensics::retain::Retained<GroupKey>,
     /// Affected sessions handed out since the last drain.
     affected_out: Vec<crate::forensics::AffectedBatch>,
+    /// Drift forensics, per drift objective (indexed like `drift`): feature panes and streaks.
+    drift_retained: Vec<crate::forensics::drift::DriftRetained<GroupKey>>,
+    /// Scratch: the current session's outcome against each tracked objective.
+    outcomes: Vec<crate::forensics::retain::Outcome>,
+    /// Scratch: the current session's `(eligible, good)` under each measure.
+    judged: Vec<(bool, bool)>,
 }
 
 impl SpecRuntime {
@@ -165,7 +176,7 @@ impl SpecRuntime {
             .max()
             .unwrap_or(0)
             .max(spec.period_ms);
-        let drift = spec
+        let drift: Vec<(usize, DriftRuntime)> = spec
             .objectives
             .iter()
             .enumerate()
@@ -175,10 +186,14 @@ impl SpecRuntime {
             })
             .collect();
         let tracked = forensic::tracked(&spec, &measures);
+        let drift_retained = (0..drift.len()).map(|_| Default::default()).collect();
         SpecRuntime {
+            drift_retained,
             tracked,
             retained: Default::default(),
             affected_out: Vec::new(),
+            outcomes: Vec::new(),
+            judged: Vec::new(),
             windows: Windows::new(WindowConfig {
                 size_ms: w.size_ms,
                 step_ms: w.step_ms,
@@ -235,6 +250,7 @@ impl SpecRuntime {
                 .collect(),
             last_session: self.last_session.clone(),
             forensics: self.retained.clone(),
+            drift_forensics: self.drift_retained.clone(),
         }
     }
 
@@ -260,6 +276,11 @@ impl SpecRuntime {
         self.late = state.late;
         self.last_session = state.last_session;
         self.retained = state.forensics;
+        self.drift_retained = if state.drift_forensics.len() == self.drift.len() {
+            state.drift_forensics
+        } else {
+            (0..self.drift.len()).map(|_| Default::default()).collect()
+        };
         for ((_, d), baselines) in self.drift.iter_mut().zip(state.baselines) {
             d.restore(baselines);
         }
@@ -322,7 +343,11 @@ impl SpecRuntime {
             }
         }
         let segment = self.segment_of(&key, s);
-        self.retain_forensics(&key, segment.as_ref(), s);
+        // Each ratio measure judges the session once, for windows, timelines and forensics.
+        let mut judged = std::mem::take(&mut self.judged);
+        self.measures.judge(s, &mut judged);
+        self.retain_forensics(&key, segment.as_ref(), s, &judged);
+        self.retain_drift_forensics(&key, segment.as_ref(), s);
         let groups = [
             Some(GroupKey {
                 key: key.clone(),
@@ -340,7 +365,7 @@ impl SpecRuntime {
                     s.event_time,
                     &group,
                     || measures.empty_summary(),
-                    |sum| measures.observe(sum, s),
+                    |sum| measures.observe_judged(sum, s, &judged),
                 )
                 .expect("checked above");
             if !self.slos.is_empty() {
@@ -351,7 +376,7 @@ impl SpecRuntime {
                     .entry(group)
                     .or_insert_with(|| vec![SliTimeline::new(bucket, span); n]);
                 for ((_, m, _), tl) in self.slos.iter().zip(timelines.iter_mut()) {
-                    let (eligible, good) = self.measures.ratio_outcome(*m, s);
+                    let (eligible, good) = judged[*m];
                     if eligible {
                         tl.add(s.event_time, good);
                     } else {
@@ -360,6 +385,7 @@ impl SpecRuntime {
                 }
             }
         }
+        self.judged = judged;
         Ok(())
     }
 
@@ -406,6 +432,7 @@ impl SpecRuntime {
         let clears_from = self.clears.len();
         let mut out = self.evaluate_closed(&closed);
         self.investigate(&closed, &mut out, clears_from);
+        self.investigate_drift(&closed, &mut out, clears_from);
         out
     }
 
@@ -691,6 +718,8 @@ impl SpecRuntime {
             std::mem::swap(&mut self.segments, &mut old.segments);
             std::mem::swap(&mut self.last_session, &mut old.last_session);
             std::mem::swap(&mut self.retained, &mut old.retained);
+            // Same measures: the same drift objectives with the same features.
+            std::mem::swap(&mut self.drift_retained, &mut old.drift_retained);
             self.late = old.late;
             for (o, st) in self.spec.objectives.iter().zip(&mut self.stats) {
                 if let Some(i) = was.objectives.iter().position(|p| p.name == o.name) {

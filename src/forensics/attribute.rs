@@ -17,7 +17,8 @@
 //!   single value explains nothing (it is the key itself);
 //! - **a tool**: the same for the sessions calling it against those that do not (a session
 //!   calls several tools, so tools are not a partition); metric: the tool's call error rate,
-//!   call share or mean latency, whichever changed most;
+//!   call share or mean latency, whichever got worse most. A tool none of whose measures got
+//!   worse by a fifth is not a candidate: its sessions merely share the cause;
 //! - **provider errors**: per provider, the failed sessions with a `provider…` `error_type`
 //!   beyond their old share of the traffic, `(b₁ₑ − N₁·b₀ₑ/N₀) / E` (metric: share of sessions
 //!   failing so);
@@ -38,6 +39,10 @@ pub const MAX_CANDIDATES: usize = 5;
 /// A value with less than this share of the traffic before the onset and at least
 /// [`NEW_AFTER`] after it is a rollout.
 const NEW_BEFORE: f64 = 0.02;
+/// A tool is a candidate only when its error rate, call share or mean latency rose by at least
+/// this factor: sessions that fail more while calling a tool that works as before point at
+/// another cause they share.
+const TOOL_WORSE_BY: f64 = 1.2;
 const NEW_AFTER: f64 = 0.05;
 
 fn rate(bad: u64, n: u64) -> f64 {
@@ -107,8 +112,15 @@ pub fn attribute(
             offer(c);
         }
     }
-    let mut ranked: Vec<Candidate> = out.into_values().collect();
-    if reload_at_onset {
+    let reload = reload_at_onset.then_some((CandidateMetric::BadRate, k0.rate(), k1.rate()));
+    rank(out.into_values().collect(), reload)
+}
+
+/// The candidates worth listing, best first: a reload at the onset (its metric and values
+/// given) takes what the others leave unexplained; those under [`MIN_EXPLAINED`] are dropped,
+/// ties ranked by layer, then name; at most [`MAX_CANDIDATES`].
+fn rank(mut ranked: Vec<Candidate>, reload: Option<(CandidateMetric, f64, f64)>) -> Vec<Candidate> {
+    if let Some((metric, before, after)) = reload {
         let taken: f64 = ranked
             .iter()
             .filter(|c| c.explained >= MIN_EXPLAINED)
@@ -118,9 +130,9 @@ pub fn attribute(
             layer: Layer::Config,
             name: "reload".into(),
             explained: (1.0 - taken).clamp(0.0, 1.0),
-            metric: CandidateMetric::BadRate,
-            before: k0.rate(),
-            after: k1.rate(),
+            metric,
+            before,
+            after,
             in_bad_share: 1.0,
         });
     }
@@ -151,6 +163,19 @@ fn rest(total: Side, part: Side) -> Side {
 
 /// The share of `E` of a subset of sessions (`v₀`, `v₁`) against the rest of the key.
 fn share_of(v0: Side, v1: Side, k0: Side, k1: Side, excess: f64) -> (f64, f64, f64, bool) {
+    share_of_with(v0, v1, k0, k1, excess, rest)
+}
+
+/// [`share_of`] with the rest of the key taken by `rest` (counts clip at zero; signed sums of
+/// a feature do not).
+fn share_of_with(
+    v0: Side,
+    v1: Side,
+    k0: Side,
+    k1: Side,
+    excess: f64,
+    rest: fn(Side, Side) -> Side,
+) -> (f64, f64, f64, bool) {
     let (s0, s1) = (v0.n / k0.n, v1.n / k1.n);
     if s0 < NEW_BEFORE && s1 >= NEW_AFTER {
         let c = v1.bad - v1.n * k0.rate();
@@ -228,15 +253,11 @@ fn tools(
     names.dedup();
     names
         .into_iter()
-        .map(|name| {
+        .filter_map(|name| {
             let t0 = before.tools.get(name).cloned().unwrap_or_default();
             let t1 = after.tools.get(name).cloned().unwrap_or_default();
             let (v0, v1) = (side(Some(&t0.sessions), j), side(Some(&t1.sessions), j));
             let (explained, ..) = share_of(v0, v1, k0, k1, excess);
-            // The measure that moved most, relative to where it was.
-            let moved = |a: f64, b: f64| (b + 1e-3) / (a + 1e-3);
-            let error = (rate(t0.errors, t0.calls), rate(t1.errors, t1.calls));
-            let share = (rate(t0.calls, calls0), rate(t1.calls, calls1));
             let mean_ms = |t: &ToolCell| {
                 if t.calls > 0 {
                     t.latency_us as f64 / 1e3 / t.calls as f64
@@ -244,22 +265,35 @@ fn tools(
                     0.0
                 }
             };
-            let latency = (mean_ms(&t0), mean_ms(&t1));
             let options = [
-                (CandidateMetric::ErrorRate, error, moved(error.0, error.1)),
-                (CandidateMetric::CallShare, share, moved(share.0, share.1)),
                 (
-                    CandidateMetric::LatencyMs,
-                    latency,
-                    moved(latency.0 / 1e3, latency.1 / 1e3),
+                    CandidateMetric::ErrorRate,
+                    (rate(t0.errors, t0.calls), rate(t1.errors, t1.calls)),
                 ),
+                (
+                    CandidateMetric::CallShare,
+                    (rate(t0.calls, calls0), rate(t1.calls, calls1)),
+                ),
+                (CandidateMetric::LatencyMs, (mean_ms(&t0), mean_ms(&t1))),
             ];
-            // The first of equals wins, as in the order above.
-            let (metric, (b, a), _) = options
+            // The measure that got worse most, relative to where it was (latency in seconds,
+            // so a millisecond's jitter does not count as a rise from nothing); the first of
+            // equals wins, in the order above. A tool none of whose measures got worse by
+            // [`TOOL_WORSE_BY`] only shares its sessions with the cause: not a candidate.
+            let worse_by = |metric: CandidateMetric, (b, a): (f64, f64)| {
+                let unit = if metric == CandidateMetric::LatencyMs {
+                    1e3
+                } else {
+                    1.0
+                };
+                (a / unit + 1e-3) / (b / unit + 1e-3)
+            };
+            let (_, metric, (b, a)) = options
                 .into_iter()
-                .reduce(|best, o| if best.2 >= o.2 { best } else { o })
-                .expect("three options");
-            Candidate {
+                .map(|(metric, ba)| (worse_by(metric, ba), metric, ba))
+                .filter(|(by, ..)| *by >= TOOL_WORSE_BY)
+                .reduce(|best, o| if best.0 >= o.0 { best } else { o })?;
+            Some(Candidate {
                 layer: Layer::Tool,
                 name: name.clone(),
                 explained: explained.clamp(0.0, 1.0),
@@ -267,7 +301,7 @@ fn tools(
                 before: b,
                 after: a,
                 in_bad_share: if k1.bad > 0.0 { v1.bad / k1.bad } else { 0.0 },
-            }
+            })
         })
         .collect()
 }
@@ -311,6 +345,89 @@ fn provider_errors(
             }
         })
         .collect()
+}
+
+/// One side of the onset for [`attribute_shift`]: the drifted feature's count and sum of values
+/// over the key, and per layer value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShiftSide {
+    pub count: f64,
+    pub sum: f64,
+    /// Per layer and value: `(count, sum)`.
+    pub layers: BTreeMap<Layer, BTreeMap<String, (f64, f64)>>,
+}
+
+/// Counts clip at zero, a signed sum does not.
+fn rest_signed(total: Side, part: Side) -> Side {
+    Side {
+        n: (total.n - part.n).max(0.0),
+        bad: total.bad - part.bad,
+    }
+}
+
+/// The candidates of a feature's shift (drift objectives): the same split as [`attribute`],
+/// with a value's mean in place of its bad rate. The excess is `E = S₁ − N₁·m₀` (`S₁` the sum
+/// after the onset, `m₀` the mean before), taken on the side of the change: for a fall
+/// (`rise == false`) every value is negated first. `rate_feature` when the feature is yes/no
+/// (its mean is a rate). A candidate's `in_bad_share` is its share of the key's sessions after
+/// the onset — every one of them counts against a drift objective.
+pub fn attribute_shift(
+    before: &ShiftSide,
+    after: &ShiftSide,
+    rise: bool,
+    rate_feature: bool,
+    reload_at_onset: bool,
+) -> Vec<Candidate> {
+    let sign = if rise { 1.0 } else { -1.0 };
+    let side = |(n, sum): (f64, f64)| Side { n, bad: sign * sum };
+    let mean = |(n, sum): (f64, f64)| if n > 0.0 { sum / n } else { 0.0 };
+    let (t0, t1) = ((before.count, before.sum), (after.count, after.sum));
+    let (k0, k1) = (side(t0), side(t1));
+    let excess = k1.bad - k1.n * k0.rate();
+    let metric = if rate_feature {
+        CandidateMetric::FeatureRate
+    } else {
+        CandidateMetric::FeatureMean
+    };
+    let mut out = Vec::new();
+    if k0.n > 0.0 && k1.n > 0.0 && excess > 0.0 {
+        let empty = BTreeMap::new();
+        for layer in [Layer::Prompt, Layer::Model, Layer::Provider, Layer::Input] {
+            let b = before.layers.get(&layer).unwrap_or(&empty);
+            let a = after.layers.get(&layer).unwrap_or(&empty);
+            let mut values: Vec<&String> = b.keys().chain(a.keys()).collect();
+            values.sort();
+            values.dedup();
+            if values.len() < 2 {
+                continue;
+            }
+            for v in values {
+                let (c0, c1) = (
+                    b.get(v).copied().unwrap_or_default(),
+                    a.get(v).copied().unwrap_or_default(),
+                );
+                let (v0, v1) = (side(c0), side(c1));
+                let (explained, rate_effect, mix_effect, new) =
+                    share_of_with(v0, v1, k0, k1, excess, rest_signed);
+                let (m, before, after) = if new || mix_effect.abs() > rate_effect.abs() {
+                    (CandidateMetric::TrafficShare, v0.n / k0.n, v1.n / k1.n)
+                } else {
+                    (metric, mean(c0), mean(c1))
+                };
+                out.push(Candidate {
+                    layer,
+                    name: v.clone(),
+                    explained: explained.clamp(0.0, 1.0),
+                    metric: m,
+                    before,
+                    after,
+                    in_bad_share: v1.n / k1.n,
+                });
+            }
+        }
+    }
+    let reload = reload_at_onset.then_some((metric, mean(t0), mean(t1)));
+    rank(out, reload)
 }
 
 #[cfg(test)]
@@ -395,11 +512,103 @@ mod tests {
     }
 
     #[test]
+    fn a_tool_that_works_as_before_is_not_a_candidate_even_when_its_sessions_fail_more() {
+        // The provider fails; sessions calling `update_address` fail with it, but the tool's
+        // error rate, call share and latency (165 ms → 144 ms) did not get worse.
+        let tool = |calls, errors, latency_ms: u64, sessions, bad| ToolCell {
+            calls,
+            errors,
+            latency_us: latency_ms * 1000 * calls,
+            sessions: cell(sessions, bad),
+        };
+        let mut b = pane(1000, 10);
+        b.tools
+            .insert("update_address".into(), tool(300, 3, 165, 300, 3));
+        let mut a = pane(1000, 210);
+        a.tools
+            .insert("update_address".into(), tool(300, 3, 144, 300, 120));
+        assert!(attribute(&b, &a, 0, false).is_empty());
+        // The same sessions with the tool's latency up by a half: a candidate, by latency.
+        a.tools
+            .insert("update_address".into(), tool(300, 3, 250, 300, 120));
+        let c = attribute(&b, &a, 0, false);
+        assert_eq!(
+            (c[0].name.as_str(), c[0].metric),
+            ("update_address", CandidateMetric::LatencyMs)
+        );
+        assert_eq!((c[0].before, c[0].after), (165.0, 250.0));
+    }
+
+    #[test]
     fn a_reload_at_the_onset_takes_what_is_left() {
         let b = pane(1000, 10);
         let a = pane(1000, 50);
         let c = attribute(&b, &a, 0, true);
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].layer, c[0].explained), (Layer::Config, 1.0));
+    }
+
+    /// Builds both sides from individual sessions `(layer values, value)`, the way the retained
+    /// panes would sum them.
+    fn shift_side(sessions: &[(&str, &str, f64)]) -> ShiftSide {
+        let mut s = ShiftSide::default();
+        for (prompt, model, x) in sessions {
+            s.count += 1.0;
+            s.sum += x;
+            for (layer, v) in [(Layer::Prompt, prompt), (Layer::Model, model)] {
+                let e = s
+                    .layers
+                    .entry(layer)
+                    .or_default()
+                    .entry(v.to_string())
+                    .or_default();
+                e.0 += 1.0;
+                e.1 += x;
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn a_shift_is_split_by_the_values_whose_mean_moved() {
+        // Before: m1 and m2 both at 300 tokens. After: m1 at 400 (+ a little spread), m2 same.
+        let mut b = Vec::new();
+        let mut a = Vec::new();
+        for i in 0..500 {
+            let wobble = f64::from(i % 3) - 1.0;
+            b.push(("p", "m1", 300.0 + wobble));
+            b.push(("p", "m2", 300.0 - wobble));
+            a.push(("p", "m1", 400.0 + wobble));
+            a.push(("p", "m2", 300.0 - wobble));
+        }
+        let (sb, sa) = (shift_side(&b), shift_side(&a));
+        let c = attribute_shift(&sb, &sa, true, false, false);
+        // E = Σ after − N₁·m₀ = 50 000; m1 carries all of it, m2 none; one prompt: nothing.
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!((c[0].layer, c[0].name.as_str()), (Layer::Model, "m1"));
+        assert!((c[0].explained - 1.0).abs() < 1e-9, "{c:?}");
+        assert_eq!(c[0].metric, CandidateMetric::FeatureMean);
+        assert!((c[0].before - 300.0).abs() < 0.01 && (c[0].after - 400.0).abs() < 0.01);
+        assert!((c[0].in_bad_share - 0.5).abs() < 1e-12);
+        // Looked at as a fall, there is no excess: nothing to explain.
+        assert!(attribute_shift(&sb, &sa, false, false, false).is_empty());
+    }
+
+    #[test]
+    fn a_fall_with_a_new_prompt_is_the_rollout() {
+        let b: Vec<_> = (0..800)
+            .map(|i| ("v1", "m", 0.4 + f64::from(i % 2) * 0.2))
+            .collect();
+        let mut a: Vec<_> = (0..200)
+            .map(|i| ("v1", "m", 0.4 + f64::from(i % 2) * 0.2))
+            .collect();
+        a.extend((0..800).map(|_| ("v2", "m", 0.1)));
+        let c = attribute_shift(&shift_side(&b), &shift_side(&a), false, true, false);
+        assert_eq!((c[0].layer, c[0].name.as_str()), (Layer::Prompt, "v2"));
+        // Negated: m₀ = −0.5, S₁ = −(200·0.5 + 800·0.1) = −180, E = −180 + 500 = 320;
+        // v2: −80 + 800·0.5 = 320 → all of it.
+        assert!((c[0].explained - 1.0).abs() < 1e-9, "{c:?}");
+        assert_eq!(c[0].metric, CandidateMetric::TrafficShare);
+        assert_eq!((c[0].before, c[0].after), (0.0, 0.8));
     }
 }

@@ -7,6 +7,7 @@
 //! the incident the finding joined.
 
 pub mod attribute;
+pub mod drift;
 pub mod onset;
 pub mod retain;
 
@@ -26,6 +27,10 @@ pub struct Forensics {
     /// candidates that explain a meaningful share are listed (at most five).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub candidates: Vec<Candidate>,
+    /// Drift objectives: the feature whose series gave the onset and whose shift the
+    /// candidates split (absent for other objectives).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub feature: Option<String>,
 }
 
 /// A change-point estimate on the objective's series.
@@ -99,6 +104,10 @@ pub enum CandidateMetric {
     CallShare,
     /// Mean latency of the candidate, ms.
     LatencyMs,
+    /// Mean of the drifted numeric feature ([`Forensics::feature`]) in the candidate's sessions.
+    FeatureMean,
+    /// Share of the candidate's sessions where the drifted yes/no feature holds.
+    FeatureRate,
 }
 
 /// One explanation of a change, with its evidence.
@@ -135,8 +144,13 @@ pub enum AffectedReason {
     },
     /// A governance violation or cost cap.
     Violation { detail: Detail },
-    /// A session of a key/segment whose distribution drifted (drift objectives).
-    Drifted,
+    /// A session of a key/segment whose distribution drifted (drift objectives): every
+    /// session of it since the onset, with its value of the drifted feature.
+    Drifted {
+        feature: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        value: Option<f64>,
+    },
 }
 
 /// One session counting against an objective.

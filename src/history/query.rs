@@ -355,6 +355,11 @@ pub struct CostStats {
     /// Averages per session with a cost: what an expensive session is compared with.
     pub avg_input_tokens: Option<f64>,
     pub avg_output_tokens: Option<f64>,
+    /// Of the input tokens, those read from and written to prompt caches; of the output
+    /// tokens, those spent reasoning (0 when no session reports them).
+    pub avg_cache_read_input_tokens: Option<f64>,
+    pub avg_cache_creation_input_tokens: Option<f64>,
+    pub avg_reasoning_output_tokens: Option<f64>,
     pub avg_turns: Option<f64>,
     pub avg_tool_calls: Option<f64>,
 }
@@ -371,6 +376,9 @@ fn cost_stats(range: Range, s: &OpsSummary) -> CostStats {
         p99_usd: s.cost.quantile(0.99),
         avg_input_tokens: per(s.input_tokens),
         avg_output_tokens: per(s.output_tokens),
+        avg_cache_read_input_tokens: per(s.cache_read_input_tokens),
+        avg_cache_creation_input_tokens: per(s.cache_creation_input_tokens),
+        avg_reasoning_output_tokens: per(s.reasoning_output_tokens),
         avg_turns: per(s.turns),
         avg_tool_calls: per(s.tool_calls),
     }

@@ -402,6 +402,14 @@ pub struct OpsSummary {
     pub cost_sessions: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of `input_tokens`, those read from and written to prompt caches; of `output_tokens`,
+    /// those spent reasoning (sessions that report them; absent in buckets written before).
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    #[serde(default)]
+    pub reasoning_output_tokens: u64,
     pub turns: u64,
     pub tool_calls: u64,
     /// Sessions that triggered a fallback.
@@ -428,6 +436,9 @@ impl OpsSummary {
             cost_sessions: 0,
             input_tokens: 0,
             output_tokens: 0,
+            cache_read_input_tokens: 0,
+            cache_creation_input_tokens: 0,
+            reasoning_output_tokens: 0,
             turns: 0,
             tool_calls: 0,
             fallbacks: 0,
@@ -460,6 +471,9 @@ impl OpsSummary {
         }
         self.input_tokens += s.input_tokens.unwrap_or(0);
         self.output_tokens += s.output_tokens.unwrap_or(0);
+        self.cache_read_input_tokens += s.cache_read_input_tokens.unwrap_or(0);
+        self.cache_creation_input_tokens += s.cache_creation_input_tokens.unwrap_or(0);
+        self.reasoning_output_tokens += s.reasoning_output_tokens.unwrap_or(0);
         self.turns += s.turns.unwrap_or(0);
         self.tool_calls += s.tool_calls.len() as u64;
         self.fallbacks += u64::from(s.fell_back());
@@ -503,6 +517,9 @@ impl OpsSummary {
         self.cost_sessions += o.cost_sessions;
         self.input_tokens += o.input_tokens;
         self.output_tokens += o.output_tokens;
+        self.cache_read_input_tokens += o.cache_read_input_tokens;
+        self.cache_creation_input_tokens += o.cache_creation_input_tokens;
+        self.reasoning_output_tokens += o.reasoning_output_tokens;
         self.turns += o.turns;
         self.tool_calls += o.tool_calls;
         self.fallbacks += o.fallbacks;
@@ -670,5 +687,69 @@ mod tests {
         assert_eq!(c.ids.len(), PII_IDS_PER_CELL);
         assert_eq!(c.ids[0].1, "s000");
         assert_eq!(c.ids[99].1, "s099");
+    }
+
+    /// Cache and reasoning tokens are summed like the other counts, merge like them, and a
+    /// bucket written before they existed reads as zero.
+    #[test]
+    fn cache_and_reasoning_tokens_are_summed_and_merged() {
+        let decoder = crate::ingest::decode::Decoder::new(std::sync::Arc::new(
+            crate::catalog::Catalog::embedded(),
+        ));
+        let line = |id: &str, usage: &str| {
+            let text = format!(
+                r#"{{"session_id":"{id}","agent":"a","prompt_version":"p","model":"m","ended_at":"2026-11-01T00:00:02Z","status":"success","usage":{{{usage}}}}}"#
+            );
+            decoder.decode(text.as_bytes()).unwrap()
+        };
+        let sessions = [
+            line(
+                "s1",
+                r#""input_tokens":100,"cache_read_input_tokens":60,"reasoning_output_tokens":7"#,
+            ),
+            line(
+                "s2",
+                r#""input_tokens":50,"cache_creation_input_tokens":30"#,
+            ),
+            line("s3", r#""input_tokens":10"#),
+        ];
+        let caps = Caps {
+            slowest: 5,
+            costliest: 5,
+        };
+        let mut whole = OpsSummary::new(caps);
+        let (mut a, mut b) = (OpsSummary::new(caps), OpsSummary::new(caps));
+        for (i, s) in sessions.iter().enumerate() {
+            whole.add(s);
+            if i == 0 { &mut a } else { &mut b }.add(s);
+        }
+        a.merge(&b);
+        for x in [&whole, &a] {
+            assert_eq!(
+                (
+                    x.input_tokens,
+                    x.cache_read_input_tokens,
+                    x.cache_creation_input_tokens,
+                    x.reasoning_output_tokens
+                ),
+                (160, 60, 30, 7)
+            );
+        }
+        // The store's form (CBOR) of a bucket without the three counts.
+        let ciborium::Value::Map(fields) = ciborium::Value::serialized(&whole).unwrap() else {
+            panic!("a summary is a map")
+        };
+        let old = ciborium::Value::Map(
+            fields
+                .into_iter()
+                .filter(|(k, _)| {
+                    !k.as_text().is_some_and(|k| {
+                        k.ends_with("put_tokens") && k != "input_tokens" && k != "output_tokens"
+                    })
+                })
+                .collect(),
+        );
+        let old: OpsSummary = old.deserialized().unwrap();
+        assert_eq!((old.input_tokens, old.cache_read_input_tokens), (160, 0));
     }
 }

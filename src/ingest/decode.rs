@@ -275,6 +275,18 @@ impl Decoder {
         let usage = w.usage.unwrap_or_default();
         let input_tokens = count("usage.input_tokens", usage.input_tokens)?;
         let output_tokens = count("usage.output_tokens", usage.output_tokens)?;
+        let cache_read_input_tokens = count(
+            "usage.cache_read_input_tokens",
+            usage.cache_read_input_tokens,
+        )?;
+        let cache_creation_input_tokens = count(
+            "usage.cache_creation_input_tokens",
+            usage.cache_creation_input_tokens,
+        )?;
+        let reasoning_output_tokens = count(
+            "usage.reasoning_output_tokens",
+            usage.reasoning_output_tokens,
+        )?;
         let reported_cost = non_negative("usage.cost_usd", usage.cost_usd)?;
         let entry = self.catalog.lookup(&model);
         let (cost_usd, cost_derived) = match (reported_cost, entry) {
@@ -386,6 +398,9 @@ impl Decoder {
             turns: count("turns", w.turns)?,
             input_tokens,
             output_tokens,
+            cache_read_input_tokens,
+            cache_creation_input_tokens,
+            reasoning_output_tokens,
             cost_usd,
             cost_derived,
             tool_calls,
@@ -515,6 +530,9 @@ struct WireUsage {
     input_tokens: Option<f64>,
     output_tokens: Option<f64>,
     cost_usd: Option<f64>,
+    cache_read_input_tokens: Option<f64>,
+    cache_creation_input_tokens: Option<f64>,
+    reasoning_output_tokens: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -769,7 +787,14 @@ impl TypeCheck {
             self.scalar(f.into(), Ty::Num, o.get(f));
         }
         if let Some(u) = self.object("usage", o.get("usage")) {
-            for f in ["input_tokens", "output_tokens", "cost_usd"] {
+            for f in [
+                "input_tokens",
+                "output_tokens",
+                "cost_usd",
+                "cache_read_input_tokens",
+                "cache_creation_input_tokens",
+                "reasoning_output_tokens",
+            ] {
                 self.scalar(format!("usage.{f}"), Ty::Num, u.get(f));
             }
         }

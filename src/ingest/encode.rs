@@ -51,6 +51,9 @@ pub fn encode_record(s: &Session, style: RecordStyle) -> String {
     for (k, v) in [
         ("input_tokens", s.input_tokens),
         ("output_tokens", s.output_tokens),
+        ("cache_read_input_tokens", s.cache_read_input_tokens),
+        ("cache_creation_input_tokens", s.cache_creation_input_tokens),
+        ("reasoning_output_tokens", s.reasoning_output_tokens),
     ] {
         if let Some(n) = v {
             usage.insert(k.into(), n.into());

@@ -5,6 +5,7 @@
 //! [`Dedupe`] drops a `session_id` seen twice with bounded memory, and [`DeadLetters`] keeps
 //! every rejected record's original bytes with its reason.
 
+pub mod binary;
 pub mod decode;
 pub mod encode;
 pub mod kafka;

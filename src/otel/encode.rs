@@ -12,7 +12,10 @@ use crate::session::{AttrValue, Session, Status, ToolStatus};
 
 use super::config::{GroupBy, Mapping};
 use super::decode::encode_spans;
-use super::map::{EVALUATION_RESULT, EXECUTE_TOOL, INVOKE_AGENT, fallback_key};
+use super::map::{
+    CACHE_CREATION_INPUT_TOKENS, CACHE_READ_INPUT_TOKENS, EVALUATION_RESULT, EXECUTE_TOOL,
+    INVOKE_AGENT, REASONING_OUTPUT_TOKENS, fallback_key,
+};
 use super::{Encoding, Span, SpanEvent, SpanStatus, Value};
 
 /// How sessions are written as spans.
@@ -222,6 +225,18 @@ pub fn session_spans(session: &Session, options: &EncodeOptions) -> Vec<Span> {
         if let Some(n) = split(session.output_tokens, i) {
             call.attributes
                 .push(("gen_ai.usage.output_tokens".into(), Value::Int(n as i64)));
+        }
+        for (total, key) in [
+            (session.cache_read_input_tokens, CACHE_READ_INPUT_TOKENS[0]),
+            (
+                session.cache_creation_input_tokens,
+                CACHE_CREATION_INPUT_TOKENS[0],
+            ),
+            (session.reasoning_output_tokens, REASONING_OUTPUT_TOKENS[0]),
+        ] {
+            if let Some(n) = split(total, i) {
+                call.attributes.push((key.into(), Value::Int(n as i64)));
+            }
         }
         spans.push(call);
     }

@@ -5,6 +5,8 @@
 //! Attributes a newer convention version adds are ignored; only the fields that matter are read,
 //! so a span claiming a newer `schema_url` is accepted when those are present.
 
+use std::collections::BTreeMap;
+
 use crate::catalog::Catalog;
 use crate::session::{
     AttrValue, Fallback, Pii, PiiHandling, Quality, Session, Status, ToolCall, ToolStatus,
@@ -20,30 +22,95 @@ pub const INVOKE_AGENT: &str = "invoke_agent";
 pub const MODEL_CALLS: [&str; 3] = ["chat", "text_completion", "generate_content"];
 /// Operation name of a tool call.
 pub const EXECUTE_TOOL: &str = "execute_tool";
+/// The attribute of a conversation (`groupBy: conversation`).
+pub const CONVERSATION_ID: &str = "gen_ai.conversation.id";
 /// The span event of an evaluation result.
 pub const EVALUATION_RESULT: &str = "gen_ai.evaluation.result";
+
+/// Cache and reasoning token counts of a model call: the current convention's attribute first,
+/// then the names older conventions and common instrumentations used (OpenLLMetry, Sentry,
+/// OpenInference). The first present on a span is its count; names are never added together.
+pub const CACHE_READ_INPUT_TOKENS: [&str; 4] = [
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_read_input_tokens",
+    "gen_ai.usage.input_tokens.cached",
+    "llm.token_count.prompt_details.cache_read",
+];
+/// See [`CACHE_READ_INPUT_TOKENS`].
+pub const CACHE_CREATION_INPUT_TOKENS: [&str; 4] = [
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+    "gen_ai.usage.input_tokens.cache_write",
+    "llm.token_count.prompt_details.cache_write",
+];
+/// See [`CACHE_READ_INPUT_TOKENS`].
+pub const REASONING_OUTPUT_TOKENS: [&str; 4] = [
+    "gen_ai.usage.reasoning.output_tokens",
+    "gen_ai.usage.reasoning_tokens",
+    "gen_ai.usage.output_tokens.reasoning",
+    "llm.token_count.completion_details.reasoning",
+];
 
 /// Whether the span is an agent invocation.
 pub fn is_root(span: &Span) -> bool {
     span.operation() == INVOKE_AGENT
 }
 
-/// The session of one trace. `spans` holds at least one [`is_root`] span; the outermost one
-/// (earliest start, then longest) is the session's root.
+/// The outermost `invoke_agent` span of each trace among `spans` (earliest start, then
+/// longest), in trace order: one per agent invocation, a conversation's turns.
+fn turn_roots(spans: &[Span]) -> Vec<&Span> {
+    let mut roots: BTreeMap<[u8; 16], &Span> = BTreeMap::new();
+    for s in spans.iter().filter(|s| is_root(s)) {
+        let outer = |x: &Span| (x.start_unix_nano, u64::MAX - x.end_unix_nano);
+        roots
+            .entry(s.trace_id)
+            .and_modify(|r| {
+                if outer(s) < outer(r) {
+                    *r = s;
+                }
+            })
+            .or_insert(s);
+    }
+    roots.into_values().collect()
+}
+
+/// The conversation of one trace's spans: `gen_ai.conversation.id` of its outermost root,
+/// else of its first span (in start order) that has one.
+pub fn conversation_id(spans: &[Span]) -> Result<Option<String>, SpanReject> {
+    let roots = turn_roots(spans);
+    let mut ordered: Vec<&Span> = spans.iter().collect();
+    ordered.sort_by_key(|s| (s.start_unix_nano, s.span_id));
+    let lookup: Vec<&Span> = roots.iter().copied().chain(ordered).collect();
+    let trace = trace_label(&spans[0].trace_id);
+    let read = Reader {
+        trace: &trace,
+        spans: &lookup,
+    };
+    read.string(CONVERSATION_ID)
+}
+
+/// The session of one trace, or of the traces of one conversation. `spans` holds at least one
+/// [`is_root`] span. Each trace's outermost root (earliest start, then longest) is one turn;
+/// the session's root is the turn that ended last (of a trace, its only one), and the session
+/// runs from the first turn's start to the last turn's end.
 pub fn session_from_trace(
     spans: &[Span],
     config: &OtelConfig,
     catalog: Option<&Catalog>,
 ) -> Result<Session, SpanReject> {
     let m = &config.mapping;
-    let root = spans
+    let turns_of = turn_roots(spans);
+    let root = *turns_of
         .iter()
-        .filter(|s| is_root(s))
-        .min_by_key(|s| (s.start_unix_nano, u64::MAX - s.end_unix_nano))
+        .max_by_key(|s| (s.end_unix_nano, s.start_unix_nano, s.trace_id))
         .ok_or_else(|| SpanReject::OrphanSpan {
             trace: trace_label(&spans[0].trace_id),
             spans: spans.len(),
         })?;
+    let first = *turns_of
+        .iter()
+        .min_by_key(|s| (s.start_unix_nano, s.trace_id))
+        .expect("a root");
     let trace = trace_label(&root.trace_id);
     let mut ordered: Vec<&Span> = spans.iter().collect();
     ordered.sort_by_key(|s| (s.start_unix_nano, s.span_id));
@@ -59,7 +126,7 @@ pub fn session_from_trace(
     let session_id = match config.group_by {
         GroupBy::Trace => trace.clone(),
         GroupBy::Conversation => read
-            .string("gen_ai.conversation.id")?
+            .string(CONVERSATION_ID)?
             .unwrap_or_else(|| trace.clone()),
     };
     let agent = match read.string_on(root, "gen_ai.agent.name")? {
@@ -135,8 +202,23 @@ pub fn session_from_trace(
     // Tokens summed over model calls; a sum exists when any call reported the count.
     let mut input_tokens: Option<u64> = None;
     let mut output_tokens: Option<u64> = None;
+    let mut cache_read_input_tokens: Option<u64> = None;
+    let mut cache_creation_input_tokens: Option<u64> = None;
+    let mut reasoning_output_tokens: Option<u64> = None;
     let mut context_from_calls: Option<u64> = None;
     for s in &model_calls {
+        for (sum, names) in [
+            (&mut cache_read_input_tokens, &CACHE_READ_INPUT_TOKENS),
+            (
+                &mut cache_creation_input_tokens,
+                &CACHE_CREATION_INPUT_TOKENS,
+            ),
+            (&mut reasoning_output_tokens, &REASONING_OUTPUT_TOKENS),
+        ] {
+            if let Some(n) = read.first_count_on(s, names)? {
+                *sum.get_or_insert(0) += n;
+            }
+        }
         if let Some(n) = read.count_on(s, "gen_ai.usage.input_tokens")? {
             *input_tokens.get_or_insert(0) += n;
             context_from_calls = Some(context_from_calls.map_or(n, |c| c.max(n)));
@@ -303,15 +385,18 @@ pub fn session_from_trace(
         prompt_version,
         model,
         provider,
-        started_at: Some((root.start_unix_nano / 1_000_000) as i64),
+        started_at: Some((first.start_unix_nano / 1_000_000) as i64),
         event_time: root.end_ms(),
-        duration_ms: Some(duration_ms(root)),
+        duration_ms: Some(root.end_unix_nano.saturating_sub(first.start_unix_nano) as f64 / 1e6),
         duration_derived: false,
         status,
         error_type,
         turns,
         input_tokens,
         output_tokens,
+        cache_read_input_tokens,
+        cache_creation_input_tokens,
+        reasoning_output_tokens,
         cost_usd,
         cost_derived,
         tool_calls,
@@ -377,6 +462,17 @@ impl Reader<'_> {
 
     fn count_on(&self, span: &Span, key: &str) -> Result<Option<u64>, SpanReject> {
         self.as_count(key, attribute(&span.attributes, key))
+    }
+
+    /// The count of the first of `keys` the span has.
+    fn first_count_on(&self, span: &Span, keys: &[&str]) -> Result<Option<u64>, SpanReject> {
+        match keys
+            .iter()
+            .find_map(|k| attribute(&span.attributes, k).map(|v| (k, v)))
+        {
+            Some((k, v)) => self.as_count(k, Some(v)),
+            None => Ok(None),
+        }
     }
 
     fn count(&self, key: &str) -> Result<Option<u64>, SpanReject> {

@@ -11,9 +11,10 @@
 //!   the `opentelemetry-proto` crate; their serde form is the OTLP JSON encoding — hex ids,
 //!   lowerCamelCase, enums as integers, 64-bit integers as strings or numbers) into slawatch's
 //!   own [`Span`]s.
-//! * [`Assembler`] groups spans by trace and completes a session once its root `invoke_agent`
-//!   span has arrived and the event-time watermark (newest span end − grace) has passed the
-//!   root's end; open traces are capped, the oldest evicted to the dead letters.
+//! * [`Assembler`] groups spans by trace (and traces by conversation, when configured) and
+//!   completes a session once its root `invoke_agent` span has arrived and the event-time
+//!   watermark (newest span end − grace) has passed the root's end; open traces are capped,
+//!   the oldest evicted to the dead letters; spans of a released trace are dead-lettered late.
 //! * [`map`] turns one trace's spans into a [`Session`] following the GenAI semantic
 //!   conventions and the configurable [`Mapping`] (`docs/otel.md` tables every field).
 //! * [`encode_request`] is the inverse, for `simulate --otel` and the tests (a session as a
@@ -29,7 +30,7 @@ mod encode;
 pub mod map;
 pub mod response;
 
-pub use assemble::{Assembled, Assembler, AssemblerState};
+pub use assemble::{Assembled, Assembler, AssemblerState, RECEIVER_SOURCE};
 pub use config::{GroupBy, Mapping, OtelConfig};
 pub use decode::{decode_request, spans_to_otlp_json};
 pub use encode::{EncodeOptions, encode_request, session_spans};
@@ -191,6 +192,37 @@ pub enum SpanReject {
         expected: &'static str,
         found: String,
     },
+    /// Spans of a trace, or of a conversation, that had already been released (completed as a
+    /// session, or dead-lettered): late, like a record whose windows have closed.
+    #[error(
+        "trace {trace}: {spans} span(s) arrived after {released} had been released (completed \
+         or dead-lettered): late"
+    )]
+    LateSpan {
+        trace: String,
+        spans: usize,
+        /// `the trace`, or `its conversation `…``.
+        released: String,
+    },
+    /// The cap on open conversations (`maxOpenTraces`) evicted this conversation, the oldest
+    /// open.
+    #[error(
+        "conversation `{conversation}`: evicted with {spans} span(s): more than {cap} conversations open"
+    )]
+    EvictedOpenConversation {
+        conversation: String,
+        spans: usize,
+        cap: usize,
+    },
+    /// A trace that would take its conversation over `maxSpansPerTrace` spans.
+    #[error(
+        "conversation `{conversation}`: {spans} span(s) of a further trace dead-lettered: a conversation keeps at most {cap} spans"
+    )]
+    ConversationOverCap {
+        conversation: String,
+        spans: usize,
+        cap: usize,
+    },
     /// The input ended before the trace's root span arrived.
     #[error(
         "trace {trace}: input ended before its invoke_agent root span arrived ({spans} span(s))"
@@ -200,12 +232,14 @@ pub enum SpanReject {
 
 impl SpanReject {
     /// Every reason code, for counters that list zeros too.
-    pub const CODES: [&'static str; 8] = [
+    pub const CODES: [&'static str; 10] = [
         "bad_protobuf",
         "bad_json",
         "bad_span_id",
         "orphan_span",
         "evicted_open_trace",
+        "evicted_open_conversation",
+        "late_span",
         "missing_attribute",
         "wrong_type",
         "incomplete_trace",
@@ -219,6 +253,10 @@ impl SpanReject {
             SpanReject::BadId { .. } => "bad_span_id",
             SpanReject::OrphanSpan { .. } => "orphan_span",
             SpanReject::EvictedOpenTrace { .. } => "evicted_open_trace",
+            SpanReject::EvictedOpenConversation { .. } | SpanReject::ConversationOverCap { .. } => {
+                "evicted_open_conversation"
+            }
+            SpanReject::LateSpan { .. } => "late_span",
             SpanReject::MissingAttribute { .. } => "missing_attribute",
             SpanReject::WrongType { .. } => "wrong_type",
             SpanReject::IncompleteTrace { .. } => "incomplete_trace",

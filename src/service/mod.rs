@@ -322,6 +322,7 @@ impl State {
         };
         spans::take_request(
             request,
+            Some(crate::otel::RECEIVER_SOURCE),
             path,
             &mut self.pipeline,
             &mut self.found,
@@ -338,9 +339,9 @@ impl State {
         t * 1_000_000 + partition
     }
 
-    /// A span partition became idle or active again.
-    fn span_source_idle(&mut self, topic: &str, partition: i32, idle: bool) -> Result<()> {
-        let source = Self::span_source(&self.span_topics, topic, partition);
+    /// A source of the assembler (a span partition, [`State::span_source`], or the receiver)
+    /// became idle or active again.
+    fn span_source_idle(&mut self, source: i32, idle: bool) -> Result<()> {
         let Some(path) = &mut self.spans else {
             return Ok(());
         };
@@ -679,6 +680,8 @@ fn run_single(
     // The last span message or request: the wall-clock advance of the assembler waits for
     // the span inputs to be quiet this long.
     let mut last_span_input = Instant::now();
+    let mut last_request = last_span_input;
+    let mut receiver_idle = false;
     let mut spans_idle = false;
     let mut span_idle: BTreeMap<(String, i32), bool> = BTreeMap::new();
     let idle_after = Duration::from_millis(opts.kafka.idle_timeout_ms.max(0) as u64);
@@ -704,6 +707,13 @@ fn run_single(
                 for (topic, p) in expected.iter().filter(|(t, _)| is_span_topic(t)) {
                     path.assembler_mut()
                         .add_source(State::span_source(&topics, topic, *p));
+                }
+                // The receiver is one more source: its spans move the watermark as a span
+                // partition's do, and it stops holding it back once idle (no request for the
+                // idle timeout).
+                if span_requests.is_some() {
+                    path.assembler_mut()
+                        .add_source(crate::otel::RECEIVER_SOURCE);
                 }
             }
         }
@@ -785,6 +795,7 @@ fn run_single(
         if let Some(requests) = &span_requests {
             while let Ok(request) = requests.try_recv() {
                 last_span_input = Instant::now();
+                last_request = last_span_input;
                 st.apply_request(request)?;
             }
         }
@@ -799,7 +810,8 @@ fn run_single(
                 all_spans_idle &= idle;
                 if span_idle.get(tp) != Some(&idle) {
                     span_idle.insert(tp.clone(), idle);
-                    st.span_source_idle(&tp.0, tp.1, idle)?;
+                    let source = State::span_source(&st.span_topics, &tp.0, tp.1);
+                    st.span_source_idle(source, idle)?;
                 }
                 continue;
             }
@@ -813,6 +825,13 @@ fn run_single(
             // Quiet, not merely at their end: a partition at its end has delivered all there is
             // now, but children of open traces may still be on their way; only a wall-clock
             // timeout says they are not.
+            if span_requests.is_some() {
+                let idle = now.saturating_duration_since(last_request) >= idle_after;
+                if idle != receiver_idle {
+                    receiver_idle = idle;
+                    st.span_source_idle(crate::otel::RECEIVER_SOURCE, idle)?;
+                }
+            }
             let idle =
                 all_spans_idle && now.saturating_duration_since(last_span_input) >= idle_after;
             if idle && !spans_idle {

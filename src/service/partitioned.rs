@@ -5,11 +5,16 @@
 //! therefore split in two stages, each a consumer group of its own:
 //!
 //! * **Stage 1** (group `<groupId>`, the input topics): validates each record — rejects go to
-//!   the dead letters with their reason — and forwards the original bytes of every record some
-//!   spec selects to the repartition topic, to partition `xxh3(agent) mod n` (every window key
-//!   starts with the agent, so one stage-2 partition sees all of a key's sessions), batched per
-//!   (stage-2 partition, source partition) with each record's source offset (`RecordBatch`;
-//!   headers name the source topic and partition). It also sends every stage-2 partition a
+//!   the dead letters with their reason — and forwards every record some spec selects, as the
+//!   decoded session in a binary form ([`binary`]), to the repartition topic, to partition
+//!   `xxh3(agent) mod n` (every window key starts with the agent, so one stage-2 partition sees
+//!   all of a key's sessions), batched per (stage-2 partition, source partition) with each
+//!   record's source offset (`SessionBatch`; headers name the source topic and partition), so
+//!   stage 2 never parses JSON. A record's original bytes travel with it only when stage 2 may
+//!   still dead-letter it (late, or from the future: see `State::stage2_may_reject`); for a
+//!   rejected record without them stage 2 reads them from the source topic. Batches of the
+//!   earlier format (`RecordBatch`, the original JSON bytes) are still read, so instances can
+//!   be upgraded one by one. It also sends every stage-2 partition a
 //!   *progress mark* per source partition (newest event time, idle) whenever that advances by
 //!   a minute of event time (at most every 100 ms while catching up) or turns idle/active, so
 //!   stage 2 computes the same watermark — the minimum over source partitions — that a single
@@ -38,6 +43,7 @@
 //! Findings are identical to the single topology's: windows, lateness and drift families are
 //! per key, and a key lives in exactly one stage-2 partition.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -58,18 +64,20 @@ use super::{
 use crate::alerts::PartAlerts;
 use crate::drift::baseline::Baseline;
 use crate::finding::Finding;
-use crate::ingest::kafka::{self, RebalanceEvent, SourceContext, StateTopic, header};
-use crate::ingest::{DeadLetters, Position, RawRecord};
+use crate::ingest::encode::{RecordStyle, encode_record};
+use crate::ingest::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, StateTopic, header};
+use crate::ingest::{DeadLetters, Position, RawRecord, binary};
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline, PipelineState};
-use crate::session::EpochMs;
+use crate::session::{EpochMs, Session};
 use crate::store::Store;
 
 /// Stage 1 marks a source partition's progress when it moved on by this much event time…
 const MARK_TICK_MS: i64 = 60_000;
 /// …and at most this often.
 const MARK_EVERY: Duration = Duration::from_millis(100);
-/// Header naming what a repartition-topic message is: `records` (a [`RecordBatch`]) or `mark`.
+/// Header naming what a repartition-topic message is: `sessions` (a [`SessionBatch`]),
+/// `records` (a [`RecordBatch`], written by earlier versions) or `mark`.
 const KIND: &str = "slawatch.kind";
 const SOURCE_ID: &str = "slawatch.source.id";
 const SOURCE_TOPIC: &str = "slawatch.source.topic";
@@ -79,24 +87,106 @@ const SOURCE_TOPIC: &str = "slawatch.source.topic";
 /// milliseconds, without timing anything. Read once at start; unset, nothing waits.
 pub const RESTORE_HOLD_ENV: &str = "SLAWATCH_FAILPOINT_RESTORE_HOLD";
 const HOLD_POLL: Duration = Duration::from_millis(50);
+/// Fault injection for tests: when set (to anything), stage 1 forwards no record's original
+/// bytes, so stage 2 reads every one it dead-letters back from the source topic — the path
+/// otherwise taken only after an idle source partition or a change of its owner.
+pub const NO_ORIGINALS_ENV: &str = "SLAWATCH_FAILPOINT_NO_ORIGINALS";
 const SOURCE_PARTITION: &str = "slawatch.source.partition";
 /// Stage 1 sends a source partition's records for one stage-2 partition in batches of about
 /// this many bytes (fewer, larger messages: the broker's cost is per message).
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// Records of one source partition for one stage-2 partition, in source order: each framed as
-/// its source offset (i64 LE), length (u32 LE) and original bytes.
-#[derive(Default)]
-struct RecordBatch {
+/// The format of a [`SessionBatch`] this build writes and reads.
+const SESSIONS_V1: u8 = 1;
+/// Bytes before a [`SessionBatch`]'s first record: format version, session layout.
+const SESSIONS_HEADER: usize = 9;
+
+/// Records of one source partition for one stage-2 partition, in source order, as stage 1
+/// forwards them: the format version (u8, [`SESSIONS_V1`]) and the session layout
+/// ([`binary::layout`], u64 LE), then per record its source offset (i64 LE), the length of its
+/// original bytes (u32 LE), the length of its binary session (u32 LE), whether the original
+/// bytes follow (u8), the session ([`binary`]) and, when they follow, the original bytes.
+struct SessionBatch {
     bytes: Vec<u8>,
 }
 
-impl RecordBatch {
-    fn push(&mut self, offset: i64, record: &[u8]) {
+/// One record of a [`SessionBatch`].
+struct Forwarded<'a> {
+    offset: i64,
+    original_len: usize,
+    session: &'a [u8],
+    original: Option<&'a [u8]>,
+}
+
+impl SessionBatch {
+    fn new() -> SessionBatch {
+        let mut bytes = Vec::with_capacity(BATCH_BYTES + BATCH_BYTES / 8);
+        bytes.push(SESSIONS_V1);
+        bytes.extend_from_slice(&binary::layout().to_le_bytes());
+        SessionBatch { bytes }
+    }
+
+    fn push(&mut self, offset: i64, original: &[u8], session: &Session, keep_original: bool) {
         self.bytes.extend_from_slice(&offset.to_le_bytes());
         self.bytes
-            .extend_from_slice(&(record.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(record);
+            .extend_from_slice(&(original.len() as u32).to_le_bytes());
+        let len_at = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 4]);
+        self.bytes.push(u8::from(keep_original));
+        let start = self.bytes.len();
+        binary::encode(session, &mut self.bytes);
+        let len = (self.bytes.len() - start) as u32;
+        self.bytes[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+        if keep_original {
+            self.bytes.extend_from_slice(original);
+        }
+    }
+
+    /// The format version and layout a batch was written with.
+    fn header(bytes: &[u8]) -> Option<(u8, u64)> {
+        let layout = u64::from_le_bytes(bytes.get(1..SESSIONS_HEADER)?.try_into().ok()?);
+        Some((bytes[0], layout))
+    }
+
+    /// The records of a batch (after its header); stops at a truncated frame.
+    fn iter(bytes: &[u8]) -> impl Iterator<Item = Forwarded<'_>> {
+        let mut bytes = bytes.get(SESSIONS_HEADER..).unwrap_or_default();
+        std::iter::from_fn(move || {
+            let offset = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+            let original_len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+            let session_len = u32::from_le_bytes(bytes.get(12..16)?.try_into().ok()?) as usize;
+            let kept = *bytes.get(16)? != 0;
+            let session = bytes.get(17..17 + session_len)?;
+            let mut end = 17 + session_len;
+            let original = if kept {
+                end += original_len;
+                Some(bytes.get(17 + session_len..end)?)
+            } else {
+                None
+            };
+            bytes = &bytes[end..];
+            Some(Forwarded {
+                offset,
+                original_len,
+                session,
+                original,
+            })
+        })
+    }
+}
+
+/// Records of one source partition for one stage-2 partition, in source order, as earlier
+/// versions forwarded them: each framed as its source offset (i64 LE), length (u32 LE) and
+/// original bytes. Still read during an upgrade; no longer written.
+struct RecordBatch;
+
+impl RecordBatch {
+    /// Appends one record's frame (what earlier versions wrote).
+    #[cfg(test)]
+    fn push(bytes: &mut Vec<u8>, offset: i64, record: &[u8]) {
+        bytes.extend_from_slice(&offset.to_le_bytes());
+        bytes.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(record);
     }
 
     /// The (source offset, record) pairs of a batch; stops at a truncated frame.
@@ -108,6 +198,48 @@ impl RecordBatch {
             bytes = &bytes[12 + len..];
             Some((offset, record))
         })
+    }
+}
+
+/// One record as stage 2 takes it in.
+enum Intake<'a> {
+    /// A decoded session in its binary form.
+    Binary(Forwarded<'a>),
+    /// The original JSON (a batch of an earlier version, or of another session layout).
+    Json(Cow<'a, [u8]>),
+}
+
+/// Reads records back from the source topics, outside any group: the original bytes of a
+/// record stage 2 dead-letters when they did not travel with it. Connects on first use.
+struct Originals {
+    cfg: KafkaConfig,
+    reader: Option<kafka::Reader>,
+}
+
+impl Originals {
+    /// The original bytes of records of a source partition, by offset.
+    fn read(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offsets: &[i64],
+    ) -> Result<BTreeMap<i64, Vec<u8>>> {
+        let (Some(&first), Some(&last)) = (offsets.iter().min(), offsets.iter().max()) else {
+            return Ok(BTreeMap::new());
+        };
+        let reader = match &mut self.reader {
+            Some(r) => r,
+            None => self
+                .reader
+                .insert(kafka::Reader::new(&self.cfg).context("creating the Kafka reader")?),
+        };
+        let wanted: BTreeSet<i64> = offsets.iter().copied().collect();
+        Ok(reader
+            .read_range(topic, partition, first, (last - first + 1) as usize)?
+            .into_iter()
+            .filter(|r| wanted.contains(&r.offset))
+            .map(|r| (r.offset, r.payload))
+            .collect())
     }
 }
 
@@ -131,6 +263,10 @@ struct PartSnapshot {
     /// The partition's alert state: engine, incident records, pending and recent mails.
     #[serde(default)]
     alerts: Option<PartAlerts>,
+    /// Its windows were flushed at the end of a finite input (`--exit-at-eof`) and nothing was
+    /// applied since: a member waits for every partition to be finished before it exits.
+    #[serde(default)]
+    finished: bool,
 }
 
 /// The stage-2 partition an agent's sessions go to.
@@ -145,6 +281,8 @@ struct Part {
     sources: BTreeMap<i32, i64>,
     dirty: bool,
     snapshot_id: u64,
+    /// See [`PartSnapshot::finished`].
+    finished: bool,
 }
 
 struct State {
@@ -165,10 +303,15 @@ struct State {
     newest: BTreeMap<i32, EpochMs>,
     marked: BTreeMap<i32, (Option<EpochMs>, bool, Instant)>,
     /// Records not sent yet, per (stage-2 partition, source partition).
-    batches: BTreeMap<(i32, i32), RecordBatch>,
+    batches: BTreeMap<(i32, i32), SessionBatch>,
     // Stage 2.
     parts: BTreeMap<i32, Part>,
     found: Vec<Finding>,
+    /// Reads the original bytes of a record stage 2 rejects when they did not travel with it
+    /// (made on first use: rarely needed).
+    originals: Originals,
+    /// [`NO_ORIGINALS_ENV`] is set.
+    no_originals: bool,
     report: ServiceReport,
     schedule: CheckpointSchedule,
     /// Set after the final checkpoint: the revokes of closing consumers change nothing (a
@@ -200,6 +343,23 @@ impl State {
         reloader.applied(pending, self.report.records, changes);
     }
 
+    /// Whether stage 2 may still dead-letter a selected record of source `pid` — as late or
+    /// as from the future —, so its original bytes travel with it. A stage-2 watermark is held
+    /// back by each active source partition's newest event time, so a record at or after the
+    /// newest one forwarded from its partition, while the partition is marked active, is late
+    /// only if the watermark moved on while the partition was idle or an earlier owner of the
+    /// partition forwarded newer records: rare, and then stage 2 reads the original from the
+    /// source topic. Everything else out of order, the first record after an assignment or an
+    /// idle mark, and records ahead of the wall clock keep theirs.
+    fn stage2_may_reject(&self, pid: i32, event_time: EpochMs) -> bool {
+        if self.no_originals {
+            return false;
+        }
+        let active = matches!(self.marked.get(&pid), Some((_, false, _)));
+        let in_order = self.newest.get(&pid).is_some_and(|n| event_time >= *n);
+        !(active && in_order) || self.template.ahead_of_clock(event_time)
+    }
+
     /// Stage 1: validate, dead-letter or forward, mark progress.
     fn ingest(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
         self.metrics.record_consumed();
@@ -209,8 +369,12 @@ impl State {
             Ok(session) => {
                 if self.template.selects_any(&session) {
                     let p = route(&session.agent, self.internal_partitions);
-                    let batch = self.batches.entry((p, pid)).or_default();
-                    batch.push(m.offset(), payload);
+                    let keep = self.stage2_may_reject(pid, session.event_time);
+                    let batch = self
+                        .batches
+                        .entry((p, pid))
+                        .or_insert_with(SessionBatch::new);
+                    batch.push(m.offset(), payload, &session, keep);
                     if batch.bytes.len() >= BATCH_BYTES {
                         self.flush_batch(p, pid)?;
                     }
@@ -250,7 +414,7 @@ impl State {
             None,
             &batch.bytes,
             &[
-                (KIND, "records"),
+                (KIND, "sessions"),
                 (SOURCE_ID, &src),
                 (SOURCE_TOPIC, topic),
                 (SOURCE_PARTITION, &partition),
@@ -328,6 +492,7 @@ impl State {
         }
         part.applied = Some(m.offset());
         part.dirty = true;
+        part.finished = false;
         self.report.repartitioned += 1;
         self.schedule.changed();
         let payload = m.payload().unwrap_or_default();
@@ -348,28 +513,108 @@ impl State {
             );
             return Ok(());
         };
-        let src = src as i32;
-        for (src_offset, bytes) in RecordBatch::iter(payload) {
+        let (src, src_partition) = (src as i32, src_partition as i32);
+        let topic = header(m, SOURCE_TOPIC).unwrap_or_default();
+        let frames: Vec<(i64, Intake<'_>)> = match header(m, KIND) {
+            Some("sessions") => match SessionBatch::header(payload) {
+                Some((SESSIONS_V1, layout)) if layout == binary::layout() => {
+                    SessionBatch::iter(payload)
+                        .map(|f| (f.offset, Intake::Binary(f)))
+                        .collect()
+                }
+                Some((SESSIONS_V1, layout)) => {
+                    // Written by a build whose `Session` differs (an upgrade in progress):
+                    // decode the originals, read back from the source topic.
+                    tracing::info!(
+                        layout,
+                        ours = binary::layout(),
+                        "a batch of another session layout: reading its records from the source"
+                    );
+                    let offsets: Vec<i64> = SessionBatch::iter(payload).map(|f| f.offset).collect();
+                    let mut read = self.originals.read(topic, src_partition, &offsets)?;
+                    let mut frames = Vec::with_capacity(offsets.len());
+                    for o in offsets {
+                        let bytes = read.remove(&o).with_context(|| {
+                            format!("record {topic}/{src_partition}@{o} is gone from the source")
+                        })?;
+                        frames.push((o, Intake::Json(Cow::Owned(bytes))));
+                    }
+                    frames
+                }
+                other => anyhow::bail!(
+                    "repartition message {}/{}@{} is a batch of format {:?}; this build reads \
+                     format {SESSIONS_V1} and JSON batches: run one version on every instance",
+                    m.topic(),
+                    p,
+                    m.offset(),
+                    other.map(|(v, _)| v)
+                ),
+            },
+            // An earlier version's batch: the original JSON records.
+            _ => RecordBatch::iter(payload)
+                .map(|(o, bytes)| (o, Intake::Json(Cow::Borrowed(bytes))))
+                .collect(),
+        };
+        let part = self.parts.get_mut(&p).expect("looked up above");
+        for (src_offset, intake) in frames {
             if part.sources.get(&src).is_some_and(|a| src_offset <= *a) {
                 // Forwarded again by stage 1 after a crash or rebalance: already applied.
                 self.report.skipped_redelivered += 1;
                 continue;
             }
             part.sources.insert(src, src_offset);
-            let outcome = (self.metrics).evaluate(&mut part.pipeline, |p| {
-                p.process_bytes(bytes, src, &mut self.found)
-            });
+            let (outcome, original) = match intake {
+                Intake::Json(bytes) => {
+                    let outcome = (self.metrics).evaluate(&mut part.pipeline, |p| {
+                        p.process_bytes(&bytes, src, &mut self.found)
+                    });
+                    (outcome, Ok(bytes))
+                }
+                Intake::Binary(f) => {
+                    let session = binary::decode(f.session).with_context(|| {
+                        format!(
+                            "an unreadable session in repartition message {}/{p}@{} \
+                             (source {topic}/{src_partition}@{src_offset})",
+                            m.topic(),
+                            m.offset()
+                        )
+                    })?;
+                    let outcome = (self.metrics).evaluate(&mut part.pipeline, |p| {
+                        p.count_input(f.original_len);
+                        p.accept(&session, src, &mut self.found)
+                    });
+                    (outcome, f.original.map(Cow::Borrowed).ok_or(session))
+                }
+            };
             self.metrics.record_outcome(&outcome);
             if let Outcome::Rejected {
                 reason,
                 dead_letter: true,
             } = &outcome
             {
+                let bytes = match original {
+                    Ok(bytes) => bytes.into_owned(),
+                    Err(session) => {
+                        let read = self.originals.read(topic, src_partition, &[src_offset]);
+                        match read.map(|mut r| r.remove(&src_offset)) {
+                            Ok(Some(bytes)) => bytes,
+                            failed => {
+                                // Never lose the dead letter: the session as a record instead.
+                                tracing::error!(
+                                    error = ?failed.err(),
+                                    "cannot read {topic}/{src_partition}@{src_offset} back \
+                                     from the source: dead-lettering the decoded session"
+                                );
+                                encode_record(&session, RecordStyle::Full).into_bytes()
+                            }
+                        }
+                    }
+                };
                 let record = RawRecord {
-                    bytes: bytes.to_vec(),
+                    bytes,
                     position: Position::Kafka {
-                        topic: header(m, SOURCE_TOPIC).unwrap_or_default().to_owned(),
-                        partition: src_partition as i32,
+                        topic: topic.to_owned(),
+                        partition: src_partition,
                         offset: src_offset,
                     },
                 };
@@ -487,6 +732,7 @@ impl State {
             applied: part.applied,
             sources: part.sources.iter().map(|(k, v)| (*k, *v)).collect(),
             alerts,
+            finished: part.finished,
         };
         let bytes = encode_cbor(&snapshot);
         tracing::debug!(
@@ -526,6 +772,39 @@ impl State {
         kafka::commit(consumer, &applied).context("committing repartition offsets")
     }
 
+    /// Whether every stage-2 partition not assigned here was finished by its owner (its newest
+    /// snapshot says so) or never received a message.
+    fn others_finished(
+        &self,
+        reader: &kafka::Reader,
+        assigned: &BTreeSet<(String, i32)>,
+    ) -> Result<bool> {
+        for p in 0..self.internal_partitions {
+            if assigned.contains(&(self.repartition.clone(), p)) {
+                continue;
+            }
+            let finished = match self.state_topic.read_latest(p)? {
+                Some((id, bytes)) => {
+                    let snapshot: PartSnapshot = decode_cbor(&bytes).with_context(|| {
+                        format!("reading snapshot {id} of {}/{p}", self.state_topic.topic())
+                    })?;
+                    snapshot.finished
+                }
+                None => reader
+                    .end_offset(&self.repartition, p)
+                    .is_ok_and(|end| end == 0),
+            };
+            if !finished {
+                tracing::debug!(
+                    partition = p,
+                    "waiting for a stage-2 partition to be finished"
+                );
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// A stage-2 partition from its newest snapshot, or fresh (with the stored baselines of
     /// the agents routed to it), and the alert state its snapshot carries.
     fn load_part(&self, p: i32) -> Result<(Part, Option<PartAlerts>)> {
@@ -536,6 +815,7 @@ impl State {
             sources: BTreeMap::new(),
             dirty: false,
             snapshot_id: 0,
+            finished: false,
         };
         let mut alerts = None;
         match self.state_topic.read_latest(p)? {
@@ -560,6 +840,7 @@ impl State {
                 alerts = snapshot.alerts;
                 if part.pipeline.restore(snapshot.pipeline) {
                     part.applied = snapshot.applied;
+                    part.finished = snapshot.finished;
                     part.sources = snapshot.sources.into_iter().collect();
                 } else {
                     tracing::warn!(
@@ -645,6 +926,11 @@ pub fn run(
         batches: BTreeMap::new(),
         parts: BTreeMap::new(),
         found: Vec::new(),
+        originals: Originals {
+            cfg: cfg.clone(),
+            reader: None,
+        },
+        no_originals: std::env::var_os(NO_ORIGINALS_ENV).is_some(),
         report: ServiceReport::default(),
         schedule: CheckpointSchedule::new(
             Duration::from_millis(cfg.checkpoint_interval_ms.max(0) as u64),
@@ -910,17 +1196,27 @@ pub fn run(
             })
             && others_done(&stage2, &reader, &r_topics, &assigned_r)
         {
-            let owned: Vec<i32> = st.parts.keys().copied().collect();
-            for p in owned {
+            // Flush the windows of every owned partition not yet finished. A partition another
+            // member left behind (committed at its end, its windows never flushed) is finished
+            // by whoever owns it next, so exit only once every partition is.
+            let unfinished: Vec<i32> = (st.parts.iter())
+                .filter(|(_, part)| !part.finished)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in unfinished {
                 let st = &mut *st;
                 let part = st.parts.get_mut(&p).expect("owned");
                 (opts.metrics).evaluate(&mut part.pipeline, |x| x.finish(&mut st.found));
+                part.finished = true;
                 part.dirty = true;
                 st.emit(p)?;
             }
             st.persist()?;
             st.commit_input(&input)?;
             st.commit_parts(&stage2)?;
+            if !st.others_finished(&reader, &assigned_r)? {
+                continue;
+            }
             report_lag(&input, &cfg.topics, &lag);
             report_lag(&stage2, &r_topics, &lag);
             st.closing = true;
@@ -945,17 +1241,49 @@ mod tests {
 
     #[test]
     fn record_batches_frame_offsets_and_bytes() {
-        let mut b = RecordBatch::default();
-        b.push(7, b"{\"a\":1}");
-        b.push(9, b"");
-        b.push(i64::MAX, b"x");
-        let got: Vec<(i64, &[u8])> = RecordBatch::iter(&b.bytes).collect();
+        let mut b = Vec::new();
+        RecordBatch::push(&mut b, 7, b"{\"a\":1}");
+        RecordBatch::push(&mut b, 9, b"");
+        RecordBatch::push(&mut b, i64::MAX, b"x");
+        let got: Vec<(i64, &[u8])> = RecordBatch::iter(&b).collect();
         assert_eq!(
             got,
             vec![(7, &b"{\"a\":1}"[..]), (9, &b""[..]), (i64::MAX, &b"x"[..])]
         );
         // A truncated frame ends the batch instead of reading past it.
-        assert_eq!(RecordBatch::iter(&b.bytes[..b.bytes.len() - 1]).count(), 2);
+        assert_eq!(RecordBatch::iter(&b[..b.len() - 1]).count(), 2);
+    }
+
+    #[test]
+    fn session_batches_carry_sessions_and_only_the_originals_asked_for() {
+        let decoder =
+            crate::ingest::decode::Decoder::new(Arc::new(crate::catalog::Catalog::embedded()));
+        let records: Vec<(&str, Session)> = include_str!("../../tests/data/sample-sessions.jsonl")
+            .lines()
+            .filter_map(|l| Some((l, decoder.decode(l.as_bytes()).ok()?)))
+            .take(3)
+            .collect();
+        let mut b = SessionBatch::new();
+        for (i, (line, session)) in records.iter().enumerate() {
+            b.push(10 + i as i64, line.as_bytes(), session, i == 1);
+        }
+        assert_eq!(
+            SessionBatch::header(&b.bytes),
+            Some((SESSIONS_V1, binary::layout()))
+        );
+        let got: Vec<Forwarded<'_>> = SessionBatch::iter(&b.bytes).collect();
+        assert_eq!(got.len(), 3);
+        for (i, (f, (line, session))) in got.iter().zip(&records).enumerate() {
+            assert_eq!(f.offset, 10 + i as i64);
+            assert_eq!(f.original_len, line.len());
+            assert_eq!(&binary::decode(f.session).unwrap(), session);
+            assert_eq!(f.original, (i == 1).then_some(line.as_bytes()));
+        }
+        let json: usize = records.iter().map(|(l, _)| l.len()).sum();
+        assert!(b.bytes.len() < json, "{} ≥ {json} bytes", b.bytes.len());
+        // A truncated frame ends the batch instead of reading past it.
+        assert_eq!(SessionBatch::iter(&b.bytes[..b.bytes.len() - 1]).count(), 2);
+        assert_eq!(SessionBatch::header(&b.bytes[..4]), None);
     }
 
     #[test]

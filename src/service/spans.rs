@@ -319,9 +319,12 @@ pub fn await_reply(
     answer.recv_timeout(wait)
 }
 
-/// Takes one request: pushes or dead-letters its batch, and answers it.
+/// Takes one request: pushes or dead-letters its batch, and answers it. `source` is
+/// [`crate::otel::RECEIVER_SOURCE`] when the receiver runs beside Kafka span partitions (one
+/// more source of the assembler's watermark), `None` when it is the only input.
 pub fn take_request(
     request: Request,
+    source: Option<i32>,
     path: &mut SpanPath,
     pipeline: &mut Pipeline,
     found: &mut Vec<Finding>,
@@ -332,7 +335,7 @@ pub fn take_request(
     path.metrics.record_consumed();
     let at = span_position("otlp-http");
     let pushed = match request.batch {
-        Batch::Spans(spans) => path.push(None, spans, &at, pipeline, found, outputs)?,
+        Batch::Spans(spans) => path.push(source, spans, &at, pipeline, found, outputs)?,
         Batch::Rejected { reason, raw } => {
             path.reject(reason, raw, &at, pipeline, found, outputs)?
         }

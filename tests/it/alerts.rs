@@ -1418,6 +1418,7 @@ fn mail_previews() {
             after: 0.38,
             in_bad_share: 0.91,
         }],
+        feature: None,
     }));
     let objective = n.objective.as_mut().expect("objective info");
     objective.runbooks.insert(
@@ -1490,9 +1491,10 @@ fn mail_previews() {
         );
     let rm = render::render(&real, &timing);
     let rflat = rm.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // The burst starts at 10:00 exactly, on a pane boundary: the onset is that pane, and says so.
     for needle in [
         "When it started and where".to_owned(),
-        "Started around ".to_owned(),
+        "Started at Sun 10:00 UTC (to the pane), 15 min before the first alert".to_owned(),
         format!("{} `{}`", top.layer.as_str(), top.name),
     ] {
         assert!(rflat.contains(&needle), "{needle} missing:\n{}", rm.text);

@@ -83,6 +83,62 @@ fn derived_values_are_marked_derived() {
     assert_eq!(unknown_model.cost_usd, None);
 }
 
+/// Cache and reasoning tokens (issue 12) are kept as reported — part of the input and output
+/// counts, never added to them, never part of the catalog's cost — and written back by the
+/// encoder; a record without them decodes and encodes as before.
+#[test]
+fn cache_and_reasoning_tokens_are_kept_and_written_back() {
+    use slawatch::ingest::encode::{RecordStyle, encode_record};
+    let d = decoder();
+    let base = r#""session_id":"s1","agent":"a","prompt_version":"p","model":"m-2026-09","ended_at":"2026-11-01T00:00:02Z","status":"success""#;
+    let with = format!(
+        r#"{{{base},"usage":{{"input_tokens":1000000,"output_tokens":500000,"cache_read_input_tokens":800000,"cache_creation_input_tokens":1000,"reasoning_output_tokens":200000}}}}"#
+    );
+    let s = d.decode(with.as_bytes()).unwrap();
+    assert_eq!(
+        (
+            s.input_tokens,
+            s.output_tokens,
+            s.cache_read_input_tokens,
+            s.cache_creation_input_tokens,
+            s.reasoning_output_tokens
+        ),
+        (
+            Some(1_000_000),
+            Some(500_000),
+            Some(800_000),
+            Some(1_000),
+            Some(200_000)
+        )
+    );
+    // The catalog's $0.25/M input + $2.00/M output, as without them.
+    assert!((s.cost_usd.unwrap() - 1.25).abs() < 1e-12);
+    for style in [RecordStyle::Sparse, RecordStyle::Full] {
+        let line = encode_record(&s, style);
+        assert!(
+            line.contains(r#""reasoning_output_tokens":200000"#),
+            "{line}"
+        );
+        assert_eq!(d.decode(line.as_bytes()).unwrap(), s, "{line}");
+    }
+
+    let without = format!(r#"{{{base},"usage":{{"input_tokens":10}}}}"#);
+    let s = d.decode(without.as_bytes()).unwrap();
+    assert_eq!(
+        (
+            s.cache_read_input_tokens,
+            s.cache_creation_input_tokens,
+            s.reasoning_output_tokens
+        ),
+        (None, None, None)
+    );
+    let line = encode_record(&s, RecordStyle::Sparse);
+    assert!(
+        !line.contains("cache") && !line.contains("reasoning"),
+        "{line}"
+    );
+}
+
 #[test]
 fn event_time_is_ended_at_or_start_plus_duration() {
     let d = decoder();
@@ -211,6 +267,13 @@ fn the_scanner_decodes_exactly_what_the_serde_path_decodes() {
         format!(r#"{{{base},"usage":[1,2,3]}}"#),
         format!(r#"{{{base},"usage":{{"input_tokens":1,"input_tokens":2}}}}"#),
         format!(r#"{{{base},"usage":{{"input_tokens":"1"}}}}"#),
+        format!(
+            r#"{{{base},"usage":{{"cache_read_input_tokens":1,"cache_creation_input_tokens":null,"reasoning_output_tokens":3}}}}"#
+        ),
+        format!(
+            r#"{{{base},"usage":{{"reasoning_output_tokens":1,"reasoning_output_tokens":2}}}}"#
+        ),
+        format!(r#"{{{base},"usage":{{"cache_read_input_tokens":true}}}}"#),
         format!(r#"{{{base},"usage":{{"other":{{"deep":[[[[[]]]]]}}}}}}"#),
         format!(
             r#"{{{base},"tool_calls":[{{"name":"t","status":"ok","duration_ms":1.5,"x":null}},{{"name":"u"}}]}}"#

@@ -312,3 +312,224 @@ fn affected_sessions_of_a_stream_equal_those_computed_from_its_lines() {
         got.len()
     );
 }
+
+// ------------------------------------------------------------------ drift incidents --
+
+/// A drift objective on two features, with a baseline that freezes after 6 h (the planted
+/// change comes at 10 h). `key_by` empty keeps the default (agent, prompt version, model).
+fn drift_spec(key_by: &str) -> slawatch::spec::Spec {
+    let yaml = format!(
+        "apiVersion: slawatch/v1\nkind: AgentSLA\nmetadata: {{name: drift}}\nspec:\n  \
+         selector: {{agent: support-bot}}\n  {key_by}window: {{size: 30m, step: 5m, \
+         allowedLateness: 5m}}\n  minSessions: 100\n  period: {{rolling: 28d}}\n  objectives:\n    \
+         - name: drift\n      severity: ticket\n      drift:\n        \
+         features: [output_tokens, quality.refusal]\n        minSamples: 100\n        \
+         baseline: {{minDuration: 6h}}\n"
+    );
+    let (mut specs, diags) = slawatch::spec::parse_str(&yaml, "drift.yaml");
+    assert!(
+        !slawatch::spec::has_errors(&diags),
+        "{}",
+        slawatch::spec::render_all(&diags)
+    );
+    specs.remove(0)
+}
+
+struct DriftCase {
+    name: &'static str,
+    layer: Layer,
+    value: &'static str,
+    key_by: &'static str,
+    kind: IncidentKind,
+}
+
+fn drift_cases() -> Vec<DriftCase> {
+    let rollout = || IncidentKind::PromptChange {
+        prompt_version: "sp-v9".into(),
+        output_scale: 1.6,
+        tool_mix: Vec::new(),
+    };
+    vec![
+        DriftCase {
+            name: "prompt rollout, new key",
+            layer: Layer::Prompt,
+            value: "sp-v9",
+            key_by: "",
+            kind: rollout(),
+        },
+        DriftCase {
+            name: "prompt rollout, one key",
+            layer: Layer::Prompt,
+            value: "sp-v9",
+            key_by: "keyBy: [provider]\n  ",
+            kind: rollout(),
+        },
+        DriftCase {
+            name: "silent model swap",
+            layer: Layer::Model,
+            value: "m-2026-11",
+            key_by: "keyBy: [provider]\n  ",
+            kind: IncidentKind::ModelSwap {
+                model: "m-2026-11".into(),
+                refusal_rate: 0.3,
+            },
+        },
+    ]
+}
+
+fn opens_drift_incident(f: &Finding) -> bool {
+    opens_incident(f) && f.check == slawatch::finding::Check::Drift
+}
+
+#[test]
+fn planted_drift_causes_are_attributed_to_their_layer_with_the_onset_at_the_planted_start() {
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    for case in drift_cases() {
+        let mut hits = 0;
+        for seed in 1..=5u64 {
+            let bytes = stream(vec![AgentProfile::default()], case.kind.clone(), seed, 12);
+            let (findings, _) = run(drift_spec(case.key_by), &bytes);
+            let early = findings
+                .iter()
+                .filter(|f| opens_drift_incident(f) && f.window_end <= PLANTED)
+                .count();
+            let Some(first) = findings
+                .iter()
+                .find(|f| opens_drift_incident(f) && f.window_end > PLANTED)
+            else {
+                table.push(format!("{:<24} seed {seed}: no incident", case.name));
+                failures.push(format!("{} seed {seed}: no drift breach", case.name));
+                continue;
+            };
+            let fx = first.forensics.as_deref().cloned().unwrap_or_default();
+            let onset_err = fx.onset.as_ref().map(|o| o.at - PLANTED);
+            let top = fx.candidates.first();
+            let hit = top.is_some_and(|c| c.layer == case.layer && c.name == case.value);
+            hits += usize::from(hit);
+            table.push(format!(
+                "{:<24} seed {seed}: breach at +{:>3} min, feature {}, onset {} (interval {}), \
+                 top {}, {} candidates, {early} breaches before the start — {}",
+                case.name,
+                (first.window_end - PLANTED) / 60_000,
+                fx.feature.as_deref().unwrap_or("-"),
+                onset_err.map_or("none".into(), |e| format!("{:+} min", e / 60_000)),
+                fx.onset.as_ref().map_or("-".into(), |o| format!(
+                    "{:+}..{:+} min",
+                    (o.low - PLANTED) / 60_000,
+                    (o.high - PLANTED) / 60_000
+                )),
+                top.map_or("none".into(), |c| format!(
+                    "{} {} ({:.0} %, {:?} {:.3} → {:.3}, in {:.0} % of the sessions)",
+                    c.layer.as_str(),
+                    c.name,
+                    c.explained * 100.0,
+                    c.metric,
+                    c.before,
+                    c.after,
+                    c.in_bad_share * 100.0
+                )),
+                fx.candidates.len(),
+                if hit { "ok" } else { "MISS" }
+            ));
+            match onset_err {
+                Some(e) if e.abs() <= STEP => {}
+                other => failures.push(format!(
+                    "{} seed {seed}: onset error {other:?} ms is more than one step",
+                    case.name
+                )),
+            }
+        }
+        if hits < 4 {
+            failures.push(format!(
+                "{}: the planted layer came first in {hits} of 5 seeds",
+                case.name
+            ));
+        }
+    }
+    println!("{}", table.join("\n"));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What counts against a drift objective: every session of the drifting key from the onset to
+/// the end of each drifting window of the streak. The test reads the file itself.
+#[test]
+fn affected_sessions_of_a_drift_equal_the_drifting_keys_sessions_since_the_onset() {
+    let bytes = stream(
+        vec![AgentProfile::default()],
+        IncidentKind::PromptChange {
+            prompt_version: "sp-v9".into(),
+            output_scale: 1.6,
+            tool_mix: Vec::new(),
+        },
+        3,
+        12,
+    );
+    let (findings, affected) = run(drift_spec(""), &bytes);
+    type Span = (Vec<(String, String)>, i64, i64);
+    let mut spans: Vec<Span> = Vec::new();
+    let mut streak_from = i64::MIN;
+    for f in findings.iter().filter(|f| opens_drift_incident(f)) {
+        if let Some(fx) = f.forensics.as_deref() {
+            streak_from = fx.onset.as_ref().map_or(f.window_start, |o| o.at);
+        }
+        spans.push((f.key.clone(), f.window_start.max(streak_from), f.window_end));
+    }
+    assert!(!spans.is_empty(), "the rollout raised no drift incident");
+    let mut expected = BTreeSet::new();
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        let t = slawatch::time::parse_rfc3339_ms(v["ended_at"].as_str().unwrap()).unwrap();
+        let key = vec![
+            ("agent".to_owned(), v["agent"].as_str().unwrap().to_owned()),
+            (
+                "prompt_version".to_owned(),
+                v["prompt_version"].as_str().unwrap().to_owned(),
+            ),
+            ("model".to_owned(), v["model"].as_str().unwrap().to_owned()),
+        ];
+        if spans.iter().any(|(k, a, b)| *k == key && *a <= t && t < *b) {
+            let tokens = v["usage"]["output_tokens"].as_f64();
+            expected.insert((
+                v["session_id"].as_str().unwrap().to_owned(),
+                t,
+                key,
+                tokens.map(f64::to_bits),
+            ));
+        }
+    }
+    let mut got = Vec::new();
+    for b in &affected {
+        assert_eq!(b.objective, "drift");
+        assert_eq!(b.dropped, 0);
+        for s in &b.sessions {
+            let AffectedReason::Drifted { feature, value } = &s.reason else {
+                panic!("{:?}", s.reason)
+            };
+            assert_eq!(feature, "output_tokens");
+            got.push((
+                s.session_id.clone(),
+                s.event_time,
+                s.key.clone(),
+                value.map(f64::to_bits),
+            ));
+        }
+    }
+    let handed = got.len();
+    let got: BTreeSet<_> = got.into_iter().collect();
+    assert_eq!(handed, got.len(), "a session was handed out twice");
+    println!(
+        "{} affected sessions in {} batches over {} drifting windows",
+        got.len(),
+        affected.len(),
+        spans.len()
+    );
+    let missing: Vec<_> = expected.difference(&got).take(5).collect();
+    let extra: Vec<_> = got.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{} expected, {} handed out; missing {missing:?}, extra {extra:?}",
+        expected.len(),
+        got.len()
+    );
+}

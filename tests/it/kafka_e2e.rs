@@ -16,8 +16,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use slawatch::catalog::Catalog;
 use slawatch::cli::{load_specs, replay_stream};
 use slawatch::finding::Finding;
-use slawatch::ingest::{DeadLetters, LinesSource};
-use slawatch::pipeline::{Pipeline, PipelineConfig};
+use slawatch::ingest::{DeadLetters, LinesSource, Position, RawRecord};
+use slawatch::pipeline::{Outcome, Pipeline, PipelineConfig};
 use slawatch::store::Store;
 
 use crate::support::servers::Tansu;
@@ -151,6 +151,10 @@ fn run_args(
 static STDERR: std::sync::Mutex<BTreeMap<u32, PathBuf>> = std::sync::Mutex::new(BTreeMap::new());
 
 fn spawn(args: &[String]) -> Child {
+    spawn_with(args, &[])
+}
+
+fn spawn_with(args: &[String], env: &[(&str, &str)]) -> Child {
     let log = tempfile::Builder::new()
         .prefix("slawatch-it-run-")
         .suffix(".log")
@@ -162,6 +166,7 @@ fn spawn(args: &[String]) -> Child {
     let child = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "warn,slawatch::service=debug")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -547,3 +552,106 @@ fn sigterm_then_restart(broker: &Tansu, topology: &str, sessions: u64) {
         &replay_findings(sessions, false),
     );
 }
+
+/// The dead letters (reason, original bytes) of one pipeline over `lines`, in order.
+fn replay_dead_letters(lines: &[Vec<u8>]) -> Vec<(String, Vec<u8>)> {
+    let mut p = Pipeline::new(
+        load_specs(&[specs()]).unwrap(),
+        Arc::new(Catalog::embedded()),
+        &PipelineConfig::default(),
+    );
+    let mut letters = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let record = RawRecord {
+            bytes: line.clone(),
+            position: Position::Line {
+                source: "late".into(),
+                line: i as u64 + 1,
+            },
+        };
+        if let Outcome::Rejected {
+            reason,
+            dead_letter: true,
+        } = p.process(&record, &mut Vec::new())
+        {
+            letters.push((reason.code().to_owned(), line.clone()));
+        }
+    }
+    letters
+}
+
+#[test]
+fn partitioned_stage_2_dead_letters_late_records_with_their_original_bytes() {
+    // A stream with late records — moved to its end, and written with spaces no encoder would
+    // put there —, so stage 2 (not stage 1) rejects them and must dead-letter the bytes as
+    // they arrived. One input partition, so the watermark is a replay's.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.jsonl");
+    let mut a = sim_args(20_000, false);
+    a.extend(["--out".into(), file.display().to_string()]);
+    slawatch(&a);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let (mut lines, mut late) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        if i < 4_000 && i % 200 == 7 {
+            late.push(
+                line.replacen(",\"agent\":", " , \"agent\" : ", 1)
+                    .into_bytes(),
+            );
+        } else {
+            lines.push(line.as_bytes().to_vec());
+        }
+    }
+    assert_eq!(late.len(), 20);
+    lines.extend(late.iter().cloned());
+    let mut want = replay_dead_letters(&lines);
+    want.sort();
+    let mut late_sorted = late.clone();
+    late_sorted.sort();
+    assert_eq!(
+        want.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>(),
+        late_sorted,
+        "the replay dead-letters exactly the moved records"
+    );
+    assert!(want.iter().all(|(reason, _)| reason == "late"));
+    let findings = {
+        let moved = dir.path().join("moved.jsonl");
+        let mut all = lines.join(&b"\n"[..]);
+        all.push(b'\n');
+        std::fs::write(&moved, all).unwrap();
+        replay_file(&moved)
+    };
+
+    let broker = Tansu::start();
+    // Once with the originals forwarded by stage 1, once read back from the source by stage 2.
+    for (topic, env) in [
+        ("late", vec![]),
+        ("late-read-back", vec![(NO_ORIGINALS_ENV, "1")]),
+    ] {
+        broker.create_topic(topic, 1);
+        broker.create_topic(&format!("{topic}.dlq"), 1);
+        broker.create_topic(&format!("{topic}.findings"), 1);
+        let sent = slawatch::ingest::kafka::publish_lines(
+            &broker.bootstrap(),
+            topic,
+            lines.iter().cloned(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(sent, lines.len() as u64);
+        let data = tempfile::tempdir().unwrap();
+        let run = spawn_with(&run_args(&broker, topic, topic, data.path(), true), &env);
+        let report: serde_json::Value =
+            serde_json::from_str(finish(run, Duration::from_secs(300)).trim()).unwrap();
+        assert_eq!(report["dead_letters"], 20, "{topic}: {report}");
+        let mut got: Vec<(String, Vec<u8>)> = drain(&broker, &format!("{topic}.dlq"), 20)
+            .into_iter()
+            .map(|(_, payload, headers)| (headers["slawatch.reason"].clone(), payload))
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{topic}: dead letters differ from the replay's");
+        assert_same(&stored_findings(data.path()), &findings);
+    }
+}
+
+const NO_ORIGINALS_ENV: &str = slawatch::service::partitioned::NO_ORIGINALS_ENV;

@@ -57,6 +57,10 @@ fn an_sdk_shaped_genai_trace_maps_to_the_expected_session() {
         turns: Some(2),
         input_tokens: Some(1_200 + 1_500),
         output_tokens: Some(80 + 220),
+        // The current convention's name on the first call, OpenLLMetry's on the second.
+        cache_read_input_tokens: Some(1_024 + 512),
+        cache_creation_input_tokens: Some(176),
+        reasoning_output_tokens: Some(96),
         cost_usd: None,
         cost_derived: false,
         tool_calls: vec![
@@ -109,6 +113,9 @@ fn an_sdk_shaped_genai_trace_maps_to_the_expected_session() {
     let again = decoder.decode(line.as_bytes()).unwrap();
     assert_eq!(again.tool_calls, session.tool_calls);
     assert_eq!(again.input_tokens, session.input_tokens);
+    assert_eq!(again.cache_read_input_tokens, Some(1_536));
+    assert_eq!(again.cache_creation_input_tokens, Some(176));
+    assert_eq!(again.reasoning_output_tokens, Some(96));
     assert_eq!(again.event_time, session.event_time);
     assert_eq!(again.duration_ms, session.duration_ms);
 }
@@ -476,4 +483,223 @@ fn a_hundred_thousand_open_traces_stay_under_the_cap() {
         "{}",
         evicted.last().unwrap()
     );
+}
+
+/// `groupBy: conversation` (issue 12): the traces of one `gen_ai.conversation.id` are one
+/// session — from its first turn's start to its last turn's end, with the tokens, model calls
+/// and tool calls of every turn and the status of the last — released once the watermark is
+/// more than `grace` past its last root's end; traces without the attribute are sessions of
+/// their own. The expected sessions are computed here from how the conversations were made.
+#[test]
+fn conversations_group_their_traces_into_one_session() {
+    const GRACE: i64 = 30_000;
+    const MS: u64 = 1_000_000;
+    let config = OtelConfig {
+        group_by: GroupBy::Conversation,
+        grace_ms: GRACE,
+        ..OtelConfig::default()
+    };
+    let t0: i64 = 1_800_000_000_000;
+    let str_attr = |k: &str, v: &str| (k.to_owned(), Value::Str(v.into()));
+    let int_attr = |k: &str, v: i64| (k.to_owned(), Value::Int(v));
+    let make = |trace: [u8; 16], id: u8, op: &str, start: i64, end: i64| Span {
+        trace_id: trace,
+        span_id: [id; 8],
+        parent_span_id: (op != "invoke_agent").then_some([1; 8]),
+        name: op.into(),
+        kind: 1,
+        start_unix_nano: start as u64 * MS,
+        end_unix_nano: end as u64 * MS,
+        status: SpanStatus::Unset,
+        status_message: String::new(),
+        attributes: vec![("gen_ai.operation.name".into(), Value::Str(op.into()))],
+        events: Vec::new(),
+        service_name: Some("bot".into()),
+        schema_url: String::new(),
+    };
+    let mut spans = Vec::new();
+    let mut expected: std::collections::BTreeMap<String, Session> = Default::default();
+    for c in 0..20u8 {
+        // 1 to 4 turns, 12 s apart (within the grace); every fifth conversation carries no id.
+        let turns = 1 + usize::from(c % 4);
+        let with_id = c % 5 != 4;
+        let failed = c % 3 == 0;
+        let mut start = t0 + i64::from(c) * 7_000;
+        let mut session: Option<Session> = None;
+        for k in 0..turns {
+            let last = k + 1 == turns;
+            let end = start + 2_000 + 100 * k as i64;
+            let trace = [c + 1, k as u8 + 1, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7];
+            let conversation = str_attr("gen_ai.conversation.id", &format!("conv-{c}"));
+            let mut root = make(trace, 1, "invoke_agent", start, end);
+            root.attributes.push(str_attr("gen_ai.agent.name", "bot"));
+            let mut chat = make(trace, 2, "chat", start + 10, start + 1_000);
+            chat.attributes.extend([
+                str_attr("gen_ai.response.model", "m-1"),
+                int_attr("gen_ai.usage.input_tokens", 100 * (k as i64 + 1)),
+                int_attr("gen_ai.usage.output_tokens", 10 * (k as i64 + 1)),
+                int_attr("gen_ai.usage.cache_read.input_tokens", 50 * k as i64),
+            ]);
+            // The id on the root of even turns, on the model call of odd ones.
+            if with_id {
+                if k % 2 == 0 {
+                    root.attributes.push(conversation);
+                } else {
+                    chat.attributes.push(conversation);
+                }
+            }
+            let mut tool = None;
+            if last {
+                if failed {
+                    root.status = SpanStatus::Error;
+                    root.attributes.push(str_attr("error.type", "provider_5xx"));
+                }
+                let mut t = make(trace, 3, "execute_tool", start + 1_000, start + 1_250);
+                t.attributes.push(str_attr("gen_ai.tool.name", "lookup"));
+                tool = Some(t);
+            }
+            let turn = Session {
+                session_id: slawatch::otel::hex(&trace),
+                agent: "bot".into(),
+                prompt_version: "unversioned".into(),
+                model: "m-1".into(),
+                provider: None,
+                started_at: Some(start),
+                event_time: end,
+                duration_ms: Some((end - start) as f64),
+                duration_derived: false,
+                status: if last && failed {
+                    Status::Error
+                } else {
+                    Status::Success
+                },
+                error_type: (last && failed).then(|| "provider_5xx".to_owned()),
+                turns: Some(1),
+                input_tokens: Some(100 * (k as u64 + 1)),
+                output_tokens: Some(10 * (k as u64 + 1)),
+                cache_read_input_tokens: Some(50 * k as u64),
+                cache_creation_input_tokens: None,
+                reasoning_output_tokens: None,
+                cost_usd: None,
+                cost_derived: false,
+                tool_calls: tool
+                    .iter()
+                    .map(|_| ToolCall {
+                        name: "lookup".into(),
+                        status: Some(ToolStatus::Ok),
+                        duration_ms: Some(250.0),
+                    })
+                    .collect(),
+                fallback: None,
+                pii: vec![],
+                quality: Quality::default(),
+                output_chars: None,
+                context_tokens_max: Some(100 * (k as u64 + 1)),
+                context_utilisation: None,
+                attributes: vec![],
+            };
+            spans.extend([root, chat]);
+            spans.extend(tool);
+            if !with_id {
+                expected.insert(turn.session_id.clone(), turn);
+            } else if let Some(s) = &mut session {
+                // One more turn: summed, concatenated, the last turn's end and status.
+                let plus = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0) + b.unwrap_or(0));
+                s.event_time = turn.event_time;
+                s.duration_ms = Some((turn.event_time - s.started_at.unwrap()) as f64);
+                s.status = turn.status;
+                s.error_type = turn.error_type;
+                s.turns = plus(s.turns, turn.turns);
+                s.input_tokens = plus(s.input_tokens, turn.input_tokens);
+                s.output_tokens = plus(s.output_tokens, turn.output_tokens);
+                s.cache_read_input_tokens =
+                    plus(s.cache_read_input_tokens, turn.cache_read_input_tokens);
+                s.context_tokens_max = s.context_tokens_max.max(turn.context_tokens_max);
+                s.tool_calls.extend(turn.tool_calls);
+            } else {
+                session = Some(Session {
+                    session_id: format!("conv-{c}"),
+                    ..turn
+                });
+            }
+            start = end + 12_000;
+        }
+        if let Some(s) = session {
+            expected.insert(s.session_id.clone(), s);
+        }
+    }
+    // Spans arrive in end order, one request each, as an exporter sends them.
+    spans.sort_by_key(|s| (s.end_unix_nano, s.trace_id, s.span_id));
+    let mut assembler = Assembler::new(&config);
+    let mut got: std::collections::BTreeMap<String, Session> = Default::default();
+    let mut newest_end = i64::MIN;
+    let mut before_finish = 0;
+    for span in spans {
+        let previous_watermark = newest_end.saturating_sub(GRACE);
+        newest_end = newest_end.max(span.end_ms());
+        let watermark = newest_end - GRACE;
+        let mut out = Vec::new();
+        assembler.push(
+            decode_request(&request(&[span]), Encoding::Json).unwrap(),
+            &mut out,
+        );
+        for a in out {
+            let Assembled::Session(s) = a else {
+                panic!("{a:?}")
+            };
+            // Released exactly when the watermark passed it: a conversation a grace after
+            // its last root, a trace without conversation at its root's end.
+            let wait = if s.session_id.starts_with("conv-") {
+                GRACE + 1
+            } else {
+                0
+            };
+            assert!(
+                watermark >= s.event_time + wait && previous_watermark < s.event_time + wait,
+                "{} released at watermark {watermark}",
+                s.session_id
+            );
+            before_finish += 1;
+            got.insert(s.session_id.clone(), *s);
+        }
+    }
+    let mut out = Vec::new();
+    assembler.finish(&mut out);
+    for a in out {
+        let Assembled::Session(s) = a else {
+            panic!("{a:?}")
+        };
+        got.insert(s.session_id.clone(), *s);
+    }
+    assert!(
+        before_finish > 10,
+        "{before_finish} released by the watermark"
+    );
+    assert_eq!(got.len(), expected.len());
+    for (id, want) in &expected {
+        assert_eq!(got.get(id), Some(want), "session {id}");
+    }
+    assert_eq!(
+        expected.keys().filter(|k| k.starts_with("conv-")).count(),
+        16
+    );
+}
+
+/// `otel.groupBy` in `slawatch.yaml` is checked like every other key: an unknown value is an
+/// error naming it, where it is and what is allowed.
+#[test]
+fn the_group_by_setting_is_validated() {
+    let ok = slawatch::cli::parse_otel_config("otel:\n  groupBy: conversation\n  grace: 2m\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!((ok.group_by, ok.grace_ms), (GroupBy::Conversation, 120_000));
+    let err = slawatch::cli::parse_otel_config("otel:\n  groupBy: conversations\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conversations"), "{err}");
+    assert!(
+        err.contains("conversation") && err.contains("trace"),
+        "{err}"
+    );
+    assert!(err.contains("line 2"), "{err}");
 }

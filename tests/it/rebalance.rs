@@ -217,7 +217,12 @@ fn a_member_leaving_mid_stream_hands_over_and_changes_no_finding() {
     consuming(&mut b);
     args.push("--exit-at-eof".into());
     let mut a = spawn(&args, dir.path(), "a", &[]);
-    consuming(&mut a);
+    // Ready (assigned, restored), not necessarily consuming: on a fast machine B may have read
+    // the whole input before A joined, and A then only takes B's stage-2 partitions over and
+    // closes their last windows.
+    a.wait_for("ready", Duration::from_secs(120), |r| {
+        (get(&r.addr, "/readyz", None).0 == 200).then_some(())
+    });
     let b_log = b.log.clone();
     assert!(b.sigterm().success(), "B exits 0 after SIGTERM");
     let rb = report(&b_log);

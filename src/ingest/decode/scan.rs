@@ -389,6 +389,15 @@ impl<'a> Scanner<'a> {
                 "input_tokens" => u.input_tokens = s.once(&mut seen, 0, Self::opt_num)?,
                 "output_tokens" => u.output_tokens = s.once(&mut seen, 1, Self::opt_num)?,
                 "cost_usd" => u.cost_usd = s.once(&mut seen, 2, Self::opt_num)?,
+                "cache_read_input_tokens" => {
+                    u.cache_read_input_tokens = s.once(&mut seen, 3, Self::opt_num)?
+                }
+                "cache_creation_input_tokens" => {
+                    u.cache_creation_input_tokens = s.once(&mut seen, 4, Self::opt_num)?
+                }
+                "reasoning_output_tokens" => {
+                    u.reasoning_output_tokens = s.once(&mut seen, 5, Self::opt_num)?
+                }
                 _ => s.skip(1)?,
             };
             Some(())

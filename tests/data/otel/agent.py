@@ -44,22 +44,35 @@ def rfc3339(ns):
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(ns // MS) % 1000:03d}Z"
 
 
-# What each session does: model calls (input, output tokens), tools (name, ok?, ms), outcome.
+# What each session does: model calls (input, output tokens, and the cache-read, cache-creation
+# and reasoning tokens among them, None when the provider does not report one), tools (name,
+# ok?, ms), outcome.
 SESSIONS = [
     dict(agent="support-bot", version="sp-v1", model="gpt-4o-2024-08-06",
-         calls=[(1200, 340), (1500, 120)], tools=[("search_kb", True, 210)], error=None),
+         calls=[(1200, 340, 1024, None, None), (1500, 120, 1280, None, None)],
+         tools=[("search_kb", True, 210)], error=None),
     dict(agent="support-bot", version="sp-v1", model="gpt-4o-2024-08-06",
-         calls=[(900, 80)], tools=[("get_order", False, 95), ("get_order", True, 60)],
-         error=None),
+         calls=[(900, 80, None, None, None)],
+         tools=[("get_order", False, 95), ("get_order", True, 60)], error=None),
     dict(agent="refund-agent", version="rf-v3", model="claude-sonnet-4-20250514",
-         calls=[(2200, 410), (2600, 90), (3000, 55)], tools=[], error="provider_5xx"),
+         calls=[(2200, 410, None, 2048, 150), (2600, 90, 2048, None, 40),
+                (3000, 55, 2048, 256, None)],
+         tools=[], error="provider_5xx"),
     dict(agent="refund-agent", version="rf-v3", model="claude-sonnet-4-20250514",
-         calls=[(700, 200)], tools=[("lookup_policy", True, 120), ("issue_refund", True, 340)],
-         error=None),
+         calls=[(700, 200, 0, 512, 120)],
+         tools=[("lookup_policy", True, 120), ("issue_refund", True, 340)], error=None),
     dict(agent="support-bot", version="sp-v2", model="gpt-4o-2024-08-06",
-         calls=[(1000, 500), (1100, 450)], tools=[("search_kb", False, 1500)],
-         error="tool_timeout"),
+         calls=[(1000, 500, None, None, 300), (1100, 450, None, None, 280)],
+         tools=[("search_kb", False, 1500)], error="tool_timeout"),
 ]
+
+# The attribute names of the cache and reasoning counts: the current GenAI conventions for the
+# first sessions, the older names instrumentations still write (OpenLLMetry's) for the last, so
+# both are read.
+CURRENT = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_creation.input_tokens",
+           "gen_ai.usage.reasoning.output_tokens")
+OLDER = ("gen_ai.usage.cache_read_input_tokens", "gen_ai.usage.cache_creation_input_tokens",
+         "gen_ai.usage.reasoning_tokens")
 
 PROVIDERS = {"gpt-4o-2024-08-06": "openai", "claude-sonnet-4-20250514": "anthropic"}
 
@@ -85,7 +98,9 @@ for i, s in enumerate(SESSIONS):
     ctx = trace_api.set_span_in_context(root)
     cursor = start + 5 * MS
     tool_calls = []
-    for n, (inp, out) in enumerate(s["calls"]):
+    names = OLDER if i == len(SESSIONS) - 1 else CURRENT
+    for n, (inp, out, *details) in enumerate(s["calls"]):
+        detail_attributes = {k: v for k, v in zip(names, details) if v is not None}
         call = tracer.start_span(
             f"chat {s['model']}",
             context=ctx,
@@ -98,6 +113,7 @@ for i, s in enumerate(SESSIONS):
                 "gen_ai.response.model": s["model"],
                 "gen_ai.usage.input_tokens": inp,
                 "gen_ai.usage.output_tokens": out,
+                **detail_attributes,
             },
         )
         cursor += 700 * MS
@@ -155,6 +171,12 @@ for i, s in enumerate(SESSIONS):
             "output_tokens": sum(c[1] for c in s["calls"]),
         },
     }
+    # Summed over the calls that report them; absent when none does.
+    for k, field in enumerate(["cache_read_input_tokens", "cache_creation_input_tokens",
+                               "reasoning_output_tokens"]):
+        reported = [c[2 + k] for c in s["calls"] if c[2 + k] is not None]
+        if reported:
+            record["usage"][field] = sum(reported)
     if tool_calls:
         record["tool_calls"] = tool_calls
     if s["error"]:
