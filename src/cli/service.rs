@@ -171,8 +171,12 @@ impl ServiceOutput {
 
 impl Output for ServiceOutput {
     fn finding(&mut self, f: &Finding) -> Result<()> {
-        // A finding already stored was seen before a crash: the engine's snapshot has it.
-        if self.store.put_finding(f)? {
+        // `single`: a finding already stored was seen before a crash, and the engine's
+        // snapshot in this store has it. `partitioned`: the engine resumes from the snapshot of
+        // the stage-2 partition, whose pipeline resumed from the same snapshot, so every
+        // finding it hands over is new to that engine — even one this store kept from before a
+        // crash, or from an earlier ownership of the partition.
+        if self.store.put_finding(f)? || self.alerts.is_partitioned() {
             self.alerts.on_finding(f);
         }
         self.note(f.window_end);
