@@ -603,6 +603,12 @@ pub struct AlertEngine {
     /// The share of the keys this engine sees, when it is one of several (a stage-2 partition
     /// of the `partitioned` topology): part of every thread id, so two engines that open a
     /// thread of the same group at the same event time never share a thread or notification id.
+    /// It cannot be left out to match one instance's ids: a group's thread is one engine's
+    /// state, so a group whose agents route to k partitions is k threads (each with its own
+    /// firing and resolved mails), and two of them opened in the same window would otherwise
+    /// share a `Message-ID` — mail clients would merge two different incidents, and a log
+    /// holding both would drop one. The ids depend on the partition, never on the instance, so
+    /// a thread keeps its ids when its partition moves.
     scope: Option<i32>,
 }
 

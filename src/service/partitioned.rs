@@ -29,16 +29,17 @@
 //!   state follows the partition from instance to instance.
 //!
 //! **Alert state moves with the partition.** Each owned stage-2 partition has its own alert
-//! engine ([`Output::focus`], [`Output::adopt`], [`Output::release`]), and its snapshot carries
-//! that engine, the records of its incidents and its pending and recent mails
-//! ([`PartAlerts`]). A mail is sent only after the snapshot holding its decision is durable
-//! ([`Output::deliver_covered`]), and the partitions whose mails went out are snapshotted again
-//! at once with the sent marks. A clean leave therefore neither repeats nor loses a mail: the
-//! next owner resumes with every sent mail marked, sends what is pending, and decides again
-//! (deterministically, in event time) what came after the last snapshot. After a SIGKILL a
-//! mail repeats only if the process died between the SMTP server's acceptance and the ack of
-//! the snapshot marking it (same `Message-ID`). A group's incidents whose agents route to
-//! different partitions get one mail thread per partition.
+//! engine ([`Output::focus`], [`Output::adopt`], [`Output::release`]), fed after every record
+//! as one instance's is, and its snapshot carries that engine, the records of its incidents and
+//! its pending and recent mails ([`PartAlerts`]). A mail is sent only after the snapshot
+//! holding its decision is durable ([`Output::deliver_covered`]), and the partitions whose
+//! mails went out are snapshotted again at once with the sent marks. The guarantee is
+//! at-least-once and never lost: the next owner resumes from the newest snapshot, sends what
+//! it holds as pending, and decides again (deterministically, in event time, with the same ids)
+//! what came after it. A mail repeats only if its sender died (SIGKILL) between the SMTP
+//! server's acceptance and the ack of the snapshot marking it, and then with the same
+//! `Message-ID`; a clean leave repeats nothing. A group's incidents whose agents route to
+//! different partitions get one mail thread per partition (see `AlertEngine`'s `scope`).
 //!
 //! Findings are identical to the single topology's: windows, lateness and drift families are
 //! per key, and a key lives in exactly one stage-2 partition.
@@ -555,8 +556,8 @@ impl State {
                 .map(|(o, bytes)| (o, Intake::Json(Cow::Borrowed(bytes))))
                 .collect(),
         };
-        let part = self.parts.get_mut(&p).expect("looked up above");
         for (src_offset, intake) in frames {
+            let part = self.parts.get_mut(&p).expect("looked up above");
             if part.sources.get(&src).is_some_and(|a| src_offset <= *a) {
                 // Forwarded again by stage 1 after a crash or rebalance: already applied.
                 self.report.skipped_redelivered += 1;
@@ -622,12 +623,16 @@ impl State {
                 self.dead_file.write(&record, reason)?;
                 self.report.dead_letters += 1;
             }
+            // After every record, as one instance does: the alert engine advances window close
+            // by window close, never over a whole batch's hours of event time at once (it
+            // would judge repeats and resolutions at the batch's end).
+            self.emit(p)?;
         }
         self.emit(p)
     }
 
     /// Hands what partition `p`'s pipeline produced to the outputs — to `p`'s alert engine.
-    /// (`found` holds only `p`'s findings: it is emitted after every message.)
+    /// (`found` holds only `p`'s findings: it is emitted after every record and mark.)
     fn emit(&mut self, p: i32) -> Result<()> {
         let Some(part) = self.parts.get_mut(&p) else {
             return Ok(());
