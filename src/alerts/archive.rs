@@ -382,6 +382,21 @@ impl Archive {
         Ok(())
     }
 
+    /// Drops the records of open incidents from this store (affected sessions stay): at the
+    /// start of a `partitioned` member, whose open incidents an earlier life of it held live in
+    /// their partitions' snapshots now, and come back with a partition it is assigned. Returns
+    /// how many.
+    pub fn drop_open(&mut self) -> Result<usize, AlertError> {
+        let all: Vec<IncidentRecord> = self.store.all()?;
+        let mut n = 0;
+        for r in all.iter().filter(|r| r.status == RecordStatus::Open) {
+            self.store.remove_record(&r.id)?;
+            self.live.remove(&r.id);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The record of an engine incident, loaded or created.
     fn record_mut(
         &mut self,

@@ -819,13 +819,17 @@ impl AlertService {
     /// sent only by [`AlertService::deliver_covered`], and the instance's own engine snapshot
     /// is not resumed. Pending mails of partitions that an earlier life of this instance
     /// recorded are forgotten: whoever owns their partition now sends them (its snapshot has
-    /// every decision a checkpoint covered; the rest are decided again).
+    /// every decision a checkpoint covered; the rest are decided again). So are the records of
+    /// open incidents (`/v1/incidents` would show them open forever): they come back with
+    /// their partition's snapshot, here or at its owner.
     pub fn set_partitioned(&mut self) -> Result<(), AlertError> {
         let forgotten = self.log().forget_pending_of_partitions()?;
-        if forgotten > 0 {
+        let dropped = self.slot.archive.drop_open()?;
+        if forgotten > 0 || dropped > 0 {
             tracing::info!(
                 mails = forgotten,
-                "pending mails of stage-2 partitions left to their owners"
+                incidents = dropped,
+                "pending mails and open incidents of stage-2 partitions left to their owners"
             );
         }
         self.slot = self.fresh_slot(None)?;
