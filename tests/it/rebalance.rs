@@ -412,15 +412,17 @@ fn incident_ids(dirs: &[&Path]) -> std::collections::BTreeSet<String> {
     out
 }
 
-/// Member A mails "firing" for an incident, then leaves while it still fires — a clean leave
-/// (SIGTERM) or a SIGKILL after the checkpoint that marks the mail sent — and member B, which
-/// takes the stage-2 partition over from the state topic, sees it resolve. The SMTP server gets
-/// every notification once: one firing and one resolved mail per thread, none twice, none
-/// missing, and the same mails (subjects) and incidents as one instance replaying the stream.
+/// Member A mails "firing" for an incident, then leaves while it still fires, and member B,
+/// which takes the stage-2 partition over from the state topic, sees it resolve.
 ///
-/// `kill: true` (the SIGKILL variant, A killed once all it consumed is checkpointed, mail marks
-/// included) is not a test yet: in its one run B consumed all of the second part but mailed no
-/// "resolved" within 180 s; the cause is open.
+/// The guarantee at the SMTP server: every notification one instance replaying the stream
+/// mails arrives (the same subjects; none lost), and a notification arrives twice only when a
+/// member died between the server's acceptance of a mail and the snapshot that marks it sent,
+/// then with the same `Message-ID` (mail clients merge the copies). A clean leave (SIGTERM)
+/// hands over a snapshot with every sent mail marked, and the SIGKILL here lands after such a
+/// snapshot (A killed once everything it consumed is checkpointed, mail marks included), so
+/// in both variants each notification arrives exactly once: one firing and one resolved mail
+/// per thread.
 fn alert_state_moves_with_the_partition(kill: bool) {
     let name = if kill { "mailkill" } else { "mailleave" };
     let broker = Tansu::start();
@@ -487,14 +489,29 @@ fn alert_state_moves_with_the_partition(kill: bool) {
     assert!(b.sigterm().success(), "B exits 0 after SIGTERM");
 
     let msgs = mail.messages().as_array().unwrap().clone();
-    let mut by_id = std::collections::BTreeMap::<&str, usize>::new();
     for m in &msgs {
-        *by_id
+        eprintln!(
+            "mail: {} | {} | {}",
+            mail_header(m, "x-slawatch-kind"),
+            mail_header(m, "x-slawatch-notification"),
+            m["subject"].as_str().unwrap_or("?")
+        );
+    }
+    // A notification id that arrived more than once came with one Message-ID (at least once,
+    // the copies merged) — and here, where nothing sent was unmarked, it never does.
+    let mut by_id = std::collections::BTreeMap::<&str, Vec<&str>>::new();
+    for m in &msgs {
+        by_id
             .entry(mail_header(m, "x-slawatch-notification"))
-            .or_default() += 1;
+            .or_default()
+            .push(mail_header(m, "message-id"));
     }
     assert!(
-        by_id.values().all(|n| *n == 1),
+        by_id.values().all(|ids| ids.iter().all(|id| *id == ids[0])),
+        "copies of a notification with different Message-IDs: {by_id:?}"
+    );
+    assert!(
+        by_id.values().all(|ids| ids.len() == 1),
         "a notification mailed twice: {:?}",
         subjects(&msgs)
     );
@@ -535,19 +552,13 @@ fn alert_state_moves_with_the_partition(kill: bool) {
         .unwrap()
         .all()
         .unwrap();
-    // Repeats are left out: the members send a "still firing after 4 h 15 min" repeat of the
-    // latency thread that the replay does not send — an open difference, not explained yet.
-    // Every firing, update, resolved and stakeholder mail is compared.
-    let no_repeats = |s: Vec<String>| -> Vec<String> {
-        (s.into_iter())
-            .filter(|s| !s.contains("(still firing after"))
-            .collect()
-    };
+    // Every mail, repeats included: the members' engines advance window close by window
+    // close as the replay's does.
     let mut want: Vec<String> = replayed.into_iter().map(|m| m.subject).collect();
     want.sort();
     assert_eq!(
-        no_repeats(subjects(&msgs)),
-        no_repeats(want),
+        subjects(&msgs),
+        want,
         "the members mailed what one instance mails"
     );
     assert_eq!(
@@ -559,4 +570,9 @@ fn alert_state_moves_with_the_partition(kill: bool) {
 #[test]
 fn a_member_leaving_mid_incident_hands_its_alert_state_over_and_no_mail_repeats() {
     alert_state_moves_with_the_partition(false);
+}
+
+#[test]
+fn a_member_killed_mid_incident_hands_its_alert_state_over_and_no_mail_is_lost() {
+    alert_state_moves_with_the_partition(true);
 }
