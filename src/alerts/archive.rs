@@ -346,6 +346,57 @@ impl Archive {
         })
     }
 
+    /// An archive over the same store with nothing loaded (the archive of another alert
+    /// engine: a stage-2 partition's).
+    pub fn sibling(&self) -> Archive {
+        Archive {
+            store: self.store.clone(),
+            live: BTreeMap::new(),
+            dirty: Default::default(),
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// Takes over the records of the incidents an engine restored from a stage-2 partition's
+    /// snapshot holds, writing them to this store (so this instance's API shows them).
+    pub fn adopt(&mut self, records: Vec<IncidentRecord>) -> Result<(), AlertError> {
+        for r in records {
+            self.store.put(&r.id, &r)?;
+            self.live.insert(r.id.clone(), r);
+        }
+        Ok(())
+    }
+
+    /// The records of the incidents the engine holds, as last saved (what a stage-2
+    /// partition's snapshot carries).
+    pub fn live_records(&self) -> Vec<IncidentRecord> {
+        self.live.values().cloned().collect()
+    }
+
+    /// Hands the live records over: they leave this store (their partition's next owner has
+    /// them from its snapshot); affected sessions filed here stay.
+    pub fn release(self) -> Result<(), AlertError> {
+        for id in self.live.keys() {
+            self.store.remove_record(id)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the records of open incidents from this store (affected sessions stay): at the
+    /// start of a `partitioned` member, whose open incidents an earlier life of it held live in
+    /// their partitions' snapshots now, and come back with a partition it is assigned. Returns
+    /// how many.
+    pub fn drop_open(&mut self) -> Result<usize, AlertError> {
+        let all: Vec<IncidentRecord> = self.store.all()?;
+        let mut n = 0;
+        for r in all.iter().filter(|r| r.status == RecordStatus::Open) {
+            self.store.remove_record(&r.id)?;
+            self.live.remove(&r.id);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The record of an engine incident, loaded or created.
     fn record_mut(
         &mut self,

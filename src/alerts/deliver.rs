@@ -14,6 +14,7 @@
 //! its retry), so a thread's replies never overtake its first mail. Wall-clock time is used
 //! only for retries and the `Date` header, through [`Clock`], so tests can drive it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -347,20 +348,70 @@ fn open_incident(engine: &AlertEngine, k: &IncidentKey) -> Option<super::Inciden
         .cloned()
 }
 
-/// Engine + notification log + delivery: what `slawatch run` drives.
-pub struct AlertService {
-    metrics: Option<Arc<Metrics>>,
+/// One alert engine's state: the whole instance's (`single`, replay) or one stage-2
+/// partition's (`partitioned`).
+struct Slot {
     engine: AlertEngine,
     synth: ClearSynthesizer,
+    dirty: bool,
+    batch_end: Option<EpochMs>,
+    archive: Archive,
+    /// `partitioned`: the ids of the partition's mails in the log, oldest first — every pending
+    /// one and the newest [`SENT_KEPT`] sent or failed ones.
+    mails: Vec<String>,
+}
+
+/// Sent (or failed) mails a stage-2 partition's snapshot keeps besides the pending ones: the
+/// recent history its next owner shows in incident timelines. Dedupe does not need them — a
+/// restored engine is never behind the mails its snapshot marks sent.
+const SENT_KEPT: usize = 32;
+
+/// What a stage-2 partition's snapshot carries of alerting (`partitioned` topology): its
+/// engine (incidents, groups, threads, timers), the records of the incidents that engine holds,
+/// and its pending and recent mails with their delivery state. The member that owns the
+/// partition next resumes from it, so it neither mails a decision again nor misses one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartAlerts {
+    engine: Snapshot,
+    records: Vec<super::archive::IncidentRecord>,
+    mails: Vec<MailRecord>,
+}
+
+impl PartAlerts {
+    /// Incidents of the engine.
+    pub fn incidents(&self) -> impl Iterator<Item = &super::Incident> {
+        self.engine.engine.incidents.values()
+    }
+
+    /// The mails it carries.
+    pub fn mails(&self) -> &[MailRecord] {
+        &self.mails
+    }
+}
+
+/// Engine + notification log + delivery: what `slawatch run` drives.
+///
+/// In the `partitioned` topology ([`AlertService::set_partitioned`]) there is one engine per
+/// owned stage-2 partition, and the caller says which partition the input that follows belongs
+/// to ([`AlertService::focus`]); mails are recorded as decided but sent only by
+/// [`AlertService::deliver_covered`], once the snapshot holding the decision is durable.
+pub struct AlertService {
+    metrics: Option<Arc<Metrics>>,
+    /// The engine the input goes to (in `partitioned`, the focused partition's).
+    slot: Slot,
+    /// `partitioned`: the engines of the other owned partitions.
+    parked: BTreeMap<i32, Slot>,
+    /// `partitioned`: the partition of `slot`.
+    focus: Option<i32>,
+    partitioned: bool,
+    /// A fresh engine and synthesizer with the policy and specs in force.
+    blank: (AlertEngine, ClearSynthesizer),
     synthesize_clears: bool,
     deliverer: Deliverer,
     settings: MailSettings,
     from: Mailbox,
     clock: Arc<dyn Clock>,
-    dirty: bool,
     recorded: u64,
-    batch_end: Option<EpochMs>,
-    archive: Archive,
 }
 
 impl AlertService {
@@ -375,6 +426,10 @@ impl AlertService {
     ) -> Result<AlertService, AlertError> {
         let log = store.notify_log()?;
         let snapshot: Snapshot = log.load_state()?.unwrap_or_default();
+        let blank = (
+            AlertEngine::new(policy.clone(), specs),
+            ClearSynthesizer::new(specs),
+        );
         let mut engine = AlertEngine::with_state(policy, specs, snapshot.engine);
         let silences: Vec<Silence> = log.silences()?;
         engine.set_silences(silences);
@@ -395,17 +450,24 @@ impl AlertService {
         }
         Ok(AlertService {
             metrics: None,
-            engine,
-            synth,
+            slot: Slot {
+                engine,
+                synth,
+                dirty: false,
+                batch_end: None,
+                archive: Archive::open(store)?,
+                mails: Vec::new(),
+            },
+            parked: BTreeMap::new(),
+            focus: None,
+            partitioned: false,
+            blank,
             synthesize_clears: false,
             deliverer: deliverer_for(log),
             settings,
             from,
             clock,
-            dirty: false,
             recorded: 0,
-            batch_end: None,
-            archive: Archive::open(store)?,
         })
     }
 
@@ -456,7 +518,7 @@ impl AlertService {
 
     /// The engine.
     pub fn engine(&self) -> &AlertEngine {
-        &self.engine
+        &self.slot.engine
     }
 
     /// The notification log.
@@ -466,7 +528,7 @@ impl AlertService {
 
     /// Counts open incidents and deliveries into `metrics` from now on.
     pub fn set_metrics(&mut self, metrics: Arc<Metrics>) {
-        metrics.set_incidents(self.engine.incidents());
+        metrics.set_incidents(self.all_incidents());
         self.deliverer.metrics = Some(metrics.clone());
         self.metrics = Some(metrics);
     }
@@ -485,12 +547,12 @@ impl AlertService {
     /// [`ClearSynthesizer::observe`]).
     pub fn on_finding(&mut self, f: &Finding) {
         if self.synthesize_clears {
-            for c in self.synth.observe(f) {
-                self.engine.on_clear(&c);
+            for c in self.slot.synth.observe(f) {
+                self.slot.engine.on_clear(&c);
             }
         }
-        self.engine.on_finding(f);
-        self.dirty = true;
+        self.slot.engine.on_finding(f);
+        self.slot.dirty = true;
     }
 
     /// Feeds a finding from a stream without ticks (`slawatch run` today): findings arrive
@@ -500,19 +562,19 @@ impl AlertService {
     pub fn observe(&mut self, f: &Finding) -> Result<usize, AlertError> {
         let e = f.window_end;
         let mut recorded = 0;
-        if let Some(b) = self.batch_end
+        if let Some(b) = self.slot.batch_end
             && e > b
         {
             recorded = self.advance(b)?;
         }
         self.on_finding(f);
-        self.batch_end = Some(self.batch_end.map_or(e, |b| b.max(e)));
+        self.slot.batch_end = Some(self.slot.batch_end.map_or(e, |b| b.max(e)));
         Ok(recorded)
     }
 
     /// Advances to the end of the last batch [`AlertService::observe`] saw, and checkpoints.
     pub fn finish_batch(&mut self) -> Result<usize, AlertError> {
-        let recorded = match self.batch_end {
+        let recorded = match self.slot.batch_end {
             Some(b) => self.advance(b)?,
             None => 0,
         };
@@ -523,21 +585,25 @@ impl AlertService {
     /// A configuration reload ([`AlertEngine::reload`]); the clear synthesizer follows the
     /// new windows. Resolutions it causes are mailed at the next advance.
     pub fn reload(&mut self, policy: Arc<Policy>, specs: &[Spec]) {
-        self.engine.reload(policy, specs);
-        self.synth.reload(specs);
-        self.dirty = true;
+        self.blank.0.reload(policy.clone(), specs);
+        self.blank.1.reload(specs);
+        for slot in std::iter::once(&mut self.slot).chain(self.parked.values_mut()) {
+            slot.engine.reload(policy.clone(), specs);
+            slot.synth.reload(specs);
+            slot.dirty = true;
+        }
     }
 
     /// Feeds a clear from the pipeline.
     pub fn on_clear(&mut self, c: &Clear) {
-        self.engine.on_clear(c);
-        self.dirty = true;
+        self.slot.engine.on_clear(c);
+        self.slot.dirty = true;
     }
 
     /// Feeds a key's newest session from the pipeline (see [`AlertEngine::on_last_session`]).
     pub fn on_last_session(&mut self, s: &LastSession) {
-        self.engine.on_last_session(s);
-        self.dirty = true;
+        self.slot.engine.on_last_session(s);
+        self.slot.dirty = true;
     }
 
     /// The pipeline has seen records up to `max_event_time`: (when synthesizing) derives the
@@ -548,12 +614,12 @@ impl AlertService {
         watermark: EpochMs,
     ) -> Result<usize, AlertError> {
         if self.synthesize_clears {
-            let clears = self.synth.tick(max_event_time);
+            let clears = self.slot.synth.tick(max_event_time);
             if !clears.is_empty() {
-                self.dirty = true;
+                self.slot.dirty = true;
             }
             for c in clears {
-                self.engine.on_clear(&c);
+                self.slot.engine.on_clear(&c);
             }
         }
         self.advance(watermark)
@@ -563,15 +629,17 @@ impl AlertService {
     /// (or keeps it until that incident opens; see [`Archive::on_batch`]).
     pub fn on_affected(&mut self, batch: AffectedBatch) -> Result<(), AlertError> {
         self.sync_archive()?;
-        let engine = &self.engine;
-        self.archive.on_batch(batch, |k| open_incident(engine, k))
+        let engine = &self.slot.engine;
+        self.slot
+            .archive
+            .on_batch(batch, |k| open_incident(engine, k))
     }
 
     /// Brings the incident archive in step with the engine: incidents that opened, came back or
     /// resolved (even those the engine then forgot), and every live one.
     fn sync_archive(&mut self) -> Result<(), AlertError> {
-        let changed = self.engine.take_changed();
-        let engine = &self.engine;
+        let changed = self.slot.engine.take_changed();
+        let engine = &self.slot.engine;
         for inc in changed.iter().chain(engine.incidents()) {
             let silences = engine.silences_of(inc);
             let runbooks = || {
@@ -581,7 +649,7 @@ impl AlertService {
                     .map(|o| o.runbooks.clone())
                     .unwrap_or_default()
             };
-            self.archive.follow(inc, &silences, runbooks)?;
+            self.slot.archive.follow(inc, &silences, runbooks)?;
         }
         Ok(())
     }
@@ -589,36 +657,44 @@ impl AlertService {
     /// Reloads silences from the store (after `slawatch silence` changed them).
     pub fn reload_silences(&mut self) -> Result<(), AlertError> {
         let s: Vec<Silence> = self.log().silences()?;
-        self.engine.set_silences(s);
+        for slot in std::iter::once(&mut self.slot).chain(self.parked.values_mut()) {
+            slot.engine.set_silences(s.clone());
+        }
         Ok(())
     }
 
     /// Advances event time: renders and records every due notification, snapshots the engine,
     /// then delivers what is due. Returns how many notifications were recorded.
     pub fn advance(&mut self, now: EpochMs) -> Result<usize, AlertError> {
-        let ns = self.engine.advance(now);
+        let ns = self.slot.engine.advance(now);
         if let Some(m) = &self.metrics {
-            m.set_incidents(self.engine.incidents());
+            m.set_incidents(self.all_incidents());
         }
         self.sync_archive()?;
         let mut recorded = 0;
         for n in &ns {
             if self.record(n)? {
                 recorded += 1;
-                self.archive.notified(n)?;
+                self.slot.archive.notified(n)?;
             }
         }
-        let engine = &self.engine;
-        self.archive
+        let engine = &self.slot.engine;
+        self.slot
+            .archive
             .file_waiting(now, |k| open_incident(engine, k))?;
         let held = |id: &str| engine.incidents().any(|i| i.id == id);
-        self.archive.save(engine.now(), held)?;
-        if !ns.is_empty() || self.dirty {
+        self.slot.archive.save(engine.now(), held)?;
+        // A partitioned member's engines are saved in their partitions' snapshots (and, for
+        // readers of the store, at its checkpoints).
+        if (!ns.is_empty() || self.slot.dirty) && !self.partitioned {
             self.save()?;
         }
         if !ns.is_empty() {
             self.log().flush()?;
-            self.deliverer.deliver_due()?;
+            // Partitioned: a mail waits for the snapshot that holds its decision.
+            if !self.partitioned {
+                self.deliverer.deliver_due()?;
+            }
         }
         self.recorded += recorded as u64;
         Ok(recorded)
@@ -646,7 +722,7 @@ impl AlertService {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let mail = render::render(n, &self.engine.policy().timing);
+        let mail = render::render(n, &self.slot.engine.policy().timing);
         let date = UNIX_EPOCH + Duration::from_millis(self.clock.now_ms().max(0) as u64);
         let message = render::build_message(n, &mail, &self.from, &mailboxes, date)?;
         let raw = message.formatted();
@@ -664,31 +740,251 @@ impl AlertService {
             next_attempt_at: 0,
             last_error: None,
             recorded_at: self.clock.now_ms(),
+            partition: self.focus,
         };
-        Ok(self.log().record(&rec)?)
+        let new = self.log().record(&rec)?;
+        if new && self.focus.is_some() {
+            self.slot.mails.push(rec.id);
+        }
+        Ok(new)
     }
 
     fn save(&mut self) -> Result<(), AlertError> {
-        let (synth_open, synth_current) = self.synth.export();
-        let snap = Snapshot {
-            engine: self.engine.state().clone(),
-            synth_open,
-            synth_current,
+        let snap = if self.partitioned {
+            // For readers of the store (`/v1/status`) only: the incidents of every partition
+            // owned here. A partitioned member never resumes from it.
+            let mut state = self.blank.0.state().clone();
+            state.incidents = self
+                .all_incidents()
+                .map(|i| (i.id.clone(), i.clone()))
+                .collect();
+            Snapshot {
+                engine: state,
+                ..Snapshot::default()
+            }
+        } else {
+            let (synth_open, synth_current) = self.slot.synth.export();
+            Snapshot {
+                engine: self.slot.engine.state().clone(),
+                synth_open,
+                synth_current,
+            }
         };
         self.log().save_state(&snap)?;
-        self.dirty = false;
+        self.slot.dirty = false;
         Ok(())
+    }
+
+    /// Brings the focused engine's incident records up to date in the store.
+    fn save_archive(&mut self) -> Result<(), AlertError> {
+        self.sync_archive()?;
+        let engine = &self.slot.engine;
+        let held = |id: &str| engine.incidents().any(|i| i.id == id);
+        self.slot.archive.save(engine.now(), held)
     }
 
     /// Saves the engine snapshot and makes the log durable.
     pub fn checkpoint(&mut self) -> Result<(), AlertError> {
         self.save()?;
-        self.sync_archive()?;
-        let engine = &self.engine;
-        let held = |id: &str| engine.incidents().any(|i| i.id == id);
-        self.archive.save(engine.now(), held)?;
+        let owned: Vec<i32> = self
+            .focus
+            .into_iter()
+            .chain(self.parked.keys().copied())
+            .collect();
+        if owned.is_empty() {
+            self.save_archive()?;
+        }
+        for p in owned {
+            self.focus(p)?;
+            self.save_archive()?;
+        }
         self.log().flush()?;
         Ok(())
+    }
+
+    /// Every incident of every engine.
+    fn all_incidents(&self) -> impl Iterator<Item = &super::Incident> {
+        std::iter::once(&self.slot)
+            .chain(self.parked.values())
+            .flat_map(|s| s.engine.incidents())
+    }
+
+    /// Whether this is a `partitioned` member's alerting.
+    pub fn is_partitioned(&self) -> bool {
+        self.partitioned
+    }
+
+    /// Makes this the alerting of a `partitioned` member: from now on there is one engine per
+    /// owned stage-2 partition ([`AlertService::adopt`], [`AlertService::release`]), mails are
+    /// sent only by [`AlertService::deliver_covered`], and the instance's own engine snapshot
+    /// is not resumed. Pending mails of partitions that an earlier life of this instance
+    /// recorded are forgotten: whoever owns their partition now sends them (its snapshot has
+    /// every decision a checkpoint covered; the rest are decided again). So are the records of
+    /// open incidents (`/v1/incidents` would show them open forever): they come back with
+    /// their partition's snapshot, here or at its owner.
+    pub fn set_partitioned(&mut self) -> Result<(), AlertError> {
+        let forgotten = self.log().forget_pending_of_partitions()?;
+        let dropped = self.slot.archive.drop_open()?;
+        if forgotten > 0 || dropped > 0 {
+            tracing::info!(
+                mails = forgotten,
+                incidents = dropped,
+                "pending mails and open incidents of stage-2 partitions left to their owners"
+            );
+        }
+        self.slot = self.fresh_slot(None)?;
+        self.parked.clear();
+        self.focus = None;
+        self.partitioned = true;
+        Ok(())
+    }
+
+    /// A fresh engine for partition `p` (or none), with this instance's silences.
+    fn fresh_slot(&self, p: Option<i32>) -> Result<Slot, AlertError> {
+        let mut engine = self.blank.0.clone();
+        if let Some(p) = p {
+            engine = engine.with_scope(p);
+        }
+        engine.set_silences(self.log().silences()?);
+        Ok(Slot {
+            engine,
+            synth: self.blank.1.clone(),
+            dirty: false,
+            batch_end: None,
+            archive: self.slot.archive.sibling(),
+            mails: Vec::new(),
+        })
+    }
+
+    /// `partitioned`: the input that follows (findings, clears, sessions, affected batches,
+    /// advances) is of stage-2 partition `p`.
+    pub fn focus(&mut self, p: i32) -> Result<(), AlertError> {
+        if self.focus == Some(p) {
+            return Ok(());
+        }
+        let next = match self.parked.remove(&p) {
+            Some(slot) => slot,
+            None => self.fresh_slot(Some(p))?,
+        };
+        let previous = std::mem::replace(&mut self.slot, next);
+        if let Some(q) = self.focus {
+            self.parked.insert(q, previous);
+        }
+        self.focus = Some(p);
+        Ok(())
+    }
+
+    /// `partitioned`: stage-2 partition `p` is owned here from now on, with the alert state of
+    /// its snapshot (`None`: a partition without one starts fresh). Its incident records join
+    /// this store and its mails this log (pending ones to be sent here).
+    pub fn adopt(&mut self, p: i32, state: Option<PartAlerts>) -> Result<(), AlertError> {
+        let mut slot = self.fresh_slot(Some(p))?;
+        if let Some(state) = state {
+            // Silences are this instance's (`slawatch silence` writes them to its store).
+            let silences = slot.engine.state().silences.clone();
+            slot.engine = slot.engine.resumed(state.engine.engine);
+            slot.engine.set_silences(silences);
+            slot.synth
+                .restore(state.engine.synth_open, state.engine.synth_current);
+            slot.archive.adopt(state.records)?;
+            for m in &state.mails {
+                self.log().adopt(m)?;
+            }
+            self.log().flush()?;
+            slot.mails = state.mails.into_iter().map(|m| m.id).collect();
+        }
+        if self.focus == Some(p) {
+            self.slot = slot;
+        } else {
+            self.parked.insert(p, slot);
+        }
+        if let Some(m) = &self.metrics {
+            m.set_incidents(self.all_incidents());
+        }
+        Ok(())
+    }
+
+    /// `partitioned`: stage-2 partition `p` went to another member, which resumes from its
+    /// snapshot: its engine is dropped, its live incident records leave this store and its
+    /// pending mails this log.
+    pub fn release(&mut self, p: i32) -> Result<(), AlertError> {
+        let slot = if self.focus == Some(p) {
+            self.focus = None;
+            let placeholder = self.fresh_slot(None)?;
+            std::mem::replace(&mut self.slot, placeholder)
+        } else {
+            match self.parked.remove(&p) {
+                Some(slot) => slot,
+                None => return Ok(()),
+            }
+        };
+        for id in &slot.mails {
+            self.log().forget_pending(id)?;
+        }
+        slot.archive.release()?;
+        self.log().flush()?;
+        if let Some(m) = &self.metrics {
+            m.set_incidents(self.all_incidents());
+        }
+        Ok(())
+    }
+
+    /// `partitioned`: the alert state of stage-2 partition `p`, for its snapshot.
+    pub fn export(&mut self, p: i32) -> Result<PartAlerts, AlertError> {
+        self.focus(p)?;
+        self.save_archive()?;
+        let mut mails = Vec::new();
+        for id in &self.slot.mails {
+            if let Some(m) = self.log().get(id)? {
+                mails.push(m);
+            }
+        }
+        // Every pending mail, and the newest sent ones.
+        let done = mails
+            .iter()
+            .filter(|m| m.status != MailStatus::Pending)
+            .count();
+        let mut skip = done.saturating_sub(SENT_KEPT);
+        mails.retain(|m| {
+            if m.status != MailStatus::Pending && skip > 0 {
+                skip -= 1;
+                return false;
+            }
+            true
+        });
+        self.slot.mails = mails.iter().map(|m| m.id.clone()).collect();
+        let (synth_open, synth_current) = self.slot.synth.export();
+        Ok(PartAlerts {
+            engine: Snapshot {
+                engine: self.slot.engine.state().clone(),
+                synth_open,
+                synth_current,
+            },
+            records: self.slot.archive.live_records(),
+            mails,
+        })
+    }
+
+    /// `partitioned`: one delivery round over what the log holds as pending — every mail
+    /// there was decided before the snapshots the caller just made durable. Returns the
+    /// partitions whose mails changed state (sent or given up): their marks belong in a
+    /// snapshot too, before anyone else can own them.
+    pub fn deliver_covered(&mut self) -> Result<BTreeSet<i32>, AlertError> {
+        let before = self.log().pending()?;
+        if before.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        self.deliverer.deliver_due()?;
+        let mut changed = BTreeSet::new();
+        for m in before {
+            let now = self.log().get(&m.id)?;
+            if let Some(p) = m.partition
+                && now.is_none_or(|n| n.status != MailStatus::Pending)
+            {
+                changed.insert(p);
+            }
+        }
+        Ok(changed)
     }
 
     /// One delivery round.
@@ -762,6 +1058,7 @@ mod tests {
             next_attempt_at: 0,
             last_error: None,
             recorded_at: 0,
+            partition: None,
         }
     }
 

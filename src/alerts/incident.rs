@@ -600,15 +600,28 @@ pub struct AlertEngine {
     policy: Arc<Policy>,
     specs: BTreeMap<String, SpecInfo>,
     state: EngineState,
+    /// The share of the keys this engine sees, when it is one of several (a stage-2 partition
+    /// of the `partitioned` topology): part of every thread id, so two engines that open a
+    /// thread of the same group at the same event time never share a thread or notification id.
+    /// It cannot be left out to match one instance's ids: a group's thread is one engine's
+    /// state, so a group whose agents route to k partitions is k threads (each with its own
+    /// firing and resolved mails), and two of them opened in the same window would otherwise
+    /// share a `Message-ID` — mail clients would merge two different incidents, and a log
+    /// holding both would drop one. The ids depend on the partition, never on the instance, so
+    /// a thread keeps its ids when its partition moves.
+    scope: Option<i32>,
 }
 
-fn thread_id(group: &GroupKey, opened_at: EpochMs) -> String {
-    let s = format!(
+fn thread_id(group: &GroupKey, opened_at: EpochMs, scope: Option<i32>) -> String {
+    let mut s = format!(
         "thread\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{opened_at}",
         group.spec,
         group.objective,
         group.severity.as_str()
     );
+    if let Some(scope) = scope {
+        s.push_str(&format!("\u{1f}partition={scope}"));
+    }
     format!("{:032x}", xxh3_128(s.as_bytes()))
 }
 
@@ -669,7 +682,29 @@ impl AlertEngine {
                 .map(|s| (s.name.clone(), SpecInfo::from_spec(s)))
                 .collect(),
             state,
+            scope: None,
         }
+    }
+
+    /// The same engine (policy, specs, scope) resuming from another snapshot.
+    pub fn resumed(&self, state: EngineState) -> AlertEngine {
+        AlertEngine {
+            policy: self.policy.clone(),
+            specs: self.specs.clone(),
+            state: if state.version == STATE_VERSION {
+                state
+            } else {
+                EngineState::default()
+            },
+            scope: self.scope,
+        }
+    }
+
+    /// This engine as the one of a share of the keys (see [`AlertEngine`]'s `scope`): thread
+    /// and notification ids name the share.
+    pub fn with_scope(mut self, scope: i32) -> AlertEngine {
+        self.scope = Some(scope);
+        self
     }
 
     /// A configuration reload: the new policy and specs. Active incidents of an objective (or
@@ -1277,7 +1312,7 @@ impl AlertEngine {
             };
             let g = self.state.groups.get_mut(gid).expect("present");
             g.thread = Some(Thread {
-                id: thread_id(&key, opened_at),
+                id: thread_id(&key, opened_at, self.scope),
                 opened_at,
                 due,
                 root_sent: false,

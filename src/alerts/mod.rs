@@ -26,7 +26,7 @@ pub mod smtp;
 
 pub use deliver::{
     AlertService, Backoff, Clock, Deliverer, DeliveryReport, MailSettings, MailTransport,
-    OutboxDir, SendError, SystemClock,
+    OutboxDir, PartAlerts, SendError, SystemClock,
 };
 pub use incident::{
     AlertEngine, ClearSynthesizer, EngineState, Incident, IncidentKey, IncidentStatus,

@@ -1,6 +1,7 @@
 //! `slawatch run` with a Kafka source: configuration from `slawatch.yaml`, environment and
 //! flags (flags win), signals, and the outputs of the service.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use super::{RunArgs, load_catalog, load_specs};
+use crate::alerts::PartAlerts;
 use crate::alerts::deliver::AlertService;
 use crate::finding::{Clear, Finding, LastSession};
 use crate::health::Readiness;
@@ -150,23 +152,31 @@ pub fn kafka_config(
 }
 
 /// Findings into sled (each once, by id); findings and clears into the alert engine, which
-/// advances with the event time of every batch of closed windows and delivers mail.
+/// advances with the event time of every batch of closed windows and delivers mail. In the
+/// `partitioned` topology the engine is the focused stage-2 partition's, and so is the batch.
 struct ServiceOutput {
     store: Arc<Store>,
     alerts: AlertService,
-    batch_end: Option<i64>,
+    /// The newest window end of the batch, per stage-2 partition (`None`: `single`).
+    batch_end: BTreeMap<Option<i32>, i64>,
+    focus: Option<i32>,
 }
 
 impl ServiceOutput {
     fn note(&mut self, window_end: crate::session::EpochMs) {
-        self.batch_end = Some(self.batch_end.map_or(window_end, |b| b.max(window_end)));
+        let b = self.batch_end.entry(self.focus).or_insert(window_end);
+        *b = (*b).max(window_end);
     }
 }
 
 impl Output for ServiceOutput {
     fn finding(&mut self, f: &Finding) -> Result<()> {
-        // A finding already stored was seen before a crash: the engine's snapshot has it.
-        if self.store.put_finding(f)? {
+        // `single`: a finding already stored was seen before a crash, and the engine's
+        // snapshot in this store has it. `partitioned`: the engine resumes from the snapshot of
+        // the stage-2 partition, whose pipeline resumed from the same snapshot, so every
+        // finding it hands over is new to that engine — even one this store kept from before a
+        // crash, or from an earlier ownership of the partition.
+        if self.store.put_finding(f)? || self.alerts.is_partitioned() {
             self.alerts.on_finding(f);
         }
         self.note(f.window_end);
@@ -189,20 +199,48 @@ impl Output for ServiceOutput {
     }
 
     fn batch_done(&mut self) -> Result<()> {
-        if let Some(t) = self.batch_end {
-            self.alerts.advance(t)?;
+        if let Some(t) = self.batch_end.get(&self.focus) {
+            self.alerts.advance(*t)?;
         }
         Ok(())
     }
 
     fn checkpointed(&mut self) -> Result<()> {
         self.alerts.checkpoint()?;
-        self.alerts.deliver()?;
+        if !self.alerts.is_partitioned() {
+            self.alerts.deliver()?;
+        }
         Ok(())
     }
 
     fn reload(&mut self, config: &crate::service::reload::Config) {
         self.alerts.reload(config.policy.clone(), &config.specs);
+    }
+
+    fn set_partitioned(&mut self) -> Result<()> {
+        Ok(self.alerts.set_partitioned()?)
+    }
+
+    fn focus(&mut self, p: i32) -> Result<()> {
+        self.focus = Some(p);
+        Ok(self.alerts.focus(p)?)
+    }
+
+    fn adopt(&mut self, p: i32, alerts: Option<PartAlerts>) -> Result<()> {
+        Ok(self.alerts.adopt(p, alerts)?)
+    }
+
+    fn release(&mut self, p: i32) -> Result<()> {
+        self.batch_end.remove(&Some(p));
+        Ok(self.alerts.release(p)?)
+    }
+
+    fn export(&mut self, p: i32) -> Result<Option<PartAlerts>> {
+        Ok(Some(self.alerts.export(p)?))
+    }
+
+    fn deliver_covered(&mut self) -> Result<BTreeSet<i32>> {
+        Ok(self.alerts.deliver_covered()?)
     }
 }
 
@@ -311,7 +349,8 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
         Box::new(ServiceOutput {
             store: store.clone(),
             alerts,
-            batch_end: None,
+            batch_end: BTreeMap::new(),
+            focus: None,
         }),
     )?;
     if args.api.serve && api.addr().is_some() {

@@ -105,6 +105,36 @@ pub trait Output: Send {
     }
     /// A configuration reload (new specs and notification policy).
     fn reload(&mut self, _config: &reload::Config) {}
+
+    // The `partitioned` topology keeps alert state per stage-2 partition, in the partition's
+    // snapshot (`partitioned.rs`); an output without alerting ignores these.
+
+    /// Alert state is kept per stage-2 partition from now on.
+    fn set_partitioned(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// What follows (findings, clears, sessions, affected batches, the batch's end) is of
+    /// stage-2 partition `p`.
+    fn focus(&mut self, _p: i32) -> Result<()> {
+        Ok(())
+    }
+    /// Stage-2 partition `p` is owned here now, with the alert state of its snapshot.
+    fn adopt(&mut self, _p: i32, _alerts: Option<crate::alerts::PartAlerts>) -> Result<()> {
+        Ok(())
+    }
+    /// Stage-2 partition `p` went to another member.
+    fn release(&mut self, _p: i32) -> Result<()> {
+        Ok(())
+    }
+    /// The alert state of stage-2 partition `p`, for its snapshot.
+    fn export(&mut self, _p: i32) -> Result<Option<crate::alerts::PartAlerts>> {
+        Ok(None)
+    }
+    /// Sends the mails decided before the snapshots just made durable; returns the partitions
+    /// whose mails changed state (their marks go into a snapshot at once).
+    fn deliver_covered(&mut self) -> Result<BTreeSet<i32>> {
+        Ok(BTreeSet::new())
+    }
 }
 
 /// Options of one service run.

@@ -28,6 +28,19 @@
 //!   committed. A partition assigned to an instance is restored from its newest snapshot, so
 //!   state follows the partition from instance to instance.
 //!
+//! **Alert state moves with the partition.** Each owned stage-2 partition has its own alert
+//! engine ([`Output::focus`], [`Output::adopt`], [`Output::release`]), fed after every record
+//! as one instance's is, and its snapshot carries that engine, the records of its incidents and
+//! its pending and recent mails ([`PartAlerts`]). A mail is sent only after the snapshot
+//! holding its decision is durable ([`Output::deliver_covered`]), and the partitions whose
+//! mails went out are snapshotted again at once with the sent marks. The guarantee is
+//! at-least-once and never lost: the next owner resumes from the newest snapshot, sends what
+//! it holds as pending, and decides again (deterministically, in event time, with the same ids)
+//! what came after it. A mail repeats only if its sender died (SIGKILL) between the SMTP
+//! server's acceptance and the ack of the snapshot marking it, and then with the same
+//! `Message-ID`; a clean leave repeats nothing. A group's incidents whose agents route to
+//! different partitions get one mail thread per partition (see `AlertEngine`'s `scope`).
+//!
 //! Findings are identical to the single topology's: windows, lateness and drift families are
 //! per key, and a key lives in exactly one stage-2 partition.
 
@@ -49,6 +62,7 @@ use super::{
     WAITING_FOR_ASSIGNMENT, decode_cbor, deliver, encode_cbor, lock, others_done, peak_rss_kb,
     report_lag, spawn_lag_watcher, topic_partitions,
 };
+use crate::alerts::PartAlerts;
 use crate::drift::baseline::Baseline;
 use crate::finding::Finding;
 use crate::ingest::encode::{RecordStyle, encode_record};
@@ -247,6 +261,9 @@ struct PartSnapshot {
     applied: Option<i64>,
     /// Last applied source offset per source partition.
     sources: Vec<(i32, i64)>,
+    /// The partition's alert state: engine, incident records, pending and recent mails.
+    #[serde(default)]
+    alerts: Option<PartAlerts>,
     /// Its windows were flushed at the end of a finite input (`--exit-at-eof`) and nothing was
     /// applied since: a member waits for every partition to be finished before it exits.
     #[serde(default)]
@@ -487,7 +504,7 @@ impl State {
                 }),
                 Err(e) => tracing::warn!(error = %e, offset = m.offset(), "an unreadable mark"),
             }
-            return self.emit();
+            return self.emit(p);
         }
         let num = |k: &str| header(m, k).and_then(|v| v.parse::<i64>().ok());
         let (Some(src), Some(src_partition)) = (num(SOURCE_ID), num(SOURCE_PARTITION)) else {
@@ -539,8 +556,8 @@ impl State {
                 .map(|(o, bytes)| (o, Intake::Json(Cow::Borrowed(bytes))))
                 .collect(),
         };
-        let part = self.parts.get_mut(&p).expect("looked up above");
         for (src_offset, intake) in frames {
+            let part = self.parts.get_mut(&p).expect("looked up above");
             if part.sources.get(&src).is_some_and(|a| src_offset <= *a) {
                 // Forwarded again by stage 1 after a crash or rebalance: already applied.
                 self.report.skipped_redelivered += 1;
@@ -606,28 +623,30 @@ impl State {
                 self.dead_file.write(&record, reason)?;
                 self.report.dead_letters += 1;
             }
+            // After every record, as one instance does: the alert engine advances window close
+            // by window close, never over a whole batch's hours of event time at once (it
+            // would judge repeats and resolutions at the batch's end).
+            self.emit(p)?;
         }
-        self.emit()
+        self.emit(p)
     }
 
-    fn emit(&mut self) -> Result<()> {
-        let clears: Vec<_> = self
-            .parts
-            .values_mut()
-            .flat_map(|p| p.pipeline.drain_clears())
-            .collect();
-        for b in self
-            .parts
-            .values_mut()
-            .flat_map(|p| p.pipeline.drain_affected())
-        {
+    /// Hands what partition `p`'s pipeline produced to the outputs — to `p`'s alert engine.
+    /// (`found` holds only `p`'s findings: it is emitted after every record and mark.)
+    fn emit(&mut self, p: i32) -> Result<()> {
+        let Some(part) = self.parts.get_mut(&p) else {
+            return Ok(());
+        };
+        let clears = part.pipeline.drain_clears();
+        let affected = part.pipeline.drain_affected();
+        let seen = part.pipeline.drain_last_sessions();
+        if self.found.is_empty() && clears.is_empty() && seen.is_empty() && affected.is_empty() {
+            return Ok(());
+        }
+        self.output.focus(p)?;
+        for b in affected {
             self.output.affected(b)?;
         }
-        let seen: Vec<_> = self
-            .parts
-            .values_mut()
-            .flat_map(|p| p.pipeline.drain_last_sessions())
-            .collect();
         deliver(
             &mut self.found,
             &clears,
@@ -644,7 +663,10 @@ impl State {
     fn persist(&mut self) -> Result<()> {
         let checkpoint_started = Instant::now();
         self.flush_batches(None)?;
-        self.emit()?;
+        let owned: Vec<i32> = self.parts.keys().copied().collect();
+        for p in &owned {
+            self.emit(*p)?;
+        }
         // Baselines are in the snapshots; the copies in sled (for `slawatch baseline` and a
         // partition without a snapshot) follow at the same pace rather than at every window.
         for part in self.parts.values_mut() {
@@ -654,28 +676,12 @@ impl State {
         }
         let started = Instant::now();
         let mut bytes_written = 0;
-        for (p, part) in &mut self.parts {
-            if !part.dirty {
-                continue;
-            }
-            part.snapshot_id += 1;
-            let snapshot = PartSnapshot {
-                pipeline: part.pipeline.snapshot(),
-                applied: part.applied,
-                sources: part.sources.iter().map(|(k, v)| (*k, *v)).collect(),
-                finished: part.finished,
-            };
-            let bytes = encode_cbor(&snapshot);
-            bytes_written += bytes.len();
-            tracing::debug!(
-                partition = p,
-                snapshot = part.snapshot_id,
-                bytes = bytes.len(),
-                applied = part.applied,
-                "writing a stage-2 snapshot"
-            );
-            self.state_topic
-                .write(&self.sink, *p, part.snapshot_id, &bytes)?;
+        let dirty: Vec<i32> = (self.parts.iter())
+            .filter(|(_, part)| part.dirty)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in dirty {
+            bytes_written += self.write_snapshot(p)?;
         }
         let encoded = started.elapsed();
         self.sink.flush()?;
@@ -690,6 +696,20 @@ impl State {
         self.dead_file.flush()?;
         self.store.flush()?;
         self.output.checkpointed()?;
+        // Mail goes out only now, when the snapshots holding the decisions are durable (a
+        // decision after the last snapshot is made again by whoever resumes from it). The
+        // marks of what was sent go into a snapshot at once, so the next owner of a partition
+        // — after a clean leave, or a crash after this point — sends none of it again.
+        let marked: Vec<i32> = (self.output.deliver_covered()?.into_iter())
+            .filter(|p| self.parts.contains_key(p))
+            .collect();
+        if !marked.is_empty() {
+            for p in &marked {
+                bytes_written += self.write_snapshot(*p)?;
+            }
+            self.sink.flush()?;
+            tracing::debug!(partitions = ?marked, "mail marks checkpointed");
+        }
         for part in self.parts.values_mut() {
             part.dirty = false;
         }
@@ -704,6 +724,32 @@ impl State {
             .min();
         self.metrics.set_watermark(frontier);
         Ok(())
+    }
+
+    /// Sends snapshot of stage-2 partition `p` (its pipeline, offsets and alert state) to the
+    /// state topic; durable once the sink is flushed. Returns its size.
+    fn write_snapshot(&mut self, p: i32) -> Result<usize> {
+        let alerts = self.output.export(p)?;
+        let part = self.parts.get_mut(&p).expect("an owned partition");
+        part.snapshot_id += 1;
+        let snapshot = PartSnapshot {
+            pipeline: part.pipeline.snapshot(),
+            applied: part.applied,
+            sources: part.sources.iter().map(|(k, v)| (*k, *v)).collect(),
+            alerts,
+            finished: part.finished,
+        };
+        let bytes = encode_cbor(&snapshot);
+        tracing::debug!(
+            partition = p,
+            snapshot = part.snapshot_id,
+            bytes = bytes.len(),
+            applied = part.applied,
+            "writing a stage-2 snapshot"
+        );
+        self.state_topic
+            .write(&self.sink, p, part.snapshot_id, &bytes)?;
+        Ok(bytes.len())
     }
 
     /// Persists and commits (with `commit`) before revoked partitions go to another member;
@@ -765,8 +811,8 @@ impl State {
     }
 
     /// A stage-2 partition from its newest snapshot, or fresh (with the stored baselines of
-    /// the agents routed to it).
-    fn load_part(&self, p: i32) -> Result<Part> {
+    /// the agents routed to it), and the alert state its snapshot carries.
+    fn load_part(&self, p: i32) -> Result<(Part, Option<PartAlerts>)> {
         let started = Instant::now();
         let mut part = Part {
             pipeline: self.template.fresh(),
@@ -776,6 +822,7 @@ impl State {
             snapshot_id: 0,
             finished: false,
         };
+        let mut alerts = None;
         match self.state_topic.read_latest(p)? {
             Some((id, bytes)) => {
                 let snapshot: PartSnapshot = decode_cbor(&bytes).with_context(|| {
@@ -787,8 +834,15 @@ impl State {
                     snapshot = id,
                     bytes = bytes.len(),
                     applied = snapshot.applied,
+                    incidents = snapshot
+                        .alerts
+                        .as_ref()
+                        .map_or(0, |a| a.incidents().count()),
+                    mails = snapshot.alerts.as_ref().map_or(0, |a| a.mails().len()),
                     "restoring a stage-2 partition"
                 );
+                // Alert state does not depend on the specs (a reload resolves what they drop).
+                alerts = snapshot.alerts;
                 if part.pipeline.restore(snapshot.pipeline) {
                     part.applied = snapshot.applied;
                     part.finished = snapshot.finished;
@@ -818,7 +872,7 @@ impl State {
             ms = started.elapsed().as_millis() as u64,
             "stage-2 partition ready"
         );
-        Ok(part)
+        Ok((part, alerts))
     }
 }
 
@@ -856,6 +910,8 @@ pub fn run(
         partitions = counts[0],
         "partitioned topology: internal topics ready"
     );
+    let mut output = output;
+    output.set_partitioned()?;
     let sink = cfg.producer().context("creating the Kafka producer")?;
     let state_topic = StateTopic::new(cfg, state_name).context("creating the state reader")?;
     let state = Arc::new(Mutex::new(State {
@@ -930,6 +986,10 @@ pub fn run(
                     }
                     for (_, p) in revoked {
                         st.parts.remove(p);
+                        // Its alert state is in the snapshot just written: the next owner's.
+                        if let Err(e) = st.output.release(*p) {
+                            tracing::error!(error = %e, partition = p, "releasing alert state");
+                        }
                     }
                 })),
                 on_assign: Some(Box::new(move |_, assigned| {
@@ -953,7 +1013,10 @@ pub fn run(
                                 std::thread::sleep(HOLD_POLL);
                             }
                         }
-                        match st.load_part(*p) {
+                        match st.load_part(*p).and_then(|(part, alerts)| {
+                            st.output.adopt(*p, alerts)?;
+                            Ok(part)
+                        }) {
                             Ok(part) => {
                                 st.report.restored |= part.applied.is_some();
                                 st.parts.insert(*p, part);
@@ -1141,13 +1204,18 @@ pub fn run(
             // Flush the windows of every owned partition not yet finished. A partition another
             // member left behind (committed at its end, its windows never flushed) is finished
             // by whoever owns it next, so exit only once every partition is.
-            let mut out = Vec::new();
-            for part in st.parts.values_mut().filter(|part| !part.finished) {
-                (opts.metrics).evaluate(&mut part.pipeline, |p| p.finish(&mut out));
+            let unfinished: Vec<i32> = (st.parts.iter())
+                .filter(|(_, part)| !part.finished)
+                .map(|(p, _)| *p)
+                .collect();
+            for p in unfinished {
+                let st = &mut *st;
+                let part = st.parts.get_mut(&p).expect("owned");
+                (opts.metrics).evaluate(&mut part.pipeline, |x| x.finish(&mut st.found));
                 part.finished = true;
                 part.dirty = true;
+                st.emit(p)?;
             }
-            st.found.extend(out);
             st.persist()?;
             st.commit_input(&input)?;
             st.commit_parts(&stage2)?;

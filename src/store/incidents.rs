@@ -21,7 +21,7 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -35,12 +35,14 @@ const PER_SESSION_TREE: &str = "incidents/affected/v1";
 const MIGRATED_BATCH: usize = 1_000;
 
 /// The incident trees of one store.
+#[derive(Clone)]
 pub struct IncidentArchive {
     db: sled::Db,
     records: sled::Tree,
     affected: sled::Tree,
-    /// Per record written to since the store opened: the sessions it holds, as hashes.
-    filed: Mutex<HashMap<String, FxHashSet<u128>>>,
+    /// Per record written to since the store opened: the sessions it holds, as hashes (shared
+    /// by the clones: the archives of a member's alert engines, one per stage-2 partition).
+    filed: Arc<Mutex<HashMap<String, FxHashSet<u128>>>>,
 }
 
 impl Store {
@@ -50,7 +52,7 @@ impl Store {
             db: self.db.clone(),
             records: self.db.open_tree("incidents/records/v1")?,
             affected: self.db.open_tree("incidents/affected/v2")?,
-            filed: Mutex::new(HashMap::new()),
+            filed: Arc::new(Mutex::new(HashMap::new())),
         };
         archive.migrate()?;
         Ok(archive)
@@ -279,6 +281,13 @@ impl IncidentArchive {
             batches: self.affected.scan_prefix(prefix).peekable(),
             pending: BinaryHeap::new(),
         }
+    }
+
+    /// Deletes a record but keeps its affected sessions (its incident moved to another instance
+    /// with its stage-2 partition; the sessions filed here stay exportable if it comes back).
+    pub fn remove_record(&self, id: &str) -> Result<(), StoreError> {
+        self.records.remove(id.as_bytes())?;
+        Ok(())
     }
 
     /// Deletes a record and its affected sessions.

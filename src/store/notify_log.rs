@@ -71,6 +71,10 @@ pub struct MailRecord {
     /// oldest pending mail has waited.
     #[serde(default)]
     pub recorded_at: i64,
+    /// The stage-2 partition whose alert engine decided it (`partitioned` topology): the mail
+    /// travels in that partition's snapshot, and only the partition's owner sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
 }
 
 /// Counts of mails by status.
@@ -116,21 +120,25 @@ fn queue_key(seq: u64, id: &str) -> Vec<u8> {
 }
 
 impl NotifyLog {
-    /// Records a mail as pending unless a mail with its id was recorded before. Returns
-    /// whether it was new. The record's `seq` and `status` are set here.
-    pub fn record(&self, mail: &MailRecord) -> Result<bool, StoreError> {
-        if self.mails.contains_key(mail.id.as_bytes())? {
-            return Ok(false);
-        }
+    fn next_seq(&self) -> Result<u64, StoreError> {
         let seq = self.meta.update_and_fetch(SEQ_KEY, |old| {
             let n = old.map_or(0, |b| {
                 u64::from_be_bytes(b.try_into().unwrap_or([0; 8])).saturating_add(1)
             });
             Some(n.to_be_bytes().to_vec())
         })?;
-        let seq = seq.map_or(0, |b| {
+        Ok(seq.map_or(0, |b| {
             u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8]))
-        });
+        }))
+    }
+
+    /// Records a mail as pending unless a mail with its id was recorded before. Returns
+    /// whether it was new. The record's `seq` and `status` are set here.
+    pub fn record(&self, mail: &MailRecord) -> Result<bool, StoreError> {
+        if self.mails.contains_key(mail.id.as_bytes())? {
+            return Ok(false);
+        }
+        let seq = self.next_seq()?;
         let mut m = mail.clone();
         m.seq = seq;
         m.status = MailStatus::Pending;
@@ -207,6 +215,56 @@ impl NotifyLog {
             self.queue.remove(queue_key(m.seq, id))?;
         }
         Ok(Some(m))
+    }
+
+    /// Takes over a mail another instance recorded (from a stage-2 partition's snapshot): a
+    /// pending one joins the queue (after the mails recorded here), a sent or failed one is
+    /// kept for the record; a mail known here already takes the snapshot's status only when
+    /// that says it is no longer pending.
+    pub fn adopt(&self, mail: &MailRecord) -> Result<(), StoreError> {
+        match self.get(&mail.id)? {
+            None if mail.status == MailStatus::Pending => {
+                self.record(mail)?;
+            }
+            None => {
+                let mut m = mail.clone();
+                m.seq = self.next_seq()?;
+                self.mails
+                    .insert(m.id.as_bytes(), serde_json::to_vec(&m)?)?;
+            }
+            Some(local) if local.status == MailStatus::Pending && mail.status != local.status => {
+                let status = mail.status.clone();
+                self.update(&mail.id, |m| m.status = status.clone())?;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Forgets a mail that is still pending (its partition went to another instance, which
+    /// sends it); returns whether it was pending.
+    pub fn forget_pending(&self, id: &str) -> Result<bool, StoreError> {
+        match self.get(id)? {
+            Some(m) if m.status == MailStatus::Pending => {
+                self.queue.remove(queue_key(m.seq, id))?;
+                self.mails.remove(id.as_bytes())?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Forgets every pending mail of a stage-2 partition (see [`NotifyLog::forget_pending`]):
+    /// at the start of a `partitioned` member, the mails an earlier life of it recorded belong
+    /// to whoever owns their partition now. Returns how many.
+    pub fn forget_pending_of_partitions(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for m in self.pending()? {
+            if m.partition.is_some() && self.forget_pending(&m.id)? {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Marks a mail accepted by the transport at wall-clock `at`, and makes that durable.
@@ -313,6 +371,7 @@ mod tests {
             next_attempt_at: 0,
             last_error: None,
             recorded_at: 0,
+            partition: None,
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::kafka_e2e::{assert_same, replay_file, stored_findings};
 use crate::metrics::kafka_args;
 use crate::support::run::{Run, get, report};
-use crate::support::servers::Tansu;
+use crate::support::servers::{MailDev, Tansu};
 
 /// Log levels of the runs: the service's own debug lines say where a hung run stopped.
 const RUST_LOG: &str = "warn,slawatch::service=debug";
@@ -277,4 +277,302 @@ fn a_member_killed_mid_rebalance_changes_no_finding() {
     // B never evaluated: A's findings alone are those of one pipeline.
     assert!(stored_findings(&dir.path().join("b")).is_empty());
     assert_same(&stored_findings(&dir.path().join("a")), &replay(&stream));
+}
+
+// ------------------------------------------------------------- alert state moves with it --
+
+/// A stream of one agent (one stage-2 partition) whose latency breaches for an hour at 3 h:
+/// its lines up to event time 4 h 15 min (its windows still breach) and the rest.
+fn incident_stream() -> (Stream, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.jsonl");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_slawatch"))
+        .args([
+            "simulate",
+            "--seed",
+            "3",
+            "--duration",
+            "10h",
+            "--rate",
+            "400",
+        ])
+        .args(["--late-fraction", "0", "--incident", "latency-tail@3h+1h"])
+        .arg("--out")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lines: Vec<Vec<u8>> = std::fs::read(&file)
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let ended = |l: &[u8]| -> String {
+        let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+        v["ended_at"].as_str().unwrap().to_owned()
+    };
+    // RFC 3339 times of one format order as text.
+    let cut = lines
+        .iter()
+        .position(|l| ended(l).as_str() >= "2026-11-01T04:15:00")
+        .unwrap();
+    assert!(
+        lines[cut..]
+            .iter()
+            .all(|l| ended(l).as_str() >= "2026-11-01T04:15:00")
+    );
+    let stream = Stream {
+        _dir: dir,
+        file,
+        lines,
+    };
+    (stream, cut)
+}
+
+/// The objective the incident of [`incident_stream`] breaches.
+const LATENCY: &str = "support-bot-prod/latency-p99";
+
+/// A header of a message as maildev's API gives it.
+fn mail_header<'a>(m: &'a serde_json::Value, name: &str) -> &'a str {
+    m["headers"][name].as_str().unwrap_or_default()
+}
+
+/// Waits until the inbox holds a mail of `kind` about objective `about` and returns the inbox.
+fn wait_for_kind(mail: &MailDev, kind: &str, about: &str) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let msgs = mail.wait_for_messages(0, Duration::from_secs(10));
+        let hit = |m: &serde_json::Value| {
+            mail_header(m, "x-slawatch-kind") == kind
+                && m["subject"].as_str().is_some_and(|s| s.contains(about))
+        };
+        if msgs.iter().any(hit) {
+            return msgs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{kind}` mail within 180 s; inbox: {:?}",
+            subjects(&msgs)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn subjects(msgs: &[serde_json::Value]) -> Vec<String> {
+    let mut s: Vec<String> = (msgs.iter())
+        .map(|m| m["subject"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    s.sort();
+    s
+}
+
+/// Waits until every consumer lag the run reports is zero (and, when known, stage 1 consumed
+/// `records`), then for two more checkpoints: the mails decided by then are out.
+fn drained(run: &mut Run, records: Option<u64>) {
+    run.wait_for(
+        "every record consumed and evaluated",
+        Duration::from_secs(180),
+        |r| {
+            let m = r.metrics(None);
+            let consumed = m.value("slawatch_records_consumed_total", &[]) as u64;
+            let lags = m.all("slawatch_consumer_lag_records");
+            let lag: f64 = lags.iter().map(|s| s.value).sum();
+            (records.is_none_or(|n| consumed == n)
+                && consumed > 0
+                && !lags.is_empty()
+                && lag == 0.0)
+                .then_some(())
+        },
+    );
+    let at = run
+        .metrics(None)
+        .value("slawatch_checkpoint_duration_seconds_count", &[]);
+    run.wait_for(
+        "two checkpoints after the last record",
+        Duration::from_secs(60),
+        |r| {
+            (r.metrics(None)
+                .value("slawatch_checkpoint_duration_seconds_count", &[])
+                >= at + 2.0)
+                .then_some(())
+        },
+    );
+}
+
+/// The incident ids of the records in `dirs`' stores.
+fn incident_ids(dirs: &[&Path]) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for d in dirs {
+        let store = slawatch::store::Store::open(d).unwrap();
+        let records: Vec<slawatch::alerts::archive::IncidentRecord> =
+            store.incident_archive().unwrap().all().unwrap();
+        out.extend(records.into_iter().map(|r| r.incident_id));
+    }
+    out
+}
+
+/// Member A mails "firing" for an incident, then leaves while it still fires, and member B,
+/// which takes the stage-2 partition over from the state topic, sees it resolve.
+///
+/// The guarantee at the SMTP server: every notification one instance replaying the stream
+/// mails arrives (the same subjects; none lost), and a notification arrives twice only when a
+/// member died between the server's acceptance of a mail and the snapshot that marks it sent,
+/// then with the same `Message-ID` (mail clients merge the copies). A clean leave (SIGTERM)
+/// hands over a snapshot with every sent mail marked, and the SIGKILL here lands after such a
+/// snapshot (A killed once everything it consumed is checkpointed, mail marks included), so
+/// in both variants each notification arrives exactly once: one firing and one resolved mail
+/// per thread.
+fn alert_state_moves_with_the_partition(kill: bool) {
+    let name = if kill { "mailkill" } else { "mailleave" };
+    let broker = Tansu::start();
+    topics(&broker, name);
+    let mail = MailDev::start();
+    let (stream, cut) = incident_stream();
+    let lines = &stream.lines;
+    produce(&broker, name, &lines[..cut]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = kafka_args(&broker, name, "partitioned");
+    args.extend(
+        [
+            "--smtp-url",
+            &format!("smtp://{}", mail.smtp_addr()),
+            "--smtp-tls",
+            "none",
+        ]
+        .map(String::from),
+    );
+    let mut a = spawn(&args, dir.path(), "a", &[]);
+    // A alone mails the first breach of the incident.
+    let inbox = wait_for_kind(&mail, "firing", LATENCY);
+    assert!(
+        !subjects(&inbox)
+            .iter()
+            .any(|s| s.starts_with("[RESOLVED]") && s.contains(LATENCY)),
+        "the incident still fires when A leaves: {:?}",
+        subjects(&inbox)
+    );
+    let a_log = a.log.clone();
+    let mut b = if kill {
+        // Killed once all it consumed is evaluated and checkpointed, mail marks included:
+        // nothing it sent is left to repeat.
+        drained(&mut a, Some(cut as u64));
+        assert!(a.log_text().contains("mail marks checkpointed"));
+        a.signal("KILL");
+        let _ = a.child.wait();
+        spawn(&args, dir.path(), "b", &[])
+    } else {
+        // B joins (the partition may move to it now), then A leaves mid-incident.
+        let mut b = spawn(&args, dir.path(), "b", &[]);
+        b.wait_for("B ready", Duration::from_secs(120), |r| {
+            (get(&r.addr, "/readyz", None).0 == 200).then_some(())
+        });
+        assert!(a.sigterm().success(), "A exits 0 after SIGTERM");
+        b
+    };
+    produce(&broker, name, &lines[cut..]);
+    wait_for_kind(&mail, "resolved", LATENCY);
+    // A consumed part one (after the SIGKILL: all of it committed, as the drain waited for).
+    let by_a = match kill {
+        true => cut as u64,
+        false => report(&a_log)["records"].as_u64().unwrap(),
+    };
+    drained(&mut b, Some(lines.len() as u64 - by_a));
+    // B's incident API shows the incident of the partition it owns now.
+    let (code, body) = get(&b.addr, "/v1/incidents", None);
+    assert_eq!(code, 200, "{body}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert!(
+        !listed.is_empty(),
+        "B lists the incident it took over: {body}"
+    );
+    assert!(b.sigterm().success(), "B exits 0 after SIGTERM");
+
+    let msgs = mail.messages().as_array().unwrap().clone();
+    for m in &msgs {
+        eprintln!(
+            "mail: {} | {} | {}",
+            mail_header(m, "x-slawatch-kind"),
+            mail_header(m, "x-slawatch-notification"),
+            m["subject"].as_str().unwrap_or("?")
+        );
+    }
+    // A notification id that arrived more than once came with one Message-ID (at least once,
+    // the copies merged) — and here, where nothing sent was unmarked, it never does.
+    let mut by_id = std::collections::BTreeMap::<&str, Vec<&str>>::new();
+    for m in &msgs {
+        by_id
+            .entry(mail_header(m, "x-slawatch-notification"))
+            .or_default()
+            .push(mail_header(m, "message-id"));
+    }
+    assert!(
+        by_id.values().all(|ids| ids.iter().all(|id| *id == ids[0])),
+        "copies of a notification with different Message-IDs: {by_id:?}"
+    );
+    assert!(
+        by_id.values().all(|ids| ids.len() == 1),
+        "a notification mailed twice: {:?}",
+        subjects(&msgs)
+    );
+    // Per thread (incident group): exactly one firing and one resolved mail.
+    let mut threads = std::collections::BTreeMap::<&str, (usize, usize)>::new();
+    for m in &msgs {
+        let t = threads
+            .entry(mail_header(m, "x-slawatch-incident"))
+            .or_default();
+        match mail_header(m, "x-slawatch-kind") {
+            "firing" => t.0 += 1,
+            "resolved" => t.1 += 1,
+            _ => {}
+        }
+    }
+    let oncall: Vec<_> = threads.values().filter(|(f, r)| f + r > 0).collect();
+    assert!(!oncall.is_empty());
+    assert!(
+        oncall.iter().all(|(f, r)| (*f, *r) == (1, 1)),
+        "firing/resolved per thread {threads:?}: {:?}",
+        subjects(&msgs)
+    );
+
+    // One instance replaying the same stream mails the same subjects about the same incidents.
+    let replay_dir = dir.path().join("replay");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_slawatch"))
+        .args(["run", "--no-api", "--specs"])
+        .arg(&args[args.iter().position(|a| a == "--specs").unwrap() + 1])
+        .arg("--input")
+        .arg(&stream.file)
+        .arg("--data-dir")
+        .arg(&replay_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let replayed = (slawatch::store::Store::open(&replay_dir).unwrap())
+        .notify_log()
+        .unwrap()
+        .all()
+        .unwrap();
+    // Every mail, repeats included: the members' engines advance window close by window
+    // close as the replay's does.
+    let mut want: Vec<String> = replayed.into_iter().map(|m| m.subject).collect();
+    want.sort();
+    assert_eq!(
+        subjects(&msgs),
+        want,
+        "the members mailed what one instance mails"
+    );
+    assert_eq!(
+        incident_ids(&[&dir.path().join("a"), &dir.path().join("b")]),
+        incident_ids(&[&replay_dir]),
+    );
+}
+
+#[test]
+fn a_member_leaving_mid_incident_hands_its_alert_state_over_and_no_mail_repeats() {
+    alert_state_moves_with_the_partition(false);
+}
+
+#[test]
+fn a_member_killed_mid_incident_hands_its_alert_state_over_and_no_mail_is_lost() {
+    alert_state_moves_with_the_partition(true);
 }
