@@ -14,7 +14,8 @@
 //! 4. [`history`] — the operational history every accepted session updates, independent of
 //!    specs: what the questions of the [`api`] and `slawatch query` are answered from.
 //! 5. [`pipeline`] wires 1–4; [`present`] says findings in words (the core builds no
-//!    sentence); [`store`] (sled) keeps state; [`alerts`] turns findings into mail; [`cli`] is
+//!    sentence); [`checkpoint`] splits the pipeline's state into parts so a checkpoint writes
+//!    only what changed; [`store`] (sled) keeps state; [`alerts`] turns findings into mail; [`cli`] is
 //!    the command line; [`simulate`] generates streams for demos and tests; [`fuzzing`] holds
 //!    the fuzz targets of every parser of untrusted bytes.
 //!    the command line; [`simulate`] generates streams for demos and tests; [`metrics`] and
@@ -26,6 +27,7 @@
 pub mod alerts;
 pub mod api;
 pub mod catalog;
+pub mod checkpoint;
 pub mod cli;
 pub mod confidence;
 pub mod drift;

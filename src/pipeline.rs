@@ -483,6 +483,33 @@ impl Pipeline {
         }
     }
 
+    /// Visits every part of the state a [`Pipeline::snapshot`] holds, with stable ids
+    /// ([`crate::checkpoint`]): what an incremental checkpoint compares and writes.
+    pub fn checkpoint_parts(&self, w: &mut crate::checkpoint::PartWriter<'_>) {
+        use crate::checkpoint::{PartId, RestRef};
+        let rest: RestRef<'_> = (
+            self.dedupe.head(),
+            &self.stats,
+            &self.partitions,
+            &self.idle,
+            self.advanced_to,
+            self.history.as_ref().map(History::snapshot),
+            self.runtimes
+                .iter()
+                .map(|rt| {
+                    crate::checkpoint::fingerprint_number(&SpecRuntime::fingerprint(rt.spec()))
+                })
+                .collect(),
+        );
+        w.part(PartId::Rest, false, &rest);
+        for (bucket, ids) in self.dedupe.buckets() {
+            w.part(PartId::Dedupe { bucket }, false, ids);
+        }
+        for (i, rt) in self.runtimes.iter().enumerate() {
+            rt.checkpoint_parts(i as u32, w);
+        }
+    }
+
     /// Restores a snapshot taken with the same specs; false (nothing changed) otherwise.
     pub fn restore(&mut self, state: PipelineState) -> bool {
         if state.runtimes.len() != self.runtimes.len()

@@ -254,6 +254,100 @@ impl SpecRuntime {
         }
     }
 
+    /// Visits this runtime's parts ([`crate::checkpoint`]) as spec number `spec`: the small
+    /// state as one part, then per key its open panes and timelines, its retained forensic and
+    /// drift panes (sealed once the closed windows passed their end: a record that could change
+    /// them is late), and the drift baselines. The same state [`SpecRuntime::snapshot`] holds.
+    pub fn checkpoint_parts(&self, spec: u32, w: &mut crate::checkpoint::PartWriter<'_>) {
+        use crate::checkpoint::{KeyRef, PartId, SpecRef};
+        let fingerprint_text = SpecRuntime::fingerprint(&self.spec);
+        let fingerprint = crate::checkpoint::fingerprint_number(&fingerprint_text);
+        fn sorted<'a, K: Ord, V>(it: impl Iterator<Item = (&'a K, &'a V)>) -> Vec<(&'a K, &'a V)>
+        where
+            K: 'a,
+            V: 'a,
+        {
+            let mut v: Vec<_> = it.collect();
+            v.sort_by(|a, b| a.0.cmp(b.0));
+            v
+        }
+        let head: SpecRef<'_> = (
+            &fingerprint_text,
+            *self.windows.config(),
+            self.windows.frontier(),
+            sorted(self.key_parts.iter()),
+            sorted(self.segments.iter()),
+            &self.stats,
+            self.late,
+            sorted(self.last_session.iter()),
+            self.retained.tracks.iter().collect(),
+            &self.retained.reloads,
+            self.drift_retained
+                .iter()
+                .map(|d| d.tracks.iter().collect())
+                .collect(),
+        );
+        w.part(PartId::Spec { spec, fingerprint }, false, &head);
+        let mut panes = self.windows.panes_by_key();
+        let mut keys: Vec<&GroupKey> = panes.keys().copied().collect();
+        keys.extend(self.timelines.keys().filter(|k| !panes.contains_key(*k)));
+        keys.sort();
+        for key in keys {
+            let part: KeyRef<'_, SpecSummary, Vec<SliTimeline>> = (
+                panes.remove(key).unwrap_or_default(),
+                self.timelines.get(key),
+            );
+            let id = PartId::Key {
+                spec,
+                fingerprint,
+                key: key.clone(),
+            };
+            w.part(id, false, &part);
+        }
+        let pane_ms = self.windows.config().pane_ms();
+        let sealed = |start: EpochMs| {
+            self.windows
+                .closed_until()
+                .is_some_and(|c| start + pane_ms <= c)
+        };
+        for (key, by_start) in sorted(self.retained.panes.iter()) {
+            for (&start, pane) in by_start {
+                let id = PartId::Pane {
+                    spec,
+                    fingerprint,
+                    key: key.clone(),
+                    start,
+                };
+                w.part(id, sealed(start), pane);
+            }
+        }
+        for (objective, d) in self.drift_retained.iter().enumerate() {
+            for (key, by_start) in sorted(d.panes.iter()) {
+                for (&start, pane) in by_start {
+                    let id = PartId::DriftPane {
+                        spec,
+                        fingerprint,
+                        objective: objective as u32,
+                        key: key.clone(),
+                        start,
+                    };
+                    w.part(id, sealed(start), pane);
+                }
+            }
+        }
+        for (objective, (_, d)) in self.drift.iter().enumerate() {
+            for b in d.baselines().values() {
+                let id = PartId::Baseline {
+                    spec,
+                    fingerprint,
+                    objective: objective as u32,
+                    label: b.key.label(),
+                };
+                w.part(id, false, b);
+            }
+        }
+    }
+
     /// Restores a snapshot taken under the same spec; returns false (and changes nothing) for
     /// a snapshot of another spec or shape.
     pub fn restore(&mut self, state: RuntimeState) -> bool {

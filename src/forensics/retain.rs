@@ -815,6 +815,23 @@ impl<K: Eq + Hash> From<RetainedSnapshot<K>> for Retained<K> {
     }
 }
 
+impl<K: Eq + Hash> Retained<K> {
+    /// Retained panes and tracks from their snapshot form (a checkpoint written pane by pane,
+    /// [`crate::checkpoint`]), as a whole snapshot would restore them.
+    pub fn from_parts(
+        panes: Vec<(K, BTreeMap<EpochMs, ForensicPane>)>,
+        tracks: BTreeMap<(usize, K), Track>,
+        reloads: Vec<EpochMs>,
+    ) -> Retained<K> {
+        RetainedSnapshot {
+            panes,
+            tracks,
+            reloads,
+        }
+        .into()
+    }
+}
+
 impl<K> Default for Retained<K> {
     fn default() -> Self {
         Retained {

@@ -294,6 +294,15 @@ pub struct Dedupe {
     pub evicted_early: u64,
 }
 
+/// What a [`Dedupe`] holds besides its buckets of ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupeHead {
+    pub bucket_ms: i64,
+    pub horizon_ms: i64,
+    pub max_ids: usize,
+    pub evicted_early: u64,
+}
+
 impl Dedupe {
     /// Remembers ids for `horizon_ms` of event time behind the newest, at most `max_ids`.
     pub fn new(horizon_ms: i64, max_ids: usize) -> Dedupe {
@@ -335,6 +344,38 @@ impl Dedupe {
             }
             let (_, set) = self.buckets.pop_first().expect("non-empty");
             self.ids -= set.len();
+        }
+    }
+
+    /// The ids of every event-time bucket, oldest first: a checkpoint writes each bucket
+    /// apart, so one that no longer changes is not written again ([`crate::checkpoint`]).
+    pub fn buckets(&self) -> impl Iterator<Item = (i64, &HashSet64)> {
+        self.buckets.iter().map(|(b, ids)| (*b, ids))
+    }
+
+    /// The settings and counters besides the buckets.
+    pub fn head(&self) -> DedupeHead {
+        DedupeHead {
+            bucket_ms: self.bucket_ms,
+            horizon_ms: self.horizon_ms,
+            max_ids: self.max_ids,
+            evicted_early: self.evicted_early,
+        }
+    }
+
+    /// A dedupe from its parts: the inverse of [`Dedupe::head`] and [`Dedupe::buckets`].
+    pub fn from_parts(
+        head: DedupeHead,
+        buckets: impl IntoIterator<Item = (i64, HashSet64)>,
+    ) -> Dedupe {
+        let buckets: BTreeMap<i64, HashSet64> = buckets.into_iter().collect();
+        Dedupe {
+            bucket_ms: head.bucket_ms,
+            horizon_ms: head.horizon_ms,
+            max_ids: head.max_ids,
+            ids: buckets.values().map(HashSet::len).sum(),
+            buckets,
+            evicted_early: head.evicted_early,
         }
     }
 

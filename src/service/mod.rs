@@ -10,8 +10,9 @@
 //!
 //! 1. every record is applied to the pipeline in partition order; its offset is remembered as
 //!    *applied* but not committed;
-//! 2. a checkpoint — dead letters and findings flushed to Kafka, then the whole pipeline state
-//!    and the applied offsets written to sled in one value and flushed — happens every
+//! 2. a checkpoint — dead letters and findings flushed to Kafka, then the pipeline state's
+//!    parts that changed since the last checkpoint ([`crate::checkpoint`]) and the applied
+//!    offsets appended to the checkpoint log in one synced record — happens every
 //!    `checkpointInterval` / `checkpointRecords`, before a partition is revoked, and at shutdown;
 //! 3. only then are the offsets committed to Kafka.
 //!
@@ -58,7 +59,8 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 /// How often, at most, the broker is asked whether a finite input has ended everywhere.
 const END_CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// What is persisted atomically at a checkpoint.
+/// What a checkpoint of before incremental checkpoints held, in one CBOR value (still read:
+/// an upgraded instance restores from it, and its first checkpoint writes a base of parts).
 #[derive(Serialize, Deserialize)]
 struct Checkpoint {
     pipeline: PipelineState,
@@ -67,6 +69,77 @@ struct Checkpoint {
     /// The open traces of the span path, so a restart loses no span.
     #[serde(default)]
     assembler: Option<crate::otel::AssemblerState>,
+}
+
+/// What a checkpoint holds besides the pipeline's parts ([`crate::checkpoint`]): the shell's
+/// own state, written whole with every increment.
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    /// Last applied offset per (topic, partition).
+    applied: Vec<((String, i32), i64)>,
+    /// The open traces of the span path, so a restart loses no span.
+    assembler: Option<crate::otel::AssemblerState>,
+}
+
+/// The checkpoint of the `single` topology read back: the pipeline state, the shell's state,
+/// and what has been written of the pipeline's parts.
+struct Restored {
+    pipeline: PipelineState,
+    meta: CheckpointMeta,
+    tracker: crate::checkpoint::Tracker,
+}
+
+/// Reads the checkpoint in the data directory: parts (a base and its increments) or, from an
+/// instance of before them, one whole value.
+fn read_checkpoint(store: &Store) -> Result<Option<Restored>> {
+    use crate::checkpoint::{PartId, Tracker, join};
+    if let Some(cp) = store.part_checkpoint()? {
+        let parts = cp
+            .parts
+            .iter()
+            .map(|(id, bytes)| Ok((PartId::decode(id)?, &bytes[..])))
+            .collect::<Result<Vec<_>, crate::checkpoint::PartError>>()
+            .context("reading the checkpoint in the data dir")?;
+        let pipeline = join(parts.iter().map(|(id, b)| (id, *b)))
+            .context("reading the checkpoint in the data dir")?;
+        return Ok(Some(Restored {
+            pipeline,
+            meta: decode_cbor(&cp.meta).context("reading the checkpoint in the data dir")?,
+            tracker: Tracker::from_stored(parts.iter().map(|(id, b)| (id, *b))),
+        }));
+    }
+    let Some(bytes) = store.checkpoint()? else {
+        return Ok(None);
+    };
+    let cp = decode_cbor::<Checkpoint>(&bytes).context("reading the checkpoint in the data dir")?;
+    Ok(Some(Restored {
+        pipeline: cp.pipeline,
+        meta: CheckpointMeta {
+            applied: cp.applied,
+            assembler: cp.assembler,
+        },
+        // Nothing written in parts yet: the first checkpoint writes them all as a base.
+        tracker: Tracker::new(),
+    }))
+}
+
+/// Writes a checkpoint: the pipeline's parts that changed since `tracker`'s last write (all of
+/// them the first time) and `meta`, durably; then `tracker` knows them as written.
+fn write_checkpoint(
+    store: &Store,
+    tracker: &mut crate::checkpoint::Tracker,
+    pipeline: &Pipeline,
+    meta: &CheckpointMeta,
+) -> Result<crate::store::parts::PartWrite> {
+    let mut increment = tracker.diff(pipeline);
+    let upserts: Vec<(Vec<u8>, Vec<u8>)> = std::mem::take(&mut increment.upserts)
+        .into_iter()
+        .map(|(id, bytes)| (id.encode(), bytes))
+        .collect();
+    let deletes: Vec<Vec<u8>> = increment.deletes.iter().map(|id| id.encode()).collect();
+    let written = store.put_part_checkpoint(&encode_cbor(meta), &upserts, &deletes)?;
+    tracker.written(increment);
+    Ok(written)
 }
 
 /// CBOR rather than JSON: summaries hold NaN (a missing feature value) and ±∞ (an empty
@@ -201,6 +274,8 @@ struct State {
     spans: Option<spans::SpanPath>,
     span_topics: Vec<String>,
     span_encoding: crate::otel::Encoding,
+    /// What has been written of the pipeline's parts: a checkpoint writes what changed since.
+    parts: crate::checkpoint::Tracker,
 }
 
 /// Dead letters of the span path in a Kafka run: to the dead-letter topic and file, at the
@@ -422,21 +497,20 @@ impl State {
         if let Some(path) = &mut self.spans {
             path.flush()?;
         }
-        let cp = Checkpoint {
-            pipeline: self.pipeline.snapshot(),
+        // Only the parts that changed since the last checkpoint, with the offsets they reflect,
+        // in one durable append (or a base of every part, the first time).
+        let meta = CheckpointMeta {
             applied: self.applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             assembler: self.spans.as_ref().map(|p| p.assembler().snapshot()),
         };
-        let bytes = encode_cbor(&cp);
-        self.store.put_checkpoint(&bytes)?;
+        let bytes = write_checkpoint(&self.store, &mut self.parts, &self.pipeline, &meta)?.bytes;
         self.store.persist_history(&mut self.pipeline)?;
         self.store.flush()?;
         self.output.checkpointed()?;
         kafka::commit(consumer, &self.applied).context("committing offsets")?;
         self.schedule.done(Instant::now());
         self.report.checkpoints += 1;
-        self.metrics
-            .record_checkpoint(started.elapsed(), bytes.len() as u64);
+        self.metrics.record_checkpoint(started.elapsed(), bytes);
         self.metrics.set_watermark(self.pipeline.stream_time());
         Ok(())
     }
@@ -594,12 +668,12 @@ fn run_single(
     };
     opts.readiness
         .set_not_ready("restoring state from the checkpoint");
-    if let Some(bytes) = store.checkpoint()? {
-        let cp =
-            decode_cbor::<Checkpoint>(&bytes).context("reading the checkpoint in the data dir")?;
+    let mut parts = crate::checkpoint::Tracker::new();
+    if let Some(cp) = read_checkpoint(&store)? {
+        parts = cp.tracker;
         if pipeline.restore(cp.pipeline) {
-            applied = cp.applied.into_iter().collect();
-            if let (Some(path), Some(state)) = (&mut span_path, cp.assembler) {
+            applied = cp.meta.applied.into_iter().collect();
+            if let (Some(path), Some(state)) = (&mut span_path, cp.meta.assembler) {
                 path.assembler_mut().restore(state);
             }
             report.restored = true;
@@ -641,6 +715,7 @@ fn run_single(
         spans: span_path,
         span_topics: opts.kafka.span_topics.clone(),
         span_encoding: opts.kafka.span_encoding,
+        parts,
     }));
     let takes_spans = lock(&state).spans.is_some();
     opts.readiness.set_not_ready(WAITING_FOR_ASSIGNMENT);
@@ -948,6 +1023,66 @@ mod tests {
         );
         assert!(!crate::spec::has_errors(&diags));
         Pipeline::new(specs, Arc::new(Catalog::embedded()), &Default::default())
+    }
+
+    /// An instance upgraded from whole checkpoints restores its `checkpoint.json`; its first
+    /// checkpoint in parts is a base of every part, which supersedes the old file, and later
+    /// ones are increments that restore to the same state.
+    #[test]
+    fn an_old_whole_checkpoint_is_restored_then_superseded_by_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let lines: Vec<&str> = include_str!("../../tests/data/sample-sessions.jsonl")
+            .lines()
+            .collect();
+        let feed = |p: &mut Pipeline, lines: &[&str]| {
+            for l in lines {
+                p.process_bytes(l.as_bytes(), 0, &mut Vec::new());
+            }
+        };
+        let mut before = pipeline();
+        feed(&mut before, &lines[..2000]);
+        let applied = vec![(("t".to_owned(), 0), 1999)];
+        store
+            .put_checkpoint(&encode_cbor(&Checkpoint {
+                pipeline: before.snapshot(),
+                applied: applied.clone(),
+                assembler: None,
+            }))
+            .unwrap();
+        let old = read_checkpoint(&store)
+            .unwrap()
+            .expect("the old file is read");
+        assert!(old.tracker.is_empty());
+        assert_eq!(old.meta.applied, applied);
+        let mut p = pipeline();
+        assert!(p.restore(old.pipeline));
+        let mut tracker = old.tracker;
+        let meta = |n: i64| CheckpointMeta {
+            applied: vec![(("t".to_owned(), 0), n)],
+            assembler: None,
+        };
+        let first = write_checkpoint(&store, &mut tracker, &p, &meta(1999)).unwrap();
+        assert!(first.base);
+        assert!(!dir.path().join("checkpoint.json").exists());
+        feed(&mut p, &lines[2000..2100]);
+        let second = write_checkpoint(&store, &mut tracker, &p, &meta(2099)).unwrap();
+        assert!(
+            !second.base && second.bytes * 2 < first.bytes,
+            "{second:?} after {first:?}"
+        );
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let new = read_checkpoint(&store).unwrap().expect("parts are read");
+        assert_eq!(new.meta.applied, meta(2099).applied);
+        let mut q = pipeline();
+        assert!(q.restore(new.pipeline));
+        let mut r = pipeline();
+        assert!(r.restore(p.snapshot()));
+        assert_eq!(
+            crate::checkpoint::all_parts(&q),
+            crate::checkpoint::all_parts(&r)
+        );
     }
 
     /// A restart from a checkpoint taken half way gives the same findings as no restart, even

@@ -4,6 +4,7 @@
 pub mod history;
 pub mod incidents;
 pub mod notify_log;
+pub mod parts;
 
 use std::path::Path;
 
@@ -47,6 +48,8 @@ pub struct Store {
     /// read them on every request, and decoding thousands of JSON findings each time was most
     /// of their latency.
     findings_cache: std::sync::Mutex<FindingsCache>,
+    /// Where the checkpoint log stands ([`parts`]), once read or written.
+    parts_log: std::sync::Mutex<Option<parts::LogState>>,
 }
 
 /// The decoded findings and how many writes have cleared them: a reader fills the cache only
@@ -104,6 +107,7 @@ impl Store {
             history_keys: db.open_tree("history/keys/v1")?,
             history_applied: db.open_tree("history/applied/v1")?,
             findings_cache: std::sync::Mutex::new(FindingsCache::default()),
+            parts_log: std::sync::Mutex::new(None),
             db,
         })
     }
@@ -272,7 +276,7 @@ impl Store {
                 .filter(|e| {
                     e.path()
                         .extension()
-                        .is_some_and(|x| x == "json" || x == "cbor")
+                        .is_some_and(|x| x == "json" || x == "cbor" || x == "base" || x == "log")
                 })
                 .filter_map(|e| e.metadata().ok())
                 .filter(|m| m.is_file())

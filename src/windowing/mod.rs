@@ -189,6 +189,42 @@ impl<K: Clone + Eq + Hash + Ord, S: Summary> Windows<K, S> {
         }
     }
 
+    /// The open panes of every key, oldest first: a checkpoint writes each key's apart
+    /// ([`crate::checkpoint`]).
+    pub fn panes_by_key(&self) -> BTreeMap<&K, Vec<(EpochMs, &S)>> {
+        let mut out: BTreeMap<&K, Vec<(EpochMs, &S)>> = BTreeMap::new();
+        for (&pane, keys) in &self.panes {
+            for (k, s) in keys {
+                out.entry(k).or_default().push((pane, s));
+            }
+        }
+        out
+    }
+
+    /// `(closed_until, max_event_time)`: with the config and [`Windows::panes_by_key`],
+    /// everything [`Windows::from_parts`] needs.
+    pub fn frontier(&self) -> (Option<EpochMs>, Option<EpochMs>) {
+        (self.closed_until, self.max_event_time)
+    }
+
+    /// Windows from their parts: the inverse of [`Windows::panes_by_key`] and
+    /// [`Windows::frontier`].
+    pub fn from_parts(
+        config: WindowConfig,
+        keys: impl IntoIterator<Item = (K, Vec<(EpochMs, S)>)>,
+        (closed_until, max_event_time): (Option<EpochMs>, Option<EpochMs>),
+    ) -> Windows<K, S> {
+        let mut w = Windows::new(config);
+        for (k, panes) in keys {
+            for (pane, s) in panes {
+                w.panes.entry(pane).or_default().insert(k.clone(), s);
+            }
+        }
+        w.closed_until = closed_until;
+        w.max_event_time = max_event_time;
+        w
+    }
+
     /// Number of pane summaries held (for memory tests and telemetry).
     pub fn open_summaries(&self) -> usize {
         self.panes.values().map(HashMap::len).sum()

@@ -340,16 +340,38 @@ fn kafka_run_finds_what_replay_finds() {
 
 #[test]
 fn sigkill_at_random_points_changes_no_finding() {
+    sigkill_at_random_points("crash", None);
+}
+
+/// The `single` topology checkpoints in parts (a base, then a log of increments: every 300 ms
+/// here): a SIGKILL after several increments — possibly in the middle of one — restores the
+/// base plus every complete increment, and findings equal a replay.
+#[test]
+fn sigkill_of_single_after_incremental_checkpoints_changes_no_finding() {
+    let increments = sigkill_at_random_points("crash-single", Some("single"));
+    assert!(
+        increments > 0,
+        "no kill happened after an incremental checkpoint (the log was empty every time)"
+    );
+}
+
+/// Runs `slawatch run` on `topic` and SIGKILLs it at three random points, then lets a last run
+/// finish: its findings must equal a replay's. Returns how many kills found increments in the
+/// checkpoint log (`single` only).
+fn sigkill_at_random_points(topic: &str, topology: Option<&str>) -> usize {
     let broker = Tansu::start();
     let sessions = 120_000;
-    broker.create_topic("crash", 3);
-    broker.create_topic("crash.dlq", 1);
-    broker.create_topic("crash.findings", 1);
-    publish(&broker, "crash", sessions, true);
+    broker.create_topic(topic, 3);
+    broker.create_topic(&format!("{topic}.dlq"), 1);
+    broker.create_topic(&format!("{topic}.findings"), 1);
+    publish(&broker, topic, sessions, true);
     let data = tempfile::tempdir().unwrap();
-    let args = run_args(&broker, "crash", "crash", data.path(), true);
+    let mut args = run_args(&broker, topic, topic, data.path(), true);
+    if let Some(t) = topology {
+        args.extend(["--topology".to_owned(), t.to_owned()]);
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let mut kills = 0;
+    let (mut kills, mut increments) = (0, 0);
     for _ in 0..3 {
         let mut child = spawn(&args);
         // A restarted member joins once the killed one's session (6 s) has expired, then
@@ -361,17 +383,24 @@ fn sigkill_at_random_points_changes_no_finding() {
         }
         let _ = child.wait();
         stderr_of(child.id());
+        let log = std::fs::metadata(data.path().join(slawatch::store::parts::LOG_FILE))
+            .map_or(0, |m| m.len());
+        eprintln!("after run {kills}: checkpoint log of {log} bytes");
+        increments += usize::from(log > 0);
     }
     // A run that finished before its kill proves nothing about crashes.
     assert!(kills > 0, "no run was killed: every run finished first");
     let stdout = finish(spawn(&args), Duration::from_secs(300));
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     eprintln!("after {kills} SIGKILLs the last run reports {report}");
+    if topology.is_some() {
+        assert_eq!(report["restored"], true, "{report}");
+    }
     let want = replay_findings(sessions, true);
     assert_same(&stored_findings(data.path()), &want);
     // The findings topic may hold copies of findings emitted after a crash's last checkpoint:
     // every finding is there, and copies carry the same id.
-    let published = drain(&broker, "crash.findings", want.len());
+    let published = drain(&broker, &format!("{topic}.findings"), want.len());
     let mut copies: BTreeMap<String, usize> = BTreeMap::new();
     for (_, v, _) in &published {
         *copies
@@ -387,6 +416,7 @@ fn sigkill_at_random_points_changes_no_finding() {
         "{kills} SIGKILLs: {} findings, {extra} redelivered copies in the findings topic",
         want.len()
     );
+    increments
 }
 
 #[test]

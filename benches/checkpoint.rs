@@ -1,0 +1,206 @@
+//! Checkpoint cost against state size: full (today's one CBOR value of the whole
+//! `PipelineState`, written to a file and synced) against incremental (`checkpoint::Tracker`:
+//! the parts that changed, appended to the checkpoint log and synced), in the same run.
+//!
+//! States of growing retention: K keys (prompt versions of one agent) × D days of traffic,
+//! built at a light background rate so that every 5-minute pane of every key (and channel
+//! segment) holds sessions; then S steps of "10 s of traffic at 100k sessions/h" (278 sessions
+//! over the keys, event time continuing), each followed by one checkpoint of each kind.
+//!
+//! `cargo bench --bench checkpoint [-- --keys 1,10,100 --days 1,7 --steps 20]`; without `--bench`
+//! (`cargo test --benches`) one small state, checking that an increment is smaller than a full
+//! checkpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use slawatch::catalog::Catalog;
+use slawatch::checkpoint::Tracker;
+use slawatch::pipeline::Pipeline;
+use slawatch::simulate::{AgentProfile, DEFAULT_START_MS, SimConfig, Simulator};
+use slawatch::store::Store;
+
+const HOUR_MS: i64 = 3_600_000;
+
+fn specs() -> Vec<slawatch::spec::model::Spec> {
+    let (specs, diags) = slawatch::spec::parse_str(
+        include_str!("../sla-specs/support-bot.yaml"),
+        "sla-specs/support-bot.yaml",
+    );
+    assert!(!slawatch::spec::has_errors(&diags));
+    specs
+}
+
+fn agents(keys: usize) -> Vec<AgentProfile> {
+    (0..keys)
+        .map(|k| AgentProfile::new("support-bot", &format!("sp-v{k}"), "m-2026-09"))
+        .collect()
+}
+
+fn feed(p: &mut Pipeline, cfg: SimConfig) -> u64 {
+    let mut out = Vec::new();
+    let mut n = 0;
+    for line in Simulator::new(cfg).unwrap() {
+        p.process_bytes(&line, 0, &mut out);
+        n += 1;
+    }
+    n
+}
+
+struct Row {
+    keys: usize,
+    days: i64,
+    sessions: u64,
+    full_bytes: u64,
+    full: Vec<Duration>,
+    inc_bytes: Vec<u64>,
+    inc: Vec<Duration>,
+    parts: usize,
+    skipped: usize,
+    base_bytes: u64,
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn median_u(v: &mut [u64]) -> u64 {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn measure(keys: usize, days: i64, steps: usize, background_per_hour: f64) -> Row {
+    let mut p = Pipeline::new(specs(), Arc::new(Catalog::embedded()), &Default::default());
+    let start = DEFAULT_START_MS;
+    let span = days * 24 * HOUR_MS;
+    let sessions = feed(
+        &mut p,
+        SimConfig {
+            seed: 1,
+            start_ms: start,
+            duration_ms: span,
+            sessions_per_hour: background_per_hour,
+            agents: agents(keys),
+            diurnal: false,
+            ..SimConfig::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut tracker = Tracker::new();
+    // The first checkpoint of a run without one: every part, as a base.
+    let mut first = tracker.diff(&p);
+    let ids = |inc: &mut slawatch::checkpoint::Increment| {
+        let upserts: Vec<(Vec<u8>, Vec<u8>)> = std::mem::take(&mut inc.upserts)
+            .into_iter()
+            .map(|(id, b)| (id.encode(), b))
+            .collect();
+        let deletes: Vec<Vec<u8>> = inc.deletes.iter().map(|id| id.encode()).collect();
+        (upserts, deletes)
+    };
+    let (up, del) = ids(&mut first);
+    let base_bytes = store.put_part_checkpoint(b"", &up, &del).unwrap().bytes;
+    tracker.written(first);
+    let mut row = Row {
+        keys,
+        days,
+        sessions,
+        full_bytes: 0,
+        full: Vec::new(),
+        inc_bytes: Vec::new(),
+        inc: Vec::new(),
+        parts: 0,
+        skipped: 0,
+        base_bytes,
+    };
+    for step in 0..steps {
+        let at = start + span + step as i64 * 10_000;
+        row.sessions += feed(
+            &mut p,
+            SimConfig {
+                seed: 100 + step as u64,
+                start_ms: at,
+                duration_ms: 10_000,
+                sessions_per_hour: 100_000.0,
+                agents: agents(keys),
+                diurnal: false,
+                late_fraction: 0.0,
+                ..SimConfig::default()
+            },
+        );
+        // Full: what `single` wrote before parts — snapshot, one CBOR value, file + fsync.
+        let t = Instant::now();
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&p.snapshot(), &mut bytes).unwrap();
+        store.put_checkpoint(&bytes).unwrap();
+        row.full.push(t.elapsed());
+        row.full_bytes = bytes.len() as u64;
+        // Incremental: the parts that changed, one append + fdatasync.
+        let t = Instant::now();
+        let mut inc = tracker.diff(&p);
+        let (up, del) = ids(&mut inc);
+        let w = store.put_part_checkpoint(b"", &up, &del).unwrap();
+        row.parts = inc.visited;
+        row.skipped = inc.skipped;
+        tracker.written(inc);
+        row.inc.push(t.elapsed());
+        row.inc_bytes.push(w.bytes);
+    }
+    row
+}
+
+fn list<T: std::str::FromStr>(args: &[String], flag: &str, default: &[T]) -> Vec<T>
+where
+    T: Clone,
+    T::Err: std::fmt::Debug,
+{
+    match args.iter().position(|a| a == flag) {
+        Some(i) => args[i + 1].split(',').map(|x| x.parse().unwrap()).collect(),
+        None => default.to_vec(),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        let mut row = measure(2, 1, 3, 2_000.0);
+        let inc = median_u(&mut row.inc_bytes);
+        assert!(
+            inc * 2 < row.full_bytes,
+            "an increment ({inc} B) is not much smaller than a full checkpoint ({} B)",
+            row.full_bytes
+        );
+        println!(
+            "checkpoint smoke: full {} B, increment {inc} B",
+            row.full_bytes
+        );
+        return;
+    }
+    let keys: Vec<usize> = list(&args, "--keys", &[1, 10, 100]);
+    let days: Vec<i64> = list(&args, "--days", &[1, 7]);
+    let steps: Vec<usize> = list(&args, "--steps", &[20]);
+    let rate: Vec<f64> = list(&args, "--background", &[2_000.0]);
+    println!(
+        "| keys | days | sessions | parts | not encoded (sealed) | full: bytes | full: ms (median) | incremental: bytes (median) | incremental: ms (median) | base bytes |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &k in &keys {
+        for &d in &days {
+            let mut r = measure(k, d, steps[0], rate[0]);
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.2} | {} |",
+                r.keys,
+                r.days,
+                r.sessions,
+                r.parts,
+                r.skipped,
+                r.full_bytes,
+                median(&mut r.full).as_secs_f64() * 1e3,
+                median_u(&mut r.inc_bytes),
+                median(&mut r.inc).as_secs_f64() * 1e3,
+                r.base_bytes,
+            );
+        }
+    }
+}
