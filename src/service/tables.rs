@@ -112,15 +112,12 @@ fn run(
         topics.push(f.clone());
     }
     let tailer = Tailer::new(kafka, &topics, &read)?;
-    // Checkpointed at the service's pace (at least every second): each checkpoint snapshots the
-    // whole history and dedupe state, which per second cost more than the reading itself.
-    let every = Duration::from_millis(kafka.checkpoint_interval_ms.max(1_000) as u64);
     let mut last = Instant::now();
     let mut changed = false;
     let mut scratch = Vec::new();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
-        if changed && (stopping || last.elapsed() >= every) {
+        if changed && (stopping || last.elapsed() >= Duration::from_secs(1)) {
             // Sealed into the checkpoint first, applied after: see `service::State::checkpoint`.
             pipeline.history_seal();
             let cp = TablesCheckpoint {
