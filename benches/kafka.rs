@@ -9,9 +9,10 @@
 //! its stage 2 over the repartition partitions. `--baseline PATH` runs a second `slawatch`
 //! binary (another build, e.g. before a change) on the same topic in the same rounds, each of
 //! its runs right after the same run of this build, and prints after/before per pair. Each
-//! round measures bare consumption first; the summary gives the median over rounds. Under
-//! `cargo test` (no `--bench` argument) it does nothing: the Kafka behaviour is tested by
-//! `tests/it/kafka_e2e.rs`.
+//! round measures bare consumption first; the summary gives the median over rounds.
+//! `--build PATH` measures that binary as "this build" instead of the one built with the
+//! harness. Under `cargo test` (no `--bench` argument) it does nothing: the Kafka behaviour is
+//! tested by `tests/it/kafka_e2e.rs`.
 
 #[path = "../tests/it/support/servers.rs"]
 #[allow(unused_imports)]
@@ -41,7 +42,10 @@ fn main() {
     let sessions: u64 = arg("--sessions").map_or(500_000, |v| v.parse().expect("--sessions N"));
     let agents: usize = arg("--agents").map_or(8, |v| v.parse().expect("--agents N"));
     let rounds: usize = arg("--rounds").map_or(1, |v| v.parse().expect("--rounds N"));
-    let mut binaries = vec![("this build".to_owned(), BIN.to_owned())];
+    // `--build PATH` measures another binary as "this build" (e.g. a release binary while
+    // the harness itself was compiled by `cargo test --bench kafka --no-run`).
+    let this = arg("--build").unwrap_or_else(|| BIN.to_owned());
+    let mut binaries = vec![("this build".to_owned(), this.clone())];
     if let Some(b) = arg("--baseline") {
         binaries.push((format!("baseline {b}"), b));
     }
@@ -53,7 +57,7 @@ fn main() {
     let specs = tempfile::tempdir().unwrap();
     write_spec(specs.path());
     let t = Instant::now();
-    let mut simulate = Command::new(BIN);
+    let mut simulate = Command::new(&this);
     simulate.args(["simulate", "--seed", "9", "--rate", "100000", "--sessions"]);
     simulate.arg(sessions.to_string());
     for a in 0..agents {

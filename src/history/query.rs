@@ -260,7 +260,7 @@ fn ranked(entries: &[Entry]) -> Vec<RankedSession> {
         .map(|(i, e)| RankedSession {
             rank: i + 1,
             value: e.value,
-            why: e.why.clone(),
+            why: (*e.why).clone(),
         })
         .collect()
 }

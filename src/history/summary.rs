@@ -103,10 +103,14 @@ impl SessionWhy {
 }
 
 /// A ranked entry: the value it is ranked by, and the session.
+///
+/// The session is boxed: lists are kept sorted by inserting into a `Vec`, and moving 16-byte
+/// entries instead of ~200-byte ones is what keeps an insert cheap (it was the largest share of
+/// the service's copies in a profile).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub value: f64,
-    pub why: SessionWhy,
+    pub why: Box<SessionWhy>,
 }
 
 /// Rank of an entry: larger value first, ties by smaller session id.
@@ -178,7 +182,13 @@ impl TailList {
         {
             return;
         }
-        self.items.insert(pos, Entry { value, why: why() });
+        self.items.insert(
+            pos,
+            Entry {
+                value,
+                why: Box::new(why()),
+            },
+        );
         self.truncate();
     }
 
@@ -274,26 +284,45 @@ mod compact_entries {
         Option<String>,
     );
 
+    /// [`Row`] borrowing the entry's strings: a snapshot copies no string to write it.
+    type RowRef<'a> = (
+        f64,
+        &'a str,
+        i64,
+        (&'a str, &'a str, &'a str),
+        Status,
+        Option<&'a str>,
+        (Option<f64>, Option<f64>, bool),
+        (Option<u64>, Option<u64>, Option<u64>),
+        (u64, u64),
+        Vec<(&'a str, Option<ToolStatus>, Option<f64>)>,
+        Option<&'a str>,
+    );
+
     pub fn serialize<S: Serializer>(items: &[Entry], s: S) -> Result<S::Ok, S::Error> {
-        let rows: Vec<Row> = items
+        let rows: Vec<RowRef<'_>> = items
             .iter()
             .map(|e| {
                 let w = &e.why;
                 (
                     e.value,
-                    w.session_id.clone(),
+                    w.session_id.as_str(),
                     w.event_time,
-                    (w.agent.clone(), w.prompt_version.clone(), w.model.clone()),
+                    (
+                        w.agent.as_str(),
+                        w.prompt_version.as_str(),
+                        w.model.as_str(),
+                    ),
                     w.status,
-                    w.error_type.clone(),
+                    w.error_type.as_deref(),
                     (w.duration_ms, w.cost_usd, w.cost_derived),
                     (w.turns, w.input_tokens, w.output_tokens),
                     (w.tool_call_count, w.retries),
                     w.tool_calls
                         .iter()
-                        .map(|t| (t.name.clone(), t.status, t.duration_ms))
+                        .map(|t| (t.name.as_str(), t.status, t.duration_ms))
                         .collect(),
-                    w.fallback.clone(),
+                    w.fallback.as_deref(),
                 )
             })
             .collect();
@@ -306,7 +335,7 @@ mod compact_entries {
             .into_iter()
             .map(|r| Entry {
                 value: r.0,
-                why: SessionWhy {
+                why: Box::new(SessionWhy {
                     session_id: r.1,
                     event_time: r.2,
                     agent: r.3.0,
@@ -332,7 +361,7 @@ mod compact_entries {
                         })
                         .collect(),
                     fallback: r.10,
-                },
+                }),
             })
             .collect())
     }

@@ -58,6 +58,8 @@ const LAG_EVERY: Duration = Duration::from_secs(1);
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 /// How often, at most, the broker is asked whether a finite input has ended everywhere.
 const END_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// Records the `single` loop applies between two readings of the wall clock.
+const BATCH_RECORDS: usize = 1024;
 
 /// What a checkpoint of before incremental checkpoints held, in one CBOR value (still read:
 /// an upgraded instance restores from it, and its first checkpoint writes a base of parts).
@@ -314,27 +316,36 @@ impl State {
 
     fn apply(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
         self.metrics.record_consumed();
-        let key = (m.topic().to_owned(), m.partition());
-        if self.applied.get(&key).is_some_and(|a| m.offset() <= *a) {
+        let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+        // Found by a scan of the few partitions, not by an owned key: this runs per record.
+        let applied = self
+            .applied
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic)
+            .map(|(_, a)| a);
+        if applied.as_ref().is_some_and(|a| offset <= **a) {
             // Already reflected in the restored state: a redelivery after a crash.
             self.report.skipped_redelivered += 1;
             return Ok(());
         }
-        if self.span_topics.iter().any(|t| t == m.topic()) {
+        match applied {
+            Some(a) => *a = offset,
+            None => {
+                self.applied.insert((topic.to_owned(), partition), offset);
+            }
+        }
+        if self.span_topics.iter().any(|t| t == topic) {
             self.apply_spans(m)?;
-            self.applied.insert(key, m.offset());
             self.report.records += 1;
             self.schedule.changed();
             return self.emit();
         }
-        let mut record = kafka::raw_record(m);
         // The pipeline counts partitions by number; topics are folded into it.
-        if let crate::ingest::Position::Kafka { partition, .. } = &mut record.position {
-            let pid = self.pid(m.topic(), *partition);
-            *partition = pid;
-        }
-        let outcome =
-            (self.metrics).evaluate(&mut self.pipeline, |p| p.process(&record, &mut self.found));
+        let pid = self.pid(topic, partition);
+        let payload = m.payload().unwrap_or_default();
+        let outcome = (self.metrics).evaluate(&mut self.pipeline, |p| {
+            p.process_bytes(payload, pid, &mut self.found)
+        });
         self.metrics.record_outcome(&outcome);
         if let Outcome::Rejected {
             reason,
@@ -347,7 +358,6 @@ impl State {
             self.dead_file.write(&original, reason)?;
             self.report.dead_letters += 1;
         }
-        self.applied.insert(key, m.offset());
         self.report.records += 1;
         self.schedule.changed();
         self.emit()
@@ -809,56 +819,71 @@ fn run_single(
             kafka::close(consumer, deadline);
             break;
         }
-        let polled = consumer.poll(Duration::from_millis(100));
-        let now = Instant::now();
-        for ev in consumer
-            .context()
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            match ev {
-                RebalanceEvent::Assigned(ps) => {
-                    let mut st = lock(&state);
-                    for (topic, p) in ps {
-                        if !is_span_topic(&topic) {
-                            let pid = st.pid(&topic, p);
-                            st.pipeline.assign_partition(pid);
+        // A batch of what the consumer has fetched, under one reading of the clock: the first
+        // poll waits for input, the rest take only what is already there. The wall-clock
+        // bookkeeping below (idleness, lag, checkpoints) runs once per batch, not per record.
+        let mut wait = Duration::from_millis(100);
+        let mut now = Instant::now();
+        for taken in 0..BATCH_RECORDS {
+            let polled = consumer.poll(wait);
+            if taken == 0 {
+                now = Instant::now();
+            }
+            wait = Duration::ZERO;
+            for ev in consumer
+                .context()
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+            {
+                match ev {
+                    RebalanceEvent::Assigned(ps) => {
+                        let mut st = lock(&state);
+                        for (topic, p) in ps {
+                            if !is_span_topic(&topic) {
+                                let pid = st.pid(&topic, p);
+                                st.pipeline.assign_partition(pid);
+                            }
+                            liveness.assigned((topic, p), now);
                         }
-                        liveness.assigned((topic, p), now);
+                    }
+                    RebalanceEvent::Revoked(ps) => {
+                        for p in ps {
+                            liveness.revoked(p, now);
+                        }
                     }
                 }
-                RebalanceEvent::Revoked(ps) => {
-                    for p in ps {
-                        liveness.revoked(p, now);
+            }
+            match polled {
+                Some(Ok(m)) => {
+                    first_record.get_or_insert(now);
+                    liveness.record(m.topic(), m.partition(), now);
+                    if is_span_topic(m.topic()) {
+                        last_span_input = now;
                     }
+                    lock(&state).apply(&m)?;
                 }
-            }
-        }
-        match polled {
-            Some(Ok(m)) => {
-                first_record.get_or_insert(now);
-                liveness.record(&(m.topic().to_owned(), m.partition()), now);
-                if is_span_topic(m.topic()) {
-                    last_span_input = now;
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    // librdkafka names only the partition: with several topics, every assigned
+                    // partition of that number has reached its end or will say so again.
+                    for tp in expected.iter().filter(|(_, q)| *q == p) {
+                        liveness.at_end(tp);
+                    }
+                    // The partition stops holding the watermark before the next record.
+                    break;
                 }
-                lock(&state).apply(&m)?;
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                // librdkafka names only the partition: with several topics, every assigned
-                // partition of that number has reached its end or will say so again.
-                for tp in expected.iter().filter(|(_, q)| *q == p) {
-                    liveness.at_end(tp);
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka consumer error");
+                    break;
                 }
+                None => break,
             }
-            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
-            None => {}
         }
         opts.readiness
             .set((!liveness.any_assigned()).then_some(WAITING_FOR_ASSIGNMENT));
-        if last_lag.elapsed() >= LAG_EVERY {
-            last_lag = Instant::now();
+        if now.saturating_duration_since(last_lag) >= LAG_EVERY {
+            last_lag = now;
             report_lag(&consumer, &opts.kafka.topics, &lag);
         }
         let mut st = lock(&state);

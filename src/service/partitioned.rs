@@ -395,8 +395,15 @@ impl State {
                 self.report.dead_letters += 1;
             }
         }
-        self.input_applied
-            .insert((m.topic().to_owned(), m.partition()), m.offset());
+        // Found by a scan of the few partitions, not by an owned key: this runs per record.
+        let (topic, partition) = (m.topic(), m.partition());
+        match (self.input_applied.iter_mut()).find(|((t, p), _)| *p == partition && t == topic) {
+            Some((_, applied)) => *applied = m.offset(),
+            None => {
+                self.input_applied
+                    .insert((topic.to_owned(), partition), m.offset());
+            }
+        }
         self.report.records += 1;
         self.schedule.changed();
         Ok(())
@@ -1080,9 +1087,10 @@ pub fn run(
         }
         let mut busy = false;
         // Stage 1 and stage 2 take turns, a bounded batch each.
+        // One reading of the clock for stage 1's batch (its records' liveness), not one per record.
+        let now = Instant::now();
         for _ in 0..4096 {
             let polled = input.poll(Duration::ZERO);
-            let now = Instant::now();
             for ev in events(&input) {
                 match ev {
                     RebalanceEvent::Assigned(ps) => {
@@ -1100,7 +1108,7 @@ pub fn run(
                         tracing::debug!("first input record");
                         now
                     });
-                    liveness.record(&(m.topic().to_owned(), m.partition()), now);
+                    liveness.record(m.topic(), m.partition(), now);
                     lock(&state).ingest(&m)?;
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {

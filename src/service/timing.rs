@@ -75,9 +75,14 @@ impl Liveness {
         );
     }
 
-    /// A record of `p` arrived.
-    pub fn record(&mut self, p: &TopicPartition, now: Instant) {
-        if let Some(part) = self.parts.get_mut(p) {
+    /// A record of (`topic`, `partition`) arrived. Called per record: it finds the partition
+    /// without building an owned key.
+    pub fn record(&mut self, topic: &str, partition: i32, now: Instant) {
+        let found = self
+            .parts
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic);
+        if let Some((_, part)) = found {
             part.since = now;
             part.at_end = false;
         }
@@ -215,13 +220,13 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Liveness::new(IDLE, false);
         l.assigned(tp(0), t0);
-        l.record(&tp(0), secs(t0, 10));
+        l.record("sessions", 0, secs(t0, 10));
         l.at_end(&tp(0));
         assert!(!l.is_idle(&tp(0), secs(t0, 10)));
         assert!(!l.is_idle(&tp(0), secs(t0, 39)));
         assert!(l.is_idle(&tp(0), secs(t0, 40)));
         // A record makes it active again, and at its end it waits again.
-        l.record(&tp(0), secs(t0, 41));
+        l.record("sessions", 0, secs(t0, 41));
         l.at_end(&tp(0));
         assert!(!l.is_idle(&tp(0), secs(t0, 70)));
         assert!(l.is_idle(&tp(0), secs(t0, 71)));
@@ -232,12 +237,12 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Liveness::new(IDLE, true);
         l.assigned(tp(0), t0);
-        l.record(&tp(0), secs(t0, 1));
+        l.record("sessions", 0, secs(t0, 1));
         assert!(!l.is_idle(&tp(0), secs(t0, 1)));
         l.at_end(&tp(0));
         assert!(l.is_idle(&tp(0), secs(t0, 1)));
         assert!(l.all_assigned_at_end());
-        l.record(&tp(0), secs(t0, 2));
+        l.record("sessions", 0, secs(t0, 2));
         assert!(!l.is_idle(&tp(0), secs(t0, 2)));
         assert!(!l.all_assigned_at_end());
     }
