@@ -33,7 +33,7 @@ fn specs() -> Vec<slawatch::spec::model::Spec> {
 
 fn agents(keys: usize) -> Vec<AgentProfile> {
     (0..keys)
-        .map(|k| AgentProfile::new("support-bot", &format!("sp-v{k}"), "m-2026-09"))
+        .map(|k| AgentProfile::new("support-bot", format!("sp-v{k}"), "m-2026-09"))
         .collect()
 }
 
@@ -150,9 +150,9 @@ fn measure(keys: usize, days: i64, steps: usize, background_per_hour: f64) -> Ro
     row
 }
 
-fn list<T: std::str::FromStr>(args: &[String], flag: &str, default: &[T]) -> Vec<T>
+fn list<T>(args: &[String], flag: &str, default: &[T]) -> Vec<T>
 where
-    T: Clone,
+    T: std::str::FromStr + Clone,
     T::Err: std::fmt::Debug,
 {
     match args.iter().position(|a| a == flag) {

@@ -262,11 +262,9 @@ impl SpecRuntime {
         use crate::checkpoint::{KeyRef, PartId, SpecRef};
         let fingerprint_text = SpecRuntime::fingerprint(&self.spec);
         let fingerprint = crate::checkpoint::fingerprint_number(&fingerprint_text);
-        fn sorted<'a, K: Ord, V>(it: impl Iterator<Item = (&'a K, &'a V)>) -> Vec<(&'a K, &'a V)>
-        where
-            K: 'a,
-            V: 'a,
-        {
+        fn sorted<'a, K: Ord + 'a, V: 'a>(
+            it: impl Iterator<Item = (&'a K, &'a V)>,
+        ) -> Vec<(&'a K, &'a V)> {
             let mut v: Vec<_> = it.collect();
             v.sort_by(|a, b| a.0.cmp(b.0));
             v
