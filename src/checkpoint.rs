@@ -506,7 +506,7 @@ impl SpecBuilder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::catalog::Catalog;
     use crate::finding::Finding;
@@ -620,7 +620,7 @@ mod tests {
 
     /// Two part sets hold the same ids and, part by part, the same values (byte for byte, or
     /// equal up to the order of hash sets and maps).
-    fn same_parts(a: Vec<(PartId, Vec<u8>)>, b: Vec<(PartId, Vec<u8>)>, at: usize) {
+    pub(crate) fn same_parts(a: Vec<(PartId, Vec<u8>)>, b: Vec<(PartId, Vec<u8>)>, at: usize) {
         let (a, b) = (by_id(a), by_id(b));
         assert_eq!(
             a.keys().collect::<Vec<_>>(),
