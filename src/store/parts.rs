@@ -429,8 +429,8 @@ mod tests {
         assert_eq!((cp.meta.as_slice(), cp.parts.len()), (&b"m4"[..], 2));
     }
 
-    #[test]
-    fn a_torn_last_record_is_ignored_and_cut_off_before_the_next_append() {
+    /// A store whose log holds two records, `a` = 1 then 2 (meta `m1`, `m2`).
+    fn two_records_of_a() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store
@@ -439,6 +439,12 @@ mod tests {
         store
             .put_part_checkpoint(b"m2", &[kv("a", "2")], &[])
             .unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_torn_last_record_is_ignored_and_cut_off_before_the_next_append() {
+        let (dir, store) = two_records_of_a();
         let log = dir.path().join(LOG_FILE);
         let good = std::fs::metadata(&log).unwrap().len();
         store
@@ -507,14 +513,7 @@ mod tests {
 
     #[test]
     fn records_of_an_older_base_are_not_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store
-            .put_part_checkpoint(b"m1", &[kv("a", "1")], &[])
-            .unwrap();
-        store
-            .put_part_checkpoint(b"m2", &[kv("a", "2")], &[])
-            .unwrap();
+        let (dir, store) = two_records_of_a();
         let old_log = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
         // A new base (generation 1) whose log was not emptied before a crash.
         store
