@@ -374,18 +374,38 @@ fn sigkill_at_random_points(topic: &str, topology: Option<&str>) -> usize {
     let (mut kills, mut increments) = (0, 0);
     for _ in 0..3 {
         let mut child = spawn(&args);
-        // A restarted member joins once the killed one's session (6 s) has expired, then
-        // consumes for a few seconds: kill somewhere in there.
-        std::thread::sleep(Duration::from_millis(rng.random_range(3500..10_000)));
+        let log_len = || {
+            std::fs::metadata(data.path().join(slawatch::store::parts::LOG_FILE))
+                .map_or(0, |m| m.len())
+        };
+        if topology == Some("single") {
+            // Kill once this run has written to the checkpoint log (appended an increment, or
+            // folded the log into a new base), within 300 ms of noticing it — possibly in the
+            // middle of the next write or fold.
+            let before = log_len();
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while log_len() == before
+                && child.try_wait().unwrap().is_none()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+        } else {
+            // A restarted member joins once the killed one's session (6 s) has expired, then
+            // consumes for a few seconds: kill somewhere in there.
+            std::thread::sleep(Duration::from_millis(rng.random_range(3500..10_000)));
+        }
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL: no checkpoint, no leave-group.
             kills += 1;
         }
         let _ = child.wait();
         stderr_of(child.id());
-        let log = std::fs::metadata(data.path().join(slawatch::store::parts::LOG_FILE))
+        let log = log_len();
+        let base = std::fs::metadata(data.path().join(slawatch::store::parts::BASE_FILE))
             .map_or(0, |m| m.len());
-        eprintln!("after run {kills}: checkpoint log of {log} bytes");
+        eprintln!("after run {kills}: checkpoint base of {base} bytes, log of {log} bytes");
         increments += usize::from(log > 0);
     }
     // A run that finished before its kill proves nothing about crashes.
