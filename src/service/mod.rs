@@ -144,6 +144,18 @@ fn write_checkpoint(
     Ok(written)
 }
 
+/// The applied offset of (`topic`, `partition`), found by a scan of the few partitions rather
+/// than by an owned key: this runs per record.
+fn applied_mut<'a>(
+    applied: &'a mut BTreeMap<(String, i32), i64>,
+    topic: &str,
+    partition: i32,
+) -> Option<&'a mut i64> {
+    (applied.iter_mut())
+        .find(|((t, p), _)| *p == partition && t == topic)
+        .map(|(_, a)| a)
+}
+
 /// CBOR rather than JSON: summaries hold NaN (a missing feature value) and ±∞ (an empty
 /// sketch's bounds), which JSON cannot represent.
 fn encode_cbor<T: Serialize>(value: &T) -> Vec<u8> {
@@ -317,12 +329,7 @@ impl State {
     fn apply(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
         self.metrics.record_consumed();
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
-        // Found by a scan of the few partitions, not by an owned key: this runs per record.
-        let applied = self
-            .applied
-            .iter_mut()
-            .find(|((t, p), _)| *p == partition && t == topic)
-            .map(|(_, a)| a);
+        let applied = applied_mut(&mut self.applied, topic, partition);
         if applied.as_ref().is_some_and(|a| offset <= **a) {
             // Already reflected in the restored state: a redelivery after a crash.
             self.report.skipped_redelivered += 1;

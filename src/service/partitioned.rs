@@ -59,8 +59,8 @@ use serde::{Deserialize, Serialize};
 use super::timing::{CheckpointSchedule, EndOfInput, Liveness};
 use super::{
     CLOSE_WITHIN, END_CHECK_EVERY, LAG_EVERY, Output, ServiceOptions, ServiceReport,
-    WAITING_FOR_ASSIGNMENT, decode_cbor, deliver, encode_cbor, lock, others_done, peak_rss_kb,
-    report_lag, spawn_lag_watcher, topic_partitions,
+    WAITING_FOR_ASSIGNMENT, applied_mut, decode_cbor, deliver, encode_cbor, lock, others_done,
+    peak_rss_kb, report_lag, spawn_lag_watcher, topic_partitions,
 };
 use crate::alerts::PartAlerts;
 use crate::drift::baseline::Baseline;
@@ -395,10 +395,9 @@ impl State {
                 self.report.dead_letters += 1;
             }
         }
-        // Found by a scan of the few partitions, not by an owned key: this runs per record.
         let (topic, partition) = (m.topic(), m.partition());
-        match (self.input_applied.iter_mut()).find(|((t, p), _)| *p == partition && t == topic) {
-            Some((_, applied)) => *applied = m.offset(),
+        match applied_mut(&mut self.input_applied, topic, partition) {
+            Some(applied) => *applied = m.offset(),
             None => {
                 self.input_applied
                     .insert((topic.to_owned(), partition), m.offset());
