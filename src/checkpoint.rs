@@ -132,12 +132,6 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
     })
 }
 
-/// A spec fingerprint ([`crate::evaluate::SpecRuntime::fingerprint`], 16 hex digits) as a number.
-pub fn fingerprint_number(fingerprint: &str) -> u64 {
-    u64::from_str_radix(fingerprint, 16)
-        .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_64(fingerprint.as_bytes()))
-}
-
 /// One part as visited: its id, whether it is sealed, and its bytes unless the visitor skipped
 /// encoding it.
 pub struct Visited {

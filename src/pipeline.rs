@@ -496,9 +496,7 @@ impl Pipeline {
             self.history.as_ref().map(History::snapshot),
             self.runtimes
                 .iter()
-                .map(|rt| {
-                    crate::checkpoint::fingerprint_number(&SpecRuntime::fingerprint(rt.spec()))
-                })
+                .map(|rt| SpecRuntime::fingerprint_hash(rt.spec()))
                 .collect(),
         );
         w.part(PartId::Rest, false, &rest);

@@ -99,6 +99,11 @@ pub struct RuntimeState {
     pub drift_forensics: Vec<crate::forensics::drift::DriftRetained<GroupKey>>,
 }
 
+/// A spec fingerprint's text: its hash in 16 hex digits.
+fn fingerprint_text(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
 /// What a configuration reload kept of a spec's state ([`SpecRuntime::carry_over`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -229,8 +234,13 @@ impl SpecRuntime {
 
     /// A fingerprint of a spec: snapshots are only restored into the same spec.
     pub fn fingerprint(spec: &Spec) -> String {
+        fingerprint_text(SpecRuntime::fingerprint_hash(spec))
+    }
+
+    /// The number [`SpecRuntime::fingerprint`] writes in hex (checkpoint part ids carry it).
+    pub fn fingerprint_hash(spec: &Spec) -> u64 {
         let text = serde_json::to_string(spec).expect("specs serialize");
-        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+        xxhash_rust::xxh3::xxh3_64(text.as_bytes())
     }
 
     /// The state to persist for a crash-safe restart.
@@ -260,8 +270,8 @@ impl SpecRuntime {
     /// them is late), and the drift baselines. The same state [`SpecRuntime::snapshot`] holds.
     pub fn checkpoint_parts(&self, spec: u32, w: &mut crate::checkpoint::PartWriter<'_>) {
         use crate::checkpoint::{KeyRef, PartId, SpecRef};
-        let fingerprint_text = SpecRuntime::fingerprint(&self.spec);
-        let fingerprint = crate::checkpoint::fingerprint_number(&fingerprint_text);
+        let fingerprint = SpecRuntime::fingerprint_hash(&self.spec);
+        let fingerprint_text = fingerprint_text(fingerprint);
         fn sorted<'a, K: Ord + 'a, V: 'a>(
             it: impl Iterator<Item = (&'a K, &'a V)>,
         ) -> Vec<(&'a K, &'a V)> {
