@@ -40,6 +40,7 @@ pub mod glob;
 pub mod health;
 pub mod history;
 pub mod ingest;
+pub mod kafka;
 pub mod metrics;
 pub mod otel;
 pub mod pipeline;

@@ -18,7 +18,7 @@ use crate::alerts::deliver::AlertService;
 use crate::finding::{Clear, Finding, LastSession};
 use crate::health::Readiness;
 use crate::ingest::DeadLetters;
-use crate::ingest::kafka::{KafkaConfig, Topology};
+use crate::kafka::{KafkaConfig, Topology};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::service::{Output, ServiceOptions};

@@ -8,7 +8,6 @@
 pub mod binary;
 pub mod decode;
 pub mod encode;
-pub mod kafka;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::finding::{Clear, Finding, LastSession};
 use crate::health::Readiness;
 use crate::ingest::DeadLetters;
-use crate::ingest::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, Topology};
+use crate::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, Topology};
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline, PipelineState};
 use crate::store::Store;

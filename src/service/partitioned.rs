@@ -66,7 +66,7 @@ use crate::alerts::PartAlerts;
 use crate::drift::baseline::Baseline;
 use crate::finding::Finding;
 use crate::ingest::encode::{RecordStyle, encode_record};
-use crate::ingest::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, StateTopic, header};
+use crate::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, StateTopic, header};
 use crate::ingest::{DeadLetters, Position, RawRecord, binary};
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline, PipelineState};

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{decode_cbor, encode_cbor};
 use crate::finding::Finding;
-use crate::ingest::kafka::{KafkaConfig, Tailer};
+use crate::kafka::{KafkaConfig, Tailer};
 use crate::pipeline::{Pipeline, PipelineState};
 use crate::store::Store;
 

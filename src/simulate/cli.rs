@@ -286,7 +286,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<Stats> {
     if let (Some(brokers), Some(topic), Some(format)) = (&args.brokers, &args.topic, args.otel) {
         // One ExportTraceServiceRequest per message, as the Collector's Kafka exporter writes.
         let requests = span_requests(&mut sim, format.encoding());
-        crate::ingest::kafka::publish_lines(brokers, topic, requests, args.rate_limit)
+        crate::kafka::publish_lines(brokers, topic, requests, args.rate_limit)
             .with_context(|| format!("publishing spans to {topic} on {brokers}"))?;
         return Ok(sim.into_stats());
     }
@@ -296,7 +296,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<Stats> {
             line.clear();
             sim.write_next(&mut line).then(|| line.clone())
         });
-        crate::ingest::kafka::publish_lines(brokers, topic, lines, args.rate_limit)
+        crate::kafka::publish_lines(brokers, topic, lines, args.rate_limit)
             .with_context(|| format!("publishing to {topic} on {brokers}"))?;
         return Ok(sim.into_stats());
     }

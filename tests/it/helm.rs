@@ -589,7 +589,7 @@ fn on_host(arg: &str, mounts: &BTreeMap<String, PathBuf>) -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
-    kafka: slawatch::ingest::kafka::KafkaConfig,
+    kafka: slawatch::kafka::KafkaConfig,
 }
 
 fn run_rendered_pod(m: &Manifests, expected_specs: usize, stand_ins: &BTreeMap<&str, Vec<u8>>) {

@@ -681,7 +681,7 @@ fn partitioned_stage_2_dead_letters_late_records_with_their_original_bytes() {
         broker.create_topic(topic, 1);
         broker.create_topic(&format!("{topic}.dlq"), 1);
         broker.create_topic(&format!("{topic}.findings"), 1);
-        let sent = slawatch::ingest::kafka::publish_lines(
+        let sent = slawatch::kafka::publish_lines(
             &broker.bootstrap(),
             topic,
             lines.iter().cloned(),
