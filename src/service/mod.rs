@@ -29,15 +29,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Clear, Finding, LastSession};
 use crate::health::Readiness;
 use crate::ingest::DeadLetters;
-use crate::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, Topology};
+use crate::kafka::{self, KafkaConfig, Polled, RebalanceEvent, SourceContext, Topology};
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline, PipelineState};
 use crate::store::Store;
@@ -280,8 +277,7 @@ struct State {
     report: ServiceReport,
     topics: Vec<String>,
     found: Vec<Finding>,
-    /// Set after the final checkpoint: the revoke of a closing consumer changes nothing (a
-    /// commit from inside the close could hang librdkafka).
+    /// See [`RunState::closing`].
     closing: bool,
     metrics: Arc<Metrics>,
     /// The span path, when the run takes spans.
@@ -319,6 +315,16 @@ impl spans::SpanOutputs for KafkaSpanOutputs<'_> {
     }
 }
 
+impl RunState for State {
+    fn closing(&mut self) -> &mut bool {
+        &mut self.closing
+    }
+
+    fn report(&self) -> &ServiceReport {
+        &self.report
+    }
+}
+
 impl State {
     /// The pipeline's partition number of a (topic, partition).
     fn pid(&self, topic: &str, partition: i32) -> i32 {
@@ -326,7 +332,7 @@ impl State {
         t * 1_000_000 + partition
     }
 
-    fn apply(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+    fn apply(&mut self, m: &kafka::Record<'_>) -> Result<()> {
         self.metrics.record_consumed();
         let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
         let applied = applied_mut(&mut self.applied, topic, partition);
@@ -349,7 +355,7 @@ impl State {
         }
         // The pipeline counts partitions by number; topics are folded into it.
         let pid = self.pid(topic, partition);
-        let payload = m.payload().unwrap_or_default();
+        let payload = m.payload();
         let outcome = (self.metrics).evaluate(&mut self.pipeline, |p| {
             p.process_bytes(payload, pid, &mut self.found)
         });
@@ -360,7 +366,7 @@ impl State {
         } = &outcome
         {
             // Headers name the original partition, not the folded one.
-            let original = kafka::raw_record(m);
+            let original = m.raw();
             self.sink.dead_letter(&original, m.key(), reason)?;
             self.dead_file.write(&original, reason)?;
             self.report.dead_letters += 1;
@@ -371,11 +377,11 @@ impl State {
     }
 
     /// One message of a span topic: one `ExportTraceServiceRequest` into the assembler.
-    fn apply_spans(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<()> {
+    fn apply_spans(&mut self, m: &kafka::Record<'_>) -> Result<()> {
         let Some(path) = &mut self.spans else {
             return Ok(());
         };
-        let original = kafka::raw_record(m);
+        let original = m.raw();
         let at = &original.position;
         let mut outputs = KafkaSpanOutputs {
             sink: &self.sink,
@@ -496,7 +502,7 @@ impl State {
         )
     }
 
-    fn checkpoint(&mut self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
+    fn checkpoint(&mut self, consumer: &kafka::Committer<'_>) -> Result<()> {
         let started = Instant::now();
         self.emit()?;
         // Baselines are in the checkpoint; the copies in sled (for `slawatch baseline` and a
@@ -524,7 +530,9 @@ impl State {
         self.store.persist_history(&mut self.pipeline)?;
         self.store.flush()?;
         self.output.checkpointed()?;
-        kafka::commit(consumer, &self.applied).context("committing offsets")?;
+        consumer
+            .commit(&self.applied)
+            .context("committing offsets")?;
         self.schedule.done(Instant::now());
         self.report.checkpoints += 1;
         self.metrics.record_checkpoint(started.elapsed(), bytes);
@@ -567,13 +575,8 @@ fn spawn_lag_watcher(cfg: &KafkaConfig, metrics: Arc<Metrics>) -> Result<SyncSen
 
 /// Hands the positions of every partition the consumer has assigned (a local call) to the lag
 /// watcher; a partition not read from yet has none. Never blocks: a busy watcher skips a round.
-fn report_lag(
-    consumer: &BaseConsumer<SourceContext>,
-    topics: &[String],
-    lag: &SyncSender<Positions>,
-) {
-    let positions = kafka::positions(consumer)
-        .into_iter()
+fn report_lag(consumer: &kafka::Consumer, topics: &[String], lag: &SyncSender<Positions>) {
+    let positions = (consumer.positions().into_iter())
         .map(|((t, p), o)| (t, p, o))
         .collect();
     let _ = lag.try_send((topics.to_vec(), positions));
@@ -581,18 +584,16 @@ fn report_lag(
 
 /// Every partition of the topics, from the broker's metadata (retried until it answers).
 fn topic_partitions(
-    consumer: &BaseConsumer<SourceContext>,
+    consumer: &kafka::Consumer,
     topics: &[String],
 ) -> Result<BTreeSet<(String, i32)>> {
     let mut out = BTreeSet::new();
     for topic in topics {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-                Ok(meta) if meta.topics().iter().any(|t| !t.partitions().is_empty()) => {
-                    for t in meta.topics() {
-                        out.extend(t.partitions().iter().map(|p| (topic.clone(), p.id())));
-                    }
+            match consumer.partitions(topic, Duration::from_secs(5)) {
+                Ok(partitions) if !partitions.is_empty() => {
+                    out.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
                     break;
                 }
                 _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
@@ -607,35 +608,27 @@ fn topic_partitions(
 /// Whether every partition of the topics that is not assigned to us has its committed offset
 /// at its end (another member finished it).
 fn others_done(
-    consumer: &BaseConsumer<SourceContext>,
+    consumer: &kafka::Consumer,
     reader: &kafka::Reader,
     topics: &[String],
     assigned: &BTreeSet<(String, i32)>,
 ) -> bool {
     let timeout = Duration::from_secs(5);
     for topic in topics {
-        let Ok(meta) = consumer.fetch_metadata(Some(topic), timeout) else {
+        let Ok(partitions) = consumer.partitions(topic, timeout) else {
             return false;
         };
-        for t in meta.topics() {
-            for p in t.partitions() {
-                if assigned.contains(&(topic.clone(), p.id())) {
-                    continue;
-                }
-                let Ok(high) = reader.end_offset(topic, p.id()) else {
-                    return false;
-                };
-                let mut tpl = rdkafka::TopicPartitionList::new();
-                tpl.add_partition(topic, p.id());
-                let committed = consumer
-                    .committed_offsets(tpl, timeout)
-                    .ok()
-                    .and_then(|c| c.find_partition(topic, p.id()).map(|e| e.offset()));
-                match committed {
-                    Some(rdkafka::Offset::Offset(o)) if o >= high => {}
-                    _ if high == 0 => {}
-                    _ => return false,
-                }
+        for p in partitions {
+            if assigned.contains(&(topic.clone(), p)) {
+                continue;
+            }
+            let Ok(high) = reader.end_offset(topic, p) else {
+                return false;
+            };
+            match consumer.committed(topic, p, timeout) {
+                Some(o) if o >= high => {}
+                _ if high == 0 => {}
+                _ => return false,
             }
         }
     }
@@ -737,25 +730,20 @@ fn run_single(
     let takes_spans = lock(&state).spans.is_some();
     opts.readiness.set_not_ready(WAITING_FOR_ASSIGNMENT);
     let revoke_state = state.clone();
-    let context = SourceContext {
-        events: Mutex::default(),
-        on_revoke: Some(Box::new(move |consumer, revoked| {
+    let context = SourceContext::new(
+        Some(Box::new(move |consumer, revoked| {
             // Persist and commit before the partitions go to another member.
             let mut st = lock(&revoke_state);
-            if st.closing {
-                // Closing after the final checkpoint: nothing left to persist or commit.
+            if !checkpoint_on_revoke(&mut *st, |st| st.checkpoint(consumer)) {
                 return;
-            }
-            if let Err(e) = st.checkpoint(consumer) {
-                tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
             }
             for (topic, p) in revoked {
                 let pid = st.pid(topic, *p);
                 st.pipeline.drop_partition(pid);
             }
         })),
-        on_assign: None,
-    };
+        None,
+    );
     let consumer = opts
         .kafka
         .consumer(context)
@@ -815,15 +803,10 @@ fn run_single(
     let mut last_lag = Instant::now();
     let lag = spawn_lag_watcher(&opts.kafka, opts.metrics.clone())?;
     loop {
-        if opts.shutdown.load(Ordering::Relaxed) {
-            let deadline = Instant::now() + opts.shutdown_timeout;
-            opts.readiness.set_not_ready("shutting down");
+        if let Some(deadline) = stopping(&opts) {
             let mut st = lock(&state);
-            st.checkpoint(&consumer)?;
-            st.closing = true;
-            drop(st);
-            // Leave the group, but never past the deadline.
-            kafka::close(consumer, deadline);
+            st.checkpoint(&consumer.committer())?;
+            leave(st, [consumer], deadline);
             break;
         }
         // A batch of what the consumer has fetched, under one reading of the clock: the first
@@ -837,13 +820,7 @@ fn run_single(
                 now = Instant::now();
             }
             wait = Duration::ZERO;
-            for ev in consumer
-                .context()
-                .events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .drain(..)
-            {
+            for ev in consumer.take_events() {
                 match ev {
                     RebalanceEvent::Assigned(ps) => {
                         let mut st = lock(&state);
@@ -863,7 +840,7 @@ fn run_single(
                 }
             }
             match polled {
-                Some(Ok(m)) => {
+                Some(Polled::Record(m)) => {
                     first_record.get_or_insert(now);
                     liveness.record(m.topic(), m.partition(), now);
                     if is_span_topic(m.topic()) {
@@ -871,16 +848,15 @@ fn run_single(
                     }
                     lock(&state).apply(&m)?;
                 }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    // librdkafka names only the partition: with several topics, every assigned
-                    // partition of that number has reached its end or will say so again.
+                Some(Polled::End(p)) => {
+                    // Every assigned partition of that number (the event names no topic).
                     for tp in expected.iter().filter(|(_, q)| *q == p) {
                         liveness.at_end(tp);
                     }
                     // The partition stops holding the watermark before the next record.
                     break;
                 }
-                Some(Err(e)) => {
+                Some(Polled::Failed(e)) => {
                     tracing::warn!(error = %e, "Kafka consumer error");
                     break;
                 }
@@ -953,7 +929,7 @@ fn run_single(
         st.found.extend(out);
         st.emit()?;
         if st.schedule.due(now, false) {
-            st.checkpoint(&consumer)?;
+            st.checkpoint(&consumer.committer())?;
         }
         if opts.exit_at_eof
             && end_of_input.ask(
@@ -964,7 +940,7 @@ fn run_single(
             // against their end offsets too; and the rest of the topics must be done: partitions
             // still held by a member that crashed come back to us after its session times out.
             && {
-                let positions = kafka::positions(&consumer);
+                let positions = consumer.positions();
                 liveness.assigned_partitions().all(|tp| {
                     let next = (st.applied.get(tp).map(|a| a + 1))
                         .max(positions.get(tp).copied())
@@ -984,20 +960,70 @@ fn run_single(
             let mut out = Vec::new();
             (opts.metrics).evaluate(&mut st.pipeline, |pl| pl.finish(&mut out));
             st.found.extend(out);
-            st.checkpoint(&consumer)?;
+            st.checkpoint(&consumer.committer())?;
             report_lag(&consumer, &opts.kafka.topics, &lag);
-            st.closing = true;
-            drop(st);
-            // Serve the revoke and leave the group, within a bound.
-            kafka::close(consumer, Instant::now() + CLOSE_WITHIN);
+            leave(st, [consumer], Instant::now() + CLOSE_WITHIN);
             break;
         }
     }
-    let st = lock(&state);
-    let mut report = st.report.clone();
+    Ok(final_report(&state, first_record))
+}
+
+/// What both loops' states share at the end of a run.
+trait RunState {
+    /// Set after the final checkpoint: the revokes of closing consumers change nothing (a
+    /// commit from inside a consumer's close could hang librdkafka).
+    fn closing(&mut self) -> &mut bool;
+    fn report(&self) -> &ServiceReport;
+}
+
+/// Whether SIGTERM/SIGINT asked the run to stop: then it is not ready any more, and the
+/// shutdown must be done by the deadline returned.
+fn stopping(opts: &ServiceOptions) -> Option<Instant> {
+    if !opts.shutdown.load(Ordering::Relaxed) {
+        return None;
+    }
+    let deadline = Instant::now() + opts.shutdown_timeout;
+    opts.readiness.set_not_ready("shutting down");
+    Some(deadline)
+}
+
+/// Checkpoints (with `checkpoint`, which commits too) before revoked partitions go to another
+/// member; false when closing after the final checkpoint, where there is nothing left to do.
+fn checkpoint_on_revoke<S: RunState>(
+    st: &mut S,
+    checkpoint: impl FnOnce(&mut S) -> Result<()>,
+) -> bool {
+    if *st.closing() {
+        return false;
+    }
+    if let Err(e) = checkpoint(st) {
+        tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
+    }
+    true
+}
+
+/// Ends a run after its final checkpoint: marks the state closing, releases it (a close serves
+/// the last revokes, which lock it) and has every consumer leave its group, never past
+/// `deadline`.
+fn leave<S: RunState>(
+    mut st: std::sync::MutexGuard<'_, S>,
+    consumers: impl IntoIterator<Item = kafka::Consumer>,
+    deadline: Instant,
+) {
+    *st.closing() = true;
+    drop(st);
+    for consumer in consumers {
+        consumer.close(deadline);
+    }
+}
+
+/// What a run did, once its consumers have left.
+fn final_report<S: RunState>(state: &Mutex<S>, first_record: Option<Instant>) -> ServiceReport {
+    let mut report = lock(state).report().clone();
     report.consume_seconds = first_record.map_or(0.0, |t| t.elapsed().as_secs_f64());
     report.peak_rss_kb = peak_rss_kb();
-    Ok(report)
+    report
 }
 
 /// Publishes findings (to Kafka, then to the output) and the clears of windows that closed

@@ -46,28 +46,25 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
 use serde::{Deserialize, Serialize};
 
 use super::timing::{CheckpointSchedule, EndOfInput, Liveness};
 use super::{
-    CLOSE_WITHIN, END_CHECK_EVERY, LAG_EVERY, Output, ServiceOptions, ServiceReport,
-    WAITING_FOR_ASSIGNMENT, applied_mut, decode_cbor, deliver, encode_cbor, lock, others_done,
-    peak_rss_kb, report_lag, spawn_lag_watcher, topic_partitions,
+    CLOSE_WITHIN, END_CHECK_EVERY, LAG_EVERY, Output, RunState, ServiceOptions, ServiceReport,
+    WAITING_FOR_ASSIGNMENT, applied_mut, checkpoint_on_revoke, decode_cbor, deliver, encode_cbor,
+    final_report, leave, lock, others_done, report_lag, spawn_lag_watcher, stopping,
+    topic_partitions,
 };
 use crate::alerts::PartAlerts;
 use crate::drift::baseline::Baseline;
 use crate::finding::Finding;
 use crate::ingest::encode::{RecordStyle, encode_record};
-use crate::kafka::{self, KafkaConfig, RebalanceEvent, SourceContext, StateTopic, header};
 use crate::ingest::{DeadLetters, Position, RawRecord, binary};
+use crate::kafka::{self, KafkaConfig, Polled, RebalanceEvent, SourceContext, StateTopic};
 use crate::metrics::Metrics;
 use crate::pipeline::{Outcome, Pipeline, PipelineState};
 use crate::session::{EpochMs, Session};
@@ -315,10 +312,19 @@ struct State {
     no_originals: bool,
     report: ServiceReport,
     schedule: CheckpointSchedule,
-    /// Set after the final checkpoint: the revokes of closing consumers change nothing (a
-    /// commit from inside a consumer's close could hang librdkafka).
+    /// See [`RunState::closing`].
     closing: bool,
     metrics: Arc<Metrics>,
+}
+
+impl RunState for State {
+    fn closing(&mut self) -> &mut bool {
+        &mut self.closing
+    }
+
+    fn report(&self) -> &ServiceReport {
+        &self.report
+    }
 }
 
 impl State {
@@ -362,10 +368,10 @@ impl State {
     }
 
     /// Stage 1: validate, dead-letter or forward, mark progress.
-    fn ingest(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+    fn ingest(&mut self, m: &kafka::Record<'_>) -> Result<()> {
         self.metrics.record_consumed();
         let pid = self.pid(m.topic(), m.partition());
-        let payload = m.payload().unwrap_or_default();
+        let payload = m.payload();
         match self.template.decode(payload) {
             Ok(session) => {
                 if self.template.selects_any(&session) {
@@ -389,7 +395,7 @@ impl State {
             }
             Err(reason) => {
                 self.metrics.record_rejected(&reason);
-                let record = kafka::raw_record(m);
+                let record = m.raw();
                 self.sink.dead_letter(&record, m.key(), &reason)?;
                 self.dead_file.write(&record, &reason)?;
                 self.report.dead_letters += 1;
@@ -483,7 +489,7 @@ impl State {
     }
 
     /// Stage 2: apply a forwarded record or a progress mark to its partition's pipeline.
-    fn evaluate(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+    fn evaluate(&mut self, m: &kafka::Record<'_>) -> Result<()> {
         let p = m.partition();
         let Some(part) = self.parts.get_mut(&p) else {
             // Fetched before a revoke and delivered after it: the new owner applies it.
@@ -502,8 +508,8 @@ impl State {
         part.finished = false;
         self.report.repartitioned += 1;
         self.schedule.changed();
-        let payload = m.payload().unwrap_or_default();
-        if header(m, KIND) == Some("mark") {
+        let payload = m.payload();
+        if m.header(KIND) == Some("mark") {
             match serde_json::from_slice::<Mark>(payload) {
                 Ok(mark) => self.metrics.evaluate(&mut part.pipeline, |p| {
                     p.source_progress(mark.src, mark.newest, mark.idle, &mut self.found)
@@ -512,7 +518,7 @@ impl State {
             }
             return self.emit(p);
         }
-        let num = |k: &str| header(m, k).and_then(|v| v.parse::<i64>().ok());
+        let num = |k: &str| m.header(k).and_then(|v| v.parse::<i64>().ok());
         let (Some(src), Some(src_partition)) = (num(SOURCE_ID), num(SOURCE_PARTITION)) else {
             tracing::warn!(
                 offset = m.offset(),
@@ -521,8 +527,8 @@ impl State {
             return Ok(());
         };
         let (src, src_partition) = (src as i32, src_partition as i32);
-        let topic = header(m, SOURCE_TOPIC).unwrap_or_default();
-        let frames: Vec<(i64, Intake<'_>)> = match header(m, KIND) {
+        let topic = m.header(SOURCE_TOPIC).unwrap_or_default();
+        let frames: Vec<(i64, Intake<'_>)> = match m.header(KIND) {
             Some("sessions") => match SessionBatch::header(payload) {
                 Some((SESSIONS_V1, layout)) if layout == binary::layout() => {
                     SessionBatch::iter(payload)
@@ -758,29 +764,28 @@ impl State {
         Ok(bytes.len())
     }
 
-    /// Persists and commits (with `commit`) before revoked partitions go to another member;
-    /// false when closing after the final checkpoint, where there is nothing left to do.
-    fn checkpoint_on_revoke(&mut self, commit: impl FnOnce(&Self) -> Result<()>) -> bool {
-        if self.closing {
-            return false;
-        }
-        if let Err(e) = self.persist().and_then(|()| commit(self)) {
-            tracing::error!(error = %e, "checkpoint on revoke failed; the new owner will reprocess");
-        }
-        true
+    /// A checkpoint of both stages: [`State::persist`], then both consumers' offsets.
+    fn checkpoint(&mut self, input: &kafka::Consumer, stage2: &kafka::Consumer) -> Result<()> {
+        self.persist()?;
+        self.commit_input(&input.committer())?;
+        self.commit_parts(&stage2.committer())
     }
 
-    fn commit_input(&self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
-        kafka::commit(consumer, &self.input_applied).context("committing input offsets")
+    fn commit_input(&self, consumer: &kafka::Committer<'_>) -> Result<()> {
+        consumer
+            .commit(&self.input_applied)
+            .context("committing input offsets")
     }
 
-    fn commit_parts(&self, consumer: &BaseConsumer<SourceContext>) -> Result<()> {
+    fn commit_parts(&self, consumer: &kafka::Committer<'_>) -> Result<()> {
         let applied: BTreeMap<(String, i32), i64> = self
             .parts
             .iter()
             .filter_map(|(p, part)| Some(((self.repartition.clone(), *p), part.applied?)))
             .collect();
-        kafka::commit(consumer, &applied).context("committing repartition offsets")
+        consumer
+            .commit(&applied)
+            .context("committing repartition offsets")
     }
 
     /// Whether every stage-2 partition not assigned here was finished by its owner (its newest
@@ -958,11 +963,14 @@ pub fn run(
         .consumer_of(
             &cfg.group_id,
             &cfg.topics,
-            SourceContext {
-                events: Mutex::default(),
-                on_revoke: Some(Box::new(move |consumer, revoked| {
+            SourceContext::new(
+                Some(Box::new(move |consumer, revoked| {
                     let mut st = lock(&s1_revoke);
-                    if !st.checkpoint_on_revoke(|st| st.commit_input(consumer)) {
+                    let checkpoint = |st: &mut State| {
+                        st.persist()?;
+                        st.commit_input(consumer)
+                    };
+                    if !checkpoint_on_revoke(&mut *st, checkpoint) {
                         return;
                     }
                     for (topic, p) in revoked {
@@ -972,8 +980,8 @@ pub fn run(
                         st.marked.remove(&pid);
                     }
                 })),
-                on_assign: None,
-            },
+                None,
+            ),
         )
         .context("creating the Kafka consumer")?;
     let (s2_assign, s2_revoke) = (state.clone(), state.clone());
@@ -983,11 +991,14 @@ pub fn run(
         .consumer_of(
             &format!("{}.repartition", cfg.group_id),
             std::slice::from_ref(&repartition),
-            SourceContext {
-                events: Mutex::default(),
-                on_revoke: Some(Box::new(move |consumer, revoked| {
+            SourceContext::new(
+                Some(Box::new(move |consumer, revoked| {
                     let mut st = lock(&s2_revoke);
-                    if !st.checkpoint_on_revoke(|st| st.commit_parts(consumer)) {
+                    let checkpoint = |st: &mut State| {
+                        st.persist()?;
+                        st.commit_parts(consumer)
+                    };
+                    if !checkpoint_on_revoke(&mut *st, checkpoint) {
                         return;
                     }
                     for (_, p) in revoked {
@@ -998,7 +1009,7 @@ pub fn run(
                         }
                     }
                 })),
-                on_assign: Some(Box::new(move |_, assigned| {
+                Some(Box::new(move |assigned| {
                     // Restored before any record of the partition is delivered.
                     let mut st = lock(&s2_assign);
                     for (_, p) in assigned {
@@ -1039,7 +1050,7 @@ pub fn run(
                         }
                     }
                 })),
-            },
+            ),
         )
         .context("creating the repartition consumer")?;
 
@@ -1062,26 +1073,11 @@ pub fn run(
     let mut last_lag = Instant::now();
     let lag = spawn_lag_watcher(cfg, opts.metrics.clone())?;
     let r_topics = vec![repartition.clone()];
-    let events = |c: &BaseConsumer<SourceContext>| -> Vec<RebalanceEvent> {
-        c.context()
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect()
-    };
     loop {
-        if opts.shutdown.load(Ordering::Relaxed) {
-            let deadline = Instant::now() + opts.shutdown_timeout;
-            opts.readiness.set_not_ready("shutting down");
+        if let Some(deadline) = stopping(&opts) {
             let mut st = lock(&state);
-            st.persist()?;
-            st.commit_input(&input)?;
-            st.commit_parts(&stage2)?;
-            st.closing = true;
-            drop(st);
-            kafka::close(input, deadline);
-            kafka::close(stage2, deadline);
+            st.checkpoint(&input, &stage2)?;
+            leave(st, [input, stage2], deadline);
             break;
         }
         let mut busy = false;
@@ -1090,7 +1086,7 @@ pub fn run(
         let now = Instant::now();
         for _ in 0..4096 {
             let polled = input.poll(Duration::ZERO);
-            for ev in events(&input) {
+            for ev in input.take_events() {
                 match ev {
                     RebalanceEvent::Assigned(ps) => {
                         ps.into_iter().for_each(|p| liveness.assigned(p, now))
@@ -1101,7 +1097,7 @@ pub fn run(
                 }
             }
             match polled {
-                Some(Ok(m)) => {
+                Some(Polled::Record(m)) => {
                     busy = true;
                     first_record.get_or_insert_with(|| {
                         tracing::debug!("first input record");
@@ -1110,13 +1106,13 @@ pub fn run(
                     liveness.record(m.topic(), m.partition(), now);
                     lock(&state).ingest(&m)?;
                 }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
+                Some(Polled::End(p)) => {
                     // The event names no topic: every assigned partition of that number.
                     for t in &cfg.topics {
                         liveness.at_end(&(t.clone(), p));
                     }
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                Some(Polled::Failed(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
                 None => break,
             }
         }
@@ -1124,7 +1120,7 @@ pub fn run(
         lock(&state).flush_batches(None)?;
         for _ in 0..4096 {
             let polled = stage2.poll(Duration::ZERO);
-            for ev in events(&stage2) {
+            for ev in stage2.take_events() {
                 match ev {
                     RebalanceEvent::Assigned(ps) => assigned_r.extend(ps),
                     RebalanceEvent::Revoked(ps) => ps.iter().for_each(|p| {
@@ -1133,12 +1129,12 @@ pub fn run(
                 }
             }
             match polled {
-                Some(Ok(m)) => {
+                Some(Polled::Record(m)) => {
                     busy = true;
                     lock(&state).evaluate(&m)?;
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                Some(Polled::End(_)) => {}
+                Some(Polled::Failed(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
                 None => break,
             }
         }
@@ -1183,9 +1179,7 @@ pub fn run(
         // committed, and waiting for the interval would only idle.
         let draining = opts.exit_at_eof && input_at_end && !busy;
         if st.schedule.due(now, draining) {
-            st.persist()?;
-            st.commit_input(&input)?;
-            st.commit_parts(&stage2)?;
+            st.checkpoint(&input, &stage2)?;
         }
         // The end of a finite input is asked of the broker only when there is nothing to do
         // (the questions take round trips): every input partition, ours or not, consumed and
@@ -1223,28 +1217,18 @@ pub fn run(
                 part.dirty = true;
                 st.emit(p)?;
             }
-            st.persist()?;
-            st.commit_input(&input)?;
-            st.commit_parts(&stage2)?;
+            st.checkpoint(&input, &stage2)?;
             if !st.others_finished(&reader, &assigned_r)? {
                 continue;
             }
             report_lag(&input, &cfg.topics, &lag);
             report_lag(&stage2, &r_topics, &lag);
-            st.closing = true;
-            drop(st);
             // Serve the revokes and leave both groups, within a bound.
-            let deadline = Instant::now() + CLOSE_WITHIN;
-            kafka::close(input, deadline);
-            kafka::close(stage2, deadline);
+            leave(st, [input, stage2], Instant::now() + CLOSE_WITHIN);
             break;
         }
     }
-    let st = lock(&state);
-    let mut report = st.report.clone();
-    report.consume_seconds = first_record.map_or(0.0, |t| t.elapsed().as_secs_f64());
-    report.peak_rss_kb = peak_rss_kb();
-    Ok(report)
+    Ok(final_report(&state, first_record))
 }
 
 #[cfg(test)]

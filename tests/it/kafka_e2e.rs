@@ -681,13 +681,9 @@ fn partitioned_stage_2_dead_letters_late_records_with_their_original_bytes() {
         broker.create_topic(topic, 1);
         broker.create_topic(&format!("{topic}.dlq"), 1);
         broker.create_topic(&format!("{topic}.findings"), 1);
-        let sent = slawatch::kafka::publish_lines(
-            &broker.bootstrap(),
-            topic,
-            lines.iter().cloned(),
-            None,
-        )
-        .unwrap();
+        let sent =
+            slawatch::kafka::publish_lines(&broker.bootstrap(), topic, lines.iter().cloned(), None)
+                .unwrap();
         assert_eq!(sent, lines.len() as u64);
         let data = tempfile::tempdir().unwrap();
         let run = spawn_with(&run_args(&broker, topic, topic, data.path(), true), &env);
