@@ -1083,6 +1083,43 @@ mod tests {
         Pipeline::new(specs, Arc::new(Catalog::embedded()), &Default::default())
     }
 
+    #[derive(Default)]
+    struct Loop {
+        closing: bool,
+        report: ServiceReport,
+        checkpoints: u32,
+    }
+
+    impl RunState for Loop {
+        fn closing(&mut self) -> &mut bool {
+            &mut self.closing
+        }
+
+        fn report(&self) -> &ServiceReport {
+            &self.report
+        }
+    }
+
+    /// A revoke checkpoints (a failure is logged: the new owner reprocesses) until the final
+    /// checkpoint marks the run closing; then the revokes of its close change nothing.
+    #[test]
+    fn a_revoke_checkpoints_until_the_run_is_closing() {
+        let mut st = Loop::default();
+        let ok = |st: &mut Loop| {
+            st.checkpoints += 1;
+            Ok(())
+        };
+        assert!(checkpoint_on_revoke(&mut st, ok));
+        assert!(checkpoint_on_revoke(&mut st, |st: &mut Loop| {
+            st.checkpoints += 1;
+            anyhow::bail!("the broker is gone")
+        }));
+        assert_eq!(st.checkpoints, 2);
+        st.closing = true;
+        assert!(!checkpoint_on_revoke(&mut st, ok));
+        assert_eq!(st.checkpoints, 2);
+    }
+
     /// An instance upgraded from whole checkpoints restores its `checkpoint.json`; its first
     /// checkpoint in parts is a base of every part, which supersedes the old file, and later
     /// ones are increments that restore to the same state.
