@@ -10,12 +10,18 @@
 //! `cargo bench --bench checkpoint [-- --keys 1,10,100 --days 1,7 --steps 20]`; without `--bench`
 //! (`cargo test --benches`) one small state, checking that an increment is smaller than a full
 //! checkpoint.
+//!
+//! `cargo bench --bench checkpoint -- --profile [--every 30000]`: which parts a catch-up
+//! rewrites. The stream of `slawatch simulate --seed 9 --rate 100000 --sessions 100000 --agent
+//! agent-0 … --agent agent-7` through the Kafka bench's spec (the shipped `support-bot.yaml`
+//! selecting every agent), one increment every `--every` records (300 ms of a `single`
+//! catch-up at ~100k records/s); per increment its bytes by part kind and its largest parts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slawatch::catalog::Catalog;
-use slawatch::checkpoint::Tracker;
+use slawatch::checkpoint::{PartId, Tracker};
 use slawatch::pipeline::Pipeline;
 use slawatch::simulate::{AgentProfile, DEFAULT_START_MS, SimConfig, Simulator};
 use slawatch::store::Store;
@@ -161,8 +167,84 @@ where
     }
 }
 
+/// The kind of a part (its `PartId` variant), from its debug form so that this bench builds
+/// against the part layouts of earlier versions too (before/after in the same run).
+fn kind(id: &PartId) -> String {
+    let text = format!("{id:?}");
+    text.split([' ', '{']).next().unwrap_or_default().to_owned()
+}
+
+/// Feeds the Kafka bench's stream and prints what every `every` records' increment holds.
+fn profile(every: usize) {
+    let spec =
+        include_str!("../sla-specs/support-bot.yaml").replace("agent: support-bot", "agent: \"*\"");
+    let (specs, diags) = slawatch::spec::parse_str(&spec, "every-agent.yaml");
+    assert!(!slawatch::spec::has_errors(&diags));
+    let cfg = slawatch::simulate::SimulateArgs {
+        seed: 9,
+        rate: 100_000.0,
+        sessions: Some(100_000),
+        agents: (0..8).map(|a| format!("agent-{a}")).collect(),
+        ..Default::default()
+    }
+    .to_config()
+    .unwrap();
+    let lines: Vec<Vec<u8>> = Simulator::new(cfg).unwrap().collect();
+    let mut p = Pipeline::new(specs, Arc::new(Catalog::embedded()), &Default::default());
+    let mut tracker = Tracker::new();
+    let mut out = Vec::new();
+    println!(
+        "| records | parts | upserts | deletes | bytes | by kind (bytes, parts) | largest parts |"
+    );
+    println!("|---:|---:|---:|---:|---:|---|---|");
+    for (n, chunk) in lines.chunks(every).enumerate() {
+        for line in chunk {
+            p.process_bytes(line, 0, &mut out);
+        }
+        let inc = tracker.diff(&p);
+        let mut by_kind: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for (id, bytes) in &inc.upserts {
+            let e = by_kind.entry(kind(id)).or_default();
+            e.0 += bytes.len();
+            e.1 += 1;
+        }
+        let mut kinds: Vec<_> = by_kind.into_iter().collect();
+        kinds.sort_by_key(|(_, (b, _))| std::cmp::Reverse(*b));
+        let mut largest: Vec<(usize, String)> = inc
+            .upserts
+            .iter()
+            .map(|(id, b)| (b.len(), format!("{id:?}")))
+            .collect();
+        largest.sort_by_key(|(b, _)| std::cmp::Reverse(*b));
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            n * every + chunk.len(),
+            inc.visited,
+            inc.upserts.len(),
+            inc.deletes.len(),
+            inc.upserts.iter().map(|(_, b)| b.len()).sum::<usize>(),
+            kinds
+                .iter()
+                .map(|(k, (b, c))| format!("{k} {b} ({c})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            largest
+                .iter()
+                .take(3)
+                .map(|(b, id)| format!("{b} `{id}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        tracker.written(inc);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--profile") {
+        profile(list(&args, "--every", &[30_000])[0]);
+        return;
+    }
     if !args.iter().any(|a| a == "--bench") {
         let mut row = measure(2, 1, 3, 2_000.0);
         let inc = median_u(&mut row.inc_bytes);
