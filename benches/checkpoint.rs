@@ -4,18 +4,25 @@
 //!
 //! States of growing retention: K keys (prompt versions of one agent) × D days of traffic,
 //! built at a light background rate so that every 5-minute pane of every key (and channel
-//! segment) holds sessions; then S steps of "10 s of traffic at 100k sessions/h" (278 sessions
-//! over the keys, event time continuing), each followed by one checkpoint of each kind.
+//! segment) holds sessions; then S steps of "1 minute of traffic at 100k sessions/h" (1,667
+//! sessions over the keys, event time continuing, one stream so that session ids never repeat;
+//! a window closes every 15 steps), each followed by one checkpoint of each kind.
 //!
-//! `cargo bench --bench checkpoint [-- --keys 1,10,100 --days 1,7 --steps 20]`; without `--bench`
+//! `cargo bench --bench checkpoint [-- --keys 1,10,100 --days 1,7 --steps 30]`; without `--bench`
 //! (`cargo test --benches`) one small state, checking that an increment is smaller than a full
 //! checkpoint.
+//!
+//! `cargo bench --bench checkpoint -- --profile [--every 30000]`: which parts a catch-up
+//! rewrites. The stream of `slawatch simulate --seed 9 --rate 100000 --sessions 100000 --agent
+//! agent-0 … --agent agent-7` through the Kafka bench's spec (the shipped `support-bot.yaml`
+//! selecting every agent), one increment every `--every` records (300 ms of a `single`
+//! catch-up at ~100k records/s); per increment its bytes by part kind and its largest parts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slawatch::catalog::Catalog;
-use slawatch::checkpoint::Tracker;
+use slawatch::checkpoint::{PartId, Tracker};
 use slawatch::pipeline::Pipeline;
 use slawatch::simulate::{AgentProfile, DEFAULT_START_MS, SimConfig, Simulator};
 use slawatch::store::Store;
@@ -37,11 +44,14 @@ fn agents(keys: usize) -> Vec<AgentProfile> {
         .collect()
 }
 
-fn feed(p: &mut Pipeline, cfg: SimConfig) -> u64 {
+/// Event time of one step of traffic after the background.
+const STEP_MS: i64 = 60_000;
+
+fn feed(p: &mut Pipeline, lines: impl IntoIterator<Item = impl AsRef<[u8]>>) -> u64 {
     let mut out = Vec::new();
     let mut n = 0;
-    for line in Simulator::new(cfg).unwrap() {
-        p.process_bytes(&line, 0, &mut out);
+    for line in lines {
+        p.process_bytes(line.as_ref(), 0, &mut out);
         n += 1;
     }
     n
@@ -74,18 +84,16 @@ fn measure(keys: usize, days: i64, steps: usize, background_per_hour: f64) -> Ro
     let mut p = Pipeline::new(specs(), Arc::new(Catalog::embedded()), &Default::default());
     let start = DEFAULT_START_MS;
     let span = days * 24 * HOUR_MS;
-    let sessions = feed(
-        &mut p,
-        SimConfig {
-            seed: 1,
-            start_ms: start,
-            duration_ms: span,
-            sessions_per_hour: background_per_hour,
-            agents: agents(keys),
-            diurnal: false,
-            ..SimConfig::default()
-        },
-    );
+    let background = SimConfig {
+        seed: 1,
+        start_ms: start,
+        duration_ms: span,
+        sessions_per_hour: background_per_hour,
+        agents: agents(keys),
+        diurnal: false,
+        ..SimConfig::default()
+    };
+    let sessions = feed(&mut p, Simulator::new(background).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut tracker = Tracker::new();
@@ -114,21 +122,20 @@ fn measure(keys: usize, days: i64, steps: usize, background_per_hour: f64) -> Ro
         skipped: 0,
         base_bytes,
     };
-    for step in 0..steps {
-        let at = start + span + step as i64 * 10_000;
-        row.sessions += feed(
-            &mut p,
-            SimConfig {
-                seed: 100 + step as u64,
-                start_ms: at,
-                duration_ms: 10_000,
-                sessions_per_hour: 100_000.0,
-                agents: agents(keys),
-                diurnal: false,
-                late_fraction: 0.0,
-                ..SimConfig::default()
-            },
-        );
+    let traffic: Vec<Vec<u8>> = Simulator::new(SimConfig {
+        seed: 100,
+        start_ms: start + span,
+        duration_ms: steps as i64 * STEP_MS,
+        sessions_per_hour: 100_000.0,
+        agents: agents(keys),
+        diurnal: false,
+        late_fraction: 0.0,
+        ..SimConfig::default()
+    })
+    .unwrap()
+    .collect();
+    for step in traffic.chunks(traffic.len().div_ceil(steps)) {
+        row.sessions += feed(&mut p, step);
         // Full: what `single` wrote before parts — snapshot, one CBOR value, file + fsync.
         let t = Instant::now();
         let mut bytes = Vec::new();
@@ -161,8 +168,84 @@ where
     }
 }
 
+/// The kind of a part (its `PartId` variant), from its debug form so that this bench builds
+/// against the part layouts of earlier versions too (before/after in the same run).
+fn kind(id: &PartId) -> String {
+    let text = format!("{id:?}");
+    text.split([' ', '{']).next().unwrap_or_default().to_owned()
+}
+
+/// Feeds the Kafka bench's stream and prints what every `every` records' increment holds.
+fn profile(every: usize) {
+    let spec =
+        include_str!("../sla-specs/support-bot.yaml").replace("agent: support-bot", "agent: \"*\"");
+    let (specs, diags) = slawatch::spec::parse_str(&spec, "every-agent.yaml");
+    assert!(!slawatch::spec::has_errors(&diags));
+    let cfg = slawatch::simulate::SimulateArgs {
+        seed: 9,
+        rate: 100_000.0,
+        sessions: Some(100_000),
+        agents: (0..8).map(|a| format!("agent-{a}")).collect(),
+        ..Default::default()
+    }
+    .to_config()
+    .unwrap();
+    let lines: Vec<Vec<u8>> = Simulator::new(cfg).unwrap().collect();
+    let mut p = Pipeline::new(specs, Arc::new(Catalog::embedded()), &Default::default());
+    let mut tracker = Tracker::new();
+    let mut out = Vec::new();
+    println!(
+        "| records | parts | upserts | deletes | bytes | by kind (bytes, parts) | largest parts |"
+    );
+    println!("|---:|---:|---:|---:|---:|---|---|");
+    for (n, chunk) in lines.chunks(every).enumerate() {
+        for line in chunk {
+            p.process_bytes(line, 0, &mut out);
+        }
+        let inc = tracker.diff(&p);
+        let mut by_kind: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for (id, bytes) in &inc.upserts {
+            let e = by_kind.entry(kind(id)).or_default();
+            e.0 += bytes.len();
+            e.1 += 1;
+        }
+        let mut kinds: Vec<_> = by_kind.into_iter().collect();
+        kinds.sort_by_key(|(_, (b, _))| std::cmp::Reverse(*b));
+        let mut largest: Vec<(usize, String)> = inc
+            .upserts
+            .iter()
+            .map(|(id, b)| (b.len(), format!("{id:?}")))
+            .collect();
+        largest.sort_by_key(|(b, _)| std::cmp::Reverse(*b));
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            n * every + chunk.len(),
+            inc.visited,
+            inc.upserts.len(),
+            inc.deletes.len(),
+            inc.upserts.iter().map(|(_, b)| b.len()).sum::<usize>(),
+            kinds
+                .iter()
+                .map(|(k, (b, c))| format!("{k} {b} ({c})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            largest
+                .iter()
+                .take(3)
+                .map(|(b, id)| format!("{b} `{id}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        tracker.written(inc);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--profile") {
+        profile(list(&args, "--every", &[30_000])[0]);
+        return;
+    }
     if !args.iter().any(|a| a == "--bench") {
         let mut row = measure(2, 1, 3, 2_000.0);
         let inc = median_u(&mut row.inc_bytes);
@@ -179,17 +262,17 @@ fn main() {
     }
     let keys: Vec<usize> = list(&args, "--keys", &[1, 10, 100]);
     let days: Vec<i64> = list(&args, "--days", &[1, 7]);
-    let steps: Vec<usize> = list(&args, "--steps", &[20]);
+    let steps: Vec<usize> = list(&args, "--steps", &[30]);
     let rate: Vec<f64> = list(&args, "--background", &[2_000.0]);
     println!(
-        "| keys | days | sessions | parts | not encoded (sealed) | full: bytes | full: ms (median) | incremental: bytes (median) | incremental: ms (median) | base bytes |"
+        "| keys | days | sessions | parts | not encoded (sealed) | full: bytes | full: ms (median) | incremental: bytes (median / max) | incremental: ms (median / max) | base bytes |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &k in &keys {
         for &d in &days {
             let mut r = measure(k, d, steps[0], rate[0]);
             println!(
-                "| {} | {} | {} | {} | {} | {} | {:.1} | {} | {:.2} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {:.1} | {} / {} | {:.2} / {:.2} | {} |",
                 r.keys,
                 r.days,
                 r.sessions,
@@ -198,7 +281,9 @@ fn main() {
                 r.full_bytes,
                 median(&mut r.full).as_secs_f64() * 1e3,
                 median_u(&mut r.inc_bytes),
+                r.inc_bytes.iter().max().unwrap_or(&0),
                 median(&mut r.inc).as_secs_f64() * 1e3,
+                r.inc.iter().max().unwrap_or(&Duration::ZERO).as_secs_f64() * 1e3,
                 r.base_bytes,
             );
         }

@@ -6,14 +6,19 @@
 //! | the rest: dedupe settings, counters, source partitions, watermark, history, spec fingerprints | [`PartId::Rest`] | at every checkpoint with traffic |
 //! | dedupe ids of one event-time bucket | [`PartId::Dedupe`] | while records of its times arrive |
 //! | one spec's small state: window frontier, key labels, segments, statistics, newest session per key, forensic and drift streaks | [`PartId::Spec`] | at every checkpoint with traffic |
-//! | one key's (and segment's) open window panes and SLO timelines | [`PartId::Key`] | while the key receives sessions or its windows close |
+//! | one open window pane of a key (and segment) | [`PartId::Open`] | while sessions of its time arrive, then at its first window close; then never (*sealed*) |
+//! | the heads of one key's SLO timelines (bucket size, first bucket, length) | [`PartId::Timelines`] | as the key receives sessions |
+//! | one chunk of [`CHUNK_BUCKETS`](crate::evaluate::slo::CHUNK_BUCKETS) buckets of one SLO timeline of a key | [`PartId::TimelineChunk`] | while sessions of its time arrive, then never (sealed) until the period forgets its first bucket |
 //! | one retained forensic pane of a key | [`PartId::Pane`] | until the windows pass it, then never (*sealed*) |
 //! | one retained drift feature pane of a key and drift objective | [`PartId::DriftPane`] | the same |
 //! | one drift baseline | [`PartId::Baseline`] | when a window of its key closes |
 //!
-//! The retained panes are what grows with retention (up to 7 days of 5-minute panes per key
-//! and segment), and a pane is *sealed* once the end of the last closed window has passed its
-//! end: a record that could change it is late, and a late record touches nothing. A sealed part
+//! The retained panes and the timelines are what grows with retention (up to 7 days of panes,
+//! 28 days of timeline buckets, per key and segment), and a pane or timeline chunk is *sealed*
+//! once the end of the last closed window has passed its end: a record that could change it is
+//! late, and a late record touches nothing. So a checkpoint writes what the sessions since the
+//! last one touched — the newest panes and chunks, the small per-spec and per-key heads — and
+//! not what a key has accumulated. A sealed part
 //! that was written sealed is not even encoded again. Every other part is encoded at every
 //! checkpoint and written only when its bytes differ (xxh3) from what was written — a
 //! comparison that cannot miss a mutation, which generation counters bumped at each mutation
@@ -31,6 +36,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::drift::baseline::Baseline;
+use crate::evaluate::measure::SpecSummary;
+use crate::evaluate::slo::{SliTimeline, TimelineChunk, TimelineHead};
 use crate::evaluate::{GroupKey, ObjectiveStats, RuntimeState};
 use crate::forensics::drift::{DriftRetained, DriftTrack, FeaturePane};
 use crate::forensics::retain::{ForensicPane, Retained, Track};
@@ -52,10 +59,30 @@ pub enum PartId {
         spec: u32,
         fingerprint: u64,
     },
+    /// A key's open panes and timelines in one part, as versions before [`PartId::Open`] wrote
+    /// them: read, never written (the next checkpoint deletes it).
     Key {
         spec: u32,
         fingerprint: u64,
         key: GroupKey,
+    },
+    Open {
+        spec: u32,
+        fingerprint: u64,
+        key: GroupKey,
+        start: EpochMs,
+    },
+    Timelines {
+        spec: u32,
+        fingerprint: u64,
+        key: GroupKey,
+    },
+    TimelineChunk {
+        spec: u32,
+        fingerprint: u64,
+        key: GroupKey,
+        timeline: u32,
+        chunk: i64,
     },
     Pane {
         spec: u32,
@@ -93,6 +120,15 @@ impl PartId {
             PartId::Rest | PartId::Dedupe { .. } => None,
             PartId::Spec { spec, fingerprint }
             | PartId::Key {
+                spec, fingerprint, ..
+            }
+            | PartId::Open {
+                spec, fingerprint, ..
+            }
+            | PartId::Timelines {
+                spec, fingerprint, ..
+            }
+            | PartId::TimelineChunk {
                 spec, fingerprint, ..
             }
             | PartId::Pane {
@@ -156,7 +192,12 @@ impl<'a> PartWriter<'a> {
 
     /// Visits one part: encodes `value` unless the writer skips it.
     pub fn part<T: Serialize + ?Sized>(&mut self, id: PartId, sealed: bool, value: &T) {
-        let bytes = (!(self.skip)(&id, sealed)).then(|| encode(value));
+        self.part_with(id, sealed, || value);
+    }
+
+    /// Visits one part whose value is built only if the writer encodes it.
+    pub fn part_with<T: Serialize>(&mut self, id: PartId, sealed: bool, value: impl FnOnce() -> T) {
+        let bytes = (!(self.skip)(&id, sealed)).then(|| encode(&value()));
         self.parts.push(Visited { id, sealed, bytes });
     }
 
@@ -213,12 +254,9 @@ type SpecPart = (
     Vec<Vec<(GroupKey, DriftTrack)>>,
 );
 
-/// A key part as written: its open panes (start, summary) and its SLO timelines.
-pub(crate) type KeyRef<'a, S, T> = (Vec<(EpochMs, &'a S)>, Option<&'a T>);
-type KeyPart = (
-    Vec<(EpochMs, crate::evaluate::measure::SpecSummary)>,
-    Option<Vec<crate::evaluate::slo::SliTimeline>>,
-);
+/// A [`PartId::Key`] part as earlier versions wrote it: a key's open panes (start, summary)
+/// and its SLO timelines.
+type KeyPart = (Vec<(EpochMs, SpecSummary)>, Option<Vec<SliTimeline>>);
 
 /// Every part of a pipeline's state, encoded (a full checkpoint in parts).
 pub fn all_parts(pipeline: &Pipeline) -> Vec<(PartId, Vec<u8>)> {
@@ -366,12 +404,36 @@ pub fn join<'a>(
             PartId::Key { spec, key, .. } => {
                 let (panes, timelines): KeyPart = decode(bytes, &what())?;
                 let b = spec_of(&mut specs, *spec)?;
-                if !panes.is_empty() {
-                    b.panes.push((key.clone(), panes));
-                }
+                b.panes.entry(key.clone()).or_default().extend(panes);
                 if let Some(t) = timelines {
                     b.timelines.insert(key.clone(), t);
                 }
+            }
+            PartId::Open {
+                spec, key, start, ..
+            } => {
+                let pane: SpecSummary = decode(bytes, &what())?;
+                let b = spec_of(&mut specs, *spec)?;
+                b.panes.entry(key.clone()).or_default().push((*start, pane));
+            }
+            PartId::Timelines { spec, key, .. } => {
+                let heads: Vec<TimelineHead> = decode(bytes, &what())?;
+                spec_of(&mut specs, *spec)?
+                    .timeline_heads
+                    .insert(key.clone(), heads);
+            }
+            PartId::TimelineChunk {
+                spec,
+                key,
+                timeline,
+                ..
+            } => {
+                let chunk: TimelineChunk = decode(bytes, &what())?;
+                spec_of(&mut specs, *spec)?
+                    .chunks
+                    .entry((key.clone(), *timeline))
+                    .or_default()
+                    .push(chunk);
             }
             PartId::Pane {
                 spec, key, start, ..
@@ -435,11 +497,13 @@ fn spec_of(
 /// One spec's state gathered from its parts.
 struct SpecBuilder {
     head: SpecPart,
-    panes: Vec<(
-        GroupKey,
-        Vec<(EpochMs, crate::evaluate::measure::SpecSummary)>,
-    )>,
-    timelines: HashMap<GroupKey, Vec<crate::evaluate::slo::SliTimeline>>,
+    /// Open panes by key, oldest first (parts are read in id order).
+    panes: BTreeMap<GroupKey, Vec<(EpochMs, SpecSummary)>>,
+    /// Timelines of [`PartId::Key`] parts, whole.
+    timelines: HashMap<GroupKey, Vec<SliTimeline>>,
+    timeline_heads: HashMap<GroupKey, Vec<TimelineHead>>,
+    /// Per key and timeline (index), its chunks.
+    chunks: HashMap<(GroupKey, u32), Vec<TimelineChunk>>,
     retained: HashMap<GroupKey, BTreeMap<EpochMs, ForensicPane>>,
     drift_retained: Vec<DriftRetained<GroupKey>>,
     baselines: Vec<Vec<Baseline>>,
@@ -449,8 +513,10 @@ impl SpecBuilder {
     fn new(head: SpecPart) -> SpecBuilder {
         let drift = head.10.len();
         SpecBuilder {
-            panes: Vec::new(),
+            panes: BTreeMap::new(),
             timelines: HashMap::new(),
+            timeline_heads: HashMap::new(),
+            chunks: HashMap::new(),
             retained: HashMap::new(),
             drift_retained: head
                 .10
@@ -465,7 +531,18 @@ impl SpecBuilder {
         }
     }
 
-    fn build(self) -> RuntimeState {
+    fn build(mut self) -> RuntimeState {
+        for (key, heads) in std::mem::take(&mut self.timeline_heads) {
+            let timelines = heads
+                .into_iter()
+                .enumerate()
+                .map(|(i, head)| {
+                    let chunks = self.chunks.get(&(key.clone(), i as u32));
+                    SliTimeline::from_chunks(head, chunks.into_iter().flatten())
+                })
+                .collect();
+            self.timelines.insert(key, timelines);
+        }
         let (
             fingerprint,
             config,
@@ -725,6 +802,66 @@ pub(crate) mod tests {
         assert_eq!(
             serde_json::to_string(&after).unwrap(),
             serde_json::to_string(&out[mark..]).unwrap()
+        );
+    }
+
+    /// After a window close, an increment holds what the step's sessions touched (the newest
+    /// panes, timeline chunks, the small heads), not what the key accumulated: on a steady
+    /// stream, bytes per session of the step are no higher after a day of closed windows (and
+    /// 28-day timelines filling) than after a few hours. Sessions per step are counted from
+    /// the input; the drift baseline freezes after an hour, so it stops changing.
+    #[test]
+    fn a_steady_streams_increment_after_a_window_close_does_not_grow_with_closed_windows() {
+        let text = include_str!("../sla-specs/support-bot.yaml")
+            .replace("minDuration: 12h", "minDuration: 1h");
+        let (specs, diags) = crate::spec::parse_str(&text, "support-bot.yaml");
+        assert!(!crate::spec::has_errors(&diags), "{diags:?}");
+        let mut p = Pipeline::new(specs, Arc::new(Catalog::embedded()), &Default::default());
+        let lines: Vec<Vec<u8>> = Simulator::new(SimConfig {
+            seed: 3,
+            duration_ms: 30 * HOUR_MS,
+            sessions_per_hour: 400.0,
+            agents: vec![AgentProfile::new("support-bot", "sp-v1", "m-2026-09")],
+            diurnal: false,
+            ..SimConfig::default()
+        })
+        .unwrap()
+        .collect();
+        let mut tracker = Tracker::new();
+        let first = tracker.diff(&p);
+        tracker.written(first);
+        let (mut out, mut evaluated, mut since) = (Vec::new(), 0, 0);
+        // Per window close: bytes written per session of the step.
+        let mut per_session = Vec::new();
+        for line in &lines {
+            p.process_bytes(line, 0, &mut out);
+            since += 1;
+            if p.windows_evaluated() == evaluated {
+                continue;
+            }
+            evaluated = p.windows_evaluated();
+            let inc = tracker.diff(&p);
+            let bytes: usize = inc
+                .upserts
+                .iter()
+                .map(|(id, b)| id.encode().len() + b.len())
+                .sum();
+            per_session.push(bytes as f64 / since as f64);
+            tracker.written(inc);
+            since = 0;
+        }
+        // 4 closes an hour: hours 3–9 (after the baseline froze) against hours 24–30.
+        assert!(per_session.len() >= 4 * 29, "{} closes", per_session.len());
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let early = median(&per_session[4 * 3..4 * 9]);
+        let late = median(&per_session[per_session.len() - 4 * 6..]);
+        assert!(
+            late <= early * 1.25,
+            "bytes per session of a step: {early:.0} after hours 3–9, {late:.0} after hours 24–30"
         );
     }
 

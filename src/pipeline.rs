@@ -501,7 +501,13 @@ impl Pipeline {
         );
         w.part(PartId::Rest, false, &rest);
         for (bucket, ids) in self.dedupe.buckets() {
-            w.part(PartId::Dedupe { bucket }, false, ids);
+            // Sorted: a hash set's order depends on its history (a restored one differs), and
+            // an unchanged bucket must encode to the bytes it was written as.
+            w.part_with(PartId::Dedupe { bucket }, false, || {
+                let mut sorted: Vec<u64> = ids.iter().copied().collect();
+                sorted.sort_unstable();
+                sorted
+            });
         }
         for (i, rt) in self.runtimes.iter().enumerate() {
             rt.checkpoint_parts(i as u32, w);

@@ -265,11 +265,12 @@ impl SpecRuntime {
     }
 
     /// Visits this runtime's parts ([`crate::checkpoint`]) as spec number `spec`: the small
-    /// state as one part, then per key its open panes and timelines, its retained forensic and
-    /// drift panes (sealed once the closed windows passed their end: a record that could change
-    /// them is late), and the drift baselines. The same state [`SpecRuntime::snapshot`] holds.
+    /// state as one part, then per key its open panes, its timelines' heads and chunks, its
+    /// retained forensic and drift panes (panes and chunks sealed once the closed windows passed
+    /// their end: a record that could change them is late), and the drift baselines. The same
+    /// state [`SpecRuntime::snapshot`] holds.
     pub fn checkpoint_parts(&self, spec: u32, w: &mut crate::checkpoint::PartWriter<'_>) {
-        use crate::checkpoint::{KeyRef, PartId, SpecRef};
+        use crate::checkpoint::{PartId, SpecRef};
         let fingerprint = SpecRuntime::fingerprint_hash(&self.spec);
         let fingerprint_text = fingerprint_text(fingerprint);
         fn sorted<'a, K: Ord + 'a, V: 'a>(
@@ -296,28 +297,42 @@ impl SpecRuntime {
                 .collect(),
         );
         w.part(PartId::Spec { spec, fingerprint }, false, &head);
-        let mut panes = self.windows.panes_by_key();
-        let mut keys: Vec<&GroupKey> = panes.keys().copied().collect();
-        keys.extend(self.timelines.keys().filter(|k| !panes.contains_key(*k)));
-        keys.sort();
-        for key in keys {
-            let part: KeyRef<'_, SpecSummary, Vec<SliTimeline>> = (
-                panes.remove(key).unwrap_or_default(),
-                self.timelines.get(key),
-            );
-            let id = PartId::Key {
+        let closed_until = self.windows.closed_until();
+        let pane_ms = self.windows.config().pane_ms();
+        let sealed = |start: EpochMs| closed_until.is_some_and(|c| start + pane_ms <= c);
+        for (key, panes) in self.windows.panes_by_key() {
+            for (start, summary) in panes {
+                let id = PartId::Open {
+                    spec,
+                    fingerprint,
+                    key: key.clone(),
+                    start,
+                };
+                w.part(id, sealed(start), summary);
+            }
+        }
+        for (key, timelines) in sorted(self.timelines.iter()) {
+            let heads: Vec<_> = timelines.iter().map(SliTimeline::head).collect();
+            let id = PartId::Timelines {
                 spec,
                 fingerprint,
                 key: key.clone(),
             };
-            w.part(id, false, &part);
+            w.part(id, false, &heads);
+            for (i, timeline) in timelines.iter().enumerate() {
+                for chunk in timeline.chunks() {
+                    let id = PartId::TimelineChunk {
+                        spec,
+                        fingerprint,
+                        key: key.clone(),
+                        timeline: i as u32,
+                        chunk,
+                    };
+                    let sealed = timeline.chunk_sealed(chunk, closed_until);
+                    w.part_with(id, sealed, || timeline.chunk(chunk));
+                }
+            }
         }
-        let pane_ms = self.windows.config().pane_ms();
-        let sealed = |start: EpochMs| {
-            self.windows
-                .closed_until()
-                .is_some_and(|c| start + pane_ms <= c)
-        };
         for (key, by_start) in sorted(self.retained.panes.iter()) {
             for (&start, pane) in by_start {
                 let id = PartId::Pane {

@@ -74,6 +74,27 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a.abs() } else { gcd(b, a % b) }
 }
 
+/// Buckets per checkpoint chunk of a timeline: a checkpoint rewrites the chunk sessions landed
+/// in (at most this many buckets), never the whole error-budget period.
+pub const CHUNK_BUCKETS: i64 = 64;
+
+/// A timeline's checkpoint head: everything but its buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimelineHead {
+    bucket_ms: i64,
+    first: i64,
+    len: u64,
+    capacity: u64,
+    first_seen: Option<EpochMs>,
+}
+
+/// The buckets a timeline holds of one chunk, from bucket number `first` on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineChunk {
+    first: i64,
+    counts: Vec<Counts>,
+}
+
 /// Good/total counts of one SLI in time buckets.
 ///
 /// Beside the buckets it keeps their running totals, so that the sum over any range — a burn
@@ -232,6 +253,78 @@ impl SliTimeline {
         let lo = (fb - d.first).max(0) as usize;
         let hi = ((tb - d.first).max(0) as usize).min(d.buckets.len());
         self.running[hi].minus(self.running[lo.min(hi)])
+    }
+
+    /// What the timeline holds besides its buckets: with [`SliTimeline::chunk`] of every chunk
+    /// it overlaps, what [`SliTimeline::from_chunks`] rebuilds it from.
+    pub fn head(&self) -> TimelineHead {
+        let d = &self.data;
+        TimelineHead {
+            bucket_ms: d.bucket_ms,
+            first: d.first,
+            len: d.buckets.len() as u64,
+            capacity: d.capacity as u64,
+            first_seen: d.first_seen,
+        }
+    }
+
+    /// The chunks (bucket numbers `chunk * CHUNK_BUCKETS ..`) the held buckets overlap.
+    pub fn chunks(&self) -> std::ops::Range<i64> {
+        let d = &self.data;
+        if d.buckets.is_empty() {
+            return 0..0;
+        }
+        let last = d.first + d.buckets.len() as i64 - 1;
+        d.first.div_euclid(CHUNK_BUCKETS)..last.div_euclid(CHUNK_BUCKETS) + 1
+    }
+
+    /// The buckets held of chunk `chunk`: the number of the first, and their counts.
+    pub fn chunk(&self, chunk: i64) -> TimelineChunk {
+        let d = &self.data;
+        let from = (chunk * CHUNK_BUCKETS).max(d.first);
+        let to = ((chunk + 1) * CHUNK_BUCKETS).min(d.first + d.buckets.len() as i64);
+        let range = (from - d.first).max(0) as usize..(to - d.first).max(0) as usize;
+        TimelineChunk {
+            first: from,
+            counts: d.buckets.range(range).copied().collect(),
+        }
+    }
+
+    /// Whether chunk `chunk` is held whole and lies before `closed_until`: its counts can no
+    /// longer change (a session that could change them is late), and it stays whole until the
+    /// timeline forgets its first bucket.
+    pub fn chunk_sealed(&self, chunk: i64, closed_until: Option<EpochMs>) -> bool {
+        let d = &self.data;
+        let (from, to) = (chunk * CHUNK_BUCKETS, (chunk + 1) * CHUNK_BUCKETS);
+        from >= d.first
+            && to <= d.first + d.buckets.len() as i64
+            && closed_until.is_some_and(|c| to * d.bucket_ms <= c)
+    }
+
+    /// A timeline from its head and chunks: the inverse of [`SliTimeline::head`] and
+    /// [`SliTimeline::chunk`]. (A stored chunk holds what the timeline held of it: one that is
+    /// not sealed is compared at every checkpoint, a sealed one stays whole. A bucket of no
+    /// chunk given is empty.)
+    pub fn from_chunks<'a>(
+        head: TimelineHead,
+        chunks: impl IntoIterator<Item = &'a TimelineChunk>,
+    ) -> SliTimeline {
+        let mut buckets = VecDeque::from(vec![Counts::default(); head.len as usize]);
+        for c in chunks {
+            for (i, counts) in c.counts.iter().enumerate() {
+                let idx = c.first + i as i64 - head.first;
+                if let Some(b) = usize::try_from(idx).ok().and_then(|i| buckets.get_mut(i)) {
+                    *b = *counts;
+                }
+            }
+        }
+        SliTimeline::from_data(Timeline {
+            bucket_ms: head.bucket_ms,
+            first: head.first,
+            buckets,
+            capacity: head.capacity as usize,
+            first_seen: head.first_seen,
+        })
     }
 
     /// Earliest event time counted.
