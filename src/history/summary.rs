@@ -7,6 +7,7 @@
 //! bounded by caps, never by traffic. No I/O, no clock.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -104,13 +105,15 @@ impl SessionWhy {
 
 /// A ranked entry: the value it is ranked by, and the session.
 ///
-/// The session is boxed: lists are kept sorted by inserting into a `Vec`, and moving 16-byte
-/// entries instead of ~200-byte ones is what keeps an insert cheap (it was the largest share of
-/// the service's copies in a profile).
+/// The session is shared, never copied: lists are kept sorted by inserting into a `Vec`, and
+/// moving 16-byte entries instead of ~200-byte ones is what keeps an insert cheap; and one
+/// session is listed in the pane, hour and day buckets it falls in, and merged from a delta into
+/// stored buckets, so copying an entry must not copy its strings (the clones of boxed entries
+/// were the largest share of a history flush in a profile).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub value: f64,
-    pub why: Box<SessionWhy>,
+    pub why: Arc<SessionWhy>,
 }
 
 /// Rank of an entry: larger value first, ties by smaller session id.
@@ -158,7 +161,7 @@ impl TailList {
     }
 
     /// Offers one session; cheap when it does not make the list.
-    pub fn offer(&mut self, value: f64, why: impl FnOnce() -> SessionWhy, id: &str) {
+    pub fn offer(&mut self, value: f64, why: impl FnOnce() -> Arc<SessionWhy>, id: &str) {
         if !value.is_finite() {
             return;
         }
@@ -182,13 +185,7 @@ impl TailList {
         {
             return;
         }
-        self.items.insert(
-            pos,
-            Entry {
-                value,
-                why: Box::new(why()),
-            },
-        );
+        self.items.insert(pos, Entry { value, why: why() });
         self.truncate();
     }
 
@@ -266,7 +263,7 @@ impl TailList {
 mod compact_entries {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{Entry, SessionWhy, ToolCallWhy};
+    use super::{Arc, Entry, SessionWhy, ToolCallWhy};
     use crate::session::{Status, ToolStatus};
 
     type Call = (String, Option<ToolStatus>, Option<f64>);
@@ -335,7 +332,7 @@ mod compact_entries {
             .into_iter()
             .map(|r| Entry {
                 value: r.0,
-                why: Box::new(SessionWhy {
+                why: Arc::new(SessionWhy {
                     session_id: r.1,
                     event_time: r.2,
                     agent: r.3.0,
@@ -414,6 +411,40 @@ pub struct Caps {
     pub costliest: usize,
 }
 
+/// What one session is listed as, built at most once however many lists take it (its pane,
+/// hour and day bucket, of the whole key and of each segment).
+pub struct Why<'a> {
+    session: &'a Session,
+    slow: Option<Arc<SessionWhy>>,
+    costly: Option<Arc<SessionWhy>>,
+}
+
+impl<'a> Why<'a> {
+    pub fn new(session: &'a Session) -> Why<'a> {
+        Why {
+            session,
+            slow: None,
+            costly: None,
+        }
+    }
+
+    /// With its tool calls: what explains a slow session.
+    fn slow(&mut self) -> Arc<SessionWhy> {
+        let s = self.session;
+        self.slow
+            .get_or_insert_with(|| Arc::new(SessionWhy::of(s, true)))
+            .clone()
+    }
+
+    /// Without them: a costly session is explained by its counts.
+    fn costly(&mut self) -> Arc<SessionWhy> {
+        let s = self.session;
+        self.costly
+            .get_or_insert_with(|| Arc::new(SessionWhy::of(s, false)))
+            .clone()
+    }
+}
+
 /// Everything the operational questions need about the sessions of one key in one bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpsSummary {
@@ -481,6 +512,11 @@ impl OpsSummary {
     }
 
     pub fn add(&mut self, s: &Session) {
+        self.add_shared(s, &mut Why::new(s));
+    }
+
+    /// [`OpsSummary::add`] for a session that other summaries list too: `why` is `s`'s.
+    pub fn add_shared(&mut self, s: &Session, why: &mut Why<'_>) {
         self.sessions += 1;
         self.status[s.status.index()] += 1;
         if let Some(e) = &s.error_type {
@@ -488,15 +524,13 @@ impl OpsSummary {
         }
         if let Some(d) = s.duration_ms {
             self.latency.add(d);
-            self.slowest
-                .offer(d, || SessionWhy::of(s, true), &s.session_id);
+            self.slowest.offer(d, || why.slow(), &s.session_id);
         }
         if let Some(c) = s.cost_usd.filter(|c| c.is_finite()) {
             self.cost.add(c);
             self.cost_nano += (c * NANO).round() as i128;
             self.cost_sessions += 1;
-            self.costliest
-                .offer(c, || SessionWhy::of(s, false), &s.session_id);
+            self.costliest.offer(c, || why.costly(), &s.session_id);
         }
         self.input_tokens += s.input_tokens.unwrap_or(0);
         self.output_tokens += s.output_tokens.unwrap_or(0);
@@ -657,7 +691,7 @@ mod tests {
     }
 
     fn offer(t: &mut TailList, v: f64, id: &str) {
-        t.offer(v, || why(id), id);
+        t.offer(v, || Arc::new(why(id)), id);
     }
 
     /// Merging capped lists in any grouping keeps the same entries as one list that saw
