@@ -357,7 +357,10 @@ impl History {
         if self.state.sealed.is_none() && !self.state.buckets.is_empty() {
             let buckets = std::mem::take(&mut self.state.buckets)
                 .into_iter()
-                .map(|((r, t, k), s)| (r, t, k, s))
+                .map(|((r, t, k), mut s)| {
+                    s.compact();
+                    (r, t, k, s)
+                })
                 .collect();
             self.state.sealed = Some(Delta {
                 origin: self.state.origin.clone(),
