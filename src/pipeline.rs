@@ -153,8 +153,8 @@ impl Pipeline {
 
     /// Seals the history's pending delta (or returns the one sealed and not yet acknowledged)
     /// for the shell to apply to the store.
-    pub fn history_seal(&mut self) -> Option<Delta> {
-        self.history.as_mut()?.seal().cloned()
+    pub fn history_seal(&mut self) -> Option<&Delta> {
+        self.history.as_mut()?.seal()
     }
 
     /// The store applied history delta `seq`.

@@ -3,11 +3,11 @@
 //! event-time panes, so that any question about any range is a merge of stored buckets.
 //!
 //! [`History`] is the pure accumulator the pipeline feeds. It never does I/O and never reads the
-//! clock: it collects *deltas* (pane summaries of the sessions seen since the last seal), and the
-//! shell moves a sealed delta into the store ([`crate::store::history`]), where it is merged
-//! into pane, hour and day buckets. A sealed delta carries `(origin, seq)` and the store applies
-//! each sequence number of an origin once, so a delta that is part of a checkpoint and re-applied
-//! after a crash is not counted twice.
+//! clock: it collects *deltas* (the pane, hour and day summaries of the sessions seen since the
+//! last seal, each with its resolution's caps), and the shell moves a sealed delta into the store
+//! ([`crate::store::history`]), where each summary is merged into its bucket. A sealed delta
+//! carries `(origin, seq)` and the store applies each sequence number of an origin once, so a
+//! delta that is part of a checkpoint and re-applied after a crash is not counted twice.
 //!
 //! Bucket resolutions and what they keep:
 //!
@@ -18,9 +18,9 @@
 //! | day  | 1 UTC day | 35 days | 100 | 10,000 |
 //!
 //! The top 1 % by cost of a UTC day is exact up to 1 M sessions with a cost that day (its day
-//! bucket keeps the 10,000 costliest; a delta keeps up to 10,000 too, so nothing a day needs is
-//! dropped on the way). Any other answer built from ranked lists says whether it is exact: a
-//! list remembers the best entry it ever dropped ([`summary::TailList`]).
+//! bucket keeps the 10,000 costliest, and a delta's day summary keeps as many, so nothing a day
+//! needs is dropped on the way). Any other answer built from ranked lists says whether it is
+//! exact: a list remembers the best entry it ever dropped ([`summary::TailList`]).
 
 pub mod query;
 pub mod summary;
@@ -163,7 +163,7 @@ impl Resolution {
 }
 
 /// Which sessions a bucket summarises: one key, and optionally one segment of it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BucketKey {
     pub agent: String,
     pub prompt_version: String,
@@ -207,15 +207,26 @@ impl BucketKey {
     }
 }
 
-/// Pane summaries of the sessions seen since the last seal, ready to move into the store.
+/// Bucket summaries of the sessions seen since the last seal, ready to move into the store:
+/// every session is in its pane, hour and day bucket, each with that resolution's caps, so the
+/// store merges each summary into its one bucket and a delta is bounded by the caps of the
+/// buckets it touches, not by the sessions it holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delta {
     /// Who produced it (one pipeline: a run, a Kafka partition); sequence numbers count per
     /// origin.
     pub origin: String,
     pub seq: u64,
-    pub panes: Vec<(EpochMs, BucketKey, OpsSummary)>,
+    #[serde(default)]
+    pub buckets: Vec<(Resolution, EpochMs, BucketKey, OpsSummary)>,
+    /// Pane summaries with a day's caps: the form of deltas checkpointed by earlier versions,
+    /// turned into `buckets` when restored ([`History::restore`]).
+    #[serde(default, skip_serializing)]
+    panes: Vec<(EpochMs, BucketKey, OpsSummary)>,
 }
+
+/// Where a pending summary goes: (resolution, bucket start, key).
+pub type BucketSlot = (Resolution, EpochMs, BucketKey);
 
 /// What a checkpoint keeps of the history: the unsealed and the sealed-but-unacknowledged
 /// deltas and the segment admissions.
@@ -223,8 +234,11 @@ pub struct Delta {
 pub struct HistoryState {
     pub origin: String,
     pub next_seq: u64,
-    #[serde(with = "crate::snapshot::pairs")]
-    pub pending: BTreeMap<(EpochMs, BucketKey), OpsSummary>,
+    #[serde(default, with = "crate::snapshot::pairs")]
+    pub buckets: BTreeMap<BucketSlot, OpsSummary>,
+    /// Pending pane summaries of earlier versions (see [`Delta`]'s `panes`).
+    #[serde(default, with = "crate::snapshot::pairs", skip_serializing)]
+    pending: BTreeMap<(EpochMs, BucketKey), OpsSummary>,
     pub sealed: Option<Delta>,
     #[serde(with = "crate::snapshot::pairs")]
     pub admitted: BTreeMap<(BucketKey, String), Vec<String>>,
@@ -239,6 +253,9 @@ pub struct History {
     attributes: Vec<String>,
     /// Fast path: admitted segment labels, by (key, attribute).
     admitted_fast: HashMap<(BucketKey, String), Vec<String>>,
+    /// The slot a session is looked up by, rewritten in place for each (no allocation unless
+    /// the slot is new).
+    probe: BucketSlot,
 }
 
 /// Label of a segment value beyond the cap (parenthesised so no real value can collide).
@@ -256,6 +273,7 @@ impl History {
             },
             attributes,
             admitted_fast: HashMap::new(),
+            probe: (Resolution::Pane, 0, BucketKey::default()),
         }
     }
 
@@ -271,45 +289,52 @@ impl History {
         )
     }
 
-    /// Adds one accepted session to the pending delta.
+    /// Adds one accepted session to the pending delta: to its pane, hour and day bucket, of
+    /// the whole key and of each segment it is in.
     pub fn observe(&mut self, s: &Session) {
-        let pane = Resolution::Pane.floor(s.event_time, self.config.pane);
-        let key = BucketKey {
-            agent: s.agent.clone(),
-            prompt_version: s.prompt_version.clone(),
-            model: s.model.clone(),
-            segment: None,
-        };
-        // A delta keeps as much of the ranked lists as the coarsest bucket needs, so merging it
-        // into a day bucket loses nothing that bucket would keep.
-        let caps = Resolution::Day.caps();
+        let mut why = summary::Why::new(s);
+        let key = &mut self.probe.2;
+        for (field, value) in [
+            (&mut key.agent, &s.agent),
+            (&mut key.prompt_version, &s.prompt_version),
+            (&mut key.model, &s.model),
+        ] {
+            field.clear();
+            field.push_str(value);
+        }
+        key.segment = None;
+        self.add_to_buckets(s, &mut why);
         for attr in 0..self.attributes.len() {
             let Some(value) = s.attribute(&self.attributes[attr]) else {
                 continue;
             };
-            let label = self.admit(&key, attr, value.label());
-            let seg_key = BucketKey {
-                segment: Some(format!("{}={label}", self.attributes[attr])),
-                ..key.clone()
-            };
-            self.state
-                .pending
-                .entry((pane, seg_key))
-                .or_insert_with(|| OpsSummary::new(caps))
-                .add(s);
+            let label = self.admit(attr, value.label());
+            self.probe.2.segment = Some(format!("{}={label}", self.attributes[attr]));
+            self.add_to_buckets(s, &mut why);
         }
-        self.state
-            .pending
-            .entry((pane, key))
-            .or_insert_with(|| OpsSummary::new(caps))
-            .add(s);
+    }
+
+    /// Adds a session to the pane, hour and day bucket of the probe's key.
+    fn add_to_buckets(&mut self, s: &Session, why: &mut summary::Why<'_>) {
+        for res in Resolution::ALL {
+            self.probe.0 = res;
+            self.probe.1 = res.floor(s.event_time, self.config.pane);
+            match self.state.buckets.get_mut(&self.probe) {
+                Some(summary) => summary.add_shared(s, why),
+                None => {
+                    let mut summary = OpsSummary::new(res.caps());
+                    summary.add_shared(s, why);
+                    self.state.buckets.insert(self.probe.clone(), summary);
+                }
+            }
+        }
     }
 
     /// The label a segment value is kept under: itself while the key's attribute has fewer
     /// than `max_segments` values, else `(other)`.
-    fn admit(&mut self, key: &BucketKey, attr: usize, label: String) -> String {
+    fn admit(&mut self, attr: usize, label: String) -> String {
         let name = &self.attributes[attr];
-        let slot = (key.clone(), name.clone());
+        let slot = (self.probe.2.whole(), name.clone());
         let admitted = self
             .admitted_fast
             .entry(slot.clone())
@@ -329,15 +354,19 @@ impl History {
     /// Seals the pending delta (unless one is sealed and not yet acknowledged) and returns the
     /// sealed delta, if any, for the shell to apply to the store.
     pub fn seal(&mut self) -> Option<&Delta> {
-        if self.state.sealed.is_none() && !self.state.pending.is_empty() {
-            let panes = std::mem::take(&mut self.state.pending)
+        if self.state.sealed.is_none() && !self.state.buckets.is_empty() {
+            let buckets = std::mem::take(&mut self.state.buckets)
                 .into_iter()
-                .map(|((t, k), s)| (t, k, s))
+                .map(|((r, t, k), mut s)| {
+                    s.compact();
+                    (r, t, k, s)
+                })
                 .collect();
             self.state.sealed = Some(Delta {
                 origin: self.state.origin.clone(),
                 seq: self.state.next_seq,
-                panes,
+                buckets,
+                panes: Vec::new(),
             });
             self.state.next_seq += 1;
         }
@@ -353,16 +382,67 @@ impl History {
 
     /// Whether nothing is pending or sealed.
     pub fn is_idle(&self) -> bool {
-        self.state.pending.is_empty() && self.state.sealed.is_none()
+        self.state.buckets.is_empty() && self.state.sealed.is_none()
     }
 
     pub fn snapshot(&self) -> HistoryState {
         self.state.clone()
     }
 
-    pub fn restore(&mut self, state: HistoryState) {
+    /// Restores a checkpointed state, also one of an earlier version (pane summaries only).
+    pub fn restore(&mut self, mut state: HistoryState) {
+        let pane = self.config.pane;
+        let pending = std::mem::take(&mut state.pending)
+            .into_iter()
+            .map(|((t, k), s)| (t, k, s));
+        for (res, t, k, s) in buckets_of_panes(pending, pane) {
+            merge_into(&mut state.buckets, (res, t, k), s);
+        }
+        if let Some(d) = &mut state.sealed {
+            let panes = std::mem::take(&mut d.panes);
+            let mut buckets: BTreeMap<BucketSlot, OpsSummary> = std::mem::take(&mut d.buckets)
+                .into_iter()
+                .map(|(r, t, k, s)| ((r, t, k), s))
+                .collect();
+            for (res, t, k, s) in buckets_of_panes(panes, pane) {
+                merge_into(&mut buckets, (res, t, k), s);
+            }
+            d.buckets = buckets
+                .into_iter()
+                .map(|((r, t, k), s)| (r, t, k, s))
+                .collect();
+        }
         self.state = state;
         self.admitted_fast.clear();
+    }
+}
+
+/// The pane, hour and day summaries of pane summaries kept with a day's caps (the delta form
+/// of earlier versions), each with its resolution's caps.
+fn buckets_of_panes(
+    panes: impl IntoIterator<Item = (EpochMs, BucketKey, OpsSummary)>,
+    pane_ms: i64,
+) -> Vec<(Resolution, EpochMs, BucketKey, OpsSummary)> {
+    let mut out = Vec::new();
+    for (t, k, s) in panes {
+        for res in Resolution::ALL {
+            out.push((
+                res,
+                res.floor(t, pane_ms),
+                k.clone(),
+                s.with_caps(res.caps()),
+            ));
+        }
+    }
+    out
+}
+
+fn merge_into(map: &mut BTreeMap<BucketSlot, OpsSummary>, slot: BucketSlot, s: OpsSummary) {
+    match map.entry(slot) {
+        std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&s),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            e.insert(s);
+        }
     }
 }
 
@@ -380,6 +460,132 @@ mod tests {
                 segment,
             };
             assert_eq!(BucketKey::decode(&k.encode()), Some(k));
+        }
+    }
+
+    fn session(i: u64, t: EpochMs, channel: &str) -> Session {
+        let line = format!(
+            r#"{{"session_id":"s{i:05}","agent":"bot","prompt_version":"p1","model":"m-2026-09","ended_at":"{}","duration_ms":{},"status":"success","usage":{{"cost_usd":{}}},"attributes":{{"channel":"{channel}"}}}}"#,
+            crate::time::format_rfc3339_ms(t),
+            100 + (i * 7919) % 1000,
+            0.001 * ((i * 104_729) % 997) as f64,
+        );
+        crate::ingest::decode::Decoder::new(
+            std::sync::Arc::new(crate::catalog::Catalog::embedded()),
+        )
+        .decode(line.as_bytes())
+        .expect("valid record")
+    }
+
+    /// The checkpointed history of the version before bucket deltas: pane summaries of every
+    /// key and segment, with a day's caps.
+    #[derive(Serialize)]
+    struct OldState {
+        origin: String,
+        next_seq: u64,
+        #[serde(with = "crate::snapshot::pairs")]
+        pending: BTreeMap<(EpochMs, BucketKey), OpsSummary>,
+        sealed: Option<OldDelta>,
+        #[serde(with = "crate::snapshot::pairs")]
+        admitted: BTreeMap<(BucketKey, String), Vec<String>>,
+    }
+
+    #[derive(Serialize)]
+    struct OldDelta {
+        origin: String,
+        seq: u64,
+        panes: Vec<(EpochMs, BucketKey, OpsSummary)>,
+    }
+
+    fn old_panes(
+        sessions: &[Session],
+        config: &HistoryConfig,
+    ) -> Vec<(EpochMs, BucketKey, OpsSummary)> {
+        let mut panes: BTreeMap<(EpochMs, BucketKey), OpsSummary> = BTreeMap::new();
+        for s in sessions {
+            let key = BucketKey {
+                agent: s.agent.clone(),
+                prompt_version: s.prompt_version.clone(),
+                model: s.model.clone(),
+                segment: None,
+            };
+            let channel = s.attribute("channel").unwrap().label();
+            let segment = BucketKey {
+                segment: Some(format!("channel={channel}")),
+                ..key.clone()
+            };
+            for k in [key, segment] {
+                panes
+                    .entry((Resolution::Pane.floor(s.event_time, config.pane), k))
+                    .or_insert_with(|| OpsSummary::new(Resolution::Day.caps()))
+                    .add(s);
+            }
+        }
+        panes.into_iter().map(|((t, k), s)| (t, k, s)).collect()
+    }
+
+    /// A checkpoint of the earlier delta form (pane summaries with a day's caps, pending and
+    /// sealed) restores into the bucket deltas a history that saw the same sessions has: the
+    /// same pane, hour and day summaries, lists and dropped marks included.
+    #[test]
+    fn a_checkpoint_of_pane_deltas_restores_as_bucket_deltas() {
+        let config = HistoryConfig {
+            segment_by: vec!["attributes.channel".into()],
+            ..HistoryConfig::default()
+        };
+        let day = 20_400 * DAY_MS;
+        // 3,000 sessions over 2.5 days (several hours and days, and lists that overflow their
+        // pane and hour caps); the first 1,800 sealed, the rest pending.
+        let sessions: Vec<Session> = (0..3_000u64)
+            .map(|i| session(i, day + i as i64 * 72_000, ["web", "app"][i as usize % 2]))
+            .collect();
+        let (first, rest) = sessions.split_at(1_800);
+        let old = OldState {
+            origin: "o".into(),
+            next_seq: 8,
+            pending: old_panes(rest, &config)
+                .into_iter()
+                .map(|(t, k, s)| ((t, k), s))
+                .collect(),
+            sealed: Some(OldDelta {
+                origin: "o".into(),
+                seq: 7,
+                panes: old_panes(first, &config),
+            }),
+            admitted: BTreeMap::new(),
+        };
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&old, &mut bytes).unwrap();
+        let mut restored = History::new(config.clone(), "o");
+        restored.restore(ciborium::from_reader(bytes.as_slice()).unwrap());
+
+        let mut fresh = History::new(config, "o");
+        fresh.restore(HistoryState {
+            next_seq: 7,
+            ..HistoryState::default()
+        });
+        for s in first {
+            fresh.observe(s);
+        }
+        let want_sealed = fresh.seal().unwrap().clone();
+        fresh.ack(7);
+        for s in rest {
+            fresh.observe(s);
+        }
+        let want_pending = fresh.seal().unwrap().clone();
+
+        let sealed = restored.seal().unwrap().clone();
+        restored.ack(7);
+        let pending = restored.seal().unwrap().clone();
+        for (got, want) in [(sealed, want_sealed), (pending, want_pending)] {
+            assert_eq!(got.buckets.len(), want.buckets.len());
+            // Three resolutions of two keys (whole and one segment at a time) over 2.5 days.
+            assert!(want.buckets.iter().any(|b| b.0 == Resolution::Day));
+            for (g, w) in got.buckets.iter().zip(&want.buckets) {
+                assert_eq!((g.0, g.1, &g.2), (w.0, w.1, &w.2));
+                assert_eq!(g.3, w.3, "{:?} {} {:?}", w.0, w.1, w.2);
+                assert_eq!(g.3.costliest.dropped(), w.3.costliest.dropped());
+            }
         }
     }
 

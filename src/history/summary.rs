@@ -7,6 +7,7 @@
 //! bounded by caps, never by traffic. No I/O, no clock.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -104,13 +105,15 @@ impl SessionWhy {
 
 /// A ranked entry: the value it is ranked by, and the session.
 ///
-/// The session is boxed: lists are kept sorted by inserting into a `Vec`, and moving 16-byte
-/// entries instead of ~200-byte ones is what keeps an insert cheap (it was the largest share of
-/// the service's copies in a profile).
+/// The session is shared, never copied: lists are kept sorted by inserting into a `Vec`, and
+/// moving 16-byte entries instead of ~200-byte ones is what keeps an insert cheap; and one
+/// session is listed in the pane, hour and day buckets it falls in, and merged from a delta into
+/// stored buckets, so copying an entry must not copy its strings (the clones of boxed entries
+/// were the largest share of a history flush in a profile).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub value: f64,
-    pub why: Box<SessionWhy>,
+    pub why: Arc<SessionWhy>,
 }
 
 /// Rank of an entry: larger value first, ties by smaller session id.
@@ -118,16 +121,74 @@ fn ranks_before(a: (f64, &str), b: (f64, &str)) -> bool {
     a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
 }
 
+fn rank_order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    b.value
+        .total_cmp(&a.value)
+        .then_with(|| a.why.session_id.cmp(&b.why.session_id))
+}
+
+/// Two ranked runs as one, best first; an entry of `b` equal to one of `a` (same session and
+/// value) is taken once.
+fn merge_ranked(a: Vec<Entry>, b: impl Iterator<Item = Entry>) -> Vec<Entry> {
+    let mut merged = Vec::with_capacity(a.len() + b.size_hint().0);
+    let (mut a, mut b) = (a.into_iter().peekable(), b.peekable());
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(x), Some(y)) => {
+                if x.why.session_id == y.why.session_id && x.value == y.value {
+                    b.next();
+                    true
+                } else {
+                    ranks_before((x.value, &x.why.session_id), (y.value, &y.why.session_id))
+                }
+            }
+        };
+        merged.push(if take_a { a.next() } else { b.next() }.expect("peeked"));
+    }
+    merged
+}
+
 /// The sessions with the largest values (slowest, costliest), at most `cap`, best first — and
 /// the best entry it ever had to drop, which is what makes a merged list's exactness checkable:
 /// any session missing from a merge of lists ranks no better than the best dropped one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Offers that beat the list's last entry wait unsorted in `fresh` and are sorted in by the batch
+/// ([`TailList::compact`]): a day's list holds 10,000 entries, and inserting each offer in place
+/// moved ~80 KB a time (a fifth of a history-keeping replay in a profile). A list is compacted
+/// whenever it is merged, sealed in a delta or written, so what is read is always sorted.
+#[derive(Debug, Clone, Deserialize)]
 pub struct TailList {
     cap: usize,
     #[serde(with = "compact_entries")]
     items: Vec<Entry>,
+    /// Offers not yet sorted in; each ranked before `items`' last entry (or the list was not
+    /// full) when it came.
+    #[serde(skip)]
+    fresh: Vec<Entry>,
     /// The best-ranked (value, session id) ever dropped by this list or the lists merged into it.
     dropped: Option<(f64, String)>,
+}
+
+impl Serialize for TailList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let list = self.compacted();
+        let mut st = s.serialize_struct("TailList", 3)?;
+        st.serialize_field("cap", &list.cap)?;
+        st.serialize_field("items", &compact_entries::Rows(&list.items))?;
+        st.serialize_field("dropped", &list.dropped)?;
+        st.end()
+    }
+}
+
+impl PartialEq for TailList {
+    fn eq(&self, other: &TailList) -> bool {
+        let (a, b) = (self.compacted(), other.compacted());
+        a.cap == b.cap && a.items == b.items && a.dropped == b.dropped
+    }
 }
 
 impl TailList {
@@ -135,11 +196,15 @@ impl TailList {
         TailList {
             cap,
             items: Vec::new(),
+            fresh: Vec::new(),
             dropped: None,
         }
     }
 
+    /// The entries, best first. Lists read from the store or built by merging are compacted;
+    /// a list still taking offers must be [`TailList::compact`]ed first.
     pub fn items(&self) -> &[Entry] {
+        debug_assert!(self.fresh.is_empty(), "a list read before it was compacted");
         &self.items
     }
 
@@ -158,7 +223,7 @@ impl TailList {
     }
 
     /// Offers one session; cheap when it does not make the list.
-    pub fn offer(&mut self, value: f64, why: impl FnOnce() -> SessionWhy, id: &str) {
+    pub fn offer(&mut self, value: f64, why: impl FnOnce() -> Arc<SessionWhy>, id: &str) {
         if !value.is_finite() {
             return;
         }
@@ -172,24 +237,36 @@ impl TailList {
                 return;
             }
         }
-        let pos = self
-            .items
-            .partition_point(|e| ranks_before((e.value, &e.why.session_id), (value, id)));
-        if self
-            .items
-            .get(pos)
-            .is_some_and(|e| e.why.session_id == id && e.value == value)
-        {
+        self.fresh.push(Entry { value, why: why() });
+        if self.fresh.len() >= (self.cap / 4).max(32) {
+            self.compact();
+        }
+    }
+
+    /// Sorts the waiting offers in (an offer equal to a listed entry counts once) and drops what
+    /// falls beyond the cap.
+    pub fn compact(&mut self) {
+        if self.fresh.is_empty() {
             return;
         }
-        self.items.insert(
-            pos,
-            Entry {
-                value,
-                why: Box::new(why()),
-            },
-        );
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.sort_by(rank_order);
+        fresh.dedup_by(|a, b| a.value == b.value && a.why.session_id == b.why.session_id);
+        let items = std::mem::take(&mut self.items);
+        self.items = merge_ranked(items, fresh.into_iter());
         self.truncate();
+    }
+
+    /// This list compacted: itself when nothing waits, else a compacted copy (entries are
+    /// shared, so a copy costs the list's length in 16-byte moves).
+    fn compacted(&self) -> std::borrow::Cow<'_, TailList> {
+        if self.fresh.is_empty() {
+            std::borrow::Cow::Borrowed(self)
+        } else {
+            let mut t = self.clone();
+            t.compact();
+            std::borrow::Cow::Owned(t)
+        }
     }
 
     fn truncate(&mut self) {
@@ -201,41 +278,20 @@ impl TailList {
 
     /// Merges another list in, keeping at most this list's cap.
     pub fn merge(&mut self, other: &TailList) {
+        self.compact();
+        let other = other.compacted();
         if let Some((v, id)) = &other.dropped {
             self.note_dropped(*v, id);
         }
-        let mut merged = Vec::with_capacity(self.items.len() + other.items.len());
-        let (mut a, mut b) = (
-            std::mem::take(&mut self.items).into_iter().peekable(),
-            other.items.iter().peekable(),
-        );
-        loop {
-            let take_a = match (a.peek(), b.peek()) {
-                (None, None) => break,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(x), Some(y)) => {
-                    if x.why.session_id == y.why.session_id && x.value == y.value {
-                        b.next();
-                        true
-                    } else {
-                        ranks_before((x.value, &x.why.session_id), (y.value, &y.why.session_id))
-                    }
-                }
-            };
-            if take_a {
-                merged.push(a.next().expect("peeked"));
-            } else {
-                merged.push(b.next().expect("peeked").clone());
-            }
-        }
-        self.items = merged;
+        let items = std::mem::take(&mut self.items);
+        self.items = merge_ranked(items, other.items.iter().cloned());
         self.truncate();
     }
 
     /// A copy holding at most `cap` entries (what a coarser bucket keeps).
     pub fn with_cap(&self, cap: usize) -> TailList {
         let mut t = self.clone();
+        t.compact();
         t.cap = cap;
         t.truncate();
         t
@@ -245,6 +301,7 @@ impl TailList {
     /// that was ever offered to the lists merged here: true when the `n`-th entry ranks before
     /// everything any list dropped.
     pub fn top(&self, n: usize) -> (&[Entry], bool) {
+        debug_assert!(self.fresh.is_empty(), "a list read before it was compacted");
         if n > self.items.len() {
             // Fewer kept than asked for: exact only if nothing was ever dropped.
             return (&self.items, self.dropped.is_none());
@@ -266,7 +323,7 @@ impl TailList {
 mod compact_entries {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{Entry, SessionWhy, ToolCallWhy};
+    use super::{Arc, Entry, SessionWhy, ToolCallWhy};
     use crate::session::{Status, ToolStatus};
 
     type Call = (String, Option<ToolStatus>, Option<f64>);
@@ -298,6 +355,15 @@ mod compact_entries {
         Vec<(&'a str, Option<ToolStatus>, Option<f64>)>,
         Option<&'a str>,
     );
+
+    /// Entries written as rows ([`TailList`]'s `Serialize`).
+    pub struct Rows<'a>(pub &'a [Entry]);
+
+    impl Serialize for Rows<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            serialize(self.0, s)
+        }
+    }
 
     pub fn serialize<S: Serializer>(items: &[Entry], s: S) -> Result<S::Ok, S::Error> {
         let rows: Vec<RowRef<'_>> = items
@@ -335,7 +401,7 @@ mod compact_entries {
             .into_iter()
             .map(|r| Entry {
                 value: r.0,
-                why: Box::new(SessionWhy {
+                why: Arc::new(SessionWhy {
                     session_id: r.1,
                     event_time: r.2,
                     agent: r.3.0,
@@ -414,6 +480,40 @@ pub struct Caps {
     pub costliest: usize,
 }
 
+/// What one session is listed as, built at most once however many lists take it (its pane,
+/// hour and day bucket, of the whole key and of each segment).
+pub struct Why<'a> {
+    session: &'a Session,
+    slow: Option<Arc<SessionWhy>>,
+    costly: Option<Arc<SessionWhy>>,
+}
+
+impl<'a> Why<'a> {
+    pub fn new(session: &'a Session) -> Why<'a> {
+        Why {
+            session,
+            slow: None,
+            costly: None,
+        }
+    }
+
+    /// With its tool calls: what explains a slow session.
+    fn slow(&mut self) -> Arc<SessionWhy> {
+        let s = self.session;
+        self.slow
+            .get_or_insert_with(|| Arc::new(SessionWhy::of(s, true)))
+            .clone()
+    }
+
+    /// Without them: a costly session is explained by its counts.
+    fn costly(&mut self) -> Arc<SessionWhy> {
+        let s = self.session;
+        self.costly
+            .get_or_insert_with(|| Arc::new(SessionWhy::of(s, false)))
+            .clone()
+    }
+}
+
 /// Everything the operational questions need about the sessions of one key in one bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpsSummary {
@@ -481,6 +581,11 @@ impl OpsSummary {
     }
 
     pub fn add(&mut self, s: &Session) {
+        self.add_shared(s, &mut Why::new(s));
+    }
+
+    /// [`OpsSummary::add`] for a session that other summaries list too: `why` is `s`'s.
+    pub fn add_shared(&mut self, s: &Session, why: &mut Why<'_>) {
         self.sessions += 1;
         self.status[s.status.index()] += 1;
         if let Some(e) = &s.error_type {
@@ -488,15 +593,13 @@ impl OpsSummary {
         }
         if let Some(d) = s.duration_ms {
             self.latency.add(d);
-            self.slowest
-                .offer(d, || SessionWhy::of(s, true), &s.session_id);
+            self.slowest.offer(d, || why.slow(), &s.session_id);
         }
         if let Some(c) = s.cost_usd.filter(|c| c.is_finite()) {
             self.cost.add(c);
             self.cost_nano += (c * NANO).round() as i128;
             self.cost_sessions += 1;
-            self.costliest
-                .offer(c, || SessionWhy::of(s, false), &s.session_id);
+            self.costliest.offer(c, || why.costly(), &s.session_id);
         }
         self.input_tokens += s.input_tokens.unwrap_or(0);
         self.output_tokens += s.output_tokens.unwrap_or(0);
@@ -560,6 +663,12 @@ impl OpsSummary {
         self.costliest.merge(&o.costliest);
         self.first_seen = self.first_seen.min(o.first_seen);
         self.last_seen = self.last_seen.max(o.last_seen);
+    }
+
+    /// Sorts the ranked lists' waiting offers in ([`TailList::compact`]).
+    pub fn compact(&mut self) {
+        self.slowest.compact();
+        self.costliest.compact();
     }
 
     /// A copy whose ranked lists hold at most `caps` entries (what a coarser bucket keeps).
@@ -657,7 +766,7 @@ mod tests {
     }
 
     fn offer(t: &mut TailList, v: f64, id: &str) {
-        t.offer(v, || why(id), id);
+        t.offer(v, || Arc::new(why(id)), id);
     }
 
     /// Merging capped lists in any grouping keeps the same entries as one list that saw
@@ -700,10 +809,53 @@ mod tests {
         for (v, id) in [(10.0, "a"), (9.0, "b"), (8.0, "c")] {
             offer(&mut small, v, id);
         }
+        small.compact();
         assert_eq!(small.top(2).0.len(), 2);
         assert!(small.top(2).1);
         assert!(!small.top(3).1);
         assert_eq!(small.dropped(), Some((8.0, "c")));
+    }
+
+    /// A large list sorts its offers in by the batch: what it keeps, in order, and the best
+    /// entry it dropped are those of a sort of everything offered, also when an offer repeats.
+    #[test]
+    fn a_large_list_keeps_the_exact_top_of_a_sort() {
+        let values: Vec<(f64, String)> = (0..20_000u64)
+            .map(|i| {
+                (
+                    ((i * 7919) % 4999) as f64,
+                    format!("s{:05}", (i * 104_729) % 20_000),
+                )
+            })
+            .collect();
+        let mut list = TailList::new(1_000);
+        for (v, id) in values.iter().chain(&values[..3_000]) {
+            offer(&mut list, *v, id);
+            if id == "s00007" {
+                offer(&mut list, *v, id);
+            }
+        }
+        let mut truth = values.clone();
+        truth.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        // Written as a checkpoint writes it, without compacting first.
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&list, &mut bytes).unwrap();
+        let read: TailList = ciborium::from_reader(bytes.as_slice()).unwrap();
+        assert_eq!(read, list);
+        list.compact();
+        for l in [&list, &read] {
+            let got: Vec<(f64, &str)> = l
+                .items()
+                .iter()
+                .map(|e| (e.value, e.why.session_id.as_str()))
+                .collect();
+            let want: Vec<(f64, &str)> = truth[..1_000]
+                .iter()
+                .map(|(v, id)| (*v, id.as_str()))
+                .collect();
+            assert_eq!(got, want);
+            assert_eq!(l.dropped(), Some((truth[1_000].0, truth[1_000].1.as_str())));
+        }
     }
 
     #[test]

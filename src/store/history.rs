@@ -184,8 +184,9 @@ impl Store {
             return Ok(());
         };
         if let Some(delta) = pipeline.history_seal() {
-            self.apply_history(&delta, &config)?;
-            pipeline.history_ack(delta.seq);
+            let seq = delta.seq;
+            self.apply_history(delta)?;
+            pipeline.history_ack(seq);
             if let Some(newest) = self.history_newest()? {
                 self.retain_history(newest, &config)?;
             }
@@ -193,31 +194,19 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a sealed history delta: merges every pane summary into its pane, hour and day
-    /// buckets and updates key first/last seen. Returns false (nothing changed) when this
-    /// origin has already applied this sequence number.
-    pub fn apply_history(&self, delta: &Delta, config: &HistoryConfig) -> Result<bool, StoreError> {
-        // Merge the delta per target bucket first: a delta covering hours of event time (a
-        // replay) then reads and writes each hour and day bucket once, not once per pane.
-        let mut targets: std::collections::BTreeMap<(Resolution, EpochMs, &BucketKey), OpsSummary> =
-            std::collections::BTreeMap::new();
-        for (pane, key, summary) in &delta.panes {
-            for res in Resolution::ALL {
-                let start = res.floor(*pane, config.pane);
-                match targets.entry((res, start, key)) {
-                    std::collections::btree_map::Entry::Occupied(mut e) => {
-                        e.get_mut().merge(summary)
-                    }
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        e.insert(summary.with_caps(res.caps()));
-                    }
-                }
-            }
-        }
-        // First and last session and the count, per whole key.
+    /// Applies a sealed history delta: merges every bucket summary into its stored bucket and
+    /// updates key first/last seen. Returns false (nothing changed) when this origin has already
+    /// applied this sequence number.
+    pub fn apply_history(&self, delta: &Delta) -> Result<bool, StoreError> {
+        // First and last session and the count, per whole key: its day buckets hold each of its
+        // sessions once.
         let mut key_totals: std::collections::BTreeMap<&BucketKey, (EpochMs, EpochMs, u64)> =
             std::collections::BTreeMap::new();
-        for (_, key, s) in delta.panes.iter().filter(|(_, k, _)| k.segment.is_none()) {
+        for (_, _, key, s) in delta
+            .buckets
+            .iter()
+            .filter(|(res, _, k, _)| *res == Resolution::Day && k.segment.is_none())
+        {
             let t = key_totals
                 .entry(key)
                 .or_insert((EpochMs::MAX, EpochMs::MIN, 0));
@@ -244,7 +233,7 @@ impl Store {
                 if done >= delta.seq {
                     return Ok(false);
                 }
-                for ((res, start, key), summary) in &targets {
+                for (res, start, key, summary) in &delta.buckets {
                     let id = bucket_id(*res, *start, key);
                     let merged = match core.get(&id)? {
                         Some(old) => {
@@ -304,9 +293,10 @@ impl Store {
         // After the commit: a reader that decoded an old value meanwhile sees the write count
         // move and does not cache it.
         self.history.forget(
-            targets
-                .keys()
-                .map(|(res, start, key)| bucket_id(*res, *start, key)),
+            delta
+                .buckets
+                .iter()
+                .map(|(res, start, key, _)| bucket_id(*res, *start, key)),
         );
         match result {
             Ok(applied) => Ok(applied),
@@ -528,8 +518,8 @@ mod tests {
             h.observe(&session(i, day + (i as i64) * 40_000));
         }
         let delta = h.seal().unwrap().clone();
-        assert!(store.apply_history(&delta, &config).unwrap());
-        assert!(!store.apply_history(&delta, &config).unwrap());
+        assert!(store.apply_history(&delta).unwrap());
+        assert!(!store.apply_history(&delta).unwrap());
         h.ack(delta.seq);
         assert!(h.is_idle());
 
@@ -593,7 +583,11 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let v1 = db.open_tree("history/v1").unwrap();
         let mut whole = OpsSummary::unbounded();
-        for (pane, key, summary) in &delta.panes {
+        for (_, pane, key, summary) in delta
+            .buckets
+            .iter()
+            .filter(|(res, ..)| *res == Resolution::Pane)
+        {
             let id = bucket_id(Resolution::Pane, *pane, key);
             v1.insert(id, encode(summary)).unwrap();
             if key.segment.is_none() {
@@ -657,7 +651,7 @@ mod tests {
             want.entry(kind).or_default().push((t, id));
         }
         let delta = h.seal().unwrap().clone();
-        store.apply_history(&delta, &config).unwrap();
+        store.apply_history(&delta).unwrap();
         let newest = store.history_newest().unwrap().unwrap();
         let spans = up_to_newest(day, newest, &config);
         let parts = Parts {
@@ -714,7 +708,7 @@ mod tests {
                 ));
             }
             let delta = h.seal().unwrap().clone();
-            store.apply_history(&delta, &config).unwrap();
+            store.apply_history(&delta).unwrap();
             h.ack(delta.seq);
             assert_eq!(count(&store), round * 100);
             assert_eq!(count(&store), round * 100, "cached");
