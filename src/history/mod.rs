@@ -320,10 +320,10 @@ impl History {
             self.probe.0 = res;
             self.probe.1 = res.floor(s.event_time, self.config.pane);
             match self.state.buckets.get_mut(&self.probe) {
-                Some(summary) => summary.add_shared(s, why),
+                Some(summary) => summary.add(s, why),
                 None => {
                     let mut summary = OpsSummary::new(res.caps());
-                    summary.add_shared(s, why);
+                    summary.add(s, why);
                     self.state.buckets.insert(self.probe.clone(), summary);
                 }
             }
@@ -392,21 +392,15 @@ impl History {
     /// Restores a checkpointed state, also one of an earlier version (pane summaries only).
     pub fn restore(&mut self, mut state: HistoryState) {
         let pane = self.config.pane;
-        let pending = std::mem::take(&mut state.pending)
-            .into_iter()
-            .map(|((t, k), s)| (t, k, s));
-        for (res, t, k, s) in buckets_of_panes(pending, pane) {
-            merge_into(&mut state.buckets, (res, t, k), s);
-        }
-        if let Some(d) = &mut state.sealed {
-            let panes = std::mem::take(&mut d.panes);
+        let pending = std::mem::take(&mut state.pending);
+        merge_panes(&mut state.buckets, pending, pane);
+        if let Some(d) = state.sealed.as_mut().filter(|d| !d.panes.is_empty()) {
             let mut buckets: BTreeMap<BucketSlot, OpsSummary> = std::mem::take(&mut d.buckets)
                 .into_iter()
                 .map(|(r, t, k, s)| ((r, t, k), s))
                 .collect();
-            for (res, t, k, s) in buckets_of_panes(panes, pane) {
-                merge_into(&mut buckets, (res, t, k), s);
-            }
+            let panes = std::mem::take(&mut d.panes).into_iter();
+            merge_panes(&mut buckets, panes.map(|(t, k, s)| ((t, k), s)), pane);
             d.buckets = buckets
                 .into_iter()
                 .map(|((r, t, k), s)| (r, t, k, s))
@@ -417,31 +411,22 @@ impl History {
     }
 }
 
-/// The pane, hour and day summaries of pane summaries kept with a day's caps (the delta form
-/// of earlier versions), each with its resolution's caps.
-fn buckets_of_panes(
-    panes: impl IntoIterator<Item = (EpochMs, BucketKey, OpsSummary)>,
+/// Merges pane summaries kept with a day's caps (the delta form of earlier versions) into the
+/// pane, hour and day summaries they belong to, each with its resolution's caps.
+fn merge_panes(
+    into: &mut BTreeMap<BucketSlot, OpsSummary>,
+    panes: impl IntoIterator<Item = ((EpochMs, BucketKey), OpsSummary)>,
     pane_ms: i64,
-) -> Vec<(Resolution, EpochMs, BucketKey, OpsSummary)> {
-    let mut out = Vec::new();
-    for (t, k, s) in panes {
+) {
+    for ((t, k), s) in panes {
         for res in Resolution::ALL {
-            out.push((
-                res,
-                res.floor(t, pane_ms),
-                k.clone(),
-                s.with_caps(res.caps()),
-            ));
-        }
-    }
-    out
-}
-
-fn merge_into(map: &mut BTreeMap<BucketSlot, OpsSummary>, slot: BucketSlot, s: OpsSummary) {
-    match map.entry(slot) {
-        std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&s),
-        std::collections::btree_map::Entry::Vacant(e) => {
-            e.insert(s);
+            let summary = s.with_caps(res.caps());
+            match into.entry((res, res.floor(t, pane_ms), k.clone())) {
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&summary),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(summary);
+                }
+            }
         }
     }
 }
@@ -518,7 +503,7 @@ mod tests {
                 panes
                     .entry((Resolution::Pane.floor(s.event_time, config.pane), k))
                     .or_insert_with(|| OpsSummary::new(Resolution::Day.caps()))
-                    .add(s);
+                    .add(s, &mut summary::Why::new(s));
             }
         }
         panes.into_iter().map(|((t, k), s)| (t, k, s)).collect()

@@ -110,10 +110,17 @@ impl SessionWhy {
 /// session is listed in the pane, hour and day buckets it falls in, and merged from a delta into
 /// stored buckets, so copying an entry must not copy its strings (the clones of boxed entries
 /// were the largest share of a history flush in a profile).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub value: f64,
     pub why: Arc<SessionWhy>,
+}
+
+impl Entry {
+    /// What the entry is ranked by: (value, session id).
+    fn rank(&self) -> (f64, &str) {
+        (self.value, &self.why.session_id)
+    }
 }
 
 /// Rank of an entry: larger value first, ties by smaller session id.
@@ -121,10 +128,15 @@ fn ranks_before(a: (f64, &str), b: (f64, &str)) -> bool {
     a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
 }
 
+/// [`ranks_before`] as an order of entries (best first).
 fn rank_order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
-    b.value
-        .total_cmp(&a.value)
-        .then_with(|| a.why.session_id.cmp(&b.why.session_id))
+    if ranks_before(a.rank(), b.rank()) {
+        std::cmp::Ordering::Less
+    } else if ranks_before(b.rank(), a.rank()) {
+        std::cmp::Ordering::Greater
+    } else {
+        std::cmp::Ordering::Equal
+    }
 }
 
 /// Two ranked runs as one, best first; an entry of `b` equal to one of `a` (same session and
@@ -138,11 +150,11 @@ fn merge_ranked(a: Vec<Entry>, b: impl Iterator<Item = Entry>) -> Vec<Entry> {
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (Some(x), Some(y)) => {
-                if x.why.session_id == y.why.session_id && x.value == y.value {
+                if x.rank() == y.rank() {
                     b.next();
                     true
                 } else {
-                    ranks_before((x.value, &x.why.session_id), (y.value, &y.why.session_id))
+                    ranks_before(x.rank(), y.rank())
                 }
             }
         };
@@ -162,7 +174,7 @@ fn merge_ranked(a: Vec<Entry>, b: impl Iterator<Item = Entry>) -> Vec<Entry> {
 #[derive(Debug, Clone, Deserialize)]
 pub struct TailList {
     cap: usize,
-    #[serde(with = "compact_entries")]
+    #[serde(deserialize_with = "compact_entries::deserialize")]
     items: Vec<Entry>,
     /// Offers not yet sorted in; each ranked before `items`' last entry (or the list was not
     /// full) when it came.
@@ -228,10 +240,7 @@ impl TailList {
             return;
         }
         if self.items.len() >= self.cap {
-            let last = self
-                .items
-                .last()
-                .map(|e| (e.value, e.why.session_id.as_str()));
+            let last = self.items.last().map(Entry::rank);
             if self.cap == 0 || last.is_some_and(|l| !ranks_before((value, id), l)) {
                 self.note_dropped(value, id);
                 return;
@@ -251,7 +260,7 @@ impl TailList {
         }
         let mut fresh = std::mem::take(&mut self.fresh);
         fresh.sort_by(rank_order);
-        fresh.dedup_by(|a, b| a.value == b.value && a.why.session_id == b.why.session_id);
+        fresh.dedup_by(|a, b| a.rank() == b.rank());
         let items = std::mem::take(&mut self.items);
         self.items = merge_ranked(items, fresh.into_iter());
         self.truncate();
@@ -311,7 +320,7 @@ impl TailList {
             (Some(_), 0) => true,
             (Some((v, id)), n) => {
                 let e = &self.items[n - 1];
-                ranks_before((e.value, &e.why.session_id), (*v, id))
+                ranks_before(e.rank(), (*v, id))
             }
         };
         (&self.items[..n], exact)
@@ -361,38 +370,35 @@ mod compact_entries {
 
     impl Serialize for Rows<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            serialize(self.0, s)
-        }
-    }
-
-    pub fn serialize<S: Serializer>(items: &[Entry], s: S) -> Result<S::Ok, S::Error> {
-        let rows: Vec<RowRef<'_>> = items
-            .iter()
-            .map(|e| {
-                let w = &e.why;
-                (
-                    e.value,
-                    w.session_id.as_str(),
-                    w.event_time,
+            let rows: Vec<RowRef<'_>> = self
+                .0
+                .iter()
+                .map(|e| {
+                    let w = &e.why;
                     (
-                        w.agent.as_str(),
-                        w.prompt_version.as_str(),
-                        w.model.as_str(),
-                    ),
-                    w.status,
-                    w.error_type.as_deref(),
-                    (w.duration_ms, w.cost_usd, w.cost_derived),
-                    (w.turns, w.input_tokens, w.output_tokens),
-                    (w.tool_call_count, w.retries),
-                    w.tool_calls
-                        .iter()
-                        .map(|t| (t.name.as_str(), t.status, t.duration_ms))
-                        .collect(),
-                    w.fallback.as_deref(),
-                )
-            })
-            .collect();
-        rows.serialize(s)
+                        e.value,
+                        w.session_id.as_str(),
+                        w.event_time,
+                        (
+                            w.agent.as_str(),
+                            w.prompt_version.as_str(),
+                            w.model.as_str(),
+                        ),
+                        w.status,
+                        w.error_type.as_deref(),
+                        (w.duration_ms, w.cost_usd, w.cost_derived),
+                        (w.turns, w.input_tokens, w.output_tokens),
+                        (w.tool_call_count, w.retries),
+                        w.tool_calls
+                            .iter()
+                            .map(|t| (t.name.as_str(), t.status, t.duration_ms))
+                            .collect(),
+                        w.fallback.as_deref(),
+                    )
+                })
+                .collect();
+            rows.serialize(s)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Entry>, D::Error> {
@@ -580,12 +586,9 @@ impl OpsSummary {
         }
     }
 
-    pub fn add(&mut self, s: &Session) {
-        self.add_shared(s, &mut Why::new(s));
-    }
-
-    /// [`OpsSummary::add`] for a session that other summaries list too: `why` is `s`'s.
-    pub fn add_shared(&mut self, s: &Session, why: &mut Why<'_>) {
+    /// Adds one session; `why` is what `s` is listed as, shared with the other summaries that
+    /// take it.
+    pub fn add(&mut self, s: &Session, why: &mut Why<'_>) {
         self.sessions += 1;
         self.status[s.status.index()] += 1;
         if let Some(e) = &s.error_type {
@@ -901,8 +904,8 @@ mod tests {
         let mut whole = OpsSummary::new(caps);
         let (mut a, mut b) = (OpsSummary::new(caps), OpsSummary::new(caps));
         for (i, s) in sessions.iter().enumerate() {
-            whole.add(s);
-            if i == 0 { &mut a } else { &mut b }.add(s);
+            whole.add(s, &mut Why::new(s));
+            if i == 0 { &mut a } else { &mut b }.add(s, &mut Why::new(s));
         }
         a.merge(&b);
         for x in [&whole, &a] {
