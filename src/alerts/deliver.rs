@@ -330,6 +330,9 @@ struct Snapshot {
     /// Breaching coordinates of the clear synthesizer, by incident id.
     synth_open: Vec<(IncidentKey, EpochMs)>,
     synth_current: Vec<(String, EpochMs)>,
+    /// The service checkpoint this state was saved for (`single`; 0: none).
+    #[serde(default)]
+    checkpoint: u64,
 }
 
 /// The incidents in the alert engine's last saved state (for the API and `slawatch query`).
@@ -412,6 +415,8 @@ pub struct AlertService {
     from: Mailbox,
     clock: Arc<dyn Clock>,
     recorded: u64,
+    /// The service checkpoint of the saved state (see [`AlertService::checkpoint_for`]).
+    saved_for: u64,
 }
 
 impl AlertService {
@@ -468,6 +473,7 @@ impl AlertService {
             from,
             clock,
             recorded: 0,
+            saved_for: snapshot.checkpoint,
         })
     }
 
@@ -768,6 +774,7 @@ impl AlertService {
                 engine: self.slot.engine.state().clone(),
                 synth_open,
                 synth_current,
+                checkpoint: self.saved_for,
             }
         };
         self.log().save_state(&snap)?;
@@ -781,6 +788,17 @@ impl AlertService {
         let engine = &self.slot.engine;
         let held = |id: &str| engine.incidents().any(|i| i.id == id);
         self.slot.archive.save(engine.now(), held)
+    }
+
+    /// The service checkpoint the saved state is of (0: none).
+    pub fn saved_for(&self) -> u64 {
+        self.saved_for
+    }
+
+    /// [`AlertService::checkpoint`] for service checkpoint `serial`, named in the saved state.
+    pub fn checkpoint_for(&mut self, serial: u64) -> Result<(), AlertError> {
+        self.saved_for = serial;
+        self.checkpoint()
     }
 
     /// Saves the engine snapshot and makes the log durable.
@@ -959,6 +977,7 @@ impl AlertService {
                 engine: self.slot.engine.state().clone(),
                 synth_open,
                 synth_current,
+                checkpoint: 0,
             },
             records: self.slot.archive.live_records(),
             mails,

@@ -160,6 +160,9 @@ struct ServiceOutput {
     /// The newest window end of the batch, per stage-2 partition (`None`: `single`).
     batch_end: BTreeMap<Option<i32>, i64>,
     focus: Option<i32>,
+    /// `single`: the engine's saved state is of a checkpoint after the one the pipeline
+    /// resumed from (see [`Output::finding`]).
+    engine_ahead: bool,
 }
 
 impl ServiceOutput {
@@ -171,12 +174,16 @@ impl ServiceOutput {
 
 impl Output for ServiceOutput {
     fn finding(&mut self, f: &Finding) -> Result<()> {
-        // `single`: a finding already stored was seen before a crash, and the engine's
-        // snapshot in this store has it. `partitioned`: the engine resumes from the snapshot of
-        // the stage-2 partition, whose pipeline resumed from the same snapshot, so every
-        // finding it hands over is new to that engine — even one this store kept from before a
-        // crash, or from an earlier ownership of the partition.
-        if self.store.put_finding(f)? || self.alerts.is_partitioned() {
+        // `partitioned`: the engine resumes from the snapshot of the stage-2 partition, whose
+        // pipeline resumed from the same snapshot, so every finding it hands over is new to
+        // that engine — even one this store kept from before a crash, or from an earlier
+        // ownership of the partition. `single`: the engine's state is saved for a checkpoint
+        // just before that checkpoint's commit point, so it is the restored checkpoint's, and
+        // every finding is new to it too (sled flushes in the background: that this store
+        // has a finding says nothing of the engine) — unless a crash came between the save
+        // and the commit point. Then the engine is one checkpoint ahead, and until the next
+        // checkpoint a finding this store has is one the engine has.
+        if self.store.put_finding(f)? || !self.engine_ahead {
             self.alerts.on_finding(f);
         }
         self.note(f.window_end);
@@ -205,9 +212,30 @@ impl Output for ServiceOutput {
         Ok(())
     }
 
-    fn checkpointed(&mut self) -> Result<()> {
-        self.alerts.checkpoint()?;
+    fn persist(&mut self, serial: u64) -> Result<()> {
         if !self.alerts.is_partitioned() {
+            self.alerts.checkpoint_for(serial)?;
+        }
+        Ok(())
+    }
+
+    fn restored(&mut self, serial: u64) {
+        self.engine_ahead = self.alerts.saved_for() > serial;
+        if self.engine_ahead {
+            tracing::info!(
+                checkpoint = serial,
+                engine = self.alerts.saved_for(),
+                "the alert engine was saved for a checkpoint that a crash interrupted: \
+                 findings stored before it are not fed to it again"
+            );
+        }
+    }
+
+    fn checkpointed(&mut self) -> Result<()> {
+        self.engine_ahead = false;
+        if self.alerts.is_partitioned() {
+            self.alerts.checkpoint()?;
+        } else {
             self.alerts.deliver()?;
         }
         Ok(())
@@ -351,6 +379,7 @@ pub fn run_kafka(args: &RunArgs, kafka: KafkaConfig) -> Result<ExitCode> {
             alerts,
             batch_end: BTreeMap::new(),
             focus: None,
+            engine_ahead: false,
         }),
     )?;
     if args.api.serve && api.addr().is_some() {

@@ -10,11 +10,13 @@
 //!
 //! 1. every record is applied to the pipeline in partition order; its offset is remembered as
 //!    *applied* but not committed;
-//! 2. a checkpoint — dead letters and findings flushed to Kafka, then the pipeline state's
-//!    parts that changed since the last checkpoint ([`crate::checkpoint`]) and the applied
-//!    offsets appended to the checkpoint log in one synced record — happens every
-//!    `checkpointInterval` / `checkpointRecords`, before a partition is revoked, and at shutdown;
-//! 3. only then are the offsets committed to Kafka.
+//! 2. a checkpoint — dead letters and findings flushed to Kafka, findings and the alert
+//!    engine's state flushed to sled, then the pipeline state's parts that changed since the
+//!    last checkpoint ([`crate::checkpoint`]) and the applied offsets appended to the checkpoint
+//!    log in one synced record (the *commit point*: a restart resumes past what it covers, so
+//!    every output of it is durable before it) — happens every `checkpointInterval` /
+//!    `checkpointRecords`, before a partition is revoked, and at shutdown;
+//! 3. only then are mails sent and the offsets committed to Kafka.
 //!
 //! After a crash the state is restored from the last checkpoint and consumption resumes from
 //! the committed offsets; a redelivered record at or below a partition's applied offset is
@@ -78,6 +80,10 @@ struct CheckpointMeta {
     applied: Vec<((String, i32), i64)>,
     /// The open traces of the span path, so a restart loses no span.
     assembler: Option<crate::otel::AssemblerState>,
+    /// Which checkpoint of this data directory this is (1, 2, …; 0 before they were counted):
+    /// the alert engine's saved state names the checkpoint it was saved for.
+    #[serde(default)]
+    serial: u64,
 }
 
 /// The checkpoint of the `single` topology read back: the pipeline state, the shell's state,
@@ -116,6 +122,7 @@ fn read_checkpoint(store: &Store) -> Result<Option<Restored>> {
         meta: CheckpointMeta {
             applied: cp.applied,
             assembler: cp.assembler,
+            serial: 0,
         },
         // Nothing written in parts yet: the first checkpoint writes them all as a base.
         tracker: Tracker::new(),
@@ -183,6 +190,14 @@ pub trait Output: Send {
     fn batch_done(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Before the commit point of checkpoint `serial` (`single`): the output's own state (the
+    /// alert engine's) goes to the store, which is flushed next — ahead of, never behind, the
+    /// checkpoint.
+    fn persist(&mut self, _serial: u64) -> Result<()> {
+        Ok(())
+    }
+    /// The pipeline resumed from checkpoint `serial` (`single`; 0: from none).
+    fn restored(&mut self, _serial: u64) {}
     /// After a checkpoint: everything before it is durable.
     fn checkpointed(&mut self) -> Result<()> {
         Ok(())
@@ -286,6 +301,8 @@ struct State {
     span_encoding: crate::otel::Encoding,
     /// What has been written of the pipeline's parts: a checkpoint writes what changed since.
     parts: crate::checkpoint::Tracker,
+    /// The serial of the last checkpoint written or restored.
+    serial: u64,
 }
 
 /// Dead letters of the span path in a Kafka run: to the dead-letter topic and file, at the
@@ -520,13 +537,26 @@ impl State {
         if let Some(path) = &mut self.spans {
             path.flush()?;
         }
+        // Findings, baselines and the alert engine's state are durable before the checkpoint's
+        // append, its commit point: a crash after the append restores past their windows, which
+        // are never closed again, so what sled had not flushed then would be lost for good. (A
+        // crash before it restores an older checkpoint and emits those findings again; the
+        // engine takes them as ones it has.)
+        self.serial += 1;
+        self.output.persist(self.serial)?;
+        self.store.flush()?;
+        // The crash tests' points on either side of the commit point: as a SIGKILL would, with
+        // nothing flushed on the way out.
+        fail::fail_point!("single-checkpoint-persisted", |_| std::process::abort());
         // Only the parts that changed since the last checkpoint, with the offsets they reflect,
         // in one durable append (or a base of every part, the first time).
         let meta = CheckpointMeta {
             applied: self.applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             assembler: self.spans.as_ref().map(|p| p.assembler().snapshot()),
+            serial: self.serial,
         };
         let bytes = write_checkpoint(&self.store, &mut self.parts, &self.pipeline, &meta)?.bytes;
+        fail::fail_point!("single-checkpoint-appended", |_| std::process::abort());
         self.store.persist_history(&mut self.pipeline)?;
         self.store.flush()?;
         self.output.checkpointed()?;
@@ -668,10 +698,11 @@ fn run_single(
     mut pipeline: Pipeline,
     store: Arc<Store>,
     dead_file: DeadLetters,
-    output: Box<dyn Output>,
+    mut output: Box<dyn Output>,
 ) -> Result<ServiceReport> {
     let mut report = ServiceReport::default();
     let mut applied = BTreeMap::new();
+    let mut serial = 0;
     let (mut span_path, span_requests, span_grace_ms) = match opts.spans.take() {
         Some(s) => (Some(s.path), s.requests, s.grace_ms),
         None => (None, None, 0),
@@ -683,6 +714,7 @@ fn run_single(
         parts = cp.tracker;
         if pipeline.restore(cp.pipeline) {
             applied = cp.meta.applied.into_iter().collect();
+            serial = cp.meta.serial;
             if let (Some(path), Some(state)) = (&mut span_path, cp.meta.assembler) {
                 path.assembler_mut().restore(state);
             }
@@ -701,6 +733,7 @@ fn run_single(
     } else {
         pipeline.restore_baselines(&store.baselines()?);
     }
+    output.restored(serial);
     let sink = opts
         .kafka
         .producer()
@@ -726,6 +759,7 @@ fn run_single(
         span_topics: opts.kafka.span_topics.clone(),
         span_encoding: opts.kafka.span_encoding,
         parts,
+        serial,
     }));
     let takes_spans = lock(&state).spans.is_some();
     opts.readiness.set_not_ready(WAITING_FOR_ASSIGNMENT);
@@ -1156,6 +1190,7 @@ mod tests {
         let meta = |n: i64| CheckpointMeta {
             applied: vec![(("t".to_owned(), 0), n)],
             assembler: None,
+            serial: n as u64,
         };
         let first = write_checkpoint(&store, &mut tracker, &p, &meta(1999)).unwrap();
         assert!(first.base);

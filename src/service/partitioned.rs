@@ -686,6 +686,10 @@ impl State {
                 self.store.put_baseline(&b)?;
             }
         }
+        // Findings and dead letters are durable before a snapshot is: the producer may deliver
+        // a snapshot before the flush below, and a crash after that resumes past their windows.
+        self.dead_file.flush()?;
+        self.store.flush()?;
         let started = Instant::now();
         let mut bytes_written = 0;
         let dirty: Vec<i32> = (self.parts.iter())
@@ -705,7 +709,6 @@ impl State {
             stage2 = self.report.repartitioned,
             "state snapshots written"
         );
-        self.dead_file.flush()?;
         self.store.flush()?;
         self.output.checkpointed()?;
         // Mail goes out only now, when the snapshots holding the decisions are durable (a

@@ -355,6 +355,90 @@ fn sigkill_of_single_after_incremental_checkpoints_changes_no_finding() {
     );
 }
 
+/// A crash on either side of a checkpoint's commit point (its append to the checkpoint log;
+/// the `FAILPOINTS` crash points abort the process there, as a SIGKILL would) loses no finding
+/// and repeats or loses no mail.
+/// - Right after the append, the run resumes past the windows that checkpoint closed, so their
+///   findings and the alert engine's decisions on them must be durable before it. (They were
+///   flushed after it: the findings lived only in sled's buffers, and the engine never saw them
+///   again.)
+/// - Right before it, the engine's saved state is ahead of the checkpoint the run resumes from
+///   (here: none), and the findings emitted again are ones it has.
+#[test]
+fn a_crash_on_either_side_of_a_checkpoint_append_loses_no_finding_and_no_mail() {
+    let broker = Tansu::start();
+    let (topic, sessions) = ("crash-appended", 20_000);
+    broker.create_topic(topic, 3);
+    broker.create_topic(&format!("{topic}.dlq"), 1);
+    broker.create_topic(&format!("{topic}.findings"), 1);
+    publish(&broker, topic, sessions, true);
+    // One checkpoint only: the final one, at the end of the input, after the last windows
+    // closed — it covers every finding and mail of the run.
+    let args = |group: &str, data: &Path| {
+        let mut a = run_args(&broker, topic, group, data, true);
+        let at = a.iter().position(|x| x == "--checkpoint-interval").unwrap();
+        a[at + 1] = "1h".into();
+        a.extend(["--topology".into(), "single".into()]);
+        a
+    };
+    let mails = |data: &Path| -> Vec<_> {
+        let store = Store::open(data).unwrap();
+        let mut all: Vec<_> = (store.notify_log().unwrap().all().unwrap().into_iter())
+            .map(|m| {
+                let sent = matches!(
+                    m.status,
+                    slawatch::store::notify_log::MailStatus::Sent { .. }
+                );
+                (m.id, m.due_at, m.subject, m.to, sent)
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let clean = tempfile::tempdir().unwrap();
+    finish(
+        spawn(&args("clean", clean.path())),
+        Duration::from_secs(300),
+    );
+    let want_mails = mails(clean.path());
+    assert!(
+        !want_mails.is_empty(),
+        "the stream mails nobody: the test shows nothing"
+    );
+    let want = replay_findings(sessions, true);
+    for (point, restored) in [
+        ("single-checkpoint-appended", true),
+        ("single-checkpoint-persisted", false),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let mut crashing = spawn_with(
+            &args(point, data.path()),
+            &[("FAILPOINTS", &format!("{point}=return"))],
+        );
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let status = loop {
+            if let Some(status) = crashing.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{point}: the crashing run did not end"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let log = stderr_of(crashing.id());
+        assert!(
+            !status.success(),
+            "{point}: the crash point was not reached: {log}"
+        );
+        let stdout = finish(spawn(&args(point, data.path())), Duration::from_secs(300));
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(report["restored"], restored, "{point}: {report}");
+        assert_same(&stored_findings(data.path()), &want);
+        assert_eq!(mails(data.path()), want_mails, "{point}");
+    }
+}
+
 /// Runs `slawatch run` on `topic` and SIGKILLs it at three random points, then lets a last run
 /// finish: its findings must equal a replay's. Returns how many kills found increments in the
 /// checkpoint log (`single` only).
