@@ -104,8 +104,12 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Error(e) = rebalance {
+            tracing::warn!(error = %e, "rebalance error");
+        }
         if let Rebalance::Revoke(tpl) = rebalance {
             let revoked = partitions(tpl);
+            tracing::debug!(partitions = ?revoked, "partitions revoked");
             if let Some(f) = &self.on_revoke {
                 f(&Committer(consumer), &revoked);
             }
@@ -116,6 +120,7 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let assigned = partitions(tpl);
+            tracing::debug!(partitions = ?assigned, "partitions assigned");
             if let Some(f) = &self.on_assign {
                 f(&assigned);
             }

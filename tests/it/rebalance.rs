@@ -18,7 +18,7 @@ use crate::support::run::{Run, get, report};
 use crate::support::servers::{MailDev, Tansu};
 
 /// Log levels of the runs: the service's own debug lines say where a hung run stopped.
-const RUST_LOG: &str = "warn,slawatch::service=debug";
+const RUST_LOG: &str = "warn,slawatch::service=debug,slawatch::kafka=debug";
 
 /// The test stream: its lines (bytes: dirty ones need not be UTF-8) and its file, which the
 /// replay reads.

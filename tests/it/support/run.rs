@@ -134,7 +134,7 @@ pub struct Run {
 impl Drop for Run {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = self.log_text();
+            let log = collapse_repeats(&self.log_text());
             let start = (log.len().saturating_sub(20_000)..log.len())
                 .find(|i| log.is_char_boundary(*i))
                 .unwrap_or(0);
@@ -147,6 +147,36 @@ impl Drop for Run {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A log with each run of lines that repeat the line before but for its timestamp (a stalled
+/// run's progress lines) cut to one line and a count, so the tail shows what led up to it.
+fn collapse_repeats(log: &str) -> String {
+    // Log lines start with an RFC 3339 timestamp and a space (ANSI colour codes around it).
+    let body = |line: &str| {
+        line.split_once('Z')
+            .map_or(line, |(_, rest)| rest)
+            .to_owned()
+    };
+    let (mut out, mut last, mut repeats) = (String::new(), None::<String>, 0);
+    for line in log.lines() {
+        let b = body(line);
+        if last.as_ref() == Some(&b) {
+            repeats += 1;
+            continue;
+        }
+        if repeats > 0 {
+            out.push_str(&format!("    … the line above {repeats} more time(s)\n"));
+            repeats = 0;
+        }
+        out.push_str(line);
+        out.push('\n');
+        last = Some(b);
+    }
+    if repeats > 0 {
+        out.push_str(&format!("    … the line above {repeats} more time(s)\n"));
+    }
+    out
 }
 
 impl Run {
