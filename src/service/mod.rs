@@ -522,11 +522,6 @@ impl State {
     fn checkpoint(&mut self, consumer: &kafka::Committer<'_>) -> Result<()> {
         let started = Instant::now();
         self.emit()?;
-        // Baselines are in the checkpoint; the copies in sled (for `slawatch baseline` and a
-        // start without a checkpoint) follow at the same pace rather than at every window.
-        for b in self.pipeline.take_dirty_baselines() {
-            self.store.put_baseline(&b)?;
-        }
         // Dead letters and findings first: offsets are never committed past a record whose
         // outputs are not delivered.
         self.sink.flush()?;
@@ -537,8 +532,8 @@ impl State {
         if let Some(path) = &mut self.spans {
             path.flush()?;
         }
-        // Findings, baselines and the alert engine's state are durable before the checkpoint's
-        // append, its commit point: a crash after the append restores past their windows, which
+        // Findings and the alert engine's state are durable before the checkpoint's append,
+        // its commit point: a crash after the append restores past their windows, which
         // are never closed again, so what sled had not flushed then would be lost for good. (A
         // crash before it restores an older checkpoint and emits those findings again; the
         // engine takes them as ones it has.)
@@ -557,6 +552,13 @@ impl State {
         };
         let bytes = write_checkpoint(&self.store, &mut self.parts, &self.pipeline, &meta)?.bytes;
         fail::fail_point!("single-checkpoint-appended", |_| std::process::abort());
+        // Baselines are in the checkpoint; the copies in sled (for `slawatch baseline` and a
+        // start without a checkpoint) follow at the same pace rather than at every window —
+        // after the checkpoint, never before: a start from sled for want of a checkpoint would
+        // count the sessions after the committed offsets twice.
+        for b in self.pipeline.take_dirty_baselines() {
+            self.store.put_baseline(&b)?;
+        }
         self.store.persist_history(&mut self.pipeline)?;
         self.store.flush()?;
         self.output.checkpointed()?;

@@ -679,17 +679,6 @@ impl State {
         for p in &owned {
             self.emit(*p)?;
         }
-        // Baselines are in the snapshots; the copies in sled (for `slawatch baseline` and a
-        // partition without a snapshot) follow at the same pace rather than at every window.
-        for part in self.parts.values_mut() {
-            for b in part.pipeline.take_dirty_baselines() {
-                self.store.put_baseline(&b)?;
-            }
-        }
-        // Findings and dead letters are durable before a snapshot is: the producer may deliver
-        // a snapshot before the flush below, and a crash after that resumes past their windows.
-        self.dead_file.flush()?;
-        self.store.flush()?;
         let started = Instant::now();
         let mut bytes_written = 0;
         let dirty: Vec<i32> = (self.parts.iter())
@@ -701,6 +690,15 @@ impl State {
         }
         let encoded = started.elapsed();
         self.sink.flush()?;
+        // Baselines are in the snapshots; the copies in sled (for `slawatch baseline` and a
+        // partition without a snapshot) follow at the same pace rather than at every window —
+        // after the snapshots are durable, never before: a partition restored from sled for want
+        // of a snapshot would count the sessions after its committed offsets twice.
+        for part in self.parts.values_mut() {
+            for b in part.pipeline.take_dirty_baselines() {
+                self.store.put_baseline(&b)?;
+            }
+        }
         tracing::debug!(
             bytes = bytes_written,
             encode_ms = encoded.as_millis() as u64,
@@ -709,6 +707,7 @@ impl State {
             stage2 = self.report.repartitioned,
             "state snapshots written"
         );
+        self.dead_file.flush()?;
         self.store.flush()?;
         self.output.checkpointed()?;
         // Mail goes out only now, when the snapshots holding the decisions are durable (a
