@@ -74,6 +74,9 @@ use crate::store::Store;
 const MARK_TICK_MS: i64 = 60_000;
 /// …and at most this often.
 const MARK_EVERY: Duration = Duration::from_millis(100);
+/// How long stage 1 waits for what it sent before a source's idle marks to be delivered, and
+/// for those marks (best effort: see [`State::mark`]).
+const MARK_ALONE_WITHIN: Duration = Duration::from_millis(500);
 /// Header naming what a repartition-topic message is: `sessions` (a [`SessionBatch`]),
 /// `records` (a [`RecordBatch`], written by earlier versions) or `mark`.
 const KIND: &str = "slawatch.kind";
@@ -478,9 +481,21 @@ impl State {
             idle,
         })
         .expect("marks serialize");
+        // A source going idle may be the last thing written to the repartition partitions for a
+        // long time, so its marks go out alone, each the only record of its batch (as far as a
+        // short wait allows): tansu's high watermark misses the rest of a partition's newest
+        // batch, and a consumer stops there until another batch comes — a mark batched with
+        // others would hold stage 2's watermark back until the source's next record.
+        let alone = idle && self.marked.get(&pid).is_none_or(|m| !m.1);
+        if alone {
+            self.sink.flush_within(MARK_ALONE_WITHIN);
+        }
         for p in 0..self.internal_partitions {
             self.sink
                 .send_to(&self.repartition, p, None, &payload, &[(KIND, "mark")])?;
+        }
+        if alone {
+            self.sink.flush_within(MARK_ALONE_WITHIN);
         }
         self.marked.insert(pid, (newest, idle, Instant::now()));
         // A checkpoint follows, so the exit check (nothing pending) also covers marks.
