@@ -190,13 +190,13 @@ impl Sink {
         }
     }
 
-    /// Waits until everything sent is delivered; fails if anything was lost.
     /// Waits at most `within` for what was sent to be delivered; whether it was. Failures are
     /// left for [`Sink::flush`] to report.
     pub fn flush_within(&self, within: Duration) -> bool {
         self.producer.flush(within).is_ok()
     }
 
+    /// Waits until everything sent is delivered; fails if anything was lost.
     pub fn flush(&self) -> Result<(), SinkError> {
         self.producer
             .flush(Duration::from_secs(30))

@@ -190,28 +190,33 @@ fn stderr_of(pid: u32) -> String {
     text[start..].to_owned()
 }
 
-/// Waits for a run to exit by itself (it stops at the end of the input).
-fn finish(child: Child, deadline: Duration) -> String {
+/// Waits for a run to exit by itself (it stops at the end of the input): its status, or a panic
+/// with its log once `deadline` has passed.
+fn exited(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
-    let mut child = child;
-    let pid = child.id();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            let stderr = stderr_of(pid);
-            assert!(status.success(), "run failed: {stderr}");
-            return String::from_utf8_lossy(&out.stdout).into_owned();
+            return status;
         }
         if started.elapsed() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
                 "run did not finish in {deadline:?}; its log ends:\n{}",
-                stderr_of(pid)
+                stderr_of(child.id())
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits for a run to exit by itself, successfully: its stdout.
+fn finish(mut child: Child, deadline: Duration) -> String {
+    let status = exited(&mut child, deadline);
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(status.success(), "run failed: {}", stderr_of(pid));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub(crate) fn stored_findings(data: &Path) -> BTreeMap<String, Finding> {
@@ -415,17 +420,7 @@ fn a_crash_on_either_side_of_a_checkpoint_append_loses_no_finding_and_no_mail() 
             &args(point, data.path()),
             &[("FAILPOINTS", &format!("{point}=return"))],
         );
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let status = loop {
-            if let Some(status) = crashing.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{point}: the crashing run did not end"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let status = exited(&mut crashing, Duration::from_secs(300));
         let log = stderr_of(crashing.id());
         assert!(
             !status.success(),
