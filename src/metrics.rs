@@ -232,7 +232,7 @@ impl Metrics {
         );
         r.register(
             "checkpoint_size_bytes",
-            "Size of the newest checkpoint (all state snapshots it wrote)",
+            "Size of the newest checkpoint that wrote state (all state snapshots it wrote)",
             m.checkpoint_size.clone(),
         );
         r.register(
@@ -401,10 +401,13 @@ impl Metrics {
         }
     }
 
-    /// A checkpoint took `took` and wrote `bytes`.
+    /// A checkpoint took `took` and wrote `bytes`. One that wrote no state (only offsets, e.g.
+    /// after a progress mark that moved nothing) leaves the size of the newest one that did.
     pub fn record_checkpoint(&self, took: Duration, bytes: u64) {
         self.checkpoint_duration.observe(took.as_secs_f64());
-        self.checkpoint_size.set(bytes as i64);
+        if bytes > 0 {
+            self.checkpoint_size.set(bytes as i64);
+        }
     }
 
     /// The state's size on disk and its key count.
@@ -584,6 +587,22 @@ mod tests {
             "resident {before} → {after} after touching 128 MiB"
         );
         std::hint::black_box(&big);
+    }
+
+    #[test]
+    fn a_checkpoint_of_offsets_alone_leaves_the_size_of_the_last_state_written() {
+        let m = Metrics::new();
+        m.record_checkpoint(Duration::from_millis(3), 4096);
+        m.record_checkpoint(Duration::from_millis(1), 0);
+        let text = m.encode();
+        assert!(
+            text.contains("slawatch_checkpoint_size_bytes 4096\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("slawatch_checkpoint_duration_seconds_count 2\n"),
+            "{text}"
+        );
     }
 
     #[test]
