@@ -228,11 +228,19 @@ pub enum BaselineFormatError {
     Invalid(#[from] serde_json::Error),
 }
 
+/// [`Stored`] as written: the baseline serialized in place (the same JSON, in field order,
+/// without first building a [`serde_json::Value`] of its samples and dropping it again).
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    format: u32,
+    baseline: &'a Baseline,
+}
+
 /// Encodes a baseline in the current format.
 pub fn encode(b: &Baseline) -> Vec<u8> {
-    serde_json::to_vec(&Stored {
+    serde_json::to_vec(&StoredRef {
         format: FORMAT_VERSION,
-        baseline: serde_json::to_value(b).expect("baselines serialize"),
+        baseline: b,
     })
     .expect("baselines serialize")
 }

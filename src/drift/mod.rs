@@ -490,6 +490,27 @@ mod tests {
         format!("{:?}", out[0].report)
     }
 
+    /// A stored baseline reads back equal, and one written by the earlier encoder (through a
+    /// `serde_json::Value`, so with its keys sorted) reads back the same.
+    #[test]
+    fn a_stored_baseline_reads_back_whichever_encoder_wrote_it() {
+        let mut cfg = config();
+        cfg.life.sequential = true;
+        let mut b = Baseline::new(key(), &cfg.set, 0);
+        b.sample = sample(&cfg, (0..400).map(|i| f64::from(i % 97) * 0.1 + 1e-9));
+        b.freeze(&cfg.set, 7, &cfg.life);
+        assert!(!b.sequential.is_empty());
+        let now = crate::drift::baseline::encode(&b);
+        assert_eq!(crate::drift::baseline::decode(&now).unwrap(), b);
+        let earlier = serde_json::to_vec(&serde_json::json!({
+            "format": 1,
+            "baseline": serde_json::to_value(&b).unwrap(),
+        }))
+        .unwrap();
+        assert_ne!(earlier, now, "the earlier encoder sorted the keys");
+        assert_eq!(crate::drift::baseline::decode(&earlier).unwrap(), b);
+    }
+
     /// The prepared reference columns are reused while the reference stays, and never outlive
     /// it: a baseline replaced by hand with a sample of the same size and freeze time (which
     /// the stamp alone would not tell apart) is compared as a fresh runtime compares it.
