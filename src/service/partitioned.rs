@@ -704,15 +704,29 @@ impl State {
             bytes_written += self.write_snapshot(p)?;
         }
         let encoded = started.elapsed();
+        // Findings and dead letters are durable before the snapshots, the commit point of
+        // stage 2's state: a partition resumed from them is past the windows they came from,
+        // which are never closed again, so what sled had not flushed then would be lost for
+        // good. (A crash before it resumes from older snapshots and emits those findings again,
+        // with the same ids; the alert engine resumed with them takes each as new.)
+        self.dead_file.flush()?;
+        self.store.flush()?;
         self.sink.flush()?;
+        // The crash test's point: as a SIGKILL would, with nothing flushed on the way out.
+        fail::fail_point!("partitioned-snapshots-durable", |_| std::process::abort());
         // Baselines are in the snapshots; the copies in sled (for `slawatch baseline` and a
         // partition without a snapshot) follow at the same pace rather than at every window —
         // after the snapshots are durable, never before: a partition restored from sled for want
         // of a snapshot would count the sessions after its committed offsets twice.
+        let mut copied = false;
         for part in self.parts.values_mut() {
             for b in part.pipeline.take_dirty_baselines() {
                 self.store.put_baseline(&b)?;
+                copied = true;
             }
+        }
+        if copied {
+            self.store.flush()?;
         }
         tracing::debug!(
             bytes = bytes_written,
@@ -722,8 +736,6 @@ impl State {
             stage2 = self.report.repartitioned,
             "state snapshots written"
         );
-        self.dead_file.flush()?;
-        self.store.flush()?;
         self.output.checkpointed()?;
         // Mail goes out only now, when the snapshots holding the decisions are durable (a
         // decision after the last snapshot is made again by whoever resumes from it). The

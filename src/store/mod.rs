@@ -68,8 +68,17 @@ impl Store {
     /// is waited for (up to 10 s) instead of failing the reopen.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let config = || {
+            let config = sled::Config::new().path(dir.join("state"));
+            // Crash tests: sled makes durable only what `flush` does (no background flusher),
+            // so a crash loses everything written since, as a badly timed one would.
+            fail::fail_point!("store-no-background-flush", |_| config
+                .clone()
+                .flush_every_ms(None));
+            config
+        };
         let db = loop {
-            match sled::Config::new().path(dir.join("state")).open() {
+            match config().open() {
                 Ok(db) => break db,
                 Err(e)
                     if e.to_string().contains("could not acquire lock")
