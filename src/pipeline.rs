@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::drift::baseline::Baseline;
-use crate::evaluate::{Carried, RuntimeState, SpecRuntime};
+use crate::evaluate::{Carried, RuntimeState, RuntimeStateRef, SpecRuntime};
 use crate::finding::{Clear, Finding, LastSession};
 use crate::history::{Delta, History, HistoryState};
 use crate::ingest::decode::{Decoder, RejectReason};
@@ -115,6 +115,19 @@ pub struct PipelineState {
     /// Operational history not yet acknowledged by the store.
     #[serde(default)]
     pub history: Option<HistoryState>,
+}
+
+/// A [`PipelineState`] that borrows the pipeline ([`Pipeline::snapshot_ref`]): the same
+/// serialized bytes without copying the state first, for writers that only encode it.
+#[derive(Serialize)]
+pub struct PipelineStateRef<'a> {
+    runtimes: Vec<RuntimeStateRef<'a>>,
+    dedupe: &'a Dedupe,
+    stats: &'a IngestStats,
+    partitions: &'a BTreeMap<i32, EpochMs>,
+    idle: &'a BTreeSet<i32>,
+    advanced_to: Option<EpochMs>,
+    history: Option<&'a HistoryState>,
 }
 
 impl Pipeline {
@@ -483,6 +496,23 @@ impl Pipeline {
         }
     }
 
+    /// [`Pipeline::snapshot`] without the copy: the same serialized bytes.
+    pub fn snapshot_ref(&self) -> PipelineStateRef<'_> {
+        PipelineStateRef {
+            runtimes: self
+                .runtimes
+                .iter()
+                .map(SpecRuntime::snapshot_ref)
+                .collect(),
+            dedupe: &self.dedupe,
+            stats: &self.stats,
+            partitions: &self.partitions,
+            idle: &self.idle,
+            advanced_to: self.advanced_to,
+            history: self.history.as_ref().map(History::state),
+        }
+    }
+
     /// Visits every part of the state a [`Pipeline::snapshot`] holds, with stable ids
     /// ([`crate::checkpoint`]): what an incremental checkpoint compares and writes.
     pub fn checkpoint_parts(&self, w: &mut crate::checkpoint::PartWriter<'_>) {
@@ -493,7 +523,7 @@ impl Pipeline {
             &self.partitions,
             &self.idle,
             self.advanced_to,
-            self.history.as_ref().map(History::snapshot),
+            self.history.as_ref().map(History::state),
             self.runtimes
                 .iter()
                 .map(|rt| SpecRuntime::fingerprint_hash(rt.spec()))

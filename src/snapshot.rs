@@ -33,6 +33,22 @@ pub mod pairs {
     }
 }
 
+/// [`pairs`] for a field that borrows its map (`&HashMap`): the same serialized form.
+pub mod pairs_ref {
+    use serde::Serialize;
+    use serde::ser::Serializer;
+
+    pub fn serialize<'a, M, K, V, S>(map: &&'a M, s: S) -> Result<S::Ok, S::Error>
+    where
+        &'a M: IntoIterator<Item = (&'a K, &'a V)>,
+        K: Serialize + 'a,
+        V: Serialize + 'a,
+        S: Serializer,
+    {
+        super::pairs::serialize(*map, s)
+    }
+}
+
 /// A `BTreeMap<i64, HashMap<K, V>>` with any inner key, as nested lists of pairs.
 pub mod nested_pairs {
     use std::collections::{BTreeMap, HashMap};

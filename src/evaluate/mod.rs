@@ -99,6 +99,24 @@ pub struct RuntimeState {
     pub drift_forensics: Vec<crate::forensics::drift::DriftRetained<GroupKey>>,
 }
 
+/// A [`RuntimeState`] that borrows the runtime instead of cloning it: serializes to exactly the
+/// same bytes ([`SpecRuntime::snapshot_ref`]), for writers that only encode the snapshot.
+#[derive(Serialize)]
+pub struct RuntimeStateRef<'a> {
+    spec_fingerprint: String,
+    windows: &'a Windows<GroupKey, SpecSummary>,
+    #[serde(serialize_with = "crate::snapshot::pairs_ref::serialize")]
+    timelines: &'a HashMap<GroupKey, Vec<SliTimeline>>,
+    key_parts: &'a HashMap<Arc<str>, Vec<(String, String)>>,
+    segments: &'a HashMap<Arc<str>, Vec<Arc<str>>>,
+    stats: &'a [ObjectiveStats],
+    late: u64,
+    baselines: Vec<Vec<&'a Baseline>>,
+    last_session: &'a HashMap<Arc<str>, EpochMs>,
+    forensics: &'a crate::forensics::retain::Retained<GroupKey>,
+    drift_forensics: &'a [crate::forensics::drift::DriftRetained<GroupKey>],
+}
+
 /// A spec fingerprint's text: its hash in 16 hex digits.
 fn fingerprint_text(hash: u64) -> String {
     format!("{hash:016x}")
@@ -261,6 +279,27 @@ impl SpecRuntime {
             last_session: self.last_session.clone(),
             forensics: self.retained.clone(),
             drift_forensics: self.drift_retained.clone(),
+        }
+    }
+
+    /// [`SpecRuntime::snapshot`] without the copy: the same serialized bytes.
+    pub fn snapshot_ref(&self) -> RuntimeStateRef<'_> {
+        RuntimeStateRef {
+            spec_fingerprint: SpecRuntime::fingerprint(&self.spec),
+            windows: &self.windows,
+            timelines: &self.timelines,
+            key_parts: &self.key_parts,
+            segments: &self.segments,
+            stats: &self.stats,
+            late: self.late,
+            baselines: self
+                .drift
+                .iter()
+                .map(|(_, d)| d.baselines().values().collect())
+                .collect(),
+            last_session: &self.last_session,
+            forensics: &self.retained,
+            drift_forensics: &self.drift_retained,
         }
     }
 

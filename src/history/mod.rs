@@ -389,6 +389,11 @@ impl History {
         self.state.clone()
     }
 
+    /// What [`History::snapshot`] copies.
+    pub fn state(&self) -> &HistoryState {
+        &self.state
+    }
+
     /// Restores a checkpointed state, also one of an earlier version (pane summaries only).
     pub fn restore(&mut self, mut state: HistoryState) {
         let pane = self.config.pane;

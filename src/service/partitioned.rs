@@ -254,9 +254,10 @@ struct Mark {
 }
 
 /// What the state topic holds for one stage-2 partition.
+/// (Written with the pipeline borrowed, [`crate::pipeline::PipelineStateRef`]: the same bytes.)
 #[derive(Serialize, Deserialize)]
-struct PartSnapshot {
-    pipeline: PipelineState,
+struct PartSnapshot<P = PipelineState> {
+    pipeline: P,
     /// Last applied offset of the repartition partition.
     applied: Option<i64>,
     /// Last applied source offset per source partition.
@@ -774,7 +775,7 @@ impl State {
         let part = self.parts.get_mut(&p).expect("an owned partition");
         part.snapshot_id += 1;
         let snapshot = PartSnapshot {
-            pipeline: part.pipeline.snapshot(),
+            pipeline: part.pipeline.snapshot_ref(),
             applied: part.applied,
             sources: part.sources.iter().map(|(k, v)| (*k, *v)).collect(),
             alerts,

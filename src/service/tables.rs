@@ -31,9 +31,11 @@ use crate::store::Store;
 
 const CHECKPOINT: &str = "tables.cbor";
 
+/// (Written with the pipeline borrowed, [`crate::pipeline::PipelineStateRef`]: the same
+/// bytes.)
 #[derive(Serialize, Deserialize)]
-struct TablesCheckpoint {
-    pipeline: PipelineState,
+struct TablesCheckpoint<P = PipelineState> {
+    pipeline: P,
     /// Last offset read per (topic, partition).
     read: Vec<((String, i32), i64)>,
 }
@@ -121,7 +123,7 @@ fn run(
             // Sealed into the checkpoint first, applied after: see `service::State::checkpoint`.
             pipeline.history_seal();
             let cp = TablesCheckpoint {
-                pipeline: pipeline.snapshot(),
+                pipeline: pipeline.snapshot_ref(),
                 read: read.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             };
             store.put_named_checkpoint(CHECKPOINT, &encode_cbor(&cp))?;
