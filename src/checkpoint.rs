@@ -713,10 +713,6 @@ pub(crate) mod tests {
         parts.into_iter().collect()
     }
 
-    /// Base + increments hold byte for byte what a full write of the same moment holds, at every
-    /// checkpoint of a stream in which panes expire, a key stops and is evicted, baselines learn
-    /// and freeze, and a reload replaces a spec; restored, they give the pipeline a restore of
-    /// the full snapshot gives, and the rest of the stream the same findings as no restart.
     /// A snapshot written borrowed (`Pipeline::snapshot_ref`, what the state topic and the
     /// global tables write) is byte for byte the snapshot written from a copy, for a pipeline
     /// with open windows, timelines, baselines, retained forensic and drift panes, dedupe ids
@@ -748,6 +744,10 @@ pub(crate) mod tests {
         assert_eq!(cbor(&p.snapshot_ref()), cbor(&copy));
     }
 
+    /// Base + increments hold byte for byte what a full write of the same moment holds, at every
+    /// checkpoint of a stream in which panes expire, a key stops and is evicted, baselines learn
+    /// and freeze, and a reload replaces a spec; restored, they give the pipeline a restore of
+    /// the full snapshot gives, and the rest of the stream the same findings as no restart.
     #[test]
     fn base_plus_increments_restore_what_a_full_checkpoint_restores() {
         let lines = stream();

@@ -695,6 +695,14 @@ impl State {
         for p in &owned {
             self.emit(*p)?;
         }
+        // Findings and dead letters are durable before any snapshot is sent — the producer may
+        // deliver one before the flush below, and the snapshots are stage 2's commit point: a
+        // partition resumed from them is past the windows they came from, which never close
+        // again, so what sled had not flushed then would be lost for good. (A crash before it
+        // resumes from older snapshots and emits those findings again, with the same ids; the
+        // alert engine resumed with them takes each as new.)
+        self.dead_file.flush()?;
+        self.store.flush()?;
         let started = Instant::now();
         let mut bytes_written = 0;
         let dirty: Vec<i32> = (self.parts.iter())
@@ -705,13 +713,6 @@ impl State {
             bytes_written += self.write_snapshot(p)?;
         }
         let encoded = started.elapsed();
-        // Findings and dead letters are durable before the snapshots, the commit point of
-        // stage 2's state: a partition resumed from them is past the windows they came from,
-        // which are never closed again, so what sled had not flushed then would be lost for
-        // good. (A crash before it resumes from older snapshots and emits those findings again,
-        // with the same ids; the alert engine resumed with them takes each as new.)
-        self.dead_file.flush()?;
-        self.store.flush()?;
         self.sink.flush()?;
         // The crash test's point: as a SIGKILL would, with nothing flushed on the way out.
         fail::fail_point!("partitioned-snapshots-durable", |_| std::process::abort());
