@@ -17,6 +17,12 @@
 //! agent-0 … --agent agent-7` through the Kafka bench's spec (the shipped `support-bot.yaml`
 //! selecting every agent), one increment every `--every` records (300 ms of a `single`
 //! catch-up at ~100k records/s); per increment its bytes by part kind and its largest parts.
+//!
+//! `cargo bench --bench checkpoint -- --history [--every 20000,60000] [--sessions 100000]`: the
+//! operational history's flush. The same stream, decoded once up front, into a `History` (the
+//! default configuration, as the service keeps it), one delta sealed and applied to a sled
+//! store every `--every` records (the global tables flush each second, `single` at each
+//! checkpoint); time spent observing and applying, per `--every`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -240,8 +246,62 @@ fn profile(every: usize) {
     }
 }
 
+/// Feeds the Kafka bench's stream into a history and applies a delta every `every` records.
+fn history(every: &[usize], sessions: u64) {
+    use slawatch::history::{History, HistoryConfig};
+    let cfg = slawatch::simulate::SimulateArgs {
+        seed: 9,
+        rate: 100_000.0,
+        sessions: Some(sessions),
+        agents: (0..8).map(|a| format!("agent-{a}")).collect(),
+        ..Default::default()
+    }
+    .to_config()
+    .unwrap();
+    let decoder = slawatch::ingest::decode::Decoder::new(Arc::new(Catalog::embedded()));
+    let sessions: Vec<_> = Simulator::new(cfg)
+        .unwrap()
+        .filter_map(|l| decoder.decode(&l).ok())
+        .collect();
+    println!("| every | deltas | observe s | apply s | apply ms per delta | stored MB |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for &every in every {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut h = History::new(HistoryConfig::default(), "bench");
+        let (mut observe, mut apply, mut deltas) = (Duration::ZERO, Duration::ZERO, 0);
+        for chunk in sessions.chunks(every) {
+            let t = Instant::now();
+            for s in chunk {
+                h.observe(s);
+            }
+            observe += t.elapsed();
+            let t = Instant::now();
+            let delta = h.seal().expect("sessions observed");
+            assert!(store.apply_history(delta).unwrap());
+            let seq = delta.seq;
+            h.ack(seq);
+            apply += t.elapsed();
+            deltas += 1;
+        }
+        let stored: u64 = store.history_bytes().unwrap().iter().sum();
+        println!(
+            "| {every} | {deltas} | {:.2} | {:.2} | {:.1} | {:.1} |",
+            observe.as_secs_f64(),
+            apply.as_secs_f64(),
+            apply.as_secs_f64() * 1e3 / deltas as f64,
+            stored as f64 / 1e6,
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--history") {
+        let sessions = list(&args, "--sessions", &[100_000u64])[0];
+        history(&list(&args, "--every", &[20_000, 60_000]), sessions);
+        return;
+    }
     if args.iter().any(|a| a == "--profile") {
         profile(list(&args, "--every", &[30_000])[0]);
         return;

@@ -336,7 +336,7 @@ mod compact_entries {
     use crate::session::{Status, ToolStatus};
 
     type Call = (String, Option<ToolStatus>, Option<f64>);
-    type Row = (
+    pub(super) type Row = (
         f64,
         String,
         i64,
@@ -361,43 +361,49 @@ mod compact_entries {
         (Option<f64>, Option<f64>, bool),
         (Option<u64>, Option<u64>, Option<u64>),
         (u64, u64),
-        Vec<(&'a str, Option<ToolStatus>, Option<f64>)>,
+        Calls<'a>,
         Option<&'a str>,
     );
 
-    /// Entries written as rows ([`TailList`]'s `Serialize`).
+    /// A row's tool calls, written as [`Call`]s straight from the entry.
+    struct Calls<'a>(&'a [ToolCallWhy]);
+
+    impl Serialize for Calls<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(
+                self.0
+                    .iter()
+                    .map(|t| (t.name.as_str(), t.status, t.duration_ms)),
+            )
+        }
+    }
+
+    /// Entries written as rows ([`TailList`]'s `Serialize`), one at a time: a day's list is
+    /// 10,000 rows, written at every history flush.
     pub struct Rows<'a>(pub &'a [Entry]);
 
     impl Serialize for Rows<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let rows: Vec<RowRef<'_>> = self
-                .0
-                .iter()
-                .map(|e| {
-                    let w = &e.why;
+            s.collect_seq(self.0.iter().map(|e| -> RowRef<'_> {
+                let w = &e.why;
+                (
+                    e.value,
+                    w.session_id.as_str(),
+                    w.event_time,
                     (
-                        e.value,
-                        w.session_id.as_str(),
-                        w.event_time,
-                        (
-                            w.agent.as_str(),
-                            w.prompt_version.as_str(),
-                            w.model.as_str(),
-                        ),
-                        w.status,
-                        w.error_type.as_deref(),
-                        (w.duration_ms, w.cost_usd, w.cost_derived),
-                        (w.turns, w.input_tokens, w.output_tokens),
-                        (w.tool_call_count, w.retries),
-                        w.tool_calls
-                            .iter()
-                            .map(|t| (t.name.as_str(), t.status, t.duration_ms))
-                            .collect(),
-                        w.fallback.as_deref(),
-                    )
-                })
-                .collect();
-            rows.serialize(s)
+                        w.agent.as_str(),
+                        w.prompt_version.as_str(),
+                        w.model.as_str(),
+                    ),
+                    w.status,
+                    w.error_type.as_deref(),
+                    (w.duration_ms, w.cost_usd, w.cost_derived),
+                    (w.turns, w.input_tokens, w.output_tokens),
+                    (w.tool_call_count, w.retries),
+                    Calls(&w.tool_calls),
+                    w.fallback.as_deref(),
+                )
+            }))
         }
     }
 
@@ -766,6 +772,58 @@ mod tests {
             tool_calls: Vec::new(),
             fallback: None,
         }
+    }
+
+    /// Rows written one at a time are the bytes of the same rows collected and written as a
+    /// `Vec` (what earlier versions wrote and what `deserialize` reads).
+    #[test]
+    fn rows_written_one_at_a_time_are_the_bytes_of_a_collected_vec() {
+        let entries: Vec<Entry> = (0..3u32)
+            .map(|i| {
+                let mut w = why(&format!("s{i}"));
+                w.error_type = (i == 1).then(|| "timeout".into());
+                w.duration_ms = Some(1_000.5 * f64::from(i));
+                w.turns = Some(u64::from(i));
+                w.tool_calls = (0..i)
+                    .map(|c| ToolCallWhy {
+                        name: format!("tool{c}"),
+                        status: Some(crate::session::ToolStatus::Error),
+                        duration_ms: Some(f64::from(c)),
+                    })
+                    .collect();
+                w.fallback = (i == 2).then(|| "handoff_human".into());
+                Entry {
+                    value: f64::from(i) * 0.25,
+                    why: Arc::new(w),
+                }
+            })
+            .collect();
+        let collected: Vec<compact_entries::Row> = entries
+            .iter()
+            .map(|e| {
+                let w = &e.why;
+                (
+                    e.value,
+                    w.session_id.clone(),
+                    w.event_time,
+                    (w.agent.clone(), w.prompt_version.clone(), w.model.clone()),
+                    w.status,
+                    w.error_type.clone(),
+                    (w.duration_ms, w.cost_usd, w.cost_derived),
+                    (w.turns, w.input_tokens, w.output_tokens),
+                    (w.tool_call_count, w.retries),
+                    w.tool_calls
+                        .iter()
+                        .map(|t| (t.name.clone(), t.status, t.duration_ms))
+                        .collect(),
+                    w.fallback.clone(),
+                )
+            })
+            .collect();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        ciborium::into_writer(&collected, &mut want).unwrap();
+        ciborium::into_writer(&compact_entries::Rows(&entries), &mut got).unwrap();
+        assert_eq!(got, want);
     }
 
     fn offer(t: &mut TailList, v: f64, id: &str) {

@@ -73,6 +73,61 @@ pub(super) struct HistoryTrees {
     pii_ids: sled::Tree,
     /// Decoded counts and PII ids of recently read buckets (see [`DecodedCache`]).
     decoded: std::sync::Mutex<DecodedCache>,
+    /// The buckets the last applied delta wrote, decoded (see [`WrittenBucket`]).
+    written: std::sync::Mutex<Written>,
+}
+
+/// A bucket as the last applied delta wrote it: the next delta of the same keys and times (the
+/// current pane, hour and day of every active key) merges into this instead of reading and
+/// decoding the bucket again — decoding a day bucket's 10,000 costliest sessions was half the
+/// cost of applying a delta. `core` is what was written to the counts tree: the next delta
+/// uses `summary` only if the store still holds exactly those bytes (checked inside its
+/// transaction), so a bucket changed or dropped by anyone else is read again.
+struct WrittenBucket {
+    core: sled::IVec,
+    summary: OpsSummary,
+}
+
+type Written = std::collections::HashMap<Vec<u8>, WrittenBucket>;
+
+/// At most this many ranked entries (slowest and costliest, all buckets) are kept decoded
+/// between deltas — ~20 full day buckets and their hours and panes, tens of MB — so a fleet
+/// of many keys keeps its memory and reads the rest as before.
+const WRITTEN_ENTRIES: usize = 250_000;
+
+/// How often a delta is merged again after its buckets changed under it (another writer of the
+/// same store) before giving up.
+const STALE_RETRIES: u32 = 8;
+
+/// How a delta's transaction ended.
+enum Outcome {
+    Applied,
+    /// This origin has applied this sequence number already.
+    Already,
+    /// A bucket is not what the delta was merged into.
+    Stale,
+}
+
+/// A merged bucket, encoded into its four trees' values.
+struct Encoded {
+    core: sled::IVec,
+    slowest: sled::IVec,
+    costliest: sled::IVec,
+    pii_ids: sled::IVec,
+    summary: OpsSummary,
+}
+
+impl Encoded {
+    fn of(summary: OpsSummary) -> Encoded {
+        let (c, slowest, costliest, ids) = summary.split();
+        Encoded {
+            core: encode(&c).into(),
+            slowest: encode(&slowest).into(),
+            costliest: encode(&costliest).into(),
+            pii_ids: encode(&ids).into(),
+            summary: c.join(Some(slowest), Some(costliest), Some(ids)),
+        }
+    }
 }
 
 /// Decoded bucket counts (and PII ids) by bucket id. Every question reads the counts of tens to
@@ -106,6 +161,7 @@ impl HistoryTrees {
             costliest: db.open_tree("history/v2/costliest")?,
             pii_ids: db.open_tree("history/v2/pii_ids")?,
             decoded: std::sync::Mutex::new(DecodedCache::default()),
+            written: std::sync::Mutex::new(Written::new()),
         };
         if db.tree_names().iter().any(|n| n.as_ref() == b"history/v1") {
             let v1 = db.open_tree("history/v1")?;
@@ -134,14 +190,58 @@ impl HistoryTrees {
         self.decoded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Forgets what is cached of these buckets (they are being rewritten).
+    /// Forgets what is cached of these buckets (they are being rewritten or dropped).
     fn forget(&self, ids: impl IntoIterator<Item = impl AsRef<[u8]>>) {
         let mut c = self.cache();
+        let mut w = self.lock_written();
         c.writes += 1;
         for id in ids {
             c.cores.remove(id.as_ref());
             c.ids.remove(id.as_ref());
+            w.remove(id.as_ref());
         }
+    }
+
+    fn lock_written(&self) -> std::sync::MutexGuard<'_, Written> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The buckets the last delta wrote, taken (a delta being applied owns them).
+    fn take_written(&self) -> Written {
+        std::mem::take(&mut *self.lock_written())
+    }
+
+    /// Keeps the buckets a delta just wrote, up to [`WRITTEN_ENTRIES`] ranked entries.
+    fn keep_written(&self, buckets: impl IntoIterator<Item = (Vec<u8>, WrittenBucket)>) {
+        let mut entries = 0;
+        let mut w = self.lock_written();
+        w.clear();
+        for (id, b) in buckets {
+            let n = b.summary.slowest.items().len() + b.summary.costliest.items().len();
+            if entries + n <= WRITTEN_ENTRIES {
+                entries += n;
+                w.insert(id, b);
+            }
+        }
+    }
+
+    /// Bucket `id` whole, its counts being `core`: the four trees' values decoded and joined.
+    fn read_joined(
+        &self,
+        id: &[u8],
+        core: &[u8],
+        caps: crate::history::Caps,
+    ) -> Result<OpsSummary, StoreError> {
+        let list = |tree: &sled::Tree, cap| match tree.get(id)? {
+            Some(v) => decode::<TailList>(&v),
+            None => Ok(TailList::new(cap)),
+        };
+        let ids = self.pii_ids.get(id)?.map(|v| decode::<PiiIds>(&v));
+        Ok(decode::<OpsSummary>(core)?.join(
+            Some(list(&self.slowest, caps.slowest)?),
+            Some(list(&self.costliest, caps.costliest)?),
+            ids.transpose()?,
+        ))
     }
 
     /// The value `value` of bucket `id`, decoded or from the cache map `pick` chooses (at most
@@ -217,91 +317,117 @@ impl Store {
             );
         }
         let t = &self.history;
-        let result = (
-            &t.core,
-            &t.slowest,
-            &t.costliest,
-            &t.pii_ids,
-            &self.history_keys,
-            &self.history_applied,
-        )
-            .transaction(|(core, slow, costly, pii, keys, applied)| {
-                let done = applied
-                    .get(delta.origin.as_bytes())?
-                    .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-                    .unwrap_or(0);
-                if done >= delta.seq {
-                    return Ok(false);
-                }
-                for (res, start, key, summary) in &delta.buckets {
-                    let id = bucket_id(*res, *start, key);
-                    let merged = match core.get(&id)? {
-                        Some(old) => {
-                            let part = |tree: &sled::transaction::TransactionalTree| {
-                                tree.get(&id).map(|v| v.map(|v| v.to_vec()))
-                            };
-                            let (s, c, p) = (part(slow)?, part(costly)?, part(pii)?);
-                            let caps = res.caps();
-                            let list = |v: Option<Vec<u8>>, cap| match v {
-                                Some(v) => decode::<TailList>(&v),
-                                None => Ok(TailList::new(cap)),
-                            };
-                            let mut s = decode::<OpsSummary>(&old)
-                                .and_then(|core| {
-                                    Ok(core.join(
-                                        Some(list(s, caps.slowest)?),
-                                        Some(list(c, caps.costliest)?),
-                                        p.map(|p| decode::<PiiIds>(&p)).transpose()?,
-                                    ))
-                                })
-                                .map_err(abort)?;
-                            s.merge(summary);
-                            s
+        let applied_seq = |v: Option<sled::IVec>| {
+            v.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+                .unwrap_or(0)
+        };
+        // Merged outside the transaction (which sled may run more than once), each from the
+        // bucket as the last delta wrote it when that is still what is stored (the transaction
+        // checks), else as read and decoded now. A delta of every key's current pane, hour and
+        // day rewrites the same buckets as the last one: decoding a day's 10,000 costliest each
+        // time was half of applying a delta.
+        let mut cached = t.take_written();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if applied_seq(self.history_applied.get(delta.origin.as_bytes())?) >= delta.seq {
+                return Ok(false);
+            }
+            let mut merged = Vec::with_capacity(delta.buckets.len());
+            for (res, start, key, summary) in &delta.buckets {
+                let id = bucket_id(*res, *start, key);
+                let (expected, bucket) = match cached.remove(&id) {
+                    Some(mut w) => {
+                        w.summary.merge(summary);
+                        (Some(w.core), w.summary)
+                    }
+                    None => match t.core.get(&id)? {
+                        Some(core) => {
+                            let mut bucket = t.read_joined(&id, &core, res.caps())?;
+                            bucket.merge(summary);
+                            (Some(core), bucket)
                         }
-                        None => summary.clone(),
-                    };
-                    let (c, sl, co, ids) = merged.split();
-                    core.insert(id.as_slice(), encode(&c))?;
-                    slow.insert(id.as_slice(), encode(&sl))?;
-                    costly.insert(id.as_slice(), encode(&co))?;
-                    pii.insert(id.as_slice(), encode(&ids))?;
-                }
-                for (key, (first, last, sessions)) in &key_totals {
-                    let kid = key.encode();
-                    let info = match keys.get(kid.as_bytes())? {
-                        Some(old) => {
-                            let mut i: KeyInfo = decode(&old).map_err(abort)?;
-                            i.first_seen = i.first_seen.min(*first);
-                            i.last_seen = i.last_seen.max(*last);
-                            i.sessions += sessions;
-                            i
+                        None => (None, summary.clone()),
+                    },
+                };
+                merged.push((id, expected, Encoded::of(bucket)));
+            }
+            let outcome = (
+                &t.core,
+                &t.slowest,
+                &t.costliest,
+                &t.pii_ids,
+                &self.history_keys,
+                &self.history_applied,
+            )
+                .transaction(|(core, slow, costly, pii, keys, applied)| {
+                    if applied_seq(applied.get(delta.origin.as_bytes())?) >= delta.seq {
+                        return Ok(Outcome::Already);
+                    }
+                    for (id, expected, _) in &merged {
+                        if core.get(id)?.as_ref() != expected.as_ref() {
+                            return Ok(Outcome::Stale);
                         }
-                        None => KeyInfo {
-                            agent: key.agent.clone(),
-                            prompt_version: key.prompt_version.clone(),
-                            model: key.model.clone(),
-                            first_seen: *first,
-                            last_seen: *last,
-                            sessions: *sessions,
-                        },
-                    };
-                    keys.insert(kid.as_bytes(), encode(&info))?;
+                    }
+                    for (id, _, e) in &merged {
+                        core.insert(id.as_slice(), e.core.clone())?;
+                        slow.insert(id.as_slice(), e.slowest.clone())?;
+                        costly.insert(id.as_slice(), e.costliest.clone())?;
+                        pii.insert(id.as_slice(), e.pii_ids.clone())?;
+                    }
+                    for (key, (first, last, sessions)) in &key_totals {
+                        let kid = key.encode();
+                        let info = match keys.get(kid.as_bytes())? {
+                            Some(old) => {
+                                let mut i: KeyInfo = decode(&old).map_err(abort)?;
+                                i.first_seen = i.first_seen.min(*first);
+                                i.last_seen = i.last_seen.max(*last);
+                                i.sessions += sessions;
+                                i
+                            }
+                            None => KeyInfo {
+                                agent: key.agent.clone(),
+                                prompt_version: key.prompt_version.clone(),
+                                model: key.model.clone(),
+                                first_seen: *first,
+                                last_seen: *last,
+                                sessions: *sessions,
+                            },
+                        };
+                        keys.insert(kid.as_bytes(), encode(&info))?;
+                    }
+                    applied.insert(delta.origin.as_bytes(), &delta.seq.to_be_bytes())?;
+                    Ok(Outcome::Applied)
+                });
+            // After the commit: a reader that decoded an old value meanwhile sees the write
+            // count move and does not cache it.
+            t.forget(merged.iter().map(|(id, ..)| id));
+            match outcome {
+                Ok(Outcome::Applied) => {
+                    t.keep_written(merged.into_iter().map(|(id, _, e)| {
+                        (
+                            id,
+                            WrittenBucket {
+                                core: e.core,
+                                summary: e.summary,
+                            },
+                        )
+                    }));
+                    return Ok(true);
                 }
-                applied.insert(delta.origin.as_bytes(), &delta.seq.to_be_bytes())?;
-                Ok(true)
-            });
-        // After the commit: a reader that decoded an old value meanwhile sees the write count
-        // move and does not cache it.
-        self.history.forget(
-            delta
-                .buckets
-                .iter()
-                .map(|(res, start, key, _)| bucket_id(*res, *start, key)),
-        );
-        match result {
-            Ok(applied) => Ok(applied),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+                Ok(Outcome::Already) => return Ok(false),
+                Ok(Outcome::Stale) if attempt < STALE_RETRIES => {
+                    // Written behind this writer's back: read every bucket again.
+                    cached.clear();
+                }
+                Ok(Outcome::Stale) => {
+                    return Err(StoreError::Contended(
+                        "history buckets kept changing while a delta was applied",
+                    ));
+                }
+                Err(TransactionError::Abort(e)) => return Err(e),
+                Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
+            }
         }
     }
 
@@ -474,7 +600,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::history::query::{Range, plan};
-    use crate::history::{DAY_MS, History};
+    use crate::history::{DAY_MS, HOUR_MS, History};
 
     fn session(i: u64, t: EpochMs) -> crate::session::Session {
         let line = format!(
@@ -681,6 +807,106 @@ mod tests {
     }
 
     /// A bucket read (and so cached) and then written again answers with the new counts.
+    /// Every key-value pair of the history's trees.
+    fn history_contents(store: &Store) -> Vec<Vec<(sled::IVec, sled::IVec)>> {
+        let t = &store.history;
+        [
+            &t.core,
+            &t.slowest,
+            &t.costliest,
+            &t.pii_ids,
+            &store.history_keys,
+            &store.history_applied,
+        ]
+        .into_iter()
+        .map(|tree| tree.iter().collect::<Result<_, _>>().unwrap())
+        .collect()
+    }
+
+    /// A delta merged into the buckets the previous delta left decoded writes exactly the bytes
+    /// of one merged into buckets read back from sled — also when old buckets were dropped by
+    /// retention, late sessions reopen older panes, lists overflow their caps, and a bucket is
+    /// removed behind the writer's back (its decoded copy must not be used then).
+    #[test]
+    fn a_delta_merged_into_the_last_written_buckets_writes_what_a_cold_merge_writes() {
+        use crate::simulate::{AgentProfile, SimConfig, Simulator};
+        let config = HistoryConfig {
+            segment_by: vec!["attributes.channel".into()],
+            pane_retention: HOUR_MS / 2,
+            ..HistoryConfig::default()
+        };
+        let lines: Vec<Vec<u8>> = Simulator::new(SimConfig {
+            seed: 7,
+            start_ms: 20_400 * DAY_MS + 23 * HOUR_MS,
+            duration_ms: 2 * HOUR_MS,
+            sessions_per_hour: 6_000.0,
+            agents: vec![
+                AgentProfile::new("bot", "p1", "m-2026-09"),
+                AgentProfile::new("bot", "p2", "m-2026-09"),
+            ],
+            diurnal: false,
+            late_fraction: 0.05,
+            ..SimConfig::default()
+        })
+        .unwrap()
+        .collect();
+        let decoder = crate::ingest::decode::Decoder::new(std::sync::Arc::new(
+            crate::catalog::Catalog::embedded(),
+        ));
+        assert!(lines.len().div_ceil(600) > 13, "too few deltas");
+        let (warm, cold) = (Store::temporary().unwrap(), Store::temporary().unwrap());
+        let mut h = History::new(config.clone(), "test");
+        let mut newest = 0;
+        for (round, chunk) in lines.chunks(600).enumerate() {
+            for line in chunk {
+                if let Ok(s) = decoder.decode(line) {
+                    newest = newest.max(s.event_time);
+                    h.observe(&s);
+                }
+            }
+            let delta = h.seal().unwrap().clone();
+            if round == 12 {
+                // Behind the writer's back: the day bucket of one key goes from both stores.
+                let (id, _) = warm
+                    .history
+                    .lock_written()
+                    .iter()
+                    .map(|(id, b)| (id.clone(), b.summary.sessions))
+                    .max_by_key(|(_, sessions)| *sessions)
+                    .unwrap();
+                for store in [&warm, &cold] {
+                    for tree in store.history.trees() {
+                        tree.remove(&id).unwrap();
+                    }
+                }
+            }
+            drop(cold.history.take_written());
+            assert!(warm.apply_history(&delta).unwrap());
+            assert!(cold.apply_history(&delta).unwrap());
+            h.ack(delta.seq);
+            for store in [&warm, &cold] {
+                store.retain_history(newest, &config).unwrap();
+            }
+            assert!(
+                !warm.history.lock_written().is_empty(),
+                "round {round}: nothing kept"
+            );
+            assert!(
+                history_contents(&warm) == history_contents(&cold),
+                "round {round}: the stores differ"
+            );
+        }
+        let full = cold
+            .history
+            .costliest
+            .iter()
+            .values()
+            .map(|v| decode::<TailList>(&v.unwrap()).unwrap())
+            .filter(|l| l.dropped().is_some())
+            .count();
+        assert!(full > 0, "no list overflowed its cap");
+    }
+
     #[test]
     fn cached_counts_follow_later_writes() {
         let store = Store::temporary().unwrap();

@@ -22,6 +22,8 @@ pub enum StoreError {
     Decode(#[from] serde_json::Error),
     #[error("stored value is not valid CBOR: {0}")]
     Cbor(String),
+    #[error("{0}")]
+    Contended(&'static str),
     #[error(transparent)]
     Baseline(#[from] baseline::BaselineFormatError),
     #[error("{path}: {source}")]
