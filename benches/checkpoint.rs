@@ -181,22 +181,28 @@ fn kind(id: &PartId) -> String {
     text.split([' ', '{']).next().unwrap_or_default().to_owned()
 }
 
+/// The Kafka bench's stream: `slawatch simulate --seed 9 --rate 100000 --sessions N --agent
+/// agent-0 … --agent agent-7`.
+fn kafka_stream(sessions: u64) -> Vec<Vec<u8>> {
+    let cfg = slawatch::simulate::SimulateArgs {
+        seed: 9,
+        rate: 100_000.0,
+        sessions: Some(sessions),
+        agents: (0..8).map(|a| format!("agent-{a}")).collect(),
+        ..Default::default()
+    }
+    .to_config()
+    .unwrap();
+    Simulator::new(cfg).unwrap().collect()
+}
+
 /// Feeds the Kafka bench's stream and prints what every `every` records' increment holds.
 fn profile(every: usize) {
     let spec =
         include_str!("../sla-specs/support-bot.yaml").replace("agent: support-bot", "agent: \"*\"");
     let (specs, diags) = slawatch::spec::parse_str(&spec, "every-agent.yaml");
     assert!(!slawatch::spec::has_errors(&diags));
-    let cfg = slawatch::simulate::SimulateArgs {
-        seed: 9,
-        rate: 100_000.0,
-        sessions: Some(100_000),
-        agents: (0..8).map(|a| format!("agent-{a}")).collect(),
-        ..Default::default()
-    }
-    .to_config()
-    .unwrap();
-    let lines: Vec<Vec<u8>> = Simulator::new(cfg).unwrap().collect();
+    let lines = kafka_stream(100_000);
     let mut p = Pipeline::new(specs, Arc::new(Catalog::embedded()), &Default::default());
     let mut tracker = Tracker::new();
     let mut out = Vec::new();
@@ -249,19 +255,10 @@ fn profile(every: usize) {
 /// Feeds the Kafka bench's stream into a history and applies a delta every `every` records.
 fn history(every: &[usize], sessions: u64) {
     use slawatch::history::{History, HistoryConfig};
-    let cfg = slawatch::simulate::SimulateArgs {
-        seed: 9,
-        rate: 100_000.0,
-        sessions: Some(sessions),
-        agents: (0..8).map(|a| format!("agent-{a}")).collect(),
-        ..Default::default()
-    }
-    .to_config()
-    .unwrap();
     let decoder = slawatch::ingest::decode::Decoder::new(Arc::new(Catalog::embedded()));
-    let sessions: Vec<_> = Simulator::new(cfg)
-        .unwrap()
-        .filter_map(|l| decoder.decode(&l).ok())
+    let sessions: Vec<_> = kafka_stream(sessions)
+        .iter()
+        .filter_map(|l| decoder.decode(l).ok())
         .collect();
     println!("| every | deltas | observe s | apply s | apply ms per delta | stored MB |");
     println!("|---:|---:|---:|---:|---:|---:|");

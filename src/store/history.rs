@@ -108,24 +108,25 @@ enum Outcome {
     Stale,
 }
 
-/// A merged bucket, encoded into its four trees' values.
+/// A merged bucket, encoded into its four trees' values (`bucket.core`, the three lists).
 struct Encoded {
-    core: sled::IVec,
+    bucket: WrittenBucket,
     slowest: sled::IVec,
     costliest: sled::IVec,
     pii_ids: sled::IVec,
-    summary: OpsSummary,
 }
 
 impl Encoded {
     fn of(summary: OpsSummary) -> Encoded {
         let (c, slowest, costliest, ids) = summary.split();
         Encoded {
-            core: encode(&c).into(),
             slowest: encode(&slowest).into(),
             costliest: encode(&costliest).into(),
             pii_ids: encode(&ids).into(),
-            summary: c.join(Some(slowest), Some(costliest), Some(ids)),
+            bucket: WrittenBucket {
+                core: encode(&c).into(),
+                summary: c.join(Some(slowest), Some(costliest), Some(ids)),
+            },
         }
     }
 }
@@ -317,10 +318,6 @@ impl Store {
             );
         }
         let t = &self.history;
-        let applied_seq = |v: Option<sled::IVec>| {
-            v.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-                .unwrap_or(0)
-        };
         // Merged outside the transaction (which sled may run more than once), each from the
         // bucket as the last delta wrote it when that is still what is stored (the transaction
         // checks), else as read and decoded now. A delta of every key's current pane, hour and
@@ -330,9 +327,6 @@ impl Store {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            if applied_seq(self.history_applied.get(delta.origin.as_bytes())?) >= delta.seq {
-                return Ok(false);
-            }
             let mut merged = Vec::with_capacity(delta.buckets.len());
             for (res, start, key, summary) in &delta.buckets {
                 let id = bucket_id(*res, *start, key);
@@ -361,7 +355,11 @@ impl Store {
                 &self.history_applied,
             )
                 .transaction(|(core, slow, costly, pii, keys, applied)| {
-                    if applied_seq(applied.get(delta.origin.as_bytes())?) >= delta.seq {
+                    let done = applied
+                        .get(delta.origin.as_bytes())?
+                        .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+                        .unwrap_or(0);
+                    if done >= delta.seq {
                         return Ok(Outcome::Already);
                     }
                     for (id, expected, _) in &merged {
@@ -370,7 +368,7 @@ impl Store {
                         }
                     }
                     for (id, _, e) in &merged {
-                        core.insert(id.as_slice(), e.core.clone())?;
+                        core.insert(id.as_slice(), e.bucket.core.clone())?;
                         slow.insert(id.as_slice(), e.slowest.clone())?;
                         costly.insert(id.as_slice(), e.costliest.clone())?;
                         pii.insert(id.as_slice(), e.pii_ids.clone())?;
@@ -404,15 +402,7 @@ impl Store {
             t.forget(merged.iter().map(|(id, ..)| id));
             match outcome {
                 Ok(Outcome::Applied) => {
-                    t.keep_written(merged.into_iter().map(|(id, _, e)| {
-                        (
-                            id,
-                            WrittenBucket {
-                                core: e.core,
-                                summary: e.summary,
-                            },
-                        )
-                    }));
+                    t.keep_written(merged.into_iter().map(|(id, _, e)| (id, e.bucket)));
                     return Ok(true);
                 }
                 Ok(Outcome::Already) => return Ok(false),
